@@ -1,0 +1,166 @@
+"""Lowering of a planned graph to kernel calls, and the C source of one timestep (model.c).
+
+`lower(graph)` picks one kernel per node (identical signatures share one kernel) and binds each kernel parameter to
+an arena offset. `emit_model_c` writes `masic_model` and `masic_model_step`, the straight sequence of those calls:
+the whole step is readable top to bottom in the generated file, one comment per IR node.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from masic.codegen.kernels import (
+    Conv2dKernel,
+    DenseKernel,
+    ElementwiseAddKernel,
+    NeuronKernel,
+    Pool2dKernel,
+)
+from masic.codegen.weights import Segment, WeightsFile
+from masic.ir.graph import Graph, Node, ParamRef
+from masic.ir.ops import OPS, neuron_op
+from masic.ir.text import format_node
+
+Kernel = Conv2dKernel | DenseKernel | Pool2dKernel | NeuronKernel | ElementwiseAddKernel
+NO_KERNEL_OPS = ("input", "flatten")  # the loader writes the input; flatten is a view of its operand
+
+
+@dataclass(frozen=True)
+class KernelCall:
+    node: Node
+    symbol: str
+    args: tuple[tuple[str, int], ...]  # (kernel parameter, arena offset)
+
+
+@dataclass(frozen=True)
+class ExitRule:
+    """Early-exit rule stored in the artifact: softmax confidence of the accumulated output (None: never)."""
+
+    confidence: float | None = None
+    min_timesteps: int = 1
+
+
+def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
+    """The kernel a node needs (symbol left empty) and which value each kernel parameter reads or writes."""
+    operand = graph.node(node.inputs[0]) if node.inputs else None
+    binding = {"x": node.inputs[0] if node.inputs else "", "y": node.name, "scratch": f"{node.name}.scratch"}
+
+    def ref(key: str) -> str:
+        value = node.attr(key)
+        return f"@{value.name}" if isinstance(value, ParamRef) else ""
+
+    binding |= {"w": ref("weight"), "b": ref("bias")}
+    if node.op == "conv2d":
+        a = dict(node.attrs)
+        kernel = Conv2dKernel(
+            "",
+            operand.type.shape,
+            a["out_channels"],
+            a["kernel"],
+            a["stride"],
+            a["padding"],
+            a["dilation"],
+            a["groups"],
+            "bias" in a,
+        )
+    elif node.op == "dense":
+        kernel = DenseKernel("", node.attr("in_features"), node.attr("out_features"), node.attr("bias") is not None)
+    elif node.op in ("maxpool2d", "avgpool2d"):
+        kind = "max" if node.op == "maxpool2d" else "avg"
+        a = dict(node.attrs)
+        kernel = Pool2dKernel("", kind, operand.type.shape, a["kernel"], a["stride"], a["padding"])
+    elif node.op == "add":
+        kernel = ElementwiseAddKernel("", node.type.numel)
+        binding |= {"a": node.inputs[0], "b": node.inputs[1]}
+    elif definition := neuron_op(node.op):
+        params = tuple(
+            (k, None if isinstance(v, ParamRef) else float(v))
+            for k, v in node.attrs
+            if k in definition.required
+            if k != "reset"
+        )
+        kind = "lif_box_subtract" if node.attr("reset") == "subtract" else node.op
+        kernel = NeuronKernel("", kind, node.type.numel, params)
+        binding |= {state: f"{node.name}.{state}" for state, _ in definition.states}
+        binding |= {"z": node.name, "out": node.name}
+        binding |= {k: f"@{v.name}" for k, v in node.attrs if isinstance(v, ParamRef)}
+    else:
+        raise NotImplementedError(f"no kernel for op {node.op!r} ({OPS[node.op].doc})")
+    return kernel, binding
+
+
+def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
+    """One kernel per distinct signature, and the call sequence of one timestep."""
+    plan = graph.plan
+    assert plan is not None, "lower needs a planned graph"
+    kernels: dict[Kernel, Kernel] = {}
+    calls = []
+    for node in graph.nodes:
+        if node.op in NO_KERNEL_OPS:
+            continue
+        kernel, binding = _kernel_for(node, graph)
+        if kernel not in kernels:
+            kernels[kernel] = dataclasses.replace(kernel, symbol=f"masic_{node.op}_{len(kernels)}")
+        kernel = kernels[kernel]
+        args = tuple((p, plan.buffer_of(binding[p]).offset) for p in kernel.params())
+        calls.append(KernelCall(node, kernel.symbol, args))
+    return tuple(kernels.values()), tuple(calls)
+
+
+def _c_segments(name: str, segments: tuple[Segment, ...]) -> str:
+    rows = "".join(f"  {{{s.file_offset}u, {s.arena_offset}u, {s.nbytes}u}}, /* {s.name} */\n" for s in segments)
+    rows = rows or "  {0u, 0u, 0u},\n"  # C forbids an empty initializer list
+    return f"static const masic_segment_t {name}[] = {{\n{rows}}};\n"
+
+
+def _c_shape(shape: tuple[int, ...]) -> str:
+    return "{" + ", ".join(map(str, shape)) + "}"
+
+
+def emit_model_c(
+    graph: Graph, kernels: tuple[Kernel, ...], calls: tuple[KernelCall, ...], weights: WeightsFile, exit_rule: ExitRule
+) -> str:
+    plan = graph.plan
+    (input_node,) = graph.inputs
+    output = graph.node(graph.output)
+    prototypes = "".join(f"int32_t {k.symbol}({', '.join('float *' + p for p in k.params())});\n" for k in kernels)
+    body = ""
+    for call in calls:
+        args = ", ".join(f"(float *)(arena + {offset}u)" for _, offset in call.args)
+        body += f"  /* {format_node(call.node).replace('*/', '* /')} */\n"
+        body += f"  if ((rc = {call.symbol}({args})) != 0) return rc;\n"
+    confidence = exit_rule.confidence
+    return f"""/* Generated by masic for graph @{graph.name}: one timestep as a sequence of kernel calls. */
+#include "masic_model.h"
+
+{prototypes}
+{_c_segments("resident", weights.resident)}
+{_c_segments("state_init", weights.state_init)}
+const masic_model_t masic_model = {{
+  .name = "{graph.name}",
+  .arena_bytes = {plan.arena_bytes}u,
+  .arena_alignment = {plan.alignment}u,
+  .weights_bytes = {weights.nbytes}u,
+  .weights_crc32 = 0x{weights.crc32:08x}u,
+  .input_ndim = {len(input_node.type.shape)},
+  .input_shape = {_c_shape(input_node.type.shape)},
+  .input_offset = {plan.buffer_of(input_node.name).offset}u,
+  .output_ndim = {len(output.type.shape)},
+  .output_shape = {_c_shape(output.type.shape)},
+  .output_offset = {plan.buffer_of(output.name).offset}u,
+  .timesteps = {graph.timesteps},
+  .exit_rule = {"MASIC_EXIT_SOFTMAX_CONFIDENCE" if confidence is not None else "MASIC_EXIT_NONE"},
+  .exit_confidence = {confidence if confidence is not None else 0.0}f,
+  .exit_min_timesteps = {exit_rule.min_timesteps},
+  .n_resident = {len(weights.resident)}u,
+  .resident = resident,
+  .n_state_init = {len(weights.state_init)}u,
+  .state_init = state_init,
+}};
+
+int masic_model_step(uint8_t *arena) {{
+  int32_t rc;
+{body}  return 0;
+}}
+"""

@@ -1,0 +1,63 @@
+"""Layout of weights.bin: every weight the plan keeps resident, then every neuron state's initial value.
+
+Each block starts at a multiple of 64 bytes, in plan order, so the loader reads it with one aligned pread straight
+into its arena slot. The file's CRC-32 (zlib) and size go into model.c and the manifest; the loader refuses a file
+that does not match both.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from masic.analysis.liveness import align_up
+from masic.ir.graph import Graph
+from masic.ir.interpret import initial_state
+from masic.ir.ops import neuron_op
+
+FILE_ALIGNMENT = 64
+
+
+@dataclass(frozen=True)
+class Segment:
+    name: str
+    file_offset: int
+    arena_offset: int
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    resident: tuple[Segment, ...]
+    state_init: tuple[Segment, ...]
+    nbytes: int
+    crc32: int
+
+
+def write_weights(graph: Graph, path: Path) -> WeightsFile:
+    """Writes weights.bin for a planned graph and returns its layout."""
+    plan = graph.plan
+    assert plan is not None, "write_weights needs a planned graph"
+    blocks: list[tuple[str, np.ndarray]] = [(p.name, graph.weights[p.name]) for p in graph.params]
+    states: list[tuple[str, np.ndarray]] = []
+    for node in graph.nodes:
+        if neuron_op(node.op):
+            states += [(f"{node.name}.{key}", array) for key, array in initial_state(graph, node).items()]
+    resident, state_init, offset, crc = [], [], 0, 0
+    with path.open("wb") as out:
+        for kind, items in (("weight", blocks), ("state", states)):
+            for name, array in items:
+                data = np.ascontiguousarray(array, dtype=np.float32).tobytes()
+                padding = b"\0" * (align_up(offset, FILE_ALIGNMENT) - offset)
+                out.write(padding)
+                crc = zlib.crc32(data, zlib.crc32(padding, crc))
+                offset += len(padding)
+                buffer = plan.buffer_of(f"@{name}" if kind == "weight" else name)
+                segment = Segment(name, offset, buffer.offset, len(data))
+                (resident if kind == "weight" else state_init).append(segment)
+                out.write(data)
+                offset += len(data)
+    return WeightsFile(tuple(resident), tuple(state_init), offset, crc)

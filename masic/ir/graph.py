@@ -1,0 +1,180 @@
+"""Graph IR of one timestep of a spiking network.
+
+A `Graph` is an ordered tuple of `Node`s in a valid execution order. Every node produces one value named after the
+node. Per-sample shapes only: the batch dimension is always 1 and never written. Weights are `Param`s referenced
+from node attributes as `ParamRef`s; their data lives in `Graph.weights` (not part of the textual form, not part of
+equality). Neuron ops carry state (membrane, current) that is read at the start of a step and written at its end;
+the op table in `masic.ir.ops` says which state each op has.
+
+After planning, `Graph.plan` holds every buffer's kind, size, lifetime and arena offset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from math import prod
+from types import MappingProxyType
+
+import numpy as np
+
+DTYPES: Mapping[str, np.dtype] = MappingProxyType({"f32": np.dtype(np.float32)})
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """Shape (per sample, no batch dimension) and element type of a value."""
+
+    shape: tuple[int, ...]
+    dtype: str = "f32"
+
+    @property
+    def numel(self) -> int:
+        return prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * DTYPES[self.dtype].itemsize
+
+    def __str__(self) -> str:
+        return f"{self.dtype}[{','.join(map(str, self.shape))}]"
+
+
+@dataclass(frozen=True)
+class ParamRef:
+    """A reference from a node attribute to a graph parameter (weights, biases, per-neuron constants)."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"@{self.name}"
+
+
+AttrValue = int | float | str | bool | tuple[int, ...] | ParamRef
+
+
+@dataclass(frozen=True)
+class Node:
+    """One op. `loc` names where it came from in the source model (module path and type), for diagnostics."""
+
+    name: str
+    op: str
+    inputs: tuple[str, ...] = ()
+    attrs: tuple[tuple[str, AttrValue], ...] = ()
+    type: TensorType | None = None
+    loc: str = ""
+
+    def attr(self, key: str, default: AttrValue | None = None) -> AttrValue | None:
+        return dict(self.attrs).get(key, default)
+
+    def param_refs(self) -> Iterator[tuple[str, ParamRef]]:
+        for key, value in self.attrs:
+            if isinstance(value, ParamRef):
+                yield key, value
+
+    def with_attrs(self, **changes: AttrValue | None) -> Node:
+        """A copy with attributes replaced, added, or removed (value None)."""
+        merged = dict(self.attrs)
+        for key, value in changes.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        return replace(self, attrs=tuple(merged.items()))
+
+    def describe(self) -> str:
+        origin = f" (from {self.loc})" if self.loc else ""
+        return f"node %{self.name} ({self.op}){origin}"
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: TensorType
+
+
+BUFFER_KINDS = ("weight", "state", "activation", "scratch", "io")
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """A region of the arena. Live over schedule positions [start, end); `pinned` buffers live for the whole run."""
+
+    name: str
+    kind: str
+    size: int
+    start: int
+    end: int
+    offset: int = -1
+
+    def overlaps_in_time(self, other: Buffer) -> bool:
+        return self.start < other.end and other.start < self.end
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Fixed arena layout: every buffer at an aligned offset. `values` maps each IR value (and state, and scratch)
+    to the buffer that holds it, so views such as flatten can share their input's buffer."""
+
+    arena_bytes: int
+    alignment: int
+    lower_bound: int
+    buffers: tuple[Buffer, ...]
+    values: tuple[tuple[str, str], ...]
+
+    def buffer(self, name: str) -> Buffer:
+        for buf in self.buffers:
+            if buf.name == name:
+                return buf
+        raise KeyError(name)
+
+    def buffer_of(self, value: str) -> Buffer:
+        return self.buffer(dict(self.values)[value])
+
+
+@dataclass(frozen=True)
+class Graph:
+    name: str
+    nodes: tuple[Node, ...]
+    output: str
+    params: tuple[Param, ...] = ()
+    timesteps: int = 1
+    plan: Plan | None = None
+    weights: Mapping[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    def param(self, name: str) -> Param:
+        for param in self.params:
+            if param.name == name:
+                return param
+        raise KeyError(name)
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        return tuple(n for n in self.nodes if n.op == "input")
+
+    def users(self, value: str) -> tuple[Node, ...]:
+        return tuple(n for n in self.nodes if value in n.inputs)
+
+    def with_nodes(self, nodes: tuple[Node, ...] | list[Node]) -> Graph:
+        """A copy with new nodes; parameters no node references any more are dropped with their weights."""
+        nodes = tuple(nodes)
+        used = {ref.name for n in nodes for _, ref in n.param_refs()}
+        params = tuple(p for p in self.params if p.name in used)
+        weights = {k: v for k, v in self.weights.items() if k in used}
+        return replace(self, nodes=nodes, params=params, weights=weights)
+
+    def with_params(self, new: Mapping[str, np.ndarray]) -> Graph:
+        """A copy with parameters added or replaced (float32, type taken from the array)."""
+        weights = dict(self.weights)
+        params = {p.name: p for p in self.params}
+        for name, array in new.items():
+            array = np.ascontiguousarray(array, dtype=np.float32)
+            weights[name] = array
+            params[name] = Param(name, TensorType(tuple(array.shape)))
+        return replace(self, params=tuple(params.values()), weights=weights)

@@ -1,0 +1,204 @@
+"""NumPy reference interpreter of the IR, and the plan simulator built on it.
+
+`run(graph, x)` executes the graph for T timesteps and returns the output of every step, shape (T, *output).
+Neuron updates are float32, one rounding per operation, in Norse's order (see `masic.ir.ops`): given the same
+synaptic input they reproduce Norse bit-for-bit. Convolutions and dense layers accumulate in float64 and round once,
+so they are at least as accurate as any float32 kernel they are compared with.
+
+With `simulate_plan=True` every value, state and weight lives inside one byte array at the offset the plan gives
+it, and each buffer is filled with NaN when its lifetime starts: a plan that lets two live buffers overlap, or
+that ends a lifetime too early, corrupts the result instead of passing silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from masic.ir.graph import Graph, Node, ParamRef
+from masic.ir.ops import neuron_op, state_names
+
+F32 = np.float32
+
+
+def _windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]) -> np.ndarray:
+    """(C, OH, OW, kh, kw) view of the windows of an already padded (C, H, W) array."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    view = sliding_window_view(x, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(1, 2))
+    return view[:, ::sh, ::sw, ::dh, ::dw]
+
+
+def _pad(x: np.ndarray, padding: tuple[int, int], value: float) -> np.ndarray:
+    ph, pw = padding
+    return np.pad(x, ((0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+
+def conv2d(node: Node, x: np.ndarray, p: Callable[[str], np.ndarray | None]) -> np.ndarray:
+    weight, bias, groups = p("weight"), p("bias"), node.attr("groups")
+    padded = _pad(x, node.attr("padding"), 0.0)
+    windows = _windows(padded, node.attr("kernel"), node.attr("stride"), node.attr("dilation"))
+    c_in, out_c = x.shape[0] // groups, weight.shape[0] // groups
+    out = np.empty((weight.shape[0], *windows.shape[1:3]), dtype=np.float64)
+    for g in range(groups):
+        w = weight[g * out_c : (g + 1) * out_c].astype(np.float64)
+        win = windows[g * c_in : (g + 1) * c_in].astype(np.float64)
+        out[g * out_c : (g + 1) * out_c] = np.einsum("chwij,ocij->ohw", win, w)
+    if bias is not None:
+        out += bias.astype(np.float64)[:, None, None]
+    return out.astype(F32)
+
+
+def dense(node: Node, x: np.ndarray, p: Callable[[str], np.ndarray | None]) -> np.ndarray:
+    out = p("weight").astype(np.float64) @ x.astype(np.float64)
+    bias = p("bias")
+    return (out if bias is None else out + bias.astype(np.float64)).astype(F32)
+
+
+def pool2d(node: Node, x: np.ndarray) -> np.ndarray:
+    is_max = node.op == "maxpool2d"
+    padded = _pad(x, node.attr("padding"), -np.inf if is_max else 0.0)
+    windows = _windows(padded, node.attr("kernel"), node.attr("stride"), (1, 1))
+    if is_max:
+        return windows.max(axis=(3, 4)).astype(F32)
+    return windows.astype(np.float64).mean(axis=(3, 4)).astype(F32)
+
+
+def batchnorm2d(node: Node, x: np.ndarray, p: Callable[[str], np.ndarray | None]) -> np.ndarray:
+    scale = 1.0 / np.sqrt(p("var").astype(np.float64) + node.attr("eps"))
+    gamma, beta = p("gamma"), p("beta")
+    if gamma is not None:
+        scale = scale * gamma
+    y = (x - p("mean").astype(np.float64)[:, None, None]) * scale[:, None, None]
+    return (y if beta is None else y + beta[:, None, None]).astype(F32)
+
+
+def neuron_step(node: Node, x: np.ndarray, state: dict[str, np.ndarray], p: Callable[[str], np.ndarray]) -> np.ndarray:
+    """One neuron update in float32, Norse's op order; updates `state` arrays in place, returns the output."""
+    op = node.op
+    if op in ("lif", "li"):
+        v, i = state["v"], state["i"]
+        i1 = i + x
+        v1 = v + p("dt_tau_mem") * ((p("v_leak") - v) + i1)
+        i[...] = i1 + p("neg_dt_tau_syn") * i1
+        if op == "li":
+            v[...] = v1
+            return v1
+    elif op == "lif_box":
+        v = state["v"]
+        v1 = v + p("dt_tau_mem") * ((x + p("v_leak")) - v)
+    elif op == "li_box":
+        v = state["v"]
+        v[...] = v + p("dt_tau_mem") * ((p("v_leak") - v) + x)
+        return v.copy()
+    elif op == "iaf":
+        v = state["v"]
+        v1 = v + x
+    else:
+        raise NotImplementedError(op)
+    spikes = (v1 - p("v_th")) > 0
+    if node.attr("reset") == "subtract":
+        v[...] = np.where(spikes, v1 - p("v_th"), v1)
+    else:
+        v[...] = np.where(spikes, p("v_reset"), v1)
+    return spikes.astype(F32)
+
+
+def initial_state(graph: Graph, node: Node) -> dict[str, np.ndarray]:
+    """Fresh state arrays of a neuron node: each filled with its initial-value attribute, or zeros."""
+    definition = neuron_op(node.op)
+    assert definition is not None and node.type is not None
+    state = {}
+    for name, init in definition.states:
+        value = 0.0 if init is None else node.attr(init)
+        array = np.empty(node.type.shape, dtype=F32)
+        array[...] = graph.weights[value.name] if isinstance(value, ParamRef) else F32(value)
+        state[name] = array
+    return state
+
+
+class _Values:
+    """Where values live during a run: a dict of arrays, or views into one arena at planned offsets."""
+
+    def __init__(self, graph: Graph, simulate_plan: bool) -> None:
+        self.graph = graph
+        self.arena: np.ndarray | None = None
+        self.arrays: dict[str, np.ndarray] = dict(graph.weights)
+        types = {n.name: n.type for n in graph.nodes} | {f"@{p.name}": p.type for p in graph.params}
+        types |= {s: n.type for n in graph.nodes for s in state_names(n)}
+        if simulate_plan:
+            plan = graph.plan
+            if plan is None:
+                raise ValueError("simulate_plan needs a planned graph (run assign-offsets first)")
+            self.arena = np.full(plan.arena_bytes, 0xFF, dtype=np.uint8)
+            for value, buffer in plan.values:
+                offset, vtype = plan.buffer(buffer).offset, types[value]
+                self.arrays[value] = self.arena[offset : offset + vtype.nbytes].view(F32).reshape(vtype.shape)
+            for param in graph.params:
+                self.arrays[param.name] = self.arrays.pop(f"@{param.name}")
+                self.arrays[param.name][...] = graph.weights[param.name]
+
+    def poison_starting_at(self, position: int) -> None:
+        if self.arena is None:
+            return
+        for buf in self.graph.plan.buffers:
+            if buf.start == position and buf.kind not in ("weight", "state"):
+                self.arena[buf.offset : buf.offset + buf.size].view(F32)[...] = np.nan
+
+    def store(self, name: str, value: np.ndarray) -> None:
+        if self.arena is None:
+            self.arrays[name] = value
+        else:
+            self.arrays[name][...] = value
+
+
+def run(graph: Graph, x: np.ndarray, timesteps: int | None = None, simulate_plan: bool = False) -> np.ndarray:
+    """Runs the graph. `x` is one sample (presented at every step) or a sequence with a leading time axis."""
+    (input_node,) = graph.inputs
+    sample_shape = input_node.type.shape
+    x = np.asarray(x, dtype=F32)
+    sequence = x.shape != sample_shape
+    if sequence and x.shape[1:] != sample_shape:
+        raise ValueError(f"input of shape {x.shape} is neither {sample_shape} nor (T, *{sample_shape})")
+    steps = timesteps or (x.shape[0] if sequence else graph.timesteps)
+    values = _Values(graph, simulate_plan)
+    for node in graph.nodes:
+        if neuron_op(node.op):
+            for key, array in initial_state(graph, node).items():
+                values.store(f"{node.name}.{key}", array)
+    outputs = []
+    for t in range(steps):
+        for position, node in enumerate(graph.nodes):
+            values.poison_starting_at(position)
+            values.store(node.name, _execute(node, values, x[t] if sequence else x))
+        outputs.append(values.arrays[graph.output].copy())
+    return np.stack(outputs)
+
+
+def _execute(node: Node, values: _Values, sample: np.ndarray) -> np.ndarray:
+    def param(key: str) -> np.ndarray | None:
+        value = node.attr(key)
+        if value is None:
+            return None
+        return values.arrays[value.name] if isinstance(value, ParamRef) else F32(value)
+
+    operands = [values.arrays[v] for v in node.inputs]
+    if node.op == "input":
+        return sample
+    if neuron_op(node.op):
+        state = {s.split(".")[-1]: values.arrays[s] for s in state_names(node)}
+        return neuron_step(node, operands[0], state, param)
+    if node.op == "conv2d":
+        return conv2d(node, operands[0], param)
+    if node.op == "dense":
+        return dense(node, operands[0], param)
+    if node.op in ("maxpool2d", "avgpool2d"):
+        return pool2d(node, operands[0])
+    if node.op == "batchnorm2d":
+        return batchnorm2d(node, operands[0], param)
+    if node.op == "flatten":
+        return operands[0].reshape(node.type.shape)
+    if node.op == "add":
+        return operands[0] + operands[1]
+    raise NotImplementedError(f"the interpreter has no rule for op {node.op!r}")

@@ -1,0 +1,192 @@
+"""Deterministic textual form of the IR, and its parser: `parse(print_graph(g), g.weights) == g`.
+
+    graph @digits timesteps=16 {
+      param @fc1.weight : f32[128,64]
+      %x = input() : f32[64]
+      %fc1 = dense(%x) {weight=@fc1.weight, in_features=64, out_features=128} : f32[128] loc("fc1: Linear")
+      output %fc1
+    }
+    plan arena=33280 align=16 lower_bound=33280 {
+      buffer @fc1.weight weight size=32768 live=[0,2) offset=0
+      value %fc1 -> fc1
+    }
+
+Floats are printed with Python's shortest repr, which parses back to the same value exactly. Weights are not
+part of the text; the parser takes them as an argument.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+
+import numpy as np
+
+from masic.ir.graph import AttrValue, Buffer, Graph, Node, Param, ParamRef, Plan, TensorType
+
+_NAME = r"[A-Za-z0-9_.\-]+"
+
+
+def format_type(t: TensorType | None) -> str:
+    return str(t) if t is not None else "?"
+
+
+def format_attr(value: AttrValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, ParamRef):
+        return str(value)
+    if isinstance(value, tuple):
+        return "(" + ",".join(map(str, value)) + ")"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
+def format_node(node: Node) -> str:
+    attrs = ", ".join(f"{k}={format_attr(v)}" for k, v in node.attrs)
+    text = f"%{node.name} = {node.op}({', '.join('%' + i for i in node.inputs)})"
+    if attrs:
+        text += f" {{{attrs}}}"
+    text += f" : {format_type(node.type)}"
+    if node.loc:
+        text += f" loc({json.dumps(node.loc)})"
+    return text
+
+
+def _sigil(value: str) -> str:
+    return value if value.startswith("@") else f"%{value}"
+
+
+def print_graph(graph: Graph) -> str:
+    lines = [f"graph @{graph.name} timesteps={graph.timesteps} {{"]
+    lines += [f"  param @{p.name} : {p.type}" for p in graph.params]
+    lines += [f"  {format_node(n)}" for n in graph.nodes]
+    lines += [f"  output %{graph.output}", "}"]
+    if graph.plan is not None:
+        plan = graph.plan
+        lines.append(f"plan arena={plan.arena_bytes} align={plan.alignment} lower_bound={plan.lower_bound} {{")
+        lines += [
+            f"  buffer {b.name} {b.kind} size={b.size} live=[{b.start},{b.end}) offset={b.offset}" for b in plan.buffers
+        ]
+        lines += [f"  value {_sigil(value)} -> {buffer}" for value, buffer in plan.values]
+        lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+class ParseError(ValueError):
+    def __init__(self, line_no: int, line: str, message: str) -> None:
+        super().__init__(f"line {line_no}: {message}\n  {line.strip()}")
+
+
+_TYPE = re.compile(r"^(?P<dtype>[a-z0-9]+)\[(?P<shape>[0-9,]*)\]$")
+_GRAPH = re.compile(rf"^graph @(?P<name>{_NAME}) timesteps=(?P<t>\d+) \{{$")
+_PARAM = re.compile(rf"^param @(?P<name>{_NAME}) : (?P<type>\S+)$")
+_NODE = re.compile(
+    rf"^%(?P<name>{_NAME}) = (?P<op>[a-z0-9_]+)\((?P<inputs>[^)]*)\)"
+    r"(?: \{(?P<attrs>.*)\})? : (?P<type>\S+)(?: loc\((?P<loc>\".*\")\))?$"
+)
+_OUTPUT = re.compile(rf"^output %(?P<name>{_NAME})$")
+_PLAN = re.compile(r"^plan arena=(?P<arena>\d+) align=(?P<align>\d+) lower_bound=(?P<lb>\d+) \{$")
+_BUFFER = re.compile(
+    r"^buffer (?P<name>\S+) (?P<kind>[a-z]+) size=(?P<size>\d+) live=\[(?P<start>\d+),(?P<end>\d+)\) "
+    r"offset=(?P<offset>-?\d+)$"
+)
+_VALUE = re.compile(rf"^value (?:%(?P<value>{_NAME})|(?P<param>@{_NAME})) -> (?P<buffer>\S+)$")
+_ATTR = re.compile(rf"\s*([a-z_][a-z0-9_]*)=(\"(?:[^\"\\]|\\.)*\"|\([0-9,\-]*\)|@{_NAME}|[^,]+)\s*(?:,|$)")
+
+
+def parse_type(text: str) -> TensorType | None:
+    if text == "?":
+        return None
+    match = _TYPE.match(text)
+    if not match:
+        raise ValueError(f"malformed type {text!r}")
+    shape = match["shape"]
+    return TensorType(tuple(int(s) for s in shape.split(",")) if shape else (), match["dtype"])
+
+
+def parse_attr(text: str) -> AttrValue:
+    text = text.strip()
+    if text in ("true", "false"):
+        return text == "true"
+    if text.startswith("@"):
+        return ParamRef(text[1:])
+    if text.startswith('"'):
+        return json.loads(text)
+    if text.startswith("("):
+        inner = text[1:-1]
+        return tuple(int(v) for v in inner.split(",")) if inner else ()
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    return float(text)
+
+
+def _parse_attrs(text: str | None) -> tuple[tuple[str, AttrValue], ...]:
+    if not text:
+        return ()
+    attrs, pos = [], 0
+    while pos < len(text):
+        match = _ATTR.match(text, pos)
+        if not match:
+            raise ValueError(f"malformed attributes at {text[pos:]!r}")
+        attrs.append((match[1], parse_attr(match[2])))
+        pos = match.end()
+    return tuple(attrs)
+
+
+def parse(text: str, weights: Mapping[str, np.ndarray] | None = None) -> Graph:
+    """Parses the textual form. Weights (by parameter name) are attached as given."""
+    lines = [(i + 1, line) for i, line in enumerate(text.splitlines()) if line.strip()]
+    graph: dict = {}
+    params: list[Param] = []
+    nodes: list[Node] = []
+    plan_head: re.Match[str] | None = None
+    buffers: list[Buffer] = []
+    values: list[tuple[str, str]] = []
+    section = "top"
+    for line_no, raw in lines:
+        line = raw.strip()
+        try:
+            if section == "top" and (m := _GRAPH.match(line)):
+                graph.update(name=m["name"], timesteps=int(m["t"]))
+                section = "graph"
+            elif section == "graph" and (m := _PARAM.match(line)):
+                params.append(Param(m["name"], parse_type(m["type"])))
+            elif section == "graph" and (m := _NODE.match(line)):
+                inputs = tuple(s.strip()[1:] for s in m["inputs"].split(",") if s.strip())
+                loc = json.loads(m["loc"]) if m["loc"] else ""
+                nodes.append(Node(m["name"], m["op"], inputs, _parse_attrs(m["attrs"]), parse_type(m["type"]), loc))
+            elif section == "graph" and (m := _OUTPUT.match(line)):
+                graph["output"] = m["name"]
+            elif section in ("graph", "plan") and line == "}":
+                section = "top"
+            elif section == "top" and (m := _PLAN.match(line)):
+                plan_head, section = m, "plan"
+            elif section == "plan" and (m := _BUFFER.match(line)):
+                buffers.append(
+                    Buffer(m["name"], m["kind"], int(m["size"]), int(m["start"]), int(m["end"]), int(m["offset"]))
+                )
+            elif section == "plan" and (m := _VALUE.match(line)):
+                values.append((m["value"] or m["param"], m["buffer"]))
+            else:
+                raise ValueError("unexpected line")
+        except ValueError as err:
+            raise ParseError(line_no, raw, str(err)) from None
+    if "name" not in graph or "output" not in graph:
+        raise ParseError(len(text.splitlines()), "", "incomplete graph: missing header or output line")
+    plan = None
+    if plan_head is not None:
+        plan = Plan(
+            int(plan_head["arena"]), int(plan_head["align"]), int(plan_head["lb"]), tuple(buffers), tuple(values)
+        )
+    return Graph(
+        name=graph["name"],
+        nodes=tuple(nodes),
+        output=graph["output"],
+        params=tuple(params),
+        timesteps=graph["timesteps"],
+        plan=plan,
+        weights=dict(weights or {}),
+    )

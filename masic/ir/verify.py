@@ -1,0 +1,133 @@
+"""Verifier: the structural rules every graph obeys, checked after every pass.
+
+Errors are `VerifyError`s that show the offending node's line of text, underlined, and where it came from in the
+source model. `verify_plan` is the independent checker of a memory plan: it recomputes nothing from the planner,
+it only checks that what the plan claims is possible (alignment, bounds, no two live buffers overlapping, every
+value placed in a buffer large enough).
+"""
+
+from __future__ import annotations
+
+from masic.ir.graph import BUFFER_KINDS, Graph, Node, ParamRef
+from masic.ir.ops import OPS, ShapeError, neuron_op, state_names
+from masic.ir.text import format_node
+
+
+class VerifyError(ValueError):
+    """A broken rule, with the node it concerns (if any) shown underlined."""
+
+    def __init__(self, message: str, node: Node | None = None) -> None:
+        self.message, self.node = message, node
+        text = message
+        if node is not None:
+            line = format_node(node)
+            head = line.split(" : ")[0]
+            text += f"\n  {line}\n  {'^' * len(head)}"
+            if node.loc:
+                text += f"\n  from {node.loc}"
+        super().__init__(text)
+
+
+def verify(graph: Graph) -> None:
+    """Raises VerifyError on the first broken rule."""
+    defined: dict[str, Node] = {}
+    params = {p.name: p for p in graph.params}
+    if not graph.nodes:
+        raise VerifyError(f"graph @{graph.name} has no nodes")
+    if graph.timesteps < 1:
+        raise VerifyError(f"graph @{graph.name} has timesteps={graph.timesteps}; it must be at least 1")
+    for node in graph.nodes:
+        _verify_node(node, defined, params, graph)
+        defined[node.name] = node
+        for state in state_names(node):
+            defined[state] = node
+    if not graph.inputs:
+        raise VerifyError(f"graph @{graph.name} has no input node")
+    if graph.output not in defined or graph.output in {s for n in graph.nodes for s in state_names(n)}:
+        raise VerifyError(f"graph output %{graph.output} is not a node of the graph")
+    if graph.plan is not None:
+        verify_plan(graph)
+
+
+def _verify_node(node: Node, defined: dict[str, Node], params: dict, graph: Graph) -> None:
+    if node.name in defined:
+        raise VerifyError(f"value %{node.name} is defined twice", node)
+    definition = OPS.get(node.op)
+    if definition is None:
+        raise VerifyError(f"unknown op {node.op!r}", node)
+    if len(node.inputs) != definition.arity:
+        raise VerifyError(f"{node.op} takes {definition.arity} operand(s), got {len(node.inputs)}", node)
+    for value in node.inputs:
+        if value not in defined:
+            raise VerifyError(f"operand %{value} is not defined before its use", node)
+        if value != defined[value].name:
+            raise VerifyError(f"operand %{value} is neuron state, which only its own neuron reads", node)
+    keys = [k for k, _ in node.attrs]
+    missing = [k for k in definition.required if k not in keys]
+    unknown = [k for k in keys if k not in definition.required + definition.optional]
+    if missing or unknown or len(set(keys)) != len(keys):
+        problem = f"missing {missing}" if missing else f"unexpected {unknown}" if unknown else "repeated keys"
+        raise VerifyError(f"{node.op} attributes: {problem}", node)
+    for key, ref in node.param_refs():
+        param = params.get(ref.name)
+        if param is None:
+            raise VerifyError(f"attribute {key} refers to missing parameter @{ref.name}", node)
+        array = graph.weights.get(ref.name)
+        if array is not None and tuple(array.shape) != param.type.shape:
+            raise VerifyError(f"parameter @{ref.name} holds {array.shape}, declared {param.type}", node)
+    if neuron_op(node.op):
+        for key, value in node.attrs:
+            if key == "reset":
+                if value not in ("value", "subtract"):
+                    raise VerifyError(f'reset must be "value" or "subtract", got {value!r}', node)
+            elif not isinstance(value, float | ParamRef):
+                raise VerifyError(f"neuron parameter {key} must be a float or a parameter, got {value!r}", node)
+            elif isinstance(value, ParamRef) and node.type and params[value.name].type.shape != node.type.shape:
+                raise VerifyError(f"per-neuron parameter {key} must have the neuron shape {node.type}", node)
+    operand_types = tuple(defined[v].type for v in node.inputs)
+    if node.type is not None and all(t is not None for t in operand_types):
+        try:
+            inferred = definition.infer(node, operand_types)
+        except ShapeError as err:
+            raise VerifyError(str(err), node) from None
+        if inferred != node.type:
+            raise VerifyError(f"declared type {node.type} but operands give {inferred}", node)
+
+
+def verify_plan(graph: Graph) -> None:
+    """Checks a memory plan independently of the planner that made it."""
+    plan = graph.plan
+    assert plan is not None
+    names = [b.name for b in plan.buffers]
+    if len(set(names)) != len(names):
+        raise VerifyError("plan: a buffer name is used twice")
+    buffers = {b.name: b for b in plan.buffers}
+    for buf in plan.buffers:
+        where = f"plan: buffer {buf.name}"
+        if buf.kind not in BUFFER_KINDS:
+            raise VerifyError(f"{where} has unknown kind {buf.kind!r}")
+        if buf.offset < 0 or buf.offset % plan.alignment:
+            raise VerifyError(f"{where} offset {buf.offset} is not a multiple of the alignment {plan.alignment}")
+        if buf.offset + buf.size > plan.arena_bytes:
+            raise VerifyError(f"{where} ends at {buf.offset + buf.size}, past the arena ({plan.arena_bytes} bytes)")
+        if buf.start >= buf.end:
+            raise VerifyError(f"{where} has an empty lifetime [{buf.start},{buf.end})")
+    ordered = sorted(plan.buffers, key=lambda b: b.offset)
+    for i, a in enumerate(ordered):
+        for b in ordered[i + 1 :]:
+            if b.offset >= a.offset + a.size:
+                break
+            if a.overlaps_in_time(b) and a.size and b.size:
+                raise VerifyError(f"plan: buffers {a.name} and {b.name} are live together and overlap in memory")
+    if plan.lower_bound > plan.arena_bytes:
+        raise VerifyError(f"plan: lower bound {plan.lower_bound} exceeds the arena {plan.arena_bytes}")
+    sizes = {n.name: n.type.nbytes for n in graph.nodes if n.type is not None}
+    sizes.update({s: n.type.nbytes for n in graph.nodes if n.type is not None for s in state_names(n)})
+    sizes.update({f"@{p.name}": p.type.nbytes for p in graph.params})
+    placed = dict(plan.values)
+    for value, size in sizes.items():
+        if value not in placed:
+            raise VerifyError(f"plan: value %{value} has no buffer")
+        buf = buffers.get(placed[value])
+        if buf is None or buf.size < size:
+            raise VerifyError(f"plan: value %{value} ({size} bytes) does not fit its buffer {placed[value]}")

@@ -1,0 +1,43 @@
+"""check-budget: refuse a plan whose arena does not fit the memory budget.
+
+Requires: a planned graph (assign-offsets).
+Ensures: `plan.arena_bytes <= budget`; otherwise raises, stating the bytes the plan needs and the lower bound.
+Slicing and weight streaming, which would let such a model fit, are later passes.
+"""
+
+from __future__ import annotations
+
+from masic.ir.graph import Graph
+from masic.passes.base import PassError, PassOptions
+
+NAME = "check-budget"
+
+
+class BudgetError(PassError):
+    """The plan needs more bytes than the budget allows."""
+
+
+def run(graph: Graph, options: PassOptions) -> Graph:
+    if graph.plan is None:
+        raise PassError(NAME, "the graph has no memory plan; run assign-offsets first")
+    if options.budget is not None and graph.plan.arena_bytes > options.budget:
+        plan = graph.plan
+        weights = sum(b.size for b in plan.buffers if b.kind == "weight")
+        raise BudgetError(
+            NAME,
+            f"the plan needs {format_bytes(plan.arena_bytes)} ({plan.arena_bytes} bytes, of which "
+            f"{format_bytes(weights)} weights) but the budget is {format_bytes(options.budget)}; "
+            f"use --budget {format_bytes(plan.arena_bytes, exact=False)} or more",
+        )
+    return graph
+
+
+def format_bytes(n: int, exact: bool = True) -> str:
+    """1536 -> '1.5KiB'; with exact=False rounds up so the printed figure is never below n."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            value = n / size
+            if not exact:
+                value = -(-n * 10 // size) / 10
+            return f"{value:.1f}{unit}"
+    return f"{n}B"

@@ -1,0 +1,33 @@
+"""Byte quantities on the command line: 64MB (10^6), 64MiB (2^20), 1.5GB, 4096."""
+
+from __future__ import annotations
+
+import re
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "k": 2**10,
+    "m": 2**20,
+    "g": 2**30,
+}
+
+
+def parse_bytes(text: str) -> int:
+    """Parses a byte count with an optional unit; raises ValueError naming the accepted forms."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    unit = match[2].lower() if match else None
+    if not match or unit not in _UNITS:
+        raise ValueError(
+            f"malformed byte count {text!r}: expected a number with an optional unit B, KB, MB, GB, KiB, MiB, GiB"
+        )
+    value = float(match[1]) * _UNITS[unit]
+    if value < 1:
+        raise ValueError(f"byte count {text!r} must be at least 1 byte")
+    return int(value)

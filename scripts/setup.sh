@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs everything masic needs on a fresh machine (Debian, Python 3.11, root): the aarch64 cross toolchain and
+# qemu from Debian, a CPU-only torch pinned first (anything unpinned pulls a multi-GB CUDA build), norse without its
+# torchvision dependency, Apache TVM, and masic itself in editable mode. Safe to re-run: each step is skipped when
+# already satisfied.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+need_apt=()
+command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+[ -e /usr/aarch64-linux-gnu/lib/libc.a ] || need_apt+=(libc6-dev-arm64-cross)
+command -v qemu-aarch64 >/dev/null || need_apt+=(qemu-user)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing Debian packages: ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+pip_install() { "$PY" -m pip install -q --disable-pip-version-check "$@"; }
+
+if ! "$PY" -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null; then
+  log "installing torch==2.13.0 (CPU)"
+  pip_install torch==2.13.0
+fi
+if ! "$PY" -c 'import norse, nirtorch' 2>/dev/null; then
+  log "installing norse, nir, nirtorch (norse without torchvision)"
+  pip_install --no-deps norse==1.1.0 nirtorch==2.6
+  pip_install nir==1.0.8 h5py
+fi
+if ! "$PY" -c 'import tvm' 2>/dev/null; then
+  log "installing apache-tvm 0.27"
+  pip_install apache-tvm==0.27.0.post1
+fi
+log "installing masic and its Python dependencies"
+pip_install --no-build-isolation -e '.[dev]'

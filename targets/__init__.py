@@ -1,0 +1,77 @@
+"""Targets: what masic can compile for, one description each.
+
+A target says how TVM generates kernels (an LLVM target as TVM's JSON dict), which C compiler links the static
+executable, and how to run that executable on this machine (natively, or under qemu-aarch64). No tvm import here:
+the host CPU name is filled in by the code generator when `llvm` asks for detection.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    llvm: Mapping[str, object]  # TVM target JSON; "mcpu": "host" means: detect this machine's CPU
+    cc: str
+    emulator: tuple[str, ...] = ()  # prefix that runs the executable here; empty: runs natively
+    cflags: tuple[str, ...] = field(default=("-O2", "-std=c11", "-static"))
+    alignment: int = 64  # arena offsets: a cache line, and a multiple of every vector width used
+
+    @property
+    def is_host(self) -> bool:
+        return self.llvm.get("mcpu") == "host"
+
+
+_AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}
+
+TARGETS: Mapping[str, Target] = MappingProxyType(
+    {
+        t.name: t
+        for t in (
+            Target(
+                "aarch64",
+                "generic ARMv8-A with NEON (any 64-bit Raspberry Pi or phone)",
+                _AARCH64,
+                "aarch64-linux-gnu-gcc",
+                ("qemu-aarch64",),
+            ),
+            Target(
+                "cortex-a72",
+                "Raspberry Pi 4 (Cortex-A72)",
+                {**_AARCH64, "mcpu": "cortex-a72"},
+                "aarch64-linux-gnu-gcc",
+                ("qemu-aarch64",),
+            ),
+            Target(
+                "cortex-a76",
+                "Raspberry Pi 5 (Cortex-A76)",
+                {**_AARCH64, "mcpu": "cortex-a76"},
+                "aarch64-linux-gnu-gcc",
+                ("qemu-aarch64",),
+            ),
+            Target(
+                "x86_64",
+                "this x86-64 machine (kernels tuned for its CPU)",
+                {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "host"},
+                "cc",
+            ),
+        )
+    }
+)
+ALIASES = MappingProxyType({"host": "x86_64", "arm64": "aarch64", "rpi4": "cortex-a72", "rpi5": "cortex-a76"})
+
+
+def get_target(name: str) -> Target:
+    """Looks a target up by name or alias; raises KeyError naming the choices."""
+    key = ALIASES.get(name, name)
+    if key not in TARGETS:
+        raise KeyError(f"unknown target {name!r}; choose one of {', '.join([*TARGETS, *ALIASES])}")
+    if key == "x86_64" and platform.machine() not in ("x86_64", "AMD64"):
+        raise KeyError(f"target x86_64 builds for this machine, which is {platform.machine()}")
+    return TARGETS[key]

@@ -1,0 +1,155 @@
+"""Norse frontend: the reference interpreter reproduces Norse, and bad models are refused clearly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from masic.frontends.errors import FrontendError
+from masic.frontends.norse import import_norse, install_pickle_aliases, load_model
+from norse.torch import IAFCell, LIBoxCell, LICell, LIFBoxCell, LIFCell, SequentialState
+from norse.torch.functional.reset import reset_subtract
+from torch import nn
+
+from masic.ir.graph import Node
+from masic.ir.interpret import initial_state, neuron_step, run
+from masic.ir.verify import verify
+from masic.passes import DEFAULT_PIPELINE, PassOptions
+from masic.passes.manager import PassManager
+from tests.norse_models import MODELS, random_input, run_norse
+
+CELLS = {
+    "lif": lambda: LIFCell(),
+    "lif_tuned": lambda: LIFCell(
+        __import__("norse").torch.LIFParameters(
+            tau_mem_inv=torch.tensor(73.0), tau_syn_inv=torch.tensor(151.0), v_leak=torch.tensor(0.1), v_th=torch.tensor(0.7), v_reset=torch.tensor(-0.2)
+        ),
+        dt=7e-4,
+    ),
+    "lif_float_params": lambda: LIFCell(__import__("norse").torch.LIFParameters(tau_mem_inv=61.0, v_th=0.45)),
+    "lif_box": lambda: LIFBoxCell(),
+    "lif_box_subtract": lambda: LIFBoxCell(__import__("norse").torch.LIFBoxParameters(reset_method=reset_subtract)),
+    "li": lambda: LICell(),
+    "li_box": lambda: LIBoxCell(),
+    "iaf": lambda: IAFCell(),
+}
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_neuron_updates_match_norse_bit_for_bit(cell: str) -> None:
+    """Same synaptic input into Norse's cell and the interpreter's neuron update: every value identical."""
+    module = CELLS[cell]()
+    graph = import_norse(SequentialState(module), (4096,))
+    (node,) = [n for n in graph.nodes if n.op != "input"]
+    rng = np.random.default_rng(0)
+    state_ref, state = None, initial_state(graph, node)
+
+    def param(key: str):
+        value = node.attr(key)
+        return graph.weights[value.name] if hasattr(value, "name") else np.float32(value)
+
+    spikes = 0
+    with torch.no_grad():
+        for _ in range(200):
+            x = rng.uniform(-0.5, 3.0, 4096).astype(np.float32)
+            expected, state_ref = module(torch.from_numpy(x), state_ref)
+            got = neuron_step(node, x, state, param)
+            np.testing.assert_array_equal(got, expected.numpy())
+            np.testing.assert_array_equal(state["v"], np.broadcast_to(state_ref.v.numpy(), state["v"].shape))
+            spikes += int(got.sum()) if node.op in ("lif", "lif_box", "iaf") else 0
+    assert node.op in ("li", "li_box") or spikes > 1000  # the run exercised resets
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_interpreter_matches_norse_on_whole_models(name: str) -> None:
+    factory, shape = MODELS[name]
+    model = factory()
+    x = random_input(shape, 12)
+    expected = run_norse(model, x)
+    graph = import_norse(model, shape if len(shape) > 1 else None, timesteps=12)
+    verify(graph)
+    planned = PassManager(DEFAULT_PIPELINE, PassOptions()).run(graph)
+    for got in (run(graph, x), run(planned, x), run(planned, x, simulate_plan=True)):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_conv_models_need_an_input_shape() -> None:
+    with pytest.raises(FrontendError, match=r"starts with Conv2d \(model.0\).*--input-shape"):
+        import_norse(MODELS["conv"][0]())
+
+
+def test_dense_models_imply_their_input_shape() -> None:
+    graph = import_norse(MODELS["dense"][0]())
+    assert graph.inputs[0].type.shape == (20,)
+
+
+def test_unsupported_module_is_named_with_its_path() -> None:
+    model = SequentialState(nn.Linear(4, 4), LIFCell(), nn.ReLU())
+    with pytest.raises(FrontendError, match=r"unsupported module model.2 \(ReLU\): torch.nn.modules.activation.ReLU"):
+        import_norse(model)
+
+
+def test_only_sequential_state_models_are_read() -> None:
+    with pytest.raises(FrontendError, match=r"reads norse\.torch\.SequentialState models"):
+        import_norse(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_shape_mismatch_names_the_layer() -> None:
+    model = SequentialState(nn.Linear(4, 8), LIFCell(), nn.Linear(9, 2))
+    with pytest.raises(FrontendError, match=r"model.2 \(Linear\): dense expects 9 input features, got 8"):
+        import_norse(model)
+
+
+def test_saved_models_load_without_running_code(tmp_path) -> None:
+    install_pickle_aliases()
+    path = tmp_path / "model.pt"
+    model = MODELS["conv"][0]()
+    torch.save(model, path)
+    loaded = load_model(str(path))
+    x = random_input((2, 12, 12), 3)
+    np.testing.assert_array_equal(run_norse(loaded, x), run_norse(model, x))
+
+
+class Sneaky(nn.Module):
+    """A module class outside the allowlist: the safe loader must refuse to construct it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_files_naming_other_classes_are_refused_unless_trusted(tmp_path) -> None:
+    install_pickle_aliases()
+    path = tmp_path / "model.pt"
+    torch.save(SequentialState(nn.Linear(2, 2), Sneaky()), path)
+    with pytest.raises(FrontendError, match=r"names tests.frontends.test_norse.Sneaky.*--trust-pickle"):
+        load_model(str(path))
+    assert isinstance(load_model(str(path), trust_pickle=True), SequentialState)
+
+
+def test_a_text_file_is_not_a_torch_archive(tmp_path) -> None:
+    path = tmp_path / "model.pt"
+    path.write_text("this is not a model\n")
+    with pytest.raises(FrontendError, match="is not a PyTorch archive"):
+        load_model(str(path))
+
+
+def test_a_state_dict_is_not_a_model(tmp_path) -> None:
+    path = tmp_path / "weights.pt"
+    torch.save(nn.Linear(2, 2).state_dict(), path)
+    with pytest.raises(FrontendError, match="not a model"):
+        load_model(str(path))
+
+
+def test_factory_specs_are_called() -> None:
+    model = load_model("tests.norse_models:dense_model")
+    assert isinstance(model, SequentialState)
+    with pytest.raises(FrontendError, match="has no callable nope"):
+        load_model("tests.norse_models:nope")
+    with pytest.raises(FrontendError, match="cannot import no_such_pkg"):
+        load_model("no_such_pkg.mod:factory")
+
+
+def test_neuron_nodes_keep_their_source_location() -> None:
+    graph = import_norse(MODELS["dense"][0]())
+    lif: Node = next(n for n in graph.nodes if n.op == "lif")
+    assert lif.loc == "model.1 (LIFCell)"

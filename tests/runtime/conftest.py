@@ -1,0 +1,24 @@
+"""Fixtures for runtime tests: the targets to build for, and one build of the fake model per target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fake_model import build_artifact
+from runtime_harness import TARGETS, Target
+
+
+@pytest.fixture(scope="session", params=TARGETS, ids=lambda target: target.name)
+def target(request: pytest.FixtureRequest) -> Target:
+    """Each target whose compiler (and emulator) is installed."""
+    missing = request.param.missing_tools()
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed")
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def fake_executable(target: Target, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fake model built for `target`, in an artifact folder that tests must not modify."""
+    return build_artifact(target, tmp_path_factory.mktemp(f"fake-{target.name}"))

@@ -1,0 +1,97 @@
+"""Build and run masic executables (loader.c + a model + a thread pool) for the host and for ARM64 under qemu.
+
+Shared by the loader's own tests and by end-to-end tests of compiled models.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RUNTIME_DIR = Path(__file__).resolve().parents[2] / "masic" / "codegen" / "runtime"
+LOADER_C = RUNTIME_DIR / "loader.c"
+CFLAGS = ("-O2", "-std=c11", "-Wall", "-Wextra", "-Werror")
+LIBS = ("-lpthread", "-lm")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A compiler and, for foreign architectures, the emulator that runs its programs."""
+
+    name: str
+    cc: str
+    flags: tuple[str, ...] = ()
+    runner: tuple[str, ...] = ()
+
+    def missing_tools(self) -> list[str]:
+        return [tool for tool in (self.cc, *self.runner[:1]) if shutil.which(tool) is None]
+
+
+HOST = Target("host", "cc")
+AARCH64 = Target("aarch64", "aarch64-linux-gnu-gcc", flags=("-static",), runner=("qemu-aarch64",))
+TARGETS = (HOST, AARCH64)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def report(self) -> dict[str, Any]:
+        """The JSON statistics line, which the loader prints last."""
+        return json.loads(self.stdout.strip().splitlines()[-1])
+
+    @property
+    def error_lines(self) -> list[str]:
+        return self.stderr.strip().splitlines()
+
+
+def build_executable(
+    target: Target,
+    sources: Sequence[Path],
+    output: Path,
+    defines: Mapping[str, str] | None = None,
+) -> Path:
+    """Compiles and links `sources` (loader.c is added) into one executable; raises with the compiler's output."""
+    command = [
+        target.cc,
+        *CFLAGS,
+        *target.flags,
+        f"-I{RUNTIME_DIR}",
+        *(f"-D{name}={value}" for name, value in (defines or {}).items()),
+        str(LOADER_C),
+        *map(str, sources),
+        "-o",
+        str(output),
+        *LIBS,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr}")
+    return output
+
+
+def run_executable(
+    target: Target,
+    executable: Path,
+    args: Sequence[str | Path],
+    cwd: Path | None = None,
+    timeout: float = 60,
+) -> RunResult:
+    done = subprocess.run(
+        [*target.runner, str(executable), *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout,
+        check=False,
+    )
+    return RunResult(done.returncode, done.stdout, done.stderr)
