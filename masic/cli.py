@@ -15,8 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from masic.frontends.errors import FrontendError
-from masic.ir.verify import VerifyError
+from masic.errors import MasicError
 from masic.passes import DEFAULT_PIPELINE, REGISTRY, PassOptions
 from masic.passes.check_budget import format_bytes
 from masic.units import parse_bytes
@@ -26,7 +25,7 @@ EMIT_STAGES = ("ir", "sliced", "plan", "c")
 STAGE_PASSES = {"ir": 1, "sliced": 2, "plan": len(DEFAULT_PIPELINE), "c": len(DEFAULT_PIPELINE)}
 
 
-class UsageError(ValueError):
+class UsageError(MasicError, ValueError):
     """A command-line value that makes no sense."""
 
 
@@ -118,15 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return {"compile": cmd_compile, "run": cmd_run, "inspect": cmd_inspect, "passes": cmd_passes}[args.command](
             args
         )
-    except (FrontendError, VerifyError, UsageError, KeyError, OSError, RuntimeError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        print(f"masic: error: {_one_line(message, err)}", file=sys.stderr)
+    except (MasicError, OSError) as err:
+        print(f"masic: error: {_one_line(str(err), err)}", file=sys.stderr)
         return 2
 
 
 def _one_line(message: str, err: Exception) -> str:
     """The first line of a diagnostic, plus where the offending node came from in the source model."""
-    line = str(message).splitlines()[0] if str(message) else type(err).__name__
+    line = message.splitlines()[0] if message else type(err).__name__
     node = getattr(err, "node", None)
     if node is not None:
         line += f" [at %{node.name}" + (f", {node.loc}]" if node.loc else "]")

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from masic.errors import MasicError
+
 
 @dataclass(frozen=True)
 class Target:
@@ -67,11 +69,15 @@ TARGETS: Mapping[str, Target] = MappingProxyType(
 ALIASES = MappingProxyType({"host": "x86_64", "arm64": "aarch64", "rpi4": "cortex-a72", "rpi5": "cortex-a76"})
 
 
+class TargetError(MasicError, ValueError):
+    """An unknown target, or one this machine cannot build for."""
+
+
 def get_target(name: str) -> Target:
-    """Looks a target up by name or alias; raises KeyError naming the choices."""
+    """Looks a target up by name or alias; raises TargetError naming the choices."""
     key = ALIASES.get(name, name)
     if key not in TARGETS:
-        raise KeyError(f"unknown target {name!r}; choose one of {', '.join([*TARGETS, *ALIASES])}")
+        raise TargetError(f"unknown target {name!r}; choose one of {', '.join([*TARGETS, *ALIASES])}")
     if key == "x86_64" and platform.machine() not in ("x86_64", "AMD64"):
-        raise KeyError(f"target x86_64 builds for this machine, which is {platform.machine()}")
+        raise TargetError(f"target x86_64 builds for this machine, which is {platform.machine()}")
     return TARGETS[key]

@@ -39,7 +39,7 @@ def conv_model() -> SequentialState:
         LIFCell(LIFParameters(tau_mem_inv=torch.tensor(50.0), v_th=torch.tensor(0.3))),
         nn.MaxPool2d(2),
         nn.Conv2d(6, 8, 3, stride=2, padding=1, groups=2),
-        LIFBoxCell(LIFBoxParameters(v_th=torch.tensor(0.2), reset_method=reset_subtract), dt=2e-3),
+        LIFBoxCell(LIFBoxParameters(v_th=torch.tensor(0.05), reset_method=reset_subtract), dt=2e-3),
         nn.AvgPool2d(2, padding=1),
         nn.Flatten(),
         nn.Linear(8 * 2 * 2, 10),

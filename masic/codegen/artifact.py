@@ -18,6 +18,7 @@ from pathlib import Path
 from masic.codegen.build import build_object, host_target
 from masic.codegen.lower import ExitRule, Kernel, emit_model_c, lower
 from masic.codegen.weights import WeightsFile, write_weights
+from masic.errors import MasicError
 from masic.ir.graph import Graph
 from masic.targets import Target
 
@@ -26,7 +27,7 @@ ARTIFACT_FILES = ("model", "weights.bin", "manifest.json")
 RUNTIME_SOURCES = ("loader.c", "parallel.c")
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(MasicError, RuntimeError):
     """The artifact could not be written (output folder in the way, toolchain missing or failing)."""
 
 

@@ -18,7 +18,7 @@ from masic.codegen.kernels import (
     Pool2dKernel,
 )
 from masic.codegen.weights import Segment, WeightsFile
-from masic.ir.graph import Graph, Node, ParamRef
+from masic.ir.graph import Buffer, Graph, Node, ParamRef
 from masic.ir.ops import OPS, neuron_op
 from masic.ir.text import format_node
 
@@ -90,6 +90,12 @@ def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
     return kernel, binding
 
 
+def _buffer(graph: Graph, name: str) -> Buffer:
+    """The buffer holding a value, state or @parameter, or a buffer named directly (kernel scratch)."""
+    plan = graph.plan
+    return plan.buffer_of(name) if name in dict(plan.values) else plan.buffer(name)
+
+
 def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
     """One kernel per distinct signature, and the call sequence of one timestep."""
     plan = graph.plan
@@ -103,7 +109,11 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
         if kernel not in kernels:
             kernels[kernel] = dataclasses.replace(kernel, symbol=f"masic_{node.op}_{len(kernels)}")
         kernel = kernels[kernel]
-        args = tuple((p, plan.buffer_of(binding[p]).offset) for p in kernel.params())
+        buffers = {p: _buffer(graph, binding[p]) for p in kernel.arg_names()}
+        planned_scratch = buffers["scratch"].size if "scratch" in buffers else 0
+        if kernel.scratch_bytes() > planned_scratch:  # liveness.scratch_bytes and the kernel must agree
+            raise AssertionError(f"{node.describe()}: kernel needs {kernel.scratch_bytes()} scratch bytes")
+        args = tuple((p, buf.offset) for p, buf in buffers.items())
         calls.append(KernelCall(node, kernel.symbol, args))
     return tuple(kernels.values()), tuple(calls)
 
@@ -124,7 +134,7 @@ def emit_model_c(
     plan = graph.plan
     (input_node,) = graph.inputs
     output = graph.node(graph.output)
-    prototypes = "".join(f"int32_t {k.symbol}({', '.join('float *' + p for p in k.params())});\n" for k in kernels)
+    prototypes = "".join(f"int32_t {k.symbol}({', '.join('float *' + p for p in k.arg_names())});\n" for k in kernels)
     body = ""
     for call in calls:
         args = ", ".join(f"(float *)(arena + {offset}u)" for _, offset in call.args)

@@ -8,12 +8,13 @@ value placed in a buffer large enough).
 
 from __future__ import annotations
 
+from masic.errors import MasicError
 from masic.ir.graph import BUFFER_KINDS, Graph, Node, ParamRef
 from masic.ir.ops import OPS, ShapeError, neuron_op, state_names
 from masic.ir.text import format_node
 
 
-class VerifyError(ValueError):
+class VerifyError(MasicError, ValueError):
     """A broken rule, with the node it concerns (if any) shown underlined."""
 
     def __init__(self, message: str, node: Node | None = None) -> None:

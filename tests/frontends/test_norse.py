@@ -22,7 +22,11 @@ CELLS = {
     "lif": lambda: LIFCell(),
     "lif_tuned": lambda: LIFCell(
         __import__("norse").torch.LIFParameters(
-            tau_mem_inv=torch.tensor(73.0), tau_syn_inv=torch.tensor(151.0), v_leak=torch.tensor(0.1), v_th=torch.tensor(0.7), v_reset=torch.tensor(-0.2)
+            tau_mem_inv=torch.tensor(73.0),
+            tau_syn_inv=torch.tensor(151.0),
+            v_leak=torch.tensor(0.1),
+            v_th=torch.tensor(0.7),
+            v_reset=torch.tensor(-0.2),
         ),
         dt=7e-4,
     ),

@@ -1,0 +1,606 @@
+"""Kernel descriptions with static shapes and their scheduled TVM PrimFuncs.
+
+Each dataclass below describes one kernel instance (float32, batch 1, fixed shapes). ``prim_func`` turns it into a
+scheduled TVM PrimFunc that uses a plain C calling convention, so the generated ``model.c`` can call it directly:
+``int32_t symbol(float* a, float* b, ...)`` returning 0, with no TVM runtime or TVM-FFI packed API involved.
+
+Two constraints shape everything here:
+
+* Kernels must never call ``__TVMBackendAllocWorkspace``: every buffer of 1 KiB or more that is not an argument
+  (e.g. a padded copy of the input) is an explicit ``scratch`` argument that the memory planner places in the arena.
+  Accumulator tiles stay small (well under 1 KiB) so LLVM keeps them on the stack / in registers.
+* Neuron updates must be bit-exact against a float32 numpy implementation with the same operation order, so
+  fused multiply-adds are blocked explicitly (see ``_no_contract``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import ir, s_tir, te, tirx
+from tvm.s_tir.schedule import SBlockRV
+
+FLOAT = "float32"
+FLOAT_BYTES = 4
+
+# Accumulator tiles above this many floats would turn into workspace allocations (TVM heap-allocates internal
+# buffers of 1 KiB or more); stay below it.
+_MAX_TILE_FLOATS = 255
+# Accumulator vectors per tile: enough independent FMAs to hide latency, few enough to stay in registers.
+_MAX_ACC_VECTORS = 16
+# Element-wise loops shorter than this many elements run on one thread: a parallel launch costs a few
+# microseconds, more than the work it would share.
+_PARALLEL_MIN_ELEMENTS = 1 << 15
+
+
+def _pair_out(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """PyTorch's output-size formula for one spatial dimension (floor mode)."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _padded_shape(in_shape: tuple[int, int, int], padding: tuple[int, int]) -> tuple[int, int, int]:
+    """Shape (C, H + 2ph, W + 2pw) of a spatially padded input."""
+    c, h, w = in_shape
+    return (c, h + 2 * padding[0], w + 2 * padding[1])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Kernel descriptions
+# --------------------------------------------------------------------------------------------------------------
+
+
+class _KernelArgs:
+    """Argument bookkeeping shared by all kernels; each kernel defines ``arg_shapes``."""
+
+    def arg_shapes(self) -> dict[str, tuple[int, ...]]:
+        """float32 shape of every C pointer argument, keyed by name, in call order."""
+        raise NotImplementedError
+
+    def arg_names(self) -> tuple[str, ...]:
+        """Names of the C pointer arguments, in call order."""
+        return tuple(self.arg_shapes())
+
+    def scratch_bytes(self) -> int:
+        """Bytes of the ``scratch`` workspace argument (0: the kernel takes none)."""
+        shape = self.arg_shapes().get("scratch")
+        return math.prod(shape) * FLOAT_BYTES if shape else 0
+
+
+@dataclass(frozen=True)
+class Conv2dKernel(_KernelArgs):
+    """2-D convolution, NCHW without batch, weights OIHW as in PyTorch.
+
+    C signature: ``int32_t symbol(float* x, float* w, [float* b,] [float* scratch,] float* y)``.
+    ``scratch`` (the zero-padded input) is present only when ``padding`` is non-zero.
+    """
+
+    symbol: str
+    in_shape: tuple[int, int, int]
+    out_channels: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        channels = self.in_shape[0]
+        if channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"{self.symbol}: channels {channels}->{self.out_channels} not divisible by groups")
+        if min(self.out_shape()) <= 0:
+            raise ValueError(f"{self.symbol}: empty output shape {self.out_shape()}")
+
+    def out_shape(self) -> tuple[int, int, int]:
+        """Output shape (O, OH, OW) by PyTorch's formula."""
+        _, h, w = self.in_shape
+        return (
+            self.out_channels,
+            _pair_out(h, self.kernel[0], self.stride[0], self.padding[0], self.dilation[0]),
+            _pair_out(w, self.kernel[1], self.stride[1], self.padding[1], self.dilation[1]),
+        )
+
+    def weight_shape(self) -> tuple[int, int, int, int]:
+        """Weight shape (O, C/groups, kh, kw)."""
+        return (self.out_channels, self.in_shape[0] // self.groups, *self.kernel)
+
+    def arg_shapes(self) -> dict[str, tuple[int, ...]]:
+        """x (C,H,W), w (O,C/g,kh,kw), [b (O,)], [scratch: padded x], y (O,OH,OW)."""
+        shapes: dict[str, tuple[int, ...]] = {"x": self.in_shape, "w": self.weight_shape()}
+        if self.bias:
+            shapes["b"] = (self.out_channels,)
+        if any(self.padding):
+            shapes["scratch"] = _padded_shape(self.in_shape, self.padding)
+        shapes["y"] = self.out_shape()
+        return shapes
+
+
+@dataclass(frozen=True)
+class DenseKernel(_KernelArgs):
+    """Fully connected layer ``y = w @ x (+ b)``, w of shape (out, in) as torch.nn.Linear.
+
+    C signature: ``int32_t symbol(float* x, float* w, [float* b,] float* y)``.
+    """
+
+    symbol: str
+    in_features: int
+    out_features: int
+    bias: bool = True
+
+    def out_shape(self) -> tuple[int]:
+        """Output shape (out_features,)."""
+        return (self.out_features,)
+
+    def arg_shapes(self) -> dict[str, tuple[int, ...]]:
+        """x (in,), w (out, in), [b (out,)], y (out,)."""
+        bias = {"b": (self.out_features,)} if self.bias else {}
+        return {"x": (self.in_features,), "w": (self.out_features, self.in_features), **bias, "y": self.out_shape()}
+
+
+@dataclass(frozen=True)
+class Pool2dKernel(_KernelArgs):
+    """Max or average 2-D pooling with PyTorch semantics (ceil_mode=False; avg counts padding; max pads -inf).
+
+    C signature: ``int32_t symbol(float* x, [float* scratch,] float* y)``; ``scratch`` holds the padded input.
+    """
+
+    symbol: str
+    kind: str
+    in_shape: tuple[int, int, int]
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int] = (0, 0)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("max", "avg"):
+            raise ValueError(f"{self.symbol}: unknown pooling kind {self.kind!r}")
+        if min(self.out_shape()) <= 0:
+            raise ValueError(f"{self.symbol}: empty output shape {self.out_shape()}")
+
+    def out_shape(self) -> tuple[int, int, int]:
+        """Output shape (C, OH, OW) by PyTorch's formula."""
+        c, h, w = self.in_shape
+        return (
+            c,
+            _pair_out(h, self.kernel[0], self.stride[0], self.padding[0], 1),
+            _pair_out(w, self.kernel[1], self.stride[1], self.padding[1], 1),
+        )
+
+    def arg_shapes(self) -> dict[str, tuple[int, ...]]:
+        """x (C,H,W), [scratch: padded x], y (C,OH,OW)."""
+        scratch = {"scratch": _padded_shape(self.in_shape, self.padding)} if any(self.padding) else {}
+        return {"x": self.in_shape, **scratch, "y": self.out_shape()}
+
+
+@dataclass(frozen=True)
+class _NeuronModel:
+    """Static description of one neuron kind: state buffers, output buffer, parameter names."""
+
+    state: tuple[str, ...]
+    output: str
+    params: tuple[str, ...]
+
+
+NEURON_MODELS: dict[str, _NeuronModel] = {
+    "lif": _NeuronModel(("v", "i"), "z", ("dt_tau_mem", "neg_dt_tau_syn", "v_leak", "v_th", "v_reset")),
+    "lif_box": _NeuronModel(("v",), "z", ("dt_tau_mem", "v_leak", "v_th", "v_reset")),
+    "lif_box_subtract": _NeuronModel(("v",), "z", ("dt_tau_mem", "v_leak", "v_th", "v_reset")),
+    "li": _NeuronModel(("v", "i"), "out", ("dt_tau_mem", "neg_dt_tau_syn", "v_leak")),
+    "li_box": _NeuronModel(("v",), "out", ("dt_tau_mem", "v_leak")),
+    "iaf": _NeuronModel(("v",), "z", ("v_th", "v_reset")),
+}
+
+
+@dataclass(frozen=True)
+class NeuronKernel(_KernelArgs):
+    """Element-wise neuron update over ``n`` neurons; state is updated in place.
+
+    ``params`` lists every parameter of the kind (see ``NEURON_MODELS``) exactly once: a float is baked in as a
+    float32 constant, None makes it an extra per-neuron ``float*`` argument, appended in the order listed.
+    C signature: ``int32_t symbol(float* x, <state...>, float* <z|out>, <per-neuron params...>)``, e.g. for "lif"
+    ``symbol(x, v, i, z, ...)``. x and the output must not alias the state buffers.
+    """
+
+    symbol: str
+    kind: str
+    n: int
+    params: tuple[tuple[str, float | None], ...]
+
+    def __post_init__(self) -> None:
+        if self.kind not in NEURON_MODELS:
+            raise ValueError(f"{self.symbol}: unknown neuron kind {self.kind!r}")
+        names = sorted(name for name, _ in self.params)
+        if names != sorted(NEURON_MODELS[self.kind].params):
+            raise ValueError(f"{self.symbol}: {self.kind} needs parameters {NEURON_MODELS[self.kind].params}")
+
+    def arg_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every argument holds one float per neuron."""
+        model = NEURON_MODELS[self.kind]
+        per_neuron = (name for name, value in self.params if value is None)
+        return {name: (self.n,) for name in ("x", *model.state, model.output, *per_neuron)}
+
+
+@dataclass(frozen=True)
+class ElementwiseAddKernel(_KernelArgs):
+    """``y = a + b`` over n floats. C signature: ``int32_t symbol(float* a, float* b, float* y)``."""
+
+    symbol: str
+    n: int
+
+    def arg_shapes(self) -> dict[str, tuple[int, ...]]:
+        """a, b, y: (n,)."""
+        return {"a": (self.n,), "b": (self.n,), "y": (self.n,)}
+
+
+@dataclass(frozen=True)
+class ScaleKernel(_KernelArgs):
+    """``y = x * factor`` over n floats. C signature: ``int32_t symbol(float* x, float* y)``."""
+
+    symbol: str
+    n: int
+    factor: float
+
+    def arg_shapes(self) -> dict[str, tuple[int, ...]]:
+        """x, y: (n,)."""
+        return {"x": (self.n,), "y": (self.n,)}
+
+
+Kernel = Conv2dKernel | DenseKernel | Pool2dKernel | NeuronKernel | ElementwiseAddKernel | ScaleKernel
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Shared helpers: plain C ABI and common schedule steps
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _to_c_abi(func: tirx.PrimFunc, symbol: str, arg_names: Sequence[str], noalias: bool = True) -> tirx.PrimFunc:
+    """Give a ``te.create_prim_func`` PrimFunc the plain C calling convention.
+
+    Every BufferType parameter becomes a typed ``float*`` parameter plus a ``DeclBuffer`` over it (what the old
+    MakeUnpackedAPI did); ``calling_conv: 1`` then makes MakePackedAPI leave the function alone, so LLVM emits
+    ``int32_t symbol(float*, ...)`` with no TVM-FFI symbols. ``arg_names[k]`` names the pointer for the k-th
+    buffer; buffers with the same name share one pointer (in-place update), and pointers appear in order of first
+    use. Aliasing buffers require ``noalias=False``.
+    """
+    if len(arg_names) != len(func.params):
+        raise ValueError(f"{symbol}: {len(arg_names)} names for {len(func.params)} buffers")
+    pointers: dict[str, tirx.Var] = {}
+    decls = []
+    for name, buf in zip(arg_names, func.params, strict=True):
+        if name not in pointers:
+            pointers[name] = tirx.Var(name, ir.PointerType(ir.PrimType(buf.dtype)))
+        decls.append(tirx.DeclBuffer(buf, data=pointers[name]))
+    attrs = func.attrs if noalias else func.without_attr("tirx.noalias").attrs
+    plain = tirx.PrimFunc(list(pointers.values()), tirx.SeqStmt([*decls, func.body]), ir.PrimType("int32"), attrs)
+    return plain.with_attr({"calling_conv": 1, "global_symbol": symbol})
+
+
+def _no_contract(product: ir.Expr) -> ir.Expr:
+    """Stop LLVM from fusing ``product`` into a following add (FMA).
+
+    TVM's LLVM code generator turns ``a + b * c`` into ``llvm.fmuladd`` and LLVM lowers that (and contracts
+    plain fmul/fadd pairs) to ``vfmadd``/``fmla``, which rounds once instead of twice. The neuron updates must
+    round after the multiply to match numpy (and PyTorch/Norse) bit for bit, since one ulp can flip a spike at
+    threshold. ``llvm.arithmetic.fence`` is an identity that optimisations may not look through, so the
+    multiply stays a separately rounded operation; it vectorises and costs nothing at run time.
+    NB: in TVM 0.27 ``call_llvm_pure_intrin`` takes no ``num_signature`` argument any more.
+    """
+    return tirx.call_llvm_pure_intrin(FLOAT, "llvm.arithmetic.fence", product)
+
+
+def _f32(value: float) -> ir.Expr:
+    """A float32 constant holding exactly ``np.float32(value)`` (rounded here, so that any constant folding TVM
+    does in double precision starts from the float32 value)."""
+    return tirx.const(float(np.float32(value)), FLOAT)
+
+
+def _vector_tile(extent: int, lanes: int) -> int:
+    """The divisor of ``extent`` (at most 4 vectors wide) that fills vector registers best, the widest on ties
+    (wider tiles share each weight broadcast across more lanes: ~6% on conv 64->64 32x32 with 16 lanes).
+
+    Tiles must divide the loop: a split with a remainder leaves a predicate in the loop body, and TVM's vectorizer
+    then scalarises the whole loop. A tile that is not a multiple of ``lanes`` (e.g. 28 columns with 16 lanes, or
+    13 with 4) still vectorizes; LLVM splits it into full and partial vector operations.
+    """
+    divisors = [d for d in range(1, min(extent, 4 * lanes) + 1) if extent % d == 0]
+    return max(divisors, key=lambda d: (d / (math.ceil(d / lanes) * lanes), d))
+
+
+def _vectorize_flat(sch: s_tir.Schedule, block: SBlockRV, lanes: int, n: int) -> None:
+    """Fuse all loops of an element-wise block, vectorize by a divisor tile, parallelise big loops."""
+    loops = sch.get_loops(block)
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    tile = _vector_tile(n, lanes)
+    if tile == 1:
+        return
+    outer, inner = sch.split(fused, [None, tile])
+    if n >= _PARALLEL_MIN_ELEMENTS:
+        sch.parallel(outer)
+    sch.vectorize(inner)
+
+
+def _schedule_pad(sch: s_tir.Schedule, pad: SBlockRV) -> None:
+    """Padding writes its own buffer (inlining it into the consumer would block vectorisation): one channel per
+    parallel task."""
+    sch.parallel(sch.get_loops(pad)[0])
+
+
+def _schedule_tiled_reduction(
+    sch: s_tir.Schedule,
+    acc: SBlockRV,
+    out: SBlockRV,
+    lanes: int,
+) -> None:
+    """Register-tiled schedule shared by conv2d and pooling.
+
+    ``out`` is an element-wise epilogue (bias, divide, copy) over (C, H, W) reading ``acc``, a reduction over the
+    same space. The output is tiled by ``tile_c`` channels x ``tile_x`` columns, sized to fill the vector
+    registers without spilling and to divide the loops exactly. ``acc`` is computed per tile into a small buffer
+    (compacted to tile size, so LLVM keeps it in registers), with the reduction loops outside the tile so each
+    input vector and weight broadcast feeds several accumulators. The (channel-tile, row) loops run in parallel;
+    the column loop of the tile is vectorized.
+    """
+    c, h, w = sch.get_loops(out)
+    channels, width = (int(sch.get(loop).extent) for loop in (c, w))
+    tile_x = _vector_tile(width, lanes)
+    vectors = math.ceil(tile_x / lanes)
+    tile_c = _tile(channels, max(1, min(8, _MAX_ACC_VECTORS // vectors, _MAX_TILE_FLOATS // tile_x)))
+    co, ci = sch.split(c, [None, tile_c])
+    wo, wi = sch.split(w, [None, tile_x])
+    sch.reorder(co, h, wo, ci, wi)
+    sch.parallel(sch.fuse(co, h))
+    sch.vectorize(wi)
+    sch.compute_at(acc, wo, preserve_unit_loops=True)
+    acc_ci, acc_h, acc_wi, *reduction = sch.get_loops(acc)[2:]
+    sch.reorder(*reduction, acc_ci, acc_h, acc_wi)
+    sch.vectorize(acc_wi)
+    sch.unroll(acc_ci)
+    sch.decompose_reduction(acc, reduction[0])
+
+
+def _tile(extent: int, preferred: int) -> int:
+    """Largest tile <= preferred that divides ``extent`` (no predicated tail), or ``extent`` if smaller."""
+    if extent <= preferred:
+        return extent
+    return max(t for t in range(1, preferred + 1) if extent % t == 0)
+
+
+def _padded(x: te.Tensor, padding: tuple[int, int], fill: float) -> te.Tensor:
+    """``x`` (C, H, W) padded spatially with ``fill`` as its own stage (written to ``scratch``)."""
+    c, h, w = (int(d) for d in x.shape)
+    ph, pw = padding
+
+    def value(ci: tirx.Var, hi: tirx.Var, wi: tirx.Var) -> ir.Expr:
+        inside = tirx.all(hi >= ph, hi < h + ph, wi >= pw, wi < w + pw)
+        return tirx.if_then_else(inside, x[ci, hi - ph, wi - pw], _f32(fill))
+
+    return te.compute((c, h + 2 * ph, w + 2 * pw), value, name="pad")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Per-kind PrimFunc builders
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _windowed(
+    k: Conv2dKernel | Pool2dKernel,
+    lanes: int,
+    inputs: list[te.Tensor],
+    src: te.Tensor,
+    acc: te.Tensor,
+    epilogue: Callable[[ir.Expr, tirx.Var], ir.Expr],
+) -> tirx.PrimFunc:
+    """Finish a sliding-window kernel (conv, pooling): ``y = epilogue(acc, channel)``, scheduled with
+    ``_schedule_tiled_reduction``; ``src`` is the padded input (the ``scratch`` argument) unless it is ``x``."""
+    out = te.compute(k.out_shape(), lambda c, h, w: epilogue(acc[c, h, w], c), name="y")
+    padded = src is not inputs[0]
+    sch = s_tir.Schedule(te.create_prim_func([*inputs, *([src] if padded else []), out]))
+    if padded:
+        _schedule_pad(sch, sch.get_sblock("pad"))
+    _schedule_tiled_reduction(sch, sch.get_sblock("acc"), sch.get_sblock("y"), lanes)
+    return _to_c_abi(sch.mod["main"], k.symbol, k.arg_names())
+
+
+def _conv2d(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
+    """Direct convolution; per-tile accumulators, vectorized along output columns."""
+    o = k.out_channels
+    (kh, kw), (sh, sw), (dh, dw) = k.kernel, k.stride, k.dilation
+    cpg, opg = k.in_shape[0] // k.groups, o // k.groups
+    x = te.placeholder(k.in_shape, FLOAT, name="x")
+    w = te.placeholder(k.weight_shape(), FLOAT, name="w")
+    b = te.placeholder((o,), FLOAT, name="b")
+    src = _padded(x, k.padding, 0.0) if k.scratch_bytes() else x
+    rc, rh, rw = te.reduce_axis((0, cpg), "rc"), te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
+
+    def conv(oc: tirx.Var, y: tirx.Var, xx: tirx.Var) -> ir.Expr:
+        channel = rc if k.groups == 1 else (oc // opg) * cpg + rc
+        return te.sum(src[channel, y * sh + rh * dh, xx * sw + rw * dw] * w[oc, rc, rh, rw], axis=[rc, rh, rw])
+
+    acc = te.compute(k.out_shape(), conv, name="acc")
+    if k.bias:
+        return _windowed(k, lanes, [x, w, b], src, acc, lambda value, oc: value + b[oc])
+    return _windowed(k, lanes, [x, w], src, acc, lambda value, oc: value)
+
+
+def _dense(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
+    """Matrix-vector product with w rows contiguous.
+
+    The reduction is split into ``lanes`` interleaved partial sums (``part``), so the inner loop is a vector
+    multiply-add over contiguous weights; a tile of rows shares each vector load of x. The few partial sums are
+    then added up per row.
+    """
+    n_in, n_out = k.in_features, k.out_features
+    step = math.gcd(n_in, lanes)
+    x = te.placeholder((n_in,), FLOAT, name="x")
+    w = te.placeholder((n_out, n_in), FLOAT, name="w")
+    b = te.placeholder((n_out,), FLOAT, name="b")
+    ko = te.reduce_axis((0, n_in // step), "ko")
+    part = te.compute(
+        (n_out, step),
+        lambda j, lane: te.sum(x[ko * step + lane] * w[j, ko * step + lane], axis=ko),
+        name="part",
+    )
+    lane = te.reduce_axis((0, step), "lane")
+    acc = te.compute((n_out,), lambda j: te.sum(part[j, lane], axis=lane), name="acc")
+    if k.bias:
+        out = te.compute((n_out,), lambda j: acc[j] + b[j], name="y")
+    else:
+        out = te.compute((n_out,), lambda j: acc[j], name="y")
+    args = [x, w, *([b] if k.bias else []), out]
+    sch = s_tir.Schedule(te.create_prim_func(args))
+    jo, _ = sch.split(sch.get_loops(sch.get_sblock("y"))[0], [None, _tile(n_out, 4)])
+    sch.parallel(jo)
+    part_block = sch.get_sblock("part")
+    sch.compute_at(sch.get_sblock("acc"), jo, preserve_unit_loops=True)
+    sch.compute_at(part_block, jo, preserve_unit_loops=True)
+    ji, lane_loop, ko_loop = sch.get_loops(part_block)[-3:]
+    sch.reorder(ko_loop, ji, lane_loop)
+    sch.vectorize(lane_loop)
+    sch.unroll(ji)
+    sch.decompose_reduction(part_block, ko_loop)
+    return _to_c_abi(sch.mod["main"], k.symbol, k.arg_names())
+
+
+def _pool2d(k: Pool2dKernel, lanes: int) -> tirx.PrimFunc:
+    """Max / average pooling sharing the conv schedule (tiled accumulators over the window)."""
+    (kh, kw), (sh, sw) = k.kernel, k.stride
+    x = te.placeholder(k.in_shape, FLOAT, name="x")
+    src = _padded(x, k.padding, -math.inf if k.kind == "max" else 0.0) if k.scratch_bytes() else x
+    rh, rw = te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
+    reducer = te.max if k.kind == "max" else te.sum
+    acc = te.compute(
+        k.out_shape(), lambda ci, y, xx: reducer(src[ci, y * sh + rh, xx * sw + rw], axis=[rh, rw]), name="acc"
+    )
+    if k.kind == "avg":
+        # PyTorch divides the window sum by the window size (count_include_pad=True, no ceil mode).
+        return _windowed(k, lanes, [x], src, acc, lambda value, ci: value / _f32(kh * kw))
+    return _windowed(k, lanes, [x], src, acc, lambda value, ci: value)
+
+
+# Neuron update rules: (x, state, params) -> {buffer name: new value}. Every arithmetic node is one float32
+# operation in exactly the order of the reference formulas; products feeding an add go through _no_contract.
+_Update = Callable[[ir.Expr, dict[str, ir.Expr], dict[str, ir.Expr]], dict[str, ir.Expr]]
+
+
+def _spike(v1: ir.Expr, p: dict[str, ir.Expr]) -> tuple[ir.Expr, ir.Expr]:
+    """Heaviside spike ``(v1 - v_th) > 0`` as 1.0/0.0, and the reset voltage."""
+    fired = (v1 - p["v_th"]) > _f32(0.0)
+    return tirx.Select(fired, _f32(1.0), _f32(0.0)), tirx.Select(fired, p["v_reset"], v1)
+
+
+def _lif(x: ir.Expr, s: dict[str, ir.Expr], p: dict[str, ir.Expr]) -> dict[str, ir.Expr]:
+    i1 = s["i"] + x
+    v1 = s["v"] + _no_contract(p["dt_tau_mem"] * ((p["v_leak"] - s["v"]) + i1))
+    z, v_new = _spike(v1, p)
+    return {"z": z, "v": v_new, "i": i1 + _no_contract(p["neg_dt_tau_syn"] * i1)}
+
+
+def _lif_box_v1(x: ir.Expr, s: dict[str, ir.Expr], p: dict[str, ir.Expr]) -> ir.Expr:
+    return s["v"] + _no_contract(p["dt_tau_mem"] * ((x + p["v_leak"]) - s["v"]))
+
+
+def _lif_box(x: ir.Expr, s: dict[str, ir.Expr], p: dict[str, ir.Expr]) -> dict[str, ir.Expr]:
+    z, v_new = _spike(_lif_box_v1(x, s, p), p)
+    return {"z": z, "v": v_new}
+
+
+def _lif_box_subtract(x: ir.Expr, s: dict[str, ir.Expr], p: dict[str, ir.Expr]) -> dict[str, ir.Expr]:
+    """LIF-box with reset by subtraction: a spike lowers v by v_th instead of setting it to v_reset."""
+    v1 = _lif_box_v1(x, s, p)
+    z, _ = _spike(v1, p)
+    return {"z": z, "v": tirx.Select(z > _f32(0.0), v1 - p["v_th"], v1)}
+
+
+def _li(x: ir.Expr, s: dict[str, ir.Expr], p: dict[str, ir.Expr]) -> dict[str, ir.Expr]:
+    i1 = s["i"] + x
+    v_new = s["v"] + _no_contract(p["dt_tau_mem"] * ((p["v_leak"] - s["v"]) + i1))
+    return {"out": v_new, "v": v_new, "i": i1 + _no_contract(p["neg_dt_tau_syn"] * i1)}
+
+
+def _li_box(x: ir.Expr, s: dict[str, ir.Expr], p: dict[str, ir.Expr]) -> dict[str, ir.Expr]:
+    v_new = s["v"] + _no_contract(p["dt_tau_mem"] * ((p["v_leak"] - s["v"]) + x))
+    return {"out": v_new, "v": v_new}
+
+
+def _iaf(x: ir.Expr, s: dict[str, ir.Expr], p: dict[str, ir.Expr]) -> dict[str, ir.Expr]:
+    z, v_new = _spike(s["v"] + x, p)
+    return {"z": z, "v": v_new}
+
+
+_NEURON_UPDATES: dict[str, _Update] = {
+    "lif": _lif,
+    "lif_box": _lif_box,
+    "lif_box_subtract": _lif_box_subtract,
+    "li": _li,
+    "li_box": _li_box,
+    "iaf": _iaf,
+}
+
+
+def _neuron(k: NeuronKernel, lanes: int) -> tirx.PrimFunc:
+    """Element-wise neuron update, state updated in place.
+
+    TE has no in-place update, so each new state is a separate output buffer that ``_to_c_abi`` binds to the same
+    pointer as the old state. This is safe because the outputs are stored in the order output, v, i within each
+    iteration, and no later store reads a buffer an earlier store wrote (z/out and v read v and i; i reads only i).
+    """
+    model = NEURON_MODELS[k.kind]
+    x = te.placeholder((k.n,), FLOAT, name="x")
+    state = {name: te.placeholder((k.n,), FLOAT, name=name) for name in model.state}
+    per_neuron = {name: te.placeholder((k.n,), FLOAT, name=name) for name, value in k.params if value is None}
+
+    def update(j: tirx.Var) -> list[ir.Expr]:
+        params = {name: per_neuron[name][j] if value is None else _f32(value) for name, value in k.params}
+        new = _NEURON_UPDATES[k.kind](x[j], {name: buf[j] for name, buf in state.items()}, params)
+        return [new[model.output], *(new[name] for name in model.state)]
+
+    output, *new_state = te.compute((k.n,), update, name="neuron")
+    args = [x, *state.values(), output, *per_neuron.values(), *new_state]
+    names = ["x", *model.state, model.output, *per_neuron, *model.state]
+    sch = s_tir.Schedule(te.create_prim_func(args))
+    _vectorize_flat(sch, sch.get_sblock("neuron_v0"), lanes, k.n)
+    return _to_c_abi(sch.mod["main"], k.symbol, names, noalias=False)
+
+
+def _elementwise(symbol: str, n: int, lanes: int, names: Sequence[str], fn: Callable[..., ir.Expr]) -> tirx.PrimFunc:
+    """One vectorized element-wise output from len(names)-1 inputs of n floats."""
+    inputs = [te.placeholder((n,), FLOAT, name=name) for name in names[:-1]]
+    out = te.compute((n,), lambda j: fn(*(t[j] for t in inputs)), name=names[-1])
+    sch = s_tir.Schedule(te.create_prim_func([*inputs, out]))
+    _vectorize_flat(sch, sch.get_sblock(names[-1]), lanes, n)
+    return _to_c_abi(sch.mod["main"], symbol, names)
+
+
+def prim_func(kernel: Kernel, lanes: int) -> tirx.PrimFunc:
+    """The scheduled plain-C-ABI PrimFunc of ``kernel`` for a target with ``lanes`` float32 vector lanes."""
+    match kernel:
+        case Conv2dKernel():
+            return _conv2d(kernel, lanes)
+        case DenseKernel():
+            return _dense(kernel, lanes)
+        case Pool2dKernel():
+            return _pool2d(kernel, lanes)
+        case NeuronKernel():
+            return _neuron(kernel, lanes)
+        case ElementwiseAddKernel():
+            return _elementwise(kernel.symbol, kernel.n, lanes, kernel.arg_names(), lambda a, b: a + b)
+        case ScaleKernel():
+            factor = _f32(kernel.factor)
+            return _elementwise(kernel.symbol, kernel.n, lanes, kernel.arg_names(), lambda a: a * factor)
+    raise TypeError(f"not a kernel: {kernel!r}")
+
+
+__all__ = [
+    "NEURON_MODELS",
+    "Conv2dKernel",
+    "DenseKernel",
+    "ElementwiseAddKernel",
+    "Kernel",
+    "NeuronKernel",
+    "Pool2dKernel",
+    "ScaleKernel",
+    "prim_func",
+]

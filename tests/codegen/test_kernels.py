@@ -1,0 +1,449 @@
+"""End-to-end tests of the kernel code generator: build every kernel kind into one object, link it with a small
+generated C harness and runtime/parallel.c, run it natively and (aarch64) under qemu, and compare with PyTorch
+(conv, dense, pool) or, bit for bit, with a float32 numpy implementation (neurons)."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from masic.codegen.build import build_object, host_target
+from masic.codegen.kernels import (
+    NEURON_MODELS,
+    Conv2dKernel,
+    DenseKernel,
+    ElementwiseAddKernel,
+    Kernel,
+    NeuronKernel,
+    Pool2dKernel,
+    ScaleKernel,
+)
+from masic.ir.graph import Node
+from masic.ir.interpret import neuron_step
+
+RUNTIME = Path(__file__).resolve().parents[2] / "masic" / "codegen" / "runtime"
+AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "mattr": ["+neon"]}
+NEURON_STEPS = 300
+
+F = torch.nn.functional
+
+
+@dataclass
+class Case:
+    """One kernel with its argument data: ``args`` holds the initial contents of every C argument (in call
+    order); arguments named in ``stepped`` hold ``steps`` consecutive slices, one per call."""
+
+    kernel: Kernel
+    args: dict[str, np.ndarray]
+    expected: Callable[[], dict[str, np.ndarray]]
+    steps: int = 1
+    stepped: frozenset[str] = field(default_factory=frozenset)
+    exact: bool = False
+
+
+def _rand(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> np.ndarray:
+    return (rng.uniform(-1.0, 1.0, size=shape) * scale).astype(np.float32)
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(a)
+
+
+def _conv_case(rng: np.random.Generator, k: Conv2dKernel) -> Case:
+    x = _rand(rng, *k.in_shape)
+    fan_in = math.prod(k.weight_shape()[1:])
+    w = _rand(rng, *k.weight_shape(), scale=1 / math.sqrt(fan_in))
+    b = _rand(rng, k.out_channels)
+    data = {"x": x, "w": w, "b": b, "scratch": np.full(k.scratch_bytes() // 4, np.nan, np.float32)}
+    args = {name: data.get(name, np.zeros(shape, np.float32)) for name, shape in k.arg_shapes().items()}
+
+    def expected() -> dict[str, np.ndarray]:
+        y = F.conv2d(_t(x)[None], _t(w), _t(b) if k.bias else None, k.stride, k.padding, k.dilation, k.groups)
+        return {"y": y[0].numpy()}
+
+    return Case(k, args, expected)
+
+
+def _dense_case(rng: np.random.Generator, k: DenseKernel) -> Case:
+    x = _rand(rng, k.in_features)
+    w = _rand(rng, k.out_features, k.in_features, scale=1 / math.sqrt(k.in_features))
+    b = _rand(rng, k.out_features)
+    args = {"x": x, "w": w, "b": b, "y": np.zeros(k.out_features, np.float32)}
+
+    def expected() -> dict[str, np.ndarray]:
+        return {"y": F.linear(_t(x), _t(w), _t(b) if k.bias else None).numpy()}
+
+    return Case(k, {name: args[name] for name in k.arg_names()}, expected)
+
+
+def _pool_case(rng: np.random.Generator, k: Pool2dKernel) -> Case:
+    x = _rand(rng, *k.in_shape)
+    args = {
+        "x": x,
+        "scratch": np.full(k.scratch_bytes() // 4, np.nan, np.float32),
+        "y": np.zeros(k.out_shape(), np.float32),
+    }
+    pool = F.max_pool2d if k.kind == "max" else F.avg_pool2d
+
+    def expected() -> dict[str, np.ndarray]:
+        return {"y": pool(_t(x)[None], k.kernel, k.stride, k.padding)[0].numpy()}
+
+    return Case(k, {name: args[name] for name in k.arg_names()}, expected)
+
+
+def _neuron_reference(kind: str, x: np.ndarray, state: dict[str, np.ndarray], p: dict[str, np.ndarray]) -> None:
+    """The reference interpreter's neuron update (itself bit-exact against Norse); updates ``state`` and the output."""
+    subtract = kind == "lif_box_subtract"
+    node = Node("n", "lif_box" if subtract else kind, attrs=(("reset", "subtract"),) if subtract else ())
+    state[NEURON_MODELS[kind].output] = neuron_step(node, x, state, p.__getitem__)
+
+
+NEURON_VALUES = {"dt_tau_mem": 0.1, "neg_dt_tau_syn": -0.2, "v_leak": 0.0, "v_th": 1.0, "v_reset": 0.0}
+
+
+def _neuron_case(rng: np.random.Generator, symbol: str, kind: str, n: int, per_neuron: set[str]) -> Case:
+    """Inputs drive the membrane around threshold (v_th near 1, v_leak 0) so spikes are frequent and a one-ulp
+    difference in v would flip some of them; per-neuron parameters vary slightly around NEURON_VALUES."""
+    names = NEURON_MODELS[kind].params
+    k = NeuronKernel(symbol, kind, n, tuple((p, None if p in per_neuron else NEURON_VALUES[p]) for p in names))
+    drive = 0.5 if kind in ("lif", "li") else (10.0 if kind in ("lif_box", "lif_box_subtract", "li_box") else 0.1)
+    x = (rng.uniform(0.0, 2.0 * drive, size=(NEURON_STEPS, n))).astype(np.float32)
+    params = {
+        p: (np.float32(NEURON_VALUES[p]) * rng.uniform(0.9, 1.1, n)).astype(np.float32)
+        if p in per_neuron
+        else np.float32(NEURON_VALUES[p])
+        for p in names
+    }
+    model = NEURON_MODELS[kind]
+    init = {name: _rand(rng, n, scale=0.5) for name in model.state}
+    args = {
+        "x": x,
+        **init,
+        model.output: np.zeros((NEURON_STEPS, n), np.float32),
+        **{p: params[p] for p in per_neuron},
+    }
+
+    def expected() -> dict[str, np.ndarray]:
+        state = {name: value.copy() for name, value in init.items()}
+        outputs = []
+        for step in range(NEURON_STEPS):
+            _neuron_reference(kind, x[step], state, params)
+            outputs.append(state[model.output])
+        return {model.output: np.stack(outputs), **{name: state[name] for name in model.state}}
+
+    return Case(
+        k, {name: args[name] for name in k.arg_names()}, expected, NEURON_STEPS, frozenset({"x", model.output}), True
+    )
+
+
+def _elementwise_cases(rng: np.random.Generator) -> list[Case]:
+    a, b = _rand(rng, 1001), _rand(rng, 1001)
+    add = ElementwiseAddKernel("add_1001", 1001)
+    scale = ScaleKernel("scale_1001", 1001, 0.37)
+    zeros = np.zeros(1001, np.float32)
+    return [
+        Case(add, {"a": a, "b": b, "y": zeros}, lambda: {"y": a + b}, exact=True),
+        Case(scale, {"x": a, "y": zeros}, lambda: {"y": a * np.float32(0.37)}, exact=True),
+    ]
+
+
+def _cases(big: bool) -> list[Case]:
+    """All cases; ``big`` adds the large shapes (host only: they are slow under qemu)."""
+    rng = np.random.default_rng(0)
+    convs = [
+        Conv2dKernel("conv_pad", (3, 16, 16), 8, (3, 3), padding=(1, 1)),
+        Conv2dKernel("conv_s2_nobias", (8, 15, 13), 16, (3, 3), stride=(2, 2), padding=(1, 1), bias=False),
+        Conv2dKernel("conv_dil", (4, 20, 20), 6, (3, 5), padding=(2, 1), dilation=(2, 2)),
+        Conv2dKernel("conv_dw", (16, 12, 12), 16, (3, 3), padding=(1, 1), groups=16),
+        Conv2dKernel("conv_grouped", (8, 10, 9), 12, (2, 2), stride=(2, 1), groups=4, bias=False),
+        Conv2dKernel("conv_1x1", (5, 7, 21), 3, (1, 1)),
+    ]
+    dense = [DenseKernel("fc_100_10", 100, 10), DenseKernel("fc_37_5", 37, 5, bias=False)]
+    pools = [
+        Pool2dKernel("maxpool_pad", "max", (8, 16, 16), (3, 3), (2, 2), (1, 1)),
+        Pool2dKernel("maxpool_odd", "max", (3, 7, 9), (2, 2), (2, 2)),
+        Pool2dKernel("avgpool", "avg", (8, 16, 16), (2, 2), (2, 2)),
+        Pool2dKernel("avgpool_pad", "avg", (4, 9, 11), (3, 3), (1, 2), (1, 1)),
+    ]
+    if big:
+        convs.append(Conv2dKernel("conv_big", (64, 32, 32), 64, (3, 3), padding=(1, 1)))
+        dense.append(DenseKernel("fc_big", 4096, 1000))
+    cases = [_conv_case(rng, k) for k in convs] + [_dense_case(rng, k) for k in dense]
+    cases += [_pool_case(rng, k) for k in pools]
+    neurons = [
+        ("lif", 1003, {"v_th"}),
+        ("lif_box", 517, set()),
+        ("lif_box_subtract", 300, {"v_th"}),
+        ("li", 64, {"dt_tau_mem", "v_leak"}),
+        ("li_box", 100, set()),
+        ("iaf", 333, {"v_th", "v_reset"}),
+    ]
+    if big:
+        neurons.append(("lif", 40000, set()))  # above the parallel threshold
+    cases += [_neuron_case(rng, f"{kind}_{n}", kind, n, per) for kind, n, per in neurons]
+    return cases + _elementwise_cases(rng)
+
+
+def _harness_source(cases: list[Case]) -> str:
+    """C program that, for each case, loads every argument from DIR/<symbol>.<arg>.bin, calls the kernel
+    ``steps`` times (advancing the stepped arguments), and writes every argument back to DIR/<symbol>.<arg>.out."""
+    lines = [
+        "#include <stdint.h>",
+        "#include <stdio.h>",
+        "#include <stdlib.h>",
+        "#include <string.h>",
+        '#include "masic_model.h"',
+        "static char path[4096];",
+        "static float *load(const char *dir, const char *name, size_t n) {",
+        "  float *p = malloc(n * sizeof(float));",
+        '  snprintf(path, sizeof path, "%s/%s.bin", dir, name);',
+        '  FILE *f = fopen(path, "rb");',
+        "  if (!p || !f || fread(p, sizeof(float), n, f) != n) { perror(path); exit(2); }",
+        "  fclose(f);",
+        "  return p;",
+        "}",
+        "static void save(const char *dir, const char *name, const float *p, size_t n) {",
+        '  snprintf(path, sizeof path, "%s/%s.out", dir, name);',
+        '  FILE *f = fopen(path, "wb");',
+        "  if (!f || fwrite(p, sizeof(float), n, f) != n) { perror(path); exit(2); }",
+        "  fclose(f);",
+        "}",
+    ]
+    for case in cases:
+        lines.append(f"int32_t {case.kernel.symbol}({', '.join('float*' for _ in case.args)});")
+    lines += ["int main(int argc, char **argv) {", "  if (argc != 2 || masic_parallel_init(2) != 0) return 2;"]
+    for case in cases:
+        sym = case.kernel.symbol
+        lines.append("  {")
+        call = []
+        for j, (name, value) in enumerate(case.args.items()):
+            lines.append(f'    float *a{j} = load(argv[1], "{sym}.{name}", {value.size});')
+            stride = value.size // case.steps if name in case.stepped else 0
+            call.append(f"a{j} + s * {stride}")
+        lines.append(f"    for (int s = 0; s < {case.steps}; s++)")
+        lines.append(f"      if ({sym}({', '.join(call)}) != 0) return 3;")
+        for j, (name, value) in enumerate(case.args.items()):
+            lines.append(f'    save(argv[1], "{sym}.{name}", a{j}, {value.size});')
+            lines.append(f"    free(a{j});")
+        lines.append("  }")
+    lines += ["  masic_parallel_shutdown();", "  return 0;", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def _run(cases: list[Case], target: dict, compiler: list[str], runner: list[str], work: Path) -> Path:
+    """Builds the kernels into work/kernels.o, links and runs the harness; returns ``work`` (holding the outputs)."""
+    build_object([c.kernel for c in cases], target, work / "kernels.o")
+    (work / "main.c").write_text(_harness_source(cases))
+    for case in cases:
+        for name, value in case.args.items():
+            value.astype(np.float32).tofile(work / f"{case.kernel.symbol}.{name}.bin")
+    exe = work / "prog"
+    link = [*compiler, "-O2", "-std=c11", "-Wall", "-Werror", f"-I{RUNTIME}", str(work / "main.c")]
+    link += [str(work / "kernels.o"), str(RUNTIME / "parallel.c"), "-o", str(exe), "-lpthread", "-lm"]
+    subprocess.run(link, check=True)
+    subprocess.run([*runner, str(exe), str(work)], check=True, timeout=300)
+    return work
+
+
+HOST_CASES = _cases(big=True)
+AARCH64_CASES = _cases(big=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fresh_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Build from scratch (an empty object cache), so the tests exercise TVM, not the cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MASIC_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def host_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _run(HOST_CASES, host_target(), ["cc"], [], tmp_path_factory.mktemp("host"))
+
+
+@pytest.fixture(scope="module")
+def aarch64_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not (shutil.which("aarch64-linux-gnu-gcc") and shutil.which("qemu-aarch64")):
+        pytest.skip("aarch64 cross toolchain or qemu-aarch64 missing")
+    compiler = ["aarch64-linux-gnu-gcc", "-static"]
+    return _run(AARCH64_CASES, AARCH64, compiler, ["qemu-aarch64"], tmp_path_factory.mktemp("arm"))
+
+
+def _check(case: Case, work: Path) -> None:
+    sym = case.kernel.symbol
+    for name, want in case.expected().items():
+        got = np.fromfile(work / f"{sym}.{name}.out", np.float32).reshape(want.shape)
+        if case.exact:
+            mismatch = np.flatnonzero(got.ravel() != want.ravel())
+            assert mismatch.size == 0, f"{sym}.{name}: {mismatch.size} of {got.size} values differ"
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=sym)
+        if name == "z":  # the inputs must actually exercise the threshold
+            assert 0.02 < want.mean() < 0.98, f"{sym}: spike rate {want.mean()}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", HOST_CASES, ids=lambda c: c.kernel.symbol)
+def test_host(case: Case, host_run: Path) -> None:
+    _check(case, host_run)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", AARCH64_CASES, ids=lambda c: c.kernel.symbol)
+def test_aarch64(case: Case, aarch64_run: Path) -> None:
+    _check(case, aarch64_run)
+
+
+def _symbols(obj: Path, *flags: str) -> set[str]:
+    out = subprocess.run(["nm", *flags, str(obj)], check=True, capture_output=True, text=True).stdout
+    return {line.split()[-1] for line in out.splitlines() if line.strip()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", ["host_run", "aarch64_run"])
+def test_objects_need_no_runtime_but_parallel_launch(run: str, request: pytest.FixtureRequest) -> None:
+    """Kernels must not call the TVM runtime (workspace allocation, packed API, error reporting): the only hook
+    is the weak __TVMBackendParallelLaunch slot, which runtime/parallel.c fills."""
+    obj = request.getfixturevalue(run) / "kernels.o"
+    assert _symbols(obj, "-u") == set()
+    symbols = _symbols(obj)
+    assert "__TVMBackendParallelLaunch" in symbols
+    assert not {s for s in symbols if "Workspace" in s or s.startswith("TVMFFI")}
+
+
+@pytest.mark.slow
+def test_build_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second build of the same kernels is served from the cache (no LLVM), byte for byte."""
+    import tvm
+
+    monkeypatch.setenv("MASIC_CACHE_DIR", str(tmp_path / "cache"))
+    kernels = [ScaleKernel("cached_scale", 64, 2.0), ElementwiseAddKernel("cached_add", 64)]
+    build_object(kernels, host_target(), tmp_path / "a.o")
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("rebuilt despite a cache hit")
+
+    monkeypatch.setattr(tvm.tirx, "build", fail)
+    build_object(kernels, host_target(), tmp_path / "b.o")
+    assert (tmp_path / "a.o").read_bytes() == (tmp_path / "b.o").read_bytes()
+    with pytest.raises(AssertionError, match="rebuilt"):
+        build_object([ScaleKernel("cached_scale", 64, 3.0)], host_target(), tmp_path / "c.o")
+
+
+@pytest.mark.parametrize(
+    ("kernel", "shape"),
+    [
+        (Conv2dKernel("c", (3, 16, 16), 8, (3, 3), padding=(1, 1)), (8, 16, 16)),
+        (Conv2dKernel("c", (8, 15, 13), 16, (3, 3), stride=(2, 2), padding=(1, 1)), (16, 8, 7)),
+        (Conv2dKernel("c", (4, 20, 20), 6, (3, 5), padding=(2, 1), dilation=(2, 2)), (6, 20, 14)),
+        (Pool2dKernel("p", "max", (8, 16, 16), (3, 3), (2, 2), (1, 1)), (8, 8, 8)),
+        (Pool2dKernel("p", "avg", (3, 7, 9), (2, 2), (2, 2)), (3, 3, 4)),
+    ],
+)
+def test_out_shape_matches_torch(kernel: Conv2dKernel | Pool2dKernel, shape: tuple[int, int, int]) -> None:
+    x = torch.zeros(1, *kernel.in_shape)
+    if isinstance(kernel, Conv2dKernel):
+        w = torch.zeros(kernel.weight_shape())
+        y = F.conv2d(x, w, None, kernel.stride, kernel.padding, kernel.dilation, kernel.groups)
+    else:
+        y = F.max_pool2d(x, kernel.kernel, kernel.stride, kernel.padding)
+    assert kernel.out_shape() == shape == tuple(y.shape[1:])
+
+
+def test_arg_names_and_scratch() -> None:
+    conv = Conv2dKernel("c", (3, 16, 16), 8, (3, 3), padding=(1, 1))
+    assert conv.arg_names() == ("x", "w", "b", "scratch", "y")
+    assert conv.scratch_bytes() == 3 * 18 * 18 * 4
+    bare = Conv2dKernel("c", (3, 16, 16), 8, (3, 3), bias=False)
+    assert (bare.arg_names(), bare.scratch_bytes()) == (("x", "w", "y"), 0)
+    assert DenseKernel("d", 10, 5, bias=False).arg_names() == ("x", "w", "y")
+    assert Pool2dKernel("p", "avg", (3, 8, 8), (2, 2), (2, 2)).arg_names() == ("x", "y")
+    lif = NeuronKernel(
+        "n",
+        "lif",
+        10,
+        (("v_th", None), ("dt_tau_mem", 0.1), ("v_reset", None), ("neg_dt_tau_syn", -0.2), ("v_leak", 0.0)),
+    )
+    assert lif.arg_names() == ("x", "v", "i", "z", "v_th", "v_reset")
+    assert NeuronKernel("n", "li_box", 4, (("dt_tau_mem", 0.1), ("v_leak", 0.0))).arg_names() == ("x", "v", "out")
+    with pytest.raises(ValueError, match="needs parameters"):
+        NeuronKernel("n", "iaf", 4, (("v_th", 1.0),))
+    with pytest.raises(ValueError, match="groups"):
+        Conv2dKernel("c", (3, 8, 8), 4, (3, 3), groups=2)
+
+
+POOL_STRESS = r"""
+#include <stdatomic.h>
+#include <stdio.h>
+#include "masic_model.h"
+typedef struct { void *sync_handle; int num_task; } Env;
+typedef int (*Lambda)(int, Env *, void *);
+extern int (*__TVMBackendParallelLaunch)(Lambda, void *, int);
+extern int (*__TVMBackendParallelBarrier)(int, Env *);
+static atomic_int hits[64];
+static atomic_int phase;
+static int count(int task, Env *env, void *data) {
+  (void)data;
+  if (task < 0 || task >= env->num_task) return 7;
+  atomic_fetch_add(&hits[task], 1);
+  return 0;
+}
+static int nested(int task, Env *env, void *data) {  /* a launch inside a task runs serially */
+  return __TVMBackendParallelLaunch(count, data, 3) + count(task, env, data);
+}
+static int barrier(int task, Env *env, void *data) {  /* nobody passes the barrier before all arrived */
+  (void)data;
+  atomic_fetch_add(&phase, 1);
+  __TVMBackendParallelBarrier(task, env);
+  return atomic_load(&phase) == env->num_task ? 0 : 9;
+}
+static int fail(int task, Env *env, void *data) { (void)env; (void)data; return task == 1 ? 5 : 0; }
+int main(void) {
+  if (masic_parallel_init(0) != 0 || masic_parallel_num_threads() < 1) return 2;
+  int p = masic_parallel_num_threads(), expect[64] = {0};
+  for (int round = 0; round < 20000; round++) {
+    int n = round % 7;  /* 0 means one task per thread */
+    if (__TVMBackendParallelLaunch(count, NULL, n) != 0) return 3;
+    for (int t = 0; t < (n ? n : p); t++) expect[t]++;
+  }
+  if (__TVMBackendParallelLaunch(nested, NULL, 0) != 0) return 4;
+  for (int t = 0; t < 3; t++) expect[t] += p;
+  for (int t = 0; t < p; t++) expect[t]++;
+  for (int t = 0; t < 64; t++)
+    if (atomic_load(&hits[t]) != expect[t]) { printf("task %d: %d != %d\n", t, atomic_load(&hits[t]), expect[t]); return 5; }
+  for (int round = 0; round < 1000; round++) {
+    atomic_store(&phase, 0);
+    if (__TVMBackendParallelLaunch(barrier, NULL, 0) != 0) return 6;
+  }
+  if (__TVMBackendParallelLaunch(fail, NULL, 4) != 5) return 7;
+  masic_parallel_shutdown();
+  return masic_parallel_init(3) == 0 && __TVMBackendParallelLaunch(count, NULL, 0) == 0 ? 0 : 8;
+}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threads", ["native", "qemu"])
+def test_parallel_pool(threads: str, tmp_path: Path) -> None:
+    """runtime/parallel.c under stress: every task runs exactly once per launch for any num_task, nested launches
+    run serially, the barrier holds, task errors propagate, and the pool can be restarted."""
+    (tmp_path / "stress.c").write_text(POOL_STRESS)
+    compiler, runner = (["cc"], []) if threads == "native" else (["aarch64-linux-gnu-gcc", "-static"], ["qemu-aarch64"])
+    if not shutil.which(compiler[0]) or (runner and not shutil.which(runner[0])):
+        pytest.skip(f"{compiler[0]} or {runner} missing")
+    exe = tmp_path / "stress"
+    flags = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", f"-I{RUNTIME}"]
+    subprocess.run(
+        [*compiler, *flags, str(tmp_path / "stress.c"), str(RUNTIME / "parallel.c"), "-o", str(exe), "-lpthread"],
+        check=True,
+    )
+    subprocess.run([*runner, str(exe)], check=True, timeout=120)

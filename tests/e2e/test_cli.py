@@ -1,0 +1,145 @@
+"""The masic command as a user meets it: emitted stages, and one-line errors with exit status 2 for bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from masic.frontends.norse import install_pickle_aliases
+from norse.torch import LIFCell, SequentialState
+from torch import nn
+
+from masic.units import parse_bytes
+from tests.e2e.conftest import masic_cli
+from tests.filecheck import filecheck
+
+FACTORY = "tests.norse_models:dense_model"
+
+
+def _assert_one_line_error(result, *fragments: str) -> None:
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("masic: error: "), result.stderr
+    assert result.stderr.strip().splitlines()[-1] == errors[0]  # progress lines may come first, nothing after
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+def test_emit_ir_prints_the_imported_graph() -> None:
+    result = masic_cli("compile", FACTORY, "--emit=ir")
+    assert result.returncode == 0, result.stderr
+    filecheck(
+        result.stdout,
+        """
+        CHECK: graph @dense_model timesteps=16 {
+        CHECK: %input = input() : f32[20]
+        CHECK: %0 = dense(%input)
+        CHECK: %1 = lif(%0)
+        CHECK-NOT: dropout
+        CHECK: %4 = li(%3)
+        CHECK: output %4
+        """,
+    )
+
+
+def test_emit_plan_and_print_after_all() -> None:
+    result = masic_cli("compile", FACTORY, "--emit=plan", "--print-after-all", "--time-passes")
+    assert result.returncode == 0, result.stderr
+    filecheck(
+        result.stdout,
+        """
+        CHECK: // ----- IR after infer-shapes -----
+        CHECK: // ----- IR after fold-batchnorm -----
+        CHECK: // ----- IR after assign-offsets -----
+        CHECK: plan arena=
+        CHECK: // ----- IR after check-budget -----
+        CHECK: graph @dense_model
+        CHECK: plan arena=
+        """,
+    )
+    assert "pass assign-offsets" in result.stderr
+
+
+@pytest.mark.slow
+def test_emit_c_prints_one_call_per_node() -> None:
+    result = masic_cli("compile", FACTORY, "--emit=c", "--target", "aarch64")
+    assert result.returncode == 0, result.stderr
+    filecheck(
+        result.stdout,
+        """
+        CHECK: #include "masic_model.h"
+        CHECK: const masic_model_t masic_model = {
+        CHECK: .input_shape = {20},
+        CHECK: int masic_model_step(uint8_t *arena) {
+        CHECK: /* %0 = dense(%input)
+        CHECK-NEXT: if ((rc = masic_dense_0(
+        CHECK: /* %1 = lif(%0)
+        CHECK: /* %4 = li(%3)
+        CHECK: return 0;
+        """,
+    )
+
+
+def test_a_text_file_named_model_pt_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    path.write_text("hello\n")
+    _assert_one_line_error(masic_cli("compile", str(path)), "is not a PyTorch archive")
+
+
+def test_a_missing_model_file_is_refused(tmp_path: Path) -> None:
+    _assert_one_line_error(masic_cli("compile", str(tmp_path / "nope.pt")), "does not exist")
+
+
+def test_an_unsupported_module_is_named(tmp_path: Path) -> None:
+    install_pickle_aliases()
+    torch.save(SequentialState(nn.Linear(3, 3), LIFCell(), nn.Tanh()), tmp_path / "m.pt")
+    result = masic_cli("compile", str(tmp_path / "m.pt"), "--trust-pickle")
+    _assert_one_line_error(result, "unsupported module model.2 (Tanh)")
+
+
+def test_a_budget_below_need_states_the_bytes_needed(tmp_path: Path) -> None:
+    result = masic_cli("compile", FACTORY, "--budget", "1KB", "-o", str(tmp_path / "out"))
+    _assert_one_line_error(result, "check-budget: the plan needs", "but the budget is 1000B", "use --budget")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("budget", ["64XB", "lots", "-5MB", "0"])
+def test_a_malformed_budget_is_refused(budget: str) -> None:
+    _assert_one_line_error(masic_cli("compile", FACTORY, "--budget", budget), "--budget")
+
+
+def test_unknown_target_lists_the_choices() -> None:
+    _assert_one_line_error(masic_cli("compile", FACTORY, "--target", "riscv"), "unknown target 'riscv'", "aarch64")
+
+
+def test_an_output_folder_with_other_files_is_not_overwritten(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    result = masic_cli("compile", FACTORY, "-o", str(tmp_path))
+    _assert_one_line_error(result, "holds files that are not a masic artifact")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_run_refuses_a_folder_that_is_not_an_artifact(tmp_path: Path) -> None:
+    (tmp_path / "x.npy").write_bytes(b"")
+    _assert_one_line_error(masic_cli("run", str(tmp_path), "--input", str(tmp_path / "x.npy")), "not a masic artifact")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("64MB", 64_000_000), ("64MiB", 64 << 20), ("1.5GB", 1_500_000_000), ("512KiB", 512 << 10), ("4096", 4096)],
+)
+def test_budget_units(text: str, expected: int) -> None:
+    assert parse_bytes(text) == expected
+
+
+def test_passes_lists_the_registry() -> None:
+    result = masic_cli("passes")
+    assert result.returncode == 0
+    assert [line.split()[1] for line in result.stdout.splitlines()] == [
+        "infer-shapes",
+        "fold-batchnorm",
+        "assign-offsets",
+        "check-budget",
+    ]
