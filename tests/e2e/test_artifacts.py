@@ -7,32 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from masic.frontends.norse import install_pickle_aliases
-from norse.torch import SequentialState
 
-from tests.e2e.conftest import masic_cli, run_artifact
+from tests.artifacts import compile_model, run_artifact, spiking_prefix
 from tests.norse_models import MODELS, random_input, run_norse
 
 pytestmark = pytest.mark.slow
 TIMESTEPS = 10
-
-
-def _compile(model: SequentialState, shape: tuple[int, ...], target: str, tmp: Path, *flags: str) -> Path:
-    install_pickle_aliases()
-    torch.save(model, tmp / "model.pt")
-    out = tmp / "out"
-    shape_flag = ["--input-shape", ",".join(map(str, shape))]
-    result = masic_cli("compile", str(tmp / "model.pt"), "--target", target, "-o", str(out), *shape_flag, *flags)
-    assert result.returncode == 0, result.stderr
-    return out
-
-
-def _spiking_prefix(model: SequentialState) -> SequentialState:
-    """The model up to and including its last spiking layer, so its output is spikes."""
-    layers = list(model)
-    last = max(i for i, m in enumerate(layers) if type(m).__name__ in ("LIFCell", "LIFBoxCell", "IAFCell"))
-    return SequentialState(*layers[: last + 1])
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -41,7 +21,7 @@ def test_compiled_membrane_outputs_match_norse(name: str, target: str, tmp_path:
     model = factory()
     x = random_input(shape, TIMESTEPS, seed=1)
     expected = run_norse(model, x)
-    out = _compile(model, shape, target, tmp_path, "--timesteps", str(TIMESTEPS), "--budget", "64MB")
+    out = compile_model(model, shape, target, tmp_path, "--timesteps", str(TIMESTEPS), "--budget", "64MB")
     run, outputs = run_artifact(out, x, tmp_path)
     assert run.returncode == 0, run.stderr
     assert outputs.shape == (TIMESTEPS, *expected.shape[1:])
@@ -56,10 +36,10 @@ def test_compiled_membrane_outputs_match_norse(name: str, target: str, tmp_path:
 @pytest.mark.parametrize("name", MODELS)
 def test_compiled_spikes_match_norse(name: str, target: str, tmp_path: Path) -> None:
     factory, shape = MODELS[name]
-    model = _spiking_prefix(factory())
+    model = spiking_prefix(factory())
     x = random_input(shape, TIMESTEPS, seed=2)
     expected = run_norse(model, x)
-    out = _compile(model, shape, target, tmp_path)
+    out = compile_model(model, shape, target, tmp_path)
     run, outputs = run_artifact(out, x, tmp_path)
     assert run.returncode == 0, run.stderr
     assert 0.02 < expected.mean() < 0.98, "the test input must make the layer spike, but not always"
@@ -71,7 +51,7 @@ def test_one_sample_is_presented_at_every_step(target: str, tmp_path: Path) -> N
     factory, shape = MODELS["dense"]
     model = factory()
     x = random_input(shape, 1, seed=3)[0]
-    out = _compile(model, shape, target, tmp_path, "--timesteps", "6")
+    out = compile_model(model, shape, target, tmp_path, "--timesteps", "6")
     run, outputs = run_artifact(out, x, tmp_path)
     assert run.returncode == 0, run.stderr
     expected = run_norse(model, np.repeat(x[None], 6, axis=0))
@@ -82,7 +62,7 @@ def test_one_sample_is_presented_at_every_step(target: str, tmp_path: Path) -> N
 
 def test_exit_confidence_stops_early(tmp_path: Path) -> None:
     factory, shape = MODELS["dense"]
-    out = _compile(factory(), shape, "x86_64", tmp_path, "--timesteps", "12")
+    out = compile_model(factory(), shape, "x86_64", tmp_path, "--timesteps", "12")
     x = random_input(shape, 1, seed=4)[0] * 3
     full, outputs = run_artifact(out, x, tmp_path)
     accumulated = np.cumsum(outputs, axis=0)
@@ -97,7 +77,7 @@ def test_exit_confidence_stops_early(tmp_path: Path) -> None:
 
 def test_artifact_copied_alone_runs_and_detects_corrupt_weights(target: str, tmp_path: Path) -> None:
     factory, shape = MODELS["iaf"]
-    out = _compile(factory(), shape, target, tmp_path / "")
+    out = compile_model(factory(), shape, target, tmp_path / "")
     deployed = tmp_path / "device" / "model"
     shutil.copytree(out, deployed)
     shutil.rmtree(out)

@@ -11,7 +11,7 @@ from norse.torch import LIFCell, SequentialState
 from torch import nn
 
 from masic.units import parse_bytes
-from tests.e2e.conftest import masic_cli
+from tests.artifacts import masic_cli
 from tests.filecheck import filecheck
 
 FACTORY = "tests.norse_models:dense_model"

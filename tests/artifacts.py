@@ -1,0 +1,63 @@
+"""Compiling and running artifacts as a user does (through the `masic` command), for tests and benchmarks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from masic.frontends.norse import install_pickle_aliases
+from norse.torch import SequentialState
+
+SPIKING_CELLS = ("LIFCell", "LIFBoxCell", "IAFCell")
+
+
+@dataclass(frozen=True)
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def stats(self) -> dict:
+        return json.loads(self.stdout.strip().splitlines()[-1])
+
+
+def masic_cli(*args: str, cwd: Path | None = None) -> Run:
+    """Runs `masic` in a subprocess."""
+    result = subprocess.run(
+        [sys.executable, "-m", "masic.cli", *args], capture_output=True, text=True, check=False, cwd=cwd
+    )
+    return Run(result.returncode, result.stdout, result.stderr)
+
+
+def compile_model(model: SequentialState, shape: tuple[int, ...], target: str, tmp: Path, *flags: str) -> Path:
+    """Saves the model with torch.save and compiles it into tmp/out; fails loudly if masic does."""
+    install_pickle_aliases()
+    torch.save(model, tmp / "model.pt")
+    out = tmp / "out"
+    shape_flag = ["--input-shape", ",".join(map(str, shape))]
+    result = masic_cli("compile", str(tmp / "model.pt"), "--target", target, "-o", str(out), *shape_flag, *flags)
+    if result.returncode != 0:
+        raise AssertionError(f"masic compile failed: {result.stderr}")
+    return out
+
+
+def run_artifact(out: Path, x: np.ndarray, tmp: Path, *flags: str) -> tuple[Run, np.ndarray | None]:
+    """Runs an artifact with `masic run` on input x; returns the run and the per-step outputs."""
+    x_path, y_path = tmp / "x.npy", tmp / "y.npy"
+    np.save(x_path, x.astype(np.float32))
+    y_path.unlink(missing_ok=True)
+    run = masic_cli("run", str(out), "--input", str(x_path), "--output", str(y_path), *flags)
+    return run, (np.load(y_path) if run.returncode == 0 else None)
+
+
+def spiking_prefix(model: SequentialState) -> SequentialState:
+    """The model up to and including its last spiking layer, so its output is spikes."""
+    layers = list(model)
+    last = max(i for i, m in enumerate(layers) if type(m).__name__ in SPIKING_CELLS)
+    return SequentialState(*layers[: last + 1])
