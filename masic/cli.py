@@ -21,8 +21,8 @@ from masic.passes.check_budget import format_bytes
 from masic.units import parse_bytes
 
 EMIT_STAGES = ("ir", "sliced", "plan", "c")
-# Passes that run before each --emit stage is printed; "c" also needs the planned graph.
-STAGE_PASSES = {"ir": 1, "sliced": 2, "plan": len(DEFAULT_PIPELINE), "c": len(DEFAULT_PIPELINE)}
+# How many passes of the pipeline run before an --emit stage is printed ("ir" prints the frontend's graph).
+STAGE_PASSES = {"sliced": DEFAULT_PIPELINE.index("fold-batchnorm") + 1, "plan": len(DEFAULT_PIPELINE)}
 
 
 class UsageError(MasicError, ValueError):
@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     compile_ = sub.add_parser("compile", help="compile a model into a deployable folder")
     compile_.add_argument("model", help="a torch.save file (.pt) or package.module:factory")
-    compile_.add_argument("--budget", type=_budget, help="memory budget for model data, e.g. 64MB, 512KiB")
+    compile_.add_argument(
+        "--budget", type=_budget, help="memory budget for model data, e.g. 64MB, 512KiB (default: no limit)"
+    )
     compile_.add_argument(
         "--target", default="aarch64", help=f"one of {', '.join([*TARGETS, *ALIASES])} (default aarch64)"
     )
@@ -152,7 +154,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.emit == "ir":
         print(print_graph(graph), end="")
         return 0
-    passes = DEFAULT_PIPELINE[: STAGE_PASSES[args.emit]] if args.emit else DEFAULT_PIPELINE
+    passes = DEFAULT_PIPELINE[: STAGE_PASSES.get(args.emit, len(DEFAULT_PIPELINE))]
     manager = PassManager(
         passes,
         PassOptions(budget=args.budget, alignment=target.alignment),

@@ -98,7 +98,8 @@ BUFFER_KINDS = ("weight", "state", "activation", "scratch", "io")
 
 @dataclass(frozen=True)
 class Buffer:
-    """A region of the arena. Live over schedule positions [start, end); `pinned` buffers live for the whole run."""
+    """A region of the arena, live over schedule positions [start, end) of every step; weights and neuron state
+    span the whole step ([0, N)) and so stay in place for the whole run."""
 
     name: str
     kind: str
