@@ -18,6 +18,7 @@ from pathlib import Path
 from masic.errors import MasicError
 from masic.passes import DEFAULT_PIPELINE, REGISTRY, PassOptions
 from masic.passes.check_budget import format_bytes
+from masic.report import buffer_table, draw_timeline, plan_rows
 from masic.units import parse_bytes
 
 EMIT_STAGES = ("ir", "sliced", "plan", "c")
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("-o", "--output", type=Path, default=Path("out"), help="output folder (default out/)")
     compile_.add_argument("--emit", choices=EMIT_STAGES, help="stop after a stage and print it")
     compile_.add_argument("--print-after-all", action="store_true", help="print the IR after every pass")
+    compile_.add_argument(
+        "--report", type=Path, metavar="DIR", help="write the memory plan (timeline PNG, buffer table, IR) to DIR"
+    )
     compile_.add_argument("--dump-passes", type=Path, metavar="DIR", help="write the IR after each pass to DIR")
     compile_.add_argument("--time-passes", action="store_true", help="print how long each pass took")
     compile_.add_argument("--exit-confidence", type=_confidence, help="early exit: stop at this softmax confidence")
@@ -108,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = sub.add_parser("inspect", help="summarise a compiled folder: figures and memory plan")
     inspect.add_argument("artifact", type=Path)
+    inspect.add_argument("--png", type=Path, help="where to draw the memory timeline (default ARTIFACT/memory.png)")
 
     sub.add_parser("passes", help="list the passes and what each does")
     return parser
@@ -180,6 +185,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
             print(generate_c(graph, exit_rule, Path(scratch) / "weights.bin")[0], end="")
         return 0
     manifest = write_artifact(graph, target, args.output, exit_rule, args.budget, _progress)
+    if args.report:
+        write_report(graph, args.report, f"{name} ({target.name})", args.budget)
+        _progress(f"memory report written to {args.report}/")
     plan = graph.plan
     budget = format_bytes(args.budget) if args.budget else "none"
     print(
@@ -189,6 +197,18 @@ def cmd_compile(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def write_report(graph, folder: Path, title: str, budget: int | None) -> None:
+    """memory.png, buffers.txt and plan.ir of a planned graph."""
+    from masic.ir.text import print_graph
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = plan_rows(graph)
+    plan = graph.plan
+    draw_timeline(rows, folder / "memory.png", f"{title}: memory plan", plan.arena_bytes, plan.lower_bound, budget)
+    (folder / "buffers.txt").write_text(buffer_table(rows) + "\n")
+    (folder / "plan.ir").write_text(print_graph(graph))
 
 
 def load_manifest(artifact: Path) -> dict:
@@ -231,13 +251,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"timesteps  {manifest['timesteps']}   exit rule {manifest['exit_rule']['rule']}")
     print(
         f"arena      {manifest['arena_bytes']} bytes (lower bound {manifest['lower_bound_bytes']}, "
+        f"ratio {manifest['arena_bytes'] / max(manifest['lower_bound_bytes'], 1):.3f}, "
         f"budget {budget if budget is not None else 'none'})"
     )
     print(f"weights    {manifest['weights']['bytes']} bytes, crc32 {manifest['weights']['crc32']}")
-    print(f"\n{'buffer':<28} {'kind':<10} {'bytes':>10} {'offset':>10}  live")
-    for buf in manifest["buffers"]:
-        start, end = buf["live"]
-        print(f"{buf['name']:<28} {buf['kind']:<10} {buf['bytes']:>10} {buf['offset']:>10}  [{start},{end})")
+    print(f"\n{buffer_table(manifest['buffers'])}")
+    png = args.png or args.artifact / "memory.png"
+    title = f"{manifest['name']} ({manifest['target']['name']}): memory plan of one timestep"
+    draw_timeline(manifest["buffers"], png, title, manifest["arena_bytes"], manifest["lower_bound_bytes"], budget)
+    print(f"\nmemory timeline written to {png}")
     return 0
 
 

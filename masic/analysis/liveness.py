@@ -3,9 +3,13 @@
 A buffer is live over [start, end):
 - weights and neuron state are pinned: live for the whole step, every step ([0, N)); state carries over steps;
 - an activation lives from the node that writes it to the last node that reads it (inclusive);
-- the step's input lives from 0, the step's output until N (the loader reads both outside the step);
+- the step's input lives from 0, the step's output until N (the loader writes and reads them outside the step);
 - kernel scratch lives only inside its node ([p, p+1)).
-Views (flatten) own no buffer: they alias their operand's buffer, extending its lifetime to their own last use.
+Two kinds of values own no buffer of their own:
+- views (flatten) alias their operand's buffer, extending its lifetime to their own last use;
+- neuron updates run in place: a neuron whose operand dies at it (no later reader, not a view of a value that is
+  read later) writes its output over that operand. Neuron kernels read x[j] before writing out[j] and are
+  compiled without `noalias`, so this is safe.
 
 `lower_bound` is the peak over positions of the bytes live at once, each buffer rounded up to the alignment:
 no placement can use a smaller arena.
@@ -42,13 +46,22 @@ class Liveness:
     lower_bound: int
 
 
+def _last_reads(graph: Graph) -> dict[str, int]:
+    """Position of the last node reading each value (the graph output counts as read at N)."""
+    last = {node.name: -1 for node in graph.nodes}
+    for p, node in enumerate(graph.nodes):
+        for value in node.inputs:
+            last[value] = p
+    last[graph.output] = len(graph.nodes)
+    return last
+
+
 def analyse(graph: Graph, alignment: int = 16) -> Liveness:
     n = len(graph.nodes)
-    position = {node.name: p for p, node in enumerate(graph.nodes)}
-    root: dict[str, str] = {}
-    end: dict[str, int] = {}
-    kinds: dict[str, str] = {}
-    sizes: dict[str, int] = {}
+    last_read = _last_reads(graph)
+    root: dict[str, str] = {}  # value -> the value whose buffer holds it
+    end: dict[str, int] = {}  # buffer-owning value -> end of its lifetime
+    start: dict[str, int] = {}
     buffers: list[Buffer] = []
     values: list[tuple[str, str]] = []
 
@@ -56,31 +69,30 @@ def analyse(graph: Graph, alignment: int = 16) -> Liveness:
         buffers.append(Buffer(f"@{param.name}", "weight", param.type.nbytes, 0, n))
         values.append((f"@{param.name}", f"@{param.name}"))
     for p, node in enumerate(graph.nodes):
-        for value in node.inputs:
-            end[root[value]] = max(end[root[value]], p + 1)
-        if node.op in VIEW_OPS:
-            root[node.name] = root[node.inputs[0]]
+        operand = node.inputs[0] if node.inputs else None
+        if operand is not None and (node.op in VIEW_OPS or (neuron_op(node.op) and end[root[operand]] <= p + 1)):
+            root[node.name] = root[operand]
         else:
             root[node.name] = node.name
-            end[node.name] = p + 1
-            sizes[node.name] = node.type.nbytes
-            kinds[node.name] = "io" if node.op == "input" else "activation"
-        values.append((node.name, root[node.name]))
+            start[node.name] = 0 if node.op == "input" else p
+        owner = root[node.name]
+        end[owner] = max(end.get(owner, 0), last_read[node.name] + 1, p + 1)
+        for value in node.inputs:
+            end[root[value]] = max(end[root[value]], p + 1)
+        values.append((node.name, owner))
         if neuron_op(node.op):
             for state in state_names(node):
                 buffers.append(Buffer(state, "state", node.type.nbytes, 0, n))
                 values.append((state, state))
-        if node.inputs:
-            operand = graph.node(node.inputs[0])
-            scratch = scratch_bytes(node, operand.type.nbytes, operand.type.shape)
+        if operand is not None:
+            operand_type = graph.node(operand).type
+            scratch = scratch_bytes(node, operand_type.nbytes, operand_type.shape)
             if scratch:
                 buffers.append(Buffer(f"{node.name}.scratch", "scratch", scratch, p, p + 1))
-    out_root = root[graph.output]
-    end[out_root] = n
-    kinds[out_root] = "io"
-    for name, size in sizes.items():
-        start = 0 if kinds[name] == "io" and graph.node(name).op == "input" else position[name]
-        buffers.append(Buffer(name, kinds[name], size, start, end[name]))
+    io = {root[graph.output], *(node.name for node in graph.inputs)}
+    for owner, begin in start.items():
+        kind = "io" if owner in io else "activation"
+        buffers.append(Buffer(owner, kind, graph.node(owner).type.nbytes, begin, min(end[owner], n)))
     return Liveness(tuple(buffers), tuple(values), peak_live_bytes(buffers, alignment))
 
 

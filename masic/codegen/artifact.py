@@ -20,10 +20,12 @@ from masic.codegen.lower import ExitRule, Kernel, emit_model_c, lower
 from masic.codegen.weights import WeightsFile, write_weights
 from masic.errors import MasicError
 from masic.ir.graph import Graph
+from masic.report import plan_rows
 from masic.targets import Target
 
 MANIFEST_FORMAT = "masic-artifact/1"
 ARTIFACT_FILES = ("model", "weights.bin", "manifest.json")
+REPORT_FILES = ("memory.png",)  # written beside an artifact by `masic inspect`
 RUNTIME_SOURCES = ("loader.c", "parallel.c")
 
 
@@ -81,7 +83,7 @@ def _check_replaceable(out_dir: Path) -> None:
     if not out_dir.is_dir():
         raise ArtifactError(f"output path {out_dir} exists and is not a folder")
     contents = {p.name for p in out_dir.iterdir()}
-    if contents and not (contents <= set(ARTIFACT_FILES) and "manifest.json" in contents):
+    if contents and not (contents <= {*ARTIFACT_FILES, *REPORT_FILES} and "manifest.json" in contents):
         raise ArtifactError(f"output folder {out_dir} holds files that are not a masic artifact; choose another -o")
 
 
@@ -136,8 +138,5 @@ def _manifest(
             "min_timesteps": exit_rule.min_timesteps,
         },
         "kernels": kernels,
-        "buffers": [
-            {"name": b.name, "kind": b.kind, "bytes": b.size, "offset": b.offset, "live": [b.start, b.end]}
-            for b in plan.buffers
-        ],
+        "buffers": plan_rows(graph),
     }

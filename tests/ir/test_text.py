@@ -59,9 +59,10 @@ def test_plan_section_is_printed() -> None:
         CHECK: buffer lif.v state size=12 live=[0,3)
         CHECK-NEXT: buffer lif.i state size=12 live=[0,3)
         CHECK: buffer in io size=8 live=[0,2)
-        CHECK: buffer lif io size=12 live=[2,3)
+        CHECK: buffer fc io size=12 live=[1,3)
         CHECK: value @fc.w -> @fc.w
-        CHECK: value %lif.v -> lif.v
+        CHECK: value %lif -> fc
+        CHECK-NEXT: value %lif.v -> lif.v
         """,
     )
 

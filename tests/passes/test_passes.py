@@ -153,8 +153,20 @@ def test_liveness_pins_state_and_weights_and_keeps_scratch_inside_its_node() -> 
     assert (buffers["@c.weight.folded"].start, buffers["@c.weight.folded"].end) == (0, n)
     conv_position = [node.name for node in graph.nodes].index("c")
     assert (buffers["c.scratch"].start, buffers["c.scratch"].end) == (conv_position, conv_position + 1)
-    assert dict(graph.plan.values)["f"] == "z"  # flatten is a view of its operand
-    assert buffers["z"].kind == "io" and buffers["z"].end == n
+    values = dict(graph.plan.values)
+    assert values["z"] == "c"  # the neuron updates in place over the conv output, which dies there
+    assert values["f"] == "c"  # flatten is a view of its operand
+    assert buffers["c"].kind == "io" and buffers["c"].end == n
+    assert "z" not in buffers and "f" not in buffers
+
+
+def test_neurons_do_not_overwrite_an_operand_that_is_read_later() -> None:
+    text = CONV_BN.replace("%f = flatten(%z) : ?", "%f = add(%z, %bn) : ?")  # %c after folding
+    graph = PassManager(DEFAULT_PIPELINE, PassOptions(alignment=16)).run(parse(text, _conv_bn_weights()))
+    values = dict(graph.plan.values)
+    assert values["z"] == "z" and values["c"] == "c"
+    x = np.random.default_rng(5).uniform(0, 1, (3, 1, 5, 5)).astype(np.float32)
+    np.testing.assert_array_equal(run(graph, x, simulate_plan=True), run(graph, x))
 
 
 def test_check_budget_refuses_with_the_bytes_needed() -> None:
