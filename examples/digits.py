@@ -49,6 +49,16 @@ def load_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     return train_test_split(images, digits.target, test_size=0.2, random_state=seed, stratify=digits.target)
 
 
+def load_splits(seed: int = 0) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """(train, calibration, test) splits as (images, labels): test is load_data's held-out 20% (the demo's), and
+    calibration as many digits again, split off the rest with a fixed seed, so that neither is ever trained on."""
+    x_rest, x_test, y_rest, y_test = load_data(seed)
+    x_train, x_calib, y_train, y_calib = train_test_split(
+        x_rest, y_rest, test_size=len(x_test), random_state=seed + 1, stratify=y_rest
+    )
+    return (x_train, y_train), (x_calib, y_calib), (x_test, y_test)
+
+
 def norse_outputs(model: SequentialState, images: torch.Tensor, timesteps: int = TIMESTEPS) -> torch.Tensor:
     """Per-step outputs (T, N, 10) of the model with the images presented at every step."""
     state, outputs = None, []
@@ -58,7 +68,10 @@ def norse_outputs(model: SequentialState, images: torch.Tensor, timesteps: int =
     return torch.stack(outputs)
 
 
-def train(x: np.ndarray, y: np.ndarray, epochs: int = 15, seed: int = 0) -> SequentialState:
+def train(x: np.ndarray, y: np.ndarray, epochs: int = 15, seed: int = 0, per_step: bool = False) -> SequentialState:
+    """Trains digits_model with Adam on the cross-entropy of the output summed over all timesteps or, with
+    `per_step`, of the output summed so far after every timestep (averaged over the steps), which rewards being
+    right early: what early exit needs."""
     torch.manual_seed(seed)
     model = digits_model()
     optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
@@ -67,8 +80,9 @@ def train(x: np.ndarray, y: np.ndarray, epochs: int = 15, seed: int = 0) -> Sequ
         order = torch.randperm(len(images))
         total = 0.0
         for batch in order.split(64):
-            logits = norse_outputs(model, images[batch]).sum(0)
-            loss = torch.nn.functional.cross_entropy(logits, labels[batch])
+            outputs = norse_outputs(model, images[batch])
+            logits = outputs.cumsum(0) if per_step else outputs.sum(0, keepdim=True)  # (steps scored, batch, 10)
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels[batch].repeat(len(logits)))
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

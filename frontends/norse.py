@@ -1,4 +1,15 @@
-"""Norse / PyTorch frontend: a `norse.torch.SequentialState` model -> Graph IR of one timestep.
+"""Norse / PyTorch frontend: a Norse model -> Graph IR of one timestep, by walking its modules.
+
+Covers (by module walking; every step-wise module becomes the IR of one timestep):
+- `norse.torch.SequentialState` of layers and neuron cells, run on one timestep;
+- `torch.nn.Sequential` (and subclasses that keep its forward) of `Lift(layer)` and the time-lifted neurons
+  `LIF`, `LI`, `IAF`, which run over a sequence: one step of them is one step of the IR;
+- `norse.torch.models` (see `masic.frontends.norse_zoo`): `VGG` (vgg11..vgg19, with and without batch norm),
+  `MobileNetV2`, `ConvNet`, `ConvNet4`.
+Layers: `Conv2d`, `Linear`, `MaxPool2d`, `AvgPool2d`, `AdaptiveAvgPool2d`, `Flatten`, `ReLU`, `Dropout` and
+`Identity` (no-ops in inference), `BatchNorm2d` (folded into the preceding conv). Neurons: `LIFCell`/`LIF`,
+`LIFBoxCell` (reset to value or by subtraction), `LICell`/`LI`, `LIBoxCell`, `IAFCell`/`IAF`, `LILinearCell`, with
+any parameter values (scalars or per-neuron tensors). Anything else is refused with its path in the model.
 
 Models come from a file written by `torch.save(model)` or from a `package.module:factory` spec. Files are read by
 torch's weights-only unpickler with an allowlist of exactly the classes this frontend supports, so a hostile file
@@ -13,20 +24,19 @@ operand types) and rounded to float32 once, so the IR's neuron updates match Nor
 
 from __future__ import annotations
 
-import importlib
 import re
-import sys
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-from masic.frontends.errors import FrontendError
+from masic.frontends.errors import FrontendError, first_line
+from masic.frontends.factory import call_factory, is_factory_spec
+from masic.frontends.graph_builder import GraphBuilder
 from torch import nn
 
-from masic.ir.graph import AttrValue, Graph, Node, ParamRef, TensorType
-from masic.ir.ops import OPS, ShapeError
+from masic.ir.graph import AttrValue, Graph, ParamRef, TensorType
 
 _PARAMETER_CLASSES = ("LIFParameters", "LIFBoxParameters", "LIParameters", "LIBoxParameters", "IAFParameters")
 
@@ -41,13 +51,17 @@ def install_pickle_aliases() -> None:
 
 
 def _allowed_globals() -> list[object]:
-    """What a saved SequentialState of supported layers may name, and nothing else."""
+    """What a saved model of supported layers may name, and nothing else."""
     import norse.torch as nt
     import norse.torch.functional as nf
     from norse.torch.functional import reset
+    from norse.torch.models import mobilenet
 
-    modules = [nt.SequentialState, nt.LIFCell, nt.LIFBoxCell, nt.LICell, nt.LIBoxCell, nt.IAFCell]
-    torch_modules = [nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Dropout, nn.BatchNorm2d]
+    modules = [nt.SequentialState, nt.LIFCell, nt.LIFBoxCell, nt.LICell, nt.LIBoxCell, nt.IAFCell, nt.LILinearCell]
+    modules += [nt.Lift, nt.LIF, nt.LI, nt.IAF, nt.VGG, nt.MobileNetV2, nt.ConvNet, nt.ConvNet4]
+    modules += [mobilenet.ConvBNReLU, mobilenet.InvertedResidual]
+    torch_modules = [nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout]
+    torch_modules += [nn.BatchNorm2d, nn.ReLU, nn.Identity, nn.Sequential]
     steps = [
         nf.lif.lif_feed_forward_step,
         nf.lif.lif_feed_forward_step_sparse,
@@ -66,8 +80,11 @@ def _allowed_globals() -> list[object]:
 
 def load_model(spec: str, trust_pickle: bool = False) -> nn.Module:
     """Loads `path.pt` (a torch.save archive) or calls `package.module:factory`."""
-    if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", spec) and not Path(spec).exists():
-        return _call_factory(spec)
+    if is_factory_spec(spec):
+        model = call_factory(spec)
+        if not isinstance(model, nn.Module):
+            raise FrontendError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
+        return model
     path = Path(spec)
     if not path.is_file():
         raise FrontendError(f"model file {spec} does not exist (or give package.module:factory)")
@@ -87,58 +104,37 @@ def load_model(spec: str, trust_pickle: bool = False) -> nn.Module:
                 f"{spec} names {found[1]}, which masic's safe loader does not allow; if you trust this file, "
                 "add --trust-pickle (loading it then runs code from the file)"
             ) from None
-        raise FrontendError(f"cannot read {spec}: {str(err).splitlines()[0]}") from None
+        raise FrontendError(f"cannot read {spec}: {first_line(err)}") from None
     if not isinstance(model, nn.Module):
         raise FrontendError(f"{spec} holds a {type(model).__name__}, not a model (save the module, not its state_dict)")
     return model
 
 
-def _call_factory(spec: str) -> nn.Module:
-    module_name, factory_name = spec.split(":")
-    sys.path.insert(0, str(Path.cwd()))
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise FrontendError(f"cannot import {module_name} for {spec}: {err}") from None
-    finally:
-        sys.path.pop(0)
-    factory = getattr(module, factory_name, None)
-    if not callable(factory):
-        raise FrontendError(f"{spec}: {module_name} has no callable {factory_name}")
-    model = factory()
-    if not isinstance(model, nn.Module):
-        raise FrontendError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
-    return model
-
-
-class _Builder:
-    """Appends typed nodes, tracking the current value and the model path each came from."""
+class Builder(GraphBuilder):
+    """A chain of layers: each new node reads the current value (recipes may also read an earlier one)."""
 
     def __init__(self, input_shape: tuple[int, ...]) -> None:
-        self.nodes: list[Node] = [Node("input", "input", type=TensorType(input_shape), loc="model input")]
-        self.weights: dict[str, np.ndarray] = {}
-        self.current = self.nodes[0]
+        super().__init__()
+        self.current = self.add("input", "input", (), {}, "model input", TensorType(input_shape))
 
-    def param(self, name: str, tensor: torch.Tensor | np.ndarray) -> ParamRef:
-        array = tensor.detach().cpu().numpy() if isinstance(tensor, torch.Tensor) else tensor
-        self.weights[name] = np.ascontiguousarray(array, dtype=np.float32)
-        return ParamRef(name)
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.type_of(self.current).shape
 
-    def add(self, name: str, op: str, attrs: dict[str, AttrValue], loc: str) -> None:
-        node = Node(name, op, (self.current.name,), tuple((k, v) for k, v in attrs.items() if v is not None), loc=loc)
-        try:
-            node_type = OPS[op].infer(node, (self.current.type,))
-        except ShapeError as err:
-            raise FrontendError(f"{loc}: {err}") from None
-        self.current = Node(node.name, node.op, node.inputs, node.attrs, node_type, loc)
-        self.nodes.append(self.current)
+    def param(self, name: str, value: torch.Tensor | np.ndarray) -> ParamRef:
+        return super().param(name, value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value)
+
+    def then(self, name: str, op: str, attrs: dict[str, AttrValue | None], loc: str) -> str:
+        """Adds a node reading the current value; it becomes the current value."""
+        self.current = self.add(name, op, (self.current,), attrs, loc)
+        return self.current
 
 
 def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
-def _conv2d(b: _Builder, name: str, m: nn.Conv2d, loc: str) -> None:
+def _conv2d(b: Builder, name: str, m: nn.Conv2d, loc: str) -> None:
     if m.padding_mode != "zeros":
         raise FrontendError(f"{loc}: padding_mode={m.padding_mode!r} is not supported (only 'zeros')")
     kernel, dilation = _pair(m.kernel_size), _pair(m.dilation)
@@ -160,41 +156,69 @@ def _conv2d(b: _Builder, name: str, m: nn.Conv2d, loc: str) -> None:
         "dilation": dilation,
         "groups": m.groups,
     }
-    b.add(name, "conv2d", attrs, loc)
+    b.then(name, "conv2d", attrs, loc)
 
 
-def _linear(b: _Builder, name: str, m: nn.Linear, loc: str) -> None:
-    if b.current.type is not None and len(b.current.type.shape) != 1:
-        raise FrontendError(f"{loc}: Linear after a {b.current.type} value; add nn.Flatten() before it")
+def dense(b: Builder, name: str, weight: torch.Tensor, bias: torch.Tensor | None, loc: str) -> None:
+    """y = weight @ x (+ bias) on the current value, which must be flat."""
+    if len(b.shape) != 1:
+        raise FrontendError(f"{loc}: Linear after a {b.type_of(b.current)} value; add nn.Flatten() before it")
     attrs = {
-        "weight": b.param(f"{name}.weight", m.weight),
-        "bias": b.param(f"{name}.bias", m.bias) if m.bias is not None else None,
-        "in_features": m.in_features,
-        "out_features": m.out_features,
+        "weight": b.param(f"{name}.weight", weight),
+        "bias": b.param(f"{name}.bias", bias) if bias is not None else None,
+        "in_features": int(weight.shape[1]),
+        "out_features": int(weight.shape[0]),
     }
-    b.add(name, "dense", attrs, loc)
+    b.then(name, "dense", attrs, loc)
 
 
-def _pool(b: _Builder, name: str, m: nn.MaxPool2d | nn.AvgPool2d, loc: str) -> None:
+def _linear(b: Builder, name: str, m: nn.Linear, loc: str) -> None:
+    dense(b, name, m.weight, m.bias, loc)
+
+
+def pool(b: Builder, name: str, op: str, kernel: object, stride: object, padding: object, loc: str) -> None:
+    """max/avg pooling with PyTorch's defaults (stride = kernel when not given)."""
+    kernel = _pair(kernel)
+    b.then(name, op, {"kernel": kernel, "stride": _pair(stride or kernel), "padding": _pair(padding)}, loc)
+
+
+def _pool(b: Builder, name: str, m: nn.MaxPool2d | nn.AvgPool2d, loc: str) -> None:
     if m.ceil_mode:
         raise FrontendError(f"{loc}: ceil_mode=True is not supported")
     if isinstance(m, nn.MaxPool2d) and (_pair(m.dilation) != (1, 1) or m.return_indices):
         raise FrontendError(f"{loc}: MaxPool2d with dilation or return_indices is not supported")
     if isinstance(m, nn.AvgPool2d) and (not m.count_include_pad or m.divisor_override is not None):
         raise FrontendError(f"{loc}: AvgPool2d needs count_include_pad=True and no divisor_override")
-    kernel = _pair(m.kernel_size)
-    attrs = {"kernel": kernel, "stride": _pair(m.stride or kernel), "padding": _pair(m.padding)}
-    b.add(name, "maxpool2d" if isinstance(m, nn.MaxPool2d) else "avgpool2d", attrs, loc)
+    op = "maxpool2d" if isinstance(m, nn.MaxPool2d) else "avgpool2d"
+    pool(b, name, op, m.kernel_size, m.stride, m.padding, loc)
 
 
-def _flatten(b: _Builder, name: str, m: nn.Flatten, loc: str) -> None:
-    ndim = len(b.current.type.shape) + 1  # with the batch dimension
+def adaptive_avgpool(b: Builder, name: str, output: object, loc: str) -> None:
+    """torch.nn.AdaptiveAvgPool2d; None in `output` keeps that size; an output equal to the input is a no-op."""
+    if len(b.shape) != 3:
+        raise FrontendError(f"{loc}: adaptive pooling expects a (C,H,W) value, got {b.type_of(b.current)}")
+    sizes = (output, output) if isinstance(output, int) else tuple(output)
+    size = tuple(int(s) if s is not None else current for s, current in zip(sizes, b.shape[1:], strict=True))
+    if size != b.shape[1:]:
+        b.then(name, "adaptive_avgpool2d", {"output": size}, loc)
+
+
+def _adaptive(b: Builder, name: str, m: nn.AdaptiveAvgPool2d, loc: str) -> None:
+    adaptive_avgpool(b, name, m.output_size, loc)
+
+
+def _flatten(b: Builder, name: str, m: nn.Flatten, loc: str) -> None:
+    ndim = len(b.shape) + 1  # with the batch dimension
     if m.start_dim % ndim != 1 or m.end_dim % ndim != ndim - 1:
         raise FrontendError(f"{loc}: only Flatten over all non-batch dimensions is supported")
-    b.add(name, "flatten", {}, loc)
+    b.then(name, "flatten", {}, loc)
 
 
-def _batchnorm(b: _Builder, name: str, m: nn.BatchNorm2d, loc: str) -> None:
+def _relu(b: Builder, name: str, m: nn.ReLU, loc: str) -> None:
+    b.then(name, "relu", {}, loc)
+
+
+def _batchnorm(b: Builder, name: str, m: nn.BatchNorm2d, loc: str) -> None:
     if m.running_mean is None:
         raise FrontendError(f"{loc}: BatchNorm2d without running statistics cannot be folded")
     attrs = {
@@ -204,39 +228,28 @@ def _batchnorm(b: _Builder, name: str, m: nn.BatchNorm2d, loc: str) -> None:
         "gamma": b.param(f"{name}.gamma", m.weight) if m.weight is not None else None,
         "beta": b.param(f"{name}.beta", m.bias) if m.bias is not None else None,
     }
-    b.add(name, "batchnorm2d", attrs, loc)
+    b.then(name, "batchnorm2d", attrs, loc)
 
 
-def _neuron_value(b: _Builder, name: str, key: str, value: torch.Tensor | float, loc: str) -> AttrValue:
-    """A float attribute for a scalar, or a per-neuron parameter broadcast to the neuron shape."""
-    array = np.asarray(value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value, dtype=np.float32)
-    if array.size == 1:
-        return float(array.reshape(()))
-    shape = b.current.type.shape
-    try:
-        return b.param(f"{name}.{key}", np.broadcast_to(array, shape))
-    except ValueError:
-        raise FrontendError(f"{loc}: parameter {key} of shape {array.shape} does not fit neurons {shape}") from None
-
-
-def _neuron(b: _Builder, name: str, m: nn.Module, loc: str) -> None:
+def _neuron(b: Builder, name: str, m: nn.Module, loc: str) -> None:
     import norse.torch as nt
     from norse.torch.functional import reset
 
     p, dt = m.p, m.dt
 
     def value(key: str, raw: torch.Tensor | float) -> AttrValue:
-        return _neuron_value(b, name, key, raw, loc)
+        array = raw.detach().cpu().numpy() if isinstance(raw, torch.Tensor) else raw
+        return b.element_param(name, key, array, b.shape, loc)
 
     # The products below are evaluated with Norse's own operand types and order, then rounded to float32.
     attrs: dict[str, AttrValue]
-    if isinstance(m, nt.LIFCell | nt.LICell):
+    if isinstance(m, nt.LIFCell | nt.LICell | nt.LIF | nt.LI | nt.LILinearCell):
         attrs = {"dt_tau_mem": value("dt_tau_mem", dt * p.tau_mem_inv)}
         attrs["neg_dt_tau_syn"] = value("neg_dt_tau_syn", -dt * p.tau_syn_inv)
         attrs["v_leak"] = value("v_leak", p.v_leak)
-        if isinstance(m, nt.LIFCell):
+        if isinstance(m, nt.LIFCell | nt.LIF):
             attrs |= {"v_th": value("v_th", p.v_th), "v_reset": value("v_reset", p.v_reset)}
-        op = "lif" if isinstance(m, nt.LIFCell) else "li"
+        op = "lif" if isinstance(m, nt.LIFCell | nt.LIF) else "li"
     elif isinstance(m, nt.LIFBoxCell):
         if p.reset_method not in (reset.reset_value, reset.reset_subtract):
             raise FrontendError(f"{loc}: LIFBoxCell with a custom reset_method is not supported")
@@ -250,65 +263,126 @@ def _neuron(b: _Builder, name: str, m: nn.Module, loc: str) -> None:
     else:
         attrs = {"v_th": value("v_th", p.v_th), "v_reset": value("v_reset", p.v_reset)}
         op = "iaf"
-    b.add(name, op, attrs, loc)
+    b.then(name, op, attrs, loc)
 
 
-def _converters() -> dict[type, Callable[[_Builder, str, nn.Module, str], None]]:
+def _li_linear(b: Builder, name: str, m: nn.Module, loc: str) -> None:
+    """LILinearCell: the current jumps by input_weights @ x, then a leaky integrator (Norse's li_step)."""
+    dense(b, f"{name}.input", m.input_weights, None, loc)
+    _neuron(b, name, m, loc)
+
+
+Converter = Callable[[Builder, str, nn.Module, str], None]
+
+
+def _converters() -> dict[type, Converter]:
     import norse.torch as nt
 
-    neurons = dict.fromkeys((nt.LIFCell, nt.LIFBoxCell, nt.LICell, nt.LIBoxCell, nt.IAFCell), _neuron)
+    neurons = (nt.LIFCell, nt.LIFBoxCell, nt.LICell, nt.LIBoxCell, nt.IAFCell, nt.LIF, nt.LI, nt.IAF)
     return {
         nn.Conv2d: _conv2d,
         nn.Linear: _linear,
         nn.MaxPool2d: _pool,
         nn.AvgPool2d: _pool,
+        nn.AdaptiveAvgPool2d: _adaptive,
         nn.Flatten: _flatten,
+        nn.ReLU: _relu,
         nn.BatchNorm2d: _batchnorm,
-        **neurons,
+        nt.LILinearCell: _li_linear,
+        **dict.fromkeys(neurons, _neuron),
     }
 
 
 _SKIPPED = (nn.Dropout, nn.Identity)  # no-ops in evaluation mode
 
 
-def _implied_input_shape(layers: Iterable[tuple[str, nn.Module]]) -> tuple[int, ...] | None:
-    for _, layer in layers:
+def _is_container(m: nn.Module) -> bool:
+    """SequentialState, or an nn.Sequential (subclass) that runs its children in order."""
+    import norse.torch as nt
+
+    return isinstance(m, nt.SequentialState) or (
+        isinstance(m, nn.Sequential) and type(m).forward is nn.Sequential.forward
+    )
+
+
+class Walker:
+    """Turns a module tree into nodes, depth first; `walk` is what zoo recipes call for their parts."""
+
+    def __init__(self, builder: Builder) -> None:
+        from masic.frontends.norse_zoo import recipes
+
+        self.b = builder
+        self.converters = _converters()
+        self.recipes = recipes()
+
+    def walk(self, m: nn.Module, path: str) -> None:
+        import norse.torch as nt
+
+        loc = f"{path} ({type(m).__name__})"
+        name = path.removeprefix("model.").removeprefix("model") or "model"
+        if type(m) in self.recipes:
+            self.recipes[type(m)](self, m, path)
+        elif _is_container(m):
+            for child, layer in m.named_children():
+                self.walk(layer, f"{path}.{child}")
+        elif isinstance(m, nt.Lift):  # a layer applied to every step: one step of it is the layer itself
+            self.walk(m.lifted_module, path)
+        elif isinstance(m, _SKIPPED):
+            return
+        elif type(m) in self.converters:
+            self.converters[type(m)](self.b, name, m, loc)
+        else:
+            raise FrontendError(f"unsupported module {loc}: {type(m).__module__}.{type(m).__qualname__}")
+
+
+def _leaves(m: nn.Module, path: str) -> Iterator[tuple[str, nn.Module]]:
+    """The modules a walk reaches first, in order (through containers and Lift)."""
+    import norse.torch as nt
+
+    if _is_container(m):
+        for child, layer in m.named_children():
+            yield from _leaves(layer, f"{path}.{child}")
+    elif isinstance(m, nt.Lift):
+        yield from _leaves(m.lifted_module, path)
+    else:
+        yield path, m
+
+
+def _implied_input_shape(model: nn.Module) -> tuple[int, ...] | None:
+    """(in_features,) when the first layer that is not a no-op is a Linear."""
+    for path, layer in _leaves(model, "model"):
         if isinstance(layer, nn.Linear):
             return (layer.in_features,)
         if not isinstance(layer, _SKIPPED):
-            return None
+            raise FrontendError(
+                f"the model starts with {type(layer).__name__} ({path}), whose input size is not implied; "
+                "pass --input-shape, e.g. --input-shape 1,28,28"
+            )
     return None
+
+
+def is_norse_model(model: nn.Module) -> bool:
+    """Whether this frontend reads the model: a container, Lift or zoo model (not a plain PyTorch module)."""
+    import norse.torch as nt
+    from masic.frontends.norse_zoo import recipes
+
+    return _is_container(model) or isinstance(model, nt.Lift) or type(model) in recipes()
 
 
 def import_norse(
     model: nn.Module, input_shape: tuple[int, ...] | None = None, timesteps: int = 16, name: str = "model"
 ) -> Graph:
-    """Lowers a SequentialState model to the IR. `input_shape` is per sample (no batch)."""
-    import norse.torch as nt
-
-    if not isinstance(model, nt.SequentialState):
+    """Lowers one timestep of a Norse model (see the module docstring) to the IR. `input_shape` is per sample."""
+    if not is_norse_model(model):
         raise FrontendError(
             f"model is a {type(model).__module__}.{type(model).__qualname__}; this frontend reads "
-            "norse.torch.SequentialState models"
+            "norse.torch.SequentialState, nn.Sequential of Lift(...) and time-lifted neurons, and norse.torch.models"
         )
     model.eval()
-    layers = list(model.named_children())
-    shape = input_shape or _implied_input_shape(layers)
+    shape = input_shape or _implied_input_shape(model)
     if shape is None:
-        first = next(((n, type(m).__name__) for n, m in layers if not isinstance(m, _SKIPPED)), ("?", "?"))
-        raise FrontendError(
-            f"the model starts with {first[1]} (model.{first[0]}), whose input size is not implied; "
-            "pass --input-shape, e.g. --input-shape 1,28,28"
-        )
-    builder = _Builder(tuple(shape))
-    converters = _converters()
-    for child_name, layer in layers:
-        loc = f"model.{child_name} ({type(layer).__name__})"
-        if isinstance(layer, _SKIPPED):
-            continue
-        convert = converters.get(type(layer))
-        if convert is None:
-            raise FrontendError(f"unsupported module {loc}: {type(layer).__module__}.{type(layer).__qualname__}")
-        convert(builder, re.sub(r"[^A-Za-z0-9_]", "_", child_name), layer, loc)
-    graph = Graph(name=name, nodes=(), output=builder.current.name, timesteps=timesteps)
-    return graph.with_params(builder.weights).with_nodes(builder.nodes)
+        raise FrontendError("the model has no layers to compile")
+    walker = Walker(Builder(tuple(shape)))
+    with torch.no_grad():
+        walker.walk(model, "model")
+    return walker.b.finish(name, walker.b.current, timesteps)

@@ -1,4 +1,4 @@
-"""The `masic` command: compile, run, inspect, passes.
+"""The `masic` command: compile, run, calibrate, inspect, passes, plan-memory.
 
 User errors (bad model files, unsupported modules, impossible budgets, bad options) print one line
 `masic: error: ...` and exit with status 2; no traceback. Progress of long steps goes to stderr.
@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from masic.early_exit import ExitRule
 from masic.errors import MasicError
 from masic.passes import DEFAULT_PIPELINE, REGISTRY, PassOptions
 from masic.passes.check_budget import format_bytes
@@ -24,6 +25,7 @@ from masic.units import parse_bytes
 EMIT_STAGES = ("ir", "sliced", "plan", "c")
 # How many passes of the pipeline run before an --emit stage is printed ("ir" prints the frontend's graph).
 STAGE_PASSES = {"sliced": DEFAULT_PIPELINE.index("fold-batchnorm") + 1, "plan": len(DEFAULT_PIPELINE)}
+DEFAULT_ACCURACY_DROP = 0.5  # percentage points that `masic calibrate` may lose by default
 
 
 class UsageError(MasicError, ValueError):
@@ -53,14 +55,27 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def _confidence(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a confidence in (0, 1], got {text!r}")
-    return value
+def _float_in(low: float, high: float, expected: str, include_low: bool = False, include_high: bool = True):
+    """An argparse type for a float in a range, e.g. (0, 1]; `expected` says what was wanted in the error."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        above = value >= low if include_low else value > low
+        below = value <= high if include_high else value < high
+        if not (above and below):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+_seconds = _float_in(0.0, float("inf"), "a positive number of seconds", include_high=False)
+_confidence = _float_in(0.0, 1.0, "a confidence in (0, 1]")
+_margin = _float_in(0.0, float("inf"), "a margin > 0", include_high=False)
+_points = _float_in(0.0, 100.0, "percentage points from 0 to 100", include_low=True)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     compile_ = sub.add_parser("compile", help="compile a model into a deployable folder")
-    compile_.add_argument("model", help="a torch.save file (.pt) or package.module:factory")
+    compile_.add_argument(
+        "model", help="a NIR graph (.nir), torch.export archive (.pt2), torch.save file (.pt) or package.module:factory"
+    )
     compile_.add_argument(
         "--budget", type=_budget, help="memory budget for model data, e.g. 64MB, 512KiB (default: no limit)"
     )
@@ -84,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compile_.add_argument("--timesteps", type=_positive, default=16, help="default timesteps per inference (16)")
     compile_.add_argument("--input-shape", type=_shape, help="per-sample input shape, e.g. 2,16,16 (no batch)")
+    compile_.add_argument("--dt", type=_seconds, help="time step in seconds for NIR graphs (required for .nir)")
     compile_.add_argument("-o", "--output", type=Path, default=Path("out"), help="output folder (default out/)")
     compile_.add_argument("--emit", choices=EMIT_STAGES, help="stop after a stage and print it")
     compile_.add_argument("--print-after-all", action="store_true", help="print the IR after every pass")
@@ -93,7 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--dump-passes", type=Path, metavar="DIR", help="write the IR after each pass to DIR")
     compile_.add_argument("--time-passes", action="store_true", help="print how long each pass took")
     compile_.add_argument("--exit-confidence", type=_confidence, help="early exit: stop at this softmax confidence")
+    compile_.add_argument("--exit-margin", type=_margin, help="early exit: stop once the top output leads by this")
+    compile_.add_argument("--exit-stable", type=_positive, help="early exit: stop once the argmax held this many steps")
     compile_.add_argument("--min-timesteps", type=_positive, default=1, help="early exit: never before this step")
+    compile_.add_argument(
+        "--calibrate", type=Path, metavar="DATA", help="then calibrate the exit rule on DATA.npz (see masic calibrate)"
+    )
+    compile_.add_argument(
+        "--max-accuracy-drop", type=_points, help=f"with --calibrate: points of accuracy ({DEFAULT_ACCURACY_DROP})"
+    )
     compile_.add_argument("--name", help="model name (default: the file's stem)")
     compile_.add_argument(
         "--trust-pickle",
@@ -104,26 +130,61 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a compiled folder here (natively, or under qemu for ARM targets)")
     run.add_argument("artifact", type=Path)
     run.add_argument("--input", required=True, type=Path, help="float32 .npy: one sample or (T, *sample)")
+    run.add_argument("--labels", type=Path, help="int .npy (N,): --input holds N samples; report accuracy")
     run.add_argument("--output", type=Path, help="write every step's output to this .npy")
+    run.add_argument("--predictions", type=Path, help="with --labels: write (N, 2) prediction, timesteps")
     run.add_argument("--timesteps", type=_positive)
     run.add_argument("--threads", type=_positive)
     run.add_argument("--exit-confidence", type=_confidence)
+    run.add_argument("--exit-margin", type=_margin)
+    run.add_argument("--exit-stable", type=_positive)
+    run.add_argument("--no-exit", action="store_true", help="run every timestep")
     run.add_argument("--min-timesteps", type=_positive)
+
+    calibrate = sub.add_parser(
+        "calibrate", help="choose the fastest early-exit rule within an accuracy drop, on labelled data"
+    )
+    calibrate.add_argument("artifact", type=Path)
+    calibrate.add_argument("--data", required=True, type=Path, help=".npz with x (N, *input) or (N, S, *input), y (N,)")
+    calibrate.add_argument(
+        "--max-accuracy-drop",
+        type=_points,
+        default=DEFAULT_ACCURACY_DROP,
+        help=f"percentage points below full-T accuracy ({DEFAULT_ACCURACY_DROP})",
+    )
+    calibrate.add_argument("--plot", type=Path, help="accuracy/timesteps PNG (default ARTIFACT/calibration.png)")
 
     inspect = sub.add_parser("inspect", help="summarise a compiled folder: figures and memory plan")
     inspect.add_argument("artifact", type=Path)
     inspect.add_argument("--png", type=Path, help="where to draw the memory timeline (default ARTIFACT/memory.png)")
 
     sub.add_parser("passes", help="list the passes and what each does")
+
+    plan = sub.add_parser("plan-memory", help="place buffers with lifetimes in as little memory as possible")
+    plan.add_argument("problem", type=Path, help="CSV with columns id,lower,upper,size[,alignment][,offset]")
+    plan.add_argument("--capacity", type=_budget, help="the placement must fit these bytes, e.g. 1MiB")
+    plan.add_argument(
+        "--timeout",
+        type=_seconds,
+        help="seconds to spend (default: with --capacity, search until decided; without, heuristics only)",
+    )
+    plan.add_argument("--alignment", type=_positive, default=1, help="every offset a multiple of this (default 1)")
+    plan.add_argument("-o", "--output", type=Path, help="write the solution CSV (the rows plus an offset column)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"compile": cmd_compile, "run": cmd_run, "inspect": cmd_inspect, "passes": cmd_passes}[args.command](
-            args
-        )
+        commands = {
+            "compile": cmd_compile,
+            "run": cmd_run,
+            "calibrate": cmd_calibrate,
+            "inspect": cmd_inspect,
+            "passes": cmd_passes,
+            "plan-memory": cmd_plan_memory,
+        }
+        return commands[args.command](args)
     except (MasicError, OSError) as err:
         print(f"masic: error: {_one_line(str(err), err)}", file=sys.stderr)
         return 2
@@ -143,19 +204,17 @@ def _progress(message: str) -> None:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from masic.frontends.norse import import_norse, load_model
+    from masic.frontends.dispatch import ImportOptions, import_model, model_name
     from masic.ir.text import print_graph
     from masic.passes.manager import PassManager
     from masic.targets import get_target
 
     target = get_target(args.target)
-    if args.exit_confidence is None and args.min_timesteps != 1:
-        raise UsageError("--min-timesteps only applies with --exit-confidence")
+    exit_rule = _exit_rule(args)
     started = time.perf_counter()
     _progress(f"importing {args.model}")
-    model = load_model(args.model, trust_pickle=args.trust_pickle)
-    name = args.name or Path(args.model.split(":")[-1]).stem.replace("-", "_")
-    graph = import_norse(model, args.input_shape, args.timesteps, name)
+    name = args.name or model_name(args.model)
+    graph = import_model(args.model, ImportOptions(args.input_shape, args.timesteps, args.dt, name, args.trust_pickle))
     if args.emit == "ir":
         print(print_graph(graph), end="")
         return 0
@@ -175,9 +234,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         return 0
 
     from masic.codegen.artifact import generate_c, write_artifact
-    from masic.codegen.lower import ExitRule
 
-    exit_rule = ExitRule(args.exit_confidence, args.min_timesteps)
     if args.emit == "c":
         import tempfile
 
@@ -196,7 +253,28 @@ def cmd_compile(args: argparse.Namespace) -> int:
         f"weights {format_bytes(manifest['weights']['bytes'])}, {len(manifest['kernels'])} kernels",
         file=sys.stderr,
     )
+    if args.calibrate:
+        drop = DEFAULT_ACCURACY_DROP if args.max_accuracy_drop is None else args.max_accuracy_drop
+        _calibrate(args.output, manifest, args.calibrate, drop, None)
     return 0
+
+
+def _exit_rule(args: argparse.Namespace) -> ExitRule:
+    """The compiled-in exit rule the compile flags ask for (at most one rule flag, and none with --calibrate)."""
+    flags = {"softmax_confidence": args.exit_confidence, "margin": args.exit_margin, "stable_argmax": args.exit_stable}
+    chosen = {rule: value for rule, value in flags.items() if value is not None}
+    if len(chosen) > 1:
+        raise UsageError("--exit-confidence, --exit-margin and --exit-stable each choose the exit rule; pass one")
+    if chosen and args.calibrate:
+        raise UsageError("--calibrate chooses the exit rule; drop --exit-confidence, --exit-margin, --exit-stable")
+    if args.max_accuracy_drop is not None and not args.calibrate:
+        raise UsageError("--max-accuracy-drop only applies with --calibrate")
+    if not chosen:
+        if args.min_timesteps != 1:
+            raise UsageError("--min-timesteps only applies with --exit-confidence, --exit-margin or --exit-stable")
+        return ExitRule()
+    ((rule, value),) = chosen.items()
+    return ExitRule(rule, float(value), args.min_timesteps)
 
 
 def write_report(graph, folder: Path, title: str, budget: int | None) -> None:
@@ -227,16 +305,45 @@ def artifact_command(artifact: Path, manifest: dict) -> list[str]:
     return [*manifest["target"]["emulator"], str(artifact / "model")]
 
 
+def _check_runnable(manifest: dict) -> None:
+    """Raises UsageError if the artifact needs an emulator that is not installed here."""
+    emulator = manifest["target"]["emulator"]
+    if emulator and not _which(emulator[0]):
+        raise UsageError(f"{emulator[0]} is needed to run {manifest['target']['name']} code here")
+
+
+# `masic run` options passed on to the executable as they are
+RUN_FLAGS = ("labels", "output", "predictions", "timesteps", "threads", "exit_confidence", "exit_margin", "exit_stable")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.artifact)
     command = [*artifact_command(args.artifact, manifest), "--input", str(args.input)]
-    for flag in ("output", "timesteps", "threads", "exit_confidence", "min_timesteps"):
+    for flag in (*RUN_FLAGS, "min_timesteps"):
         value = getattr(args, flag)
         if value is not None:
             command += [f"--{flag.replace('_', '-')}", str(value)]
-    if manifest["target"]["emulator"] and not _which(manifest["target"]["emulator"][0]):
-        raise UsageError(f"{manifest['target']['emulator'][0]} is needed to run {manifest['target']['name']} code here")
+    if args.no_exit:
+        command.append("--no-exit")
+    _check_runnable(manifest)
     return subprocess.run(command, check=False).returncode
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    _calibrate(args.artifact, load_manifest(args.artifact), args.data, args.max_accuracy_drop, args.plot)
+    return 0
+
+
+def _calibrate(artifact: Path, manifest: dict, data: Path, max_accuracy_drop: float, png: Path | None) -> None:
+    """Calibrates an artifact folder's exit rule; prints the candidates' table and the choice."""
+    from masic.calibrate import calibrate_artifact, format_table, summary
+
+    _check_runnable(manifest)
+    png = png or artifact / "calibration.png"
+    calibration = calibrate_artifact(artifact, manifest, data, max_accuracy_drop, png, _progress)
+    print(format_table(calibration))
+    print(summary(calibration))
+    print(f"wrote the rule into {artifact / 'model'} and {artifact / 'manifest.json'}; plot: {png}")
 
 
 def _which(program: str) -> bool:
@@ -248,7 +355,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     budget = manifest["budget_bytes"]
     print(f"model      {manifest['name']} for {manifest['target']['name']} ({manifest['target']['description']})")
     print(f"input      float32{manifest['input']['shape']}   output float32{manifest['output']['shape']}")
-    print(f"timesteps  {manifest['timesteps']}   exit rule {manifest['exit_rule']['rule']}")
+    exit_rule = manifest["exit_rule"]
+    print(f"timesteps  {manifest['timesteps']}   exit rule {ExitRule.from_manifest(exit_rule).describe()}", end="")
+    print(f" ({exit_rule.get('source', 'compiled')})")
     print(
         f"arena      {manifest['arena_bytes']} bytes (lower bound {manifest['lower_bound_bytes']}, "
         f"ratio {manifest['arena_bytes'] / max(manifest['lower_bound_bytes'], 1):.3f}, "
@@ -267,6 +376,24 @@ def cmd_passes(args: argparse.Namespace) -> int:
     for name, entry in REGISTRY.items():
         marker = "*" if name in DEFAULT_PIPELINE else " "
         print(f"{marker} {name:<16} {entry.summary}")
+    return 0
+
+
+def cmd_plan_memory(args: argparse.Namespace) -> int:
+    """Solves a memory-planning CSV; prints height, lower bound, ratio, method, time; writes the solution CSV."""
+    from masic.memplan import read_csv, solve, write_csv
+
+    problem = read_csv(args.problem)
+    solution = solve(problem, args.capacity, args.timeout, args.alignment)
+    print(f"buffers      {len(problem)}")
+    print(f"height       {solution.height} bytes ({format_bytes(solution.height)})")
+    print(f"lower bound  {solution.lower_bound} bytes ({format_bytes(solution.lower_bound)})")
+    print(f"ratio        {solution.ratio:.4f}")
+    print(f"method       {solution.method}")
+    print(f"time         {solution.seconds:.2f} s")
+    if args.output:
+        write_csv(args.output, problem, solution.offsets)
+        print(f"solution     {args.output}")
     return 0
 
 

@@ -35,5 +35,10 @@ if ! "$PY" -c 'import tvm' 2>/dev/null; then
   log "installing apache-tvm 0.27"
   pip_install apache-tvm==0.27.0.post1
 fi
+if ! "$PY" -c 'import omnimalloc' 2>/dev/null; then
+  # Only for bench/memplan.py's comparison; it depends on typing-extensions alone (no torch).
+  log "installing omnimalloc 1.0.0"
+  pip_install omnimalloc==1.0.0
+fi
 log "installing masic and its Python dependencies"
 pip_install --no-build-isolation -e '.[dev]'

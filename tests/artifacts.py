@@ -13,6 +13,8 @@ import torch
 from masic.frontends.norse import install_pickle_aliases
 from norse.torch import SequentialState
 
+from masic.ir.graph import Graph
+
 SPIKING_CELLS = ("LIFCell", "LIFBoxCell", "IAFCell")
 
 
@@ -44,6 +46,29 @@ def compile_model(model: SequentialState, shape: tuple[int, ...], target: str, t
     result = masic_cli("compile", str(tmp / "model.pt"), "--target", target, "-o", str(out), *shape_flag, *flags)
     if result.returncode != 0:
         raise AssertionError(f"masic compile failed: {result.stderr}")
+    return out
+
+
+def compile_spec(spec: str, target: str, tmp: Path, *flags: str) -> Path:
+    """Compiles a model spec (a file or package.module:factory) into tmp/out; fails loudly if masic does."""
+    out = tmp / "out"
+    result = masic_cli("compile", spec, "--target", target, "-o", str(out), *flags)
+    if result.returncode != 0:
+        raise AssertionError(f"masic compile {spec} failed: {result.stderr}")
+    return out
+
+
+def compile_graph(graph: Graph, target: str, out: Path) -> Path:
+    """Compiles an IR graph (as a frontend returned it, perhaps edited by the test) into `out`, in this process."""
+    from masic.targets import get_target
+
+    from masic.codegen.artifact import write_artifact
+    from masic.early_exit import ExitRule
+    from masic.passes import DEFAULT_PIPELINE, PassOptions
+    from masic.passes.manager import PassManager
+
+    planned = PassManager(DEFAULT_PIPELINE, PassOptions(alignment=get_target(target).alignment)).run(graph)
+    write_artifact(planned, get_target(target), out, ExitRule(), None)
     return out
 
 

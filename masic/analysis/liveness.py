@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from masic.ir.graph import Buffer, Graph, Node
 from masic.ir.ops import neuron_op, state_names
 
-VIEW_OPS = ("flatten",)
+VIEW_OPS = ("flatten", "reshape")
 
 
 def align_up(value: int, alignment: int) -> int:
@@ -31,7 +31,7 @@ def align_up(value: int, alignment: int) -> int:
 
 def scratch_bytes(node: Node, operand_bytes: int, operand_shape: tuple[int, ...]) -> int:
     """Workspace a node's kernel needs: a padded copy of the input for padded convolutions and pools."""
-    if node.op in ("conv2d", "maxpool2d", "avgpool2d"):
+    if node.op in ("conv2d", "maxpool2d", "avgpool2d", "sumpool2d"):
         ph, pw = node.attr("padding")
         if ph or pw:
             c, h, w = operand_shape

@@ -16,8 +16,9 @@ from importlib.resources import files
 from pathlib import Path
 
 from masic.codegen.build import build_object, host_target
-from masic.codegen.lower import ExitRule, Kernel, emit_model_c, lower
+from masic.codegen.lower import Kernel, emit_model_c, lower
 from masic.codegen.weights import WeightsFile, write_weights
+from masic.early_exit import ExitRule
 from masic.errors import MasicError
 from masic.ir.graph import Graph
 from masic.report import plan_rows
@@ -25,7 +26,7 @@ from masic.targets import Target
 
 MANIFEST_FORMAT = "masic-artifact/1"
 ARTIFACT_FILES = ("model", "weights.bin", "manifest.json")
-REPORT_FILES = ("memory.png",)  # written beside an artifact by `masic inspect`
+REPORT_FILES = ("memory.png", "calibration.png")  # written beside an artifact by `masic inspect`, `masic calibrate`
 RUNTIME_SOURCES = ("loader.c", "parallel.c")
 
 
@@ -132,11 +133,7 @@ def _manifest(
         "input": {"shape": list(input_node.type.shape), "dtype": "float32"},
         "output": {"shape": list(output.type.shape), "dtype": "float32"},
         "timesteps": graph.timesteps,
-        "exit_rule": {
-            "rule": "softmax_confidence" if exit_rule.confidence is not None else "none",
-            "confidence": exit_rule.confidence,
-            "min_timesteps": exit_rule.min_timesteps,
-        },
+        "exit_rule": {**exit_rule.to_manifest(), "source": "compiled"},
         "kernels": kernels,
         "buffers": plan_rows(graph),
     }

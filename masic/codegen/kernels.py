@@ -142,7 +142,8 @@ class DenseKernel(_KernelArgs):
 
 @dataclass(frozen=True)
 class Pool2dKernel(_KernelArgs):
-    """Max or average 2-D pooling with PyTorch semantics (ceil_mode=False; avg counts padding; max pads -inf).
+    """Max, average or sum 2-D pooling with PyTorch semantics (ceil_mode=False; avg counts padding; max pads -inf;
+    sum is NIR's SumPool2d, zero padding).
 
     C signature: ``int32_t symbol(float* x, [float* scratch,] float* y)``; ``scratch`` holds the padded input.
     """
@@ -155,7 +156,7 @@ class Pool2dKernel(_KernelArgs):
     padding: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("max", "avg"):
+        if self.kind not in ("max", "avg", "sum"):
             raise ValueError(f"{self.symbol}: unknown pooling kind {self.kind!r}")
         if min(self.out_shape()) <= 0:
             raise ValueError(f"{self.symbol}: empty output shape {self.out_shape()}")
@@ -201,13 +202,15 @@ class NeuronKernel(_KernelArgs):
     ``params`` lists every parameter of the kind (see ``NEURON_MODELS``) exactly once: a float is baked in as a
     float32 constant, None makes it an extra per-neuron ``float*`` argument, appended in the order listed.
     C signature: ``int32_t symbol(float* x, <state...>, float* <z|out>, <per-neuron params...>)``, e.g. for "lif"
-    ``symbol(x, v, i, z, ...)``. x and the output must not alias the state buffers.
+    ``symbol(x, v, i, z, ...)``. x and the output must not alias the state buffers. With ``probe`` (a state name)
+    the output buffer receives that state's new value instead of the spikes.
     """
 
     symbol: str
     kind: str
     n: int
     params: tuple[tuple[str, float | None], ...]
+    probe: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in NEURON_MODELS:
@@ -215,6 +218,8 @@ class NeuronKernel(_KernelArgs):
         names = sorted(name for name, _ in self.params)
         if names != sorted(NEURON_MODELS[self.kind].params):
             raise ValueError(f"{self.symbol}: {self.kind} needs parameters {NEURON_MODELS[self.kind].params}")
+        if self.probe and self.probe not in NEURON_MODELS[self.kind].state:
+            raise ValueError(f"{self.symbol}: {self.kind} has no state {self.probe!r} to probe")
 
     def arg_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every argument holds one float per neuron."""
@@ -236,19 +241,84 @@ class ElementwiseAddKernel(_KernelArgs):
 
 
 @dataclass(frozen=True)
-class ScaleKernel(_KernelArgs):
-    """``y = x * factor`` over n floats. C signature: ``int32_t symbol(float* x, float* y)``."""
+class AdaptiveAvgPool2dKernel(_KernelArgs):
+    """torch.nn.AdaptiveAvgPool2d: output cell (i, j) is the mean of input rows [floor(i*H/OH), ceil((i+1)*H/OH))
+    and the same columns. For the windows that divide evenly, lowering uses ``Pool2dKernel`` instead.
+
+    C signature: ``int32_t symbol(float* x, float* y)``.
+    """
 
     symbol: str
-    n: int
-    factor: float
+    in_shape: tuple[int, int, int]
+    output: tuple[int, int]
+
+    def out_shape(self) -> tuple[int, int, int]:
+        """Output shape (C, OH, OW)."""
+        return (self.in_shape[0], *self.output)
 
     def arg_shapes(self) -> dict[str, tuple[int, ...]]:
-        """x, y: (n,)."""
-        return {"x": (self.n,), "y": (self.n,)}
+        """x (C,H,W), y (C,OH,OW)."""
+        return {"x": self.in_shape, "y": self.out_shape()}
 
 
-Kernel = Conv2dKernel | DenseKernel | Pool2dKernel | NeuronKernel | ElementwiseAddKernel | ScaleKernel
+@dataclass(frozen=True)
+class _ElementwiseFn:
+    """An element-wise function: the names of its operands, and whether it takes a parameter ``p``."""
+
+    operands: tuple[str, ...]
+    param: bool
+    body: Callable[..., ir.Expr]  # (operand expressions..., [p]) -> value
+
+
+ELEMENTWISE_FNS: dict[str, _ElementwiseFn] = {
+    "copy": _ElementwiseFn(("x",), False, lambda x: x),
+    "fill": _ElementwiseFn((), True, lambda p: p),
+    "scale": _ElementwiseFn(("x",), True, lambda x, p: x * p),
+    "offset": _ElementwiseFn(("x",), True, lambda x, p: x + p),
+    "threshold": _ElementwiseFn(("x",), True, lambda x, p: tirx.Select(x > p, _f32(1.0), _f32(0.0))),
+    "relu": _ElementwiseFn(("x",), False, lambda x: tirx.max(x, _f32(0.0))),
+    "sub": _ElementwiseFn(("a", "b"), False, lambda a, b: a - b),
+    "mul": _ElementwiseFn(("a", "b"), False, lambda a, b: a * b),
+    "select": _ElementwiseFn(("c", "a", "b"), False, lambda c, a, b: tirx.Select(c != _f32(0.0), a, b)),
+}
+
+
+@dataclass(frozen=True)
+class ElementwiseKernel(_KernelArgs):
+    """``y = fn(operands..., p)`` over n floats, one float32 rounding per operation (PyTorch's results exactly).
+
+    ``fn`` is a key of ``ELEMENTWISE_FNS``. For functions with a parameter, ``constant`` bakes it in as a float32;
+    None makes it a per-element ``float* p`` argument after the operands.
+    C signature: ``int32_t symbol(float* <operands...>, [float* p,] float* y)``, e.g. ``scale(x, y)``.
+    """
+
+    symbol: str
+    fn: str
+    n: int
+    constant: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.fn not in ELEMENTWISE_FNS:
+            raise ValueError(f"{self.symbol}: unknown element-wise function {self.fn!r}")
+        if self.constant is not None and not ELEMENTWISE_FNS[self.fn].param:
+            raise ValueError(f"{self.symbol}: {self.fn} takes no parameter")
+
+    def arg_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every argument holds n floats."""
+        fn = ELEMENTWISE_FNS[self.fn]
+        param = ("p",) if fn.param and self.constant is None else ()
+        return {name: (self.n,) for name in (*fn.operands, *param, "y")}
+
+
+Kernel = (
+    Conv2dKernel
+    | DenseKernel
+    | Pool2dKernel
+    | AdaptiveAvgPool2dKernel
+    | NeuronKernel
+    | ElementwiseAddKernel
+    | ElementwiseKernel
+)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -480,6 +550,44 @@ def _pool2d(k: Pool2dKernel, lanes: int) -> tirx.PrimFunc:
     return _windowed(k, lanes, [x], src, acc, lambda value, ci: value)
 
 
+def _largest_bin(size: int, out: int) -> int:
+    """The largest of PyTorch's adaptive pooling bins [floor(i*size/out), ceil((i+1)*size/out)) along one axis."""
+    return max(-(-(i + 1) * size // out) - i * size // out for i in range(out))
+
+
+def _adaptive_avgpool2d(k: AdaptiveAvgPool2dKernel, lanes: int) -> tirx.PrimFunc:
+    """Sum over the largest bin with the cells outside each bin masked, divided by the bin's size; the sum is a
+    per-output scalar (``compute_at``), so no workspace is needed. These layers are small: channels run in
+    parallel, nothing is vectorized."""
+    _, h, w = k.in_shape
+    oh, ow = k.output
+    x = te.placeholder(k.in_shape, FLOAT, name="x")
+    kh, kw = _largest_bin(h, oh), _largest_bin(w, ow)
+    rh, rw = te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
+
+    def bin_of(i: tirx.Var, n: int, o: int) -> tuple[ir.Expr, ir.Expr]:
+        return tirx.floordiv(i * n, o), tirx.floordiv((i + 1) * n + o - 1, o)
+
+    def total(ci: tirx.Var, i: tirx.Var, j: tirx.Var) -> ir.Expr:
+        (h0, h1), (w0, w1) = bin_of(i, h, oh), bin_of(j, w, ow)
+        inside = tirx.all(h0 + rh < h1, w0 + rw < w1)
+        value = x[ci, tirx.min(h0 + rh, h - 1), tirx.min(w0 + rw, w - 1)]
+        return te.sum(tirx.Select(inside, value, _f32(0.0)), axis=[rh, rw])
+
+    acc = te.compute(k.out_shape(), total, name="acc")
+
+    def mean(ci: tirx.Var, i: tirx.Var, j: tirx.Var) -> ir.Expr:
+        (h0, h1), (w0, w1) = bin_of(i, h, oh), bin_of(j, w, ow)
+        return acc[ci, i, j] / tirx.Cast(FLOAT, (h1 - h0) * (w1 - w0))
+
+    out = te.compute(k.out_shape(), mean, name="y")
+    sch = s_tir.Schedule(te.create_prim_func([x, out]))
+    loops = sch.get_loops(sch.get_sblock("y"))
+    sch.compute_at(sch.get_sblock("acc"), loops[-1])
+    sch.parallel(loops[0])
+    return _to_c_abi(sch.mod["main"], k.symbol, k.arg_names())
+
+
 # Neuron update rules: (x, state, params) -> {buffer name: new value}. Every arithmetic node is one float32
 # operation in exactly the order of the reference formulas; products feeding an add go through _no_contract.
 _Update = Callable[[ir.Expr, dict[str, ir.Expr], dict[str, ir.Expr]], dict[str, ir.Expr]]
@@ -555,7 +663,7 @@ def _neuron(k: NeuronKernel, lanes: int) -> tirx.PrimFunc:
     def update(j: tirx.Var) -> list[ir.Expr]:
         params = {name: per_neuron[name][j] if value is None else _f32(value) for name, value in k.params}
         new = _NEURON_UPDATES[k.kind](x[j], {name: buf[j] for name, buf in state.items()}, params)
-        return [new[model.output], *(new[name] for name in model.state)]
+        return [new[k.probe or model.output], *(new[name] for name in model.state)]
 
     output, *new_state = te.compute((k.n,), update, name="neuron")
     args = [x, *state.values(), output, *per_neuron.values(), *new_state]
@@ -587,20 +695,27 @@ def prim_func(kernel: Kernel, lanes: int) -> tirx.PrimFunc:
             return _neuron(kernel, lanes)
         case ElementwiseAddKernel():
             return _elementwise(kernel.symbol, kernel.n, lanes, kernel.arg_names(), lambda a, b: a + b)
-        case ScaleKernel():
-            factor = _f32(kernel.factor)
-            return _elementwise(kernel.symbol, kernel.n, lanes, kernel.arg_names(), lambda a: a * factor)
+        case ElementwiseKernel():
+            body = ELEMENTWISE_FNS[kernel.fn].body
+            if kernel.constant is not None:
+                constant = _f32(kernel.constant)
+                return _elementwise(kernel.symbol, kernel.n, lanes, kernel.arg_names(), lambda *a: body(*a, constant))
+            return _elementwise(kernel.symbol, kernel.n, lanes, kernel.arg_names(), body)
+        case AdaptiveAvgPool2dKernel():
+            return _adaptive_avgpool2d(kernel, lanes)
     raise TypeError(f"not a kernel: {kernel!r}")
 
 
 __all__ = [
+    "ELEMENTWISE_FNS",
     "NEURON_MODELS",
+    "AdaptiveAvgPool2dKernel",
     "Conv2dKernel",
     "DenseKernel",
     "ElementwiseAddKernel",
+    "ElementwiseKernel",
     "Kernel",
     "NeuronKernel",
     "Pool2dKernel",
-    "ScaleKernel",
     "prim_func",
 ]

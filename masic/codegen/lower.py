@@ -11,19 +11,34 @@ import dataclasses
 from dataclasses import dataclass
 
 from masic.codegen.kernels import (
+    ELEMENTWISE_FNS,
+    AdaptiveAvgPool2dKernel,
     Conv2dKernel,
     DenseKernel,
     ElementwiseAddKernel,
+    ElementwiseKernel,
+    Kernel,
     NeuronKernel,
     Pool2dKernel,
 )
 from masic.codegen.weights import Segment, WeightsFile
+from masic.early_exit import ExitRule
 from masic.ir.graph import Buffer, Graph, Node, ParamRef
 from masic.ir.ops import OPS, neuron_op
 from masic.ir.text import format_node
 
-Kernel = Conv2dKernel | DenseKernel | Pool2dKernel | NeuronKernel | ElementwiseAddKernel
-NO_KERNEL_OPS = ("input", "flatten")  # the loader writes the input; flatten is a view of its operand
+NO_KERNEL_OPS = ("input", "flatten", "reshape")  # the loader writes the input; flatten and reshape are views
+# IR op -> element-wise function (ElementwiseKernel) and the attribute holding its parameter, if any
+ELEMENTWISE_OPS = {
+    "sub": ("sub", None),
+    "mul": ("mul", None),
+    "select": ("select", None),
+    "relu": ("relu", None),
+    "scale": ("scale", "factor"),
+    "offset": ("offset", "value"),
+    "threshold": ("threshold", "threshold"),
+    "constant": ("fill", "value"),
+}
 
 
 @dataclass(frozen=True)
@@ -31,14 +46,7 @@ class KernelCall:
     node: Node
     symbol: str
     args: tuple[tuple[str, int], ...]  # (kernel parameter, arena offset)
-
-
-@dataclass(frozen=True)
-class ExitRule:
-    """Early-exit rule stored in the artifact: softmax confidence of the accumulated output (None: never)."""
-
-    confidence: float | None = None
-    min_timesteps: int = 1
+    note: str = ""  # the comment in model.c when it is not the node itself (a delay's state update)
 
 
 def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
@@ -66,13 +74,28 @@ def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
         )
     elif node.op == "dense":
         kernel = DenseKernel("", node.attr("in_features"), node.attr("out_features"), node.attr("bias") is not None)
-    elif node.op in ("maxpool2d", "avgpool2d"):
-        kind = "max" if node.op == "maxpool2d" else "avg"
+    elif node.op in ("maxpool2d", "avgpool2d", "sumpool2d"):
+        kind = node.op.removesuffix("pool2d")
         a = dict(node.attrs)
         kernel = Pool2dKernel("", kind, operand.type.shape, a["kernel"], a["stride"], a["padding"])
+    elif node.op == "adaptive_avgpool2d":
+        (_, h, w), (oh, ow) = operand.type.shape, node.attr("output")
+        if h % oh == 0 and w % ow == 0:  # even bins: plain average pooling over (h/oh, w/ow) windows
+            window = (h // oh, w // ow)
+            kernel = Pool2dKernel("", "avg", operand.type.shape, window, window)
+        else:
+            kernel = AdaptiveAvgPool2dKernel("", operand.type.shape, (oh, ow))
     elif node.op == "add":
         kernel = ElementwiseAddKernel("", node.type.numel)
         binding |= {"a": node.inputs[0], "b": node.inputs[1]}
+    elif node.op in ELEMENTWISE_OPS:
+        fn, key = ELEMENTWISE_OPS[node.op]
+        value = node.attr(key) if key else None
+        kernel = ElementwiseKernel("", fn, node.type.numel, None if isinstance(value, ParamRef) else value)
+        binding |= dict(zip(ELEMENTWISE_FNS[fn].operands, node.inputs, strict=True)) | {"p": ref(key) if key else ""}
+    elif node.op == "delay":  # outputs its state; the state is updated after the source (see `lower`)
+        kernel = ElementwiseKernel("", "copy", node.type.numel)
+        binding["x"] = f"{node.name}.last"
     elif definition := neuron_op(node.op):
         params = tuple(
             (k, None if isinstance(v, ParamRef) else float(v))
@@ -81,7 +104,7 @@ def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
             if k != "reset"
         )
         kind = "lif_box_subtract" if node.attr("reset") == "subtract" else node.op
-        kernel = NeuronKernel("", kind, node.type.numel, params)
+        kernel = NeuronKernel("", kind, node.type.numel, params, node.attr("probe", ""))
         binding |= {state: f"{node.name}.{state}" for state, _ in definition.states}
         binding |= {"z": node.name, "out": node.name}
         binding |= {k: f"@{v.name}" for k, v in node.attrs if isinstance(v, ParamRef)}
@@ -97,15 +120,14 @@ def _buffer(graph: Graph, name: str) -> Buffer:
 
 
 def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
-    """One kernel per distinct signature, and the call sequence of one timestep."""
+    """One kernel per distinct signature, and the call sequence of one timestep. Right after a delay's source is
+    computed (or, for a view or the input, at its position), a copy writes it into the delay's state."""
     plan = graph.plan
     assert plan is not None, "lower needs a planned graph"
     kernels: dict[Kernel, Kernel] = {}
     calls = []
-    for node in graph.nodes:
-        if node.op in NO_KERNEL_OPS:
-            continue
-        kernel, binding = _kernel_for(node, graph)
+
+    def call(node: Node, kernel: Kernel, binding: dict[str, str], note: str = "") -> None:
         if kernel not in kernels:
             kernels[kernel] = dataclasses.replace(kernel, symbol=f"masic_{node.op}_{len(kernels)}")
         kernel = kernels[kernel]
@@ -114,7 +136,19 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
         if kernel.scratch_bytes() > planned_scratch:  # liveness.scratch_bytes and the kernel must agree
             raise AssertionError(f"{node.describe()}: kernel needs {kernel.scratch_bytes()} scratch bytes")
         args = tuple((p, buf.offset) for p, buf in buffers.items())
-        calls.append(KernelCall(node, kernel.symbol, args))
+        calls.append(KernelCall(node, kernel.symbol, args, note))
+
+    delays_of: dict[str, list[Node]] = {}  # source value -> the delays that copy it
+    for node in graph.nodes:
+        if node.op == "delay":
+            delays_of.setdefault(node.attr("source"), []).append(node)
+    for node in graph.nodes:
+        if node.op not in NO_KERNEL_OPS:
+            call(node, *_kernel_for(node, graph))
+        for delay in delays_of.get(node.name, ()):
+            copy = ElementwiseKernel("", "copy", delay.type.numel)
+            state = f"{delay.name}.last"
+            call(delay, copy, {"x": node.name, "y": state}, f"delay state %{state} <- %{node.name}")
     return tuple(kernels.values()), tuple(calls)
 
 
@@ -138,9 +172,8 @@ def emit_model_c(
     body = ""
     for call in calls:
         args = ", ".join(f"(float *)(arena + {offset}u)" for _, offset in call.args)
-        body += f"  /* {format_node(call.node).replace('*/', '* /')} */\n"
+        body += f"  /* {(call.note or format_node(call.node)).replace('*/', '* /')} */\n"
         body += f"  if ((rc = {call.symbol}({args})) != 0) return rc;\n"
-    confidence = exit_rule.confidence
     return f"""/* Generated by masic for graph @{graph.name}: one timestep as a sequence of kernel calls. */
 #include "masic_model.h"
 
@@ -160,9 +193,7 @@ const masic_model_t masic_model = {{
   .output_shape = {_c_shape(output.type.shape)},
   .output_offset = {plan.buffer_of(output.name).offset}u,
   .timesteps = {graph.timesteps},
-  .exit_rule = {"MASIC_EXIT_SOFTMAX_CONFIDENCE" if confidence is not None else "MASIC_EXIT_NONE"},
-  .exit_confidence = {confidence if confidence is not None else 0.0}f,
-  .exit_min_timesteps = {exit_rule.min_timesteps},
+  .exit_rule = {exit_rule.c_initializer()},
   .n_resident = {len(weights.resident)}u,
   .resident = resident,
   .n_state_init = {len(weights.state_init)}u,

@@ -2,8 +2,10 @@
 
 `run(graph, x)` executes the graph for T timesteps and returns the output of every step, shape (T, *output).
 Neuron updates are float32, one rounding per operation, in Norse's order (see `masic.ir.ops`): given the same
-synaptic input they reproduce Norse bit-for-bit. Convolutions and dense layers accumulate in float64 and round once,
-so they are at least as accurate as any float32 kernel they are compared with.
+synaptic input they reproduce Norse bit-for-bit; so do the element-wise ops (scale, offset, sub, mul, ...) against
+PyTorch's float32 arithmetic. Convolutions, dense layers and pooling sums accumulate in float64 and round once, so
+they are at least as accurate as any float32 kernel they are compared with. A `delay` outputs its state, and its
+state takes its source's value right after the source is computed.
 
 With `simulate_plan=True` every value, state and weight lives inside one byte array at the offset the plan gives
 it, and each buffer is filled with NaN when its lifetime starts: a plan that lets two live buffers overlap, or
@@ -62,7 +64,22 @@ def pool2d(node: Node, x: np.ndarray) -> np.ndarray:
     windows = _windows(padded, node.attr("kernel"), node.attr("stride"), (1, 1))
     if is_max:
         return windows.max(axis=(3, 4)).astype(F32)
-    return windows.astype(np.float64).mean(axis=(3, 4)).astype(F32)
+    reduce = np.mean if node.op == "avgpool2d" else np.sum
+    return reduce(windows.astype(np.float64), axis=(3, 4)).astype(F32)
+
+
+def adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive pooling bins along one axis: [floor(i*size/out), ceil((i+1)*size/out)) for each i."""
+    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+
+def adaptive_avgpool2d(node: Node, x: np.ndarray) -> np.ndarray:
+    (oh, ow), (_, h, w) = node.attr("output"), x.shape
+    out = np.empty((x.shape[0], oh, ow), dtype=F32)
+    for i, (h0, h1) in enumerate(adaptive_bins(h, oh)):
+        for j, (w0, w1) in enumerate(adaptive_bins(w, ow)):
+            out[:, i, j] = x[:, h0:h1, w0:w1].astype(np.float64).mean(axis=(1, 2))
+    return out
 
 
 def batchnorm2d(node: Node, x: np.ndarray, p: Callable[[str], np.ndarray | None]) -> np.ndarray:
@@ -102,7 +119,21 @@ def neuron_step(node: Node, x: np.ndarray, state: dict[str, np.ndarray], p: Call
         v[...] = np.where(spikes, v1 - p("v_th"), v1)
     else:
         v[...] = np.where(spikes, p("v_reset"), v1)
-    return spikes.astype(F32)
+    probe = node.attr("probe")
+    return state[probe].copy() if probe else spikes.astype(F32)
+
+
+# Element-wise ops: float32 in, float32 out, one rounding per operation as in PyTorch.
+ELEMENTWISE: dict[str, Callable[[list[np.ndarray], Callable[[str], np.ndarray | None]], np.ndarray]] = {
+    "add": lambda x, p: x[0] + x[1],
+    "sub": lambda x, p: x[0] - x[1],
+    "mul": lambda x, p: x[0] * x[1],
+    "select": lambda x, p: np.where(x[0] != 0, x[1], x[2]),
+    "relu": lambda x, p: np.maximum(x[0], F32(0)),
+    "scale": lambda x, p: x[0] * p("factor"),
+    "offset": lambda x, p: x[0] + p("value"),
+    "threshold": lambda x, p: x[0] > p("threshold"),
+}
 
 
 def initial_state(graph: Graph, node: Node) -> dict[str, np.ndarray]:
@@ -167,11 +198,17 @@ def run(graph: Graph, x: np.ndarray, timesteps: int | None = None, simulate_plan
         if neuron_op(node.op):
             for key, array in initial_state(graph, node).items():
                 values.store(f"{node.name}.{key}", array)
+    delays: dict[str, list[str]] = {}  # source -> states of the delays that copy it
+    for node in graph.nodes:
+        if node.op == "delay":
+            delays.setdefault(node.attr("source"), []).append(f"{node.name}.last")
     outputs = []
     for t in range(steps):
         for position, node in enumerate(graph.nodes):
             values.poison_starting_at(position)
             values.store(node.name, _execute(node, values, x[t] if sequence else x))
+            for state in delays.get(node.name, ()):
+                values.arrays[state][...] = values.arrays[node.name]
         outputs.append(values.arrays[graph.output].copy())
     return np.stack(outputs)
 
@@ -186,6 +223,10 @@ def _execute(node: Node, values: _Values, sample: np.ndarray) -> np.ndarray:
     operands = [values.arrays[v] for v in node.inputs]
     if node.op == "input":
         return sample
+    if node.op == "delay":
+        return values.arrays[f"{node.name}.last"].copy()
+    if node.op in ELEMENTWISE:
+        return ELEMENTWISE[node.op](operands, param).astype(F32, copy=False)
     if neuron_op(node.op):
         state = {s.split(".")[-1]: values.arrays[s] for s in state_names(node)}
         return neuron_step(node, operands[0], state, param)
@@ -193,12 +234,14 @@ def _execute(node: Node, values: _Values, sample: np.ndarray) -> np.ndarray:
         return conv2d(node, operands[0], param)
     if node.op == "dense":
         return dense(node, operands[0], param)
-    if node.op in ("maxpool2d", "avgpool2d"):
+    if node.op in ("maxpool2d", "avgpool2d", "sumpool2d"):
         return pool2d(node, operands[0])
+    if node.op == "adaptive_avgpool2d":
+        return adaptive_avgpool2d(node, operands[0])
     if node.op == "batchnorm2d":
         return batchnorm2d(node, operands[0], param)
-    if node.op == "flatten":
+    if node.op in ("flatten", "reshape"):
         return operands[0].reshape(node.type.shape)
-    if node.op == "add":
-        return operands[0] + operands[1]
+    if node.op == "constant":
+        return np.broadcast_to(param("value"), node.type.shape).copy()
     raise NotImplementedError(f"the interpreter has no rule for op {node.op!r}")

@@ -4,7 +4,12 @@ Neuron ops are one `NeuronOp` each, with their discrete-time update in the docst
 each operation rounded separately, in exactly the order written (Norse's order), so that the reference interpreter
 reproduces Norse bit-for-bit. Coefficients are folded at import time in float32, as Norse computes them:
 `dt_tau_mem = dt * tau_mem_inv`, `neg_dt_tau_syn = -dt * tau_syn_inv`. A neuron parameter is either a float
-attribute or a `ParamRef` to a per-neuron array of the neuron's shape.
+attribute or a `ParamRef` to a per-neuron array of the neuron's shape; so are the parameters of the element-wise ops
+listed in their `element_params` (scale, offset, threshold, constant).
+
+Cycles: the graph is a DAG within a step. `delay` carries a value across steps: its output at step t is the value of
+its `source` (a node later in the order) at step t-1, zeros at t=0. The source's value is copied into the delay's
+state right after the source is computed, so a delay must come before its source.
 """
 
 from __future__ import annotations
@@ -32,14 +37,16 @@ class OpDef:
     optional: tuple[str, ...]
     infer: ShapeRule
     doc: str = ""
+    element_params: tuple[str, ...] = ()  # attributes that are a float or a per-element parameter
 
 
 @dataclass(frozen=True)
 class NeuronOp(OpDef):
-    """A neuron family: element-wise over its input, with state carried across timesteps.
+    """An op with state carried across timesteps: a neuron family (element-wise over its input), or `delay`.
 
     `states` lists (state name, attribute giving its initial value, or None for zero).
-    `spiking` is true when the output is a spike (0/1) tensor.
+    `spiking` is true when the output is a spike (0/1) tensor. A spiking neuron with attribute `probe` (a state
+    name) outputs that state after the update instead of the spikes, to observe a membrane.
     """
 
     states: tuple[tuple[str, str | None], ...] = ()
@@ -61,9 +68,9 @@ def _infer_identity(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
     return ins[0]
 
 
-def _infer_input(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
+def _infer_declared(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
     if node.type is None:
-        raise ShapeError("an input node must declare its type")
+        raise ShapeError(f"{node.op} nodes must declare their type")
     return node.type
 
 
@@ -108,6 +115,24 @@ def _infer_flatten(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
     return TensorType((prod(ins[0].shape),))
 
 
+def _infer_reshape(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
+    shape = node.attr("shape")
+    if not (isinstance(shape, tuple) and shape and all(isinstance(d, int) and d > 0 for d in shape)):
+        raise ShapeError(f"reshape needs a shape of positive integers, got {shape!r}")
+    if prod(shape) != ins[0].numel:
+        raise ShapeError(f"cannot reshape {ins[0]} to {shape}: {prod(shape)} elements for {ins[0].numel}")
+    return TensorType(shape)
+
+
+def _infer_adaptive_pool2d(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
+    if len(ins[0].shape) != 3:
+        raise ShapeError(f"pooling expects a (C,H,W) input, got {ins[0]}")
+    oh, ow = _pair(node, "output")
+    if oh <= 0 or ow <= 0:
+        raise ShapeError(f"adaptive pooling needs a positive output size, got {oh}x{ow}")
+    return TensorType((ins[0].shape[0], oh, ow))
+
+
 def _infer_same(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
     if any(t != ins[0] for t in ins):
         raise ShapeError(f"operands must have equal types, got {', '.join(map(str, ins))}")
@@ -120,7 +145,7 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
     {
         op.name: op
         for op in (
-            OpDef("input", 0, (), (), _infer_input, "the sample presented at this timestep"),
+            OpDef("input", 0, (), (), _infer_declared, "the sample presented at this timestep"),
             OpDef(
                 "conv2d",
                 1,
@@ -147,13 +172,47 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 _infer_pool2d,
                 "mean over windows, padding counted (count_include_pad)",
             ),
+            OpDef(
+                "sumpool2d",
+                1,
+                ("kernel", "stride", "padding"),
+                (),
+                _infer_pool2d,
+                "sum over windows (NIR SumPool2d), zero padding",
+            ),
+            OpDef(
+                "adaptive_avgpool2d",
+                1,
+                ("output",),
+                (),
+                _infer_adaptive_pool2d,
+                "torch.nn.AdaptiveAvgPool2d: output cell (i,j) is the mean of rows [floor(i*H/OH), ceil((i+1)*H/OH))"
+                " and the same for columns",
+            ),
             OpDef("flatten", 1, (), (), _infer_flatten, "a view of its input as one dimension"),
+            OpDef("reshape", 1, ("shape",), (), _infer_reshape, "a view of its input with another shape"),
             OpDef("add", 2, (), (), _infer_same, "element-wise sum"),
+            OpDef("sub", 2, (), (), _infer_same, "element-wise difference a - b"),
+            OpDef("mul", 2, (), (), _infer_same, "element-wise product"),
+            OpDef("select", 3, (), (), _infer_same, "element-wise c != 0 ? a : b (torch.where)"),
+            OpDef("relu", 1, (), (), _infer_identity, "max(x, 0)"),
+            OpDef("scale", 1, ("factor",), (), _infer_identity, "x * factor", ("factor",)),
+            OpDef("offset", 1, ("value",), (), _infer_identity, "x + value", ("value",)),
+            OpDef(
+                "threshold",
+                1,
+                ("threshold",),
+                (),
+                _infer_identity,
+                "x > threshold ? 1 : 0 (NIR Threshold, a spike without state)",
+                ("threshold",),
+            ),
+            OpDef("constant", 0, ("value",), (), _infer_declared, "value, broadcast to the declared type", ("value",)),
             NeuronOp(
                 "lif",
                 1,
                 _NEURON_PARAMS_LIF,
-                (),
+                ("probe",),
                 _infer_identity,
                 """Leaky integrate-and-fire with a current synapse (Norse LIFCell).
                 i1 = i + x;  v1 = v + dt_tau_mem*((v_leak - v) + i1);  i' = i1 + neg_dt_tau_syn*i1
@@ -164,7 +223,7 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 "lif_box",
                 1,
                 ("dt_tau_mem", "v_leak", "v_th", "v_reset", "reset"),
-                (),
+                ("probe",),
                 _infer_identity,
                 """Leaky integrate-and-fire without synapse (Norse LIFBoxCell).
                 v1 = v + dt_tau_mem*((x + v_leak) - v);  z = (v1 - v_th) > 0
@@ -197,11 +256,22 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 "iaf",
                 1,
                 ("v_th", "v_reset"),
-                (),
+                ("probe",),
                 _infer_identity,
                 """Integrate-and-fire (Norse IAFCell).
                 v1 = v + x;  z = (v1 - v_th) > 0;  v' = z ? v_reset : v1;  output z""",
                 states=(("v", "v_reset"),),
+            ),
+            NeuronOp(
+                "delay",
+                0,
+                ("source",),
+                (),
+                _infer_declared,
+                """One-step delay: outputs its state, the value of node `source` at the previous step (zeros at
+                the first step); the state is overwritten with the source's value right after the source runs.""",
+                states=(("last", None),),
+                spiking=False,
             ),
         )
     }

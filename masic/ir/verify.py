@@ -42,6 +42,7 @@ def verify(graph: Graph) -> None:
         defined[node.name] = node
         for state in state_names(node):
             defined[state] = node
+    _verify_delays(graph)
     if not graph.inputs:
         raise VerifyError(f"graph @{graph.name} has no input node")
     if graph.output not in defined or graph.output in {s for n in graph.nodes for s in state_names(n)}:
@@ -76,15 +77,18 @@ def _verify_node(node: Node, defined: dict[str, Node], params: dict, graph: Grap
         array = graph.weights.get(ref.name)
         if array is not None and tuple(array.shape) != param.type.shape:
             raise VerifyError(f"parameter @{ref.name} holds {array.shape}, declared {param.type}", node)
-    if neuron_op(node.op):
+    if neuron := neuron_op(node.op):
         for key, value in node.attrs:
             if key == "reset":
                 if value not in ("value", "subtract"):
                     raise VerifyError(f'reset must be "value" or "subtract", got {value!r}', node)
-            elif not isinstance(value, float | ParamRef):
-                raise VerifyError(f"neuron parameter {key} must be a float or a parameter, got {value!r}", node)
-            elif isinstance(value, ParamRef) and node.type and params[value.name].type.shape != node.type.shape:
-                raise VerifyError(f"per-neuron parameter {key} must have the neuron shape {node.type}", node)
+            elif key == "probe":
+                if value not in [s for s, _ in neuron.states]:
+                    raise VerifyError(f"probe must name a state of {node.op}, got {value!r}", node)
+            elif key != "source":
+                _verify_element_param(node, key, value, params)
+    for key in definition.element_params:
+        _verify_element_param(node, key, node.attr(key), params)
     operand_types = tuple(defined[v].type for v in node.inputs)
     if node.type is not None and all(t is not None for t in operand_types):
         try:
@@ -93,6 +97,32 @@ def _verify_node(node: Node, defined: dict[str, Node], params: dict, graph: Grap
             raise VerifyError(str(err), node) from None
         if inferred != node.type:
             raise VerifyError(f"declared type {node.type} but operands give {inferred}", node)
+
+
+def _verify_element_param(node: Node, key: str, value: object, params: dict) -> None:
+    """A float, or a parameter with one value per element (per neuron) of the node's output."""
+    kind = "neuron" if neuron_op(node.op) else node.op
+    if not isinstance(value, float | ParamRef):
+        raise VerifyError(f"{kind} parameter {key} must be a float or a parameter, got {value!r}", node)
+    if isinstance(value, ParamRef) and node.type and params[value.name].type.shape != node.type.shape:
+        raise VerifyError(f"per-element parameter {key} must have the shape {node.type}", node)
+
+
+def _verify_delays(graph: Graph) -> None:
+    """A delay's source is a value computed later in the step (its state is written after the source runs), of
+    the delay's type."""
+    position = {node.name: p for p, node in enumerate(graph.nodes)}
+    for p, node in enumerate(graph.nodes):
+        if node.op != "delay":
+            continue
+        source = node.attr("source")
+        if source not in position:
+            raise VerifyError(f"delay source %{source} is not a node of the graph", node)
+        if position[source] <= p:
+            raise VerifyError(f"delay source %{source} must come after the delay in the order", node)
+        source_type = graph.nodes[position[source]].type
+        if None not in (node.type, source_type) and source_type != node.type:  # untyped: infer-shapes' business
+            raise VerifyError(f"delay source %{source} is {source_type}, not {node.type}", node)
 
 
 def verify_plan(graph: Graph) -> None:

@@ -1,9 +1,10 @@
 """assign-offsets: give every buffer a fixed, aligned arena offset (the memory plan).
 
-Buffers and lifetimes come from `masic.analysis.liveness`. Placement is best-fit over the free gaps left by
-already placed buffers whose lifetimes overlap, largest buffers first; pinned buffers (weights, state) are placed
-like any other. The arena is the highest end of any buffer; `lower_bound` is the peak live bytes, which no
-placement can beat.
+Buffers and lifetimes come from `masic.analysis.liveness`; placement is `masic.memplan.solve`: a portfolio of
+best-fit heuristics that stops at the lower bound, and, when a budget is given and the heuristics overshoot it, an
+exact search over canonical placements. When no placement fits the budget, the smallest placement found is kept and
+check-budget refuses it with the bytes it needs. The arena is the highest end of any buffer, rounded up to the
+alignment; `lower_bound` is the peak live bytes, which no placement can beat.
 
 Requires: typed graph, no batchnorm2d (fold first).
 Ensures: `graph.plan` is set and passes `verify_plan` (aligned, in bounds, no two live buffers overlapping).
@@ -14,26 +15,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from masic.analysis.liveness import align_up, analyse
-from masic.ir.graph import Buffer, Graph, Plan
+from masic.ir.graph import Graph, Plan
+from masic.memplan.problem import Interval, MemplanError, Problem
+from masic.memplan.solver import solve
 from masic.passes.base import PassError, PassOptions
 
 NAME = "assign-offsets"
-
-
-def place(buffers: tuple[Buffer, ...], alignment: int) -> tuple[Buffer, ...]:
-    """Best-fit placement, largest first: each buffer goes into the smallest gap among time-overlapping ones."""
-    placed: list[Buffer] = []
-    for buf in sorted(buffers, key=lambda b: (-b.size, b.start, b.name)):
-        busy = sorted((b.offset, b.offset + b.size) for b in placed if b.overlaps_in_time(buf))
-        best: tuple[int, int] | None = None  # (gap size, offset)
-        cursor = 0
-        for lo, hi in busy:
-            if lo - cursor >= buf.size and (best is None or lo - cursor < best[0]):
-                best = (lo - cursor, cursor)
-            cursor = max(cursor, align_up(hi, alignment))
-        placed.append(replace(buf, offset=best[1] if best else cursor))
-    order = {b.name: i for i, b in enumerate(buffers)}
-    return tuple(sorted(placed, key=lambda b: order[b.name]))
+SEARCH_SECONDS = 10.0  # the exact search's limit when heuristics miss the budget
 
 
 def run(graph: Graph, options: PassOptions) -> Graph:
@@ -44,7 +32,15 @@ def run(graph: Graph, options: PassOptions) -> Graph:
     if leftover:
         raise PassError(NAME, "batchnorm2d has no kernel; run fold-batchnorm first", leftover[0])
     liveness = analyse(graph, options.alignment)
-    buffers = place(liveness.buffers, options.alignment)
-    arena = align_up(max((b.offset + b.size for b in buffers), default=0), options.alignment)
+    problem = Problem(tuple(Interval(b.name, b.start, b.end, b.size) for b in liveness.buffers))
+    # Without a budget the heuristics alone decide (they reach the lower bound on every model we have seen);
+    # the exact search is spent only on making a budget fit.
+    search_seconds = SEARCH_SECONDS if options.budget is not None else None
+    try:
+        solution = solve(problem, options.budget, search_seconds, options.alignment)
+    except MemplanError:  # nothing fits the budget: keep the smallest plan for check-budget to report
+        solution = solve(problem, None, None, options.alignment)
+    buffers = tuple(replace(b, offset=solution.offsets[b.name]) for b in liveness.buffers)
+    arena = align_up(solution.height, options.alignment)
     plan = Plan(arena, options.alignment, liveness.lower_bound, buffers, liveness.values)
     return replace(graph, plan=plan)

@@ -5,7 +5,8 @@
 computed in float64 and rounded once to float32.
 
 Requires: typed graph; each batchnorm2d reads a conv2d that has no other user.
-Ensures: no batchnorm2d remains; the conv computes what conv + batchnorm computed (up to float32 rounding).
+Ensures: no batchnorm2d remains; the conv computes what conv + batchnorm computed (up to float32 rounding); what
+read the batch norm's value (operands, delays) reads the conv instead.
 """
 
 from __future__ import annotations
@@ -45,10 +46,17 @@ def run(graph: Graph, options: PassOptions) -> Graph:
         renamed[bn.name] = conv.name
     if not renamed:
         return graph
+    # A delay of a folded batch norm now copies the conv, so it moves before the conv (a delay precedes its source).
+    retargeted = {
+        n.name: n.with_attrs(source=renamed[n.attr("source")])
+        for n in graph.nodes
+        if n.op == "delay" and n.attr("source") in renamed
+    }
     kept = []
     for node in graph.nodes:
-        if node.op == "batchnorm2d":
+        if node.op == "batchnorm2d" or node.name in retargeted:
             continue
+        kept += [d for d in retargeted.values() if d.attr("source") == node.name]
         node = nodes[node.name]
         inputs = tuple(renamed.get(v, v) for v in node.inputs)
         kept.append(Node(node.name, node.op, inputs, node.attrs, node.type, node.loc))

@@ -7,7 +7,7 @@ import pytest
 import torch
 from masic.frontends.errors import FrontendError
 from masic.frontends.norse import import_norse, install_pickle_aliases, load_model
-from norse.torch import IAFCell, LIBoxCell, LICell, LIFBoxCell, LIFCell, SequentialState
+from norse.torch import IAF, LI, LIF, IAFCell, LIBoxCell, LICell, LIFBoxCell, LIFCell, Lift, SequentialState
 from norse.torch.functional.reset import reset_subtract
 from torch import nn
 
@@ -88,14 +88,42 @@ def test_dense_models_imply_their_input_shape() -> None:
 
 
 def test_unsupported_module_is_named_with_its_path() -> None:
-    model = SequentialState(nn.Linear(4, 4), LIFCell(), nn.ReLU())
-    with pytest.raises(FrontendError, match=r"unsupported module model.2 \(ReLU\): torch.nn.modules.activation.ReLU"):
+    model = SequentialState(nn.Linear(4, 4), LIFCell(), nn.Tanh())
+    with pytest.raises(FrontendError, match=r"unsupported module model.2 \(Tanh\): torch.nn.modules.activation.Tanh"):
         import_norse(model)
+    nested = nn.Sequential(Lift(nn.Linear(4, 4)), LIF(), nn.Sequential(Lift(nn.GELU())))
+    with pytest.raises(FrontendError, match=r"unsupported module model.2.0 \(GELU\)"):
+        import_norse(nested)
 
 
-def test_only_sequential_state_models_are_read() -> None:
-    with pytest.raises(FrontendError, match=r"reads norse\.torch\.SequentialState models"):
-        import_norse(nn.Sequential(nn.Linear(2, 2)))
+def test_plain_pytorch_modules_are_not_read_as_norse_models() -> None:
+    with pytest.raises(FrontendError, match=r"reads norse\.torch\.SequentialState, nn\.Sequential of Lift"):
+        import_norse(nn.LSTM(2, 2))
+
+
+def test_lifted_sequences_match_norse() -> None:
+    """nn.Sequential of Lift(layer) and time-lifted LIF / LI / IAF neurons runs a whole sequence in Norse; its IR
+    is one step of it, with the neurons' updates bit for bit (the input drives them directly)."""
+    torch.manual_seed(13)
+    model = nn.Sequential(
+        LIF(),
+        Lift(nn.Linear(24, 16)),
+        IAF(),
+        Lift(nn.Dropout(0.2)),
+        Lift(nn.Linear(16, 8)),
+        nn.ReLU(),
+        LI(),
+    ).eval()
+    x = random_input((24,), 12)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)[:, None])[0][:, 0].numpy()
+    graph = import_norse(model, (24,), timesteps=12)
+    assert [n.op for n in graph.nodes] == ["input", "lif", "dense", "iaf", "dense", "relu", "li"]
+    np.testing.assert_allclose(run(graph, x), expected, rtol=1e-5, atol=1e-6)
+    first = nn.Sequential(LIF())
+    with torch.no_grad():
+        spikes = first(torch.from_numpy(x)[:, None])[0][:, 0].numpy()
+    np.testing.assert_array_equal(run(import_norse(first, (24,), 12), x), spikes)
 
 
 def test_shape_mismatch_names_the_layer() -> None:

@@ -47,6 +47,59 @@ def test_broken_rules_are_reported(text: str, message: str) -> None:
     assert message in str(info.value)
 
 
+RECURRENT = """graph @rec timesteps=3 {
+  param @s.factor : f32[3]
+  %in = input() : f32[3]
+  %prev = delay() {source="sum"} : f32[3]
+  %sum = add(%in, %prev) : f32[3]
+  %s = scale(%sum) {factor=@s.factor} : f32[3]
+  %z = iaf(%s) {v_th=1.0, v_reset=0.0, probe="v"} : f32[3]
+  output %z
+}
+"""
+
+
+def _broken_recurrent(old: str, new: str) -> str:
+    assert old in RECURRENT
+    return RECURRENT.replace(old, new)
+
+
+def test_a_recurrent_graph_passes() -> None:
+    import numpy as np
+
+    verify(parse(RECURRENT, {"s.factor": np.ones(3, np.float32)}))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (_broken_recurrent('source="sum"', 'source="ghost"'), "delay source %ghost is not a node of the graph"),
+        (_broken_recurrent('source="sum"', 'source="in"'), "delay source %in must come after the delay"),
+        (
+            _broken_recurrent("  %sum = add", '  %other = delay() {source="sum"} : f32[2]\n  %sum = add'),
+            "delay source %sum is f32[3], not f32[2]",
+        ),
+        (_broken_recurrent('probe="v"', 'probe="i"'), "probe must name a state of iaf"),
+        (_broken_recurrent("param @s.factor : f32[3]", "param @s.factor : f32[2]"), "per-element parameter factor"),
+        (_broken_recurrent("{factor=@s.factor}", '{factor="big"}'), "scale parameter factor must be a float"),
+    ],
+)
+def test_broken_recurrent_rules_are_reported(text: str, message: str) -> None:
+    with pytest.raises(VerifyError) as info:
+        verify(parse(text))
+    assert message in str(info.value)
+
+
+def test_a_delay_must_declare_its_type() -> None:
+    from masic.passes import infer_shapes
+    from masic.passes.base import PassError
+
+    untyped = parse(_broken_recurrent('delay() {source="sum"} : f32[3]', 'delay() {source="sum"} : ?'))
+    verify(untyped)  # types are infer-shapes' business
+    with pytest.raises(PassError, match="delay nodes must declare their type"):
+        infer_shapes.run(untyped, PassOptions())
+
+
 def test_error_underlines_the_node_and_names_its_origin() -> None:
     with pytest.raises(VerifyError) as info:
         verify(parse(_broken("in_features=2", "in_features=5")))

@@ -18,8 +18,8 @@
 #ifndef FAKE_EXIT_RULE
 #define FAKE_EXIT_RULE MASIC_EXIT_NONE
 #endif
-#ifndef FAKE_EXIT_CONFIDENCE
-#define FAKE_EXIT_CONFIDENCE 1.0f
+#ifndef FAKE_EXIT_THRESHOLD
+#define FAKE_EXIT_THRESHOLD 0.0
 #endif
 #ifndef FAKE_EXIT_MIN_TIMESTEPS
 #define FAKE_EXIT_MIN_TIMESTEPS 1
@@ -46,9 +46,7 @@ const masic_model_t masic_model = {
     .output_shape = {4},
     .output_offset = OUT_OFFSET,
     .timesteps = 5,
-    .exit_rule = FAKE_EXIT_RULE,
-    .exit_confidence = FAKE_EXIT_CONFIDENCE,
-    .exit_min_timesteps = FAKE_EXIT_MIN_TIMESTEPS,
+    .exit_rule = {.rule = FAKE_EXIT_RULE, .min_timesteps = FAKE_EXIT_MIN_TIMESTEPS, .threshold = FAKE_EXIT_THRESHOLD},
     .n_resident = 1,
     .resident = resident,
     .n_state_init = 1,

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 RUNTIME_DIR = Path(__file__).resolve().parents[2] / "masic" / "codegen" / "runtime"
 LOADER_C = RUNTIME_DIR / "loader.c"
 CFLAGS = ("-O2", "-std=c11", "-Wall", "-Wextra", "-Werror")
@@ -95,3 +97,15 @@ def run_executable(
         check=False,
     )
     return RunResult(done.returncode, done.stdout, done.stderr)
+
+
+def save(folder: Path, name: str, array: np.ndarray) -> Path:
+    path = folder / name
+    np.save(path, array)
+    return path
+
+
+def run_ok(target: Target, executable: Path, *args: str | Path) -> RunResult:
+    result = run_executable(target, executable, args)
+    assert result.returncode == 0, result.stderr
+    return result

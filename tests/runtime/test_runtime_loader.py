@@ -17,7 +17,7 @@ from fake_model import (
     reference_outputs,
     weights_bin,
 )
-from runtime_harness import RunResult, Target, run_executable
+from runtime_harness import RunResult, Target, run_executable, run_ok, save
 
 pytestmark = pytest.mark.slow
 
@@ -41,18 +41,6 @@ REPORT_KEYS = {
 def random_input(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     """Values in [0, 1): every sample sums to more than 0, so the fake model's confidence grows step by step."""
     return np.random.default_rng(seed).random(shape, dtype=np.float32)
-
-
-def save(folder: Path, name: str, array: np.ndarray) -> Path:
-    path = folder / name
-    np.save(path, array)
-    return path
-
-
-def run_ok(target: Target, executable: Path, *args: str | Path) -> RunResult:
-    result = run_executable(target, executable, args)
-    assert result.returncode == 0, result.stderr
-    return result
 
 
 def assert_one_line_error(result: RunResult, exit_code: int, *fragments: str) -> None:
@@ -137,7 +125,7 @@ def test_exit_rule_of_the_model_applies_by_default(target: Target, tmp_path: Pat
     threshold = exit_threshold(reference_outputs(x, DEFAULT_TIMESTEPS), stop_step=3)
     defines = {
         "FAKE_EXIT_RULE": "MASIC_EXIT_SOFTMAX_CONFIDENCE",
-        "FAKE_EXIT_CONFIDENCE": f"{threshold!r}f",
+        "FAKE_EXIT_THRESHOLD": repr(threshold),
         "FAKE_EXIT_MIN_TIMESTEPS": "2",
     }
     executable = build_artifact(target, tmp_path / "artifact", defines)

@@ -2,7 +2,8 @@
  *
  * Linked with the generated model.c, the kernel objects and parallel.c into one static program that runs from a
  * folder holding it, weights.bin and manifest.json. It checks weights.bin against the build, fills the one arena,
- * presents a .npy input for a number of timesteps, applies the early-exit rule and reports one line of JSON.
+ * presents a .npy input for a number of timesteps, applies the early-exit rule and reports one line of JSON. With
+ * --labels it runs many samples, resetting the neuron state before each, and reports accuracy and timesteps used.
  *
  * Exit codes: 0 success, 1 system failure (out of memory, I/O error, inconsistent build), 2 a problem the user can
  * fix (command line, input file, weights file), 3 a kernel reported failure during a step. */
@@ -36,28 +37,48 @@ enum { EXIT_SYSTEM = 1, EXIT_USER = 2, EXIT_STEP = 3 };
 #define NPY_MAX_HEADER_BYTES (1 << 16) /* far above what numpy writes; bounds a hostile header */
 
 static const char usage_text[] =
-    "usage: model --input x.npy [--output y.npy] [--timesteps N] [--threads N]\n"
-    "             [--exit-confidence X] [--min-timesteps N] [--weights PATH] [--help]\n"
+    "usage: model --input x.npy [--labels y.npy] [--output out.npy] [--predictions p.npy] [--timesteps N]\n"
+    "             [--threads N] [--exit-confidence X | --exit-margin M | --exit-stable K | --no-exit]\n"
+    "             [--min-timesteps N] [--weights PATH] [--help]\n"
     "\n"
-    "Runs the compiled spiking network on one input and prints its prediction and a JSON line of statistics.\n"
+    "Runs the compiled spiking network on one input and prints its prediction and a JSON line of statistics;\n"
+    "with --labels, on many samples (neuron state reset before each) and prints accuracy, timesteps used,\n"
+    "time per sample and a JSON line of it all.\n"
     "\n"
     "  --input x.npy          float32 array shaped like one sample (presented at every timestep)\n"
-    "                         or (S, *sample shape), a sequence presenting one sample per timestep\n"
-    "  --output y.npy         write the output of every timestep run, shape (timesteps, *output shape)\n"
+    "                         or (S, *sample shape), a sequence presenting one sample per timestep;\n"
+    "                         with --labels (N, *sample shape) or (N, S, *sample shape): N samples or sequences\n"
+    "  --labels y.npy         int32 or int64 class of each input sample, shape (N,)\n"
+    "  --output out.npy       write the output of every timestep run, shape (timesteps, *output shape);\n"
+    "                         with --labels (N, timesteps, *output shape), NaN after a sample's exit\n"
+    "  --predictions p.npy    with --labels: write int32 (N, 2), each sample's prediction and timesteps used\n"
     "  --timesteps N          timesteps to run (default: sequence length, else the model's default)\n"
     "  --threads N            worker threads, 0 = one per core (default 0)\n"
     "  --exit-confidence X    stop once the softmax of the summed outputs reaches X (0 < X <= 1)\n"
+    "  --exit-margin M        stop once the largest summed output leads the second largest by M (M > 0)\n"
+    "  --exit-stable K        stop once the argmax of the summed outputs has been the same for K steps\n"
+    "  --no-exit              run every timestep\n"
     "  --min-timesteps N      never stop early before N timesteps\n"
-    "  --weights PATH         weights file (default: weights.bin beside the executable)\n";
+    "  --weights PATH         weights file (default: weights.bin beside the executable)\n"
+    "\n"
+    "Without an exit flag the executable's own rule applies: the one masic calibrate wrote into it, else the\n"
+    "one it was compiled with. --min-timesteps alone changes that rule's minimum.\n";
+
+static const char *const exit_rule_names[] = {"none", "softmax_confidence", "margin", "stable_argmax"};
+/* The name of each rule's threshold, as in manifest.json. */
+static const char *const exit_threshold_names[] = {"", "confidence", "margin", "steps"};
 
 typedef struct {
   const char *input_path;
+  const char *labels_path; /* NULL: one sample */
   const char *output_path;
+  const char *predictions_path;
   const char *weights_path; /* NULL: weights.bin beside the executable */
   int timesteps;            /* 0: not given */
   int threads;
-  double exit_confidence; /* 0: not given */
-  int min_timesteps;      /* -1: not given */
+  const char *exit_flag;       /* the exit-rule flag given, or NULL */
+  masic_exit_rule_t exit_rule; /* the rule that flag chose (its min_timesteps is not used) */
+  int min_timesteps;           /* -1: not given */
 } options_t;
 
 /* The input file stays open and each step's sample is read straight into the arena: the arena planner may reuse
@@ -66,23 +87,42 @@ typedef struct {
   const char *path;
   int fd;
   uint64_t data_offset;
-  uint64_t sample_bytes;
-  int64_t sequence_length; /* 0: a single sample presented at every step */
+  uint64_t sample_bytes;   /* bytes of one step's input */
+  int64_t n_samples;       /* samples (or sequences) in the file; 1 without --labels */
+  int64_t sequence_length; /* steps stored per sample; 0: one input presented at every step */
 } input_t;
 
 typedef struct {
+  const char *path;
+  int fd; /* kept open: the initial state is read again before each sample */
+} weights_t;
+
+typedef struct {
   int max_steps;
-  int exit_rule;
-  double exit_confidence;
-  int min_steps;
+  masic_exit_rule_t exit;
+  const char *exit_source; /* where the rule came from: "compiled", "calibrated" or "command_line" */
 } schedule_t;
+
+/* Buffers of a run, allocated once and reused for every sample. */
+typedef struct {
+  size_t out_numel;
+  double *acc;    /* sum of the outputs of the current sample's steps so far */
+  float *history; /* every step's output of the current sample, only kept for --output */
+  float *scratch; /* the current step's output otherwise */
+} run_buffers_t;
 
 typedef struct {
   int steps_run;
-  double wall_s;
-  double *sum;    /* summed output of the steps run */
-  float *history; /* output of every step run, only kept for --output */
-} run_result_t;
+  size_t prediction; /* argmax of acc after the last step run */
+} sample_result_t;
+
+/* What a run reads and writes besides the input, opened before the weights are loaded so that a bad path fails in
+ * milliseconds rather than after a long run. */
+typedef struct {
+  int64_t *labels;   /* NULL: one unlabelled sample */
+  FILE *output;      /* --output, or NULL */
+  FILE *predictions; /* --predictions, or NULL */
+} run_files_t;
 
 __attribute__((format(printf, 2, 3))) static _Noreturn void die(int code, const char *fmt, ...) {
   va_list args;
@@ -134,10 +174,11 @@ static const char *format_shape(char *buf, size_t cap, const char *lead, int ndi
 
 /* ---- command line ---- */
 
-enum option_id { OPT_INPUT, OPT_OUTPUT, OPT_WEIGHTS, OPT_TIMESTEPS, OPT_THREADS, OPT_EXIT_CONFIDENCE,
-                 OPT_MIN_TIMESTEPS, N_OPTIONS };
+enum option_id { OPT_INPUT, OPT_LABELS, OPT_OUTPUT, OPT_PREDICTIONS, OPT_WEIGHTS, OPT_TIMESTEPS, OPT_THREADS,
+                 OPT_EXIT_CONFIDENCE, OPT_EXIT_MARGIN, OPT_EXIT_STABLE, OPT_NO_EXIT, OPT_MIN_TIMESTEPS, N_OPTIONS };
 static const char *const option_names[N_OPTIONS] = {
-    "--input", "--output", "--weights", "--timesteps", "--threads", "--exit-confidence", "--min-timesteps"};
+    "--input",   "--labels",          "--output",      "--predictions", "--weights",  "--timesteps",
+    "--threads", "--exit-confidence", "--exit-margin", "--exit-stable", "--no-exit", "--min-timesteps"};
 
 static int parse_int(const char *option, const char *text, int min, int max) {
   char *end;
@@ -148,13 +189,21 @@ static int parse_int(const char *option, const char *text, int min, int max) {
   return (int)v;
 }
 
-static double parse_confidence(const char *option, const char *text) {
+/* A number in (0, max]; max may be INFINITY. */
+static double parse_positive(const char *option, const char *text, double max, const char *range) {
   char *end;
   errno = 0;
   double v = strtod(text, &end);
-  if (errno || end == text || *end || !(v > 0.0 && v <= 1.0))
-    die(EXIT_USER, "%s expects a number with 0 < X <= 1, got '%s'", option, text);
+  if (errno || end == text || *end || !(v > 0.0 && v <= max && isfinite(v)))
+    die(EXIT_USER, "%s expects a number with %s, got '%s'", option, range, text);
   return v;
+}
+
+static void choose_exit_rule(options_t *opt, const char *flag, int rule, double threshold) {
+  if (opt->exit_flag && strcmp(opt->exit_flag, flag))
+    die(EXIT_USER, "%s and %s choose different exit rules; pass only one", opt->exit_flag, flag);
+  opt->exit_flag = flag;
+  opt->exit_rule = (masic_exit_rule_t){.rule = rule, .threshold = threshold};
 }
 
 static void parse_args(int argc, char **argv, options_t *opt) {
@@ -172,21 +221,40 @@ static void parse_args(int argc, char **argv, options_t *opt) {
     while (id < N_OPTIONS && !(strlen(option_names[id]) == name_len && !strncmp(arg, option_names[id], name_len)))
       id++;
     if (id == N_OPTIONS) die(EXIT_USER, "unknown argument '%s'; run model --help for usage", arg);
+    const char *name = option_names[id];
+    if (id == OPT_NO_EXIT) {
+      if (eq) die(EXIT_USER, "%s takes no value; run model --help for usage", name);
+      choose_exit_rule(opt, name, MASIC_EXIT_NONE, 0.0);
+      continue;
+    }
     const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-    if (!value) die(EXIT_USER, "%s needs a value; run model --help for usage", option_names[id]);
+    if (!value) die(EXIT_USER, "%s needs a value; run model --help for usage", name);
 
     switch ((enum option_id)id) {
     case OPT_INPUT: opt->input_path = value; break;
+    case OPT_LABELS: opt->labels_path = value; break;
     case OPT_OUTPUT: opt->output_path = value; break;
+    case OPT_PREDICTIONS: opt->predictions_path = value; break;
     case OPT_WEIGHTS: opt->weights_path = value; break;
-    case OPT_TIMESTEPS: opt->timesteps = parse_int(option_names[id], value, 1, INT_MAX); break;
-    case OPT_THREADS: opt->threads = parse_int(option_names[id], value, 0, 4096); break;
-    case OPT_EXIT_CONFIDENCE: opt->exit_confidence = parse_confidence(option_names[id], value); break;
-    case OPT_MIN_TIMESTEPS: opt->min_timesteps = parse_int(option_names[id], value, 0, INT_MAX); break;
+    case OPT_TIMESTEPS: opt->timesteps = parse_int(name, value, 1, INT_MAX); break;
+    case OPT_THREADS: opt->threads = parse_int(name, value, 0, 4096); break;
+    case OPT_EXIT_CONFIDENCE:
+      choose_exit_rule(opt, name, MASIC_EXIT_SOFTMAX_CONFIDENCE, parse_positive(name, value, 1.0, "0 < X <= 1"));
+      break;
+    case OPT_EXIT_MARGIN:
+      choose_exit_rule(opt, name, MASIC_EXIT_MARGIN, parse_positive(name, value, INFINITY, "M > 0"));
+      break;
+    case OPT_EXIT_STABLE:
+      choose_exit_rule(opt, name, MASIC_EXIT_STABLE_ARGMAX, parse_int(name, value, 1, INT_MAX));
+      break;
+    case OPT_MIN_TIMESTEPS: opt->min_timesteps = parse_int(name, value, 0, INT_MAX); break;
+    case OPT_NO_EXIT:
     case N_OPTIONS: break;
     }
   }
   if (!opt->input_path) die(EXIT_USER, "missing --input x.npy; run model --help for usage");
+  if (opt->predictions_path && !opt->labels_path)
+    die(EXIT_USER, "--predictions needs --labels (it lists one row per labelled sample)");
 }
 
 /* ---- the build's own constants ---- */
@@ -198,6 +266,41 @@ static void check_segments(const char *kind, const masic_segment_t *segs, uint32
       die(EXIT_SYSTEM, "inconsistent build: %s segment %u lies outside weights.bin or the arena; recompile the model",
           kind, i);
   }
+}
+
+/* Why a rule cannot be applied, or NULL if it can. */
+static const char *exit_rule_problem(const masic_exit_rule_t *r) {
+  double x = r->threshold;
+  if (r->min_timesteps < 0) return "exit rule has a negative minimum number of timesteps";
+  switch (r->rule) {
+  case MASIC_EXIT_NONE: return NULL;
+  case MASIC_EXIT_SOFTMAX_CONFIDENCE: return x > 0 && x <= 1 ? NULL : "exit confidence outside (0, 1]";
+  case MASIC_EXIT_MARGIN: return x > 0 && isfinite(x) ? NULL : "exit margin is not a finite number above 0";
+  case MASIC_EXIT_STABLE_ARGMAX:
+    return x >= 1 && x <= INT_MAX && x == floor(x) ? NULL : "exit steps are not an integer from 1";
+  default: return "unknown exit rule";
+  }
+}
+
+/* Where masic calibrate writes its rule (see masic_exit_override_t). Volatile, so that the compiler reads what is in
+ * the file at run time instead of folding the values it was built with. */
+static const volatile masic_exit_override_t exit_override
+    __attribute__((section(MASIC_EXIT_SECTION), used, aligned(8))) = {
+        .magic = MASIC_EXIT_MAGIC, .version = MASIC_EXIT_VERSION, .set = 0, .rule = {.rule = MASIC_EXIT_NONE}};
+
+/* Copies the calibrated rule to *rule and returns true, or returns false if none was written. */
+static bool calibrated_exit_rule(masic_exit_rule_t *rule) {
+  char magic[sizeof exit_override.magic];
+  for (size_t i = 0; i < sizeof magic; i++) magic[i] = exit_override.magic[i];
+  if (memcmp(magic, MASIC_EXIT_MAGIC, sizeof magic) || exit_override.version != MASIC_EXIT_VERSION)
+    die(EXIT_SYSTEM, "inconsistent build: the %s section is damaged; recompile the model", MASIC_EXIT_SECTION);
+  if (!exit_override.set) return false;
+  *rule = (masic_exit_rule_t){.rule = exit_override.rule.rule,
+                              .min_timesteps = exit_override.rule.min_timesteps,
+                              .threshold = exit_override.rule.threshold};
+  const char *problem = exit_rule_problem(rule);
+  if (problem) die(EXIT_SYSTEM, "the calibrated exit rule is invalid: %s; run masic calibrate again", problem);
+  return true;
 }
 
 /* A compiler bug must not turn into an out-of-bounds write, so the plan is checked before it is trusted. */
@@ -216,10 +319,8 @@ static void check_model(void) {
     problem = "arena alignment is not a power of two";
   else if (m->timesteps < 1)
     problem = "default number of timesteps is below 1";
-  else if (m->exit_rule != MASIC_EXIT_NONE && m->exit_rule != MASIC_EXIT_SOFTMAX_CONFIDENCE)
-    problem = "unknown exit rule";
-  else if (m->exit_rule == MASIC_EXIT_SOFTMAX_CONFIDENCE && !(m->exit_confidence > 0 && m->exit_confidence <= 1))
-    problem = "exit confidence outside (0, 1]";
+  else
+    problem = exit_rule_problem(&m->exit_rule);
   if (problem) die(EXIT_SYSTEM, "inconsistent build: %s; recompile the model", problem);
   check_segments("resident", m->resident, m->n_resident);
   check_segments("state", m->state_init, m->n_state_init);
@@ -340,16 +441,15 @@ static void load_segments(int fd, const char *path, uint8_t *arena, const masic_
   }
 }
 
-/* Checks weights.bin and returns the arena filled with resident weights and initial state. A run presents a
- * single sample, so the initial state is loaded once. */
-static uint8_t *load_arena(const char *weights_path) {
+/* Checks weights.bin and returns the arena filled with the resident weights. The file stays open in *weights: the
+ * initial state is copied from it before each sample. */
+static uint8_t *load_arena(const char *weights_path, weights_t *weights) {
   uint64_t size;
   int fd = open_regular_file(weights_path, "weights file", weights_remedy, &size);
   check_weights(fd, weights_path, size);
   uint8_t *arena = alloc_arena();
   load_segments(fd, weights_path, arena, masic_model.resident, masic_model.n_resident);
-  load_segments(fd, weights_path, arena, masic_model.state_init, masic_model.n_state_init);
-  close(fd);
+  *weights = (weights_t){.path = weights_path, .fd = fd};
   return arena;
 }
 
@@ -447,12 +547,12 @@ static bool parse_npy_header(const char *text, size_t len, npy_header_t *h) {
   return seen == 7;
 }
 
-/* Reads the magic, version and header dict; returns the offset of the array data. */
-static uint64_t read_npy_header(int fd, const char *path, uint64_t file_size, npy_header_t *h) {
+/* Reads the magic, version and header dict; returns the offset of the array data. `what` names the file in errors. */
+static uint64_t read_npy_header(int fd, const char *what, const char *path, uint64_t file_size, npy_header_t *h) {
   uint8_t prefix[12];
   size_t got = pread_full(fd, prefix, sizeof prefix, 0, path);
   if (got < 10 || memcmp(prefix, "\x93NUMPY", 6))
-    die(EXIT_USER, "input %s is not a .npy file; save the array with numpy.save", path);
+    die(EXIT_USER, "%s %s is not a .npy file; save the array with numpy.save", what, path);
   uint64_t header_start, header_len;
   if (prefix[6] == 1) {
     header_start = 10;
@@ -461,63 +561,137 @@ static uint64_t read_npy_header(int fd, const char *path, uint64_t file_size, np
     header_start = 12;
     header_len = prefix[8] | (uint64_t)prefix[9] << 8 | (uint64_t)prefix[10] << 16 | (uint64_t)prefix[11] << 24;
   } else {
-    die(EXIT_USER, "input %s has unsupported .npy version %u.%u; save it with numpy.save", path,
+    die(EXIT_USER, "%s %s has unsupported .npy version %u.%u; save it with numpy.save", what, path,
         (unsigned)prefix[6], (unsigned)prefix[7]);
   }
   if (header_len > NPY_MAX_HEADER_BYTES || !range_fits(header_start, header_len, file_size))
-    die(EXIT_USER, "input %s is a truncated or damaged .npy file (bad header length); save it again", path);
+    die(EXIT_USER, "%s %s is a truncated or damaged .npy file (bad header length); save it again", what, path);
   char *text = xmalloc(header_len);
   pread_full(fd, text, header_len, header_start, path);
   bool ok = parse_npy_header(text, header_len, h);
   free(text);
-  if (!ok) die(EXIT_USER, "input %s has an unreadable .npy header; save the array with numpy.save", path);
+  if (!ok) die(EXIT_USER, "%s %s has an unreadable .npy header; save the array with numpy.save", what, path);
   return header_start + header_len;
 }
 
-/* Accepts one sample shaped like the model's input, or a sequence (S, *input_shape); returns S, or 0 for one
- * sample. */
-static int64_t match_input_shape(const char *path, const npy_header_t *h) {
-  int ndim = masic_model.input_ndim;
-  const int64_t *want = masic_model.input_shape;
-  if (h->ndim == ndim && !memcmp(h->shape, want, (size_t)ndim * sizeof *want)) return 0;
-  if (h->ndim == ndim + 1 && h->shape[0] >= 1 && !memcmp(h->shape + 1, want, (size_t)ndim * sizeof *want))
-    return h->shape[0];
-  char found[512], one[256], seq[256];
-  die(EXIT_USER, "input %s has shape %s; expected %s (one sample) or %s (a sequence of S >= 1 samples)", path,
-      format_shape(found, sizeof found, NULL, h->ndim, h->shape), format_shape(one, sizeof one, NULL, ndim, want),
-      format_shape(seq, sizeof seq, "S", ndim, want));
+/* Checks that the data after the header is exactly what the shape needs at `itemsize` bytes per element. */
+static void check_npy_size(const char *what, const char *path, const npy_header_t *h, uint64_t data_bytes,
+                           uint64_t itemsize) {
+  uint64_t numel = shape_numel(h->ndim, h->shape);
+  if (numel == UINT64_MAX || data_bytes != itemsize * numel)
+    die(EXIT_USER, "%s %s holds %llu bytes of data but its shape needs %llu; the file is truncated or damaged", what,
+        path, (unsigned long long)data_bytes, (unsigned long long)(itemsize * numel));
 }
 
-static input_t open_input(const char *path) {
+/* True if `shape` ends with the model's input shape after `lead` leading dimensions, each at least 1. */
+static bool has_input_shape(const npy_header_t *h, int lead) {
+  int ndim = masic_model.input_ndim;
+  if (h->ndim != ndim + lead) return false;
+  for (int i = 0; i < lead; i++)
+    if (h->shape[i] < 1) return false;
+  return !memcmp(h->shape + lead, masic_model.input_shape, (size_t)ndim * sizeof *h->shape);
+}
+
+/* Sets in->n_samples and in->sequence_length from the shape. One sample is shaped like the model's input or is a
+ * sequence (S, *input_shape); with labels the file holds N of either, (N, *input_shape) or (N, S, *input_shape). */
+static void match_input_shape(input_t *in, const npy_header_t *h, bool labelled) {
+  int lead = labelled ? 1 : 0;
+  for (int sequence = 0; sequence <= 1; sequence++) {
+    if (has_input_shape(h, lead + sequence)) {
+      in->n_samples = labelled ? h->shape[0] : 1;
+      in->sequence_length = sequence ? h->shape[lead] : 0;
+      return;
+    }
+  }
+  int ndim = masic_model.input_ndim;
+  const int64_t *want = masic_model.input_shape;
+  char found[512], one[256], seq[256];
+  format_shape(found, sizeof found, NULL, h->ndim, h->shape);
+  if (labelled)
+    die(EXIT_USER, "input %s has shape %s; with --labels expected %s (N >= 1 samples) or %s (N sequences of S >= 1)",
+        in->path, found, format_shape(one, sizeof one, "N", ndim, want),
+        format_shape(seq, sizeof seq, "N, S", ndim, want));
+  die(EXIT_USER, "input %s has shape %s; expected %s (one sample) or %s (a sequence of S >= 1 samples)", in->path,
+      found, format_shape(one, sizeof one, NULL, ndim, want), format_shape(seq, sizeof seq, "S", ndim, want));
+}
+
+static input_t open_input(const char *path, bool labelled) {
   uint64_t file_size;
   input_t in = {.path = path};
   in.fd = open_regular_file(path, "input", "pass an existing .npy file to --input", &file_size);
   npy_header_t h;
-  in.data_offset = read_npy_header(in.fd, path, file_size, &h);
+  in.data_offset = read_npy_header(in.fd, "input", path, file_size, &h);
   if (strcmp(h.descr, "<f4"))
     die(EXIT_USER, "input %s has dtype '%s'; expected '<f4' (little-endian float32): save x.astype(numpy.float32)",
         path, h.descr);
   if (h.fortran_order)
     die(EXIT_USER, "input %s is stored in Fortran order; save numpy.ascontiguousarray(x) instead", path);
-  in.sequence_length = match_input_shape(path, &h);
+  match_input_shape(&in, &h, labelled);
   in.sample_bytes = 4 * shape_numel(masic_model.input_ndim, masic_model.input_shape);
-  uint64_t numel = shape_numel(h.ndim, h.shape);
-  uint64_t data_bytes = file_size - in.data_offset;
-  if (numel == UINT64_MAX || data_bytes != 4 * numel)
-    die(EXIT_USER, "input %s holds %llu bytes of data but its shape needs %llu; the file is truncated or damaged",
-        path, (unsigned long long)data_bytes, (unsigned long long)(4 * numel));
+  check_npy_size("input", path, &h, file_size - in.data_offset, 4);
   return in;
+}
+
+/* Offset in the input file of the input of `step` (0-based) of `sample`. */
+static uint64_t input_offset(const input_t *in, int64_t sample, int step) {
+  uint64_t steps_stored = in->sequence_length ? (uint64_t)in->sequence_length : 1;
+  uint64_t index = (uint64_t)sample * steps_stored + (in->sequence_length ? (uint64_t)step : 0);
+  return in->data_offset + index * in->sample_bytes;
+}
+
+/* Reads labels.npy: int32 or int64, shape (n_samples,), every label a class of the model's output. */
+static int64_t *read_labels(const char *path, int64_t n_samples, size_t n_classes) {
+  uint64_t file_size;
+  int fd = open_regular_file(path, "labels", "pass an existing .npy file to --labels", &file_size);
+  npy_header_t h;
+  uint64_t data_offset = read_npy_header(fd, "labels", path, file_size, &h);
+  uint64_t itemsize = !strcmp(h.descr, "<i4") ? 4 : !strcmp(h.descr, "<i8") ? 8 : 0;
+  if (!itemsize)
+    die(EXIT_USER, "labels %s have dtype '%s'; expected '<i4' or '<i8': save y.astype(numpy.int64)", path, h.descr);
+  if (h.ndim != 1 || h.shape[0] != n_samples) {
+    char found[512];
+    die(EXIT_USER, "labels %s have shape %s; expected (%lld,), one label per sample of the input", path,
+        format_shape(found, sizeof found, NULL, h.ndim, h.shape), (long long)n_samples);
+  }
+  check_npy_size("labels", path, &h, file_size - data_offset, itemsize);
+  size_t nbytes = (size_t)(itemsize * (uint64_t)n_samples);
+  uint8_t *raw = xmalloc(nbytes);
+  if (pread_full(fd, raw, nbytes, data_offset, path) < nbytes)
+    die(EXIT_USER, "labels %s shrank while being read", path);
+  close(fd);
+  int64_t *labels = xmalloc((size_t)n_samples * sizeof *labels);
+  for (int64_t i = 0; i < n_samples; i++) {
+    int32_t narrow;
+    if (itemsize == 4) {
+      memcpy(&narrow, raw + 4 * i, 4);
+      labels[i] = narrow;
+    } else {
+      memcpy(&labels[i], raw + 8 * i, 8);
+    }
+    if (labels[i] < 0 || (uint64_t)labels[i] >= n_classes)
+      die(EXIT_USER, "labels %s: sample %lld has label %lld, outside [0, %zu) for a model with %zu outputs", path,
+          (long long)i, (long long)labels[i], n_classes, n_classes);
+  }
+  free(raw);
+  return labels;
 }
 
 /* ---- the timestep loop ---- */
 
+/* The rule in force: a command-line flag, else the calibrated rule written into the executable, else the compiled
+ * one; --min-timesteps replaces the minimum of whichever applies. */
 static schedule_t make_schedule(const options_t *opt, const input_t *in) {
-  schedule_t s = {
-      .max_steps = masic_model.timesteps,
-      .exit_rule = masic_model.exit_rule,
-      .exit_confidence = masic_model.exit_confidence,
-      .min_steps = masic_model.exit_min_timesteps,
-  };
+  schedule_t s = {.max_steps = masic_model.timesteps, .exit = masic_model.exit_rule, .exit_source = "compiled"};
+  if (calibrated_exit_rule(&s.exit)) s.exit_source = "calibrated";
+  if (opt->exit_flag) {
+    s.exit = opt->exit_rule;
+    s.exit.min_timesteps = 1;
+    s.exit_source = "command_line";
+  }
+  if (opt->min_timesteps >= 0) {
+    s.exit.min_timesteps = opt->min_timesteps;
+    s.exit_source = "command_line";
+  }
   if (in->sequence_length) s.max_steps = in->sequence_length > INT_MAX ? INT_MAX : (int)in->sequence_length;
   if (opt->timesteps) {
     if (in->sequence_length && opt->timesteps > in->sequence_length)
@@ -525,24 +699,33 @@ static schedule_t make_schedule(const options_t *opt, const input_t *in) {
           (long long)in->sequence_length, in->path);
     s.max_steps = opt->timesteps;
   }
-  if (opt->exit_confidence > 0) {
-    s.exit_rule = MASIC_EXIT_SOFTMAX_CONFIDENCE;
-    s.exit_confidence = opt->exit_confidence;
-  }
-  if (opt->min_timesteps >= 0) s.min_steps = opt->min_timesteps;
   return s;
 }
 
-/* max(softmax(v)) = 1 / sum(exp(v - max(v))): the maximum's own term is exp(0), and shifting by the maximum keeps
- * every exponent <= 0 so nothing overflows. */
-static double max_softmax(const double *v, size_t n) {
-  double top = v[0];
-  for (size_t i = 1; i < n; i++) top = v[i] > top ? v[i] : top;
-  double total = 0;
-  for (size_t i = 0; i < n; i++) total += exp(v[i] - top);
-  return 1.0 / total;
+/* exp(x) for x <= 0 from +, -, *, floor and ldexp alone, so that x86_64, aarch64 and numpy (masic/early_exit.py)
+ * compute bit-identical softmax confidences; libm's exp may differ between builds by an ulp, which could flip an
+ * exit decision. x = k ln2 + r with |r| <= ln2/2, then a Taylor polynomial of degree 13 (error below 1e-17).
+ * Each operation must be rounded on its own: GCC fuses no multiply-add in ISO C mode (-std=c11, as masic builds),
+ * and clang none under this pragma, which GCC would reject. */
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+static double exp_nonpositive(double x) {
+  static const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+  static const double log2e = 1.44269504088896338700e+00;
+  static const double taylor[14] = {1.0,          1.0,           1.0 / 2,        1.0 / 6,         1.0 / 24,
+                                    1.0 / 120,    1.0 / 720,     1.0 / 5040,     1.0 / 40320,     1.0 / 362880,
+                                    1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800.0};
+  if (!(x >= -708.0)) return x != x ? x : 0.0; /* NaN stays NaN; exp(-708) is negligible next to the top term 1 */
+  double k = floor(x * log2e + 0.5);
+  double r = x - k * ln2_hi;
+  r = r - k * ln2_lo;
+  double p = taylor[13];
+  for (int i = 12; i >= 0; i--) p = p * r + taylor[i];
+  return ldexp(p, (int)k);
 }
 
+/* The first index of the largest element (NaN never wins, unless at index 0). */
 static size_t argmax(const double *v, size_t n) {
   size_t best = 0;
   for (size_t i = 1; i < n; i++)
@@ -550,60 +733,115 @@ static size_t argmax(const double *v, size_t n) {
   return best;
 }
 
-static void run_steps(const schedule_t *s, const input_t *in, uint8_t *arena, bool keep_history, run_result_t *r) {
-  size_t out_numel = (size_t)shape_numel(masic_model.output_ndim, masic_model.output_shape);
-  r->sum = xmalloc(out_numel * sizeof *r->sum);
-  for (size_t k = 0; k < out_numel; k++) r->sum[k] = 0;
-  r->history = keep_history ? xmalloc((size_t)s->max_steps * out_numel * sizeof(float)) : NULL;
-  float *scratch = keep_history ? NULL : xmalloc(out_numel * sizeof(float));
+/* max(softmax(v)) = 1 / sum(exp(v - v[best])), summed in index order: the top term is exp(0) = 1, and every
+ * exponent is <= 0, so nothing overflows. */
+static double max_softmax(const double *v, size_t n, size_t best) {
+  double total = 0;
+  for (size_t i = 0; i < n; i++) total += exp_nonpositive(v[i] - v[best]);
+  return 1.0 / total;
+}
 
-  double start = now_s();
+/* v[best] minus the largest other element (+inf for a single output). */
+static double top_margin(const double *v, size_t n, size_t best) {
+  double second = -INFINITY;
+  for (size_t i = 0; i < n; i++)
+    if (i != best && v[i] > second) second = v[i];
+  return v[best] - second;
+}
+
+/* The score the rule compares with its threshold; `run` counts the consecutive steps with argmax `best`. */
+static double exit_score(int rule, const double *acc, size_t n, size_t best, int run) {
+  switch (rule) {
+  case MASIC_EXIT_SOFTMAX_CONFIDENCE: return max_softmax(acc, n, best);
+  case MASIC_EXIT_MARGIN: return top_margin(acc, n, best);
+  case MASIC_EXIT_STABLE_ARGMAX: return run;
+  default: return -INFINITY;
+  }
+}
+
+static run_buffers_t alloc_run_buffers(int max_steps, bool keep_history) {
+  size_t out_numel = (size_t)shape_numel(masic_model.output_ndim, masic_model.output_shape);
+  return (run_buffers_t){
+      .out_numel = out_numel,
+      .acc = xmalloc(out_numel * sizeof(double)),
+      .history = keep_history ? xmalloc((size_t)max_steps * out_numel * sizeof(float)) : NULL,
+      .scratch = keep_history ? NULL : xmalloc(out_numel * sizeof(float)),
+  };
+}
+
+static void free_run_buffers(run_buffers_t *b) {
+  free(b->acc);
+  free(b->history);
+  free(b->scratch);
+}
+
+/* Runs one sample from the initial neuron state until the last step or until the exit rule holds. */
+static sample_result_t run_sample(const schedule_t *s, const input_t *in, int64_t sample, const weights_t *weights,
+                                  uint8_t *arena, run_buffers_t *b) {
+  load_segments(weights->fd, weights->path, arena, masic_model.state_init, masic_model.n_state_init);
+  size_t n = b->out_numel;
+  for (size_t k = 0; k < n; k++) b->acc[k] = 0;
+  size_t best = 0;
+  int run = 0;
   int t = 0;
   while (t < s->max_steps) {
-    uint64_t sample = in->sequence_length ? (uint64_t)t : 0;
-    if (pread_full(in->fd, arena + masic_model.input_offset, in->sample_bytes,
-                   in->data_offset + sample * in->sample_bytes, in->path) < in->sample_bytes)
+    if (pread_full(in->fd, arena + masic_model.input_offset, in->sample_bytes, input_offset(in, sample, t),
+                   in->path) < in->sample_bytes)
       die(EXIT_USER, "input %s shrank while the model was running", in->path);
     int status = masic_model_step(arena);
     if (status) die(EXIT_STEP, "timestep %d of %d failed with status %d", t + 1, s->max_steps, status);
     /* Copied out rather than cast, so an output offset that is not float-aligned cannot fault. */
-    float *out = keep_history ? r->history + (size_t)t * out_numel : scratch;
-    memcpy(out, arena + masic_model.output_offset, out_numel * sizeof(float));
-    for (size_t k = 0; k < out_numel; k++) r->sum[k] += out[k];
+    float *out = b->history ? b->history + (size_t)t * n : b->scratch;
+    memcpy(out, arena + masic_model.output_offset, n * sizeof(float));
+    for (size_t k = 0; k < n; k++) b->acc[k] += out[k];
     t++;
-    if (s->exit_rule == MASIC_EXIT_SOFTMAX_CONFIDENCE && t >= s->min_steps &&
-        max_softmax(r->sum, out_numel) >= s->exit_confidence)
+    size_t previous = best;
+    best = argmax(b->acc, n);
+    run = t > 1 && best == previous ? run + 1 : 1;
+    if (s->exit.rule != MASIC_EXIT_NONE && t >= s->exit.min_timesteps &&
+        exit_score(s->exit.rule, b->acc, n, best, run) >= s->exit.threshold)
       break;
   }
-  r->wall_s = now_s() - start;
-  r->steps_run = t;
-  free(scratch);
+  return (sample_result_t){.steps_run = t, .prediction = best};
 }
 
 /* ---- results ---- */
 
-/* Opened before the run so that a bad output path fails in milliseconds rather than after a long run. */
-static FILE *open_output(const char *path) {
+static FILE *open_output(const char *option, const char *path) {
   FILE *f = fopen(path, "wb");
-  if (!f) die(EXIT_USER, "cannot create output file %s: %s; pass a writable --output path", path, strerror(errno));
+  if (!f) die(EXIT_USER, "cannot create output file %s: %s; pass a writable %s path", path, strerror(errno), option);
   return f;
 }
 
-static void write_output_npy(FILE *f, const char *path, const float *data, int steps) {
-  int64_t shape[MASIC_MAX_NDIM + 1] = {steps};
-  memcpy(shape + 1, masic_model.output_shape, (size_t)masic_model.output_ndim * sizeof *shape);
+static void write_or_die(FILE *f, const char *path, const void *data, size_t nbytes) {
+  if (fwrite(data, 1, nbytes, f) != nbytes) die(EXIT_SYSTEM, "cannot write output file %s: %s", path, strerror(errno));
+}
+
+static void close_output(FILE *f, const char *path) {
+  if (fclose(f) != 0) die(EXIT_SYSTEM, "cannot write output file %s: %s", path, strerror(errno));
+}
+
+/* A version 1.0 .npy header: 10-byte preamble, then the dict padded with spaces and ended by '\n' so that the data
+ * starts 64-aligned. */
+static void write_npy_header(FILE *f, const char *path, const char *descr, int ndim, const int64_t *shape) {
   char dims[512], header[640];
-  format_shape(dims, sizeof dims, NULL, masic_model.output_ndim + 1, shape);
-  int len = snprintf(header, sizeof header, "{'descr': '<f4', 'fortran_order': False, 'shape': %s, }", dims);
-  /* Version 1.0: 10-byte preamble, header padded with spaces and ended by '\n' so the data starts 64-aligned. */
+  format_shape(dims, sizeof dims, NULL, ndim, shape);
+  int len = snprintf(header, sizeof header, "{'descr': '%s', 'fortran_order': False, 'shape': %s, }", descr, dims);
   while ((10 + len + 1) % 64) header[len++] = ' ';
   header[len++] = '\n';
   uint8_t preamble[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (uint8_t)(len & 0xff), (uint8_t)(len >> 8)};
-  size_t count = (size_t)steps * (size_t)shape_numel(masic_model.output_ndim, masic_model.output_shape);
-  bool ok = fwrite(preamble, 1, sizeof preamble, f) == sizeof preamble;
-  ok = ok && fwrite(header, 1, (size_t)len, f) == (size_t)len;
-  ok = ok && fwrite(data, sizeof *data, count, f) == count;
-  if (fclose(f) != 0 || !ok) die(EXIT_SYSTEM, "cannot write output file %s: %s", path, strerror(errno));
+  write_or_die(f, path, preamble, sizeof preamble);
+  write_or_die(f, path, header, (size_t)len);
+}
+
+/* The shape of --output: (n_samples if lead, steps, *output shape). */
+static void write_outputs_header(FILE *f, const char *path, bool lead, int64_t n_samples, int steps) {
+  int64_t shape[MASIC_MAX_NDIM + 2];
+  int ndim = 0;
+  if (lead) shape[ndim++] = n_samples;
+  shape[ndim++] = steps;
+  memcpy(shape + ndim, masic_model.output_shape, (size_t)masic_model.output_ndim * sizeof *shape);
+  write_npy_header(f, path, "<f4", ndim + masic_model.output_ndim, shape);
 }
 
 static void print_json_string(const char *s) {
@@ -617,56 +855,191 @@ static void print_json_string(const char *s) {
   putchar('"');
 }
 
-static void print_report(const schedule_t *s, const run_result_t *r, double load_s, int threads) {
-  size_t out_numel = (size_t)shape_numel(masic_model.output_ndim, masic_model.output_shape);
-  size_t prediction = argmax(r->sum, out_numel);
-  double confidence = max_softmax(r->sum, out_numel);
+/* The rule's JSON keys; exit_params uses the manifest's names, and %.17g gives back the exact double. */
+static void print_exit_json(const masic_exit_rule_t *r, const char *source) {
+  printf(", \"exit_rule\": \"%s\", \"exit_params\": {", exit_rule_names[r->rule]);
+  if (r->rule != MASIC_EXIT_NONE)
+    printf("\"%s\": %.17g, \"min_timesteps\": %d", exit_threshold_names[r->rule], r->threshold, r->min_timesteps);
+  printf("}, \"exit_source\": \"%s\"", source);
+}
+
+static void print_resources_json(double load_s, int threads) {
   struct rusage usage;
   getrusage(RUSAGE_SELF, &usage);
+  printf(", \"load_s\": %.6f, \"arena_bytes\": %llu, \"weights_bytes\": %llu", load_s,
+         (unsigned long long)masic_model.arena_bytes, (unsigned long long)masic_model.weights_bytes);
+  printf(", \"peak_rss_bytes\": %lld, \"threads\": %d}\n", (long long)usage.ru_maxrss * 1024, threads);
+}
 
-  printf("prediction: %zu\n", prediction);
+static void print_report(const schedule_t *s, const sample_result_t *r, const run_buffers_t *b, double wall_s,
+                         double load_s, int threads) {
+  double confidence = max_softmax(b->acc, b->out_numel, r->prediction);
+  printf("prediction: %zu\n", r->prediction);
   printf("{\"model\": ");
   print_json_string(masic_model.name);
-  printf(", \"prediction\": %zu, \"timesteps\": %d, \"max_timesteps\": %d, \"exited_early\": %s", prediction,
+  printf(", \"prediction\": %zu, \"timesteps\": %d, \"max_timesteps\": %d, \"exited_early\": %s", r->prediction,
          r->steps_run, s->max_steps, r->steps_run < s->max_steps ? "true" : "false");
-  printf(", \"exit_rule\": \"%s\"", s->exit_rule == MASIC_EXIT_SOFTMAX_CONFIDENCE ? "softmax_confidence" : "none");
+  print_exit_json(&s->exit, s->exit_source);
   /* JSON has no NaN: a model producing NaN reports a null confidence. */
   if (isfinite(confidence))
     printf(", \"confidence\": %.6f", confidence);
   else
     printf(", \"confidence\": null");
-  printf(", \"wall_s\": %.6f, \"load_s\": %.6f, \"arena_bytes\": %llu, \"weights_bytes\": %llu", r->wall_s, load_s,
-         (unsigned long long)masic_model.arena_bytes, (unsigned long long)masic_model.weights_bytes);
-  printf(", \"peak_rss_bytes\": %lld, \"threads\": %d}\n", (long long)usage.ru_maxrss * 1024, threads);
+  printf(", \"wall_s\": %.6f", wall_s);
+  print_resources_json(load_s, threads);
+}
+
+static void describe_exit_rule(char *buf, size_t cap, const masic_exit_rule_t *r) {
+  switch (r->rule) {
+  case MASIC_EXIT_SOFTMAX_CONFIDENCE:
+    snprintf(buf, cap, "softmax confidence >= %.6g from step %d", r->threshold, r->min_timesteps);
+    break;
+  case MASIC_EXIT_MARGIN: snprintf(buf, cap, "margin >= %.6g from step %d", r->threshold, r->min_timesteps); break;
+  case MASIC_EXIT_STABLE_ARGMAX:
+    snprintf(buf, cap, "same argmax for %.0f step%s from step %d", r->threshold, r->threshold == 1 ? "" : "s",
+             r->min_timesteps);
+    break;
+  default: snprintf(buf, cap, "none"); break;
+  }
+}
+
+static const char histogram_bar[] = "##################################################"; /* the longest bar */
+
+/* Accuracy, timesteps used (mean and histogram, one row per step count from the fewest to the most used), time per
+ * sample; then everything as one JSON line. `histogram[t - 1]` counts the samples that ran t steps. */
+static void print_batch_report(const schedule_t *s, int64_t n_samples, int64_t correct, const int64_t *histogram,
+                               double wall_s, double load_s, int threads) {
+  int64_t total_steps = 0, peak = 0;
+  int fewest = s->max_steps, most = 1;
+  for (int t = 1; t <= s->max_steps; t++) {
+    int64_t count = histogram[t - 1];
+    total_steps += count * t;
+    peak = count > peak ? count : peak;
+    if (count && t < fewest) fewest = t;
+    if (count) most = t;
+  }
+  double n = (double)n_samples, accuracy = (double)correct / n, mean_steps = (double)total_steps / n;
+  char rule[160];
+  describe_exit_rule(rule, sizeof rule, &s->exit);
+  printf("accuracy: %.2f%% (%lld of %lld samples)\n", 100 * accuracy, (long long)correct, (long long)n_samples);
+  printf("timesteps: mean %.2f of %d (%.1f%% fewer); exit rule: %s (%s)\n", mean_steps, s->max_steps,
+         100 * (1 - mean_steps / s->max_steps), rule, s->exit_source);
+  printf("timesteps used:\n");
+  for (int t = fewest; t <= most; t++) {
+    int64_t count = histogram[t - 1];
+    int bar = (int)((count * (int64_t)(sizeof histogram_bar - 1) + peak - 1) / peak);
+    printf("  %6d %8lld  %.*s\n", t, (long long)count, bar, histogram_bar);
+  }
+  printf("time per sample: %.6f ms (%.6f s for %lld samples)\n", 1e3 * wall_s / n, wall_s, (long long)n_samples);
+  printf("{\"model\": ");
+  print_json_string(masic_model.name);
+  printf(", \"samples\": %lld, \"correct\": %lld, \"accuracy\": %.6f, \"mean_timesteps\": %.6f", (long long)n_samples,
+         (long long)correct, accuracy, mean_steps);
+  printf(", \"max_timesteps\": %d, \"timesteps_histogram\": [", s->max_steps);
+  for (int t = 1; t <= s->max_steps; t++) printf(t > 1 ? ", %lld" : "%lld", (long long)histogram[t - 1]);
+  printf("]");
+  print_exit_json(&s->exit, s->exit_source);
+  printf(", \"wall_s\": %.6f, \"wall_s_per_sample\": %.9f", wall_s, wall_s / n);
+  print_resources_json(load_s, threads);
+}
+
+/* Writes one sample's outputs to --output: the steps run, then NaN up to the schedule's last step. */
+static void write_sample_outputs(FILE *f, const char *path, const run_buffers_t *b, int steps_run, int max_steps) {
+  write_or_die(f, path, b->history, (size_t)steps_run * b->out_numel * sizeof(float));
+  float nan = NAN;
+  for (size_t k = (size_t)steps_run * b->out_numel; k < (size_t)max_steps * b->out_numel; k++)
+    write_or_die(f, path, &nan, sizeof nan);
+}
+
+static run_files_t open_run_files(const options_t *opt, const input_t *in) {
+  size_t n_classes = (size_t)shape_numel(masic_model.output_ndim, masic_model.output_shape);
+  return (run_files_t){
+      .labels = opt->labels_path ? read_labels(opt->labels_path, in->n_samples, n_classes) : NULL,
+      .output = opt->output_path ? open_output("--output", opt->output_path) : NULL,
+      .predictions = opt->predictions_path ? open_output("--predictions", opt->predictions_path) : NULL,
+  };
+}
+
+/* Runs every sample of a labelled input, writes --output and --predictions, and prints the batch report. */
+static void run_batch(const options_t *opt, const schedule_t *s, const input_t *in, const run_files_t *files,
+                      const weights_t *weights, uint8_t *arena, double load_s, int threads) {
+  FILE *output = files->output, *predictions = files->predictions;
+  if (output) write_outputs_header(output, opt->output_path, true, in->n_samples, s->max_steps);
+  int32_t *rows = predictions ? xmalloc((size_t)in->n_samples * 2 * sizeof *rows) : NULL;
+  int64_t *histogram = xmalloc((size_t)s->max_steps * sizeof *histogram);
+  for (int t = 0; t < s->max_steps; t++) histogram[t] = 0;
+  run_buffers_t buffers = alloc_run_buffers(s->max_steps, output != NULL);
+  int64_t correct = 0;
+  double wall_s = 0;
+  for (int64_t i = 0; i < in->n_samples; i++) {
+    double start = now_s();
+    sample_result_t r = run_sample(s, in, i, weights, arena, &buffers);
+    wall_s += now_s() - start;
+    correct += (int64_t)r.prediction == files->labels[i];
+    histogram[r.steps_run - 1]++;
+    if (output) write_sample_outputs(output, opt->output_path, &buffers, r.steps_run, s->max_steps);
+    if (rows) {
+      rows[2 * i] = (int32_t)r.prediction;
+      rows[2 * i + 1] = r.steps_run;
+    }
+  }
+  if (output) close_output(output, opt->output_path);
+  if (predictions) {
+    int64_t shape[2] = {in->n_samples, 2};
+    write_npy_header(predictions, opt->predictions_path, "<i4", 2, shape);
+    write_or_die(predictions, opt->predictions_path, rows, (size_t)in->n_samples * 2 * sizeof *rows);
+    close_output(predictions, opt->predictions_path);
+  }
+  print_batch_report(s, in->n_samples, correct, histogram, wall_s, load_s, threads);
+  free_run_buffers(&buffers);
+  free(histogram);
+  free(rows);
+}
+
+/* Runs the one sample of an unlabelled input, writes --output and prints the single-sample report. */
+static void run_single(const options_t *opt, const schedule_t *s, const input_t *in, const run_files_t *files,
+                       const weights_t *weights, uint8_t *arena, double load_s, int threads) {
+  FILE *output = files->output;
+  run_buffers_t buffers = alloc_run_buffers(s->max_steps, output != NULL);
+  double start = now_s();
+  sample_result_t r = run_sample(s, in, 0, weights, arena, &buffers);
+  double wall_s = now_s() - start;
+  if (output) {
+    write_outputs_header(output, opt->output_path, false, 1, r.steps_run);
+    write_sample_outputs(output, opt->output_path, &buffers, r.steps_run, r.steps_run);
+    close_output(output, opt->output_path);
+  }
+  print_report(s, &r, &buffers, wall_s, load_s, threads);
+  free_run_buffers(&buffers);
 }
 
 int main(int argc, char **argv) {
   options_t opt;
   parse_args(argc, argv, &opt);
   check_model();
-  input_t in = open_input(opt.input_path);
+  input_t in = open_input(opt.input_path, opt.labels_path != NULL);
   schedule_t schedule = make_schedule(&opt, &in);
-  FILE *output = opt.output_path ? open_output(opt.output_path) : NULL;
+  run_files_t files = open_run_files(&opt, &in);
 
   double load_start = now_s();
   crc32_init();
   char *default_path = opt.weights_path ? NULL : default_weights_path();
-  uint8_t *arena = load_arena(default_path ? default_path : opt.weights_path);
+  weights_t weights;
+  uint8_t *arena = load_arena(default_path ? default_path : opt.weights_path, &weights);
   double load_s = now_s() - load_start;
 
   if (masic_parallel_init(opt.threads) != 0)
     die(EXIT_SYSTEM, "cannot start the worker threads (--threads %d)", opt.threads);
   int threads = masic_parallel_num_threads();
-  run_result_t result;
-  run_steps(&schedule, &in, arena, output != NULL, &result);
+  if (files.labels)
+    run_batch(&opt, &schedule, &in, &files, &weights, arena, load_s, threads);
+  else
+    run_single(&opt, &schedule, &in, &files, &weights, arena, load_s, threads);
   masic_parallel_shutdown();
 
-  if (output) write_output_npy(output, opt.output_path, result.history, result.steps_run);
-  print_report(&schedule, &result, load_s, threads);
-
   close(in.fd);
-  free(result.sum);
-  free(result.history);
+  close(weights.fd);
+  free(files.labels);
   free(arena);
   free(default_path);
   return 0;

@@ -19,8 +19,34 @@ typedef struct {
 
 enum masic_exit_rule {
   MASIC_EXIT_NONE = 0,               /* always run all timesteps */
-  MASIC_EXIT_SOFTMAX_CONFIDENCE = 1, /* stop once max(softmax(sum of outputs so far)) >= exit_confidence */
+  MASIC_EXIT_SOFTMAX_CONFIDENCE = 1, /* score: the largest element of softmax(acc) */
+  MASIC_EXIT_MARGIN = 2,             /* score: the largest element of acc minus the second largest */
+  MASIC_EXIT_STABLE_ARGMAX = 3,      /* score: how many consecutive steps, ending now, share the argmax of acc */
 };
+
+/* An early-exit rule. acc is the sum, in double, of the outputs of the steps run so far. After step t (1-based),
+ * if t >= min_timesteps, the loop stops once the rule's score of acc is >= threshold. masic/early_exit.py mirrors
+ * this arithmetic operation for operation, so calibration predicts the loader's decisions exactly. */
+typedef struct {
+  int32_t rule;          /* enum masic_exit_rule */
+  int32_t min_timesteps; /* >= 0 */
+  double threshold;      /* SOFTMAX_CONFIDENCE: in (0, 1]; MARGIN: finite, > 0; STABLE_ARGMAX: an integer >= 1 */
+} masic_exit_rule_t;
+
+/* The exit rule `masic calibrate` writes into a built executable, so that the executable alone applies it without
+ * recompiling. The loader defines one masic_exit_override_t, alone in the ELF section MASIC_EXIT_SECTION, with
+ * `set` = 0; masic finds the section by name, checks magic, version and size, and rewrites the block. When `set` is
+ * 1, `rule` replaces the compiled-in masic_model.exit_rule. Command-line flags override both. */
+#define MASIC_EXIT_SECTION ".masic_exit"
+#define MASIC_EXIT_MAGIC "masic-exit-rule" /* 15 characters and the NUL fill magic[16] */
+#define MASIC_EXIT_VERSION 1u
+
+typedef struct {
+  char magic[16];
+  uint32_t version;
+  uint32_t set;
+  masic_exit_rule_t rule;
+} masic_exit_override_t;
 
 typedef struct {
   const char *name;
@@ -36,14 +62,12 @@ typedef struct {
   int32_t output_ndim;
   int64_t output_shape[MASIC_MAX_NDIM];
   uint64_t output_offset;
-  int32_t timesteps; /* default number of timesteps */
-  int32_t exit_rule; /* enum masic_exit_rule */
-  float exit_confidence;
-  int32_t exit_min_timesteps;
+  int32_t timesteps;           /* default number of timesteps */
+  masic_exit_rule_t exit_rule; /* default exit rule; see masic_exit_override_t */
   /* weights resident for the whole run: copied once at start */
   uint32_t n_resident;
   const masic_segment_t *resident;
-  /* initial neuron state: copied at start (and again before each new sample) */
+  /* initial neuron state: copied before each sample */
   uint32_t n_state_init;
   const masic_segment_t *state_init;
 } masic_model_t;

@@ -1,0 +1,407 @@
+"""torch.export frontend: a plain PyTorch SNN step (no Norse classes) -> Graph IR of one timestep.
+
+Covers modules written in the snnTorch style: `forward(x, *state)` takes the input and the state tensors of one
+timestep, for a batch of one, and returns `(output, *new_state)`, the new states in the order of the state inputs.
+They come as a torch.export archive (`.pt2`, from `torch.export.save`) or from a `package.module:factory` that
+returns a `torch.export.ExportedProgram` or a pair `(module, example_inputs)`, which is exported here.
+
+Mechanism. Each aten op of the exported graph maps one-to-one onto an IR op with the same float32 semantics, so a
+neuron update compiles exactly as written, whatever formulation it uses (reset by subtraction or to zero, `where`
+or arithmetic masks, per-neuron decay buffers): the IR repeats PyTorch's roundings one operation at a time. Matching
+neuron patterns instead would recognise only the formulations someone listed. Each state input becomes a `delay`
+whose source is the matching state output: at step t it holds the state the step t-1 returned, zeros at the first
+step (the state starts at zero, as snnTorch's `init_leaky` makes it).
+
+Ops: linear, conv2d, max_pool2d, avg_pool2d, adaptive_avg_pool2d, relu, flatten / view / reshape / squeeze /
+unsqueeze (order-preserving views), add, sub, rsub, mul, neg, gt, lt, where, ones_like / zeros_like / full_like,
+and no-ops (clone, detach, dropout, conversions to float32, shape assertions). Parameters, buffers and constant
+tensors fold into the ops that read them (a product with a buffer becomes a `scale` by a per-element parameter);
+alpha != 1, division, broadcasting between two runtime tensors, and any other op are refused, naming the op.
+
+Archives are checked before torch.export.load sees them: only tensors stored as raw bytes are accepted (torch would
+unpickle the others, and its sample-input reader falls back to full pickle), so a hostile archive cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from masic.frontends.errors import FrontendError, first_line
+from masic.frontends.graph_builder import GraphBuilder
+
+from masic.ir.graph import Graph, TensorType
+
+Value = str | np.ndarray  # an IR value name (a runtime tensor, per sample) or a constant (with its batch axis)
+
+
+def _check_archive(path: Path) -> None:
+    """Refuses archives that torch.export.load would unpickle: pickled tensors or objects, legacy layouts."""
+    if not path.is_file():
+        raise FrontendError(f"model file {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise FrontendError(f"{path} is not a torch.export archive (expected a .pt2 written by torch.export.save)")
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        formats = [n for n in names if n.endswith("/archive_format")]
+        if len(formats) != 1 or archive.read(formats[0]).strip() != b"pt2":
+            raise FrontendError(f"{path} is not a torch.export archive of this PyTorch version (re-export it)")
+        for name in names:
+            if name.endswith("_config.json") and "/data/" in name:
+                for key, entry in json.loads(archive.read(name)).get("config", {}).items():
+                    if entry.get("use_pickle") or not str(entry.get("path_name", "")).startswith(("weight", "tensor")):
+                        raise FrontendError(f"{path} stores {key} as a pickled object; masic does not unpickle it")
+            elif name.endswith(".pt") and "/data/sample_inputs/" not in name:
+                raise FrontendError(f"{path} holds a pickle ({name}); masic does not unpickle it")
+            elif name.endswith(".pt"):
+                try:  # torch retries a failing sample-input file with full pickle; make sure it cannot fail
+                    torch.load(archive.open(name), weights_only=True)
+                except Exception as err:
+                    raise FrontendError(f"{path}: {name} is not plain tensors ({first_line(err)})") from None
+
+
+def load_export(path: str | Path) -> torch.export.ExportedProgram:
+    """Loads a .pt2 archive after `_check_archive`; every failure is a one-line FrontendError."""
+    path = Path(path)
+    _check_archive(path)
+    try:
+        return torch.export.load(path)
+    except Exception as err:
+        raise FrontendError(f"cannot read {path}: {first_line(err)}") from None
+
+
+def export_module(module: torch.nn.Module, example_inputs: tuple[Any, ...], spec: str) -> torch.export.ExportedProgram:
+    """torch.export.export of one step, in inference mode."""
+    module.eval()
+    try:
+        with torch.no_grad():
+            return torch.export.export(module, tuple(example_inputs))
+    except Exception as err:
+        raise FrontendError(f"{spec}: torch.export failed: {first_line(err)}") from None
+
+
+_NO_OPS = {
+    "aten.clone.default",
+    "aten.alias.default",
+    "aten.detach.default",
+    "aten.detach_.default",
+    "aten.contiguous.default",
+    "aten.lift_fresh_copy.default",
+    "aten.dropout.default",
+    "aten.to.dtype",
+    "aten._to_copy.default",
+    "aten.to.dtype_layout",
+}
+_ASSERTIONS = {"aten._assert_tensor_metadata.default", "aten._assert_scalar.default"}
+_VIEWS = {
+    "aten.flatten.using_ints",
+    "aten.view.default",
+    "aten.reshape.default",
+    "aten._unsafe_view.default",
+    "aten.squeeze.dim",
+    "aten.squeeze.dims",
+    "aten.squeeze.default",
+    "aten.unsqueeze.default",
+}
+_FILLS = {"aten.ones_like.default": 1.0, "aten.zeros_like.default": 0.0}
+
+
+class _Importer:
+    """Walks the exported graph in its (topological) order, mapping each FX node to a Value."""
+
+    def __init__(self, program: torch.export.ExportedProgram) -> None:
+        self.program = program
+        self.b = GraphBuilder()
+        self.values: dict[str, Value] = {}
+        self.handlers: dict[str, Callable[[Any], Value]] = {
+            "aten.linear.default": self._linear,
+            "aten.conv2d.default": self._conv2d,
+            "aten.max_pool2d.default": self._max_pool2d,
+            "aten.avg_pool2d.default": self._avg_pool2d,
+            "aten.adaptive_avg_pool2d.default": self._adaptive_avg_pool2d,
+            "aten.relu.default": lambda n: self.unary(n, "relu", {}),
+            "aten.neg.default": lambda n: self.unary(n, "scale", {"factor": -1.0}),
+            "aten.add.Tensor": self._add,
+            "aten.sub.Tensor": self._sub,
+            "aten.rsub.Scalar": self._rsub,
+            "aten.mul.Tensor": self._mul,
+            "aten.gt.Scalar": self._gt,
+            "aten.gt.Tensor": self._gt,
+            "aten.lt.Scalar": self._lt,
+            "aten.lt.Tensor": self._lt,
+            "aten.where.self": self._where,
+            "aten.full_like.default": lambda n: self.fill(n, float(n.args[1])),
+        }
+
+    # -- values --
+
+    def loc(self, node: Any) -> str:
+        trace = (node.meta.get("stack_trace") or "").strip().splitlines()
+        where = f" at {trace[-1].strip()}" if trace else ""
+        return f"{node.target} (%{node.name}){where}"
+
+    def arg(self, node: Any, value: Any) -> Value:
+        """An argument as a Value: a runtime tensor's IR name, or a constant array (scalars included)."""
+        if isinstance(value, torch.fx.Node):
+            return self.values[value.name]
+        if isinstance(value, int | float | bool):
+            return np.asarray(value, dtype=np.float32)
+        raise FrontendError(f"{self.loc(node)}: argument {value!r} is not supported")
+
+    def out_shape(self, node: Any) -> tuple[int, ...]:
+        """The per-sample shape of a node's result (its leading batch axis must be 1)."""
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor) or val.dtype not in (torch.float32, torch.bool):
+            raise FrontendError(
+                f"{self.loc(node)}: only float32 tensors are supported, got {getattr(val, 'dtype', val)}"
+            )
+        if val.dim() == 0 or val.shape[0] != 1:
+            raise FrontendError(
+                f"{self.loc(node)}: result {tuple(val.shape)} has no batch axis of 1; export one sample"
+            )
+        return tuple(int(d) for d in val.shape[1:])
+
+    def const(self, node: Any, value: np.ndarray, key: str, like: str) -> float | Any:
+        """A constant operand as a float or a per-element parameter of the shape of `node`'s result."""
+        shape = self.out_shape(node)
+        if self.b.type_of(like).shape != shape:
+            raise FrontendError(f"{self.loc(node)}: a constant broadcasts %{like} to {shape}; not supported")
+        try:
+            per_sample = np.broadcast_to(value, (1, *shape))[0]
+        except ValueError:
+            raise FrontendError(f"{self.loc(node)}: constant of shape {value.shape} does not fit {shape}") from None
+        return self.b.element_param(node.name, key, per_sample, shape, self.loc(node))
+
+    def unary(self, node: Any, op: str, attrs: dict[str, Any], x: Value | None = None) -> str:
+        x = self.arg(node, node.args[0]) if x is None else x
+        if not isinstance(x, str):
+            raise FrontendError(f"{self.loc(node)}: operand is a constant; fold it before exporting")
+        return self.b.add(node.name, op, (x,), attrs, self.loc(node))
+
+    def fill(self, node: Any, value: float) -> np.ndarray:
+        return np.full((1, *self.out_shape(node)), value, dtype=np.float32)
+
+    def materialise(self, node: Any, value: Value, role: str) -> str:
+        """A runtime value for an operand that must be one: constants become `constant` nodes."""
+        if isinstance(value, str):
+            return value
+        shape = self.out_shape(node)
+        attr = self.b.element_param(f"{node.name}.{role}", "value", np.broadcast_to(value, (1, *shape))[0], shape, "")
+        return self.b.add(f"{node.name}.{role}", "constant", (), {"value": attr}, self.loc(node), TensorType(shape))
+
+    # -- ops --
+
+    def _weights(self, node: Any, index: int) -> np.ndarray | None:
+        if len(node.args) <= index or node.args[index] is None:
+            return None
+        value = self.arg(node, node.args[index])
+        if isinstance(value, str):
+            raise FrontendError(f"{self.loc(node)}: weights computed at run time are not supported")
+        return value
+
+    def _linear(self, node: Any) -> str:
+        weight, bias = self._weights(node, 1), self._weights(node, 2)
+        attrs = {
+            "weight": self.b.param(f"{node.name}.weight", weight),
+            "bias": None if bias is None else self.b.param(f"{node.name}.bias", bias),
+            "in_features": int(weight.shape[1]),
+            "out_features": int(weight.shape[0]),
+        }
+        return self.unary(node, "dense", attrs)
+
+    def pair(self, node: Any, value: Any, default: int | None) -> tuple[int, int] | None:
+        """An int-or-list conv/pool argument as a pair; None or an empty list mean `default` (None: no default)."""
+        if value is None or (isinstance(value, list | tuple) and not value):
+            return None if default is None else (default, default)
+        if isinstance(value, str):
+            raise FrontendError(f"{self.loc(node)}: padding={value!r} is not supported; give numbers")
+        values = [int(value)] * 2 if isinstance(value, int) else [int(v) for v in value]
+        return (values[0], values[-1])
+
+    def _conv2d(self, node: Any) -> str:
+        args = [*node.args, *[None] * 7][:7]
+        weight, bias = self._weights(node, 1), self._weights(node, 2)
+        attrs = {
+            "weight": self.b.param(f"{node.name}.weight", weight),
+            "bias": None if bias is None else self.b.param(f"{node.name}.bias", bias),
+            "out_channels": int(weight.shape[0]),
+            "kernel": (int(weight.shape[2]), int(weight.shape[3])),
+            "stride": self.pair(node, args[3], 1),
+            "padding": self.pair(node, args[4], 0),
+            "dilation": self.pair(node, args[5], 1),
+            "groups": int(args[6] or 1),
+        }
+        return self.unary(node, "conv2d", attrs)
+
+    def _pool(self, node: Any, op: str, args: list[Any]) -> str:
+        """kernel, stride (default: the kernel), padding of max_pool2d / avg_pool2d."""
+        kernel = self.pair(node, args[1], 1)
+        stride = self.pair(node, args[2], None) or kernel
+        return self.unary(node, op, {"kernel": kernel, "stride": stride, "padding": self.pair(node, args[3], 0)})
+
+    def _max_pool2d(self, node: Any) -> str:
+        args = [*node.args, *[None] * 6][:6]
+        if self.pair(node, args[4], 1) != (1, 1) or args[5]:
+            raise FrontendError(f"{self.loc(node)}: dilation and ceil_mode are not supported")
+        return self._pool(node, "maxpool2d", args)
+
+    def _avg_pool2d(self, node: Any) -> str:
+        args = [*node.args, *[None] * 7][:7]
+        if args[4] or args[5] is False or args[6] is not None:
+            raise FrontendError(f"{self.loc(node)}: ceil_mode, count_include_pad=False, divisor_override unsupported")
+        return self._pool(node, "avgpool2d", args)
+
+    def _adaptive_avg_pool2d(self, node: Any) -> str:
+        return self.unary(node, "adaptive_avgpool2d", {"output": self.out_shape(node)[1:]})
+
+    def _view(self, node: Any) -> str:
+        shape = self.out_shape(node)
+        if len(shape) == 1:
+            return self.unary(node, "flatten", {})
+        return self.unary(node, "reshape", {"shape": shape})
+
+    def _binary(self, node: Any, tensor_op: str, const_op: str, key: str, negate_const: bool = False) -> Value:
+        if node.kwargs.get("alpha", 1) != 1:
+            raise FrontendError(f"{self.loc(node)}: alpha != 1 is not supported")
+        if tensor_op != "mul" and node.meta["val"].dtype == torch.bool:  # logical or / xor, not arithmetic
+            raise FrontendError(f"{self.loc(node)}: {tensor_op} of bool tensors is not supported")
+        a, b = (self.arg(node, v) for v in node.args[:2])
+        if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+            result = {"add": np.add, "sub": np.subtract, "mul": np.multiply}[tensor_op](a, b, dtype=np.float32)
+            return np.broadcast_to(result, (1, *self.out_shape(node))).astype(np.float32)
+        if isinstance(a, str) and isinstance(b, str):
+            if self.b.type_of(a) != self.b.type_of(b):
+                raise FrontendError(f"{self.loc(node)}: operands {self.b.type_of(a)} and {self.b.type_of(b)} differ")
+            return self.b.add(node.name, tensor_op, (a, b), {}, self.loc(node))
+        if isinstance(a, np.ndarray):  # c + x, c * x commute exactly; c - x is handled by the caller
+            a, b = b, a
+        c = -b if negate_const else b
+        return self.unary(node, const_op, {key: self.const(node, c, key, a)}, a)
+
+    def _add(self, node: Any) -> Value:
+        return self._binary(node, "add", "offset", "value")
+
+    def _mul(self, node: Any) -> Value:
+        return self._binary(node, "mul", "scale", "factor")
+
+    def _sub(self, node: Any) -> Value:
+        a = self.arg(node, node.args[0])
+        if isinstance(a, np.ndarray) and isinstance(self.arg(node, node.args[1]), str):
+            return self._constant_minus(node, a, self.arg(node, node.args[1]))
+        return self._binary(node, "sub", "offset", "value", negate_const=True)  # x - c == x + (-c) exactly
+
+    def _rsub(self, node: Any) -> Value:
+        return self._constant_minus(node, self.arg(node, node.args[1]), self.arg(node, node.args[0]))
+
+    def _constant_minus(self, node: Any, c: np.ndarray, x: Value) -> str:
+        """c - x == (-x) + c exactly."""
+        if node.kwargs.get("alpha", 1) != 1 or not isinstance(x, str):
+            raise FrontendError(f"{self.loc(node)}: only constant - tensor with alpha 1 is supported")
+        negated = self.b.add(f"{node.name}.neg", "scale", (x,), {"factor": -1.0}, self.loc(node))
+        return self.b.add(
+            node.name, "offset", (negated,), {"value": self.const(node, c, "value", negated)}, self.loc(node)
+        )
+
+    def _gt(self, node: Any, swap: bool = False) -> str:
+        """a > b: threshold(a, b) for a constant b; (a - b) > 0 for two tensors (the same predicate for finite
+        floats); a constant a compares as -b > -a."""
+        a, b = (self.arg(node, v) for v in node.args[:2])
+        if swap:
+            a, b = b, a
+        if isinstance(a, str) and isinstance(b, str):
+            diff = self.b.add(f"{node.name}.diff", "sub", (a, b), {}, self.loc(node))
+            return self.b.add(node.name, "threshold", (diff,), {"threshold": 0.0}, self.loc(node))
+        if isinstance(a, np.ndarray):
+            if not isinstance(b, str):
+                raise FrontendError(f"{self.loc(node)}: comparing two constants; fold it before exporting")
+            b = self.b.add(f"{node.name}.neg", "scale", (b,), {"factor": -1.0}, self.loc(node))
+            a = -a
+            a, b = b, a
+        return self.b.add(
+            node.name, "threshold", (a,), {"threshold": self.const(node, b, "threshold", a)}, self.loc(node)
+        )
+
+    def _lt(self, node: Any) -> str:
+        return self._gt(node, swap=True)
+
+    def _where(self, node: Any) -> str:
+        cond, a, b = (self.arg(node, v) for v in node.args[:3])
+        if not isinstance(cond, str):
+            raise FrontendError(f"{self.loc(node)}: a constant condition; fold it before exporting")
+        operands = (cond, self.materialise(node, a, "then"), self.materialise(node, b, "else"))
+        return self.b.add(node.name, "select", operands, {}, self.loc(node))
+
+    # -- the walk --
+
+    def run(self, name: str, timesteps: int, input_shape: tuple[int, ...] | None) -> Graph:
+        program, sig = self.program, self.program.graph_signature
+        if sig.buffers_to_mutate or getattr(sig, "user_inputs_to_mutate", None):
+            raise FrontendError("the module updates buffers or inputs in place; return the new state instead")
+        constants = {**program.state_dict, **program.constants}
+        lifted = {**sig.inputs_to_parameters, **sig.inputs_to_buffers, **sig.inputs_to_lifted_tensor_constants}
+        user_inputs, user_outputs = list(sig.user_inputs), list(sig.user_outputs)
+        if not user_inputs:
+            raise FrontendError("the exported forward takes no input")
+        if len(user_outputs) != len(user_inputs):
+            raise FrontendError(
+                f"forward takes {len(user_inputs)} tensors (input and {len(user_inputs) - 1} states) but returns "
+                f"{len(user_outputs)}; it must return (output, *new_states) with one new state per state input"
+            )
+        nodes = {n.name: n for n in program.graph.nodes}
+        delays: list[str] = []
+        for position, placeholder in enumerate(user_inputs):
+            node = nodes[placeholder]
+            shape = self.out_shape(node)
+            if position == 0:
+                if input_shape is not None and tuple(input_shape) != shape:
+                    raise FrontendError(f"--input-shape {input_shape} differs from the exported input {shape}")
+                self.values[placeholder] = self.b.add(placeholder, "input", (), {}, "model input", TensorType(shape))
+            else:
+                delay = self.b.delay(placeholder, TensorType(shape), f"state input {placeholder}")
+                self.values[placeholder] = delay
+                delays.append(delay)
+        for node in program.graph.nodes:
+            target = str(node.target)
+            if node.op == "placeholder":
+                if node.name in lifted:
+                    self.values[node.name] = constants[lifted[node.name]].detach().cpu().numpy().astype(np.float32)
+                elif node.name not in self.values:
+                    raise FrontendError(f"unsupported input {node.name} of the exported program")
+            elif node.op == "call_function" and target in _ASSERTIONS:
+                continue
+            elif node.op == "call_function" and target in _NO_OPS:
+                self.out_shape(node)  # float32 or bool results only
+                source = getattr(node.args[0], "meta", {}).get("val")
+                if node.meta["val"].dtype == torch.bool and getattr(source, "dtype", torch.bool) != torch.bool:
+                    raise FrontendError(f"{self.loc(node)}: converting numbers to bool is not supported")
+                self.values[node.name] = self.arg(node, node.args[0])
+            elif node.op == "call_function" and target in _VIEWS:
+                self.values[node.name] = self._view(node)
+            elif node.op == "call_function" and target in _FILLS:
+                self.values[node.name] = self.fill(node, _FILLS[target])
+            elif node.op == "call_function" and target in self.handlers:
+                self.values[node.name] = self.handlers[target](node)
+            elif node.op == "call_function":
+                raise FrontendError(f"unsupported op {self.loc(node)}")
+        (returned,) = [n for n in program.graph.nodes if n.op == "output"]
+        results = [self.values[v.name] if isinstance(v, torch.fx.Node) else v for v in returned.args[0]]
+        if not all(isinstance(r, str) for r in results):
+            raise FrontendError("an output or new state of the exported forward is a constant")
+        for delay, new_state in zip(delays, results[1:], strict=True):
+            self.b.connect_delay(delay, new_state)
+        return self.b.finish(name, results[0], timesteps)
+
+
+def import_export(
+    program: torch.export.ExportedProgram,
+    input_shape: tuple[int, ...] | None = None,
+    timesteps: int = 16,
+    name: str = "model",
+) -> Graph:
+    """Lowers the exported step function (see the module docstring) to the IR."""
+    return _Importer(program).run(name, timesteps, input_shape)

@@ -1,0 +1,519 @@
+"""NIR frontend: a NIR graph file (HDF5) -> Graph IR of one timestep.
+
+Covers NIR 1.0 graphs of Input, Output, Affine, Linear, Scale, Conv1d, Conv2d, SumPool2d, AvgPool2d, Flatten,
+Threshold, Delay, I, IF, LI, LIF, CubaLI and CubaLIF nodes, nested NIRGraph subgraphs (an edge to or from a subgraph
+goes to its Input / comes from its Output node; `sub.node` names a node inside), several edges into one node (their
+values are summed in the file's edge order) and cycles. One Input and one Output node at the top level. Any other
+node type is refused with its name and type.
+
+Reading. The file must be HDF5 (checked by its signature before anything else; a pickle or ZIP is refused, never
+unpickled); `nir.serialization.hdf2dict` reads it into plain arrays and `nir.dict2NIRNode` builds the nodes with
+NIR's type checking off in every subgraph (it rejects scalar parameters, NIR issue #176). Structural problems get a
+one-line error naming the file and node: a graph without edges (a truncated export), an edge to a node that does
+not exist, a Conv without `input_shape` (the pre-1.0 schema), empty weights, unknown node types.
+
+Cycles. Back edges are found by a depth-first search from the Input node (then from the remaining nodes, in file
+order): an edge to a node on the current search path. A back edge delivers its source's output of the previous
+step (zeros at the first step), as nirtorch does; it becomes a `delay` node. Nodes from which the Output cannot be
+reached do not influence it and are left out.
+
+Discretisation. NIR is continuous-time and stores no time step: the caller gives `dt`. Each ODE takes one forward
+Euler step of `dt`, in float32. Coefficients are folded in float32 the way Norse folds `dt * tau_mem_inv`:
+`a = f32(dt) * (1 / f32(tau))`, `b = f32(dt) * f32(r)`. Parameters may be scalars or per-neuron arrays (broadcast).
+With input x (the sum of the incoming edges), per step:
+
+    I        v' = v + b*x                                                  output v'
+    IF       v1 = v + b*x                                                  (iaf)
+    LIF      v1 = v + a*((r*x + v_leak) - v)                               (lif_box: Norse's association)
+             z = v1 > v_threshold;  v' = z ? v_reset : v1                  output z (IF the same)
+    LI       v' = v + a*((v_leak - v) + r*x)                               (li_box)  output v'
+    CubaLIF  i' = i + a_syn*((0 - i) + w_in*x)                             synapse first (li_box), then
+             v1 = v + a_mem*((r*i' + v_leak) - v);  z, v' as LIF           the membrane sees the new current
+    CubaLI   i' as CubaLIF;  v' = v + a_mem*((v_leak - v) + r*i')          output v'
+    Threshold  z = x > threshold;   Scale  y = x * scale;   Delay  y(t) = x(t - delay/dt)  (whole steps only)
+
+Products with r, w_in or b are left out where the factor is exactly 1, and so are biases that are all zero.
+Initial state as Norse's: v = v_leak (LI, LIF, CubaLI, CubaLIF), v = v_reset (IF), v = 0 (I), i = 0.
+`v1 - v_threshold > 0` is how the kernels test the spike; for finite float32 values it is the same predicate as
+`v1 > v_threshold`. The synapse-first order of the Cuba neurons is the one Norse's, snnTorch's and Lava's CubaLIF
+use. The golden trace of `lif_norse.nir` (Norse, dt=1e-4) is reproduced bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+from masic.frontends.errors import FrontendError, first_line
+from masic.frontends.graph_builder import GraphBuilder
+
+from masic.ir.graph import Graph, TensorType
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+SUPPORTED = (
+    "Input",
+    "Output",
+    "Affine",
+    "Linear",
+    "Scale",
+    "Conv1d",
+    "Conv2d",
+    "SumPool2d",
+    "AvgPool2d",
+    "Flatten",
+    "Threshold",
+    "Delay",
+    "I",
+    "IF",
+    "LI",
+    "LIF",
+    "CubaLI",
+    "CubaLIF",
+    "NIRGraph",
+)
+_STEP_TOLERANCE = 1e-6  # relative: a delay of 3e-4 s at dt=1e-4 is 2.9999999999999996 steps
+
+
+def _signature_offsets(size: int) -> Iterator[int]:
+    """Where an HDF5 superblock may start: 0, 512, 1024, 2048, ... (after a user block)."""
+    yield 0
+    offset = 512
+    while offset + len(HDF5_SIGNATURE) <= size:
+        yield offset
+        offset *= 2
+
+
+def _check_hdf5(path: Path) -> None:
+    """Refuses anything that is not HDF5 before any library looks inside it."""
+    if not path.is_file():
+        raise FrontendError(f"NIR file {path} does not exist")
+    with path.open("rb") as f:
+        head = f.read(8)
+        size = path.stat().st_size
+        for offset in _signature_offsets(size):
+            f.seek(offset)
+            if f.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+                return
+    kind = "a ZIP archive (such as a torch.save pickle)" if head.startswith(b"PK\x03\x04") else "not an HDF5 file"
+    raise FrontendError(f"{path} is {kind}; a NIR file is HDF5 (masic never unpickles model files)")
+
+
+def _check_structure(data: dict[str, Any], where: str) -> None:
+    """The problems NIR's own constructors would report as assertions or missing arguments, named."""
+    if "nodes" not in data or not isinstance(data["nodes"], dict):
+        raise FrontendError(f"{where} has no nodes (a truncated or incomplete export)")
+    if "edges" not in data:
+        raise FrontendError(f"{where} has no edges (a truncated or incomplete export)")
+    for name, node in data["nodes"].items():
+        kind = node.get("type") if isinstance(node, dict) else None
+        label = f"node '{name}' ({kind}) in {where}"
+        if kind not in SUPPORTED:
+            raise FrontendError(f"unsupported NIR node '{name}' of type {kind} in {where}")
+        if kind == "NIRGraph":
+            _check_structure(node, f"subgraph '{name}'")
+            node["type_check"] = False
+        if kind in ("Conv1d", "Conv2d") and "input_shape" not in node:
+            raise FrontendError(f"{label} has no input_shape (the pre-1.0 NIR schema); re-export it with NIR >= 1.0")
+        for key in ("weight", "bias", "tau", "tau_mem", "tau_syn", "r", "v_threshold", "scale", "delay"):
+            if key in node and np.size(node[key]) == 0:
+                raise FrontendError(f"{label} has an empty {key}")
+        if kind in ("Affine", "Linear", "Conv1d", "Conv2d") and "weight" not in node:
+            raise FrontendError(f"{label} has no weight (a truncated or incomplete export)")
+
+
+def read_nir(path: Path) -> Any:
+    """The file's top NIRGraph, read without unpickling anything; every failure is a one-line FrontendError."""
+    import h5py
+    import nir
+    from nir.serialization import hdf2dict
+
+    _check_hdf5(path)
+    try:
+        with h5py.File(path, "r") as f:
+            if "node" not in f:
+                raise FrontendError(f"{path} is HDF5 but not a NIR graph (no 'node' group)")
+            data = hdf2dict(f["node"])
+    except FrontendError:
+        raise
+    except Exception as err:  # h5py reports corrupt files with many exception types
+        raise FrontendError(f"cannot read {path}: {first_line(err)}") from None
+    if data.get("type") != "NIRGraph":
+        raise FrontendError(f"{path} holds a NIR {data.get('type')}, not a NIRGraph")
+    try:
+        _check_structure(data, "the graph")
+    except FrontendError as err:
+        raise FrontendError(f"{path}: {err}") from None
+    data["type_check"] = False
+    try:
+        return nir.dict2NIRNode(data)
+    except Exception as err:  # NIR's constructors assert, raise TypeError, ValueError, KeyError...
+        raise FrontendError(f"{path} is not a valid NIR graph: {first_line(err)}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Nested graphs -> one flat graph
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Flat:
+    """All non-graph nodes under qualified names (`sub.node`) and the edges between them, in file order."""
+
+    nodes: dict[str, Any]
+    edges: list[tuple[str, str]]
+
+
+def _flatten(graph: Any, prefix: str, flat: _Flat) -> None:
+    import nir
+
+    for name, node in graph.nodes.items():
+        if isinstance(node, nir.NIRGraph):
+            _flatten(node, f"{prefix}{name}.", flat)
+        else:
+            flat.nodes[f"{prefix}{name}"] = node
+    where = f"subgraph '{prefix[:-1]}'" if prefix else "the graph"
+    for source, target in graph.edges:
+        flat.edges.append(
+            (_endpoint(graph, source, prefix, "Output", where), _endpoint(graph, target, prefix, "Input", where))
+        )
+
+
+def _endpoint(graph: Any, name: str, prefix: str, port: str, where: str) -> str:
+    """The flat name an edge endpoint refers to: a node, `sub.node` inside a subgraph, or a subgraph's only
+    Input (as a target) or Output (as a source)."""
+    import nir
+
+    node = graph.nodes.get(name)
+    if node is None and "." in name:
+        head, rest = name.split(".", 1)
+        if isinstance(graph.nodes.get(head), nir.NIRGraph):
+            return _endpoint(graph.nodes[head], rest, f"{prefix}{head}.", port, f"subgraph '{prefix}{head}'")
+    if node is None:
+        available = ", ".join(sorted(graph.nodes))
+        raise FrontendError(f"an edge in {where} names node '{name}', which does not exist (nodes: {available})")
+    if isinstance(node, nir.NIRGraph):
+        ports = [k for k, n in node.nodes.items() if type(n).__name__ == port]
+        if len(ports) != 1:
+            raise FrontendError(f"subgraph '{prefix}{name}' has {len(ports)} {port} nodes; name one as '{name}.x'")
+        return _endpoint(node, ports[0], f"{prefix}{name}.", port, f"subgraph '{prefix}{name}'")
+    return f"{prefix}{name}"
+
+
+def _back_edges(nodes: list[str], edges: list[tuple[str, str]], roots: list[str]) -> set[tuple[str, str]]:
+    """Edges to a node on the depth-first search path (searching from `roots`, then every unvisited node)."""
+    successors: dict[str, list[str]] = {n: [] for n in nodes}
+    for source, target in edges:
+        successors[source].append(target)
+    visited: set[str] = set()
+    on_path: set[str] = set()
+    back: set[tuple[str, str]] = set()
+    for root in [*roots, *nodes]:
+        if root in visited:
+            continue
+        visited.add(root)
+        on_path.add(root)
+        stack = [(root, iter(successors[root]))]
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                on_path.discard(node)
+                stack.pop()
+            elif child in on_path:
+                back.add((node, child))
+            elif child not in visited:
+                visited.add(child)
+                on_path.add(child)
+                stack.append((child, iter(successors[child])))
+    return back
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Node conversion
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _Importer:
+    """Emits the IR of each flat node, in an order where every forward edge's source comes first."""
+
+    def __init__(self, flat: _Flat, dt: float) -> None:
+        self.flat, self.dt = flat, dt
+        self.b = GraphBuilder()
+        self.value: dict[str, str] = {}  # flat NIR node -> IR value holding its output
+
+    def loc(self, name: str) -> str:
+        return f"NIR node '{name}' ({type(self.flat.nodes[name]).__name__})"
+
+    # -- helpers shared by the node kinds --
+
+    def param(self, name: str, key: str, x: str, array: Any) -> float | Any:
+        return self.b.element_param(name, key, array, self.b.type_of(x).shape, self.loc(name))
+
+    def scaled(self, name: str, x: str, key: str, factor: Any, value_name: str = "") -> str:
+        """x * factor (a node named `value_name`, or `name.key`), or x itself where the factor is exactly 1."""
+        value = self.param(name, key, x, factor)
+        if value == 1.0:
+            return x
+        return self.b.add(value_name or f"{name}.{key}", "scale", (x,), {"factor": value}, self.loc(name))
+
+    def coefficient(self, name: str, tau: Any) -> np.ndarray:
+        """dt/tau folded in float32 as Norse folds dt * tau_mem_inv."""
+        tau = np.asarray(tau, dtype=np.float32)
+        if np.any(~(tau > 0)):
+            raise FrontendError(f"{self.loc(name)}: time constants must be positive")
+        return np.float32(self.dt) * (np.float32(1.0) / tau)
+
+    def neuron(self, name: str, op: str, x: str, params: dict[str, Any], value_name: str = "") -> str:
+        attrs = {key: self.param(name, key, x, value) for key, value in params.items()}
+        if op == "lif_box":
+            attrs["reset"] = "value"
+        return self.b.add(value_name or name, op, (x,), attrs, self.loc(name))
+
+    def synapse(self, name: str, x: str, node: Any) -> str:
+        """The current of a Cuba neuron: w_in * x into a leaky integrator with time constant tau_syn."""
+        drive = self.scaled(name, x, "w_in", node.w_in)
+        return self.neuron(
+            name, "li_box", drive, {"dt_tau_mem": self.coefficient(name, node.tau_syn), "v_leak": 0.0}, f"{name}.syn"
+        )
+
+    def steps(self, name: str, delay: Any) -> np.ndarray:
+        steps = np.asarray(delay, dtype=np.float64) / self.dt
+        whole = np.round(steps)
+        if np.any(np.abs(steps - whole) > _STEP_TOLERANCE * np.maximum(1.0, whole)) or np.any(whole < 0):
+            raise FrontendError(f"{self.loc(name)}: delays {np.unique(delay)} are not whole steps of dt={self.dt}")
+        return whole.astype(np.int64)
+
+    # -- the node kinds: (flat name, node, input value) -> output value --
+
+    def convert(self, name: str, node: Any, x: str) -> str:
+        kind = type(node).__name__
+        converter: Callable[[str, Any, str], str] = getattr(self, f"_{kind.lower()}")
+        return converter(name, node, x)
+
+    def _output(self, name: str, node: Any, x: str) -> str:
+        return x
+
+    _input = _output  # a subgraph's Input passes its edges' sum through
+
+    def _affine(self, name: str, node: Any, x: str) -> str:
+        weight = np.asarray(node.weight)
+        bias = getattr(node, "bias", None)
+        if weight.ndim != 2:
+            raise FrontendError(f"{self.loc(name)}: weight of shape {weight.shape} is not a matrix")
+        if len(self.b.type_of(x).shape) != 1:
+            raise FrontendError(f"{self.loc(name)}: input {self.b.type_of(x)} is not flat; add a Flatten before it")
+        attrs = {
+            "weight": self.b.param(f"{name}.weight", weight),
+            "bias": self.b.param(f"{name}.bias", np.broadcast_to(bias, weight.shape[:1])) if np.any(bias) else None,
+            "in_features": int(weight.shape[1]),
+            "out_features": int(weight.shape[0]),
+        }
+        return self.b.add(name, "dense", (x,), attrs, self.loc(name))
+
+    _linear = _affine
+
+    def _scale(self, name: str, node: Any, x: str) -> str:
+        return self.b.add(name, "scale", (x,), {"factor": self.param(name, "scale", x, node.scale)}, self.loc(name))
+
+    def _threshold(self, name: str, node: Any, x: str) -> str:
+        attrs = {"threshold": self.param(name, "threshold", x, node.threshold)}
+        return self.b.add(name, "threshold", (x,), attrs, self.loc(name))
+
+    def _conv2d(self, name: str, node: Any, x: str, spatial: int = 2) -> str:
+        """Conv1d runs as a Conv2d of height 1 (same sums, same order)."""
+        shape = self.b.type_of(x).shape
+        weight = np.asarray(node.weight)
+        expected = (weight.shape[1] * int(node.groups), *np.atleast_1d(node.input_shape).astype(int))
+        if shape != tuple(expected):
+            raise FrontendError(
+                f"{self.loc(name)}: expects input {tuple(expected)} (channels, input_shape), got {shape}"
+            )
+        kernel = weight.shape[2:]
+        stride, dilation = _ints(node.stride, spatial), _ints(node.dilation, spatial)
+        padding = _padding(node.padding, kernel, dilation, self.loc(name))
+        if spatial == 1:
+            x = self.b.add(f"{name}.2d", "reshape", (x,), {"shape": (shape[0], 1, shape[1])}, self.loc(name))
+            weight, kernel = weight[:, :, None, :], (1, *kernel)
+            stride, dilation, padding = (1, *stride), (1, *dilation), (0, *padding)
+        bias = np.broadcast_to(np.asarray(node.bias, dtype=np.float32), weight.shape[:1])
+        attrs = {
+            "weight": self.b.param(f"{name}.weight", weight),
+            "bias": self.b.param(f"{name}.bias", bias) if np.any(bias) else None,
+            "out_channels": int(weight.shape[0]),
+            "kernel": tuple(int(k) for k in kernel),
+            "stride": stride,
+            "padding": padding,
+            "dilation": dilation,
+            "groups": int(node.groups),
+        }
+        y = self.b.add(name if spatial == 2 else f"{name}.conv", "conv2d", (x,), attrs, self.loc(name))
+        if spatial == 1:
+            out = self.b.type_of(y).shape
+            y = self.b.add(name, "reshape", (y,), {"shape": (out[0], out[2])}, self.loc(name))
+        return y
+
+    def _conv1d(self, name: str, node: Any, x: str) -> str:
+        return self._conv2d(name, node, x, spatial=1)
+
+    def _sumpool2d(self, name: str, node: Any, x: str) -> str:
+        kernel = _ints(node.kernel_size, 2)
+        attrs = {"kernel": kernel, "stride": _ints(node.stride, 2), "padding": _ints(node.padding, 2)}
+        op = "sumpool2d" if type(node).__name__ == "SumPool2d" else "avgpool2d"
+        return self.b.add(name, op, (x,), attrs, self.loc(name))
+
+    _avgpool2d = _sumpool2d
+
+    def _flatten(self, name: str, node: Any, x: str) -> str:
+        shape = self.b.type_of(x).shape
+        start, end = int(node.start_dim) % len(shape), int(node.end_dim) % len(shape)
+        if start > end:
+            raise FrontendError(f"{self.loc(name)}: start_dim {node.start_dim} is after end_dim {node.end_dim}")
+        out = (*shape[:start], int(np.prod(shape[start : end + 1])), *shape[end + 1 :])
+        if len(out) == 1:
+            return self.b.add(name, "flatten", (x,), {}, self.loc(name))
+        return self.b.add(name, "reshape", (x,), {"shape": out}, self.loc(name))
+
+    def _delay(self, name: str, node: Any, x: str) -> str:
+        """A chain of one-step delays; with different delays per element, each element picks its tap by a 0/1
+        mask (products with 0 and 1 and sums with zeros are exact)."""
+        value_type = self.b.type_of(x)
+        steps = np.broadcast_to(self.steps(name, node.delay), value_type.shape)
+        taps = [x]
+        for k in range(1, int(steps.max()) + 1):
+            taps.append(self.b.delay(f"{name}.d{k}", value_type, self.loc(name)))
+            self.b.connect_delay(taps[k], taps[k - 1])
+        chosen = [int(k) for k in np.unique(steps)]
+        if len(chosen) == 1:
+            return taps[chosen[0]]
+        terms = [self.scaled(name, taps[k], f"mask{k}", steps == k, f"{name}.tap{k}") for k in chosen]
+        return self.summed(name, terms)
+
+    def _i(self, name: str, node: Any, x: str) -> str:
+        drive = self.scaled(name, x, "dt_r", np.float32(self.dt) * np.asarray(node.r, dtype=np.float32))
+        previous = self.b.delay(f"{name}.v", self.b.type_of(drive), self.loc(name))
+        v = self.b.add(name, "add", (previous, drive), {}, self.loc(name))
+        self.b.connect_delay(previous, v)
+        return v
+
+    def _if(self, name: str, node: Any, x: str) -> str:
+        drive = self.scaled(name, x, "dt_r", np.float32(self.dt) * np.asarray(node.r, dtype=np.float32))
+        return self.neuron(name, "iaf", drive, {"v_th": node.v_threshold, "v_reset": node.v_reset})
+
+    def _li(self, name: str, node: Any, x: str) -> str:
+        drive = self.scaled(name, x, "r", node.r)
+        return self.neuron(
+            name, "li_box", drive, {"dt_tau_mem": self.coefficient(name, node.tau), "v_leak": node.v_leak}
+        )
+
+    def _lif(self, name: str, node: Any, x: str) -> str:
+        drive = self.scaled(name, x, "r", node.r)
+        params = {"dt_tau_mem": self.coefficient(name, node.tau), "v_leak": node.v_leak}
+        return self.neuron(name, "lif_box", drive, params | {"v_th": node.v_threshold, "v_reset": node.v_reset})
+
+    def _cubali(self, name: str, node: Any, x: str) -> str:
+        drive = self.scaled(name, self.synapse(name, x, node), "r", node.r)
+        params = {"dt_tau_mem": self.coefficient(name, node.tau_mem), "v_leak": node.v_leak}
+        return self.neuron(name, "li_box", drive, params)
+
+    def _cubalif(self, name: str, node: Any, x: str) -> str:
+        drive = self.scaled(name, self.synapse(name, x, node), "r", node.r)
+        params = {"dt_tau_mem": self.coefficient(name, node.tau_mem), "v_leak": node.v_leak}
+        return self.neuron(name, "lif_box", drive, params | {"v_th": node.v_threshold, "v_reset": node.v_reset})
+
+    def summed(self, name: str, values: list[str]) -> str:
+        total = values[0]
+        for k, value in enumerate(values[1:], start=1):
+            if self.b.type_of(value) != self.b.type_of(total):
+                raise FrontendError(
+                    f"{self.loc(name)}: its inputs {self.b.type_of(total)} and {self.b.type_of(value)} cannot be summed"
+                )
+            total = self.b.add(f"{name}.sum{k}", "add", (total, value), {}, self.loc(name))
+        return total
+
+
+def _ints(value: Any, n: int) -> tuple[int, ...]:
+    array = np.atleast_1d(np.asarray(value)).astype(int)
+    return tuple(int(v) for v in (np.broadcast_to(array, (n,)) if array.size == 1 else array))
+
+
+def _padding(value: Any, kernel: tuple[int, ...], dilation: tuple[int, ...], loc: str) -> tuple[int, ...]:
+    if isinstance(value, bytes | str):
+        text = value.decode() if isinstance(value, bytes) else value
+        if text == "valid":
+            return (0,) * len(kernel)
+        total = [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
+        if text != "same" or any(t % 2 for t in total):
+            raise FrontendError(f"{loc}: padding {text!r} is not supported (only 'valid', or 'same' with odd kernels)")
+        return tuple(t // 2 for t in total)
+    return _ints(value, len(kernel))
+
+
+def import_nir(path: str | Path, dt: float | None, timesteps: int = 16, name: str | None = None) -> Graph:
+    """Reads a NIR file and discretises it with forward Euler steps of `dt` seconds."""
+    path = Path(path)
+    if dt is None:
+        raise FrontendError(f"{path}: NIR graphs are continuous-time and store no time step; pass --dt (e.g. 1e-4)")
+    if not dt > 0:
+        raise FrontendError(f"--dt must be positive, got {dt}")
+    graph = read_nir(path)
+    try:
+        return _import_graph(graph, dt, timesteps, name or path.stem)
+    except FrontendError as err:
+        raise FrontendError(f"{path}: {err}") from None
+
+
+def _import_graph(graph: Any, dt: float, timesteps: int, name: str) -> Graph:
+    flat = _Flat({}, [])
+    _flatten(graph, "", flat)
+    inputs = [n for n in graph.nodes if type(graph.nodes[n]).__name__ == "Input"]
+    outputs = [n for n in graph.nodes if type(graph.nodes[n]).__name__ == "Output"]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise FrontendError(f"masic compiles graphs with one Input and one Output (inputs {inputs}, outputs {outputs})")
+    (input_name,), (output_name,) = inputs, outputs
+    back = _back_edges(list(flat.nodes), flat.edges, [input_name])
+    full = nx.DiGraph(flat.edges)
+    full.add_nodes_from(flat.nodes)
+    needed = nx.ancestors(full, output_name) | {output_name}
+    forward = nx.DiGraph([e for e in flat.edges if e not in back])
+    forward.add_nodes_from(flat.nodes)
+    index = {n: i for i, n in enumerate(flat.nodes)}
+    importer = _Importer(flat, dt)
+    b = importer.b
+    shape = tuple(int(d) for d in np.atleast_1d(graph.nodes[input_name].input_type["input"]))
+    importer.value[input_name] = b.add(input_name, "input", (), {}, f"NIR input '{input_name}'", TensorType(shape))
+    pending: list[tuple[str, str]] = []  # (delay, NIR source) of back edges
+    for flat_name in nx.lexicographical_topological_sort(forward, key=index.__getitem__):
+        if flat_name == input_name or flat_name not in needed:
+            continue
+        incoming = [s for s, t in flat.edges if t == flat_name]
+        if not incoming:
+            raise FrontendError(f"{importer.loc(flat_name)} has no incoming edge")
+        values = []
+        for source in incoming:
+            if (source, flat_name) in back:
+                delayed = b.delay(
+                    f"{flat_name}.from.{source}",
+                    _own_type(flat.nodes[source], importer, source),
+                    f"back edge {source} -> {flat_name}",
+                )
+                pending.append((delayed, source))
+                values.append(delayed)
+            else:
+                values.append(importer.value[source])
+        x = importer.summed(flat_name, values)
+        importer.value[flat_name] = importer.convert(flat_name, flat.nodes[flat_name], x)
+    for delayed, source in pending:
+        b.connect_delay(delayed, importer.value[source])
+    return b.finish(name, importer.value[output_name], timesteps)
+
+
+def _own_type(node: Any, importer: _Importer, name: str) -> TensorType:
+    """The type of a back edge's value, before its source is converted: the NIR node's declared output type."""
+    declared = (getattr(node, "output_type", None) or {}).get("output")
+    if declared is None or np.size(declared) == 0:
+        raise FrontendError(f"{importer.loc(name)} closes a cycle but declares no output shape")
+    return TensorType(tuple(int(d) for d in np.atleast_1d(declared)))

@@ -1,0 +1,52 @@
+"""Lowering: which kernel each new op gets, and where a delay's state is written."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from masic.codegen.kernels import AdaptiveAvgPool2dKernel, Pool2dKernel
+from masic.codegen.lower import lower
+from masic.ir.text import parse
+from masic.passes import DEFAULT_PIPELINE, PassOptions
+from masic.passes.manager import PassManager
+
+GRAPH = """graph @lowered timesteps=2 {
+  param @t.threshold : f32[8]
+  %in = input() : f32[2,4,4]
+  %even = adaptive_avgpool2d(%in) {output=(2,2)} : f32[2,2,2]
+  %uneven = adaptive_avgpool2d(%in) {output=(3,3)} : f32[2,3,3]
+  %flat = flatten(%even) : f32[8]
+  %prev = delay() {source="sum"} : f32[8]
+  %sum = add(%flat, %prev) : f32[8]
+  %t = threshold(%sum) {threshold=@t.threshold} : f32[8]
+  %s = scale(%t) {factor=0.5} : f32[8]
+  %back = reshape(%s) {shape=(2,2,2)} : f32[2,2,2]
+  %out = sumpool2d(%back) {kernel=(2,2), stride=(2,2), padding=(0,0)} : f32[2,1,1]
+  output %out
+}
+"""
+
+
+def _lowered() -> tuple[tuple, tuple]:
+    graph = parse(GRAPH, {"t.threshold": np.linspace(0, 1, 8, dtype=np.float32)})
+    return lower(PassManager(DEFAULT_PIPELINE, PassOptions()).run(graph))
+
+
+def test_each_op_gets_its_kernel() -> None:
+    kernels, calls = _lowered()
+    by_node = {call.node.name: kernels[[k.symbol for k in kernels].index(call.symbol)] for call in calls}
+    assert by_node["even"] == Pool2dKernel(by_node["even"].symbol, "avg", (2, 4, 4), (2, 2), (2, 2))
+    assert isinstance(by_node["uneven"], AdaptiveAvgPool2dKernel) and by_node["uneven"].output == (3, 3)
+    assert by_node["t"].fn == "threshold" and by_node["t"].constant is None  # per-element threshold argument
+    assert by_node["s"].fn == "scale" and by_node["s"].constant == 0.5
+    assert by_node["out"].kind == "sum"
+    assert "flat" not in by_node and "back" not in by_node  # views: no kernel
+
+
+def test_a_delay_is_read_before_and_written_right_after_its_source() -> None:
+    _, calls = _lowered()
+    order = [(call.node.name, call.note) for call in calls]
+    read = order.index(("prev", ""))
+    write = order.index(("prev", "delay state %prev.last <- %sum"))
+    assert read < order.index(("sum", "")) == write - 1
+    assert len({call.symbol for call in calls if call.node.name == "prev"}) == 1, "read and write share one copy"
