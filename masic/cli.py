@@ -18,13 +18,13 @@ from pathlib import Path
 from masic.early_exit import ExitRule
 from masic.errors import MasicError
 from masic.passes import DEFAULT_PIPELINE, REGISTRY, PassOptions
-from masic.passes.check_budget import format_bytes
+from masic.passes.check_budget import BudgetError, format_bytes
 from masic.report import buffer_table, draw_timeline, plan_rows
 from masic.units import parse_bytes
 
 EMIT_STAGES = ("ir", "sliced", "plan", "c")
 # How many passes of the pipeline run before an --emit stage is printed ("ir" prints the frontend's graph).
-STAGE_PASSES = {"sliced": DEFAULT_PIPELINE.index("fold-batchnorm") + 1, "plan": len(DEFAULT_PIPELINE)}
+STAGE_PASSES = {"sliced": DEFAULT_PIPELINE.index("slice-layers") + 1, "plan": len(DEFAULT_PIPELINE)}
 DEFAULT_ACCURACY_DROP = 0.5  # percentage points that `masic calibrate` may lose by default
 
 
@@ -225,7 +225,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print_after_all=args.print_after_all,
         dump_dir=args.dump_passes,
     )
-    graph = manager.run(graph)
+    try:
+        graph = manager.run(graph)
+    except BudgetError:
+        raise UsageError(_budget_refusal(graph, args.budget, target.alignment)) from None
     if args.time_passes:
         for pass_name, seconds in manager.timings:
             print(f"masic: pass {pass_name:<16} {seconds * 1e3:8.2f} ms", file=sys.stderr)
@@ -287,6 +290,19 @@ def write_report(graph, folder: Path, title: str, budget: int | None) -> None:
     draw_timeline(rows, folder / "memory.png", f"{title}: memory plan", plan.arena_bytes, plan.lower_bound, budget)
     (folder / "buffers.txt").write_text(buffer_table(rows) + "\n")
     (folder / "plan.ir").write_text(print_graph(graph))
+
+
+def _budget_refusal(graph, budget: int, alignment: int) -> str:
+    """The one-line refusal of a budget no plan meets, with the smallest budget that works."""
+    from masic.analysis.minimum_budget import minimum_budget
+    from masic.passes.manager import PassManager
+
+    folded = PassManager(DEFAULT_PIPELINE[: DEFAULT_PIPELINE.index("fold-batchnorm") + 1]).run(graph)
+    smallest = minimum_budget(folded, alignment)
+    return (
+        f"the budget {format_bytes(budget)} ({budget} bytes) is below the smallest that works for this model and "
+        f"target, {format_bytes(smallest)}; use --budget {smallest}"
+    )
 
 
 def load_manifest(artifact: Path) -> dict:

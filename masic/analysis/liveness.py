@@ -1,12 +1,19 @@
-"""Liveness of one timestep's buffers, over schedule positions 0..N-1 (N = number of nodes).
+"""Liveness of the buffers of one block of timesteps, over its positions.
+
+A position is one kernel call: (node, step of the block). With `schedule.block == 1` the positions are the nodes in
+order; with a block of B steps they run layer-major: every node for steps 0..B-1 before the next node. Every value
+then exists once per step, as `name@t` (no suffix when B == 1).
 
 A buffer is live over [start, end):
-- weights and neuron state are pinned: live for the whole step, every step ([0, N)); state carries over steps;
-- an activation lives from the node that writes it to the last node that reads it (inclusive);
-- the step's input lives from 0, the step's output until N (the loader writes and reads them outside the step);
-- kernel scratch lives only inside its node ([p, p+1)).
+- resident weights and neuron state are pinned: live over every position of every block ([0, P)); state carries
+  over steps and blocks;
+- a streamed weight has a slot, live from `prefetch` positions before its first reader (the loading thread fills
+  it meanwhile) to its last reader;
+- an activation lives from the position that writes it to the last position that reads it (inclusive);
+- the steps' inputs live from 0, their outputs until P (the loader writes and reads them outside the block);
+- kernel scratch lives only inside its position ([p, p+1)).
 Two kinds of values own no buffer of their own:
-- views (flatten) alias their operand's buffer, extending its lifetime to their own last use;
+- views (flatten, reshape) alias their operand's buffer, extending its lifetime to their own last use;
 - neuron updates run in place: a neuron whose operand dies at it (no later reader, not a view of a value that is
   read later) writes its output over that operand. Neuron kernels read x[j] before writing out[j] and are
   compiled without `noalias`, so this is safe.
@@ -42,57 +49,63 @@ def scratch_bytes(node: Node, operand_bytes: int, operand_shape: tuple[int, ...]
 @dataclass(frozen=True)
 class Liveness:
     buffers: tuple[Buffer, ...]
-    values: tuple[tuple[str, str], ...]  # value, state, or @parameter -> buffer name
+    values: tuple[tuple[str, str], ...]  # value copy, state, or @parameter -> buffer name
     lower_bound: int
 
 
-def _last_reads(graph: Graph) -> dict[str, int]:
-    """Position of the last node reading each value (the graph output counts as read at N)."""
-    last = {node.name: -1 for node in graph.nodes}
-    for p, node in enumerate(graph.nodes):
-        for value in node.inputs:
-            last[value] = p
-    last[graph.output] = len(graph.nodes)
-    return last
-
-
 def analyse(graph: Graph, alignment: int = 16) -> Liveness:
-    n = len(graph.nodes)
-    last_read = _last_reads(graph)
-    root: dict[str, str] = {}  # value -> the value whose buffer holds it
-    end: dict[str, int] = {}  # buffer-owning value -> end of its lifetime
-    start: dict[str, int] = {}
+    order = graph.positions()
+    n = len(order)
+    streamed = set(graph.schedule.streamed)
+    last_read: dict[str, int] = {}
+    param_uses: dict[str, list[int]] = {}
+    for p, (node, t) in enumerate(order):
+        last_read.setdefault(graph.copy_name(node.name, t), -1)
+        for value in node.inputs:
+            last_read[graph.copy_name(value, t)] = p
+        for _, ref in node.param_refs():
+            param_uses.setdefault(ref.name, []).append(p)
+    for t in range(graph.schedule.block):
+        last_read[graph.copy_name(graph.output, t)] = n
+
     buffers: list[Buffer] = []
     values: list[tuple[str, str]] = []
-
     for param in graph.params:
-        buffers.append(Buffer(f"@{param.name}", "weight", param.type.nbytes, 0, n))
+        uses = param_uses.get(param.name, [0])
+        start, end = (max(0, min(uses) - graph.schedule.prefetch), max(uses) + 1) if param.name in streamed else (0, n)
+        buffers.append(Buffer(f"@{param.name}", "weight", param.type.nbytes, start, end))
         values.append((f"@{param.name}", f"@{param.name}"))
-    for p, node in enumerate(graph.nodes):
-        operand = node.inputs[0] if node.inputs else None
+
+    root: dict[str, str] = {}  # value copy -> the value copy whose buffer holds it
+    end: dict[str, int] = {}  # buffer-owning copy -> end of its lifetime
+    start: dict[str, tuple[int, Node]] = {}
+    for p, (node, t) in enumerate(order):
+        name = graph.copy_name(node.name, t)
+        operand = graph.copy_name(node.inputs[0], t) if node.inputs else None
         if operand is not None and (node.op in VIEW_OPS or (neuron_op(node.op) and end[root[operand]] <= p + 1)):
-            root[node.name] = root[operand]
+            root[name] = root[operand]
         else:
-            root[node.name] = node.name
-            start[node.name] = 0 if node.op == "input" else p
-        owner = root[node.name]
-        end[owner] = max(end.get(owner, 0), last_read[node.name] + 1, p + 1)
+            root[name] = name
+            start[name] = (0 if node.op == "input" else p, node)
+        owner = root[name]
+        end[owner] = max(end.get(owner, 0), last_read[name] + 1, p + 1)
         for value in node.inputs:
-            end[root[value]] = max(end[root[value]], p + 1)
-        values.append((node.name, owner))
-        if neuron_op(node.op):
+            end[root[graph.copy_name(value, t)]] = max(end[root[graph.copy_name(value, t)]], p + 1)
+        values.append((name, owner))
+        if neuron_op(node.op) and t == 0:
             for state in state_names(node):
                 buffers.append(Buffer(state, "state", node.type.nbytes, 0, n))
                 values.append((state, state))
-        if operand is not None:
-            operand_type = graph.node(operand).type
+        if node.inputs:
+            operand_type = graph.node(node.inputs[0]).type
             scratch = scratch_bytes(node, operand_type.nbytes, operand_type.shape)
             if scratch:
-                buffers.append(Buffer(f"{node.name}.scratch", "scratch", scratch, p, p + 1))
-    io = {root[graph.output], *(node.name for node in graph.inputs)}
-    for owner, begin in start.items():
+                buffers.append(Buffer(graph.copy_name(f"{node.name}.scratch", t), "scratch", scratch, p, p + 1))
+    io = {root[graph.copy_name(graph.output, t)] for t in range(graph.schedule.block)}
+    io |= {owner for owner, (_, node) in start.items() if node.op == "input"}
+    for owner, (begin, node) in start.items():
         kind = "io" if owner in io else "activation"
-        buffers.append(Buffer(owner, kind, graph.node(owner).type.nbytes, begin, min(end[owner], n)))
+        buffers.append(Buffer(owner, kind, node.type.nbytes, begin, min(end[owner], n)))
     return Liveness(tuple(buffers), tuple(values), peak_live_bytes(buffers, alignment))
 
 

@@ -46,6 +46,8 @@ class KernelCall:
     node: Node
     symbol: str
     args: tuple[tuple[str, int], ...]  # (kernel parameter, arena offset)
+    position: int = 0  # position within the block (Graph.positions)
+    step: int = 0  # step of the block it computes
     note: str = ""  # the comment in model.c when it is not the node itself (a delay's state update)
 
 
@@ -127,7 +129,15 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
     kernels: dict[Kernel, Kernel] = {}
     calls = []
 
-    def call(node: Node, kernel: Kernel, binding: dict[str, str], note: str = "") -> None:
+    values = {node.name for node in graph.nodes}
+
+    def call(
+        node: Node, kernel: Kernel, binding: dict[str, str], position: int, step: int, note: str = "", y_shift: int = 0
+    ) -> None:
+        # values and scratch exist once per step of a block; state and weights once
+        binding = {
+            k: graph.copy_name(v, step) if v in values or v.endswith(".scratch") else v for k, v in binding.items()
+        }
         if kernel not in kernels:
             kernels[kernel] = dataclasses.replace(kernel, symbol=f"masic_{node.op}_{len(kernels)}")
         kernel = kernels[kernel]
@@ -135,21 +145,43 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
         planned_scratch = buffers["scratch"].size if "scratch" in buffers else 0
         if kernel.scratch_bytes() > planned_scratch:  # liveness.scratch_bytes and the kernel must agree
             raise AssertionError(f"{node.describe()}: kernel needs {kernel.scratch_bytes()} scratch bytes")
-        args = tuple((p, buf.offset) for p, buf in buffers.items())
-        calls.append(KernelCall(node, kernel.symbol, args, note))
+        args = tuple((p, buf.offset + (y_shift if p == "y" else 0)) for p, buf in buffers.items())
+        calls.append(KernelCall(node, kernel.symbol, args, position, step, note))
 
     delays_of: dict[str, list[Node]] = {}  # source value -> the delays that copy it
     for node in graph.nodes:
         if node.op == "delay":
             delays_of.setdefault(node.attr("source"), []).append(node)
-    for node in graph.nodes:
-        if node.op not in NO_KERNEL_OPS:
-            call(node, *_kernel_for(node, graph))
+    for position, (node, step) in enumerate(graph.positions()):
+        if node.op == "concat":  # each part copied into its place in the output
+            shift = 0
+            for part in node.inputs:
+                part_type = graph.node(part).type
+                copy = ElementwiseKernel("", "copy", part_type.numel)
+                note = f"%{node.name}[{shift // 4}:{shift // 4 + part_type.numel}] <- %{part}"
+                call(node, copy, {"x": part, "y": node.name}, position, step, note, shift)
+                shift += part_type.nbytes
+        elif node.op not in NO_KERNEL_OPS:
+            call(node, *_kernel_for(node, graph), position, step)
         for delay in delays_of.get(node.name, ()):
             copy = ElementwiseKernel("", "copy", delay.type.numel)
             state = f"{delay.name}.last"
-            call(delay, copy, {"x": node.name, "y": state}, f"delay state %{state} <- %{node.name}")
+            call(delay, copy, {"x": node.name, "y": state}, position, step, f"delay state %{state} <- %{node.name}")
     return tuple(kernels.values()), tuple(calls)
+
+
+def _c_offsets(graph: Graph, value: str) -> str:
+    """The arena offsets of a value's copies, one per step of a block, as a C initializer list."""
+    return ", ".join(f"{graph.plan.buffer_of(graph.copy_name(value, t)).offset}u" for t in range(graph.schedule.block))
+
+
+def _call_params(call: KernelCall) -> set[str]:
+    """The weights a call reads, as buffer names (@param)."""
+    return {f"@{ref.name}" for _, ref in call.node.param_refs()}
+
+
+def _step_note(call: KernelCall, block: int) -> str:
+    return f" (step {call.step} of the block)" if block > 1 else ""
 
 
 def _c_segments(name: str, segments: tuple[Segment, ...]) -> str:
@@ -169,17 +201,42 @@ def emit_model_c(
     (input_node,) = graph.inputs
     output = graph.node(graph.output)
     prototypes = "".join(f"int32_t {k.symbol}({', '.join('float *' + p for p in k.arg_names())});\n" for k in kernels)
+    block = graph.schedule.block
+    # Streamed loads in issue order, each with the position from which its slot is free and its first reader.
+    loads = sorted(weights.streamed, key=lambda s: plan.buffer(f"@{s.name}").start)
+    load_rows = "".join(
+        f"  {{{s.file_offset}u, {s.arena_offset}u, {s.nbytes}u, {plan.buffer(f'@{s.name}').start}u}}, /* {s.name} */\n"
+        for s in loads
+    )
+    first_reader = {k: min(c.position for c in calls if f"@{s.name}" in _call_params(c)) for k, s in enumerate(loads)}
     body = ""
+    by_position: dict[int, list[KernelCall]] = {}
     for call in calls:
-        args = ", ".join(f"(float *)(arena + {offset}u)" for _, offset in call.args)
-        body += f"  /* {(call.note or format_node(call.node)).replace('*/', '* /')} */\n"
-        body += f"  if ((rc = {call.symbol}({args})) != 0) return rc;\n"
-    return f"""/* Generated by masic for graph @{graph.name}: one timestep as a sequence of kernel calls. */
+        by_position.setdefault(call.position, []).append(call)
+    n_positions = len(graph.nodes) * block
+    for position in range(n_positions):
+        for k in (k for k, first in first_reader.items() if first == position):
+            body += f"  masic_wait_load({k}u); /* {loads[k].name} */\n"
+        for call in by_position.get(position, []):
+            args = ", ".join(f"(float *)(arena + {offset}u)" for _, offset in call.args)
+            guard = f"if ({call.step} < nsteps && " if call.step else "if ("
+            body += f"  /* {(call.note or format_node(call.node)).replace('*/', '* /')}{_step_note(call, block)} */\n"
+            body += f"  {guard}(rc = {call.symbol}({args})) != 0) return rc;\n"
+        if loads:
+            body += f"  masic_reached({position + 1}u);\n"
+    load_rows = load_rows or "  {0u, 0u, 0u, 0u},\n"  # C forbids an empty initializer list
+    input_offsets = _c_offsets(graph, input_node.name)
+    output_offsets = _c_offsets(graph, output.name)
+    return f"""/* Generated by masic for graph @{graph.name}: one block of {block} timestep(s) as kernel calls. */
 #include "masic_model.h"
 
 {prototypes}
 {_c_segments("resident", weights.resident)}
 {_c_segments("state_init", weights.state_init)}
+static const masic_load_t loads[] = {{
+{load_rows}}};
+static const uint64_t input_offsets[] = {{{input_offsets}}};
+static const uint64_t output_offsets[] = {{{output_offsets}}};
 const masic_model_t masic_model = {{
   .name = "{graph.name}",
   .arena_bytes = {plan.arena_bytes}u,
@@ -188,20 +245,25 @@ const masic_model_t masic_model = {{
   .weights_crc32 = 0x{weights.crc32:08x}u,
   .input_ndim = {len(input_node.type.shape)},
   .input_shape = {_c_shape(input_node.type.shape)},
-  .input_offset = {plan.buffer_of(input_node.name).offset}u,
   .output_ndim = {len(output.type.shape)},
   .output_shape = {_c_shape(output.type.shape)},
-  .output_offset = {plan.buffer_of(output.name).offset}u,
   .timesteps = {graph.timesteps},
   .exit_rule = {exit_rule.c_initializer()},
   .n_resident = {len(weights.resident)}u,
   .resident = resident,
   .n_state_init = {len(weights.state_init)}u,
   .state_init = state_init,
+  .block = {block},
+  .input_offsets = input_offsets,
+  .output_offsets = output_offsets,
+  .n_loads = {len(loads)}u,
+  .loads = loads,
+  .n_positions = {n_positions}u,
 }};
 
-int masic_model_step(uint8_t *arena) {{
+int masic_model_block(uint8_t *arena, int32_t nsteps) {{
   int32_t rc;
+  (void)nsteps;
 {body}  return 0;
 }}
 """

@@ -35,6 +35,7 @@ class WeightsFile:
     state_init: tuple[Segment, ...]
     nbytes: int
     crc32: int
+    streamed: tuple[Segment, ...] = ()  # read into their slots once per block (Schedule.streamed)
 
 
 def write_weights(graph: Graph, path: Path) -> WeightsFile:
@@ -46,7 +47,8 @@ def write_weights(graph: Graph, path: Path) -> WeightsFile:
     for node in graph.nodes:
         if neuron_op(node.op):
             states += [(f"{node.name}.{key}", array) for key, array in initial_state(graph, node).items()]
-    resident, state_init, offset, crc = [], [], 0, 0
+    streamed_names = set(graph.schedule.streamed)
+    resident, streamed, state_init, offset, crc = [], [], [], 0, 0
     with path.open("wb") as out:
         for kind, items in (("weight", blocks), ("state", states)):
             for name, array in items:
@@ -57,7 +59,10 @@ def write_weights(graph: Graph, path: Path) -> WeightsFile:
                 offset += len(padding)
                 buffer = plan.buffer_of(f"@{name}" if kind == "weight" else name)
                 segment = Segment(name, offset, buffer.offset, len(data))
-                (resident if kind == "weight" else state_init).append(segment)
+                if kind == "state":
+                    state_init.append(segment)
+                else:
+                    (streamed if name in streamed_names else resident).append(segment)
                 out.write(data)
                 offset += len(data)
-    return WeightsFile(tuple(resident), tuple(state_init), offset, crc)
+    return WeightsFile(tuple(resident), tuple(state_init), offset, crc, tuple(streamed))

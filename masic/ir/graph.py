@@ -134,6 +134,22 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """How the timestep loop runs (decided by the schedule pass).
+
+    `block` timesteps run per pass over the layers: 1 is timestep-major (every layer each step); with more, each
+    layer runs for all the block's steps before the next layer (layer-major within the block), so every value
+    exists once per step of the block while weights are read once per block. `streamed` weights stay in
+    weights.bin and are read into an arena slot once per block, starting `prefetch` positions before their first
+    use so the read overlaps computation; all other weights are resident for the whole run.
+    """
+
+    block: int = 1
+    streamed: tuple[str, ...] = ()
+    prefetch: int = 1
+
+
+@dataclass(frozen=True)
 class Graph:
     name: str
     nodes: tuple[Node, ...]
@@ -141,6 +157,7 @@ class Graph:
     params: tuple[Param, ...] = ()
     timesteps: int = 1
     plan: Plan | None = None
+    schedule: Schedule = Schedule()
     weights: Mapping[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     def node(self, name: str) -> Node:
@@ -158,6 +175,14 @@ class Graph:
     @property
     def inputs(self) -> tuple[Node, ...]:
         return tuple(n for n in self.nodes if n.op == "input")
+
+    def positions(self) -> list[tuple[Node, int]]:
+        """One block's kernel calls in execution order, (node, step within the block): layer-major."""
+        return [(node, t) for node in self.nodes for t in range(self.schedule.block)]
+
+    def copy_name(self, value: str, step: int) -> str:
+        """The name of a value's copy for one step of a block (the value itself when blocks are single steps)."""
+        return value if self.schedule.block == 1 else f"{value}@{step}"
 
     def users(self, value: str) -> tuple[Node, ...]:
         return tuple(n for n in self.nodes if value in n.inputs)

@@ -15,6 +15,7 @@ that ends a lifetime too early, corrupts the result instead of passing silently.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -158,24 +159,33 @@ class _Values:
         self.arrays: dict[str, np.ndarray] = dict(graph.weights)
         types = {n.name: n.type for n in graph.nodes} | {f"@{p.name}": p.type for p in graph.params}
         types |= {s: n.type for n in graph.nodes for s in state_names(n)}
+        self.streamed = set(graph.schedule.streamed)
         if simulate_plan:
             plan = graph.plan
             if plan is None:
                 raise ValueError("simulate_plan needs a planned graph (run assign-offsets first)")
             self.arena = np.full(plan.arena_bytes, 0xFF, dtype=np.uint8)
             for value, buffer in plan.values:
-                offset, vtype = plan.buffer(buffer).offset, types[value]
+                base = value if value.startswith("@") else value.split("@")[0]  # a block's copy x@t is an x
+                offset, vtype = plan.buffer(buffer).offset, types[base]
                 self.arrays[value] = self.arena[offset : offset + vtype.nbytes].view(F32).reshape(vtype.shape)
             for param in graph.params:
                 self.arrays[param.name] = self.arrays.pop(f"@{param.name}")
                 self.arrays[param.name][...] = graph.weights[param.name]
 
-    def poison_starting_at(self, position: int) -> None:
+    def begin_position(self, position: int) -> None:
+        """What happens to the arena as a position starts: every buffer whose lifetime starts is poisoned (NaN),
+        except pinned state and resident weights; streamed weight slots are then filled, as the loading thread
+        would. A plan that overlaps live buffers, or starts a slot too late, then corrupts the results."""
         if self.arena is None:
             return
         for buf in self.graph.plan.buffers:
-            if buf.start == position and buf.kind not in ("weight", "state"):
+            pinned = buf.kind == "state" or (buf.kind == "weight" and buf.name[1:] not in self.streamed)
+            if buf.start == position and not pinned:
                 self.arena[buf.offset : buf.offset + buf.size].view(F32)[...] = np.nan
+        for buf in self.graph.plan.buffers:
+            if buf.start == position and buf.kind == "weight" and buf.name[1:] in self.streamed:
+                self.arrays[buf.name[1:]][...] = self.graph.weights[buf.name[1:]]
 
     def store(self, name: str, value: np.ndarray) -> None:
         if self.arena is None:
@@ -202,25 +212,36 @@ def run(graph: Graph, x: np.ndarray, timesteps: int | None = None, simulate_plan
     for node in graph.nodes:
         if node.op == "delay":
             delays.setdefault(node.attr("source"), []).append(f"{node.name}.last")
+    # The simulator runs the plan's order (blocks of steps, layer-major inside a block, each step's copy of a value
+    # where the plan put it); the plain interpreter runs step by step, which computes the same.
+    block = graph.schedule.block if simulate_plan else 1
+    order = graph.positions() if simulate_plan else [(node, 0) for node in graph.nodes]
+    name_of = (lambda value, t: graph.copy_name(value, t)) if simulate_plan else (lambda value, t: value)
     outputs = []
-    for t in range(steps):
-        for position, node in enumerate(graph.nodes):
-            values.poison_starting_at(position)
-            values.store(node.name, _execute(node, values, x[t] if sequence else x))
+    for first in range(0, steps, block):
+        count = min(block, steps - first)
+        for position, (node, t) in enumerate(order):
+            values.begin_position(position)
+            if t >= count:
+                continue
+            copy = partial(name_of, t=t)
+            values.store(copy(node.name), _execute(node, values, x[first + t] if sequence else x, copy))
             for state in delays.get(node.name, ()):
-                values.arrays[state][...] = values.arrays[node.name]
-        outputs.append(values.arrays[graph.output].copy())
+                values.arrays[state][...] = values.arrays[copy(node.name)]
+        outputs += [values.arrays[name_of(graph.output, t)].copy() for t in range(count)]
     return np.stack(outputs)
 
 
-def _execute(node: Node, values: _Values, sample: np.ndarray) -> np.ndarray:
+def _execute(node: Node, values: _Values, sample: np.ndarray, copy: Callable[[str], str]) -> np.ndarray:
+    """Runs one node; `copy` names the copy of each value for the step being run."""
+
     def param(key: str) -> np.ndarray | None:
         value = node.attr(key)
         if value is None:
             return None
         return values.arrays[value.name] if isinstance(value, ParamRef) else F32(value)
 
-    operands = [values.arrays[v] for v in node.inputs]
+    operands = [values.arrays[copy(v)] for v in node.inputs]
     if node.op == "input":
         return sample
     if node.op == "delay":
@@ -242,6 +263,8 @@ def _execute(node: Node, values: _Values, sample: np.ndarray) -> np.ndarray:
         return batchnorm2d(node, operands[0], param)
     if node.op in ("flatten", "reshape"):
         return operands[0].reshape(node.type.shape)
+    if node.op == "concat":
+        return np.concatenate(operands, axis=0)
     if node.op == "constant":
         return np.broadcast_to(param("value"), node.type.shape).copy()
     raise NotImplementedError(f"the interpreter has no rule for op {node.op!r}")

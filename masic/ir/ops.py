@@ -32,7 +32,7 @@ ShapeRule = Callable[[Node, tuple[TensorType, ...]], TensorType]
 @dataclass(frozen=True)
 class OpDef:
     name: str
-    arity: int
+    arity: int  # operands; VARIADIC: one or more
     required: tuple[str, ...]
     optional: tuple[str, ...]
     infer: ShapeRule
@@ -133,6 +133,15 @@ def _infer_adaptive_pool2d(node: Node, ins: tuple[TensorType, ...]) -> TensorTyp
     return TensorType((ins[0].shape[0], oh, ow))
 
 
+VARIADIC = -1
+
+
+def _infer_concat(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
+    if any(t.shape[1:] != ins[0].shape[1:] or t.dtype != ins[0].dtype for t in ins):
+        raise ShapeError(f"concat operands may differ only in their first dimension, got {', '.join(map(str, ins))}")
+    return TensorType((sum(t.shape[0] for t in ins), *ins[0].shape[1:]), ins[0].dtype)
+
+
 def _infer_same(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
     if any(t != ins[0] for t in ins):
         raise ShapeError(f"operands must have equal types, got {', '.join(map(str, ins))}")
@@ -192,6 +201,14 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
             OpDef("flatten", 1, (), (), _infer_flatten, "a view of its input as one dimension"),
             OpDef("reshape", 1, ("shape",), (), _infer_reshape, "a view of its input with another shape"),
             OpDef("add", 2, (), (), _infer_same, "element-wise sum"),
+            OpDef(
+                "concat",
+                VARIADIC,
+                (),
+                (),
+                _infer_concat,
+                "operands joined along their first dimension (outputs or channels of a sliced layer)",
+            ),
             OpDef("sub", 2, (), (), _infer_same, "element-wise difference a - b"),
             OpDef("mul", 2, (), (), _infer_same, "element-wise product"),
             OpDef("select", 3, (), (), _infer_same, "element-wise c != 0 ? a : b (torch.where)"),

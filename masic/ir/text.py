@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from masic.ir.graph import AttrValue, Buffer, Graph, Node, Param, ParamRef, Plan, TensorType
+from masic.ir.graph import AttrValue, Buffer, Graph, Node, Param, ParamRef, Plan, Schedule, TensorType
 
 _NAME = r"[A-Za-z0-9_.\-]+"
 
@@ -63,7 +63,12 @@ def print_graph(graph: Graph) -> str:
     lines = [f"graph @{graph.name} timesteps={graph.timesteps} {{"]
     lines += [f"  param @{p.name} : {p.type}" for p in graph.params]
     lines += [f"  {format_node(n)}" for n in graph.nodes]
-    lines += [f"  output %{graph.output}", "}"]
+    lines.append(f"  output %{graph.output}")
+    if graph.schedule != Schedule():
+        s = graph.schedule
+        streamed = ", ".join(f"@{p}" for p in s.streamed)
+        lines.append(f"  schedule block={s.block} prefetch={s.prefetch} streamed=({streamed})")
+    lines.append("}")
     if graph.plan is not None:
         plan = graph.plan
         lines.append(f"plan arena={plan.arena_bytes} align={plan.alignment} lower_bound={plan.lower_bound} {{")
@@ -88,12 +93,13 @@ _NODE = re.compile(
     r"(?: \{(?P<attrs>.*)\})? : (?P<type>\S+)(?: loc\((?P<loc>\".*\")\))?$"
 )
 _OUTPUT = re.compile(rf"^output %(?P<name>{_NAME})$")
+_SCHEDULE = re.compile(r"^schedule block=(?P<block>\d+) prefetch=(?P<prefetch>\d+) streamed=\((?P<streamed>[^)]*)\)$")
 _PLAN = re.compile(r"^plan arena=(?P<arena>\d+) align=(?P<align>\d+) lower_bound=(?P<lb>\d+) \{$")
 _BUFFER = re.compile(
     r"^buffer (?P<name>\S+) (?P<kind>[a-z]+) size=(?P<size>\d+) live=\[(?P<start>\d+),(?P<end>\d+)\) "
     r"offset=(?P<offset>-?\d+)$"
 )
-_VALUE = re.compile(rf"^value (?:%(?P<value>{_NAME})|(?P<param>@{_NAME})) -> (?P<buffer>\S+)$")
+_VALUE = re.compile(rf"^value (?:%(?P<value>{_NAME}(?:@\d+)?)|(?P<param>@{_NAME})) -> (?P<buffer>\S+)$")
 _ATTR = re.compile(rf"\s*([a-z_][a-z0-9_]*)=(\"(?:[^\"\\]|\\.)*\"|\([0-9,\-]*\)|@{_NAME}|[^,]+)\s*(?:,|$)")
 
 
@@ -158,6 +164,9 @@ def parse(text: str, weights: Mapping[str, np.ndarray] | None = None) -> Graph:
                 inputs = tuple(s.strip()[1:] for s in m["inputs"].split(",") if s.strip())
                 loc = json.loads(m["loc"]) if m["loc"] else ""
                 nodes.append(Node(m["name"], m["op"], inputs, _parse_attrs(m["attrs"]), parse_type(m["type"]), loc))
+            elif section == "graph" and (m := _SCHEDULE.match(line)):
+                streamed = tuple(s.strip().removeprefix("@") for s in m["streamed"].split(",") if s.strip())
+                graph["schedule"] = Schedule(int(m["block"]), streamed, int(m["prefetch"]))
             elif section == "graph" and (m := _OUTPUT.match(line)):
                 graph["output"] = m["name"]
             elif section in ("graph", "plan") and line == "}":
@@ -188,5 +197,6 @@ def parse(text: str, weights: Mapping[str, np.ndarray] | None = None) -> Graph:
         params=tuple(params),
         timesteps=graph["timesteps"],
         plan=plan,
+        schedule=graph.get("schedule", Schedule()),
         weights=dict(weights or {}),
     )

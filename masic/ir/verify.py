@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from masic.errors import MasicError
 from masic.ir.graph import BUFFER_KINDS, Graph, Node, ParamRef
-from masic.ir.ops import OPS, ShapeError, neuron_op, state_names
+from masic.ir.ops import OPS, VARIADIC, ShapeError, neuron_op, state_names
 from masic.ir.text import format_node
 
 
@@ -57,8 +57,10 @@ def _verify_node(node: Node, defined: dict[str, Node], params: dict, graph: Grap
     definition = OPS.get(node.op)
     if definition is None:
         raise VerifyError(f"unknown op {node.op!r}", node)
-    if len(node.inputs) != definition.arity:
-        raise VerifyError(f"{node.op} takes {definition.arity} operand(s), got {len(node.inputs)}", node)
+    variadic = definition.arity == VARIADIC
+    if (variadic and not node.inputs) or (not variadic and len(node.inputs) != definition.arity):
+        wanted = "one or more" if variadic else definition.arity
+        raise VerifyError(f"{node.op} takes {wanted} operand(s), got {len(node.inputs)}", node)
     for value in node.inputs:
         if value not in defined:
             raise VerifyError(f"operand %{value} is not defined before its use", node)
@@ -152,7 +154,8 @@ def verify_plan(graph: Graph) -> None:
                 raise VerifyError(f"plan: buffers {a.name} and {b.name} are live together and overlap in memory")
     if plan.lower_bound > plan.arena_bytes:
         raise VerifyError(f"plan: lower bound {plan.lower_bound} exceeds the arena {plan.arena_bytes}")
-    sizes = {n.name: n.type.nbytes for n in graph.nodes if n.type is not None}
+    steps = range(graph.schedule.block)
+    sizes = {graph.copy_name(n.name, t): n.type.nbytes for n in graph.nodes if n.type is not None for t in steps}
     sizes.update({s: n.type.nbytes for n in graph.nodes if n.type is not None for s in state_names(n)})
     sizes.update({f"@{p.name}": p.type.nbytes for p in graph.params})
     placed = dict(plan.values)

@@ -11,6 +11,8 @@ read the batch norm's value (operands, delays) reads the conv instead.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from masic.ir.graph import Graph, Node, ParamRef
@@ -62,4 +64,4 @@ def run(graph: Graph, options: PassOptions) -> Graph:
         kept.append(Node(node.name, node.op, inputs, node.attrs, node.type, node.loc))
     output = renamed.get(graph.output, graph.output)
     folded = graph.with_params(new_params).with_nodes(kept)
-    return Graph(folded.name, folded.nodes, output, folded.params, folded.timesteps, None, folded.weights)
+    return replace(folded, output=output, plan=None)

@@ -72,7 +72,7 @@ def test_emit_c_prints_one_call_per_node() -> None:
         CHECK: #include "masic_model.h"
         CHECK: const masic_model_t masic_model = {
         CHECK: .input_shape = {20},
-        CHECK: int masic_model_step(uint8_t *arena) {
+        CHECK: int masic_model_block(uint8_t *arena, int32_t nsteps) {
         CHECK: /* %0 = dense(%input)
         CHECK-NEXT: if ((rc = masic_dense_0(
         CHECK: /* %1 = lif(%0)
@@ -99,10 +99,13 @@ def test_an_unsupported_module_is_named(tmp_path: Path) -> None:
     _assert_one_line_error(result, "unsupported module model.2 (Tanh)")
 
 
-def test_a_budget_below_need_states_the_bytes_needed(tmp_path: Path) -> None:
+def test_a_budget_below_the_minimum_states_the_smallest_that_works(tmp_path: Path) -> None:
     result = masic_cli("compile", FACTORY, "--budget", "1KB", "-o", str(tmp_path / "out"))
-    _assert_one_line_error(result, "check-budget: the plan needs", "but the budget is 1000B", "use --budget")
+    _assert_one_line_error(result, "the budget 1000B (1000 bytes) is below the smallest that works", "use --budget")
     assert not (tmp_path / "out").exists()
+    smallest = result.stderr.split("use --budget ")[-1].strip()
+    fits = masic_cli("compile", FACTORY, "--budget", smallest, "--emit", "plan")
+    assert fits.returncode == 0, fits.stderr
 
 
 @pytest.mark.parametrize("budget", ["64XB", "lots", "-5MB", "0"])
@@ -140,6 +143,8 @@ def test_passes_lists_the_registry() -> None:
     assert [line.split()[1] for line in result.stdout.splitlines()] == [
         "infer-shapes",
         "fold-batchnorm",
+        "slice-layers",
+        "schedule",
         "assign-offsets",
         "check-budget",
     ]

@@ -4,6 +4,9 @@
  * folder holding it, weights.bin and manifest.json. It checks weights.bin against the build, fills the one arena,
  * presents a .npy input for a number of timesteps, applies the early-exit rule and reports one line of JSON. With
  * --labels it runs many samples, resetting the neuron state before each, and reports accuracy and timesteps used.
+ * Timesteps run in blocks of masic_model.block (the model computes a block of steps layer by layer); weights that do
+ * not fit in the arena are streamed from weights.bin once per block by a loading thread that runs ahead of the
+ * compute.
  *
  * Exit codes: 0 success, 1 system failure (out of memory, I/O error, inconsistent build), 2 a problem the user can
  * fix (command line, input file, weights file), 3 a kernel reported failure during a step. */
@@ -14,7 +17,9 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,8 +36,10 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "masic targets little-
 
 enum { EXIT_SYSTEM = 1, EXIT_USER = 2, EXIT_STEP = 3 };
 
-#define IO_CHUNK_BYTES ((size_t)1 << 20)
+#define IO_CHUNK_BYTES ((size_t)1 << 20)      /* pread size of the CRC pass */
+#define CRC_MIN_ARENA_BUFFER ((uint64_t)1 << 16) /* smaller arenas: a buffer of this size */
 #define MIN_ARENA_ALIGNMENT 64
+#define MAX_BLOCK 65536 /* far above any useful block; bounds what a damaged build could make the loader do */
 #define NPY_MAX_NDIM 32               /* numpy's own limit on dimensions */
 #define NPY_MAX_HEADER_BYTES (1 << 16) /* far above what numpy writes; bounds a hostile header */
 
@@ -62,7 +69,11 @@ static const char usage_text[] =
     "  --weights PATH         weights file (default: weights.bin beside the executable)\n"
     "\n"
     "Without an exit flag the executable's own rule applies: the one masic calibrate wrote into it, else the\n"
-    "one it was compiled with. --min-timesteps alone changes that rule's minimum.\n";
+    "one it was compiled with. --min-timesteps alone changes that rule's minimum.\n"
+    "\n"
+    "The model runs timesteps in blocks (\"block\" in the JSON line). The exit rule is checked after every step,\n"
+    "but the model can only stop at the end of a block, so up to block-1 extra steps may be computed; their\n"
+    "outputs are discarded (\"timesteps_computed\" counts them, \"timesteps\" does not).\n";
 
 static const char *const exit_rule_names[] = {"none", "softmax_confidence", "margin", "stable_argmax"};
 /* The name of each rule's threshold, as in manifest.json. */
@@ -82,7 +93,7 @@ typedef struct {
 } options_t;
 
 /* The input file stays open and each step's sample is read straight into the arena: the arena planner may reuse
- * the input region once the first kernel has read it, so the sample must be copied in again at every step. */
+ * an input slot once the kernels reading it have run, so the samples are copied in again for every block. */
 typedef struct {
   const char *path;
   int fd;
@@ -112,7 +123,8 @@ typedef struct {
 } run_buffers_t;
 
 typedef struct {
-  int steps_run;
+  int steps_run;      /* steps whose outputs count: the exit rule stopped after the last of them */
+  int steps_computed; /* steps the model ran, up to a block past steps_run */
   size_t prediction; /* argmax of acc after the last step run */
 } sample_result_t;
 
@@ -303,6 +315,31 @@ static bool calibrated_exit_rule(masic_exit_rule_t *rule) {
   return true;
 }
 
+/* True if each of the block's `block` slots (inputs or outputs) holds `numel` float32 values inside the arena. */
+static bool slots_fit(const uint64_t *offsets, uint64_t numel) {
+  if (!offsets) return false;
+  for (int32_t t = 0; t < masic_model.block; t++)
+    if (!range_fits(offsets[t], 4 * numel, masic_model.arena_bytes)) return false;
+  return true;
+}
+
+/* Loads must lie inside weights.bin and the arena, and be issued in order of `start`: the loading thread takes them
+ * one after the other, so a later load with an earlier start would wait behind the previous one and could deadlock
+ * the compute waiting for it. */
+static void check_loads(void) {
+  const masic_model_t *m = &masic_model;
+  for (uint32_t k = 0; k < m->n_loads; k++) {
+    const masic_load_t *load = &m->loads[k];
+    if (!range_fits(load->file_offset, load->nbytes, m->weights_bytes) ||
+        !range_fits(load->arena_offset, load->nbytes, m->arena_bytes))
+      die(EXIT_SYSTEM, "inconsistent build: streamed load %u lies outside weights.bin or the arena; recompile the model",
+          k);
+    if (load->start > m->n_positions || (k > 0 && load->start < m->loads[k - 1].start))
+      die(EXIT_SYSTEM, "inconsistent build: streamed load %u starts at position %u, out of order or past the %u "
+          "positions of a block; recompile the model", k, load->start, m->n_positions);
+  }
+}
+
 /* A compiler bug must not turn into an out-of-bounds write, so the plan is checked before it is trusted. */
 static void check_model(void) {
   const masic_model_t *m = &masic_model;
@@ -311,19 +348,24 @@ static void check_model(void) {
   const char *problem = NULL;
   if (m->input_ndim < 0 || m->input_ndim > MASIC_MAX_NDIM || m->output_ndim < 0 || m->output_ndim > MASIC_MAX_NDIM)
     problem = "input or output has an invalid number of dimensions";
-  else if (in_numel == UINT64_MAX || !range_fits(m->input_offset, 4 * in_numel, m->arena_bytes))
-    problem = "input lies outside the arena";
-  else if (out_numel == 0 || out_numel == UINT64_MAX || !range_fits(m->output_offset, 4 * out_numel, m->arena_bytes))
-    problem = "output is empty or lies outside the arena";
+  else if (m->block < 1 || m->block > MAX_BLOCK)
+    problem = "block size outside 1..65536";
+  else if (in_numel == UINT64_MAX || !slots_fit(m->input_offsets, in_numel))
+    problem = "an input lies outside the arena";
+  else if (out_numel == 0 || out_numel == UINT64_MAX || !slots_fit(m->output_offsets, out_numel))
+    problem = "an output is empty or lies outside the arena";
   else if (m->arena_alignment & (m->arena_alignment - 1))
     problem = "arena alignment is not a power of two";
   else if (m->timesteps < 1)
     problem = "default number of timesteps is below 1";
+  else if (m->n_loads && !m->loads)
+    problem = "streamed loads are missing";
   else
     problem = exit_rule_problem(&m->exit_rule);
   if (problem) die(EXIT_SYSTEM, "inconsistent build: %s; recompile the model", problem);
   check_segments("resident", m->resident, m->n_resident);
   check_segments("state", m->state_init, m->n_state_init);
+  check_loads();
 }
 
 /* ---- weights.bin ---- */
@@ -399,8 +441,16 @@ static char *default_weights_path(void) {
 
 static const char weights_remedy[] = "re-copy the artifact folder";
 
-/* The size and CRC are checked before any byte is used, so a stale or damaged copy cannot produce silent garbage. */
-static void check_weights(int fd, const char *path, uint64_t size) {
+/* Bytes read from weights.bin, for the report. `streamed` grows in the loading thread, under stream.mutex; the
+ * compute thread reads it only between blocks, while that thread is idle (see stream_end_block). */
+static struct {
+  uint64_t checked;   /* by the CRC pass at start */
+  uint64_t resident;  /* by resident segments, once per run */
+  uint64_t streamed;  /* by streamed loads, once per block */
+  double load_wait_s; /* time the compute spent waiting in masic_wait_load */
+} weight_io;
+
+static void check_weights_size(const char *path, uint64_t size) {
   uint64_t expected = masic_model.weights_bytes;
   if (size < expected)
     die(EXIT_USER, "weights file %s is truncated (%llu of %llu bytes); %s", path, (unsigned long long)size,
@@ -408,16 +458,21 @@ static void check_weights(int fd, const char *path, uint64_t size) {
   if (size > expected)
     die(EXIT_USER, "weights file %s is too large (%llu bytes, expected %llu); it belongs to another build, %s", path,
         (unsigned long long)size, (unsigned long long)expected, weights_remedy);
-  uint8_t *chunk = xmalloc(IO_CHUNK_BYTES);
+}
+
+/* The CRC is checked before any byte is used, so a stale or damaged copy cannot produce silent garbage. It streams
+ * the file through `buf` with pread: weights may be far larger than the memory budget, so they are never mapped or
+ * held whole. */
+static void check_weights_crc(int fd, const char *path, uint64_t size, uint8_t *buf, size_t cap) {
   uint32_t crc = 0;
   for (uint64_t offset = 0; offset < size;) {
-    size_t want = size - offset < IO_CHUNK_BYTES ? (size_t)(size - offset) : IO_CHUNK_BYTES;
-    size_t got = pread_full(fd, chunk, want, offset, path);
+    size_t want = size - offset < cap ? (size_t)(size - offset) : cap;
+    size_t got = pread_full(fd, buf, want, offset, path);
     if (got < want) die(EXIT_USER, "weights file %s shrank while being read; %s", path, weights_remedy);
-    crc = crc32_update(crc, chunk, got);
+    crc = crc32_update(crc, buf, got);
     offset += got;
   }
-  free(chunk);
+  weight_io.checked = size;
   if (crc != masic_model.weights_crc32)
     die(EXIT_USER, "weights file %s is corrupted (CRC-32 %08x, expected %08x); %s", path, (unsigned)crc,
         (unsigned)masic_model.weights_crc32, weights_remedy);
@@ -434,23 +489,210 @@ static uint8_t *alloc_arena(void) {
   return arena;
 }
 
-static void load_segments(int fd, const char *path, uint8_t *arena, const masic_segment_t *segs, uint32_t n) {
+/* Copies segments into the arena; returns the bytes read. */
+static uint64_t load_segments(int fd, const char *path, uint8_t *arena, const masic_segment_t *segs, uint32_t n) {
+  uint64_t total = 0;
   for (uint32_t i = 0; i < n; i++) {
     if (pread_full(fd, arena + segs[i].arena_offset, segs[i].nbytes, segs[i].file_offset, path) < segs[i].nbytes)
       die(EXIT_USER, "weights file %s shrank while being read; %s", path, weights_remedy);
+    total += segs[i].nbytes;
   }
+  return total;
 }
 
 /* Checks weights.bin and returns the arena filled with the resident weights. The file stays open in *weights: the
- * initial state is copied from it before each sample. */
+ * initial state is copied from it before each sample, and streamed weights during each block. */
 static uint8_t *load_arena(const char *weights_path, weights_t *weights) {
   uint64_t size;
   int fd = open_regular_file(weights_path, "weights file", weights_remedy, &size);
-  check_weights(fd, weights_path, size);
+  check_weights_size(weights_path, size);
   uint8_t *arena = alloc_arena();
-  load_segments(fd, weights_path, arena, masic_model.resident, masic_model.n_resident);
+  /* The CRC pass borrows the arena, which is not in use yet, as its buffer when it is big enough: a separate buffer
+   * would add up to IO_CHUNK_BYTES to the peak memory of every run. */
+  if (masic_model.arena_bytes >= CRC_MIN_ARENA_BUFFER) {
+    size_t cap = masic_model.arena_bytes < IO_CHUNK_BYTES ? (size_t)masic_model.arena_bytes : IO_CHUNK_BYTES;
+    check_weights_crc(fd, weights_path, size, arena, cap);
+    memset(arena, 0, cap); /* the plan may rely on a zeroed arena */
+  } else {
+    size_t cap = size < CRC_MIN_ARENA_BUFFER ? (size_t)size : (size_t)CRC_MIN_ARENA_BUFFER;
+    uint8_t *chunk = xmalloc(cap);
+    check_weights_crc(fd, weights_path, size, chunk, cap);
+    free(chunk);
+  }
+  weight_io.resident = load_segments(fd, weights_path, arena, masic_model.resident, masic_model.n_resident);
   *weights = (weights_t){.path = weights_path, .fd = fd};
   return arena;
+}
+
+/* ---- streamed weights ----
+ *
+ * When weights do not fit in memory, the plan gives some of them a slot in the arena that successive weights share:
+ * each block of timesteps reads them again, load by load, just ahead of the kernels that need them. One loading thread
+ * issues the loads of a block in order. Load k may begin once the compute has finished every position before
+ * loads[k].start (the slot's previous occupant is dead then); the compute reports its progress with
+ * masic_reached(p) and waits for load k with masic_wait_load(k). Blocks are fenced on both sides: a block's loads
+ * begin only when it starts (at the end of the previous block its slots may still be read), and stream_end_block
+ * waits until the thread is idle, so between blocks the arena and the counters belong to the compute alone.
+ *
+ * The compute's side is lock-free when nothing has to wait: `done` and `reached` are atomics, and masic_reached takes
+ * the mutex only if the loading thread has said (in `wanted`) that it sleeps until that position. Both sides store
+ * their own variable then load the other's, in sequentially consistent order, so at least one of them sees the
+ * other's store: either the thread finds the position already reached, or the compute finds it waiting and wakes it
+ * under the mutex (which the thread holds from publishing `wanted` until it sleeps). */
+
+#define NO_POSITION UINT32_MAX
+#define STREAM_SPIN_ITERS 2000               /* a load finishing within a microsecond or so is not worth a sleep */
+#define STREAM_STACK_BYTES ((size_t)1 << 18) /* the thread only calls pread and, on failure, die */
+
+static struct {
+  bool active; /* the model has loads and the thread runs; everything below is unused otherwise */
+  pthread_t thread;
+  pthread_mutex_t mutex;
+  pthread_cond_t to_loader;  /* a block started or ended, a wanted position was reached, or shutdown */
+  pthread_cond_t to_compute; /* a load is done, or the thread went idle */
+  int fd;
+  const char *path;
+  uint8_t *arena;
+  /* under mutex */
+  uint64_t blocks_started;
+  bool block_open; /* between stream_begin_block and stream_end_block */
+  bool busy;       /* the thread is serving the current block */
+  bool shutdown;
+  /* atomics, reset by stream_begin_block while the thread is idle */
+  atomic_uint done;    /* loads of the current block completed */
+  atomic_uint reached; /* positions of the current block the compute has finished */
+  atomic_uint wanted;  /* the position the thread sleeps until, or NO_POSITION */
+} stream;
+
+/* In the loading thread: sleeps until the compute has reached `position` in the current block. Returns false if the
+ * block ended first (its remaining loads are not needed) or the loader is shutting down. */
+static bool stream_await_position(uint32_t position) {
+  if (atomic_load(&stream.reached) >= position) return true;
+  pthread_mutex_lock(&stream.mutex);
+  atomic_store(&stream.wanted, position);
+  while (atomic_load(&stream.reached) < position && stream.block_open && !stream.shutdown)
+    pthread_cond_wait(&stream.to_loader, &stream.mutex);
+  atomic_store(&stream.wanted, NO_POSITION);
+  bool go = atomic_load(&stream.reached) >= position && stream.block_open && !stream.shutdown;
+  pthread_mutex_unlock(&stream.mutex);
+  return go;
+}
+
+/* In the loading thread: reads load k into its slot and publishes it. weights.bin passed its size and CRC check at
+ * start, so a short read means the file was changed or replaced while the model ran. */
+static void stream_read(uint32_t k) {
+  const masic_load_t *load = &masic_model.loads[k];
+  if (pread_full(stream.fd, stream.arena + load->arena_offset, load->nbytes, load->file_offset, stream.path) <
+      load->nbytes)
+    die(EXIT_USER, "weights file %s changed while the model was running (streamed load %u is past its end); %s",
+        stream.path, k, weights_remedy);
+  pthread_mutex_lock(&stream.mutex);
+  weight_io.streamed += load->nbytes;
+  atomic_store_explicit(&stream.done, k + 1, memory_order_release); /* publishes the slot's bytes */
+  pthread_cond_broadcast(&stream.to_compute);
+  pthread_mutex_unlock(&stream.mutex);
+}
+
+static void *stream_main(void *unused) {
+  (void)unused;
+  uint64_t served = 0;
+  pthread_mutex_lock(&stream.mutex);
+  for (;;) {
+    while (!stream.shutdown && stream.blocks_started == served) pthread_cond_wait(&stream.to_loader, &stream.mutex);
+    if (stream.shutdown) break;
+    served = stream.blocks_started;
+    pthread_mutex_unlock(&stream.mutex);
+    for (uint32_t k = 0; k < masic_model.n_loads && stream_await_position(masic_model.loads[k].start); k++)
+      stream_read(k);
+    pthread_mutex_lock(&stream.mutex);
+    stream.busy = false;
+    pthread_cond_broadcast(&stream.to_compute);
+  }
+  pthread_mutex_unlock(&stream.mutex);
+  return NULL;
+}
+
+/* Starts the loading thread if the model streams weights; without loads there is no thread and the hooks return at
+ * once. */
+static void stream_start(const weights_t *weights, uint8_t *arena) {
+  if (masic_model.n_loads == 0) return;
+  stream.fd = weights->fd;
+  stream.path = weights->path;
+  stream.arena = arena;
+  atomic_store(&stream.wanted, NO_POSITION);
+  pthread_attr_t attr;
+  size_t stack = STREAM_STACK_BYTES > PTHREAD_STACK_MIN ? STREAM_STACK_BYTES : (size_t)PTHREAD_STACK_MIN;
+  if (pthread_mutex_init(&stream.mutex, NULL) || pthread_cond_init(&stream.to_loader, NULL) ||
+      pthread_cond_init(&stream.to_compute, NULL) || pthread_attr_init(&attr) ||
+      pthread_attr_setstacksize(&attr, stack) || pthread_create(&stream.thread, &attr, stream_main, NULL))
+    die(EXIT_SYSTEM, "cannot start the thread that streams weights");
+  pthread_attr_destroy(&attr);
+  stream.active = true;
+}
+
+static void stream_stop(void) {
+  if (!stream.active) return;
+  pthread_mutex_lock(&stream.mutex);
+  stream.shutdown = true;
+  pthread_cond_signal(&stream.to_loader);
+  pthread_mutex_unlock(&stream.mutex);
+  pthread_join(stream.thread, NULL);
+  pthread_cond_destroy(&stream.to_compute);
+  pthread_cond_destroy(&stream.to_loader);
+  pthread_mutex_destroy(&stream.mutex);
+  stream.active = false;
+}
+
+/* Lets the thread issue the loads of a new block; it is idle here (see stream_end_block). */
+static void stream_begin_block(void) {
+  if (!stream.active) return;
+  pthread_mutex_lock(&stream.mutex);
+  atomic_store(&stream.done, 0);
+  atomic_store(&stream.reached, 0);
+  stream.blocks_started++;
+  stream.block_open = true;
+  stream.busy = true;
+  pthread_cond_signal(&stream.to_loader);
+  pthread_mutex_unlock(&stream.mutex);
+}
+
+/* Ends the block and waits until the thread is idle, having finished or dropped the block's loads. */
+static void stream_end_block(void) {
+  if (!stream.active) return;
+  pthread_mutex_lock(&stream.mutex);
+  stream.block_open = false;
+  pthread_cond_signal(&stream.to_loader);
+  while (stream.busy) pthread_cond_wait(&stream.to_compute, &stream.mutex);
+  pthread_mutex_unlock(&stream.mutex);
+}
+
+void masic_reached(uint32_t position) {
+  if (!stream.active) return;
+  atomic_store(&stream.reached, position);
+  if (position >= atomic_load(&stream.wanted)) {
+    pthread_mutex_lock(&stream.mutex);
+    pthread_cond_signal(&stream.to_loader);
+    pthread_mutex_unlock(&stream.mutex);
+  }
+}
+
+void masic_wait_load(uint32_t k) {
+  if (!stream.active || atomic_load_explicit(&stream.done, memory_order_acquire) > k) return;
+  /* Waiting for a load that cannot begin before a position the compute has not reached would hang forever. */
+  uint32_t reached = atomic_load(&stream.reached);
+  if (k >= masic_model.n_loads || masic_model.loads[k].start > reached)
+    die(EXIT_SYSTEM, "inconsistent build: the model waits for streamed load %u at position %u, before it may begin; "
+        "recompile the model", k, reached);
+  double start = now_s();
+  for (int i = 0; i < STREAM_SPIN_ITERS && atomic_load_explicit(&stream.done, memory_order_acquire) <= k; i++) {
+  }
+  if (atomic_load_explicit(&stream.done, memory_order_acquire) <= k) {
+    pthread_mutex_lock(&stream.mutex);
+    while (atomic_load_explicit(&stream.done, memory_order_acquire) <= k)
+      pthread_cond_wait(&stream.to_compute, &stream.mutex);
+    pthread_mutex_unlock(&stream.mutex);
+  }
+  weight_io.load_wait_s += now_s() - start;
 }
 
 /* ---- input .npy ---- */
@@ -775,34 +1017,73 @@ static void free_run_buffers(run_buffers_t *b) {
   free(b->scratch);
 }
 
-/* Runs one sample from the initial neuron state until the last step or until the exit rule holds. */
+/* The exit rule's view of a sample so far. */
+typedef struct {
+  int steps;   /* steps accumulated */
+  size_t best; /* argmax of acc */
+  int run;     /* consecutive steps, ending now, with argmax `best` */
+} exit_state_t;
+
+/* Adds one step's output to acc and returns true if the rule says to stop after it. */
+static bool accumulate_step(const schedule_t *s, run_buffers_t *b, exit_state_t *e, const float *out) {
+  size_t n = b->out_numel;
+  for (size_t k = 0; k < n; k++) b->acc[k] += out[k];
+  e->steps++;
+  size_t previous = e->best;
+  e->best = argmax(b->acc, n);
+  e->run = e->steps > 1 && e->best == previous ? e->run + 1 : 1;
+  return s->exit.rule != MASIC_EXIT_NONE && e->steps >= s->exit.min_timesteps &&
+         exit_score(s->exit.rule, b->acc, n, e->best, e->run) >= s->exit.threshold;
+}
+
+/* Copies the inputs of steps first..first+n-1 into the block's input slots. They are copied anew for every block:
+ * the arena planner may reuse an input slot once the kernels that read it have run. */
+static void read_block_inputs(const input_t *in, int64_t sample, int first, int n, uint8_t *arena) {
+  for (int t = 0; t < n; t++) {
+    if (pread_full(in->fd, arena + masic_model.input_offsets[t], in->sample_bytes, input_offset(in, sample, first + t),
+                   in->path) < in->sample_bytes)
+      die(EXIT_USER, "input %s shrank while the model was running", in->path);
+  }
+}
+
+/* Runs steps first..first+n-1 as one block. Its loads may begin while its inputs are read: the previous block's
+ * outputs have been copied out, so nothing of that block is live any more. */
+static void run_block(const input_t *in, int64_t sample, uint8_t *arena, int first, int n, int max_steps) {
+  stream_begin_block();
+  read_block_inputs(in, sample, first, n, arena);
+  int status = masic_model_block(arena, n);
+  stream_end_block();
+  if (status && n == 1) die(EXIT_STEP, "timestep %d of %d failed with status %d", first + 1, max_steps, status);
+  if (status)
+    die(EXIT_STEP, "timesteps %d to %d of %d (one block) failed with status %d", first + 1, first + n, max_steps,
+        status);
+}
+
+/* Runs one sample from the initial neuron state until the last step or until the exit rule holds. The rule is
+ * applied after each step, exactly as if steps ran one at a time, but it can only stop the model at the end of a
+ * block: the steps of the block after the one that fired were computed in vain and are discarded (not accumulated,
+ * not in --output), so up to block - 1 extra steps may be computed. */
 static sample_result_t run_sample(const schedule_t *s, const input_t *in, int64_t sample, const weights_t *weights,
                                   uint8_t *arena, run_buffers_t *b) {
   load_segments(weights->fd, weights->path, arena, masic_model.state_init, masic_model.n_state_init);
   size_t n = b->out_numel;
   for (size_t k = 0; k < n; k++) b->acc[k] = 0;
-  size_t best = 0;
-  int run = 0;
-  int t = 0;
-  while (t < s->max_steps) {
-    if (pread_full(in->fd, arena + masic_model.input_offset, in->sample_bytes, input_offset(in, sample, t),
-                   in->path) < in->sample_bytes)
-      die(EXIT_USER, "input %s shrank while the model was running", in->path);
-    int status = masic_model_step(arena);
-    if (status) die(EXIT_STEP, "timestep %d of %d failed with status %d", t + 1, s->max_steps, status);
-    /* Copied out rather than cast, so an output offset that is not float-aligned cannot fault. */
-    float *out = b->history ? b->history + (size_t)t * n : b->scratch;
-    memcpy(out, arena + masic_model.output_offset, n * sizeof(float));
-    for (size_t k = 0; k < n; k++) b->acc[k] += out[k];
-    t++;
-    size_t previous = best;
-    best = argmax(b->acc, n);
-    run = t > 1 && best == previous ? run + 1 : 1;
-    if (s->exit.rule != MASIC_EXIT_NONE && t >= s->exit.min_timesteps &&
-        exit_score(s->exit.rule, b->acc, n, best, run) >= s->exit.threshold)
-      break;
+  exit_state_t e = {0};
+  int computed = 0;
+  bool stop = false;
+  while (!stop && computed < s->max_steps) {
+    int first = computed;
+    int steps = s->max_steps - first < masic_model.block ? s->max_steps - first : masic_model.block;
+    run_block(in, sample, arena, first, steps, s->max_steps);
+    computed += steps;
+    for (int t = 0; t < steps && !stop; t++) {
+      /* Copied out rather than cast, so an output offset that is not float-aligned cannot fault. */
+      float *out = b->history ? b->history + (size_t)(first + t) * n : b->scratch;
+      memcpy(out, arena + masic_model.output_offsets[t], n * sizeof(float));
+      stop = accumulate_step(s, b, &e, out);
+    }
   }
-  return (sample_result_t){.steps_run = t, .prediction = best};
+  return (sample_result_t){.steps_run = e.steps, .steps_computed = computed, .prediction = e.best};
 }
 
 /* ---- results ---- */
@@ -863,12 +1144,36 @@ static void print_exit_json(const masic_exit_rule_t *r, const char *source) {
   printf("}, \"exit_source\": \"%s\"", source);
 }
 
+/* The peak resident memory of this program. getrusage's ru_maxrss is not it: Linux carries the high-water mark over
+ * exec, so a program started by vfork or posix_spawn (Python's subprocess) reports at least its parent's peak. The
+ * VmHWM line of /proc/self/status belongs to this image alone; ru_maxrss is the fallback where it is missing. */
+static long long peak_rss_bytes(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  long long kib = -1;
+  if (f) {
+    char line[256];
+    while (kib < 0 && fgets(line, sizeof line, f))
+      if (sscanf(line, "VmHWM: %lld kB", &kib) != 1) kib = -1;
+    fclose(f);
+  }
+  if (kib < 0) {
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    kib = usage.ru_maxrss;
+  }
+  return kib * 1024;
+}
+
+/* weight_bytes_read counts resident and streamed weights (not the initial state, nor the CRC pass, which
+ * weight_bytes_checked counts); load_wait_s is the time the compute waited for streamed weights. */
 static void print_resources_json(double load_s, int threads) {
-  struct rusage usage;
-  getrusage(RUSAGE_SELF, &usage);
-  printf(", \"load_s\": %.6f, \"arena_bytes\": %llu, \"weights_bytes\": %llu", load_s,
-         (unsigned long long)masic_model.arena_bytes, (unsigned long long)masic_model.weights_bytes);
-  printf(", \"peak_rss_bytes\": %lld, \"threads\": %d}\n", (long long)usage.ru_maxrss * 1024, threads);
+  printf(", \"block\": %d, \"load_s\": %.6f, \"load_wait_s\": %.6f", masic_model.block, load_s,
+         weight_io.load_wait_s);
+  printf(", \"weight_bytes_checked\": %llu, \"weight_bytes_read\": %llu", (unsigned long long)weight_io.checked,
+         (unsigned long long)(weight_io.resident + weight_io.streamed));
+  printf(", \"arena_bytes\": %llu, \"weights_bytes\": %llu", (unsigned long long)masic_model.arena_bytes,
+         (unsigned long long)masic_model.weights_bytes);
+  printf(", \"peak_rss_bytes\": %lld, \"threads\": %d}\n", peak_rss_bytes(), threads);
 }
 
 static void print_report(const schedule_t *s, const sample_result_t *r, const run_buffers_t *b, double wall_s,
@@ -877,8 +1182,9 @@ static void print_report(const schedule_t *s, const sample_result_t *r, const ru
   printf("prediction: %zu\n", r->prediction);
   printf("{\"model\": ");
   print_json_string(masic_model.name);
-  printf(", \"prediction\": %zu, \"timesteps\": %d, \"max_timesteps\": %d, \"exited_early\": %s", r->prediction,
-         r->steps_run, s->max_steps, r->steps_run < s->max_steps ? "true" : "false");
+  printf(", \"prediction\": %zu, \"timesteps\": %d, \"timesteps_computed\": %d, \"max_timesteps\": %d", r->prediction,
+         r->steps_run, r->steps_computed, s->max_steps);
+  printf(", \"exited_early\": %s", r->steps_run < s->max_steps ? "true" : "false");
   print_exit_json(&s->exit, s->exit_source);
   /* JSON has no NaN: a model producing NaN reports a null confidence. */
   if (isfinite(confidence))
@@ -905,11 +1211,20 @@ static void describe_exit_rule(char *buf, size_t cap, const masic_exit_rule_t *r
 
 static const char histogram_bar[] = "##################################################"; /* the longest bar */
 
+/* What a labelled run adds up over its samples. */
+typedef struct {
+  int64_t n_samples;
+  int64_t correct;
+  int64_t steps_computed;
+  int64_t *histogram; /* histogram[t - 1] counts the samples that used t steps */
+} batch_totals_t;
+
 /* Accuracy, timesteps used (mean and histogram, one row per step count from the fewest to the most used), time per
- * sample; then everything as one JSON line. `histogram[t - 1]` counts the samples that ran t steps. */
-static void print_batch_report(const schedule_t *s, int64_t n_samples, int64_t correct, const int64_t *histogram,
-                               double wall_s, double load_s, int threads) {
-  int64_t total_steps = 0, peak = 0;
+ * sample; then everything as one JSON line, with totals over the samples and their means per sample. */
+static void print_batch_report(const schedule_t *s, const batch_totals_t *totals, double wall_s, double load_s,
+                               int threads) {
+  int64_t n_samples = totals->n_samples, correct = totals->correct, total_steps = 0, peak = 0;
+  const int64_t *histogram = totals->histogram;
   int fewest = s->max_steps, most = 1;
   for (int t = 1; t <= s->max_steps; t++) {
     int64_t count = histogram[t - 1];
@@ -922,8 +1237,11 @@ static void print_batch_report(const schedule_t *s, int64_t n_samples, int64_t c
   char rule[160];
   describe_exit_rule(rule, sizeof rule, &s->exit);
   printf("accuracy: %.2f%% (%lld of %lld samples)\n", 100 * accuracy, (long long)correct, (long long)n_samples);
-  printf("timesteps: mean %.2f of %d (%.1f%% fewer); exit rule: %s (%s)\n", mean_steps, s->max_steps,
+  double mean_computed = (double)totals->steps_computed / n;
+  printf("timesteps: mean %.2f of %d (%.1f%% fewer); exit rule: %s (%s)", mean_steps, s->max_steps,
          100 * (1 - mean_steps / s->max_steps), rule, s->exit_source);
+  if (masic_model.block > 1) printf("; mean %.2f computed in blocks of %d", mean_computed, masic_model.block);
+  printf("\n");
   printf("timesteps used:\n");
   for (int t = fewest; t <= most; t++) {
     int64_t count = histogram[t - 1];
@@ -937,9 +1255,13 @@ static void print_batch_report(const schedule_t *s, int64_t n_samples, int64_t c
          (long long)correct, accuracy, mean_steps);
   printf(", \"max_timesteps\": %d, \"timesteps_histogram\": [", s->max_steps);
   for (int t = 1; t <= s->max_steps; t++) printf(t > 1 ? ", %lld" : "%lld", (long long)histogram[t - 1]);
-  printf("]");
+  printf("], \"timesteps_computed\": %lld, \"mean_timesteps_computed\": %.6f", (long long)totals->steps_computed,
+         mean_computed);
   print_exit_json(&s->exit, s->exit_source);
   printf(", \"wall_s\": %.6f, \"wall_s_per_sample\": %.9f", wall_s, wall_s / n);
+  /* Resident weights are read once per run, streamed ones once per block: only the latter scale with the samples. */
+  printf(", \"load_wait_s_per_sample\": %.9f, \"streamed_bytes_per_sample\": %.1f", weight_io.load_wait_s / n,
+         (double)weight_io.streamed / n);
   print_resources_json(load_s, threads);
 }
 
@@ -966,17 +1288,17 @@ static void run_batch(const options_t *opt, const schedule_t *s, const input_t *
   FILE *output = files->output, *predictions = files->predictions;
   if (output) write_outputs_header(output, opt->output_path, true, in->n_samples, s->max_steps);
   int32_t *rows = predictions ? xmalloc((size_t)in->n_samples * 2 * sizeof *rows) : NULL;
-  int64_t *histogram = xmalloc((size_t)s->max_steps * sizeof *histogram);
-  for (int t = 0; t < s->max_steps; t++) histogram[t] = 0;
+  batch_totals_t totals = {.n_samples = in->n_samples, .histogram = xmalloc((size_t)s->max_steps * sizeof(int64_t))};
+  for (int t = 0; t < s->max_steps; t++) totals.histogram[t] = 0;
   run_buffers_t buffers = alloc_run_buffers(s->max_steps, output != NULL);
-  int64_t correct = 0;
   double wall_s = 0;
   for (int64_t i = 0; i < in->n_samples; i++) {
     double start = now_s();
     sample_result_t r = run_sample(s, in, i, weights, arena, &buffers);
     wall_s += now_s() - start;
-    correct += (int64_t)r.prediction == files->labels[i];
-    histogram[r.steps_run - 1]++;
+    totals.correct += (int64_t)r.prediction == files->labels[i];
+    totals.steps_computed += r.steps_computed;
+    totals.histogram[r.steps_run - 1]++;
     if (output) write_sample_outputs(output, opt->output_path, &buffers, r.steps_run, s->max_steps);
     if (rows) {
       rows[2 * i] = (int32_t)r.prediction;
@@ -990,9 +1312,9 @@ static void run_batch(const options_t *opt, const schedule_t *s, const input_t *
     write_or_die(predictions, opt->predictions_path, rows, (size_t)in->n_samples * 2 * sizeof *rows);
     close_output(predictions, opt->predictions_path);
   }
-  print_batch_report(s, in->n_samples, correct, histogram, wall_s, load_s, threads);
+  print_batch_report(s, &totals, wall_s, load_s, threads);
   free_run_buffers(&buffers);
-  free(histogram);
+  free(totals.histogram);
   free(rows);
 }
 
@@ -1031,10 +1353,12 @@ int main(int argc, char **argv) {
   if (masic_parallel_init(opt.threads) != 0)
     die(EXIT_SYSTEM, "cannot start the worker threads (--threads %d)", opt.threads);
   int threads = masic_parallel_num_threads();
+  stream_start(&weights, arena);
   if (files.labels)
     run_batch(&opt, &schedule, &in, &files, &weights, arena, load_s, threads);
   else
     run_single(&opt, &schedule, &in, &files, &weights, arena, load_s, threads);
+  stream_stop();
   masic_parallel_shutdown();
 
   close(in.fd);

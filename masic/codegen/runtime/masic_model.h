@@ -48,35 +48,58 @@ typedef struct {
   masic_exit_rule_t rule;
 } masic_exit_override_t;
 
+/* A streamed weight slice: read from weights.bin into its arena slot once per block, by the loading thread.
+ * The slot is free (its previous occupant dead) once the compute has finished every position before `start`, so
+ * the load may begin then and must be complete before the first kernel that reads it (masic_wait_load). */
+typedef struct {
+  uint64_t file_offset;
+  uint64_t arena_offset;
+  uint64_t nbytes;
+  uint32_t start; /* position within the block from which the slot belongs to this load */
+} masic_load_t;
+
 typedef struct {
   const char *name;
   uint64_t arena_bytes;     /* size of the single arena (all model data: weights, state, activations, scratch) */
   uint64_t arena_alignment; /* the arena base is aligned to this many bytes */
   uint64_t weights_bytes;   /* exact size of weights.bin */
   uint32_t weights_crc32;   /* zlib CRC-32 of the whole of weights.bin */
-  /* per-sample input (float32, no batch dimension), read by the first kernel of each step */
+  /* per-sample input (float32, no batch dimension); one slot per timestep of a block */
   int32_t input_ndim;
   int64_t input_shape[MASIC_MAX_NDIM];
-  uint64_t input_offset;
-  /* per-step output (float32, no batch dimension), written by the last kernel of each step */
+  /* per-step output (float32, no batch dimension); one slot per timestep of a block */
   int32_t output_ndim;
   int64_t output_shape[MASIC_MAX_NDIM];
-  uint64_t output_offset;
   int32_t timesteps;           /* default number of timesteps */
   masic_exit_rule_t exit_rule; /* default exit rule; see masic_exit_override_t */
+  /* The timestep loop runs in blocks of `block` timesteps: the loader writes the inputs of the block's steps to
+   * input_offsets[0..n), calls masic_model_block(arena, n), then reads output_offsets[0..n) (n <= block; the last
+   * block of a run may be shorter). Early exit is decided at block boundaries, over the steps' outputs in order. */
+  int32_t block;
+  const uint64_t *input_offsets;  /* [block] */
+  const uint64_t *output_offsets; /* [block] */
   /* weights resident for the whole run: copied once at start */
   uint32_t n_resident;
   const masic_segment_t *resident;
   /* initial neuron state: copied before each sample */
   uint32_t n_state_init;
   const masic_segment_t *state_init;
+  /* streamed weights: the loads of one block, in the order they are issued (non-decreasing `start`) */
+  uint32_t n_loads;
+  const masic_load_t *loads;
+  uint32_t n_positions; /* positions (kernel calls) in one block; masic_reached takes 0..n_positions */
 } masic_model_t;
 
 extern const masic_model_t masic_model;
 
-/* Runs one timestep on `arena`: reads the input at input_offset, updates neuron state in place, writes the output
- * at output_offset. Returns 0, or the non-zero status of the kernel that failed. */
-int masic_model_step(uint8_t *arena);
+/* Runs `nsteps` (1..block) timesteps on `arena`: step t reads its input at input_offsets[t] and writes its output at
+ * output_offsets[t]; neuron state is updated in place. Returns 0, or the non-zero status of the kernel that failed.
+ * It calls masic_wait_load(k) before the first kernel reading load k, and masic_reached(p) after position p-1. */
+int masic_model_block(uint8_t *arena, int32_t nsteps);
+
+/* Provided by the loader for the generated code (no-ops when the model has no loads). */
+void masic_wait_load(uint32_t k);
+void masic_reached(uint32_t position);
 
 /* Thread pool used by parallel TVM kernels (runtime/parallel.c). num_threads <= 0 means one per online core.
  * Returns 0 on success. */

@@ -1,0 +1,91 @@
+"""schedule{budget}: streamed weights and blocks of timesteps, derived from the budget alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from masic.analysis.minimum_budget import minimum_budget as smallest_budget
+from masic.ir.interpret import run
+from masic.ir.text import parse, print_graph
+from masic.ir.verify import verify
+from masic.passes import DEFAULT_PIPELINE, PassOptions
+from masic.passes.check_budget import BudgetError
+from masic.passes.manager import PassManager
+from masic.passes.schedule import bytes_read
+from tests.filecheck import filecheck
+from tests.norse_models import MODELS, random_input
+from tests.strategies import graphs
+
+ALIGN = 16
+
+
+def plan(graph, budget: int | None):
+    return PassManager(DEFAULT_PIPELINE, PassOptions(budget=budget, alignment=ALIGN)).run(graph)
+
+
+def minimum_budget(graph) -> int:
+    """The smallest budget the compiler reports when it refuses one."""
+    return smallest_budget(graph, ALIGN)
+
+
+@given(graphs(), st.floats(0.0, 1.0))
+def test_any_budget_from_the_minimum_fits_and_simulates_exactly(graph, where) -> None:
+    resident = plan(graph, None)
+    smallest = minimum_budget(graph)
+    assert smallest <= resident.plan.arena_bytes
+    budget = smallest + int(where * (resident.plan.arena_bytes - smallest))
+    planned = plan(graph, budget)
+    verify(planned)  # the independent checker
+    assert planned.plan.arena_bytes <= budget
+    x = np.random.default_rng(0).uniform(0, 2, (5, *graph.inputs[0].type.shape)).astype(np.float32)
+    np.testing.assert_array_equal(run(planned, x, simulate_plan=True), run(graph, x))
+
+
+@given(graphs())
+def test_the_minimum_compiles_and_one_byte_less_is_refused(graph) -> None:
+    smallest = minimum_budget(graph)
+    assert plan(graph, smallest).plan.arena_bytes <= smallest
+    with pytest.raises(BudgetError):
+        plan(graph, smallest - 1)
+
+
+def test_a_tight_budget_streams_weights_in_blocks() -> None:
+    from masic.frontends.norse import import_norse
+
+    factory, shape = MODELS["dense"]
+    graph = import_norse(factory(), timesteps=6)
+    resident = plan(graph, None)
+    planned = plan(graph, resident.plan.arena_bytes - 900)
+    schedule = planned.schedule
+    assert schedule.streamed and schedule.block > 1
+    streamed_bytes = sum(planned.param(p).type.nbytes for p in schedule.streamed)
+    assert bytes_read(planned, schedule) < graph.timesteps * streamed_bytes
+    text = print_graph(planned)
+    filecheck(text, f"CHECK: schedule block={schedule.block} prefetch=1 streamed=(@")
+    assert parse(text, planned.weights) == planned
+    x = random_input(shape, 6)
+    np.testing.assert_array_equal(run(planned, x, simulate_plan=True), run(graph, x))
+
+
+def test_layers_too_large_for_a_slot_are_sliced_and_compute_the_same() -> None:
+    """Weights dominate this model, so at its minimum budget both layers are cut into pieces that stream."""
+    import torch
+    from masic.frontends.norse import import_norse
+    from norse.torch import LICell, LIFCell, SequentialState
+
+    torch.manual_seed(0)
+    model = SequentialState(torch.nn.Linear(64, 256), LIFCell(), torch.nn.Linear(256, 10), LICell())
+    graph = import_norse(model, timesteps=3)
+    budget = minimum_budget(graph)
+    planned = plan(graph, budget)
+    parts = [n for n in planned.nodes if ".part" in n.name]
+    assert {n.name.split(".")[0] for n in parts} == {"0", "2"}
+    assert sum(n.op == "concat" for n in planned.nodes) == 2
+    for node in parts:  # each piece's weight fits the budget, unlike the whole layer's
+        whole = graph.param(node.attr("weight").name.split(".part")[0]).type.nbytes
+        assert planned.param(node.attr("weight").name).type.nbytes < min(whole, budget)
+    x = np.random.default_rng(1).uniform(0, 1, (3, 64)).astype(np.float32)
+    np.testing.assert_array_equal(run(planned, x, simulate_plan=True), run(graph, x))
