@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from masic.analysis.liveness import align_up, analyse
+from masic.analysis.liveness import Liveness, align_up, analyse
 from masic.ir.graph import Graph, Plan
 from masic.memplan.problem import Interval, MemplanError, Problem
 from masic.memplan.solver import solve
@@ -24,6 +24,21 @@ NAME = "assign-offsets"
 SEARCH_SECONDS = 10.0  # the exact search's limit when heuristics miss the budget
 
 
+def _problem(graph: Graph, alignment: int) -> tuple[Liveness, Problem]:
+    liveness = analyse(graph, alignment)
+    return liveness, Problem(tuple(Interval(b.name, b.start, b.end, b.size) for b in liveness.buffers))
+
+
+def arena_bytes(graph: Graph, alignment: int, budget: int | None = None) -> int:
+    """The arena the heuristic placement reaches for this graph and schedule: always achievable (the lower bound
+    is not, in general), so budget decisions use it and assign-offsets then meets them. With a budget, a plan
+    whose lower bound already exceeds it is not placed: its lower bound is returned, which exceeds the budget too."""
+    liveness, problem = _problem(graph, alignment)
+    if budget is not None and liveness.lower_bound > budget:
+        return liveness.lower_bound
+    return align_up(solve(problem, None, None, alignment).height, alignment)
+
+
 def run(graph: Graph, options: PassOptions) -> Graph:
     untyped = [n for n in graph.nodes if n.type is None]
     if untyped:
@@ -31,8 +46,7 @@ def run(graph: Graph, options: PassOptions) -> Graph:
     leftover = [n for n in graph.nodes if n.op == "batchnorm2d"]
     if leftover:
         raise PassError(NAME, "batchnorm2d has no kernel; run fold-batchnorm first", leftover[0])
-    liveness = analyse(graph, options.alignment)
-    problem = Problem(tuple(Interval(b.name, b.start, b.end, b.size) for b in liveness.buffers))
+    liveness, problem = _problem(graph, options.alignment)
     # Without a budget the heuristics alone decide (they reach the lower bound on every model we have seen);
     # the exact search is spent only on making a budget fit.
     search_seconds = SEARCH_SECONDS if options.budget is not None else None

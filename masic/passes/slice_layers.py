@@ -4,12 +4,13 @@ A dense layer is split along its output neurons, a conv2d (groups = 1) along its
 most L bytes of weight each (never less than one output row or channel); each piece is a layer of its own with its
 own weight (and bias) slices, and a `concat` joins their outputs in order, keeping the original layer's name so its
 users are unchanged. The piece size L follows from the budget: the largest power of two for which the plan with
-every weight streamed (the smallest plan the schedule pass can make) fits the budget; when none fits, the finest
-slicing is kept and the schedule pass refuses the budget. Candidates do not depend on the budget, so a budget that
-fits with some slicing lets every larger budget fit too.
+every weight streamed (the smallest plan the schedule pass can make, as placed) fits the budget; when none fits,
+the finest slicing is kept and the schedule pass refuses the budget. Candidates do not depend on the budget, so a
+budget that fits with some slicing lets every larger budget fit too.
 
 Requires: typed graph without batchnorm2d.
-Ensures: with a budget, every weight of a dense or ungrouped conv2d is at most L bytes or one output row / channel;
+Ensures: with a budget, every weight of a dense or ungrouped conv2d is at most L bytes or one output row / channel
+(at most MAX_PIECES pieces per layer);
 the graph computes exactly the same values (each output by the same arithmetic as before).
 """
 
@@ -21,12 +22,13 @@ from math import ceil
 
 import numpy as np
 
-from masic.analysis.liveness import analyse
 from masic.ir.graph import Graph, Node, ParamRef, Schedule
 from masic.ir.ops import OPS
+from masic.passes.assign_offsets import arena_bytes
 from masic.passes.base import PassOptions
 
 NAME = "slice-layers"
+MAX_PIECES = 64  # per layer: finer slicing costs a kernel call and a concat copy per piece for little memory
 
 
 def _sliceable(node: Node) -> bool:
@@ -66,24 +68,25 @@ def slice_to(graph: Graph, limit: int) -> Graph:
 
 
 def candidate_limits(graph: Graph) -> list[int]:
-    """Piece sizes to try, coarsest first: powers of two from the largest sliceable weight down to one row."""
+    """Piece sizes to try, coarsest first: powers of two from the largest sliceable weight down to one row, or to
+    1/MAX_PIECES of the largest weight."""
     weights = [graph.param(n.attr("weight").name).type for n in graph.nodes if _sliceable(n)]
     if not weights:
         return []
     largest = max(w.nbytes for w in weights)
     smallest_row = min(w.nbytes // w.shape[0] for w in weights)
     limits, limit = [], 1 << max(largest - 1, 1).bit_length()
-    while limit >= max(smallest_row, 1):
+    while limit >= max(smallest_row, largest // MAX_PIECES, 1):
         limits.append(limit)
         limit //= 2
     return limits
 
 
-def smallest_plan_bytes(graph: Graph, alignment: int) -> int:
-    """Lower bound of the smallest plan the schedule pass can make of this graph: every weight streamed, one step
-    per block."""
+def smallest_plan_bytes(graph: Graph, alignment: int, budget: int | None = None) -> int:
+    """Arena of the smallest plan the schedule pass can make of this graph: every weight streamed, one step per
+    block."""
     everything = Schedule(1, tuple(p.name for p in graph.params))
-    return analyse(replace(graph, schedule=everything), alignment).lower_bound
+    return arena_bytes(replace(graph, schedule=everything), alignment, budget)
 
 
 def run(graph: Graph, options: PassOptions) -> Graph:
@@ -93,12 +96,7 @@ def run(graph: Graph, options: PassOptions) -> Graph:
     limits = candidate_limits(graph)
     if not limits or smallest_plan_bytes(graph, options.alignment) <= capacity:
         return graph
-    # The smallest plan only shrinks as pieces get finer, so binary-search the coarsest limit that fits.
-    low, high = 0, len(limits) - 1  # index into limits (coarse -> fine); the finest is kept if nothing fits
-    while low < high:
-        middle = (low + high) // 2
-        if smallest_plan_bytes(slice_to(graph, limits[middle]), options.alignment) <= capacity:
-            high = middle
-        else:
-            low = middle + 1
-    return slice_to(graph, limits[low])
+    # Coarsest first: fewer pieces mean fewer, larger reads. Placement heights are not monotone in the piece size,
+    # so every candidate is tried rather than bisected.
+    sliced = [slice_to(graph, limit) for limit in limits]
+    return next((g for g in sliced if smallest_plan_bytes(g, options.alignment, capacity) <= capacity), sliced[-1])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from masic.analysis.minimum_budget import minimum_budget as smallest_budget
@@ -31,7 +31,8 @@ def minimum_budget(graph) -> int:
     return smallest_budget(graph, ALIGN)
 
 
-@given(graphs(), st.floats(0.0, 1.0))
+@settings(max_examples=20)
+@given(graphs(max_layers=4), st.floats(0.0, 1.0))
 def test_any_budget_from_the_minimum_fits_and_simulates_exactly(graph, where) -> None:
     resident = plan(graph, None)
     smallest = minimum_budget(graph)
@@ -44,7 +45,8 @@ def test_any_budget_from_the_minimum_fits_and_simulates_exactly(graph, where) ->
     np.testing.assert_array_equal(run(planned, x, simulate_plan=True), run(graph, x))
 
 
-@given(graphs())
+@settings(max_examples=20)
+@given(graphs(max_layers=4))
 def test_the_minimum_compiles_and_one_byte_less_is_refused(graph) -> None:
     smallest = minimum_budget(graph)
     assert plan(graph, smallest).plan.arena_bytes <= smallest
