@@ -88,9 +88,8 @@ def analyse(graph: Graph, alignment: int = 16) -> Liveness:
             root[name] = name
             start[name] = (0 if node.op == "input" else p, node)
         owner = root[name]
+        # last_read covers every reader of every copy, so each buffer's end is known once its owner is placed.
         end[owner] = max(end.get(owner, 0), last_read[name] + 1, p + 1)
-        for value in node.inputs:
-            end[root[graph.copy_name(value, t)]] = max(end[root[graph.copy_name(value, t)]], p + 1)
         values.append((name, owner))
         if neuron_op(node.op) and t == 0:
             for state in state_names(node):

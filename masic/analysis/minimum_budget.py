@@ -1,7 +1,7 @@
 """The smallest budget a model compiles under: what `masic compile` states when it refuses a budget.
 
 Slicing depends on the budget, so the minimum is a property of the pipeline, not of one sliced graph: the smallest,
-over the piece sizes slice-layers may choose, of the lower bound of the smallest plan the schedule pass can make
+over the piece sizes slice-layers may choose, of the placed arena of the smallest plan the schedule pass can make
 (every weight streamed, one step per block). At that budget slice-layers finds a slicing that fits and schedule a
 plan; one byte less, and neither exists.
 """

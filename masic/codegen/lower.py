@@ -23,7 +23,7 @@ from masic.codegen.kernels import (
 )
 from masic.codegen.weights import Segment, WeightsFile
 from masic.early_exit import ExitRule
-from masic.ir.graph import Buffer, Graph, Node, ParamRef
+from masic.ir.graph import Graph, Node, ParamRef
 from masic.ir.ops import OPS, neuron_op
 from masic.ir.text import format_node
 
@@ -115,14 +115,8 @@ def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
     return kernel, binding
 
 
-def _buffer(graph: Graph, name: str) -> Buffer:
-    """The buffer holding a value, state or @parameter, or a buffer named directly (kernel scratch)."""
-    plan = graph.plan
-    return plan.buffer_of(name) if name in dict(plan.values) else plan.buffer(name)
-
-
 def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
-    """One kernel per distinct signature, and the call sequence of one timestep. Right after a delay's source is
+    """One kernel per distinct signature, and the call sequence of one block. Right after a delay's source is
     computed (or, for a view or the input, at its position), a copy writes it into the delay's state."""
     plan = graph.plan
     assert plan is not None, "lower needs a planned graph"
@@ -141,7 +135,7 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
         if kernel not in kernels:
             kernels[kernel] = dataclasses.replace(kernel, symbol=f"masic_{node.op}_{len(kernels)}")
         kernel = kernels[kernel]
-        buffers = {p: _buffer(graph, binding[p]) for p in kernel.arg_names()}
+        buffers = {p: plan.locate(binding[p]) for p in kernel.arg_names()}
         planned_scratch = buffers["scratch"].size if "scratch" in buffers else 0
         if kernel.scratch_bytes() > planned_scratch:  # liveness.scratch_bytes and the kernel must agree
             raise AssertionError(f"{node.describe()}: kernel needs {kernel.scratch_bytes()} scratch bytes")
@@ -175,19 +169,19 @@ def _c_offsets(graph: Graph, value: str) -> str:
     return ", ".join(f"{graph.plan.buffer_of(graph.copy_name(value, t)).offset}u" for t in range(graph.schedule.block))
 
 
-def _call_params(call: KernelCall) -> set[str]:
-    """The weights a call reads, as buffer names (@param)."""
-    return {f"@{ref.name}" for _, ref in call.node.param_refs()}
-
-
 def _step_note(call: KernelCall, block: int) -> str:
     return f" (step {call.step} of the block)" if block > 1 else ""
 
 
+def _c_table(ctype: str, name: str, rows: list[tuple[tuple[int, ...], str]], width: int) -> str:
+    """A static C array of `width`-field structs, one row (values, comment) each."""
+    text = "".join(f"  {{{', '.join(f'{v}u' for v in values)}}}, /* {comment} */\n" for values, comment in rows)
+    text = text or f"  {{{', '.join(['0u'] * width)}}},\n"  # C forbids an empty initializer list
+    return f"static const {ctype} {name}[] = {{\n{text}}};\n"
+
+
 def _c_segments(name: str, segments: tuple[Segment, ...]) -> str:
-    rows = "".join(f"  {{{s.file_offset}u, {s.arena_offset}u, {s.nbytes}u}}, /* {s.name} */\n" for s in segments)
-    rows = rows or "  {0u, 0u, 0u},\n"  # C forbids an empty initializer list
-    return f"static const masic_segment_t {name}[] = {{\n{rows}}};\n"
+    return _c_table("masic_segment_t", name, [((s.file_offset, s.arena_offset, s.nbytes), s.name) for s in segments], 3)
 
 
 def _c_shape(shape: tuple[int, ...]) -> str:
@@ -203,19 +197,27 @@ def emit_model_c(
     prototypes = "".join(f"int32_t {k.symbol}({', '.join('float *' + p for p in k.arg_names())});\n" for k in kernels)
     block = graph.schedule.block
     # Streamed loads in issue order, each with the position from which its slot is free and its first reader.
-    loads = sorted(weights.streamed, key=lambda s: plan.buffer(f"@{s.name}").start)
-    load_rows = "".join(
-        f"  {{{s.file_offset}u, {s.arena_offset}u, {s.nbytes}u, {plan.buffer(f'@{s.name}').start}u}}, /* {s.name} */\n"
-        for s in loads
+    slot_start = {s.name: plan.buffer(f"@{s.name}").start for s in weights.streamed}
+    loads = sorted(weights.streamed, key=lambda s: slot_start[s.name])
+    load_table = _c_table(
+        "masic_load_t",
+        "loads",
+        [((s.file_offset, s.arena_offset, s.nbytes, slot_start[s.name]), s.name) for s in loads],
+        4,
     )
-    first_reader = {k: min(c.position for c in calls if f"@{s.name}" in _call_params(c)) for k, s in enumerate(loads)}
-    body = ""
     by_position: dict[int, list[KernelCall]] = {}
+    first_reader: dict[str, int] = {}
     for call in calls:
         by_position.setdefault(call.position, []).append(call)
+        for _, ref in call.node.param_refs():
+            first_reader.setdefault(ref.name, call.position)
+    waits: dict[int, list[int]] = {}  # position -> loads its calls need first
+    for k, segment in enumerate(loads):
+        waits.setdefault(first_reader[segment.name], []).append(k)
+    body = ""
     n_positions = len(graph.nodes) * block
     for position in range(n_positions):
-        for k in (k for k, first in first_reader.items() if first == position):
+        for k in waits.get(position, []):
             body += f"  masic_wait_load({k}u); /* {loads[k].name} */\n"
         for call in by_position.get(position, []):
             args = ", ".join(f"(float *)(arena + {offset}u)" for _, offset in call.args)
@@ -224,7 +226,6 @@ def emit_model_c(
             body += f"  {guard}(rc = {call.symbol}({args})) != 0) return rc;\n"
         if loads:
             body += f"  masic_reached({position + 1}u);\n"
-    load_rows = load_rows or "  {0u, 0u, 0u, 0u},\n"  # C forbids an empty initializer list
     input_offsets = _c_offsets(graph, input_node.name)
     output_offsets = _c_offsets(graph, output.name)
     return f"""/* Generated by masic for graph @{graph.name}: one block of {block} timestep(s) as kernel calls. */
@@ -233,9 +234,7 @@ def emit_model_c(
 {prototypes}
 {_c_segments("resident", weights.resident)}
 {_c_segments("state_init", weights.state_init)}
-static const masic_load_t loads[] = {{
-{load_rows}}};
-static const uint64_t input_offsets[] = {{{input_offsets}}};
+{load_table}static const uint64_t input_offsets[] = {{{input_offsets}}};
 static const uint64_t output_offsets[] = {{{output_offsets}}};
 const masic_model_t masic_model = {{
   .name = "{graph.name}",

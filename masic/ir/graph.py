@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from math import prod
 from types import MappingProxyType
 
@@ -98,8 +99,8 @@ BUFFER_KINDS = ("weight", "state", "activation", "scratch", "io")
 
 @dataclass(frozen=True)
 class Buffer:
-    """A region of the arena, live over schedule positions [start, end) of every step; weights and neuron state
-    span the whole step ([0, N)) and so stay in place for the whole run."""
+    """A region of the arena, live over positions [start, end) of every block (Graph.positions); resident weights
+    and neuron state span the whole block and so stay in place for the whole run."""
 
     name: str
     kind: str
@@ -123,14 +124,23 @@ class Plan:
     buffers: tuple[Buffer, ...]
     values: tuple[tuple[str, str], ...]
 
+    @cached_property
+    def _buffers_by_name(self) -> dict[str, Buffer]:
+        return {b.name: b for b in self.buffers}
+
+    @cached_property
+    def _buffer_of_value(self) -> dict[str, str]:
+        return dict(self.values)
+
     def buffer(self, name: str) -> Buffer:
-        for buf in self.buffers:
-            if buf.name == name:
-                return buf
-        raise KeyError(name)
+        return self._buffers_by_name[name]
 
     def buffer_of(self, value: str) -> Buffer:
-        return self.buffer(dict(self.values)[value])
+        return self.buffer(self._buffer_of_value[value])
+
+    def locate(self, name: str) -> Buffer:
+        """The buffer holding a value, state or @parameter, or else the buffer of that name (kernel scratch)."""
+        return self.buffer_of(name) if name in self._buffer_of_value else self.buffer(name)
 
 
 @dataclass(frozen=True)
@@ -160,17 +170,19 @@ class Graph:
     schedule: Schedule = Schedule()
     weights: Mapping[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
+    @cached_property
+    def _nodes_by_name(self) -> dict[str, Node]:
+        return {n.name: n for n in self.nodes}
+
+    @cached_property
+    def _params_by_name(self) -> dict[str, Param]:
+        return {p.name: p for p in self.params}
+
     def node(self, name: str) -> Node:
-        for node in self.nodes:
-            if node.name == name:
-                return node
-        raise KeyError(name)
+        return self._nodes_by_name[name]
 
     def param(self, name: str) -> Param:
-        for param in self.params:
-            if param.name == name:
-                return param
-        raise KeyError(name)
+        return self._params_by_name[name]
 
     @property
     def inputs(self) -> tuple[Node, ...]:

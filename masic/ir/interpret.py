@@ -20,7 +20,7 @@ from functools import partial
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from masic.ir.graph import Graph, Node, ParamRef
+from masic.ir.graph import Buffer, Graph, Node, ParamRef
 from masic.ir.ops import neuron_op, state_names
 
 F32 = np.float32
@@ -159,7 +159,9 @@ class _Values:
         self.arrays: dict[str, np.ndarray] = dict(graph.weights)
         types = {n.name: n.type for n in graph.nodes} | {f"@{p.name}": p.type for p in graph.params}
         types |= {s: n.type for n in graph.nodes for s in state_names(n)}
-        self.streamed = set(graph.schedule.streamed)
+        # position -> buffers poisoned as their lifetime starts, and streamed weights filled into their slots
+        self.poisoned: dict[int, list[Buffer]] = {}
+        self.filled: dict[int, list[str]] = {}
         if simulate_plan:
             plan = graph.plan
             if plan is None:
@@ -172,20 +174,22 @@ class _Values:
             for param in graph.params:
                 self.arrays[param.name] = self.arrays.pop(f"@{param.name}")
                 self.arrays[param.name][...] = graph.weights[param.name]
+            streamed = set(graph.schedule.streamed)
+            for buf in plan.buffers:
+                param = buf.name[1:] if buf.kind == "weight" else None
+                if param in streamed:
+                    self.filled.setdefault(buf.start, []).append(param)
+                if buf.kind != "state" and (param is None or param in streamed):  # not pinned
+                    self.poisoned.setdefault(buf.start, []).append(buf)
 
     def begin_position(self, position: int) -> None:
         """What happens to the arena as a position starts: every buffer whose lifetime starts is poisoned (NaN),
         except pinned state and resident weights; streamed weight slots are then filled, as the loading thread
         would. A plan that overlaps live buffers, or starts a slot too late, then corrupts the results."""
-        if self.arena is None:
-            return
-        for buf in self.graph.plan.buffers:
-            pinned = buf.kind == "state" or (buf.kind == "weight" and buf.name[1:] not in self.streamed)
-            if buf.start == position and not pinned:
-                self.arena[buf.offset : buf.offset + buf.size].view(F32)[...] = np.nan
-        for buf in self.graph.plan.buffers:
-            if buf.start == position and buf.kind == "weight" and buf.name[1:] in self.streamed:
-                self.arrays[buf.name[1:]][...] = self.graph.weights[buf.name[1:]]
+        for buf in self.poisoned.get(position, []):
+            self.arena[buf.offset : buf.offset + buf.size].view(F32)[...] = np.nan
+        for param in self.filled.get(position, []):
+            self.arrays[param][...] = self.graph.weights[param]
 
     def store(self, name: str, value: np.ndarray) -> None:
         if self.arena is None:

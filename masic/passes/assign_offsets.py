@@ -50,9 +50,8 @@ def run(graph: Graph, options: PassOptions) -> Graph:
     # Without a budget the heuristics alone decide (they reach the lower bound on every model we have seen);
     # the exact search is spent only on making a budget fit.
     search_seconds = SEARCH_SECONDS if options.budget is not None else None
-    capacity = None if options.budget is None else options.budget - options.budget % options.alignment
     try:
-        solution = solve(problem, capacity, search_seconds, options.alignment)
+        solution = solve(problem, options.capacity, search_seconds, options.alignment)
     except MemplanError:  # nothing fits the budget: keep the smallest plan for check-budget to report
         solution = solve(problem, None, None, options.alignment)
     buffers = tuple(replace(b, offset=solution.offsets[b.name]) for b in liveness.buffers)

@@ -16,6 +16,11 @@ class PassOptions:
     budget: int | None = None
     alignment: int = 16
 
+    @property
+    def capacity(self) -> int | None:
+        """The usable part of the budget: offsets are multiples of the alignment, so arenas are too."""
+        return None if self.budget is None else self.budget - self.budget % self.alignment
+
 
 class PassError(VerifyError):
     """A pass cannot do its job on this graph; names the pass and, where there is one, the node."""

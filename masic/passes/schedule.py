@@ -65,8 +65,7 @@ def run(graph: Graph, options: PassOptions) -> Graph:
     resident = replace(graph, schedule=Schedule())
     if options.budget is None:
         return resident
-    # Offsets are multiples of the alignment, so a plan's arena is too: only that much of the budget is usable.
-    capacity = options.budget - options.budget % options.alignment
+    capacity = options.capacity
     if fits(graph, Schedule(), options.alignment, capacity):
         return resident
     blocks = block_sizes(graph)

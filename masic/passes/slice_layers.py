@@ -92,11 +92,14 @@ def smallest_plan_bytes(graph: Graph, alignment: int, budget: int | None = None)
 def run(graph: Graph, options: PassOptions) -> Graph:
     if options.budget is None:
         return graph
-    capacity = options.budget - options.budget % options.alignment
+    capacity = options.capacity
     limits = candidate_limits(graph)
-    if not limits or smallest_plan_bytes(graph, options.alignment) <= capacity:
+    if not limits or smallest_plan_bytes(graph, options.alignment, capacity) <= capacity:
         return graph
     # Coarsest first: fewer pieces mean fewer, larger reads. Placement heights are not monotone in the piece size,
-    # so every candidate is tried rather than bisected.
-    sliced = [slice_to(graph, limit) for limit in limits]
-    return next((g for g in sliced if smallest_plan_bytes(g, options.alignment, capacity) <= capacity), sliced[-1])
+    # so candidates are tried in turn rather than bisected; the finest is kept when none fits.
+    for limit in limits:
+        sliced = slice_to(graph, limit)
+        if smallest_plan_bytes(sliced, options.alignment, capacity) <= capacity:
+            break
+    return sliced
