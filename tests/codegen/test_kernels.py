@@ -320,7 +320,7 @@ def host_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def aarch64_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not (shutil.which("aarch64-linux-gnu-gcc") and shutil.which("qemu-aarch64")):
-        pytest.skip("aarch64 cross toolchain or qemu-aarch64 missing")
+        pytest.fail("aarch64 cross toolchain or qemu-aarch64 missing: run scripts/setup.sh")
     compiler = ["aarch64-linux-gnu-gcc", "-static"]
     return _run(AARCH64_CASES, AARCH64, compiler, ["qemu-aarch64"], tmp_path_factory.mktemp("arm"))
 
@@ -487,7 +487,7 @@ def test_parallel_pool(threads: str, tmp_path: Path) -> None:
     (tmp_path / "stress.c").write_text(POOL_STRESS)
     compiler, runner = (["cc"], []) if threads == "native" else (["aarch64-linux-gnu-gcc", "-static"], ["qemu-aarch64"])
     if not shutil.which(compiler[0]) or (runner and not shutil.which(runner[0])):
-        pytest.skip(f"{compiler[0]} or {runner} missing")
+        pytest.fail(f"{compiler[0]} or {runner} missing: run scripts/setup.sh")
     exe = tmp_path / "stress"
     flags = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", f"-I{RUNTIME}"]
     subprocess.run(

@@ -12,10 +12,10 @@ from runtime_harness import TARGETS, Target
 
 @pytest.fixture(scope="session", params=TARGETS, ids=lambda target: target.name)
 def target(request: pytest.FixtureRequest) -> Target:
-    """Each target whose compiler (and emulator) is installed."""
+    """Each target; its compiler and emulator must be installed (scripts/setup.sh does it)."""
     missing = request.param.missing_tools()
     if missing:
-        pytest.skip(f"{', '.join(missing)} not installed")
+        pytest.fail(f"{', '.join(missing)} not installed: run scripts/setup.sh")
     return request.param
 
 
