@@ -41,4 +41,7 @@ if ! "$PY" -c 'import omnimalloc' 2>/dev/null; then
   pip_install omnimalloc==1.0.0
 fi
 log "installing masic and its Python dependencies"
+# Without build isolation the editable build uses this interpreter's setuptools, which needs wheel (a bare Python
+# has neither a recent setuptools nor wheel).
+"$PY" -c 'import wheel' 2>/dev/null || pip_install wheel
 pip_install --no-build-isolation -e '.[dev]'
