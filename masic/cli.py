@@ -24,7 +24,7 @@ from masic.units import parse_bytes
 
 EMIT_STAGES = ("ir", "sliced", "plan", "c")
 # How many passes of the pipeline run before an --emit stage is printed ("ir" prints the frontend's graph).
-STAGE_PASSES = {"sliced": DEFAULT_PIPELINE.index("slice-layers") + 1, "plan": len(DEFAULT_PIPELINE)}
+STAGE_PASSES = {"sliced": DEFAULT_PIPELINE.index("patch-rows") + 1, "plan": len(DEFAULT_PIPELINE)}
 DEFAULT_ACCURACY_DROP = 0.5  # percentage points that `masic calibrate` may lose by default
 
 
@@ -32,7 +32,7 @@ class UsageError(MasicError, ValueError):
     """A command-line value that makes no sense."""
 
 
-def _shape(text: str) -> tuple[int, ...]:
+def shape_arg(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(s) for s in text.split(","))
     except ValueError:
@@ -42,14 +42,24 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def _budget(text: str) -> int:
+def budget_arg(text: str) -> int:
     try:
         return parse_bytes(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _positive(text: str) -> int:
+def _budget_range(text: str) -> tuple[int, int]:
+    low, sep, high = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected LO:HI, e.g. 16MB:1GB, got {text!r}")
+    low_bytes, high_bytes = budget_arg(low), budget_arg(high)
+    if not 0 < low_bytes <= high_bytes:
+        raise argparse.ArgumentTypeError(f"expected 0 < LO <= HI, got {text!r}")
+    return low_bytes, high_bytes
+
+
+def positive_arg(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return int(text)
@@ -94,16 +104,22 @@ def build_parser() -> argparse.ArgumentParser:
         "model", help="a NIR graph (.nir), torch.export archive (.pt2), torch.save file (.pt) or package.module:factory"
     )
     compile_.add_argument(
-        "--budget", type=_budget, help="memory budget for model data, e.g. 64MB, 512KiB (default: no limit)"
+        "--budget", type=budget_arg, help="memory budget for model data, e.g. 64MB, 512KiB (default: no limit)"
     )
     compile_.add_argument(
         "--target", default="aarch64", help=f"one of {', '.join([*TARGETS, *ALIASES])} (default aarch64)"
     )
-    compile_.add_argument("--timesteps", type=_positive, default=16, help="default timesteps per inference (16)")
-    compile_.add_argument("--input-shape", type=_shape, help="per-sample input shape, e.g. 2,16,16 (no batch)")
+    compile_.add_argument("--timesteps", type=positive_arg, default=16, help="default timesteps per inference (16)")
+    compile_.add_argument("--input-shape", type=shape_arg, help="per-sample input shape, e.g. 2,16,16 (no batch)")
     compile_.add_argument("--dt", type=_seconds, help="time step in seconds for NIR graphs (required for .nir)")
     compile_.add_argument("-o", "--output", type=Path, default=Path("out"), help="output folder (default out/)")
     compile_.add_argument("--emit", choices=EMIT_STAGES, help="stop after a stage and print it")
+    compile_.add_argument(
+        "--budget-sweep",
+        type=_budget_range,
+        metavar="LO:HI",
+        help="plan at budgets from LO to HI (e.g. 16MB:1GB) instead of compiling; print a table, plot it to -o",
+    )
     compile_.add_argument("--print-after-all", action="store_true", help="print the IR after every pass")
     compile_.add_argument(
         "--report", type=Path, metavar="DIR", help="write the memory plan (timeline PNG, buffer table, IR) to DIR"
@@ -112,8 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--time-passes", action="store_true", help="print how long each pass took")
     compile_.add_argument("--exit-confidence", type=_confidence, help="early exit: stop at this softmax confidence")
     compile_.add_argument("--exit-margin", type=_margin, help="early exit: stop once the top output leads by this")
-    compile_.add_argument("--exit-stable", type=_positive, help="early exit: stop once the argmax held this many steps")
-    compile_.add_argument("--min-timesteps", type=_positive, default=1, help="early exit: never before this step")
+    compile_.add_argument(
+        "--exit-stable", type=positive_arg, help="early exit: stop once the argmax held this many steps"
+    )
+    compile_.add_argument("--min-timesteps", type=positive_arg, default=1, help="early exit: never before this step")
     compile_.add_argument(
         "--calibrate", type=Path, metavar="DATA", help="then calibrate the exit rule on DATA.npz (see masic calibrate)"
     )
@@ -133,13 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--labels", type=Path, help="int .npy (N,): --input holds N samples; report accuracy")
     run.add_argument("--output", type=Path, help="write every step's output to this .npy")
     run.add_argument("--predictions", type=Path, help="with --labels: write (N, 2) prediction, timesteps")
-    run.add_argument("--timesteps", type=_positive)
-    run.add_argument("--threads", type=_positive)
+    run.add_argument("--timesteps", type=positive_arg)
+    run.add_argument("--threads", type=positive_arg)
     run.add_argument("--exit-confidence", type=_confidence)
     run.add_argument("--exit-margin", type=_margin)
-    run.add_argument("--exit-stable", type=_positive)
+    run.add_argument("--exit-stable", type=positive_arg)
     run.add_argument("--no-exit", action="store_true", help="run every timestep")
-    run.add_argument("--min-timesteps", type=_positive)
+    run.add_argument("--min-timesteps", type=positive_arg)
 
     calibrate = sub.add_parser(
         "calibrate", help="choose the fastest early-exit rule within an accuracy drop, on labelled data"
@@ -162,13 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = sub.add_parser("plan-memory", help="place buffers with lifetimes in as little memory as possible")
     plan.add_argument("problem", type=Path, help="CSV with columns id,lower,upper,size[,alignment][,offset]")
-    plan.add_argument("--capacity", type=_budget, help="the placement must fit these bytes, e.g. 1MiB")
+    plan.add_argument("--capacity", type=budget_arg, help="the placement must fit these bytes, e.g. 1MiB")
     plan.add_argument(
         "--timeout",
         type=_seconds,
         help="seconds to spend (default: with --capacity, search until decided; without, heuristics only)",
     )
-    plan.add_argument("--alignment", type=_positive, default=1, help="every offset a multiple of this (default 1)")
+    plan.add_argument("--alignment", type=positive_arg, default=1, help="every offset a multiple of this (default 1)")
     plan.add_argument("-o", "--output", type=Path, help="write the solution CSV (the rows plus an offset column)")
     return parser
 
@@ -218,13 +236,18 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.emit == "ir":
         print(print_graph(graph), end="")
         return 0
+    options = PassOptions(budget=args.budget, alignment=target.alignment, machine=target.machine)
+    if args.budget_sweep:
+        return _budget_sweep(graph, args, options, f"{name} ({target.name})")
     passes = DEFAULT_PIPELINE[: STAGE_PASSES.get(args.emit, len(DEFAULT_PIPELINE))]
     manager = PassManager(
         passes,
-        PassOptions(budget=args.budget, alignment=target.alignment),
+        options,
         print_after_all=args.print_after_all,
         dump_dir=args.dump_passes,
     )
+    within = f"within {format_bytes(args.budget)}" if args.budget else "without a budget"
+    _progress(f"planning {len(graph.nodes)} nodes {within} for {target.name}")
     try:
         graph = manager.run(graph)
     except BudgetError:
@@ -259,6 +282,23 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.calibrate:
         drop = DEFAULT_ACCURACY_DROP if args.max_accuracy_drop is None else args.max_accuracy_drop
         _calibrate(args.output, manifest, args.calibrate, drop, None)
+    return 0
+
+
+def _budget_sweep(graph, args: argparse.Namespace, options: PassOptions, title: str) -> int:
+    """--budget-sweep: the planner's table and plot across budgets, without building kernels."""
+    from masic.sweep import draw_sweep, sweep, sweep_table
+
+    if args.budget is not None or args.emit:
+        raise UsageError("--budget-sweep plans at many budgets; drop --budget and --emit")
+    low, high = args.budget_sweep
+    _progress(f"planning at budgets from {format_bytes(low)} to {format_bytes(high)}")
+    result = sweep(graph, low, high, options)
+    print(f"{title}: weights {format_bytes(result.weight_bytes)}, minimum budget {format_bytes(result.minimum)}")
+    print(sweep_table(result))
+    args.output.mkdir(parents=True, exist_ok=True)
+    draw_sweep(result, args.output / "budget-sweep.png", f"{title}: plans across budgets")
+    _progress(f"plot written to {args.output / 'budget-sweep.png'}")
     return 0
 
 
@@ -297,6 +337,7 @@ def _budget_refusal(graph, budget: int, alignment: int) -> str:
     from masic.analysis.minimum_budget import minimum_budget
     from masic.passes.manager import PassManager
 
+    _progress(f"the budget {format_bytes(budget)} does not fit; finding the smallest that does")
     folded = PassManager(DEFAULT_PIPELINE[: DEFAULT_PIPELINE.index("fold-batchnorm") + 1]).run(graph)
     smallest = minimum_budget(folded, alignment)
     return (

@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from masic.analysis.cost import Machine
 from masic.errors import MasicError
+from masic.passes.base import DEFAULT_MACHINE
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class Target:
     emulator: tuple[str, ...] = ()  # prefix that runs the executable here; empty: runs natively
     cflags: tuple[str, ...] = field(default=("-O2", "-std=c11", "-static"))
     alignment: int = 64  # arena offsets: a cache line, and a multiple of every vector width used
+    machine: Machine = DEFAULT_MACHINE  # the cost model's compute and storage figures
 
     @property
     def is_host(self) -> bool:
@@ -56,12 +59,16 @@ TARGETS: Mapping[str, Target] = MappingProxyType(
                 {**_AARCH64, "mcpu": "cortex-a76"},
                 "aarch64-linux-gnu-gcc",
                 ("qemu-aarch64",),
+                machine=Machine(
+                    macs_per_second=20e9, memory_bytes_per_second=10e9, read_bytes_per_second=90e6
+                ),  # SD card
             ),
             Target(
                 "x86_64",
                 "this x86-64 machine (kernels tuned for its CPU)",
                 {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "host"},
                 "cc",
+                machine=Machine(macs_per_second=50e9, memory_bytes_per_second=10e9, read_bytes_per_second=2e9),  # NVMe
             ),
         )
     }

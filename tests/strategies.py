@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from masic.ir.graph import Graph, Node, ParamRef, TensorType
-from masic.ir.ops import OPS
+from masic.ir.ops import OPS, ShapeError
 
 NEURONS = ("lif", "lif_box", "li", "li_box", "iaf")
 ELEMENTWISE = ("scale", "offset", "threshold", "relu")
@@ -30,35 +30,53 @@ def _neuron_attrs(draw: st.DrawFn, op: str) -> dict:
     return chosen
 
 
+class _Chain:
+    """A graph under construction: its nodes in order, each typed by its op's shape rule, and their weights."""
+
+    def __init__(self, draw: st.DrawFn, rng: np.random.Generator, shape: tuple[int, ...]) -> None:
+        self.draw, self.rng = draw, rng
+        self.weights: dict[str, np.ndarray] = {}
+        self.nodes = [Node("in", "input", type=TensorType(shape))]
+
+    def push(
+        self, op: str, attrs: dict, inputs: tuple[str, ...] | None = None, declared: TensorType | None = None
+    ) -> None:
+        """Appends a node `n<position>` reading `inputs` (default: the last node); raises ShapeError if they do not
+        fit."""
+        inputs = (self.nodes[-1].name,) if inputs is None else inputs
+        node = Node(f"n{len(self.nodes)}", op, inputs, tuple(attrs.items()), declared)
+        types = tuple(next(n.type for n in self.nodes if n.name == v) for v in inputs)
+        self.nodes.append(Node(node.name, op, node.inputs, node.attrs, OPS[op].infer(node, types)))
+
+    def element_param(self, name: str) -> float | ParamRef:
+        """A float, or one value per element of the last node's output."""
+        if self.draw(st.booleans()):
+            return self.draw(st.sampled_from([-0.5, 0.25, 1.5]))
+        return self.param(name, self.rng.normal(0, 1, self.nodes[-1].type.shape))
+
+    def param(self, name: str, array: np.ndarray) -> ParamRef:
+        self.weights[name] = array.astype(np.float32)
+        return ParamRef(name)
+
+    def graph(self, timesteps: int) -> Graph:
+        graph = Graph("random", (), self.nodes[-1].name, timesteps=timesteps)
+        return graph.with_params(self.weights).with_nodes(self.nodes)
+
+
 @st.composite
 def graphs(draw: st.DrawFn, max_layers: int = 6) -> Graph:
     """A random chain: optional conv/pool stages on a (C,H,W) input, then flatten, dense and neuron layers; element-wise
     ops with float or per-element parameters, binary ops of the current value with an element-wise function of it,
     constants, reshapes, and integrators closed by a delay (`s = x + delay(s)`)."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    weights: dict[str, np.ndarray] = {}
     conv_input = draw(st.booleans())
     shape = (
         (draw(st.integers(1, 3)), draw(st.integers(4, 9)), draw(st.integers(4, 9)))
         if conv_input
         else (draw(st.integers(2, 24)),)
     )
-    nodes = [Node("in", "input", type=TensorType(shape))]
-
-    def push(op: str, attrs: dict, inputs: tuple[str, ...] | None = None, declared: TensorType | None = None) -> None:
-        inputs = (nodes[-1].name,) if inputs is None else inputs
-        node = Node(f"n{len(nodes)}", op, inputs, tuple(attrs.items()), declared)
-        types = tuple(next(n.type for n in nodes if n.name == v) for v in inputs)
-        nodes.append(Node(node.name, op, node.inputs, node.attrs, OPS[op].infer(node, types)))
-
-    def element_param(name: str) -> float | ParamRef:
-        if draw(st.booleans()):
-            return draw(st.sampled_from([-0.5, 0.25, 1.5]))
-        return param(name, rng.normal(0, 1, nodes[-1].type.shape))
-
-    def param(name: str, array: np.ndarray) -> ParamRef:
-        weights[name] = array.astype(np.float32)
-        return ParamRef(name)
+    chain = _Chain(draw, rng, shape)
+    nodes, push, param, element_param = chain.nodes, chain.push, chain.param, chain.element_param
 
     for _ in range(draw(st.integers(1, max_layers))):
         current = nodes[-1].type.shape
@@ -120,5 +138,79 @@ def graphs(draw: st.DrawFn, max_layers: int = 6) -> Graph:
                 push(op, {"kernel": (k, k), "stride": (k, k), "padding": (0, 0)})
         else:
             push("flatten", {})
-    graph = Graph("random", (), nodes[-1].name, timesteps=draw(st.integers(1, 4)))
-    return graph.with_params(weights).with_nodes(nodes)
+    return chain.graph(draw(st.integers(1, 4)))
+
+
+@st.composite
+def conv_stages(draw: st.DrawFn, max_layers: int = 6) -> Graph:
+    """A random convolutional stage on a (C,H,W) image, as patch-rows cuts into row patches: convolutions with
+    strides, padding, dilation and groups, pools with padding, neurons and element-wise ops with per-element
+    parameters, residual blocks (x + a shape-keeping conv of x, perhaps through a neuron), a constant operand; then
+    perhaps flatten and a dense layer, which end the stage."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    chain = _Chain(draw, rng, (draw(st.integers(1, 3)), draw(st.integers(5, 20)), draw(st.integers(3, 7))))
+
+    def conv(name: str, c: int, out: int, kernel: tuple[int, int], groups: int, **window: tuple[int, int]) -> dict:
+        weight = chain.param(f"{name}.w", rng.normal(0, 1, (out, c // groups, *kernel)))
+        attrs = {"weight": weight, "out_channels": out, "kernel": kernel, "groups": groups, **window}
+        if draw(st.booleans()):
+            attrs["bias"] = chain.param(f"{name}.b", rng.normal(0, 0.5, out))
+        return attrs
+
+    def neuron() -> None:
+        op = draw(st.sampled_from(NEURONS))
+        attrs = _neuron_attrs(draw, op)
+        for key in ("v_th", "v_leak") if draw(st.booleans()) else ():  # per-neuron threshold and rest value
+            if key in attrs:
+                low, high = (0.3, 1.0) if key == "v_th" else (-0.1, 0.1)
+                shape = chain.nodes[-1].type.shape
+                attrs[key] = chain.param(f"n{len(chain.nodes)}.{key}", rng.uniform(low, high, shape))
+        chain.push(op, attrs)
+
+    for _ in range(draw(st.integers(1, max_layers))):
+        c, _, _ = chain.nodes[-1].type.shape
+        start = len(chain.nodes)
+        name = f"n{start}"
+        kind = draw(st.sampled_from(["conv", "conv", "pool", "neuron", "elementwise", "residual", "constant"]))
+        try:
+            if kind == "conv":
+                kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+                window = {
+                    "stride": (draw(st.integers(1, 3)), draw(st.integers(1, 2))),
+                    "padding": (draw(st.integers(0, kernel[0])), draw(st.integers(0, kernel[1] // 2))),
+                    "dilation": (draw(st.integers(1, 2)), 1),
+                }
+                groups = draw(st.sampled_from([1, c]))
+                chain.push("conv2d", conv(name, c, groups * draw(st.integers(1, 2)), kernel, groups, **window))
+            elif kind == "pool":
+                k = draw(st.integers(1, 3))
+                op = draw(st.sampled_from(["maxpool2d", "avgpool2d", "sumpool2d"]))
+                window = {"kernel": (k, k), "stride": (draw(st.integers(1, 2)),) * 2}
+                chain.push(op, {**window, "padding": (draw(st.integers(0, k // 2)), 0)})
+            elif kind == "neuron":
+                neuron()
+            elif kind == "elementwise":
+                op = draw(st.sampled_from(ELEMENTWISE))
+                key = {"scale": "factor", "offset": "value", "threshold": "threshold"}.get(op)
+                chain.push(op, {key: chain.element_param(f"{name}.{key}")} if key else {})
+            elif kind == "residual":  # x + f(x), f a conv keeping the shape: odd kernel, "same" padding
+                x = chain.nodes[-1]
+                k, d = draw(st.sampled_from([1, 3])), draw(st.integers(1, 2))
+                groups = draw(st.sampled_from([1, c]))
+                window = {"stride": (1, 1), "padding": (d * (k // 2), k // 2), "dilation": (d, 1)}
+                chain.push("conv2d", conv(name, c, c, (k, k), groups, **window))
+                if draw(st.booleans()):
+                    neuron()
+                chain.push("add", {}, (x.name, chain.nodes[-1].name))
+            else:
+                x = chain.nodes[-1]
+                chain.push("constant", {"value": chain.element_param(f"{name}.value")}, (), x.type)
+                chain.push(draw(st.sampled_from(BINARY[:3])), {}, (x.name, chain.nodes[-1].name))
+        except ShapeError:  # a window larger than what is left of the image: try another layer
+            del chain.nodes[start:]
+    if draw(st.booleans()):
+        chain.push("flatten", {})
+        features = chain.nodes[-1].type.shape[0]
+        weight = chain.param(f"n{len(chain.nodes)}.w", rng.normal(0, 1, (3, features)))
+        chain.push("dense", {"weight": weight, "in_features": features, "out_features": 3})
+    return chain.graph(draw(st.integers(1, 4)))

@@ -5,8 +5,12 @@ order; with a block of B steps they run layer-major: every node for steps 0..B-1
 then exists once per step, as `name@t` (no suffix when B == 1).
 
 A buffer is live over [start, end):
-- resident weights and neuron state are pinned: live over every position of every block ([0, P)); state carries
-  over steps and blocks;
+- resident weights are pinned: live over every position of every block ([0, P));
+- neuron state is pinned too, as it carries over steps and blocks, unless states are transient
+  (`transient_states`): when one block covers the whole run (block >= timesteps) and no delay carries a value
+  across steps, each node's state is needed only while that node runs its steps, so it lives like a streamed
+  weight's slot, from `prefetch` positions before the node's first position to its last, and the loading thread
+  fills it with its initial value once per block (which is once per sample: such a plan runs one block only);
 - a streamed weight has a slot, live from `prefetch` positions before its first reader (the loading thread fills
   it meanwhile) to its last reader;
 - an activation lives from the position that writes it to the last position that reads it (inclusive);
@@ -27,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from masic.ir.graph import Buffer, Graph, Node
-from masic.ir.ops import neuron_op, state_names
+from masic.ir.ops import neuron_op, row_padding, state_names
 
 VIEW_OPS = ("flatten", "reshape")
 
@@ -36,13 +40,25 @@ def align_up(value: int, alignment: int) -> int:
     return -(-value // alignment) * alignment
 
 
+def transient_states(graph: Graph) -> bool:
+    """Whether the graph's neuron state lives only while its node runs, rather than for the whole run.
+
+    True when one block covers the whole run (`schedule.block >= timesteps`: every node runs all its steps at once,
+    layer-major) and no `delay` carries a value from one step to the next across nodes. Liveness, code generation
+    and the plan simulator all decide by this function. Such a plan loads every state's initial value at the start
+    of its node's lifetime in each block, so it cannot run more steps than one block: state would not carry over.
+    """
+    return graph.schedule.block >= graph.timesteps and not any(node.op == "delay" for node in graph.nodes)
+
+
 def scratch_bytes(node: Node, operand_bytes: int, operand_shape: tuple[int, ...]) -> int:
-    """Workspace a node's kernel needs: a padded copy of the input for padded convolutions and pools."""
+    """Workspace a node's kernel needs: a padded copy of the input for padded convolutions and pools (rows padded
+    by `row_padding` when given)."""
     if node.op in ("conv2d", "maxpool2d", "avgpool2d", "sumpool2d"):
-        ph, pw = node.attr("padding")
-        if ph or pw:
+        (top, bottom), pw = row_padding(node), node.attr("padding")[1]
+        if top or bottom or pw:
             c, h, w = operand_shape
-            return c * (h + 2 * ph) * (w + 2 * pw) * (operand_bytes // (c * h * w))
+            return c * (h + top + bottom) * (w + 2 * pw) * (operand_bytes // (c * h * w))
     return 0
 
 
@@ -67,6 +83,7 @@ def analyse(graph: Graph, alignment: int = 16) -> Liveness:
             param_uses.setdefault(ref.name, []).append(p)
     for t in range(graph.schedule.block):
         last_read[graph.copy_name(graph.output, t)] = n
+    transient = transient_states(graph)
 
     buffers: list[Buffer] = []
     values: list[tuple[str, str]] = []
@@ -92,14 +109,16 @@ def analyse(graph: Graph, alignment: int = 16) -> Liveness:
         end[owner] = max(end.get(owner, 0), last_read[name] + 1, p + 1)
         values.append((name, owner))
         if neuron_op(node.op) and t == 0:
+            # A node's positions are p..p+block-1 (layer-major), and only they read or write its state.
+            lifetime = (max(0, p - graph.schedule.prefetch), p + graph.schedule.block) if transient else (0, n)
             for state in state_names(node):
-                buffers.append(Buffer(state, "state", node.type.nbytes, 0, n))
+                buffers.append(Buffer(state, "state", node.type.nbytes, *lifetime))
                 values.append((state, state))
-        if node.inputs:
-            operand_type = graph.node(node.inputs[0]).type
-            scratch = scratch_bytes(node, operand_type.nbytes, operand_type.shape)
-            if scratch:
-                buffers.append(Buffer(graph.copy_name(f"{node.name}.scratch", t), "scratch", scratch, p, p + 1))
+        if t == 0:  # the same for every step
+            operand_type = graph.node(node.inputs[0]).type if node.inputs else None
+            scratch = scratch_bytes(node, operand_type.nbytes, operand_type.shape) if operand_type else 0
+        if scratch:
+            buffers.append(Buffer(graph.copy_name(f"{node.name}.scratch", t), "scratch", scratch, p, p + 1))
     io = {root[graph.copy_name(graph.output, t)] for t in range(graph.schedule.block)}
     io |= {owner for owner, (_, node) in start.items() if node.op == "input"}
     for owner, (begin, node) in start.items():
@@ -110,13 +129,19 @@ def analyse(graph: Graph, alignment: int = 16) -> Liveness:
 
 def peak_live_bytes(buffers: list[Buffer] | tuple[Buffer, ...], alignment: int) -> int:
     """The most bytes live at any one position, each buffer rounded up to the alignment."""
+    return peak_live(buffers, alignment)[0]
+
+
+def peak_live(buffers: list[Buffer] | tuple[Buffer, ...], alignment: int) -> tuple[int, int]:
+    """(the most bytes live at any one position, the first position where they are), sizes aligned up."""
     events: dict[int, int] = {}
     for buf in buffers:
         size = align_up(buf.size, alignment)
         events[buf.start] = events.get(buf.start, 0) + size
         events[buf.end] = events.get(buf.end, 0) - size
-    live = peak = 0
-    for _, delta in sorted(events.items()):
+    live = peak = at = 0
+    for position, delta in sorted(events.items()):
         live += delta
-        peak = max(peak, live)
-    return peak
+        if live > peak:
+            peak, at = live, position
+    return peak, at

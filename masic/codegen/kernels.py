@@ -37,14 +37,8 @@ _PARALLEL_MIN_ELEMENTS = 1 << 15
 
 
 def _pair_out(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    """PyTorch's output-size formula for one spatial dimension (floor mode)."""
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
-
-
-def _padded_shape(in_shape: tuple[int, int, int], padding: tuple[int, int]) -> tuple[int, int, int]:
-    """Shape (C, H + 2ph, W + 2pw) of a spatially padded input."""
-    c, h, w = in_shape
-    return (c, h + 2 * padding[0], w + 2 * padding[1])
+    """PyTorch's output-size formula for one spatial dimension (floor mode), ``padding`` counting both sides."""
+    return (size + padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -69,12 +63,40 @@ class _KernelArgs:
         return math.prod(shape) * FLOAT_BYTES if shape else 0
 
 
+class _WindowArgs(_KernelArgs):
+    """Padding of a sliding-window kernel (conv, pooling): ``padding`` (rows, columns) on both sides, except that
+    ``row_padding`` (top, bottom), when given, pads the rows (a row patch of an image pads only at its border)."""
+
+    in_shape: tuple[int, int, int]
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    row_padding: tuple[int, int] | None
+
+    def pads(self) -> tuple[int, int, int]:
+        """(top rows, bottom rows, columns on each side)."""
+        top, bottom = self.row_padding or (self.padding[0], self.padding[0])
+        return top, bottom, self.padding[1]
+
+    def padded_shape(self) -> tuple[int, int, int] | None:
+        """Shape of the padded input (the ``scratch`` argument), or None when nothing is padded."""
+        (c, h, w), (top, bottom, side) = self.in_shape, self.pads()
+        return (c, h + top + bottom, w + 2 * side) if top or bottom or side else None
+
+    def _out_hw(self, dilation: tuple[int, int]) -> tuple[int, int]:
+        (_, h, w), (top, bottom, side) = self.in_shape, self.pads()
+        return (
+            _pair_out(h, self.kernel[0], self.stride[0], top + bottom, dilation[0]),
+            _pair_out(w, self.kernel[1], self.stride[1], 2 * side, dilation[1]),
+        )
+
+
 @dataclass(frozen=True)
-class Conv2dKernel(_KernelArgs):
+class Conv2dKernel(_WindowArgs):
     """2-D convolution, NCHW without batch, weights OIHW as in PyTorch.
 
     C signature: ``int32_t symbol(float* x, float* w, [float* b,] [float* scratch,] float* y)``.
-    ``scratch`` (the zero-padded input) is present only when ``padding`` is non-zero.
+    ``scratch`` (the zero-padded input) is present only when some padding is non-zero.
     """
 
     symbol: str
@@ -86,6 +108,7 @@ class Conv2dKernel(_KernelArgs):
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
     bias: bool = True
+    row_padding: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         channels = self.in_shape[0]
@@ -96,12 +119,7 @@ class Conv2dKernel(_KernelArgs):
 
     def out_shape(self) -> tuple[int, int, int]:
         """Output shape (O, OH, OW) by PyTorch's formula."""
-        _, h, w = self.in_shape
-        return (
-            self.out_channels,
-            _pair_out(h, self.kernel[0], self.stride[0], self.padding[0], self.dilation[0]),
-            _pair_out(w, self.kernel[1], self.stride[1], self.padding[1], self.dilation[1]),
-        )
+        return (self.out_channels, *self._out_hw(self.dilation))
 
     def weight_shape(self) -> tuple[int, int, int, int]:
         """Weight shape (O, C/groups, kh, kw)."""
@@ -112,8 +130,8 @@ class Conv2dKernel(_KernelArgs):
         shapes: dict[str, tuple[int, ...]] = {"x": self.in_shape, "w": self.weight_shape()}
         if self.bias:
             shapes["b"] = (self.out_channels,)
-        if any(self.padding):
-            shapes["scratch"] = _padded_shape(self.in_shape, self.padding)
+        if padded := self.padded_shape():
+            shapes["scratch"] = padded
         shapes["y"] = self.out_shape()
         return shapes
 
@@ -141,7 +159,7 @@ class DenseKernel(_KernelArgs):
 
 
 @dataclass(frozen=True)
-class Pool2dKernel(_KernelArgs):
+class Pool2dKernel(_WindowArgs):
     """Max, average or sum 2-D pooling with PyTorch semantics (ceil_mode=False; avg counts padding; max pads -inf;
     sum is NIR's SumPool2d, zero padding).
 
@@ -154,6 +172,7 @@ class Pool2dKernel(_KernelArgs):
     kernel: tuple[int, int]
     stride: tuple[int, int]
     padding: tuple[int, int] = (0, 0)
+    row_padding: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("max", "avg", "sum"):
@@ -163,17 +182,12 @@ class Pool2dKernel(_KernelArgs):
 
     def out_shape(self) -> tuple[int, int, int]:
         """Output shape (C, OH, OW) by PyTorch's formula."""
-        c, h, w = self.in_shape
-        return (
-            c,
-            _pair_out(h, self.kernel[0], self.stride[0], self.padding[0], 1),
-            _pair_out(w, self.kernel[1], self.stride[1], self.padding[1], 1),
-        )
+        return (self.in_shape[0], *self._out_hw((1, 1)))
 
     def arg_shapes(self) -> dict[str, tuple[int, ...]]:
         """x (C,H,W), [scratch: padded x], y (C,OH,OW)."""
-        scratch = {"scratch": _padded_shape(self.in_shape, self.padding)} if any(self.padding) else {}
-        return {"x": self.in_shape, **scratch, "y": self.out_shape()}
+        padded = self.padded_shape()
+        return {"x": self.in_shape, **({"scratch": padded} if padded else {}), "y": self.out_shape()}
 
 
 @dataclass(frozen=True)
@@ -262,6 +276,37 @@ class AdaptiveAvgPool2dKernel(_KernelArgs):
 
 
 @dataclass(frozen=True)
+class RowsKernel(_KernelArgs):
+    """Rows of (C, H_k, W) operands stacked: y holds rows [lo_k, hi_k) of x0, then those of x1, and so on. One
+    operand makes a row crop (an image patch's input rows), whole operands the concat of row patches. Each
+    channel's rows are contiguous, but a channel's block of rows is not, so this is no flat copy.
+
+    C signature: ``int32_t symbol(float* x0, ..., float* y)``.
+    """
+
+    symbol: str
+    in_shapes: tuple[tuple[int, int, int], ...]
+    rows: tuple[tuple[int, int], ...]  # (lo, hi) taken from each operand
+
+    def __post_init__(self) -> None:
+        if len(self.rows) != len(self.in_shapes) or not self.rows:
+            raise ValueError(f"{self.symbol}: one row range per operand, and at least one operand")
+        if any((c, w) != (self.in_shapes[0][0], self.in_shapes[0][2]) for c, _, w in self.in_shapes):
+            raise ValueError(f"{self.symbol}: operands differ in channels or width: {self.in_shapes}")
+        if any(not 0 <= lo < hi <= h for (lo, hi), (_, h, _) in zip(self.rows, self.in_shapes, strict=True)):
+            raise ValueError(f"{self.symbol}: row ranges {self.rows} outside operands {self.in_shapes}")
+
+    def out_shape(self) -> tuple[int, int, int]:
+        """(C, total rows taken, W)."""
+        c, _, w = self.in_shapes[0]
+        return (c, sum(hi - lo for lo, hi in self.rows), w)
+
+    def arg_shapes(self) -> dict[str, tuple[int, ...]]:
+        """x0 .. x{n-1} as given, y (C, rows, W)."""
+        return {**{f"x{k}": shape for k, shape in enumerate(self.in_shapes)}, "y": self.out_shape()}
+
+
+@dataclass(frozen=True)
 class _ElementwiseFn:
     """An element-wise function: the names of its operands, and whether it takes a parameter ``p``."""
 
@@ -318,6 +363,7 @@ Kernel = (
     | NeuronKernel
     | ElementwiseAddKernel
     | ElementwiseKernel
+    | RowsKernel
 )
 
 
@@ -438,16 +484,17 @@ def _tile(extent: int, preferred: int) -> int:
     return max(t for t in range(1, preferred + 1) if extent % t == 0)
 
 
-def _padded(x: te.Tensor, padding: tuple[int, int], fill: float) -> te.Tensor:
-    """``x`` (C, H, W) padded spatially with ``fill`` as its own stage (written to ``scratch``)."""
-    c, h, w = (int(d) for d in x.shape)
-    ph, pw = padding
+def _padded(x: te.Tensor, k: Conv2dKernel | Pool2dKernel, fill: float) -> te.Tensor:
+    """``x`` (C, H, W) padded spatially as ``k.pads()`` says with ``fill``, as its own stage (written to
+    ``scratch``)."""
+    _, h, w = (int(d) for d in x.shape)
+    top, _, side = k.pads()
 
     def value(ci: tirx.Var, hi: tirx.Var, wi: tirx.Var) -> ir.Expr:
-        inside = tirx.all(hi >= ph, hi < h + ph, wi >= pw, wi < w + pw)
-        return tirx.if_then_else(inside, x[ci, hi - ph, wi - pw], _f32(fill))
+        inside = tirx.all(hi >= top, hi < h + top, wi >= side, wi < w + side)
+        return tirx.if_then_else(inside, x[ci, hi - top, wi - side], _f32(fill))
 
-    return te.compute((c, h + 2 * ph, w + 2 * pw), value, name="pad")
+    return te.compute(k.padded_shape(), value, name="pad")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -482,7 +529,7 @@ def _conv2d(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
     x = te.placeholder(k.in_shape, FLOAT, name="x")
     w = te.placeholder(k.weight_shape(), FLOAT, name="w")
     b = te.placeholder((o,), FLOAT, name="b")
-    src = _padded(x, k.padding, 0.0) if k.scratch_bytes() else x
+    src = _padded(x, k, 0.0) if k.scratch_bytes() else x
     rc, rh, rw = te.reduce_axis((0, cpg), "rc"), te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
 
     def conv(oc: tirx.Var, y: tirx.Var, xx: tirx.Var) -> ir.Expr:
@@ -538,7 +585,7 @@ def _pool2d(k: Pool2dKernel, lanes: int) -> tirx.PrimFunc:
     """Max / average pooling sharing the conv schedule (tiled accumulators over the window)."""
     (kh, kw), (sh, sw) = k.kernel, k.stride
     x = te.placeholder(k.in_shape, FLOAT, name="x")
-    src = _padded(x, k.padding, -math.inf if k.kind == "max" else 0.0) if k.scratch_bytes() else x
+    src = _padded(x, k, -math.inf if k.kind == "max" else 0.0) if k.scratch_bytes() else x
     rh, rw = te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
     reducer = te.max if k.kind == "max" else te.sum
     acc = te.compute(
@@ -682,6 +729,31 @@ def _elementwise(symbol: str, n: int, lanes: int, names: Sequence[str], fn: Call
     return _to_c_abi(sch.mod["main"], symbol, names)
 
 
+def _rows(k: RowsKernel, lanes: int) -> tirx.PrimFunc:
+    """Each output row read from its operand: one branch per operand on the row (loop-invariant along the
+    vectorized columns). Row indices are clamped into each operand so no branch can read out of bounds."""
+    xs = [te.placeholder(shape, FLOAT, name=f"x{j}") for j, shape in enumerate(k.in_shapes)]
+    ends = np.cumsum([hi - lo for lo, hi in k.rows]).tolist()
+    starts = [0, *ends[:-1]]
+
+    def value(c: tirx.Var, h: tirx.Var, w: tirx.Var) -> ir.Expr:
+        expr = None
+        for x, (lo, hi), start, end in reversed(list(zip(xs, k.rows, starts, ends, strict=True))):
+            load = x[c, tirx.min(tirx.max(h - start + lo, lo), hi - 1), w]
+            expr = load if expr is None else tirx.if_then_else(h < end, load, expr)
+        return expr
+
+    out = te.compute(k.out_shape(), value, name="y")
+    sch = s_tir.Schedule(te.create_prim_func([*xs, out]))
+    c, h, w = sch.get_loops(sch.get_sblock("y"))
+    if math.prod(k.out_shape()) >= _PARALLEL_MIN_ELEMENTS:
+        sch.parallel(sch.fuse(c, h))
+    tile = _vector_tile(k.out_shape()[2], lanes)
+    if tile > 1:
+        sch.vectorize(sch.split(w, [None, tile])[1])
+    return _to_c_abi(sch.mod["main"], k.symbol, k.arg_names())
+
+
 def prim_func(kernel: Kernel, lanes: int) -> tirx.PrimFunc:
     """The scheduled plain-C-ABI PrimFunc of ``kernel`` for a target with ``lanes`` float32 vector lanes."""
     match kernel:
@@ -703,6 +775,8 @@ def prim_func(kernel: Kernel, lanes: int) -> tirx.PrimFunc:
             return _elementwise(kernel.symbol, kernel.n, lanes, kernel.arg_names(), body)
         case AdaptiveAvgPool2dKernel():
             return _adaptive_avgpool2d(kernel, lanes)
+        case RowsKernel():
+            return _rows(kernel, lanes)
     raise TypeError(f"not a kernel: {kernel!r}")
 
 
@@ -717,5 +791,6 @@ __all__ = [
     "Kernel",
     "NeuronKernel",
     "Pool2dKernel",
+    "RowsKernel",
     "prim_func",
 ]

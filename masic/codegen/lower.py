@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
+
 from masic.codegen.kernels import (
     ELEMENTWISE_FNS,
     AdaptiveAvgPool2dKernel,
@@ -20,11 +22,12 @@ from masic.codegen.kernels import (
     Kernel,
     NeuronKernel,
     Pool2dKernel,
+    RowsKernel,
 )
 from masic.codegen.weights import Segment, WeightsFile
 from masic.early_exit import ExitRule
 from masic.ir.graph import Graph, Node, ParamRef
-from masic.ir.ops import OPS, neuron_op
+from masic.ir.ops import OPS, neuron_op, row_padding, state_names
 from masic.ir.text import format_node
 
 NO_KERNEL_OPS = ("input", "flatten", "reshape")  # the loader writes the input; flatten and reshape are views
@@ -51,6 +54,13 @@ class KernelCall:
     note: str = ""  # the comment in model.c when it is not the node itself (a delay's state update)
 
 
+def _row_padding(node: Node) -> tuple[int, int] | None:
+    """A conv's or pool's row padding when it is not `padding`'s on both sides (then None, so that equal
+    kernels are one)."""
+    rows = row_padding(node)
+    return None if rows == (node.attr("padding")[0],) * 2 else rows
+
+
 def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
     """The kernel a node needs (symbol left empty) and which value each kernel parameter reads or writes."""
     operand = graph.node(node.inputs[0]) if node.inputs else None
@@ -73,13 +83,14 @@ def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
             a["dilation"],
             a["groups"],
             "bias" in a,
+            _row_padding(node),
         )
     elif node.op == "dense":
         kernel = DenseKernel("", node.attr("in_features"), node.attr("out_features"), node.attr("bias") is not None)
     elif node.op in ("maxpool2d", "avgpool2d", "sumpool2d"):
         kind = node.op.removesuffix("pool2d")
         a = dict(node.attrs)
-        kernel = Pool2dKernel("", kind, operand.type.shape, a["kernel"], a["stride"], a["padding"])
+        kernel = Pool2dKernel("", kind, operand.type.shape, a["kernel"], a["stride"], a["padding"], _row_padding(node))
     elif node.op == "adaptive_avgpool2d":
         (_, h, w), (oh, ow) = operand.type.shape, node.attr("output")
         if h % oh == 0 and w % ow == 0:  # even bins: plain average pooling over (h/oh, w/ow) windows
@@ -87,6 +98,13 @@ def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
             kernel = Pool2dKernel("", "avg", operand.type.shape, window, window)
         else:
             kernel = AdaptiveAvgPool2dKernel("", operand.type.shape, (oh, ow))
+    elif node.op == "crop_rows":
+        kernel = RowsKernel("", (operand.type.shape,), (node.attr("rows"),))
+        binding["x0"] = node.inputs[0]
+    elif node.op == "concat" and node.attr("axis") == 1 and len(node.type.shape) == 3:  # the rows of patches
+        shapes = tuple(graph.node(part).type.shape for part in node.inputs)
+        kernel = RowsKernel("", shapes, tuple((0, h) for _, h, _ in shapes))
+        binding |= {f"x{k}": part for k, part in enumerate(node.inputs)}
     elif node.op == "add":
         kernel = ElementwiseAddKernel("", node.type.numel)
         binding |= {"a": node.inputs[0], "b": node.inputs[1]}
@@ -147,7 +165,7 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
         if node.op == "delay":
             delays_of.setdefault(node.attr("source"), []).append(node)
     for position, (node, step) in enumerate(graph.positions()):
-        if node.op == "concat":  # each part copied into its place in the output
+        if node.op == "concat" and node.attr("axis", 0) == 0:  # each part copied into its place in the output
             shift = 0
             for part in node.inputs:
                 part_type = graph.node(part).type
@@ -184,6 +202,14 @@ def _c_segments(name: str, segments: tuple[Segment, ...]) -> str:
     return _c_table("masic_segment_t", name, [((s.file_offset, s.arena_offset, s.nbytes), s.name) for s in segments], 3)
 
 
+def _load_kind(segment: Segment, state: int) -> tuple[int, int]:
+    """masic_load_t's (state, fill_bits): 0 a weight, 1 a state read from the file, 2 a state filled with the
+    float32 whose bits are fill_bits."""
+    if segment.fill is None:
+        return state, 0
+    return 2, int(np.float32(segment.fill).view(np.uint32))
+
+
 def _c_shape(shape: tuple[int, ...]) -> str:
     return "{" + ", ".join(map(str, shape)) + "}"
 
@@ -196,29 +222,34 @@ def emit_model_c(
     output = graph.node(graph.output)
     prototypes = "".join(f"int32_t {k.symbol}({', '.join('float *' + p for p in k.arg_names())});\n" for k in kernels)
     block = graph.schedule.block
-    # Streamed loads in issue order, each with the position from which its slot is free and its first reader.
-    slot_start = {s.name: plan.buffer(f"@{s.name}").start for s in weights.streamed}
-    loads = sorted(weights.streamed, key=lambda s: slot_start[s.name])
+    by_position: dict[int, list[KernelCall]] = {}
+    first_reader: dict[str, int] = {}  # weight (@name) or neuron state -> position of the first call reading it
+    for call in calls:
+        by_position.setdefault(call.position, []).append(call)
+        for name in (*(f"@{ref.name}" for _, ref in call.node.param_refs()), *state_names(call.node)):
+            first_reader.setdefault(name, call.position)
+    # The loads of a block: streamed weights and transient states' initial values, as (segment, buffer, is state),
+    # issued in the order their buffers become free (the loading thread serves them in turn), then of first use.
+    sources = [(s, f"@{s.name}", 0) for s in weights.streamed] + [(s, s.name, 1) for s in weights.state_loads]
+    start = {buffer: plan.buffer(buffer).start for _, buffer, _ in sources}
+    loads = sorted(sources, key=lambda load: (start[load[1]], first_reader[load[1]]))
     load_table = _c_table(
         "masic_load_t",
         "loads",
-        [((s.file_offset, s.arena_offset, s.nbytes, slot_start[s.name]), s.name) for s in loads],
-        4,
+        [
+            ((s.file_offset, s.arena_offset, s.nbytes, start[buffer], *_load_kind(s, state)), s.name)
+            for s, buffer, state in loads
+        ],
+        6,
     )
-    by_position: dict[int, list[KernelCall]] = {}
-    first_reader: dict[str, int] = {}
-    for call in calls:
-        by_position.setdefault(call.position, []).append(call)
-        for _, ref in call.node.param_refs():
-            first_reader.setdefault(ref.name, call.position)
     waits: dict[int, list[int]] = {}  # position -> loads its calls need first
-    for k, segment in enumerate(loads):
-        waits.setdefault(first_reader[segment.name], []).append(k)
+    for k, (_, buffer, _) in enumerate(loads):
+        waits.setdefault(first_reader[buffer], []).append(k)
     body = ""
     n_positions = len(graph.nodes) * block
     for position in range(n_positions):
         for k in waits.get(position, []):
-            body += f"  masic_wait_load({k}u); /* {loads[k].name} */\n"
+            body += f"  masic_wait_load({k}u); /* {loads[k][0].name} */\n"
         for call in by_position.get(position, []):
             args = ", ".join(f"(float *)(arena + {offset}u)" for _, offset in call.args)
             guard = f"if ({call.step} < nsteps && " if call.step else "if ("

@@ -1,8 +1,10 @@
-"""Layout of weights.bin: every weight the plan keeps resident, then every neuron state's initial value.
+"""Layout of weights.bin: every weight of the plan (resident or streamed), then every neuron state's initial value.
 
 Each block starts at a multiple of 64 bytes, in plan order, so the loader reads it with one aligned pread straight
 into its arena slot. The file's CRC-32 (zlib) and size go into model.c and the manifest; the loader refuses a file
-that does not match both.
+that does not match both. Initial states are copied in before each sample (`state_init`) or, when states are
+transient (`masic.analysis.liveness.transient_states`), by the loading thread once per block like streamed
+weights (`state_loads`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from masic.analysis.liveness import align_up
+from masic.analysis.liveness import align_up, transient_states
 from masic.ir.graph import Graph
 from masic.ir.interpret import initial_state
 from masic.ir.ops import neuron_op
@@ -23,10 +25,14 @@ FILE_ALIGNMENT = 64
 
 @dataclass(frozen=True)
 class Segment:
+    """Bytes for an arena slot: read from weights.bin at `file_offset`, or, with `fill` set, that float32 value in
+    every element, with nothing stored in the file (a transient state's uniform initial value)."""
+
     name: str
     file_offset: int
     arena_offset: int
     nbytes: int
+    fill: float | None = None
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,7 @@ class WeightsFile:
     nbytes: int
     crc32: int
     streamed: tuple[Segment, ...] = ()  # read into their slots once per block (Schedule.streamed)
+    state_loads: tuple[Segment, ...] = ()  # transient states' initial values, read once per block (not state_init)
 
 
 def write_weights(graph: Graph, path: Path) -> WeightsFile:
@@ -48,10 +55,16 @@ def write_weights(graph: Graph, path: Path) -> WeightsFile:
         if neuron_op(node.op):
             states += [(f"{node.name}.{key}", array) for key, array in initial_state(graph, node).items()]
     streamed_names = set(graph.schedule.streamed)
-    resident, streamed, state_init, offset, crc = [], [], [], 0, 0
+    transient = transient_states(graph)
+    resident, streamed, state_init, state_loads, offset, crc = [], [], [], [], 0, 0
     with path.open("wb") as out:
         for kind, items in (("weight", blocks), ("state", states)):
             for name, array in items:
+                if kind == "state" and transient and array.size and (array == array.flat[0]).all():
+                    # Filled by the loading thread, not read: patched and sliced graphs have many such states.
+                    buffer_offset = plan.buffer_of(name).offset
+                    state_loads.append(Segment(name, 0, buffer_offset, array.nbytes, float(array.flat[0])))
+                    continue
                 data = np.ascontiguousarray(array, dtype=np.float32).tobytes()
                 padding = b"\0" * (align_up(offset, FILE_ALIGNMENT) - offset)
                 out.write(padding)
@@ -60,9 +73,9 @@ def write_weights(graph: Graph, path: Path) -> WeightsFile:
                 buffer = plan.buffer_of(f"@{name}" if kind == "weight" else name)
                 segment = Segment(name, offset, buffer.offset, len(data))
                 if kind == "state":
-                    state_init.append(segment)
+                    (state_loads if transient else state_init).append(segment)
                 else:
                     (streamed if name in streamed_names else resident).append(segment)
                 out.write(data)
                 offset += len(data)
-    return WeightsFile(tuple(resident), tuple(state_init), offset, crc, tuple(streamed))
+    return WeightsFile(tuple(resident), tuple(state_init), offset, crc, tuple(streamed), tuple(state_loads))

@@ -9,7 +9,9 @@ state takes its source's value right after the source is computed.
 
 With `simulate_plan=True` every value, state and weight lives inside one byte array at the offset the plan gives
 it, and each buffer is filled with NaN when its lifetime starts: a plan that lets two live buffers overlap, or
-that ends a lifetime too early, corrupts the result instead of passing silently.
+that ends a lifetime too early, corrupts the result instead of passing silently. Streamed weights and transient
+states (`masic.analysis.liveness.transient_states`) are then filled in, as the loading thread would: a plan that
+starts their lifetimes too late corrupts the result too.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from functools import partial
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from masic.analysis.liveness import transient_states
 from masic.ir.graph import Buffer, Graph, Node, ParamRef
-from masic.ir.ops import neuron_op, state_names
+from masic.ir.ops import neuron_op, row_padding, state_names
 
 F32 = np.float32
 
@@ -33,14 +36,15 @@ def _windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], di
     return view[:, ::sh, ::sw, ::dh, ::dw]
 
 
-def _pad(x: np.ndarray, padding: tuple[int, int], value: float) -> np.ndarray:
-    ph, pw = padding
-    return np.pad(x, ((0, 0), (ph, ph), (pw, pw)), constant_values=value)
+def _pad(x: np.ndarray, node: Node, value: float) -> np.ndarray:
+    """The input of a conv or pooling node with its padding: `row_padding` rows above and below, if given."""
+    pw = node.attr("padding")[1]
+    return np.pad(x, ((0, 0), row_padding(node), (pw, pw)), constant_values=value)
 
 
 def conv2d(node: Node, x: np.ndarray, p: Callable[[str], np.ndarray | None]) -> np.ndarray:
     weight, bias, groups = p("weight"), p("bias"), node.attr("groups")
-    padded = _pad(x, node.attr("padding"), 0.0)
+    padded = _pad(x, node, 0.0)
     windows = _windows(padded, node.attr("kernel"), node.attr("stride"), node.attr("dilation"))
     c_in, out_c = x.shape[0] // groups, weight.shape[0] // groups
     out = np.empty((weight.shape[0], *windows.shape[1:3]), dtype=np.float64)
@@ -61,7 +65,7 @@ def dense(node: Node, x: np.ndarray, p: Callable[[str], np.ndarray | None]) -> n
 
 def pool2d(node: Node, x: np.ndarray) -> np.ndarray:
     is_max = node.op == "maxpool2d"
-    padded = _pad(x, node.attr("padding"), -np.inf if is_max else 0.0)
+    padded = _pad(x, node, -np.inf if is_max else 0.0)
     windows = _windows(padded, node.attr("kernel"), node.attr("stride"), (1, 1))
     if is_max:
         return windows.max(axis=(3, 4)).astype(F32)
@@ -159,9 +163,12 @@ class _Values:
         self.arrays: dict[str, np.ndarray] = dict(graph.weights)
         types = {n.name: n.type for n in graph.nodes} | {f"@{p.name}": p.type for p in graph.params}
         types |= {s: n.type for n in graph.nodes for s in state_names(n)}
-        # position -> buffers poisoned as their lifetime starts, and streamed weights filled into their slots
+        # position -> buffers poisoned as their lifetime starts, then the streamed weights and transient states
+        # filled into them (array name, value)
         self.poisoned: dict[int, list[Buffer]] = {}
-        self.filled: dict[int, list[str]] = {}
+        self.filled: dict[int, list[tuple[str, np.ndarray]]] = {}
+        # whether the arena gets each state's initial value at its lifetime's start rather than before the run
+        self.loads_state = simulate_plan and transient_states(graph)
         if simulate_plan:
             plan = graph.plan
             if plan is None:
@@ -174,22 +181,27 @@ class _Values:
             for param in graph.params:
                 self.arrays[param.name] = self.arrays.pop(f"@{param.name}")
                 self.arrays[param.name][...] = graph.weights[param.name]
-            streamed = set(graph.schedule.streamed)
+            loaded = {f"@{name}": (name, graph.weights[name]) for name in graph.schedule.streamed}
+            if self.loads_state:
+                for node in (n for n in graph.nodes if neuron_op(n.op)):
+                    loaded |= {
+                        f"{node.name}.{k}": (f"{node.name}.{k}", a) for k, a in initial_state(graph, node).items()
+                    }
             for buf in plan.buffers:
-                param = buf.name[1:] if buf.kind == "weight" else None
-                if param in streamed:
-                    self.filled.setdefault(buf.start, []).append(param)
-                if buf.kind != "state" and (param is None or param in streamed):  # not pinned
+                if buf.name in loaded:
+                    self.filled.setdefault(buf.start, []).append(loaded[buf.name])
+                if buf.kind not in ("weight", "state") or buf.name in loaded:  # not pinned
                     self.poisoned.setdefault(buf.start, []).append(buf)
 
     def begin_position(self, position: int) -> None:
         """What happens to the arena as a position starts: every buffer whose lifetime starts is poisoned (NaN),
-        except pinned state and resident weights; streamed weight slots are then filled, as the loading thread
-        would. A plan that overlaps live buffers, or starts a slot too late, then corrupts the results."""
+        except pinned state and resident weights; streamed weight slots and transient states are then filled, as the
+        loading thread would. A plan that overlaps live buffers, or starts a slot too late, then corrupts the
+        results."""
         for buf in self.poisoned.get(position, []):
             self.arena[buf.offset : buf.offset + buf.size].view(F32)[...] = np.nan
-        for param in self.filled.get(position, []):
-            self.arrays[param][...] = self.graph.weights[param]
+        for name, value in self.filled.get(position, []):
+            self.arrays[name][...] = value
 
     def store(self, name: str, value: np.ndarray) -> None:
         if self.arena is None:
@@ -208,8 +220,13 @@ def run(graph: Graph, x: np.ndarray, timesteps: int | None = None, simulate_plan
         raise ValueError(f"input of shape {x.shape} is neither {sample_shape} nor (T, *{sample_shape})")
     steps = timesteps or (x.shape[0] if sequence else graph.timesteps)
     values = _Values(graph, simulate_plan)
+    has_state = any(neuron_op(node.op) for node in graph.nodes)
+    if values.loads_state and has_state and steps > graph.schedule.block:
+        raise ValueError(
+            f"the plan keeps neuron state within one block of {graph.schedule.block} steps; it cannot run {steps}"
+        )
     for node in graph.nodes:
-        if neuron_op(node.op):
+        if neuron_op(node.op) and not values.loads_state:
             for key, array in initial_state(graph, node).items():
                 values.store(f"{node.name}.{key}", array)
     delays: dict[str, list[str]] = {}  # source -> states of the delays that copy it
@@ -268,7 +285,10 @@ def _execute(node: Node, values: _Values, sample: np.ndarray, copy: Callable[[st
     if node.op in ("flatten", "reshape"):
         return operands[0].reshape(node.type.shape)
     if node.op == "concat":
-        return np.concatenate(operands, axis=0)
+        return np.concatenate(operands, axis=node.attr("axis", 0))
+    if node.op == "crop_rows":
+        lo, hi = node.attr("rows")
+        return operands[0][:, lo:hi].copy()
     if node.op == "constant":
         return np.broadcast_to(param("value"), node.type.shape).copy()
     raise NotImplementedError(f"the interpreter has no rule for op {node.op!r}")

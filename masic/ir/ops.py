@@ -61,7 +61,20 @@ def _pair(node: Node, key: str) -> tuple[int, int]:
 
 
 def _window_out(size: int, kernel: int, stride: int, pad: int, dilation: int = 1) -> int:
-    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+    """Windows along one axis padded by `pad` in total (both sides together)."""
+    return (size + pad - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def row_padding(node: Node) -> tuple[int, int]:
+    """(top, bottom) padded rows of a conv2d or pooling input: its `row_padding` attribute, else `padding`'s rows on
+    both sides. Row patches of an image (passes/patch_rows.py) pad only at the image's true border."""
+    if node.attr("row_padding") is None:
+        ph = _pair(node, "padding")[0]
+        return ph, ph
+    top, bottom = _pair(node, "row_padding")
+    if top < 0 or bottom < 0:
+        raise ShapeError(f"row_padding must not be negative, got {(top, bottom)}")
+    return top, bottom
 
 
 def _infer_identity(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
@@ -81,10 +94,10 @@ def _infer_conv2d(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
     out_c = node.attr("out_channels")
     groups = node.attr("groups", 1)
     kh, kw = _pair(node, "kernel")
-    (sh, sw), (ph, pw), (dh, dw) = _pair(node, "stride"), _pair(node, "padding"), _pair(node, "dilation")
+    (sh, sw), (_, pw), (dh, dw) = _pair(node, "stride"), _pair(node, "padding"), _pair(node, "dilation")
     if not isinstance(out_c, int) or not isinstance(groups, int) or c % groups or out_c % groups:
         raise ShapeError(f"conv2d channels {c}->{out_c} do not divide into {groups} groups")
-    oh, ow = _window_out(h, kh, sh, ph, dh), _window_out(w, kw, sw, pw, dw)
+    oh, ow = _window_out(h, kh, sh, sum(row_padding(node)), dh), _window_out(w, kw, sw, 2 * pw, dw)
     if oh <= 0 or ow <= 0:
         raise ShapeError(f"conv2d kernel {kh}x{kw} does not fit input {h}x{w}")
     return TensorType((out_c, oh, ow))
@@ -94,10 +107,11 @@ def _infer_pool2d(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
     if len(ins[0].shape) != 3:
         raise ShapeError(f"pooling expects a (C,H,W) input, got {ins[0]}")
     c, h, w = ins[0].shape
-    (kh, kw), (sh, sw), (ph, pw) = _pair(node, "kernel"), _pair(node, "stride"), _pair(node, "padding")
-    if 2 * ph > kh or 2 * pw > kw:
-        raise ShapeError(f"pooling padding {ph},{pw} exceeds half the kernel {kh}x{kw}")
-    oh, ow = _window_out(h, kh, sh, ph), _window_out(w, kw, sw, pw)
+    (kh, kw), (sh, sw), (_, pw) = _pair(node, "kernel"), _pair(node, "stride"), _pair(node, "padding")
+    top, bottom = row_padding(node)
+    if 2 * max(top, bottom) > kh or 2 * pw > kw:  # every window must hold an element of the input
+        raise ShapeError(f"pooling padding {top},{bottom},{pw} exceeds half the kernel {kh}x{kw}")
+    oh, ow = _window_out(h, kh, sh, top + bottom), _window_out(w, kw, sw, 2 * pw)
     if oh <= 0 or ow <= 0:
         raise ShapeError(f"pooling kernel {kh}x{kw} does not fit input {h}x{w}")
     return TensorType((c, oh, ow))
@@ -137,9 +151,28 @@ VARIADIC = -1
 
 
 def _infer_concat(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
-    if any(t.shape[1:] != ins[0].shape[1:] or t.dtype != ins[0].dtype for t in ins):
-        raise ShapeError(f"concat operands may differ only in their first dimension, got {', '.join(map(str, ins))}")
-    return TensorType((sum(t.shape[0] for t in ins), *ins[0].shape[1:]), ins[0].dtype)
+    axis = node.attr("axis", 0)
+    if not isinstance(axis, int) or isinstance(axis, bool) or not 0 <= axis < len(ins[0].shape):
+        raise ShapeError(f"concat axis must be a dimension of {ins[0]}, got {axis!r}")
+
+    def others(t: TensorType) -> tuple[int, ...]:
+        return t.shape[:axis] + t.shape[axis + 1 :]
+
+    if any(len(t.shape) != len(ins[0].shape) or others(t) != others(ins[0]) or t.dtype != ins[0].dtype for t in ins):
+        raise ShapeError(f"concat operands may differ only in dimension {axis}, got {', '.join(map(str, ins))}")
+    shape = list(ins[0].shape)
+    shape[axis] = sum(t.shape[axis] for t in ins)
+    return TensorType(tuple(shape), ins[0].dtype)
+
+
+def _infer_crop_rows(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
+    if len(ins[0].shape) != 3:
+        raise ShapeError(f"crop_rows expects a (C,H,W) input, got {ins[0]}")
+    c, h, w = ins[0].shape
+    lo, hi = _pair(node, "rows")
+    if not 0 <= lo < hi <= h:
+        raise ShapeError(f"crop_rows rows [{lo},{hi}) are not a non-empty range of the {h} rows of {ins[0]}")
+    return TensorType((c, hi - lo, w), ins[0].dtype)
 
 
 def _infer_same(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
@@ -159,9 +192,10 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 "conv2d",
                 1,
                 ("weight", "out_channels", "kernel", "stride", "padding", "dilation", "groups"),
-                ("bias",),
+                ("bias", "row_padding"),
                 _infer_conv2d,
-                "2-d cross-correlation as torch.nn.Conv2d; weight (O, C/groups, kh, kw)",
+                "2-d cross-correlation as torch.nn.Conv2d; weight (O, C/groups, kh, kw); row_padding=(top, bottom)"
+                " replaces padding's rows (a row patch pads only at the image border)",
             ),
             OpDef("dense", 1, ("weight", "in_features", "out_features"), ("bias",), _infer_dense, "y = W x + b"),
             OpDef(
@@ -172,12 +206,12 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 _infer_identity,
                 "eval-mode batch norm: (x - mean) / sqrt(var + eps) * gamma + beta, per channel",
             ),
-            OpDef("maxpool2d", 1, ("kernel", "stride", "padding"), (), _infer_pool2d, "max over windows"),
+            OpDef("maxpool2d", 1, ("kernel", "stride", "padding"), ("row_padding",), _infer_pool2d, "max over windows"),
             OpDef(
                 "avgpool2d",
                 1,
                 ("kernel", "stride", "padding"),
-                (),
+                ("row_padding",),
                 _infer_pool2d,
                 "mean over windows, padding counted (count_include_pad)",
             ),
@@ -185,7 +219,7 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 "sumpool2d",
                 1,
                 ("kernel", "stride", "padding"),
-                (),
+                ("row_padding",),
                 _infer_pool2d,
                 "sum over windows (NIR SumPool2d), zero padding",
             ),
@@ -205,9 +239,18 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 "concat",
                 VARIADIC,
                 (),
-                (),
+                ("axis",),
                 _infer_concat,
-                "operands joined along their first dimension (outputs or channels of a sliced layer)",
+                "operands joined along dimension `axis` (default 0: outputs or channels of a sliced layer; 1: the"
+                " rows of an image's patches)",
+            ),
+            OpDef(
+                "crop_rows",
+                1,
+                ("rows",),
+                (),
+                _infer_crop_rows,
+                "rows [lo, hi) of a (C,H,W) value, rows=(lo,hi): the part of an image one row patch reads",
             ),
             OpDef("sub", 2, (), (), _infer_same, "element-wise difference a - b"),
             OpDef("mul", 2, (), (), _infer_same, "element-wise product"),

@@ -9,7 +9,7 @@ value placed in a buffer large enough).
 from __future__ import annotations
 
 from masic.errors import MasicError
-from masic.ir.graph import BUFFER_KINDS, Graph, Node, ParamRef
+from masic.ir.graph import BUFFER_KINDS, Buffer, Graph, Node, ParamRef
 from masic.ir.ops import OPS, VARIADIC, ShapeError, neuron_op, state_names
 from masic.ir.text import format_node
 
@@ -165,3 +165,44 @@ def verify_plan(graph: Graph) -> None:
         buf = buffers.get(placed[value])
         if buf is None or buf.size < size:
             raise VerifyError(f"plan: value %{value} ({size} bytes) does not fit its buffer {placed[value]}")
+    _check_lifetimes(graph, buffers, placed)
+
+
+def _check_lifetimes(graph: Graph, buffers: dict[str, Buffer], placed: dict[str, str]) -> None:
+    """Every buffer is live wherever its value is written or read: at each kernel call, for its operands, output,
+    weights, state and scratch; a delay's state also where its source is copied into it. Values the loader reads or
+    writes outside the block (its inputs, the outputs) are live at its start or end, and state that carries over
+    from one block to the next (when a run has more than one) is live over the whole block. Lifetimes are
+    intervals, so a value live where it is written and where it is last read is live in between: together with
+    the overlap check this proves no value is overwritten before its last reader."""
+    order = graph.positions()
+    n = len(order)
+    carried = graph.schedule.block < graph.timesteps or any(node.op == "delay" for node in graph.nodes)
+    source_of = {node.attr("source"): node for node in graph.nodes if node.op == "delay"}
+
+    def require(value: str, p: int, node: Node, role: str) -> None:
+        buf = buffers[placed.get(value, value)]  # scratch is a buffer of its own, not a value
+        if not buf.start <= p < buf.end:
+            raise VerifyError(
+                f"plan: buffer {buf.name} of %{value} ({role}) is not live at position {p} [{buf.start},{buf.end})",
+                node,
+            )
+
+    for p, (node, t) in enumerate(order):
+        name = graph.copy_name(node.name, t)
+        require(name, 0 if node.op == "input" else p, node, "input" if node.op == "input" else "output")
+        for value in node.inputs:
+            require(graph.copy_name(value, t), p, node, "operand")
+        for _, ref in node.param_refs():
+            require(f"@{ref.name}", p, node, "weight")
+        states = [*state_names(node), *(state_names(source_of[node.name]) if node.name in source_of else ())]
+        for state in states:
+            require(state, p, node, "state")
+            if carried:
+                require(state, 0, node, "state carried across blocks")
+                require(state, n - 1, node, "state carried across blocks")
+        scratch = graph.copy_name(f"{node.name}.scratch", t)
+        if scratch in buffers:
+            require(scratch, p, node, "scratch")
+    for t in range(graph.schedule.block):
+        require(graph.copy_name(graph.output, t), n - 1, graph.node(graph.output), "output read after the block")

@@ -181,11 +181,13 @@ class Instance:
             placed[i] = True
         return Placement(offsets, int(tops.max(initial=0)), strategy)
 
-    def portfolio(self, target: int, deadline: float | None = None) -> Placement:
-        """The lowest placement of the PORTFOLIO strategies, tried in order until one reaches `target` or the
-        deadline passes (the first strategy always completes)."""
+    def portfolio(
+        self, target: int, deadline: float | None = None, strategies: tuple[Strategy, ...] = PORTFOLIO
+    ) -> Placement:
+        """The lowest placement of the strategies (the PORTFOLIO by default), tried in order until one reaches
+        `target` or the deadline passes (the first strategy always completes)."""
         best: Placement | None = None
-        for strategy in PORTFOLIO:
+        for strategy in strategies:
             placement = self.place(strategy, deadline if best is not None else None)
             if placement is None:
                 break

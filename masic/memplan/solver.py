@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from masic.memplan.check import check
 from masic.memplan.exact import Status, exact_search
-from masic.memplan.heuristics import Instance
+from masic.memplan.heuristics import PORTFOLIO, Instance
 from masic.memplan.problem import MemplanError, Problem, overlap_degrees
 
 # The exact search keeps every overlapping pair twice (16 bytes a pair); beyond this it is not attempted.
@@ -44,6 +44,16 @@ class Solution:
     def ratio(self) -> float:
         """height / lower bound (1.0 for an empty problem)."""
         return self.height / self.lower_bound if self.lower_bound else 1.0
+
+
+def heuristic_height(
+    problem: Problem, alignment: int = 1, target: int | None = None, strategies: int = len(PORTFOLIO)
+) -> int:
+    """The height of the first `strategies` heuristics' placement, stopping at the first that reaches `target`
+    (default: the lower bound), without building or checking the offsets: a fast fit test for planners that try
+    many problems. solve() runs the same strategies first, so it reaches any height this reports."""
+    bound = problem.lower_bound(alignment)
+    return Instance(problem.arrays(alignment)).portfolio(max(bound, target or 0), None, PORTFOLIO[:strategies]).height
 
 
 def _height(problem: Problem, offsets: dict[str, int]) -> int:

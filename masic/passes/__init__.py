@@ -4,16 +4,32 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from masic.passes import assign_offsets, check_budget, fold_batchnorm, infer_shapes, schedule, slice_layers
+from masic.passes import (
+    assign_offsets,
+    check_budget,
+    fold_batchnorm,
+    infer_shapes,
+    patch_rows,
+    schedule,
+    slice_layers,
+)
 from masic.passes.base import Pass, PassError, PassOptions
 
 REGISTRY = MappingProxyType(
     {
         m.NAME: Pass(m.NAME, m.run, (m.__doc__ or "").strip().splitlines()[0])
-        for m in (infer_shapes, fold_batchnorm, slice_layers, schedule, assign_offsets, check_budget)
+        for m in (infer_shapes, fold_batchnorm, slice_layers, patch_rows, schedule, assign_offsets, check_budget)
     }
 )
 
-DEFAULT_PIPELINE = ("infer-shapes", "fold-batchnorm", "slice-layers", "schedule", "assign-offsets", "check-budget")
+DEFAULT_PIPELINE = (
+    "infer-shapes",
+    "fold-batchnorm",
+    "slice-layers",
+    "patch-rows",
+    "schedule",
+    "assign-offsets",
+    "check-budget",
+)
 
 __all__ = ["DEFAULT_PIPELINE", "REGISTRY", "Pass", "PassError", "PassOptions"]

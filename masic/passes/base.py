@@ -5,16 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from masic.analysis.cost import Machine
 from masic.ir.graph import Graph, Node
 from masic.ir.verify import VerifyError
+
+# The cost model's machine when no target gives one: a Raspberry Pi 4 class board reading from an SD card.
+DEFAULT_MACHINE = Machine(macs_per_second=6e9, memory_bytes_per_second=4e9, read_bytes_per_second=40e6)
 
 
 @dataclass(frozen=True)
 class PassOptions:
-    """Options shared by all passes. `budget` is in bytes (None: unbounded); `alignment` of arena offsets."""
+    """Options shared by all passes. `budget` is in bytes (None: unbounded); `alignment` of arena offsets;
+    `machine`, the target's figures for the cost model."""
 
     budget: int | None = None
     alignment: int = 16
+    machine: Machine = DEFAULT_MACHINE
 
     @property
     def capacity(self) -> int | None:

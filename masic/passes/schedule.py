@@ -2,14 +2,16 @@
 
 Without a budget, or when every weight fits resident, the plan is timestep-major (blocks of one step) with all
 weights resident. Otherwise, for each block size B (T, then powers of two down to 1; only B = 1 when the graph has
-delays, whose values cross steps), it starts from every weight streamed and makes weights resident, largest
-first, while the plan still fits the budget. Among the fitting plans it keeps the one the cost model says is fastest:
+delays, whose values cross steps), it starts from every weight streamed and makes weights resident, largest first,
+while the plan still fits the budget. Among the fitting plans it keeps the fastest by the target's cost model
+(`masic.analysis.cost.planned_latency`: per block, the longer of its compute and its weight reads); ties go to the
+plan that reads fewer bytes per inference, then to the smaller block (fewer copies of activations). Weights are
+read once per block instead of once per timestep.
 
-    latency(B, streamed) = T * compute + ceil(T / B) * streamed_bytes / read_bandwidth
-
-Compute does not depend on B or on what streams, so this keeps the plan that reads the fewest bytes per inference
-(ties: the smaller block, which needs fewer copies of activations). Weights are then read once per block instead of
-once per timestep.
+A fit test places the plan, so the search keeps their number small: a weight that provably fits is made resident
+without one (see `_fitting_schedule`), a weight as large as one that did not fit is not tried, and a block size is
+skipped when even its fewest possible bytes read (T / B times the weights beyond the budget) exceed the best
+plan's.
 
 Requires: typed graph without batchnorm2d.
 Ensures: `graph.schedule` is set; with a budget, the plan fits it. When no schedule fits, raises
@@ -22,8 +24,10 @@ from __future__ import annotations
 from dataclasses import replace
 from math import ceil
 
+from masic.analysis.cost import planned_latency
+from masic.analysis.liveness import align_up
 from masic.ir.graph import Graph, Schedule
-from masic.passes.assign_offsets import arena_bytes
+from masic.passes.assign_offsets import arena_bytes, layout, placed_bytes
 from masic.passes.base import PassOptions
 from masic.passes.check_budget import BudgetError, format_bytes
 
@@ -49,16 +53,47 @@ def block_sizes(graph: Graph) -> list[int]:
     return [graph.timesteps, *reversed(powers)]
 
 
-def _fitting_schedule(graph: Graph, block: int, budget: int, alignment: int) -> Schedule | None:
+def _fitting_schedule(graph: Graph, block: int, budget: int, alignment: int, bound: bool = True) -> Schedule | None:
+    """Blocks of `block` steps, streaming every weight but those made resident, largest first, while the plan fits.
+
+    Making a weight resident moves its buffer from a slot among the placed buffers to the pinned stack, and the
+    other buffers stay as they are, so the last placement less that slot still holds them: when the pinned stack
+    plus that placement's height has room for the weight, it fits without placing again (`bound`). A final
+    placement confirms the result; should the heuristics place the smaller problem worse, the search runs again
+    placing every candidate."""
     by_size = sorted(graph.params, key=lambda p: (-p.type.nbytes, p.name))
-    streamed = [p.name for p in by_size]
-    if not fits(graph, Schedule(block, tuple(streamed)), alignment, budget):
+    resident: set[str] = set()
+
+    def streaming_all_but(names: set[str]) -> Schedule:
+        return Schedule(block, tuple(sorted(p.name for p in by_size if p.name not in names)))
+
+    def place(names: set[str]) -> tuple[int, int]:
+        """(pinned bytes, height of the rest) of the plan that keeps `names` resident."""
+        planned = layout(replace(graph, schedule=streaming_all_but(names)), alignment)
+        return planned.pinned_bytes, placed_bytes(planned, budget) - planned.pinned_bytes
+
+    pinned, rest = place(resident)
+    if pinned + rest > budget:
         return None
+    too_large = None  # a weight this large did not fit: as large or larger ones are not tried
     for param in by_size:
-        candidate = tuple(n for n in streamed if n != param.name)
-        if fits(graph, Schedule(block, candidate), alignment, budget):
-            streamed = list(candidate)
-    return Schedule(block, tuple(sorted(streamed)))
+        size = align_up(param.type.nbytes, alignment)
+        if too_large is not None and param.type.nbytes >= too_large:
+            continue
+        if bound and pinned + size + rest <= budget:
+            resident.add(param.name)
+            pinned += size
+            continue
+        placed = place(resident | {param.name})
+        if sum(placed) <= budget:
+            resident.add(param.name)
+            pinned, rest = placed
+        else:
+            too_large = param.type.nbytes
+    schedule = streaming_all_but(resident)
+    if bound and not fits(graph, schedule, alignment, budget):
+        return _fitting_schedule(graph, block, budget, alignment, bound=False)
+    return schedule
 
 
 def run(graph: Graph, options: PassOptions) -> Graph:
@@ -69,8 +104,20 @@ def run(graph: Graph, options: PassOptions) -> Graph:
     if fits(graph, Schedule(), options.alignment, capacity):
         return resident
     blocks = block_sizes(graph)
-    fitting = [s for b in blocks if (s := _fitting_schedule(graph, b, capacity, options.alignment))]
-    if not fitting:
+    beyond_budget = max(0, sum(p.type.nbytes for p in graph.params) - capacity)
+
+    def rank(schedule: Schedule) -> tuple[float, int, int]:
+        latency = planned_latency(graph, schedule, options.machine)
+        return latency, bytes_read(graph, schedule), schedule.block
+
+    best: Schedule | None = None
+    for block in blocks:
+        if best is not None and ceil(graph.timesteps / block) * beyond_budget > bytes_read(graph, best):
+            continue
+        schedule = _fitting_schedule(graph, block, capacity, options.alignment)
+        if schedule is not None and (best is None or rank(schedule) < rank(best)):
+            best = schedule
+    if best is None:
         smallest = min(
             arena_bytes(replace(graph, schedule=Schedule(b, tuple(p.name for p in graph.params))), options.alignment)
             for b in blocks
@@ -80,5 +127,4 @@ def run(graph: Graph, options: PassOptions) -> Graph:
             f"the budget {format_bytes(options.budget)} is below the smallest that works for this model and "
             f"target, {format_bytes(smallest)} ({smallest} bytes); use --budget {smallest}",
         )
-    best = min(fitting, key=lambda s: (bytes_read(graph, s), s.block))
     return replace(graph, schedule=best)

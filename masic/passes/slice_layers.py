@@ -3,10 +3,11 @@
 A dense layer is split along its output neurons, a conv2d (groups = 1) along its output channels, into pieces of at
 most L bytes of weight each (never less than one output row or channel); each piece is a layer of its own with its
 own weight (and bias) slices, and a `concat` joins their outputs in order, keeping the original layer's name so its
-users are unchanged. The piece size L follows from the budget: the largest power of two for which the plan with
-every weight streamed (the smallest plan the schedule pass can make, as placed) fits the budget; when none fits,
-the finest slicing is kept and the schedule pass refuses the budget. Candidates do not depend on the budget, so a
-budget that fits with some slicing lets every larger budget fit too.
+users are unchanged. Nothing is sliced when every weight fits resident. Otherwise the piece size L follows from the
+budget: a power of two, preferably at most 1/SLOT_SHARE of the budget (streamed pieces occupy slots, and slot bytes
+are bytes no resident weight can have), for which the plan with every weight streamed (the smallest plan the
+schedule pass can make, as placed) fits the budget; when none fits, the finest slicing is kept and the schedule
+pass refuses the budget. Every candidate is tried before refusing, so every budget from the minimum up fits.
 
 Requires: typed graph without batchnorm2d.
 Ensures: with a budget, every weight of a dense or ungrouped conv2d is at most L bytes or one output row / channel
@@ -22,13 +23,15 @@ from math import ceil
 
 import numpy as np
 
+from masic.analysis.liveness import align_up, transient_states
 from masic.ir.graph import Graph, Node, ParamRef, Schedule
-from masic.ir.ops import OPS
+from masic.ir.ops import OPS, state_names
 from masic.passes.assign_offsets import arena_bytes
 from masic.passes.base import PassOptions
 
 NAME = "slice-layers"
 MAX_PIECES = 64  # per layer: finer slicing costs a kernel call and a concat copy per piece for little memory
+SLOT_SHARE = 16  # preferred pieces are at most this fraction of the budget
 
 
 def _sliceable(node: Node) -> bool:
@@ -62,7 +65,10 @@ def slice_to(graph: Graph, limit: int) -> Graph:
     nodes: list[Node] = []
     for node in graph.nodes:
         weight = graph.param(node.attr("weight").name).type if _sliceable(node) else None
-        pieces = min(weight.shape[0], ceil(weight.nbytes / limit)) if weight and weight.nbytes > limit else 1
+        pieces = 1
+        if weight and weight.nbytes > limit:  # whole rows per piece, as even as the rows allow
+            rows = weight.shape[0]
+            pieces = ceil(rows / max(1, limit // (weight.nbytes // rows)))
         nodes += _split(node, graph, pieces, weights) if pieces > 1 else [node]
     return graph.with_params(weights).with_nodes(nodes) if weights else graph
 
@@ -83,10 +89,32 @@ def candidate_limits(graph: Graph) -> list[int]:
 
 
 def smallest_plan_bytes(graph: Graph, alignment: int, budget: int | None = None) -> int:
-    """Arena of the smallest plan the schedule pass can make of this graph: every weight streamed, one step per
-    block."""
-    everything = Schedule(1, tuple(p.name for p in graph.params))
-    return arena_bytes(replace(graph, schedule=everything), alignment, budget)
+    """Arena of the smallest plan the schedule pass can make of this graph: every weight streamed, with one step
+    per block or, when that makes neuron states transient (`transient_states`: each layer's state lives only while
+    the layer runs), with all T steps in one block; the smaller of the two. Blocks in between keep the state pinned
+    and hold more copies of the activations than one step does, so they need at least as much as one step per
+    block. With a budget, as for `arena_bytes`, the result is exact only when it exceeds the budget; and a plan
+    whose pinned neuron state alone exceeds it is not analysed (that state's bytes stand for it)."""
+    streamed = tuple(p.name for p in graph.params)
+    sizes = []
+    for block in smallest_plan_blocks(graph):
+        plan = replace(graph, schedule=Schedule(block, streamed))
+        pinned_state = 0 if transient_states(plan) else _state_bytes(graph, alignment)
+        over = budget is not None and pinned_state > budget
+        sizes.append(pinned_state if over else arena_bytes(plan, alignment, budget))
+    return min(sizes)
+
+
+def _state_bytes(graph: Graph, alignment: int) -> int:
+    return sum(len(state_names(n)) * align_up(n.type.nbytes, alignment) for n in graph.nodes if state_names(n))
+
+
+def smallest_plan_blocks(graph: Graph) -> list[int]:
+    """Timesteps per block of the smallest plans: one, and all T when that makes neuron states transient."""
+    blocks = [1]
+    if graph.timesteps > 1 and transient_states(replace(graph, schedule=Schedule(graph.timesteps))):
+        blocks.append(graph.timesteps)
+    return blocks
 
 
 def run(graph: Graph, options: PassOptions) -> Graph:
@@ -94,12 +122,16 @@ def run(graph: Graph, options: PassOptions) -> Graph:
         return graph
     capacity = options.capacity
     limits = candidate_limits(graph)
-    if not limits or smallest_plan_bytes(graph, options.alignment, capacity) <= capacity:
-        return graph
-    # Coarsest first: fewer pieces mean fewer, larger reads. Placement heights are not monotone in the piece size,
-    # so candidates are tried in turn rather than bisected; the finest is kept when none fits.
-    for limit in limits:
+    if not limits or arena_bytes(replace(graph, schedule=Schedule()), options.alignment, capacity) <= capacity:
+        return graph  # every weight stays resident: nothing streams
+    # Preferred first, coarsest to finest: pieces of at most 1/SLOT_SHARE of the budget, since streamed pieces pass
+    # through slots (one read while another is used) and every byte of slot is a byte no resident weight can use.
+    # Then the coarser ones, finest first: placement heights are not monotone in the piece size, and the minimum
+    # budget may be reached only there. The finest is kept when none fits.
+    preferred = [limit for limit in limits if limit <= capacity // SLOT_SHARE]
+    coarser = [limit for limit in reversed(limits) if limit > capacity // SLOT_SHARE]
+    for limit in preferred + coarser:
         sliced = slice_to(graph, limit)
         if smallest_plan_bytes(sliced, options.alignment, capacity) <= capacity:
-            break
-    return sliced
+            return sliced
+    return slice_to(graph, limits[-1])

@@ -1,6 +1,7 @@
 """End-to-end tests of the kernel code generator: build every kernel kind into one object, link it with a small
 generated C harness and runtime/parallel.c, run it natively and (aarch64) under qemu, and compare with PyTorch
-(conv, dense, pool) or, bit for bit, with a float32 numpy implementation (neurons)."""
+(conv, dense, pool), with the reference interpreter (the row patches' conv and pool padded at one border), or, bit
+for bit, with a float32 numpy implementation (neurons, row crops and concats)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,10 @@ from masic.codegen.kernels import (
     Kernel,
     NeuronKernel,
     Pool2dKernel,
+    RowsKernel,
 )
 from masic.ir.graph import Node
-from masic.ir.interpret import neuron_step
+from masic.ir.interpret import conv2d, neuron_step, pool2d
 
 RUNTIME = Path(__file__).resolve().parents[2] / "masic" / "codegen" / "runtime"
 AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "mattr": ["+neon"]}
@@ -194,6 +196,51 @@ def _elementwise_cases(rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+def _interpreted(case: Case) -> Case:
+    """A conv or pool case expecting the reference interpreter's result (PyTorch pads both sides alike)."""
+    k, a = case.kernel, case.args
+    attrs = {"kernel": k.kernel, "stride": k.stride, "padding": k.padding, "row_padding": k.row_padding}
+    if isinstance(k, Conv2dKernel):
+        node = Node("n", "conv2d", attrs=tuple((attrs | {"dilation": k.dilation, "groups": k.groups}).items()))
+        params = {"weight": a["w"], "bias": a.get("b")}
+        return replace(case, expected=lambda: {"y": conv2d(node, a["x"], params.get)})
+    node = Node("n", f"{k.kind}pool2d", attrs=tuple(attrs.items()))
+    return replace(case, expected=lambda: {"y": pool2d(node, a["x"])})
+
+
+def _patch_cases(rng: np.random.Generator, big: bool) -> list[Case]:
+    """What row patches (passes/patch_rows.py) run: convolutions and pools whose rows are padded at one border
+    only (`row_padding`), and row crops and concats, which are exact copies."""
+    windows = [
+        Conv2dKernel("conv_rows_top", (3, 9, 10), 4, (3, 3), padding=(1, 1), row_padding=(1, 0)),
+        Conv2dKernel(
+            "conv_rows_dw_s2", (6, 8, 9), 6, (3, 3), stride=(2, 2), padding=(1, 1), groups=6, row_padding=(0, 1)
+        ),
+        Conv2dKernel(
+            "conv_rows_dil", (4, 11, 12), 5, (3, 3), padding=(2, 1), dilation=(2, 1), bias=False, row_padding=(0, 2)
+        ),
+        Conv2dKernel("conv_rows_inner", (2, 7, 6), 3, (3, 3), padding=(1, 0), row_padding=(0, 0)),  # no scratch
+        Pool2dKernel("maxpool_rows_top", "max", (4, 9, 9), (3, 3), (2, 2), (1, 1), (1, 0)),
+        Pool2dKernel("avgpool_rows_bottom", "avg", (3, 8, 7), (2, 2), (1, 1), (1, 0), (0, 1)),
+        Pool2dKernel("sumpool_rows", "sum", (3, 8, 7), (3, 3), (1, 2), (1, 1), (0, 1)),
+    ]
+    cases = [_interpreted(_conv_case(rng, k) if isinstance(k, Conv2dKernel) else _pool_case(rng, k)) for k in windows]
+    rows = [
+        RowsKernel("crop_rows", ((3, 20, 17),), ((5, 12),)),
+        RowsKernel("concat_rows", ((3, 4, 17), (3, 5, 17), (3, 2, 17)), ((0, 4), (0, 5), (0, 2))),
+        RowsKernel("gather_rows", ((2, 6, 8), (2, 7, 8)), ((1, 3), (2, 7))),
+    ]
+    if big:  # above the parallel threshold
+        rows.append(RowsKernel("concat_rows_big", ((32, 30, 112), (32, 26, 112)), ((0, 30), (0, 26))))
+    for k in rows:
+        parts = {f"x{j}": _rand(rng, *shape) for j, shape in enumerate(k.in_shapes)}
+        want = np.concatenate([x[:, lo:hi] for x, (lo, hi) in zip(parts.values(), k.rows, strict=True)], axis=1)
+        args = {**parts, "y": np.zeros(k.out_shape(), np.float32)}
+        cases.append(Case(k, args, lambda want=want: {"y": want}, exact=True))
+    assert [c.kernel.scratch_bytes() > 0 for c in cases[:4]] == [True, True, True, False]
+    return cases
+
+
 def _cases(big: bool) -> list[Case]:
     """All cases; ``big`` adds the large shapes (host only: they are slow under qemu)."""
     rng = np.random.default_rng(0)
@@ -236,7 +283,7 @@ def _cases(big: bool) -> list[Case]:
     if big:
         neurons.append(("lif", 40000, set()))  # above the parallel threshold
     cases += [_neuron_case(rng, f"{kind}_{n}", kind, n, per) for kind, n, per in neurons]
-    return cases + _elementwise_cases(rng)
+    return cases + _elementwise_cases(rng) + _patch_cases(rng, big)
 
 
 def _harness_source(cases: list[Case]) -> str:

@@ -114,6 +114,7 @@ def _planned():
 
 
 def _with_buffer(graph, name: str, **changes):
+    assert name in {b.name for b in graph.plan.buffers}
     buffers = tuple(replace(b, **changes) if b.name == name else b for b in graph.plan.buffers)
     return replace(graph, plan=replace(graph.plan, buffers=buffers))
 
@@ -144,6 +145,29 @@ def test_plan_checker_rejects_unplaced_values() -> None:
     values = tuple(v for v in graph.plan.values if v[0] != "fc")
     with pytest.raises(VerifyError, match="value %fc has no buffer"):
         verify(replace(graph, plan=replace(graph.plan, values=values)))
+
+
+@pytest.mark.parametrize(
+    ("buffer", "lifetime", "message"),
+    [  # positions: in 0, fc 1, lif 2
+        ("fc", (1, 2), r"buffer fc of %lif \(output\) is not live at position 2"),  # lif updates fc in place
+        ("fc", (2, 3), r"buffer fc of %fc \(output\) is not live at position 1"),
+        ("@fc.w", (2, 3), r"of %@fc.w \(weight\) is not live at position 1"),
+        ("lif.v", (0, 2), r"of %lif.v \(state\) is not live at position 2"),
+        ("in", (1, 3), r"of %in \(input\) is not live at position 0"),
+    ],
+)
+def test_plan_checker_rejects_buffers_dead_where_they_are_used(buffer: str, lifetime: tuple, message: str) -> None:
+    graph = _planned()
+    assert [node.name for node, _ in graph.positions()] == ["in", "fc", "lif"]
+    with pytest.raises(VerifyError, match=message):
+        verify(_with_buffer(graph, buffer, start=lifetime[0], end=lifetime[1]))
+
+
+def test_plan_checker_requires_carried_state_over_the_whole_block() -> None:
+    """State read at one position only still carries to the next step: it may not be reused in between."""
+    with pytest.raises(VerifyError, match="state carried across blocks"):
+        verify(_with_buffer(_planned(), "lif.v", start=2, end=3))
 
 
 def test_buffers_dead_at_different_times_may_share_memory() -> None:

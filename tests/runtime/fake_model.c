@@ -10,7 +10,9 @@
  *
  * A block runs FAKE_BLOCK steps layer by layer, in three positions, as generated code does: 0 sums every step's
  * input; 1 computes out[0..1] of every step from u[0..1]; 2 computes out[2..3] from u[2..3]. u[0..1] and u[2..3] are
- * two streamed loads sharing one slot, so a load that came late, early or not at all changes the outputs. */
+ * two streamed loads sharing one slot, so a load that came late, early or not at all changes the outputs.
+ * With FAKE_STATE_LOADED the state is not copied in before each sample but loaded by the loading thread at the start
+ * of each block, as in a plan whose state lives only while its layer runs; the default run is then one block. */
 #define _XOPEN_SOURCE 700
 #include <math.h>
 #include <stdint.h>
@@ -38,6 +40,9 @@
 #ifndef FAKE_STREAMED
 #define FAKE_STREAMED 0
 #endif
+#ifndef FAKE_STATE_LOADED
+#define FAKE_STATE_LOADED 0
+#endif
 #ifndef FAKE_PAD_BYTES
 #define FAKE_PAD_BYTES 0
 #endif
@@ -59,6 +64,7 @@
 
 _Static_assert(FAKE_BLOCK >= 1 && FAKE_BLOCK <= 4, "the arena layout has four input and output slots");
 _Static_assert(FAKE_ARENA_BYTES >= 256, "the arena layout needs 256 bytes");
+_Static_assert(!(FAKE_STREAMED && FAKE_STATE_LOADED), "the loads are either streamed weights or the state");
 
 enum {
   X_OFFSET = 0,
@@ -86,6 +92,9 @@ static const masic_segment_t state_init[] = {{.file_offset = 16, .arena_offset =
 /* u[0..1] may enter the slot when the block starts; u[2..3] once position 1, the last reader of u[0..1], is done. */
 static const masic_load_t loads[] = {{.file_offset = 32, .arena_offset = SLOT_OFFSET, .nbytes = 8, .start = 0},
                                      {.file_offset = 40, .arena_offset = SLOT_OFFSET, .nbytes = 8, .start = FAKE_LOAD1_START}};
+/* FAKE_STATE_LOADED: s may enter its slot when the block starts, and is first read at position 1. */
+static const masic_load_t state_loads[] = {
+    {.file_offset = 16, .arena_offset = S_OFFSET, .nbytes = 16, .start = 0, .state = 1}};
 
 const masic_model_t masic_model = {
     .name = "fake \"2x3\" model", /* the quotes check that the JSON report escapes the name */
@@ -97,17 +106,17 @@ const masic_model_t masic_model = {
     .input_shape = {2, 3},
     .output_ndim = 1,
     .output_shape = {4},
-    .timesteps = 5,
+    .timesteps = FAKE_STATE_LOADED ? FAKE_BLOCK : 5,
     .exit_rule = {.rule = FAKE_EXIT_RULE, .min_timesteps = FAKE_EXIT_MIN_TIMESTEPS, .threshold = FAKE_EXIT_THRESHOLD},
     .block = FAKE_BLOCK,
     .input_offsets = input_offsets,
     .output_offsets = output_offsets,
     .n_resident = 1,
     .resident = resident,
-    .n_state_init = 1,
+    .n_state_init = FAKE_STATE_LOADED ? 0 : 1,
     .state_init = state_init,
-    .n_loads = FAKE_STREAMED ? 2 : 0,
-    .loads = FAKE_STREAMED ? loads : NULL,
+    .n_loads = FAKE_STREAMED ? 2 : FAKE_STATE_LOADED ? 1 : 0,
+    .loads = FAKE_STREAMED ? loads : FAKE_STATE_LOADED ? state_loads : NULL,
     .n_positions = N_POSITIONS,
 };
 
@@ -153,7 +162,7 @@ int masic_model_block(uint8_t *arena, int32_t nsteps) {
   truncate_weights_if_asked();
   masic_reached(1);
   if (FAKE_WAIT_TOO_EARLY) masic_wait_load(1);
-  if (FAKE_STREAMED) masic_wait_load(0);
+  if (FAKE_STREAMED || FAKE_STATE_LOADED) masic_wait_load(0);
   neurons(arena, nsteps, 0);
   masic_reached(2);
   if (FAKE_STREAMED) masic_wait_load(1);

@@ -29,6 +29,7 @@ class Variant:
     block: int = 1
     streamed: bool = False
     pad_bytes: int = 0  # zeros after the weights that are checked but never loaded
+    state_loaded: bool = False  # the state is loaded by the loading thread in each block, not before each sample
     arena_bytes: int = 256
 
     def weights_bin(self) -> bytes:
@@ -40,6 +41,7 @@ class Variant:
             "FAKE_WEIGHTS_CRC32": f"{zlib.crc32(self.weights_bin()):#x}u",
             "FAKE_BLOCK": str(self.block),
             "FAKE_STREAMED": str(int(self.streamed)),
+            "FAKE_STATE_LOADED": str(int(self.state_loaded)),
             "FAKE_PAD_BYTES": str(self.pad_bytes),
             "FAKE_ARENA_BYTES": str(self.arena_bytes),
         }

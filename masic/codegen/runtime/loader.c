@@ -6,7 +6,9 @@
  * --labels it runs many samples, resetting the neuron state before each, and reports accuracy and timesteps used.
  * Timesteps run in blocks of masic_model.block (the model computes a block of steps layer by layer); weights that do
  * not fit in the arena are streamed from weights.bin once per block by a loading thread that runs ahead of the
- * compute.
+ * compute. When one block covers the whole run, the plan may also keep each neuron's state only while its layer
+ * runs: the loading thread then fills the state with its initial value in every block, and a run may not be longer
+ * than one block.
  *
  * Exit codes: 0 success, 1 system failure (out of memory, I/O error, inconsistent build), 2 a problem the user can
  * fix (command line, input file, weights file), 3 a kernel reported failure during a step. */
@@ -42,6 +44,7 @@ enum { EXIT_SYSTEM = 1, EXIT_USER = 2, EXIT_STEP = 3 };
 #define MAX_BLOCK 65536 /* far above any useful block; bounds what a damaged build could make the loader do */
 #define NPY_MAX_NDIM 32               /* numpy's own limit on dimensions */
 #define NPY_MAX_HEADER_BYTES (1 << 16) /* far above what numpy writes; bounds a hostile header */
+#define LOAD_FILLED_STATE 2u              /* masic_load_t.state: a uniform initial state, written not read */
 
 static const char usage_text[] =
     "usage: model --input x.npy [--labels y.npy] [--output out.npy] [--predictions p.npy] [--timesteps N]\n"
@@ -330,14 +333,22 @@ static void check_loads(void) {
   const masic_model_t *m = &masic_model;
   for (uint32_t k = 0; k < m->n_loads; k++) {
     const masic_load_t *load = &m->loads[k];
-    if (!range_fits(load->file_offset, load->nbytes, m->weights_bytes) ||
-        !range_fits(load->arena_offset, load->nbytes, m->arena_bytes))
+    bool filled = load->state == LOAD_FILLED_STATE;
+    if ((!filled && !range_fits(load->file_offset, load->nbytes, m->weights_bytes)) ||
+        !range_fits(load->arena_offset, load->nbytes, m->arena_bytes) || (filled && load->nbytes % sizeof(float)))
       die(EXIT_SYSTEM, "inconsistent build: streamed load %u lies outside weights.bin or the arena; recompile the model",
           k);
     if (load->start > m->n_positions || (k > 0 && load->start < m->loads[k - 1].start))
       die(EXIT_SYSTEM, "inconsistent build: streamed load %u starts at position %u, out of order or past the %u "
           "positions of a block; recompile the model", k, load->start, m->n_positions);
   }
+}
+
+/* True if the loads carry neuron state: each layer's state then lives only within a block (see masic_load_t). */
+static bool state_within_block(void) {
+  for (uint32_t k = 0; k < masic_model.n_loads; k++)
+    if (masic_model.loads[k].state) return true;
+  return false;
 }
 
 /* A compiler bug must not turn into an out-of-bounds write, so the plan is checked before it is trusted. */
@@ -360,6 +371,8 @@ static void check_model(void) {
     problem = "default number of timesteps is below 1";
   else if (m->n_loads && !m->loads)
     problem = "streamed loads are missing";
+  else if (m->timesteps > m->block && state_within_block())
+    problem = "neuron state lives within one block, but the default number of timesteps exceeds it";
   else
     problem = exit_rule_problem(&m->exit_rule);
   if (problem) die(EXIT_SYSTEM, "inconsistent build: %s; recompile the model", problem);
@@ -441,12 +454,14 @@ static char *default_weights_path(void) {
 
 static const char weights_remedy[] = "re-copy the artifact folder";
 
-/* Bytes read from weights.bin, for the report. `streamed` grows in the loading thread, under stream.mutex; the
- * compute thread reads it only between blocks, while that thread is idle (see stream_end_block). */
+/* Bytes read from weights.bin, for the report. `streamed` and `state` grow in the loading thread, under
+ * stream.mutex; the compute thread touches them only between blocks, while that thread is idle (see
+ * stream_end_block). */
 static struct {
   uint64_t checked;   /* by the CRC pass at start */
   uint64_t resident;  /* by resident segments, once per run */
-  uint64_t streamed;  /* by streamed loads, once per block */
+  uint64_t streamed;  /* by streamed weight loads, once per block */
+  uint64_t state;     /* initial neuron state: per sample (state_init), or by state loads once per block */
   double load_wait_s; /* time the compute spent waiting in masic_wait_load */
 } weight_io;
 
@@ -582,12 +597,18 @@ static bool stream_await_position(uint32_t position) {
  * start, so a short read means the file was changed or replaced while the model ran. */
 static void stream_read(uint32_t k) {
   const masic_load_t *load = &masic_model.loads[k];
-  if (pread_full(stream.fd, stream.arena + load->arena_offset, load->nbytes, load->file_offset, stream.path) <
-      load->nbytes)
+  if (load->state == LOAD_FILLED_STATE) {
+    float value;
+    memcpy(&value, &load->fill_bits, sizeof value);
+    float *slot = (float *)(void *)(stream.arena + load->arena_offset); /* arena offsets are 64-byte aligned */
+    for (uint64_t i = 0; i < load->nbytes / sizeof(float); i++) slot[i] = value;
+  } else if (pread_full(stream.fd, stream.arena + load->arena_offset, load->nbytes, load->file_offset, stream.path) <
+             load->nbytes) {
     die(EXIT_USER, "weights file %s changed while the model was running (streamed load %u is past its end); %s",
         stream.path, k, weights_remedy);
+  }
   pthread_mutex_lock(&stream.mutex);
-  weight_io.streamed += load->nbytes;
+  if (load->state != LOAD_FILLED_STATE) *(load->state ? &weight_io.state : &weight_io.streamed) += load->nbytes;
   atomic_store_explicit(&stream.done, k + 1, memory_order_release); /* publishes the slot's bytes */
   pthread_cond_broadcast(&stream.to_compute);
   pthread_mutex_unlock(&stream.mutex);
@@ -612,8 +633,8 @@ static void *stream_main(void *unused) {
   return NULL;
 }
 
-/* Starts the loading thread if the model streams weights; without loads there is no thread and the hooks return at
- * once. */
+/* Starts the loading thread if the model has loads (streamed weights or state); without loads there is no thread
+ * and the hooks return at once. */
 static void stream_start(const weights_t *weights, uint8_t *arena) {
   if (masic_model.n_loads == 0) return;
   stream.fd = weights->fd;
@@ -921,7 +942,8 @@ static int64_t *read_labels(const char *path, int64_t n_samples, size_t n_classe
 /* ---- the timestep loop ---- */
 
 /* The rule in force: a command-line flag, else the calibrated rule written into the executable, else the compiled
- * one; --min-timesteps replaces the minimum of whichever applies. */
+ * one; --min-timesteps replaces the minimum of whichever applies. A model whose state lives within a block cannot
+ * run more steps than one block: the next block would start from the initial state again. */
 static schedule_t make_schedule(const options_t *opt, const input_t *in) {
   schedule_t s = {.max_steps = masic_model.timesteps, .exit = masic_model.exit_rule, .exit_source = "compiled"};
   if (calibrated_exit_rule(&s.exit)) s.exit_source = "calibrated";
@@ -940,6 +962,14 @@ static schedule_t make_schedule(const options_t *opt, const input_t *in) {
       die(EXIT_USER, "--timesteps %d exceeds the %lld samples of the input sequence %s", opt->timesteps,
           (long long)in->sequence_length, in->path);
     s.max_steps = opt->timesteps;
+  }
+  if (s.max_steps > masic_model.block && state_within_block()) {
+    if (opt->timesteps)
+      die(EXIT_USER, "--timesteps %d exceeds the %d timesteps this model keeps neuron state for (one block of a "
+          "layer-major plan); recompile with --timesteps %d", s.max_steps, masic_model.block, s.max_steps);
+    die(EXIT_USER, "input sequence %s has %d timesteps, more than the %d this model keeps neuron state for (one block "
+        "of a layer-major plan); pass --timesteps %d or fewer, or recompile with --timesteps %d", in->path,
+        s.max_steps, masic_model.block, masic_model.block, s.max_steps);
   }
   return s;
 }
@@ -1065,7 +1095,7 @@ static void run_block(const input_t *in, int64_t sample, uint8_t *arena, int fir
  * not in --output), so up to block - 1 extra steps may be computed. */
 static sample_result_t run_sample(const schedule_t *s, const input_t *in, int64_t sample, const weights_t *weights,
                                   uint8_t *arena, run_buffers_t *b) {
-  load_segments(weights->fd, weights->path, arena, masic_model.state_init, masic_model.n_state_init);
+  weight_io.state += load_segments(weights->fd, weights->path, arena, masic_model.state_init, masic_model.n_state_init);
   size_t n = b->out_numel;
   for (size_t k = 0; k < n; k++) b->acc[k] = 0;
   exit_state_t e = {0};
@@ -1164,13 +1194,15 @@ static long long peak_rss_bytes(void) {
   return kib * 1024;
 }
 
-/* weight_bytes_read counts resident and streamed weights (not the initial state, nor the CRC pass, which
- * weight_bytes_checked counts); load_wait_s is the time the compute waited for streamed weights. */
+/* weight_bytes_read counts resident and streamed weights (not the CRC pass, which weight_bytes_checked counts);
+ * state_bytes_read counts the initial neuron state read from weights.bin, whether before each sample or by the
+ * loading thread; load_wait_s is the time the compute waited for loads (weights or state). */
 static void print_resources_json(double load_s, int threads) {
   printf(", \"block\": %d, \"load_s\": %.6f, \"load_wait_s\": %.6f", masic_model.block, load_s,
          weight_io.load_wait_s);
   printf(", \"weight_bytes_checked\": %llu, \"weight_bytes_read\": %llu", (unsigned long long)weight_io.checked,
          (unsigned long long)(weight_io.resident + weight_io.streamed));
+  printf(", \"state_bytes_read\": %llu", (unsigned long long)weight_io.state);
   printf(", \"arena_bytes\": %llu, \"weights_bytes\": %llu", (unsigned long long)masic_model.arena_bytes,
          (unsigned long long)masic_model.weights_bytes);
   printf(", \"peak_rss_bytes\": %lld, \"threads\": %d}\n", peak_rss_bytes(), threads);

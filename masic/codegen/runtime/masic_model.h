@@ -48,14 +48,18 @@ typedef struct {
   masic_exit_rule_t rule;
 } masic_exit_override_t;
 
-/* A streamed weight slice: read from weights.bin into its arena slot once per block, by the loading thread.
- * The slot is free (its previous occupant dead) once the compute has finished every position before `start`, so
- * the load may begin then and must be complete before the first kernel that reads it (masic_wait_load). */
+/* A streamed weight slice, or a neuron state's initial value: read from weights.bin into its arena slot once per
+ * block, by the loading thread. The slot is free (its previous occupant dead) once the compute has finished every
+ * position before `start`, so the load may begin then and must be complete before the first kernel that reads it
+ * (masic_wait_load). State is loaded this way only in plans whose one block covers the whole run, where each
+ * neuron's state lives only while its layer runs: such a model cannot run more timesteps than one block. */
 typedef struct {
   uint64_t file_offset;
   uint64_t arena_offset;
   uint64_t nbytes;
   uint32_t start; /* position within the block from which the slot belongs to this load */
+  uint32_t state;     /* 0: a weight; 1: a neuron state's initial value; 2: the same, uniform, filled not read */
+  uint32_t fill_bits; /* with state 2: the float32 (as its bits) written to every element; nothing is read */
 } masic_load_t;
 
 typedef struct {
@@ -81,10 +85,11 @@ typedef struct {
   /* weights resident for the whole run: copied once at start */
   uint32_t n_resident;
   const masic_segment_t *resident;
-  /* initial neuron state: copied before each sample */
+  /* initial neuron state: copied before each sample (unless the loads carry it, see masic_load_t) */
   uint32_t n_state_init;
   const masic_segment_t *state_init;
-  /* streamed weights: the loads of one block, in the order they are issued (non-decreasing `start`) */
+  /* streamed weights and transient states: the loads of one block, in the order they are issued (non-decreasing
+   * `start`) */
   uint32_t n_loads;
   const masic_load_t *loads;
   uint32_t n_positions; /* positions (kernel calls) in one block; masic_reached takes 0..n_positions */

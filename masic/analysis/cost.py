@@ -1,0 +1,77 @@
+"""The cost model the schedule pass ranks plans with: planned latency of one inference on a target.
+
+    compute(step) = sum over nodes of max(work(node) / macs_per_second, traffic(node) / memory_bytes_per_second)
+    read(block)   = bytes of the weights streamed into slots / read_bytes_per_second
+    latency       = sum over the blocks of max(steps(block) * compute(step), read(block))
+
+`work` is multiply-accumulates for conv2d and dense, and one operation per output element (neurons, pools, adds,
+copies) for the rest; `traffic` is the bytes a call moves through memory (its weights, operands, output and
+state), which bounds layers such as large dense ones that do little work per weight. The loading thread reads a
+block's weights while the kernels run, so a block takes the longer of the two: reading hides behind compute until
+the streamed bytes outgrow it. A plan's latency therefore falls as
+blocks grow (fewer re-reads) and as more weights stay resident, and the cost model says by how much on each target.
+
+The machine figures are per target (`masic.targets.Target.machine`); they are sustained figures for fp32 kernels and
+for reading a file from the device's usual storage, estimates, not measurements of one board.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+
+from masic.ir.graph import Graph, Node, Schedule
+from masic.ir.ops import state_names
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the cost model knows of a target: sustained fp32 multiply-accumulates, memory traffic and file
+    reads, per second."""
+
+    macs_per_second: float
+    memory_bytes_per_second: float
+    read_bytes_per_second: float
+
+
+def node_work(node: Node, graph: Graph) -> int:
+    """Multiply-accumulates of one call of a node (one operation per output element for element-wise work)."""
+    assert node.type is not None
+    if node.op == "dense":
+        return node.type.numel * graph.param(node.attr("weight").name).type.shape[1]
+    if node.op == "conv2d":
+        _, per_group, kh, kw = graph.param(node.attr("weight").name).type.shape
+        return node.type.numel * per_group * kh * kw
+    if node.op in ("maxpool2d", "avgpool2d", "sumpool2d"):
+        return node.type.numel * prod(node.attr("kernel"))
+    return node.type.numel
+
+
+def node_traffic(node: Node, graph: Graph) -> int:
+    """Bytes one call of a node moves through memory: weights, operands, output, and state read and written."""
+    assert node.type is not None
+    weights = sum(graph.param(ref.name).type.nbytes for _, ref in node.param_refs())
+    operands = sum(graph.node(value).type.nbytes for value in node.inputs)
+    return weights + operands + node.type.nbytes * (1 + 2 * len(state_names(node)))
+
+
+def step_seconds(graph: Graph, machine: Machine) -> float:
+    """Compute time of one timestep: each node bound by its arithmetic or by its memory traffic."""
+    return sum(
+        max(
+            node_work(node, graph) / machine.macs_per_second,
+            node_traffic(node, graph) / machine.memory_bytes_per_second,
+        )
+        for node in graph.nodes
+        if node.op not in ("input", "flatten", "reshape")
+    )
+
+
+def planned_latency(graph: Graph, schedule: Schedule, machine: Machine) -> float:
+    """Seconds one inference of graph.timesteps steps takes under `schedule`, by the model above."""
+    step = step_seconds(graph, machine)
+    streamed = sum(graph.param(name).type.nbytes for name in schedule.streamed)
+    read = streamed / machine.read_bytes_per_second
+    full, rest = divmod(graph.timesteps, schedule.block)
+    blocks = [schedule.block] * full + ([rest] if rest else [])
+    return sum(max(steps * step, read) for steps in blocks)

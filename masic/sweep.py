@@ -1,0 +1,134 @@
+"""`masic compile --budget-sweep LO:HI`: what the planner does with a model across a range of budgets.
+
+For budgets from LO to HI (powers of two between them, and the ends), it runs the planning passes (no kernel
+build) and reports, per budget, the arena, the schedule (timesteps per block, weights streamed), the bytes read
+from weights.bin per inference, and the target cost model's planned latency; budgets below the model's minimum
+are marked refused, with the minimum, which is itself a row of the sweep when it falls inside the range. The
+table is printed and drawn (latency and bytes read against the budget).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from masic.analysis.cost import planned_latency
+from masic.analysis.minimum_budget import minimum_budget
+from masic.ir.graph import Graph
+from masic.passes import DEFAULT_PIPELINE
+from masic.passes.base import PassOptions
+from masic.passes.check_budget import format_bytes
+from masic.passes.manager import PassManager
+from masic.passes.schedule import bytes_read
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """One budget's plan, or its refusal (`arena` None)."""
+
+    budget: int
+    arena: int | None = None
+    block: int = 0
+    streamed: int = 0  # weights streamed
+    streamed_bytes: int = 0
+    bytes_read: int = 0  # per inference
+    latency_s: float = 0.0  # planned, by the target's cost model
+    planning_s: float = 0.0
+
+
+def sweep_budgets(low: int, high: int, minimum: int) -> list[int]:
+    """LO, the powers of two strictly between LO and HI, HI, and the minimum when it lies in [LO, HI]."""
+    budgets = {low, high}
+    power = 1 << max(low, 1).bit_length()
+    while power < high:
+        budgets.add(power)
+        power <<= 1
+    if low <= minimum <= high:
+        budgets.add(minimum)
+    return sorted(budgets)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    rows: tuple[SweepRow, ...]
+    minimum: int  # the smallest budget that compiles
+    weight_bytes: int
+
+
+def sweep(graph: Graph, low: int, high: int, options: PassOptions) -> Sweep:
+    """Plans the graph (as imported) at every budget of `sweep_budgets`."""
+    folded = PassManager(DEFAULT_PIPELINE[: DEFAULT_PIPELINE.index("fold-batchnorm") + 1]).run(graph)
+    minimum = minimum_budget(folded, options.alignment)
+    rows = []
+    for budget in sweep_budgets(low, high, minimum):
+        if budget < minimum:
+            rows.append(SweepRow(budget))
+            continue
+        manager = PassManager(DEFAULT_PIPELINE, PassOptions(budget, options.alignment, options.machine))
+        started = time.perf_counter()
+        planned = manager.run(graph)  # at or above the minimum every budget compiles
+        schedule = planned.schedule
+        rows.append(
+            SweepRow(
+                budget,
+                planned.plan.arena_bytes,
+                schedule.block,
+                len(schedule.streamed),
+                sum(planned.param(name).type.nbytes for name in schedule.streamed),
+                bytes_read(planned, schedule),
+                planned_latency(planned, schedule, options.machine),
+                time.perf_counter() - started,
+            )
+        )
+    return Sweep(tuple(rows), minimum, sum(p.type.nbytes for p in folded.params))
+
+
+def sweep_table(result: Sweep) -> str:
+    """The sweep as a fixed-width table."""
+    header = (
+        f"{'budget':>10} {'arena':>10} {'block':>5} {'streamed':>18} {'read/inference':>15} {'x weights':>9} "
+        f"{'latency ms':>10} {'plan ms':>8}"
+    )
+    lines = [header]
+    for row in result.rows:
+        if row.arena is None:
+            lines.append(f"{format_bytes(row.budget):>10} refused: below the minimum, {format_bytes(result.minimum)}")
+            continue
+        streamed = f"{row.streamed} ({format_bytes(row.streamed_bytes)})"
+        lines.append(
+            f"{format_bytes(row.budget):>10} {format_bytes(row.arena):>10} {row.block:>5} {streamed:>18} "
+            f"{format_bytes(row.bytes_read):>15} {row.bytes_read / max(result.weight_bytes, 1):>9.2f} "
+            f"{row.latency_s * 1e3:>10.2f} {row.planning_s * 1e3:>8.0f}"
+        )
+    return "\n".join(lines)
+
+
+def draw_sweep(result: Sweep, path: Path, title: str) -> None:
+    """Planned latency and bytes read per inference against the budget (log scale), the minimum marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    planned = [r for r in result.rows if r.arena is not None]
+    weight_bytes, minimum = result.weight_bytes, result.minimum
+    mib = [r.budget / 2**20 for r in planned]
+    fig, latency_axis = plt.subplots(figsize=(9, 5), dpi=110)
+    latency_axis.plot(mib, [r.latency_s * 1e3 for r in planned], "o-", color="#4c72b0", label="planned latency")
+    latency_axis.set_xscale("log", base=2)
+    latency_axis.set_xlabel("budget (MiB)")
+    latency_axis.set_ylabel("planned latency per inference (ms)", color="#4c72b0")
+    read_axis = latency_axis.twinx()
+    read_axis.plot(mib, [r.bytes_read / 2**20 for r in planned], "s--", color="#dd8452", label="bytes read")
+    read_axis.axhline(weight_bytes / 2**20, color="#dd8452", lw=0.8, ls=":", label="weights' size")
+    read_axis.set_ylabel("read from weights.bin per inference (MiB)", color="#dd8452")
+    latency_axis.axvline(minimum / 2**20, color="red", lw=1, ls="--", label=f"minimum {format_bytes(minimum)}")
+    handles = latency_axis.get_legend_handles_labels()[0] + read_axis.get_legend_handles_labels()[0]
+    latency_axis.legend(handles=handles, loc="upper right", fontsize=8)
+    latency_axis.set_ylim(bottom=0)
+    read_axis.set_ylim(bottom=0)
+    latency_axis.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,115 @@
+"""The cost model, how slicing and the schedule use the budget, and how much placing the planner does."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from masic.frontends.norse import import_norse
+
+from masic.analysis.cost import Machine, node_work, planned_latency, step_seconds
+from masic.analysis.minimum_budget import minimum_budget
+from masic.ir.graph import Schedule
+from masic.ir.verify import verify
+from masic.passes import DEFAULT_PIPELINE, PassOptions
+from masic.passes import assign_offsets as assign_offsets_module
+from masic.passes.manager import PassManager
+from masic.passes.schedule import bytes_read
+from masic.passes.slice_layers import SLOT_SHARE, candidate_limits
+from tests.norse_models import MODELS
+from tests.strategies import graphs
+
+ALIGN = 16
+
+
+def plan(graph, budget: int | None, machine: Machine | None = None):
+    options = PassOptions(budget=budget, alignment=ALIGN)
+    return PassManager(DEFAULT_PIPELINE, replace(options, machine=machine or options.machine)).run(graph)
+
+
+def _conv_graph():
+    factory, shape = MODELS["conv"]
+    return PassManager(DEFAULT_PIPELINE[:2]).run(import_norse(factory(), shape, timesteps=4))
+
+
+def test_work_counts_multiply_accumulates_of_conv_and_dense() -> None:
+    graph = _conv_graph()
+    conv = next(n for n in graph.nodes if n.op == "conv2d" and n.attr("groups") == 2)
+    dense = next(n for n in graph.nodes if n.op == "dense")
+    # each output sums 3 input channels (6 in 2 groups) over a 3x3 window
+    assert node_work(conv, graph) == conv.type.numel * 3 * 3 * 3
+    assert node_work(dense, graph) == 10 * 32
+
+
+def test_reading_hides_behind_compute_until_it_outgrows_it() -> None:
+    graph = _conv_graph()
+    streamed = Schedule(2, tuple(p.name for p in graph.params))
+    weight_bytes = sum(p.type.nbytes for p in graph.params)
+    step = step_seconds(graph, Machine(1e9, 1e9, 1e9))
+    slow_disk = Machine(1e9, 1e9, read_bytes_per_second=weight_bytes / (100 * step))  # a read takes 100 steps
+    fast_disk = Machine(1e9, 1e9, read_bytes_per_second=weight_bytes / (0.01 * step))
+    assert planned_latency(graph, streamed, fast_disk) == pytest.approx(4 * step)  # compute-bound
+    assert planned_latency(graph, streamed, slow_disk) == pytest.approx(2 * 100 * step)  # two blocks, each a read
+    # fewer, larger blocks read less, and the slow disk's latency falls with them
+    one_block = Schedule(4, streamed.streamed)
+    assert planned_latency(graph, one_block, slow_disk) == pytest.approx(100 * step)
+
+
+def test_streamed_pieces_leave_most_of_the_budget_to_resident_weights() -> None:
+    """Below the all-resident plan, pieces are cut to at most 1/SLOT_SHARE of the budget where the layer allows."""
+    factory, _ = MODELS["dense"]
+    graph = import_norse(factory(), timesteps=4)
+    resident = plan(graph, None)
+    budget = resident.plan.arena_bytes * 3 // 4
+    planned = plan(graph, budget)
+    finest = candidate_limits(PassManager(DEFAULT_PIPELINE[:2]).run(graph))[-1]
+    limit = max(finest, budget // SLOT_SHARE)
+    pieces = [p for p in planned.params if ".part" in p.name]
+    assert pieces, "the largest layer must be sliced"
+    rows = {p.name: p.type.nbytes // p.type.shape[0] for p in planned.params}
+    assert all(p.type.nbytes <= max(limit, rows[p.name]) for p in pieces)
+    assert planned.plan.arena_bytes <= budget
+
+
+@settings(max_examples=25, deadline=None)
+@given(graphs(max_layers=4), st.floats(0.0, 1.0))
+def test_pinned_buffers_are_stacked_below_the_rest(graph, where) -> None:
+    """Resident weights and pinned state sit in [0, pinned bytes); every other buffer above; the plan verifies."""
+    smallest = minimum_budget(graph, ALIGN)
+    planned = plan(graph, smallest + int(where * (plan(graph, None).plan.arena_bytes - smallest)))
+    verify(planned)
+    layout = assign_offsets_module.layout(planned, ALIGN)
+    pinned = {b.name for b in layout.pinned}
+    for buffer in planned.plan.buffers:
+        below = buffer.offset + buffer.size <= layout.pinned_bytes
+        assert below if buffer.name in pinned else buffer.offset >= layout.pinned_bytes, buffer
+
+
+def test_schedule_prefers_fewer_bytes_read_when_compute_hides_reads() -> None:
+    factory, _ = MODELS["dense"]
+    graph = import_norse(factory(), timesteps=6)
+    budget = plan(graph, None).plan.arena_bytes - 900
+    planned = plan(graph, budget, Machine(1e9, 1e12, 1e15))  # reads are free: ranked by bytes read
+    assert planned.schedule.block > 1
+    assert bytes_read(planned, planned.schedule) < graph.timesteps * sum(
+        planned.param(p).type.nbytes for p in planned.schedule.streamed
+    )
+
+
+@pytest.mark.slow
+def test_vgg16_is_planned_with_few_placements(monkeypatch) -> None:
+    """Planning VGG16 (about 140M parameters) at 64MB makes its decisions with a few dozen placements, not one per
+    weight and block size: the count, not the time, is what a test can hold (about 0.3 s here)."""
+    from masic.frontends.dispatch import ImportOptions, import_model
+
+    graph = import_model("tests.zoo_models:vgg16", ImportOptions((3, 32, 32), 4))
+    calls = []
+    original = assign_offsets_module.heuristic_height
+    monkeypatch.setattr(assign_offsets_module, "heuristic_height", lambda *args: calls.append(1) or original(*args))
+    planned = plan(graph, 64 << 20)
+    assert planned.plan.arena_bytes <= 64 << 20
+    weights = sum(p.type.nbytes for p in planned.params)
+    assert bytes_read(planned, planned.schedule) <= weights
+    assert len(calls) <= 40, len(calls)
