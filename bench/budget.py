@@ -49,6 +49,7 @@ from masic.analysis.minimum_budget import minimum_budget
 from masic.cli import positive_arg, shape_arg
 from masic.errors import MasicError
 from masic.ir.graph import Graph
+from masic.ir.ops import state_names
 from masic.passes import DEFAULT_PIPELINE, PassOptions
 from masic.passes.manager import PassManager
 from masic.passes.schedule import bytes_read
@@ -173,6 +174,18 @@ def smallest_budget(graph: Graph, alignment: int) -> int:
     """The smallest budget that works, exactly as `masic compile` states it when refusing one."""
     folded = PassManager(DEFAULT_PIPELINE[: DEFAULT_PIPELINE.index("fold-batchnorm") + 1]).run(graph)
     return minimum_budget(folded, alignment)
+
+
+def largest_working_set(graph: Graph) -> tuple[int, str]:
+    """The largest working set of one layer, (bytes, node): its operands, output, neuron state and weights, which
+    all exist while it runs unless the planner splits it."""
+    best = (0, "")
+    for node in graph.nodes:
+        operands = sum(graph.node(value).type.nbytes for value in node.inputs)
+        weights = sum(graph.param(ref.name).type.nbytes for _, ref in node.param_refs())
+        states = len(state_names(node)) * node.type.nbytes
+        best = max(best, (operands + node.type.nbytes + states + weights, node.name))
+    return best
 
 
 def plan(graph: Graph, budget: int | None, repeats: int = 1) -> tuple[Graph, Planned]:
@@ -395,6 +408,12 @@ def bench(args: argparse.Namespace) -> int:
     print(
         f"smallest budget that works: {minimum:,} bytes ({minimum / MB:.2f} MB), found in "
         f"{time.perf_counter() - searched:.2f} s",
+        flush=True,
+    )
+    working_set, layer = largest_working_set(PassManager(DEFAULT_PIPELINE[:2]).run(graph))
+    print(
+        f"largest layer's working set (operands + output + neuron state + weights): {working_set:,} bytes "
+        f"({working_set / MB:.2f} MB) at %{layer}; the minimum is {minimum / working_set:.2f}x that",
         flush=True,
     )
     budgets = resolve_budgets(args.budgets, minimum)

@@ -3,8 +3,8 @@
 A `Graph` is an ordered tuple of `Node`s in a valid execution order. Every node produces one value named after the
 node. Per-sample shapes only: the batch dimension is always 1 and never written. Weights are `Param`s referenced
 from node attributes as `ParamRef`s; their data lives in `Graph.weights` (not part of the textual form, not part of
-equality). Neuron ops carry state (membrane, current) that is read at the start of a step and written at its end;
-the op table in `masic.ir.ops` says which state each op has.
+equality). Neuron ops carry state (membrane, current) from one step to the next; the op table in `masic.ir.ops`
+says which state each op has.
 
 After planning, `Graph.plan` holds every buffer's kind, size, lifetime and arena offset.
 """
@@ -100,7 +100,7 @@ BUFFER_KINDS = ("weight", "state", "activation", "scratch", "io")
 @dataclass(frozen=True)
 class Buffer:
     """A region of the arena, live over positions [start, end) of every block (Graph.positions); resident weights
-    and neuron state span the whole block and so stay in place for the whole run."""
+    and neuron state carried from block to block span the whole block and so stay in place for the whole run."""
 
     name: str
     kind: str
@@ -151,7 +151,9 @@ class Schedule:
     layer runs for all the block's steps before the next layer (layer-major within the block), so every value
     exists once per step of the block while weights are read once per block. `streamed` weights stay in
     weights.bin and are read into an arena slot once per block, starting `prefetch` positions before their first
-    use so the read overlaps computation; all other weights are resident for the whole run.
+    use so the read overlaps computation; all other weights are resident for the whole run. When one block covers
+    the whole run (`block >= timesteps`, no delays), each layer's neuron state lives only while the layer runs and
+    is loaded like a streamed weight (`masic.analysis.liveness.transient_states`).
     """
 
     block: int = 1

@@ -1,0 +1,1645 @@
+"""Where masic stands against PyTorch and Norse: kernel times, whole-model latency and peak RSS, spike rates.
+
+Measures, in one run, on the host (x86_64 target), batch 1, float32, with --threads threads on every side and, with
+--one-thread (the default), again on one thread (a thread pool on a machine other processes keep busy loses whole
+scheduler slices waiting for its workers, on either side; one thread shows the kernels' own speed):
+
+1. Kernels. Every distinct kernel of the compiled models (`masic.codegen.lower.lower` of the planned graph: the
+   kernels the artifact links), built by TVM (`masic.codegen.build.build_object`) into one shared library with
+   runtime/parallel.c and a small C harness that calls a kernel back to back and reads the clock around the loop
+   (the loader calls kernels the same way; no ctypes call inside the timed loop). The same op runs in PyTorch in
+   its own process (torch.set_num_threads, torch.inference_mode, eager): F.conv2d, F.linear, pooling, `a + b`,
+   copies, and for neuron updates Norse's functional step (`lif_feed_forward_step`, ...) and, as a second figure,
+   the same update in the fewest eager tensor ops. Each time is the best of batches of back-to-back calls
+   (--kernel-seconds per kernel and side), so weights that fit the caches stay there. The kernels come from the
+   models of part 2 and from --kernel-models (default: MobileNetV2 for grouped, depthwise, strided and 1x1 convs
+   and residual adds, and MobileNetV2 under a 2MB budget for sliced layers and concat copies). Printed per shape
+   and per type as masic / torch: geometric mean, worst shape, and weighted by the calls per inference of the
+   models that use the kernel.
+2. Whole models, batch 1, one inference: the trained digits example (examples/digits.py: WORKDIR/models/digits.pt
+   is reused, else trained with the per-step loss) on its first held-out digit, T=16; Norse ConvNet4 at its default
+   1x28x28 input, T=16 (Linear weights x4, as tests.zoo_models.convnet4 does at 16x16); Norse vgg11
+   (tests.zoo_models:vgg11) at 3x32x32, T=4, and (--budget-models) the same under a 32MB budget; the zoo models on
+   a uniform [0, 20) input sequence (seed 0). Each is saved with torch.save, compiled by `masic compile MODEL.pt
+   --target x86_64 --timesteps T --input-shape ... [--budget B]` and run as `OUT/model --input x.npy --threads N
+   --no-exit`: single-sample runs (their peak RSS: the loader's VmHWM) and labelled runs of the sample repeated
+   (warm), the better of the two bests compared. Norse runs in its own process (inference_mode; the digits
+   SequentialState step by step, the zoo models as one call of the time-lifted model over the (T, 1, ...) input):
+   first call, then best and median after two warm-up calls; its peak RSS (VmHWM), its RSS right after importing
+   torch and norse, and ru_maxrss (which Linux carries over from the process that started it: an upper bound).
+   Speedup = Norse / masic on --threads threads (the issue's figure), on one thread, and with each side in its
+   better configuration. With perf installed, `perf record` of a labelled run after its load phase attributes the
+   CPU samples to the artifact's kernels (the parallel closures TVM emits have no symbol: they are found from the
+   exported kernel that launches them), the thread pool, the rest of the program and the OS.
+3. Spikes. The reference interpreter (`masic.ir.interpret.run`) on the benchmark input, recording every value: the
+   spike rate (fraction of ones, over all steps) of every spiking layer and of the input of every conv / dense fed
+   by spikes; the plan's activation bytes (buffers of kind "activation"; the arena) and, projected as no spike
+   dtype exists yet, what they would be with spike tensors as u8 and as bits (buffer sums and the peak of live
+   activations). For each conv / dense fed by spikes, a prototype accumulate-only C kernel (builds the list of
+   input spikes, then adds the weights of each spike; the same thread pool) timed at that layer's measured rate
+   against masic's kernel on the same input (the outputs are checked to agree), and the model's kernel time
+   projected from per-kernel times x calls per inference.
+4. Where masic's time goes, per model: per-kernel best time x calls per inference next to the measured time, and
+   the perf profiles. Everything goes to WORKDIR/speed.json.
+
+The load average before and after is printed and saved; rerun when figures look unstable. MiB = 2^20 bytes.
+
+    python bench/speed.py [--workdir build/speed] [--threads 2] [--no-one-thread] [--runs 5] [--kernel-seconds 0.3]
+                          [--model-seconds 2] [--models digits,convnet4,vgg11] [--budget-models vgg11@32MB]
+                          [--kernel-models mobilenet_v2,mobilenet_v2@2MB] [--skip kernels,models,spikes]
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import ctypes
+import dataclasses
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+RUNTIME = REPO / "masic" / "codegen" / "runtime"
+TARGET = "x86_64"
+RSS_TARGET = 20.0  # the issue: peak RSS of the compiled program at least 20x below Norse's
+KERNEL_TARGET = 1.0  # the issue: masic / torch <= 1.0 for every kernel type
+# Norse parameter tuples pickle under norse.torch.utils.pytree (norse issue #414); see install_pickle_aliases
+PARAMETER_CLASSES = ("LIFParameters", "LIFBoxParameters", "LIParameters", "LIBoxParameters", "IAFParameters")
+VIEWS = ("flatten", "reshape")
+# ops whose output is spikes when every input is (relu and max of 0/1 values are 0/1)
+SPIKE_PRESERVING = ("maxpool2d", "flatten", "reshape", "concat", "crop_rows", "delay", "relu")
+# value of a per-neuron parameter in the kernel benchmark (the timing does not depend on it; these keep states finite)
+NEURON_DEFAULTS = {"dt_tau_mem": 0.1, "neg_dt_tau_syn": -0.2, "v_leak": 0.0, "v_th": 1.0, "v_reset": 0.0}
+DT = 1e-3  # Norse's default time step: dt_tau_mem = DT * tau_mem_inv
+
+# masic, TVM, torch and norse are imported where they are needed: the PyTorch workers this file starts
+# (`--worker`) import only numpy, torch and norse, so their times and RSS are PyTorch's alone.
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    input_shape: tuple[int, ...]
+    timesteps: int
+    stepwise: bool  # Norse runs it step by step (SequentialState); else one call over the (T, 1, ...) sequence
+    min_speedup: float  # the issue's target against Norse (0: kernel source only)
+    input_scale: float = 20.0  # zoo models: uniform [0, scale) input sequences
+
+
+MODELS = {
+    "digits": ModelSpec("digits", (1, 8, 8), 16, True, 10.0),
+    "convnet4": ModelSpec("convnet4", (1, 28, 28), 16, False, 10.0),
+    "vgg11": ModelSpec("vgg11", (3, 32, 32), 4, False, 2.0),
+    "mobilenet_v2": ModelSpec("mobilenet_v2", (3, 32, 32), 4, False, 0.0, 3.0),
+}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Models and inputs
+# --------------------------------------------------------------------------------------------------------------
+
+
+def convnet4_28():
+    """Norse's ConvNet4 at its default 1x28x28 input; Linear weights x4 as tests.zoo_models.convnet4 (so spikes
+    reach the output). Also a `bench.speed:convnet4_28` spec for `masic compile`."""
+    import torch
+    from norse.torch import ConvNet4
+
+    torch.manual_seed(23)
+    model = ConvNet4()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight *= 4.0
+    return model.eval()
+
+
+def save_model(name: str, work: Path, epochs: int) -> Path:
+    """WORKDIR/models/NAME.pt (torch.save of the whole model); the trained digits model is reused if present."""
+    import torch
+    from masic.frontends.norse import install_pickle_aliases
+
+    path = work / "models" / f"{name}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    install_pickle_aliases()
+    if name == "digits":
+        if not path.exists():
+            from examples.digits import load_splits, train
+
+            (x, y), _, _ = load_splits()
+            started = time.perf_counter()
+            torch.set_num_threads(1)  # the same model on every machine: reductions in a fixed order
+            model = train(x, y, epochs, per_step=True)
+            print(f"trained digits for {epochs} epochs in {time.perf_counter() - started:.1f}s", flush=True)
+            torch.save(model, path)
+        return path
+    if name == "convnet4":
+        model = convnet4_28()
+    else:
+        import tests.zoo_models as zoo
+
+        model = getattr(zoo, name)()
+    torch.save(model, path)
+    return path
+
+
+def model_input(spec: ModelSpec) -> np.ndarray:
+    """The digits model's first held-out digit (1, 8, 8), presented at every step; else a (T, *shape) uniform
+    [0, scale) sequence."""
+    if spec.name == "digits":
+        from examples.digits import load_splits
+
+        return load_splits()[2][0][0]
+    rng = np.random.default_rng(0)
+    return (rng.uniform(0.0, 1.0, (spec.timesteps, *spec.input_shape)) * spec.input_scale).astype(np.float32)
+
+
+def plan_graph(model_path: Path, spec: ModelSpec, budget: int | None):
+    """The planned graph `masic compile` builds the artifact from (same passes, options and target)."""
+    from masic.frontends.dispatch import ImportOptions, import_model
+    from masic.targets import get_target
+
+    from masic.passes import DEFAULT_PIPELINE, PassOptions
+    from masic.passes.manager import PassManager
+
+    target = get_target(TARGET)
+    graph = import_model(str(model_path), ImportOptions(spec.input_shape, spec.timesteps, name=spec.name))
+    options = PassOptions(budget=budget, alignment=target.alignment, machine=target.machine)
+    return PassManager(DEFAULT_PIPELINE, options).run(graph)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------------------------
+
+
+def measure(run: Callable[[int], float], seconds: float, max_batches: int = 1000) -> dict:
+    """`run(iters)` makes `iters` back-to-back calls and returns the seconds per call. Warms up, then times batches
+    of about 0.2 ms (or one call) for about `seconds`; returns the best and median batch, in ms per call. Short
+    batches, many of them: on a loaded machine a waiting thread pool loses whole scheduler slices, and the best
+    batch is the one that lost none."""
+    per_call = run(1)
+    per_call = min(per_call, run(max(1, int(0.002 / max(per_call, 1e-9)))))
+    iters = max(1, int(0.0002 / max(per_call, 1e-9)))
+    batches = int(min(max_batches, max(5, seconds / (per_call * iters))))
+    times = [run(iters) for _ in range(batches)]
+    return {"best_ms": 1e3 * min(times), "median_ms": 1e3 * statistics.median(times), "calls": iters * batches}
+
+
+def python_runner(fn: Callable[[], object]) -> Callable[[int], float]:
+    def run(iters: int) -> float:
+        start = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        return (time.perf_counter() - start) / iters
+
+    return run
+
+
+# --------------------------------------------------------------------------------------------------------------
+# C harness and accumulate-only prototypes (linked with the kernels and runtime/parallel.c)
+# --------------------------------------------------------------------------------------------------------------
+
+HARNESS_MAX_ARGS = 16
+HARNESS_C = r"""
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct { void *sync_handle; int32_t num_task; } penv_t;
+typedef int (*lambda_t)(int, penv_t *, void *);
+extern int (*__TVMBackendParallelLaunch)(lambda_t, void *, int);
+int masic_parallel_num_threads(void);
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Seconds per call of fn(a[0], ..., a[n - 1]) over `iters` back-to-back calls; -1 if a call fails. */
+double bench_calls(void *fn, void **a, int n, int64_t iters) {
+  double start = now_s();
+  for (int64_t k = 0; k < iters; k++) {
+    int32_t rc = -1;
+    switch (n) {
+@CASES@
+      default: return -1;
+    }
+    if (rc != 0) return -1;
+  }
+  return (now_s() - start) / (double)iters;
+}
+
+static int min_int(int a, int b) { return a < b ? a : b; }
+
+/* Task `task` of `tasks` takes outputs [lo, hi) of n, in runs of 16 floats. */
+static void share(int n, int task, int tasks, int *lo, int *hi) {
+  int chunk = ((n + tasks - 1) / tasks + 15) & ~15;
+  *lo = min_int(n, task * chunk);
+  *hi = min_int(n, *lo + chunk);
+}
+
+static int tasks_for(int work) { return work >= 4096 ? masic_parallel_num_threads() : 1; }
+
+/* Accumulate-only dense: y = b + the rows of wt (weights transposed, (in, out)) of the inputs that are non-zero
+ * (spikes are 1). dims = {in, out, has_bias} as int32; events: scratch of `in` int32. */
+typedef struct {
+  const float *wt, *b;
+  float *y;
+  const int32_t *events;
+  int n_events, out;
+} dense_job_t;
+
+static int dense_task(int task, penv_t *env, void *data) {
+  const dense_job_t *j = data;
+  int lo, hi;
+  share(j->out, task, env->num_task, &lo, &hi);
+  float *restrict y = j->y;
+  for (int o = lo; o < hi; o++) y[o] = j->b ? j->b[o] : 0.0f;
+  for (int e = 0; e < j->n_events; e++) {
+    const float *restrict w = j->wt + (size_t)j->events[e] * (size_t)j->out;
+    for (int o = lo; o < hi; o++) y[o] += w[o];
+  }
+  return 0;
+}
+
+int32_t acc_dense(float *x, float *wt, float *b, float *y, float *dims_, float *events_) {
+  const int32_t *dims = (const int32_t *)dims_;
+  int32_t *events = (int32_t *)events_;
+  int n = 0;
+  for (int i = 0; i < dims[0]; i++)
+    if (x[i] != 0.0f) events[n++] = i;
+  dense_job_t job = {wt, dims[2] ? b : NULL, y, events, n, dims[1]};
+  return __TVMBackendParallelLaunch(dense_task, &job, tasks_for(dims[1] * (n + 1)));
+}
+
+/* Accumulate-only conv2d (groups 1): every input spike (c, h, w) adds, for each tap (kh, kw) that maps it onto an
+ * output (oh, ow), wt[c, kh, kw, :] (the weights as (C, KH, KW, O)) to acc[oh, ow, :]; then y (O, OH, OW) is acc
+ * transposed plus the bias. dims = {C, H, W, O, KH, KW, SH, SW, PT, PL, DH, DW, OH, OW, has_bias} as int32;
+ * events: scratch of 3*C*H*W int32 ((c, h, w) of each spike); acc: scratch of OH*OW*O floats. */
+typedef struct {
+  const int32_t *d;
+  const float *wt, *b;
+  float *y, *acc;
+  const int32_t *events;
+  int n_events;
+} conv_job_t;
+
+/* The output index a tap maps input index i onto (stride s, padding p, dilation dl), or -1. */
+static inline int tap_out(int i, int k, int s, int p, int dl, int n_out) {
+  int r = i + p - k * dl;
+  if (r < 0) return -1;
+  if (s != 1) {
+    if (r % s) return -1;
+    r /= s;
+  }
+  return r < n_out ? r : -1;
+}
+
+static int conv_task(int task, penv_t *env, void *data) {
+  const conv_job_t *j = data;
+  const int32_t *d = j->d;
+  int O = d[3], KH = d[4], KW = d[5], SH = d[6], SW = d[7], PT = d[8], PL = d[9];
+  int DH = d[10], DW = d[11], OH = d[12], OW = d[13];
+  int lo, hi;
+  share(O, task, env->num_task, &lo, &hi);
+  if (lo >= hi) return 0;
+  float *acc = j->acc;
+  for (int p = 0; p < OH * OW; p++) memset(acc + (size_t)p * O + lo, 0, (size_t)(hi - lo) * sizeof(float));
+  for (int e = 0; e < j->n_events; e++) {
+    int c = j->events[3 * e], h = j->events[3 * e + 1], w = j->events[3 * e + 2];
+    for (int kh = 0; kh < KH; kh++) {
+      int oh = tap_out(h, kh, SH, PT, DH, OH);
+      if (oh < 0) continue;
+      for (int kw = 0; kw < KW; kw++) {
+        int ow = tap_out(w, kw, SW, PL, DW, OW);
+        if (ow < 0) continue;
+        float *restrict a = acc + ((size_t)oh * OW + ow) * O;
+        const float *restrict wr = j->wt + (((size_t)c * KH + kh) * KW + kw) * O;
+        for (int o = lo; o < hi; o++) a[o] += wr[o];
+      }
+    }
+  }
+  for (int o = lo; o < hi; o++) {
+    float bias = j->b ? j->b[o] : 0.0f;
+    float *restrict y = j->y + (size_t)o * OH * OW;
+    for (int p = 0; p < OH * OW; p++) y[p] = acc[(size_t)p * O + o] + bias;
+  }
+  return 0;
+}
+
+int32_t acc_conv2d(float *x, float *wt, float *b, float *y, float *dims_, float *events_, float *acc) {
+  const int32_t *d = (const int32_t *)dims_;
+  int32_t *events = (int32_t *)events_;
+  int n = 0;
+  for (int c = 0; c < d[0]; c++)
+    for (int h = 0; h < d[1]; h++)
+      for (int w = 0; w < d[2]; w++)
+        if (*x++ != 0.0f) {
+          events[3 * n] = c;
+          events[3 * n + 1] = h;
+          events[3 * n + 2] = w;
+          n++;
+        }
+  conv_job_t job = {d, wt, d[14] ? b : NULL, y, acc, events, n};
+  return __TVMBackendParallelLaunch(conv_task, &job, tasks_for(d[3] * d[12] * d[13]));
+}
+"""
+
+
+def harness_source() -> str:
+    cases = ""
+    for n in range(1, HARNESS_MAX_ARGS + 1):
+        params = ", ".join(["void *"] * n)
+        args = ", ".join(f"a[{k}]" for k in range(n))
+        cases += f"      case {n}: rc = ((int32_t (*)({params}))fn)({args}); break;\n"
+    return HARNESS_C.replace("@CASES@", cases)
+
+
+def build_library(kernels: list, work: Path) -> Path:
+    """The TVM kernels, runtime/parallel.c and the harness linked into WORKDIR/lib/libspeed.so."""
+    from masic.codegen.build import build_object, host_target
+
+    work.mkdir(parents=True, exist_ok=True)
+    build_object(kernels, host_target(), work / "kernels.o")
+    (work / "harness.c").write_text(harness_source())
+    path = work / "libspeed.so"
+    sources = [str(RUNTIME / "parallel.c"), str(work / "harness.c"), str(work / "kernels.o")]
+    command = ["cc", "-O3", "-march=native", "-shared", "-fPIC", f"-I{RUNTIME}", *sources, "-o", str(path)]
+    subprocess.run([*command, "-lpthread", "-lm"], check=True)
+    return path
+
+
+class Library:
+    """The shared library loaded with its thread pool started. Each thread count loads its own copy of the file
+    (the pool is a static of the library, and dlopen of the same path returns the same one)."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        copy = path.with_name(f"{path.stem}-{threads}t.so")
+        shutil.copyfile(path, copy)
+        self.lib = ctypes.CDLL(str(copy))
+        self.lib.bench_calls.restype = ctypes.c_double
+        self.lib.bench_calls.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int64]
+        self.threads = threads
+        if self.lib.masic_parallel_init(threads) != 0:
+            raise RuntimeError("masic_parallel_init failed")
+
+    def runner(self, symbol: str, arrays: list[np.ndarray]) -> Callable[[int], float]:
+        """run(iters) -> seconds per call of symbol(*arrays), timed in C."""
+        if len(arrays) > HARNESS_MAX_ARGS:
+            raise ValueError(f"{symbol}: {len(arrays)} arguments, the harness takes {HARNESS_MAX_ARGS}")
+        fn = ctypes.cast(getattr(self.lib, symbol), ctypes.c_void_p)
+        args = (ctypes.c_void_p * len(arrays))(*(a.ctypes.data for a in arrays))
+
+        def run(iters: int) -> float:
+            seconds = self.lib.bench_calls(fn, args, len(arrays), iters)
+            if seconds < 0:
+                raise RuntimeError(f"{symbol} failed")
+            return seconds
+
+        return run
+
+    def call(self, symbol: str, arrays: list[np.ndarray]) -> None:
+        self.runner(symbol, arrays)(1)
+
+    def close(self) -> None:
+        self.lib.masic_parallel_shutdown()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Part 1: kernels
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class KernelEntry:
+    kernel: object  # a masic.codegen.kernels Kernel, symbol bench_kN
+    kind: str  # the type the tables group by
+    shape: str
+    calls: dict[str, int] = field(default_factory=dict)  # kernel source -> calls per inference
+    masic: dict | None = None
+    torch: dict | None = None  # PyTorch: the op; for neurons Norse's functional step
+    plain: dict | None = None  # neurons only: the same update in plain eager tensor ops
+    masic1: dict | None = None  # the same on one thread
+    torch1: dict | None = None
+    plain1: dict | None = None
+
+    def ratio(self) -> float | None:
+        return self.masic["best_ms"] / self.torch["best_ms"] if self.masic and self.torch else None
+
+    def ratio1(self) -> float | None:
+        return self.masic1["best_ms"] / self.torch1["best_ms"] if self.masic1 and self.torch1 else None
+
+
+def kernel_type(k, ops: set[str]) -> str:
+    from masic.codegen.kernels import (
+        AdaptiveAvgPool2dKernel,
+        Conv2dKernel,
+        DenseKernel,
+        ElementwiseAddKernel,
+        ElementwiseKernel,
+        NeuronKernel,
+        Pool2dKernel,
+        RowsKernel,
+    )
+
+    match k:
+        case Conv2dKernel():
+            if k.groups > 1:
+                base = "conv2d depthwise" if k.groups == k.in_shape[0] == k.out_channels else "conv2d grouped"
+            else:
+                base = "conv2d 1x1" if k.kernel == (1, 1) else "conv2d"
+            return base + (" strided" if k.stride != (1, 1) else "")
+        case DenseKernel():
+            return "dense"
+        case Pool2dKernel():
+            return f"{k.kind}pool2d"
+        case AdaptiveAvgPool2dKernel():
+            return "adaptive_avgpool2d"
+        case NeuronKernel():
+            return f"neuron {k.kind}"
+        case ElementwiseAddKernel():
+            return "add (residual)"
+        case ElementwiseKernel():
+            return f"copy ({'/'.join(sorted(ops))})" if k.fn == "copy" else k.fn
+        case RowsKernel():
+            return "rows (crop/concat)"
+    return type(k).__name__
+
+
+def shape_label(k) -> str:
+    name = type(k).__name__
+    if name == "Conv2dKernel":
+        (c, h, w), (kh, kw) = k.in_shape, k.kernel
+        text = f"{c}x{h}x{w}->{k.out_channels} k{kh}x{kw} s{k.stride[0]} p{k.padding[0]}"
+        text += f" g{k.groups}" if k.groups > 1 else ""
+        return text + (f" rows{k.row_padding}" if k.row_padding else "")
+    if name == "DenseKernel":
+        return f"{k.in_features}->{k.out_features}" + ("" if k.bias else " (no bias)")
+    if name == "Pool2dKernel":
+        (c, h, w), (kh, _) = k.in_shape, k.kernel
+        return f"{c}x{h}x{w} k{kh} s{k.stride[0]} p{k.padding[0]}" + (f" rows{k.row_padding}" if k.row_padding else "")
+    if name == "AdaptiveAvgPool2dKernel":
+        c, h, w = k.in_shape
+        return f"{c}x{h}x{w}->{k.output[0]}x{k.output[1]}"
+    if name == "NeuronKernel":
+        per_neuron = [p for p, v in k.params if v is None]
+        return f"n={k.n}" + (f" per-neuron {','.join(per_neuron)}" if per_neuron else "")
+    if name == "RowsKernel":
+        c, rows, w = k.out_shape()
+        return f"{len(k.in_shapes)} part(s) -> {c}x{rows}x{w}"
+    return f"n={k.n}"
+
+
+def calls_per_inference(graph, calls) -> tuple[Counter, Counter]:
+    """Calls per inference of each kernel symbol and of each node: `calls` is one block, the last block may be
+    partial (its calls for steps past the end are skipped, as in model.c)."""
+    per_symbol, per_node = Counter(), Counter()
+    block = graph.schedule.block
+    for first in range(0, graph.timesteps, block):
+        steps = min(block, graph.timesteps - first)
+        for call in calls:
+            if call.step < steps:
+                per_symbol[call.symbol] += 1
+                per_node[call.node.name] += 1
+    return per_symbol, per_node
+
+
+def collect_kernels(graphs: dict[str, object]) -> tuple[list[KernelEntry], dict[str, dict[str, KernelEntry]], dict]:
+    """The distinct kernels of all graphs (by signature); per graph, the entry of each node and of each artifact
+    kernel symbol (keys "node:NAME" and "symbol:NAME"); and each node's calls per inference."""
+    from masic.codegen.lower import lower
+
+    entries: dict[object, KernelEntry] = {}
+    node_entry: dict[str, dict[str, KernelEntry]] = {}
+    node_calls: dict[str, Counter] = {}
+    for label, graph in graphs.items():
+        kernels, calls = lower(graph)
+        per_symbol, node_calls[label] = calls_per_inference(graph, calls)
+        ops: dict[str, set[str]] = {}
+        for call in calls:
+            ops.setdefault(call.symbol, set()).add(call.node.op)
+        by_symbol = {}
+        for k in kernels:
+            key = dataclasses.replace(k, symbol="")
+            if key not in entries:
+                bench_kernel = dataclasses.replace(k, symbol=f"bench_k{len(entries)}")
+                entries[key] = KernelEntry(bench_kernel, kernel_type(k, ops[k.symbol]), shape_label(k))
+            entry = entries[key]
+            entry.calls[label] = entry.calls.get(label, 0) + per_symbol[k.symbol]
+            by_symbol[k.symbol] = entry
+        node_entry[label] = {f"node:{call.node.name}": by_symbol[call.symbol] for call in calls}
+        node_entry[label] |= {f"symbol:{symbol}": entry for symbol, entry in by_symbol.items()}
+    return list(entries.values()), node_entry, node_calls
+
+
+def kernel_arrays(kernel, rng: np.random.Generator, x: np.ndarray | None = None) -> list[np.ndarray]:
+    """One float32 array per C argument: per-neuron parameters at neutral values, the rest random (x if given)."""
+    params = dict(getattr(kernel, "params", ()))
+    arrays = []
+    for name, shape in kernel.arg_shapes().items():
+        if name in params:
+            arrays.append(np.full(shape, NEURON_DEFAULTS[name], dtype=np.float32))
+        elif name == "x" and x is not None:
+            arrays.append(np.ascontiguousarray(x.reshape(shape), dtype=np.float32))
+        else:
+            arrays.append(rng.standard_normal(shape, dtype=np.float32))
+    return arrays
+
+
+def time_masic_kernels(lib: Library, entries: list[KernelEntry], seconds: float, suffix: str) -> None:
+    """Sets entry.masic (suffix "") or entry.masic1 (suffix "1")."""
+    rng = np.random.default_rng(0)
+    for k, entry in enumerate(entries):
+        arrays = kernel_arrays(entry.kernel, rng)
+        setattr(entry, f"masic{suffix}", measure(lib.runner(entry.kernel.symbol, arrays), seconds))
+        print(f"\r  masic kernels, {lib.threads} thread(s): {k + 1}/{len(entries)}", end="", flush=True)
+    print()
+
+
+def time_torch_kernels(entries: list[KernelEntry], threads: int, seconds: float, work: Path, suffix: str) -> None:
+    """Sets entry.torch and entry.plain (suffix "") or entry.torch1 and entry.plain1 (suffix "1")."""
+    print(f"  PyTorch kernels, {threads} thread(s), own process ...", flush=True)
+    request = work / f"torch_kernels_{threads}t.json"
+    specs = [{"cls": type(e.kernel).__name__, **dataclasses.asdict(e.kernel)} for e in entries]
+    request.write_text(json.dumps({"threads": threads, "seconds": seconds, "kernels": specs}))
+    run_worker("torch-kernels", request)
+    for entry, result in zip(entries, json.loads(request.with_suffix(".out.json").read_text()), strict=True):
+        setattr(entry, f"torch{suffix}", result["torch"])
+        setattr(entry, f"plain{suffix}", result.get("plain"))
+
+
+def run_worker(kind: str, request: Path) -> None:
+    """Runs this file as a PyTorch worker in a fresh interpreter (a second thread pool in this process would
+    distort both sides)."""
+    result = subprocess.run(
+        [sys.executable, __file__, "--worker", kind, str(request)], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{kind} worker failed:\n{result.stderr[-3000:]}")
+
+
+def geomean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def type_summary(entries: list[KernelEntry]) -> list[dict]:
+    """Per kernel type: shapes, geometric mean and worst masic / torch, and masic / torch weighted by calls per
+    inference (the time the models spend in that type, masic's against PyTorch's); the weighted figure on one
+    thread too, when measured."""
+    rows = []
+    for kind in sorted({e.kind for e in entries}):
+        group = [e for e in entries if e.kind == kind and e.ratio() is not None]
+        if not group:
+            continue
+        worst = max(group, key=lambda e: e.ratio())
+
+        def weighted(masic: str, torch: str, group: list[KernelEntry] = group) -> float | None:
+            if any(getattr(e, masic) is None or getattr(e, torch) is None for e in group):
+                return None
+            ours = sum(getattr(e, masic)["best_ms"] * sum(e.calls.values()) for e in group)
+            return ours / sum(getattr(e, torch)["best_ms"] * sum(e.calls.values()) for e in group)
+
+        rows.append(
+            {
+                "type": kind,
+                "shapes": len(group),
+                "geomean": geomean([e.ratio() for e in group]),
+                "worst": worst.ratio(),
+                "worst_shape": worst.shape,
+                "weighted": weighted("masic", "torch"),
+                "slower_shapes": sum(e.ratio() > KERNEL_TARGET for e in group),
+                "weighted_1thread": weighted("masic1", "torch1"),
+                "weighted_best_config": best_config(group),
+                "geomean_1thread": geomean([e.ratio1() for e in group]) if all(e.ratio1() for e in group) else None,
+            }
+        )
+    return rows
+
+
+def best_config(group: list[KernelEntry]) -> float | None:
+    """Weighted masic / torch with each side's better time over the thread counts measured."""
+    if any(e.masic1 is None or e.torch1 is None for e in group):
+        return None
+    ours = sum(min(e.masic["best_ms"], e.masic1["best_ms"]) * sum(e.calls.values()) for e in group)
+    return ours / sum(min(e.torch["best_ms"], e.torch1["best_ms"]) * sum(e.calls.values()) for e in group)
+
+
+def us(stats: dict | None) -> str:
+    return f"{1e3 * stats['best_ms']:>10.2f}" if stats else f"{'-':>10}"
+
+
+def ratio_text(ours: dict | None, theirs: dict | None) -> str:
+    return f"{ours['best_ms'] / theirs['best_ms']:>7.2f}" if ours and theirs else f"{'-':>7}"
+
+
+def print_kernels(entries: list[KernelEntry], summary: list[dict], threads: int) -> None:
+    print("\n== 1. kernels: masic (TVM, timed in C) vs PyTorch eager (own process): best of batches, us per call ==")
+    head = f"{'type':<22}{'shape':<36}{'calls/inference':<24}"
+    print(f"{'':<82}{f'---- {threads} threads ----':^27}{'- neurons: plain -':^17}{'---- 1 thread ----':^27}")
+    print(
+        head + f"{'masic':>10}{'torch':>10}{'ratio':>7}{'plain':>10}{'ratio':>7}{'masic':>10}{'torch':>10}{'ratio':>7}"
+    )
+    for entry in sorted(entries, key=lambda e: (e.kind, e.shape)):
+        calls = " ".join(f"{m}:{n}" for m, n in entry.calls.items())
+        calls = calls if len(calls) <= 23 else calls[:20] + "..."
+        line = f"{entry.kind[:21]:<22}{entry.shape[:35]:<36}{calls:<24}"
+        line += us(entry.masic) + us(entry.torch) + ratio_text(entry.masic, entry.torch)
+        line += us(entry.plain) + ratio_text(entry.masic, entry.plain)
+        line += us(entry.masic1) + us(entry.torch1) + ratio_text(entry.masic1, entry.torch1)
+        print(line + ("  <" if entry.ratio() > KERNEL_TARGET else ""))
+    print(
+        "(ratio = masic / torch, < marks ratio > 1; neurons: torch = Norse's functional step, plain = the same update"
+    )
+    print(" in the fewest eager tensor ops, ratio = masic / plain; calls/inference per model: T x calls per step)")
+    print(f"\nper type: masic / torch, {threads} threads unless marked (target <= {KERNEL_TARGET:g} for every type)")
+    print(
+        f"{'type':<24}{'shapes':>7}{'geomean':>9}{'weighted':>10}{'worst':>8}  {'worst shape':<36}{'slower':>7}"
+        f"{'weighted 1t':>12}{'geomean 1t':>11}{'best config':>12}"
+    )
+    for row in summary:
+        mark = "  MISS" if row["weighted"] > KERNEL_TARGET or row["worst"] > KERNEL_TARGET else ""
+        one = [row["weighted_1thread"], row["geomean_1thread"], row["weighted_best_config"]]
+        print(
+            f"{row['type']:<24}{row['shapes']:>7}{row['geomean']:>9.2f}{row['weighted']:>10.2f}{row['worst']:>8.2f}  "
+            f"{row['worst_shape'][:35]:<36}{row['slower_shapes']:>7}"
+            + "".join(
+                f"{v:>{w}.2f}" if v is not None else f"{'-':>{w}}" for v, w in zip(one, (12, 11, 12), strict=True)
+            )
+            + mark
+        )
+    print("(weighted: sum over shapes of time x calls per inference; slower: shapes with ratio > 1; MISS: a shape or")
+    print(" the weighted figure above 1; best config: weighted, each side's better time over 1 and --threads threads)")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# PyTorch workers (run in their own process by `--worker`)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def torch_ops(spec: dict) -> dict[str, Callable[[], object]]:
+    """The PyTorch op(s) equivalent to one masic kernel: {"torch": op} (+ "plain" for neurons), on random inputs."""
+    import torch
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(0)
+
+    def rnd(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen)
+
+    cls = spec["cls"]
+    if cls == "Conv2dKernel":
+        (c, h, w), o, groups = spec["in_shape"], spec["out_channels"], spec["groups"]
+        x, weight = rnd(1, c, h, w), rnd(o, c // groups, *spec["kernel"])
+        bias = rnd(o) if spec["bias"] else None
+        padding, rows = tuple(spec["padding"]), spec["row_padding"]
+        stride, dilation = tuple(spec["stride"]), tuple(spec["dilation"])
+        if rows is not None:  # a row patch: its own row padding
+            x = F.pad(x, (0, 0, *rows))
+            padding = (0, padding[1])
+        return {"torch": lambda: F.conv2d(x, weight, bias, stride, padding, dilation, groups)}
+    if cls == "DenseKernel":
+        x, weight = rnd(1, spec["in_features"]), rnd(spec["out_features"], spec["in_features"])
+        bias = rnd(spec["out_features"]) if spec["bias"] else None
+        return {"torch": lambda: F.linear(x, weight, bias)}
+    if cls == "Pool2dKernel":
+        x, kernel, stride = rnd(1, *spec["in_shape"]), tuple(spec["kernel"]), tuple(spec["stride"])
+        padding, rows, kind = tuple(spec["padding"]), spec["row_padding"], spec["kind"]
+        if rows is not None:
+            x = F.pad(x, (0, 0, *rows), value=-math.inf if kind == "max" else 0.0)
+            padding = (0, padding[1])
+        if kind == "max":
+            return {"torch": lambda: F.max_pool2d(x, kernel, stride, padding)}
+        divisor = 1 if kind == "sum" else None
+        return {"torch": lambda: F.avg_pool2d(x, kernel, stride, padding, divisor_override=divisor)}
+    if cls == "AdaptiveAvgPool2dKernel":
+        x, output = rnd(1, *spec["in_shape"]), tuple(spec["output"])
+        return {"torch": lambda: F.adaptive_avg_pool2d(x, output)}
+    if cls == "ElementwiseAddKernel":
+        a, b = rnd(1, spec["n"]), rnd(1, spec["n"])
+        return {"torch": lambda: a + b}
+    if cls == "ElementwiseKernel":
+        return {"torch": elementwise_op(spec, rnd)}
+    if cls == "RowsKernel":
+        parts = [rnd(1, *shape) for shape in spec["in_shapes"]]
+        rows = spec["rows"]
+        if len(parts) == 1:
+            (lo, hi), x = rows[0], parts[0]
+            return {"torch": lambda: x[:, :, lo:hi].contiguous()}
+        return {"torch": lambda: torch.cat([p[:, :, lo:hi] for p, (lo, hi) in zip(parts, rows, strict=True)], dim=2)}
+    if cls == "NeuronKernel":
+        return neuron_ops(spec, rnd)
+    raise ValueError(f"no PyTorch equivalent for {cls}")
+
+
+def elementwise_op(spec: dict, rnd: Callable) -> Callable[[], object]:
+    import torch
+    import torch.nn.functional as F
+
+    n, fn, constant = spec["n"], spec["fn"], spec["constant"]
+    a, b, c = rnd(1, n), rnd(1, n), rnd(1, n)
+    p = constant if constant is not None else rnd(1, n)
+    y = torch.empty(1, n)
+    ops = {
+        "copy": lambda: y.copy_(a),  # a copy into its place in a planned buffer
+        "fill": lambda: torch.full((1, n), p) if constant is not None else p.clone(),
+        "scale": lambda: a * p,
+        "offset": lambda: a + p,
+        "threshold": lambda: (a > p).to(torch.float32),
+        "relu": lambda: F.relu(a),
+        "sub": lambda: a - b,
+        "mul": lambda: a * b,
+        "select": lambda: torch.where(c != 0, a, b),
+    }
+    return ops[fn]
+
+
+def neuron_ops(spec: dict, rnd: Callable) -> dict[str, Callable[[], object]]:
+    """Norse's functional step for the neuron kind, and the same update in the fewest eager ops ("plain")."""
+    import torch
+    from norse.torch.functional import iaf, leaky_integrator, leaky_integrator_box, lif, lif_box
+    from norse.torch.functional.reset import reset_subtract
+
+    n, kind = spec["n"], spec["kind"]
+    values = dict(spec["params"])
+
+    def param(name: str) -> torch.Tensor:
+        value = values[name]
+        return torch.full((1, n), NEURON_DEFAULTS[name]) if value is None else torch.tensor(value)
+
+    x, v, i = rnd(1, n), rnd(1, n), rnd(1, n)
+    a = param("dt_tau_mem") if "dt_tau_mem" in values else None
+    b = param("neg_dt_tau_syn") if "neg_dt_tau_syn" in values else None
+    leak = param("v_leak") if "v_leak" in values else None
+    th = param("v_th") if "v_th" in values else None
+    reset = param("v_reset") if "v_reset" in values else None
+    spike = {"method": "super", "alpha": torch.tensor(100.0)}
+
+    def fire(v1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = (v1 > th).to(torch.float32)
+        return z, torch.where(z > 0, reset, v1)
+
+    if kind == "lif":
+        p = lif.LIFParameters(-b / DT, a / DT, leak, th, reset, **spike)
+        state = lif.LIFFeedForwardState(v, i)
+
+        def plain() -> object:
+            i1 = i + x
+            z, v_new = fire(v + a * ((leak - v) + i1))
+            return z, v_new, i1 + b * i1
+
+        return {"torch": lambda: lif.lif_feed_forward_step(x, state, p, DT), "plain": plain}
+    if kind in ("lif_box", "lif_box_subtract"):
+        extra = {"reset_method": reset_subtract} if kind == "lif_box_subtract" else {}
+        p = lif_box.LIFBoxParameters(a / DT, leak, th, reset, **spike, **extra)
+        state = lif_box.LIFBoxFeedForwardState(v)
+
+        def plain() -> object:
+            v1 = v + a * ((x + leak) - v)
+            z = (v1 > th).to(torch.float32)
+            return z, (torch.where(z > 0, v1 - th, v1) if extra else torch.where(z > 0, reset, v1))
+
+        return {"torch": lambda: lif_box.lif_box_feed_forward_step(x, state, p, DT), "plain": plain}
+    if kind == "li":
+        p = leaky_integrator.LIParameters(-b / DT, a / DT, leak)
+        state = leaky_integrator.LIState(v, i)
+
+        def plain() -> object:
+            i1 = i + x
+            return v + a * ((leak - v) + i1), i1 + b * i1
+
+        return {"torch": lambda: leaky_integrator.li_feed_forward_step(x, state, p, DT), "plain": plain}
+    if kind == "li_box":
+        p = leaky_integrator_box.LIBoxParameters(a / DT, leak)
+        state = leaky_integrator_box.LIBoxState(v)
+        return {
+            "torch": lambda: leaky_integrator_box.li_box_feed_forward_step(x, state, p, DT),
+            "plain": lambda: v + a * ((leak - v) + x),
+        }
+    if kind == "iaf":
+        p = iaf.IAFParameters(th, reset, **spike)
+        state = iaf.IAFFeedForwardState(v)
+        return {"torch": lambda: iaf.iaf_feed_forward_step(x, state, p, DT), "plain": lambda: fire(v + x)}
+    raise ValueError(f"no Norse step for neuron kind {kind!r}")
+
+
+def torch_kernels_worker(request_path: Path) -> None:
+    import torch
+
+    request = json.loads(request_path.read_text())
+    torch.set_num_threads(request["threads"])
+    results = []
+    with torch.inference_mode():
+        for spec in request["kernels"]:
+            ops = torch_ops(spec)
+            results.append({name: measure(python_runner(fn), request["seconds"]) for name, fn in ops.items()})
+    request_path.with_suffix(".out.json").write_text(json.dumps(results))
+
+
+def proc_status() -> dict[str, int]:
+    """VmRSS and VmHWM of this process in bytes."""
+    status = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            status[key] = int(value.split()[0]) * 1024
+    return status
+
+
+def norse_model_worker(request_path: Path) -> None:
+    """One model in Norse: load, first call, two warm-up calls, then timed calls (at least `runs`, and more for up
+    to `seconds`); RSS along the way."""
+    request = json.loads(request_path.read_text())
+    import norse.torch as norse_torch
+    import norse.torch.utils.pytree as pytree
+    import torch
+
+    after_imports = proc_status()
+    torch.set_num_threads(request["threads"])
+    for name in PARAMETER_CLASSES:  # norse issue #414: the tuples were pickled under this module
+        setattr(pytree, name, getattr(norse_torch, name))
+    model = torch.load(request["model"], weights_only=False).eval()
+    x = torch.from_numpy(np.load(request["input"]))
+    steps, sequence = request["timesteps"], x.dim() == len(request["input_shape"]) + 1
+    after_load = proc_status()
+
+    def once() -> torch.Tensor:
+        if not request["stepwise"]:
+            return model(x[:, None])  # time-lifted: (T, 1, ...)
+        state, outputs = None, []
+        for t in range(steps):
+            out, state = model((x[t] if sequence else x)[None], state)
+            outputs.append(out)
+        return torch.stack(outputs)
+
+    with torch.inference_mode():
+        start = time.perf_counter()
+        once()
+        first = time.perf_counter() - start
+        once()
+        once()
+        times: list[float] = []
+        begin = time.perf_counter()
+        while len(times) < request["runs"] or (time.perf_counter() - begin < request["seconds"] and len(times) < 200):
+            start = time.perf_counter()
+            once()
+            times.append(time.perf_counter() - start)
+    end = proc_status()
+    result = {
+        "first_s": first,
+        "best_s": min(times),
+        "median_s": statistics.median(times),
+        "runs": len(times),
+        "rss_after_imports": after_imports["VmRSS"],
+        "rss_after_load": after_load["VmRSS"],
+        "peak_rss": end["VmHWM"],
+        "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    request_path.with_suffix(".out.json").write_text(json.dumps(result))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Part 2: whole models
+# --------------------------------------------------------------------------------------------------------------
+
+
+def masic_compile(model_path: Path, spec: ModelSpec, out: Path, budget: int | None = None) -> None:
+    flags = ["--target", TARGET, "--timesteps", str(spec.timesteps)] + (["--budget", str(budget)] if budget else [])
+    flags += ["--input-shape", ",".join(map(str, spec.input_shape)), "-o", str(out)]
+    command = [sys.executable, "-m", "masic.cli", "compile", str(model_path), *flags]
+    result = subprocess.run(command, capture_output=True, text=True, check=False, cwd=REPO)
+    if result.returncode != 0:
+        raise RuntimeError(f"masic compile {model_path} failed: {result.stderr.strip()[-2000:]}")
+
+
+def run_artifact(out: Path, x_path: Path, threads: int, *flags: str) -> dict:
+    """The artifact's JSON stats line (every step run: --no-exit)."""
+    command = [str(out / "model"), "--input", str(x_path), "--threads", str(threads), "--no-exit", *flags]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{out}/model failed: {result.stderr.strip()}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def time_masic(out: Path, folder: Path, x: np.ndarray, threads: int, args: argparse.Namespace) -> dict:
+    """Single-sample runs (at least --runs, more for up to --model-seconds), then --runs labelled runs of the sample
+    repeated for about a second each (warm: the state is reset before each sample, as for a new input)."""
+    x_path = folder / "x.npy"
+    singles: list[dict] = []
+    begin = time.perf_counter()
+    while len(singles) < args.runs or (time.perf_counter() - begin < args.model_seconds and len(singles) < 100):
+        singles.append(run_artifact(out, x_path, threads))
+    single = min(s["wall_s"] for s in singles)
+    n = int(min(100_000, 2**28 // x.nbytes, max(3, round(1.0 / max(single, 1e-6)))))
+    np.save(folder / "xs.npy", np.ascontiguousarray(np.broadcast_to(x, (n, *x.shape))))
+    np.save(folder / "ys.npy", np.zeros(n, dtype=np.int64))
+    flags = ("--labels", str(folder / "ys.npy"))
+    batches = [run_artifact(out, folder / "xs.npy", threads, *flags) for _ in range(args.runs)]
+    warm = min(b["wall_s_per_sample"] for b in batches)
+    return {
+        "best_s": min(single, warm),
+        "single_s": single,
+        "single_runs": len(singles),
+        "warm_s": warm,
+        "warm_samples": n,
+        "peak_rss": max(s["peak_rss_bytes"] for s in singles),
+        "arena_bytes": singles[0]["arena_bytes"],
+        "weights_bytes": singles[0]["weights_bytes"],
+        "block": singles[0]["block"],
+        "load_s": max(b["load_s"] for b in batches),
+    }
+
+
+def time_norse(spec: ModelSpec, model_path: Path, folder: Path, threads: int, args: argparse.Namespace) -> dict:
+    request = folder / f"norse_{threads}t.json"
+    fields = {"model": str(model_path), "input": str(folder / "x.npy"), "input_shape": list(spec.input_shape)}
+    fields |= {"timesteps": spec.timesteps, "stepwise": spec.stepwise, "threads": threads, "runs": args.runs}
+    request.write_text(json.dumps(fields | {"seconds": args.model_seconds}))
+    run_worker("norse-model", request)
+    return json.loads(request.with_suffix(".out.json").read_text())
+
+
+POOL_FUNCTIONS = ("masic_parallel_launch", "wait_until", "run_share", "worker_main", "new_job_or_shutdown")
+POOL_FUNCTIONS += ("all_workers_done", "masic_parallel_barrier")
+
+
+def code_map(binary: Path, kernels: set[str]) -> tuple[list[int], list[str]]:
+    """Sorted start addresses and names of the artifact's code: each kernel's exported symbol (masic_*) and the
+    parallel closures it launches (no symbol of their own: found as the rip-relative addresses its code loads into
+    the first argument register), the thread pool, and everything else under its own symbol."""
+    listing = subprocess.run(["nm", "-n", str(binary)], capture_output=True, text=True, check=True).stdout
+    starts: list[tuple[int, str]] = []
+    for line in listing.splitlines():
+        parts = line.split()
+        if len(parts) != 3 or parts[1] not in "tTwW":
+            continue
+        address, name = int(parts[0], 16), parts[2]
+        starts.append((address, name))
+        if name in kernels:
+            span = [f"--start-address={address}", f"--stop-address={address + 256}"]
+            objdump = ["objdump", "-d", "--no-show-raw-insn", *span, str(binary)]
+            code = subprocess.run(objdump, capture_output=True, text=True, check=True).stdout
+            for target in re.findall(r"lea\s+0x[0-9a-f]+\(%rip\),%rdi\s+# ([0-9a-f]+)", code):
+                starts.append((int(target, 16), name))
+    starts.sort()
+    return [a for a, _ in starts], [n for _, n in starts]
+
+
+def perf_profile(out: Path, folder: Path, threads: int, load_s: float) -> dict[str, float] | None:
+    """Share of the CPU samples of a labelled run's inference phase (perf record, started after the load) in each
+    kernel symbol, the thread pool, the rest of the program and the OS; None without perf."""
+    if shutil.which("perf") is None or shutil.which("objdump") is None:
+        return None
+    data = folder / f"perf_{threads}t.data"
+    delay_ms = str(int(1e3 * load_s) + 100)
+    command = ["perf", "record", "-q", "-F", "2000", "-D", delay_ms, "-o", str(data), "--", str(out / "model")]
+    command += ["--input", str(folder / "xs.npy"), "--labels", str(folder / "ys.npy"), "--threads", str(threads)]
+    if subprocess.run([*command, "--no-exit"], capture_output=True, check=False).returncode != 0:
+        return None
+    script = subprocess.run(["perf", "script", "-i", str(data), "-F", "ip"], capture_output=True, text=True)
+    kernels = set(json.loads((out / "manifest.json").read_text())["kernels"])
+    addresses, names = code_map(out / "model", kernels)
+    counts: Counter = Counter()
+    for line in script.stdout.split():
+        ip = int(line, 16)
+        k = bisect.bisect_right(addresses, ip) - 1
+        if ip >= 1 << 47:
+            counts["[OS]"] += 1
+        elif k < 0:
+            counts["[unknown]"] += 1
+        elif names[k] in POOL_FUNCTIONS:
+            counts["[thread pool]"] += 1
+        elif names[k] in kernels:
+            counts[names[k]] += 1
+        else:
+            counts["[loader, libc]"] += 1
+    total = sum(counts.values())
+    return {name: n / total for name, n in counts.most_common()} if total else None
+
+
+def bench_model(
+    label: str,
+    spec: ModelSpec,
+    budget: int | None,
+    model_path: Path,
+    x: np.ndarray,
+    work: Path,
+    args: argparse.Namespace,
+) -> dict:
+    """Compiles the model (under `budget`, if any) and times it against Norse on --threads threads (and on one,
+    with --one-thread)."""
+    folder = work / label
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / "out"
+    masic_compile(model_path, spec, out, budget)
+    np.save(folder / "x.npy", x)
+    ours = time_masic(out, folder, x, args.threads, args)
+    norse = time_norse(spec, model_path, folder, args.threads, args)
+    result = {
+        "timesteps": spec.timesteps,
+        "input_shape": list(spec.input_shape),
+        "masic": ours,
+        "norse": norse,
+        "speedup": norse["best_s"] / ours["best_s"],
+        "rss_ratio": norse["peak_rss"] / ours["peak_rss"],
+        "rss_ratio_after_imports": norse["rss_after_imports"] / ours["peak_rss"],
+        "target_speedup": spec.min_speedup,
+        "budget": budget,
+    }
+    result["perf"] = perf_profile(out, folder, args.threads, ours["load_s"])
+    if args.one_thread and args.threads != 1:
+        ours1, norse1 = time_masic(out, folder, x, 1, args), time_norse(spec, model_path, folder, 1, args)
+        result["one_thread"] = {"masic": ours1, "norse": norse1, "speedup": norse1["best_s"] / ours1["best_s"]}
+        result["one_thread"]["perf"] = perf_profile(out, folder, 1, ours1["load_s"])
+        # each side in its better configuration: robust to a loaded machine stalling a thread pool
+        best_norse, best_ours = min(norse["best_s"], norse1["best_s"]), min(ours["best_s"], ours1["best_s"])
+        result["speedup_best_config"] = best_norse / best_ours
+    return result
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:.2f}"
+
+
+def print_models(results: dict[str, dict], threads: int) -> None:
+    print("\n== 2. whole model, batch 1, one inference: masic (x86_64 artifact) vs Norse eager (own process), ms ==")
+    print(
+        f"{'model':<12}{'T':>3}{'threads':>8}{'masic':>9}{'(warm)':>9}{'(single)':>9}{'norse':>10}{'(median)':>10}"
+        f"{'(first)':>10}{'runs':>6}{'speedup':>9}{'target':>8}{'best config':>17}"
+    )
+    for name, r in results.items():
+        rows = [(threads, r["masic"], r["norse"], r["speedup"])]
+        if "one_thread" in r:
+            one = r["one_thread"]
+            rows.append((1, one["masic"], one["norse"], one["speedup"]))
+        for k, (count, ours, norse, speedup) in enumerate(rows):
+            target = ""
+            if k == 0:
+                target = f"{r['target_speedup']:>6.0f}x {'ok' if speedup >= r['target_speedup'] else 'MISS':<4}"
+            if k == 0 and "speedup_best_config" in r:
+                best = r["speedup_best_config"]
+                target += f"{best:>9.1f}x {'ok' if best >= r['target_speedup'] else 'MISS'}"
+            print(
+                f"{name if k == 0 else '':<12}{r['timesteps'] if k == 0 else '':>3}{count:>8}"
+                f"{1e3 * ours['best_s']:>9.3f}{1e3 * ours['warm_s']:>9.3f}{1e3 * ours['single_s']:>9.3f}"
+                f"{1e3 * norse['best_s']:>10.3f}"
+                f"{1e3 * norse['median_s']:>10.3f}{1e3 * norse['first_s']:>10.3f}{norse['runs']:>6}"
+                f"{speedup:>8.1f}x{target}"
+            )
+    print("(masic: the better of warm, the best per-sample time of labelled runs of the sample repeated (a mean over")
+    print(" the run's samples), and single, the best one-sample run; norse: best of `runs` calls after two warm-up")
+    print(f" calls; speedup = norse / masic; the issue's targets are for {threads} threads; best config: each side's")
+    print(" better time over 1 and --threads threads, norse / masic: what a loaded machine cannot inflate by stalling")
+    print(" one side's thread pool)")
+    print(f"\npeak RSS, MiB (target: Norse's process peak >= {RSS_TARGET:g}x the compiled program's)")
+    print(
+        f"{'model':<12}{'masic peak':>11}{'arena':>9}{'weights':>9}{'norse peak':>11}{'after import':>13}"
+        f"{'after load':>11}{'ru_maxrss':>10}{'ratio':>8}{'(imports)':>10}"
+    )
+    for name, r in results.items():
+        ours, n = r["masic"], r["norse"]
+        ok = "ok" if r["rss_ratio"] >= RSS_TARGET else "MISS"
+        print(
+            f"{name:<12}{mib(ours['peak_rss']):>11}{mib(ours['arena_bytes']):>9}{mib(ours['weights_bytes']):>9}"
+            f"{mib(n['peak_rss']):>11}{mib(n['rss_after_imports']):>13}{mib(n['rss_after_load']):>11}"
+            f"{mib(n['ru_maxrss']):>10}{r['rss_ratio']:>7.1f}x{r['rss_ratio_after_imports']:>9.1f}x {ok}"
+        )
+    print("(peaks are VmHWM; ratio = norse peak / masic peak; (imports) = norse RSS right after importing torch and")
+    print(" norse / masic peak; ru_maxrss counts what Linux carries over from the parent process: an upper bound)")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Part 3: spikes, activation bytes, accumulate-only kernels
+# --------------------------------------------------------------------------------------------------------------
+
+
+def record_values(graph, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Every value of every step, (T, *shape), from the reference interpreter (masic.ir.interpret.run)."""
+    from masic.ir import interpret
+
+    log: dict[str, list[np.ndarray]] = {}
+
+    class Recording(interpret._Values):
+        def store(self, name: str, value: np.ndarray) -> None:
+            super().store(name, value)
+            log.setdefault(name, []).append(np.array(value, dtype=np.float32, copy=True))
+
+    original = interpret._Values
+    interpret._Values = Recording
+    try:
+        interpret.run(graph, x)
+    finally:
+        interpret._Values = original
+    return {name: np.stack(arrays) for name, arrays in log.items()}
+
+
+def spike_values(graph, values: dict[str, np.ndarray]) -> set[str]:
+    """Values that hold spikes: spiking neurons' outputs (not probes), NIR thresholds, and what spike-preserving ops
+    (pooling max, views, copies, relu) or average pooling that happens to stay 0/1 make of them."""
+    from masic.ir.ops import neuron_op
+
+    spikes: set[str] = set()
+    for node in graph.nodes:
+        definition = neuron_op(node.op)
+        if (definition and definition.spiking and not node.attr("probe", "")) or node.op == "threshold":
+            spikes.add(node.name)
+        elif node.inputs and all(v in spikes for v in node.inputs):
+            binary = node.name in values and bool(np.isin(values[node.name], (0.0, 1.0)).all())
+            if node.op in SPIKE_PRESERVING or (node.op in ("avgpool2d", "adaptive_avgpool2d") and binary):
+                spikes.add(node.name)
+    return spikes
+
+
+def peak_live(graph, nbytes: Callable[[object], int], in_place: bool) -> int:
+    """Peak over the step's positions of the bytes of live activations (all values but the input, the output and
+    views; a view keeps its operand alive), each live from its producer through its last reader. With `in_place`,
+    a neuron's output shares its input's storage when it is that input's last reader and as large (as the planner
+    does for f32 values)."""
+    from masic.ir.ops import neuron_op
+
+    nodes = graph.nodes
+    position = {node.name: k for k, node in enumerate(nodes)}
+    base: dict[str, str] = {}
+    for node in nodes:
+        if node.op in VIEWS:
+            base[node.name] = base.get(node.inputs[0], node.inputs[0])
+    end: dict[str, int] = {}
+    for node in nodes:
+        for value in node.inputs:
+            root = base.get(value, value)
+            end[root] = max(end.get(root, 0), position[node.name])
+    intervals: dict[str, list[int]] = {}  # storage -> [start, end, bytes]
+    owner: dict[str, str] = {}
+    for node in nodes:
+        if node.op in (*VIEWS, "input") or node.name == graph.output:
+            continue
+        pos, size = position[node.name], nbytes(node)
+        last = end.get(node.name, pos)
+        source = base.get(node.inputs[0], node.inputs[0]) if node.inputs else None
+        storage = owner.get(source) if source else None
+        if in_place and neuron_op(node.op) and storage and end.get(source) == pos and intervals[storage][2] == size:
+            intervals[storage][1] = max(intervals[storage][1], last)
+            owner[node.name] = storage
+        else:
+            intervals[node.name] = [pos, last, size]
+            owner[node.name] = node.name
+    return max((sum(s for a, b, s in intervals.values() if a <= p <= b) for p in range(len(nodes))), default=0)
+
+
+def activation_bytes(graph, spikes: set[str]) -> dict:
+    """The plan's activation buffers, and (projected) the same with spike tensors as u8 and as bits: a buffer
+    holding only spikes shrinks; one a spike output shares with a float value (a neuron written over its input)
+    keeps its size and the spikes get a buffer of their own."""
+    plan = graph.plan
+    by_kind = Counter()
+    for buffer in plan.buffers:
+        by_kind[buffer.kind] += buffer.size
+    holders: dict[str, list[str]] = {}
+    for value, buffer in plan.values:
+        holders.setdefault(buffer, []).append(value)
+    nodes = {node.name: node for node in graph.nodes}
+    after = {"u8": 0, "bit": 0}
+    for buffer in (b for b in plan.buffers if b.kind == "activation"):
+        values = [nodes[v.split("@")[0]] for v in holders.get(buffer.name, []) if v.split("@")[0] in nodes]
+        spiking = [n for n in values if n.name in spikes and n.op not in VIEWS]
+        numel = max((n.type.numel for n in spiking), default=0)
+        packed = {"u8": numel, "bit": math.ceil(numel / 8)}
+        all_spikes = values and all(n.name in spikes for n in values)
+        for key in after:
+            after[key] += packed[key] if all_spikes else buffer.size + packed[key]
+    owned = [n for n in graph.nodes if n.name in spikes and n.op not in VIEWS]
+    spike_f32 = sum(n.type.nbytes for n in owned)
+
+    def size_as(packing: str) -> Callable[[object], int]:
+        def nbytes(node) -> int:
+            if node.name not in spikes or packing == "f32":
+                return node.type.nbytes
+            return node.type.numel if packing == "u8" else math.ceil(node.type.numel / 8)
+
+        return nbytes
+
+    return {
+        "arena": plan.arena_bytes,
+        "lower_bound": plan.lower_bound,
+        "by_kind": dict(by_kind),
+        "activation": by_kind["activation"],
+        "activation_u8_projected": after["u8"],
+        "activation_bit_projected": after["bit"],
+        "spike_tensors": len(owned),
+        "spike_f32": spike_f32,
+        "spike_u8": sum(n.type.numel for n in owned),
+        "spike_bit": sum(math.ceil(n.type.numel / 8) for n in owned),
+        "peak_live_f32": peak_live(graph, size_as("f32"), in_place=True),
+        "peak_live_u8_projected": peak_live(graph, size_as("u8"), in_place=True),
+        "peak_live_bit_projected": peak_live(graph, size_as("bit"), in_place=True),
+    }
+
+
+def spike_report(graph, x: np.ndarray) -> dict:
+    """Spike rates of the spiking layers and of the inputs of convs and dense layers, and the activation bytes."""
+    from masic.ir.ops import neuron_op
+
+    values = record_values(graph, x)
+    spikes = spike_values(graph, values)
+    layers = []
+    for node in graph.nodes:
+        definition = neuron_op(node.op)
+        if node.name in spikes and (definition or node.op == "threshold"):
+            v = values[node.name]
+            per_step = (v != 0).reshape(len(v), -1).mean(axis=1)
+            layers.append(
+                {
+                    "layer": node.name,
+                    "op": node.op,
+                    "neurons": node.type.numel,
+                    "rate": float(per_step.mean()),
+                    "per_step": per_step.round(4).tolist(),
+                }
+            )
+    consumers = []
+    for node in graph.nodes:
+        if node.op in ("conv2d", "dense"):
+            v = values[node.inputs[0]]
+            binary = bool(np.isin(v, (0.0, 1.0)).all())
+            consumers.append(
+                {
+                    "node": node.name,
+                    "op": node.op,
+                    "input": node.inputs[0],
+                    "spikes": node.inputs[0] in spikes and binary,
+                    "rate": float((v != 0).mean()),
+                }
+            )
+    return {"layers": layers, "consumers": consumers, "memory": activation_bytes(graph, spikes)}
+
+
+def accumulate_bench(lib: Library, entry: KernelEntry, rate: float, seconds: float) -> dict | None:
+    """masic's conv / dense kernel against the accumulate-only prototype on the same random spikes at `rate`."""
+    k = entry.kernel
+    name = type(k).__name__
+    if name == "Conv2dKernel" and k.groups != 1:
+        return None
+    rng = np.random.default_rng(1)
+    shapes = k.arg_shapes()
+    x = (rng.random(shapes["x"]) < rate).astype(np.float32)
+    arrays = kernel_arrays(k, rng, x)
+    args = dict(zip(shapes, arrays, strict=True))
+    bias = args.get("b", np.zeros(1, dtype=np.float32))
+    y = np.zeros_like(args["y"])
+    if name == "DenseKernel":
+        wt = np.ascontiguousarray(args["w"].T)
+        dims = np.array([k.in_features, k.out_features, int(k.bias)], dtype=np.int32)
+        events = np.zeros(k.in_features, dtype=np.int32)
+        proto = ("acc_dense", [x, wt, bias, y, dims, events])
+    else:
+        wt = np.ascontiguousarray(args["w"].transpose(1, 2, 3, 0))
+        (c, h, w), (o, oh, ow) = k.in_shape, k.out_shape()
+        top, _, side = k.pads()
+        dims = [c, h, w, o, *k.kernel, *k.stride, top, side, *k.dilation, oh, ow, int(k.bias)]
+        events = np.zeros(3 * c * h * w, dtype=np.int32)
+        acc = np.zeros(oh * ow * o, dtype=np.float32)
+        proto = ("acc_conv2d", [x, wt, bias, y, np.array(dims, dtype=np.int32), events, acc])
+    lib.call(k.symbol, arrays)
+    lib.call(*proto)
+    expected = args["y"]
+    error = float(np.abs(y - expected).max() / max(1e-6, float(np.abs(expected).max())))
+    if error > 1e-4:
+        raise AssertionError(f"accumulate-only prototype disagrees with {entry.shape}: relative error {error:.2e}")
+    return {
+        "masic": measure(lib.runner(k.symbol, arrays), seconds),
+        "accumulate": measure(lib.runner(*proto), seconds),
+        "max_rel_error": error,
+    }
+
+
+def print_spikes(reports: dict[str, dict]) -> None:
+    print("\n== 3. spikes: rates on the benchmark input (reference interpreter), activation bytes ==")
+    print(f"{'model':<10}{'layer':<28}{'op':<10}{'neurons':>9}{'rate':>8}  per step")
+    for name, report in reports.items():
+        for layer in report["layers"]:
+            steps = " ".join(f"{r:.2f}" for r in layer["per_step"][:16])
+            head = f"{name:<10}{layer['layer'][:27]:<28}{layer['op']:<10}{layer['neurons']:>9}"
+            print(f"{head}{layer['rate']:>8.3f}  {steps}")
+    print("\ninputs of convs / dense layers:")
+    print(f"{'model':<10}{'node':<28}{'op':<8}{'input':<28}{'spikes':>7}{'rate':>8}")
+    for name, report in reports.items():
+        for c in report["consumers"]:
+            print(
+                f"{name:<10}{c['node'][:27]:<28}{c['op']:<8}{c['input'][:27]:<28}"
+                f"{'yes' if c['spikes'] else 'no':>7}{c['rate']:>8.3f}"
+            )
+    print("\nactivation bytes, KiB (u8 / bit columns are PROJECTED: no spike dtype exists yet)")
+    print(
+        f"{'model':<10}{'arena':>11}{'activ. buffers':>15}{'-> u8':>9}{'-> bit':>9}{'spike tensors':>14}"
+        f"{'-> u8':>9}{'-> bit':>9}{'peak live':>10}{'-> u8':>9}{'-> bit':>9}"
+    )
+    for name, report in reports.items():
+        m = report["memory"]
+        kib = [m[key] / 1024 for key in ("arena", "activation", "activation_u8_projected", "activation_bit_projected")]
+        kib += [m[key] / 1024 for key in ("spike_f32", "spike_u8", "spike_bit")]
+        kib += [m[key] / 1024 for key in ("peak_live_f32", "peak_live_u8_projected", "peak_live_bit_projected")]
+        widths = (11, 15, 9, 9, 14, 9, 9, 10, 9, 9)
+        print(f"{name:<10}" + "".join(f"{v:>{w}.1f}" for v, w in zip(kib, widths, strict=True)))
+    print("(activ. buffers: sum of the plan's activation buffers; spike tensors: spiking outputs and pooled spikes")
+    print(" with storage of their own, f32 now; peak live: largest sum of activations live at one position)")
+
+
+def project(
+    model: str, suffix: str, entries: list[KernelEntry], fed: list[tuple[KernelEntry, dict]], result: dict
+) -> dict:
+    """A model's kernel time per inference now and with its spike-fed convs / dense layers accumulate-only: kernel
+    bench times x calls, the spike-fed ones replaced by the prototype's times; scaled to the measured time."""
+    kernels_ms = sum(getattr(e, f"masic{suffix}")["best_ms"] * e.calls.get(model, 0) for e in entries)
+    fed_ms = sum(getattr(e, f"masic{suffix}")["best_ms"] * row["calls"] for e, row in fed)
+    accumulate_ms = sum(row[f"accumulate_ms{suffix}"] * row["calls"] for _, row in fed)
+    either_ms = sum(
+        min(getattr(e, f"masic{suffix}")["best_ms"], row[f"accumulate_ms{suffix}"]) * row["calls"] for e, row in fed
+    )
+    projection = {"kernels_ms": kernels_ms, "spike_fed_ms": fed_ms, "accumulate_ms": accumulate_ms}
+    projection["projected_ms"] = kernels_ms - fed_ms + accumulate_ms
+    projection["projected_where_faster_ms"] = kernels_ms - fed_ms + either_ms
+    timed = result.get("one_thread", {}) if suffix else result
+    if "masic" in timed:
+        measured = 1e3 * timed["masic"]["best_s"]
+        projected = measured * projection["projected_ms"] / kernels_ms
+        projection |= {"measured_ms": measured, "projected_measured_ms": projected}
+        projection["projected_speedup_vs_norse"] = 1e3 * timed["norse"]["best_s"] / projected
+    return projection
+
+
+def print_accumulate(rows: list[dict], projections: dict[str, dict], threads: int) -> None:
+    print("\naccumulate-only prototype (C, same thread pool) vs masic's kernel on random spikes at the measured rate,")
+    print("us per call:")
+    print(
+        f"{'model':<10}{'node':<14}{'shape':<30}{'rate':>7}{'calls':>6}"
+        f"{f'-------- {threads} threads --------':^30}{'--------- 1 thread ---------':^30}"
+    )
+    print(f"{'':<67}" + f"{'masic':>10}{'accum.':>10}{'speedup':>10}" * 2)
+    for r in rows:
+        line = f"{r['model']:<10}{r['node'][:13]:<14}{r['shape'][:29]:<30}{r['rate']:>7.3f}{r['calls']:>6}"
+        for suffix in ("", "1"):
+            if f"masic_ms{suffix}" in r:
+                ours, acc = r[f"masic_ms{suffix}"], r[f"accumulate_ms{suffix}"]
+                line += f"{1e3 * ours:>10.2f}{1e3 * acc:>10.2f}{ours / acc:>9.1f}x"
+        print(line)
+    print("\nprojected per inference (per-kernel best time x calls), ms:")
+    print(
+        f"{'model':<10}{'threads':>8}{'kernels':>9}{'spike-fed':>11}{'-> accum.':>11}{'projected':>11}"
+        f"{'x faster':>9}{'if faster':>10}{'x faster':>9}{'measured':>10}{'-> proj.':>10}{'vs norse':>9}"
+    )
+    for name, by_threads in projections.items():
+        for label, p in by_threads.items():
+            count = threads if label == "threads" else 1
+            measured = f"{p['measured_ms']:>10.3f}{p['projected_measured_ms']:>10.3f}" if "measured_ms" in p else ""
+            vs_norse = f"{p['projected_speedup_vs_norse']:>8.1f}x" if "measured_ms" in p else ""
+            print(
+                f"{name:<10}{count:>8}{p['kernels_ms']:>9.3f}{p['spike_fed_ms']:>11.3f}{p['accumulate_ms']:>11.3f}"
+                f"{p['projected_ms']:>11.3f}{p['kernels_ms'] / p['projected_ms']:>8.2f}x"
+                f"{p['projected_where_faster_ms']:>10.3f}{p['kernels_ms'] / p['projected_where_faster_ms']:>8.2f}x"
+                f"{measured}{vs_norse}"
+            )
+    print("(kernels: the model's kernels, isolated; spike-fed: its convs / dense layers fed by spikes, now and as the")
+    print(" accumulate-only prototype; projected = kernels - spike-fed + accumulate; if faster: the prototype only")
+    print(" where it beats masic's kernel; -> proj.: the measured time scaled by projected / kernels; vs norse:")
+    print(" Norse best / that)")
+
+
+def print_perf(model: str, result: dict, symbols: dict[str, KernelEntry], threads: int) -> None:
+    """The perf profiles of the artifact's inference phase: shares of CPU samples, per kernel type and the top
+    kernels."""
+    for count, profile in ((threads, result.get("perf")), (1, result.get("one_thread", {}).get("perf"))):
+        if not profile:
+            continue
+        by_type: Counter = Counter()
+        for name, share in profile.items():
+            entry = symbols.get(f"symbol:{name}")
+            by_type[entry.kind if entry else name] += share
+        print(f"  perf, {count} thread(s), share of CPU samples while inferring: ", end="")
+        print(", ".join(f"{kind} {100 * share:.1f}%" for kind, share in by_type.most_common(8)))
+        top = [(n, s) for n, s in profile.items() if f"symbol:{n}" in symbols][:4]
+        print("    top kernels: " + ", ".join(f"{symbols[f'symbol:{n}'].shape} {100 * s:.1f}%" for n, s in top))
+
+
+def print_breakdown(model: str, entries: list[KernelEntry], measured_ms: float | None) -> None:
+    """Where a model's kernel time goes: calls x best time per kernel, with PyTorch's time for the same calls."""
+    rows = [(e, e.calls[model]) for e in entries if model in e.calls and e.masic]
+    total = sum(e.masic["best_ms"] * n for e, n in rows)
+    total_torch = sum(e.torch["best_ms"] * n for e, n in rows if e.torch)
+    total1 = sum(e.masic1["best_ms"] * n for e, n in rows if e.masic1)
+    by_type = Counter()
+    for e, n in rows:
+        by_type[e.kind] += e.masic["best_ms"] * n
+    measured = f"; measured {measured_ms:.3f} ms per inference" if measured_ms else ""
+    one = f" (on one thread {total1:.3f})" if any(e.masic1 for e, _ in rows) else ""
+    print(f"\n{model}: kernels {total:.3f} ms per inference{one}{measured}")
+    print(f"  PyTorch ops for the same calls: {total_torch:.3f} ms")
+    print("  by type: " + ", ".join(f"{kind} {100 * ms / total:.0f}%" for kind, ms in by_type.most_common()))
+    for e, n in sorted(rows, key=lambda r: -r[0].masic["best_ms"] * r[1])[:8]:
+        ms = e.masic["best_ms"] * n
+        one = f"{e.masic1['best_ms'] * n:>9.3f}" if e.masic1 else f"{'-':>9}"
+        torch_ms = e.torch["best_ms"] * n if e.torch else float("nan")
+        print(
+            f"  {e.kind[:21]:<22}{e.shape[:35]:<36}x{n:<5}{ms:>9.3f} ms {100 * ms / total:>5.1f}%"
+            f"  1 thread {one}  torch {torch_ms:>9.3f}"
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------------------------
+
+
+def parse_source(text: str) -> tuple[str, int | None]:
+    from masic.units import parse_bytes
+
+    name, _, budget = text.partition("@")
+    if name not in MODELS:
+        raise SystemExit(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    return name, parse_bytes(budget) if budget else None
+
+
+def budget_label(name: str, budget: int | None) -> str:
+    return name if budget is None else f"{name}@{budget / 1e6:g}MB"
+
+
+def machine() -> dict:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("build/speed"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per whole model and side, best kept")
+    parser.add_argument("--kernel-seconds", type=float, default=0.3, help="timing budget per kernel and side")
+    parser.add_argument("--model-seconds", type=float, default=2.0, help="timing budget per whole model and side")
+    parser.add_argument(
+        "--one-thread",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time everything on one thread (less sensitive to other processes than a thread pool)",
+    )
+    parser.add_argument("--models", default="digits,convnet4,vgg11")
+    parser.add_argument("--kernel-models", default="mobilenet_v2,mobilenet_v2@2MB", help="NAME[@BUDGET],...")
+    parser.add_argument(
+        "--budget-models", default="vgg11@32MB", help="NAME@BUDGET,...: also compiled under a budget (part 2)"
+    )
+    parser.add_argument("--skip", default="", help="parts to skip: kernels, models, spikes")
+    parser.add_argument("--epochs", type=int, default=15, help="digits training epochs when no model is saved")
+    parser.add_argument("--worker", choices=("torch-kernels", "norse-model"), help=argparse.SUPPRESS)
+    parser.add_argument("request", nargs="?", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker == "torch-kernels":
+        torch_kernels_worker(args.request)
+        return 0
+    if args.worker == "norse-model":
+        norse_model_worker(args.request)
+        return 0
+
+    from masic.codegen.build import host_target
+
+    skip = set(filter(None, args.skip.split(",")))
+    work = args.workdir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    whole = [MODELS[name] for name in args.models.split(",") if name]
+    extra = [parse_source(text) for text in args.kernel_models.split(",") if text]
+    budgeted = [parse_source(text) for text in args.budget_models.split(",") if text]
+    extra += [source for source in budgeted if source not in extra]
+    results: dict = {"machine": machine() | {"target": host_target()}, "threads": args.threads}
+    results["load_before"] = os.getloadavg()
+    print(f"{results['machine']['cpu']}, {results['machine']['cores']} cores, {args.threads} threads on every side")
+    print(f"load average before: {' '.join(f'{v:.2f}' for v in results['load_before'])} (1, 5, 15 min)", flush=True)
+
+    paths = {spec.name: save_model(spec.name, work, args.epochs) for spec in whole}
+    paths |= {name: save_model(name, work, args.epochs) for name, _ in extra if name not in paths}
+    inputs = {spec.name: model_input(spec) for spec in whole}
+    graphs = {spec.name: plan_graph(paths[spec.name], spec, None) for spec in whole}
+    for name, budget in extra:
+        graphs[budget_label(name, budget)] = plan_graph(paths[name], MODELS[name], budget)
+    started = time.perf_counter()
+    entries, node_entry, node_calls = collect_kernels(graphs)
+    print(f"{len(entries)} distinct kernels in {', '.join(graphs)}", flush=True)
+
+    libs: dict[int, Library] = {}
+    thread_counts = {args.threads: ""} | ({1: "1"} if args.one_thread and args.threads != 1 else {})
+    if not {"kernels", "spikes"} <= skip:
+        path = build_library([e.kernel for e in entries], work / "lib")
+        libs = {count: Library(path, count) for count in thread_counts}
+    if "kernels" not in skip:
+        for count, suffix in thread_counts.items():
+            time_masic_kernels(libs[count], entries, args.kernel_seconds, suffix)
+            time_torch_kernels(entries, count, args.kernel_seconds, work, suffix)
+        summary = type_summary(entries)
+        print_kernels(entries, summary, args.threads)
+        results["kernel_types"] = summary
+    results["kernels"] = [
+        {
+            "type": e.kind,
+            "shape": e.shape,
+            "kernel": {"cls": type(e.kernel).__name__, **dataclasses.asdict(e.kernel)},
+            "calls_per_inference": e.calls,
+            "masic": e.masic,
+            "torch": e.torch,
+            "plain": e.plain,
+            "ratio": e.ratio(),
+            "masic_1thread": e.masic1,
+            "torch_1thread": e.torch1,
+            "plain_1thread": e.plain1,
+            "ratio_1thread": e.ratio1(),
+        }
+        for e in entries
+    ]
+
+    models: dict[str, dict] = {}
+    if "models" not in skip:
+        runs = [(spec.name, spec, None) for spec in whole]
+        runs += [(budget_label(name, budget), MODELS[name], budget) for name, budget in budgeted]
+        for label, spec, budget in runs:
+            print(f"  {label}: compiling and running ...", flush=True)
+            x = inputs.get(spec.name)
+            x = model_input(spec) if x is None else x
+            try:
+                models[label] = bench_model(label, spec, budget, paths[spec.name], x, work, args)
+            except RuntimeError as err:
+                print(f"  {label}: {err}")
+                models[label] = {"error": str(err)}
+        print_models({k: v for k, v in models.items() if "error" not in v}, args.threads)
+    results["models"] = models
+
+    if "spikes" not in skip:
+        reports = {spec.name: spike_report(graphs[spec.name], inputs[spec.name]) for spec in whole}
+        print_spikes(reports)
+        rows, projections = [], {}
+        for spec in whole:
+            name, fed_rows = spec.name, []
+            for consumer in (c for c in reports[name]["consumers"] if c["spikes"]):
+                entry = node_entry[name][f"node:{consumer['node']}"]
+                calls = node_calls[name][consumer["node"]]
+                row = consumer | {"model": name, "shape": entry.shape, "calls": calls}
+                for count, suffix in thread_counts.items():
+                    timing = accumulate_bench(libs[count], entry, consumer["rate"], args.kernel_seconds)
+                    if timing is None:
+                        break
+                    row[f"masic_ms{suffix}"] = timing["masic"]["best_ms"]
+                    row[f"accumulate_ms{suffix}"] = timing["accumulate"]["best_ms"]
+                    row["max_rel_error"] = max(row.get("max_rel_error", 0.0), timing["max_rel_error"])
+                if "masic_ms" in row:
+                    rows.append(row)
+                    fed_rows.append((entry, row))
+            if "kernels" not in skip:
+                projections[name] = {
+                    label: project(name, suffix, entries, fed_rows, models.get(name, {}))
+                    for label, suffix in (("threads", ""), ("one_thread", "1"))
+                    if suffix in thread_counts.values()
+                }
+        print_accumulate(rows, projections, args.threads)
+        results["spikes"] = reports
+        results["accumulate"] = {"kernels": rows, "projections": projections}
+
+    if "kernels" not in skip:
+        print("\n== where masic's time goes (per-kernel best x calls per inference) ==")
+        for label in [spec.name for spec in whole] + [budget_label(name, budget) for name, budget in budgeted]:
+            measured = models.get(label, {}).get("masic", {}).get("best_s")
+            print_breakdown(label, entries, 1e3 * measured if measured else None)
+            if label in models and "error" not in models[label]:
+                print_perf(label, models[label], node_entry[label], args.threads)
+    for lib in libs.values():
+        lib.close()
+    results["load_after"] = os.getloadavg()
+    results["seconds"] = time.perf_counter() - started
+    print(f"\nload average after: {' '.join(f'{v:.2f}' for v in results['load_after'])} (1, 5, 15 min)")
+    (work / "speed.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+    print(f"results: {work / 'speed.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
