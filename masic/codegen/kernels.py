@@ -34,6 +34,9 @@ _MAX_ACC_VECTORS = 16
 # Element-wise loops shorter than this many elements run on one thread: a parallel launch costs a few
 # microseconds, more than the work it would share.
 _PARALLEL_MIN_ELEMENTS = 1 << 15
+# Likewise reductions (conv, dense, pooling) of fewer multiply-accumulates: waking the pool for a 64x8x8 max pool
+# made it 30x slower than on one thread (bench/speed.py), while a 1024x1024 dense gains 2x from a second core.
+_PARALLEL_MIN_WORK = 1 << 16
 
 
 def _pair_out(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
@@ -438,10 +441,11 @@ def _vectorize_flat(sch: s_tir.Schedule, block: SBlockRV, lanes: int, n: int) ->
     sch.vectorize(inner)
 
 
-def _schedule_pad(sch: s_tir.Schedule, pad: SBlockRV) -> None:
+def _schedule_pad(sch: s_tir.Schedule, pad: SBlockRV, parallel: bool) -> None:
     """Padding writes its own buffer (inlining it into the consumer would block vectorisation): one channel per
     parallel task."""
-    sch.parallel(sch.get_loops(pad)[0])
+    if parallel:
+        sch.parallel(sch.get_loops(pad)[0])
 
 
 def _schedule_tiled_reduction(
@@ -449,6 +453,7 @@ def _schedule_tiled_reduction(
     acc: SBlockRV,
     out: SBlockRV,
     lanes: int,
+    parallel: bool,
 ) -> None:
     """Register-tiled schedule shared by conv2d and pooling.
 
@@ -456,8 +461,8 @@ def _schedule_tiled_reduction(
     same space. The output is tiled by ``tile_c`` channels x ``tile_x`` columns, sized to fill the vector
     registers without spilling and to divide the loops exactly. ``acc`` is computed per tile into a small buffer
     (compacted to tile size, so LLVM keeps it in registers), with the reduction loops outside the tile so each
-    input vector and weight broadcast feeds several accumulators. The (channel-tile, row) loops run in parallel;
-    the column loop of the tile is vectorized.
+    input vector and weight broadcast feeds several accumulators. The (channel-tile, row) loops run in parallel
+    (when `parallel`); the column loop of the tile is vectorized.
     """
     c, h, w = sch.get_loops(out)
     channels, width = (int(sch.get(loop).extent) for loop in (c, w))
@@ -467,7 +472,9 @@ def _schedule_tiled_reduction(
     co, ci = sch.split(c, [None, tile_c])
     wo, wi = sch.split(w, [None, tile_x])
     sch.reorder(co, h, wo, ci, wi)
-    sch.parallel(sch.fuse(co, h))
+    rows = sch.fuse(co, h)
+    if parallel:
+        sch.parallel(rows)
     sch.vectorize(wi)
     sch.compute_at(acc, wo, preserve_unit_loops=True)
     acc_ci, acc_h, acc_wi, *reduction = sch.get_loops(acc)[2:]
@@ -509,15 +516,18 @@ def _windowed(
     src: te.Tensor,
     acc: te.Tensor,
     epilogue: Callable[[ir.Expr, tirx.Var], ir.Expr],
+    window: int,
 ) -> tirx.PrimFunc:
     """Finish a sliding-window kernel (conv, pooling): ``y = epilogue(acc, channel)``, scheduled with
-    ``_schedule_tiled_reduction``; ``src`` is the padded input (the ``scratch`` argument) unless it is ``x``."""
+    ``_schedule_tiled_reduction``; ``src`` is the padded input (the ``scratch`` argument) unless it is ``x``;
+    ``window`` is the number of terms each output sums."""
     out = te.compute(k.out_shape(), lambda c, h, w: epilogue(acc[c, h, w], c), name="y")
     padded = src is not inputs[0]
     sch = s_tir.Schedule(te.create_prim_func([*inputs, *([src] if padded else []), out]))
+    parallel = math.prod(k.out_shape()) * window >= _PARALLEL_MIN_WORK
     if padded:
-        _schedule_pad(sch, sch.get_sblock("pad"))
-    _schedule_tiled_reduction(sch, sch.get_sblock("acc"), sch.get_sblock("y"), lanes)
+        _schedule_pad(sch, sch.get_sblock("pad"), parallel)
+    _schedule_tiled_reduction(sch, sch.get_sblock("acc"), sch.get_sblock("y"), lanes, parallel)
     return _to_c_abi(sch.mod["main"], k.symbol, k.arg_names())
 
 
@@ -537,9 +547,10 @@ def _conv2d(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
         return te.sum(src[channel, y * sh + rh * dh, xx * sw + rw * dw] * w[oc, rc, rh, rw], axis=[rc, rh, rw])
 
     acc = te.compute(k.out_shape(), conv, name="acc")
+    window = cpg * kh * kw
     if k.bias:
-        return _windowed(k, lanes, [x, w, b], src, acc, lambda value, oc: value + b[oc])
-    return _windowed(k, lanes, [x, w], src, acc, lambda value, oc: value)
+        return _windowed(k, lanes, [x, w, b], src, acc, lambda value, oc: value + b[oc], window)
+    return _windowed(k, lanes, [x, w], src, acc, lambda value, oc: value, window)
 
 
 def _dense(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
@@ -569,7 +580,8 @@ def _dense(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
     args = [x, w, *([b] if k.bias else []), out]
     sch = s_tir.Schedule(te.create_prim_func(args))
     jo, _ = sch.split(sch.get_loops(sch.get_sblock("y"))[0], [None, _tile(n_out, 4)])
-    sch.parallel(jo)
+    if n_in * n_out >= _PARALLEL_MIN_WORK:
+        sch.parallel(jo)
     part_block = sch.get_sblock("part")
     sch.compute_at(sch.get_sblock("acc"), jo, preserve_unit_loops=True)
     sch.compute_at(part_block, jo, preserve_unit_loops=True)
@@ -593,8 +605,8 @@ def _pool2d(k: Pool2dKernel, lanes: int) -> tirx.PrimFunc:
     )
     if k.kind == "avg":
         # PyTorch divides the window sum by the window size (count_include_pad=True, no ceil mode).
-        return _windowed(k, lanes, [x], src, acc, lambda value, ci: value / _f32(kh * kw))
-    return _windowed(k, lanes, [x], src, acc, lambda value, ci: value)
+        return _windowed(k, lanes, [x], src, acc, lambda value, ci: value / _f32(kh * kw), kh * kw)
+    return _windowed(k, lanes, [x], src, acc, lambda value, ci: value, kh * kw)
 
 
 def _largest_bin(size: int, out: int) -> int:
@@ -631,7 +643,8 @@ def _adaptive_avgpool2d(k: AdaptiveAvgPool2dKernel, lanes: int) -> tirx.PrimFunc
     sch = s_tir.Schedule(te.create_prim_func([x, out]))
     loops = sch.get_loops(sch.get_sblock("y"))
     sch.compute_at(sch.get_sblock("acc"), loops[-1])
-    sch.parallel(loops[0])
+    if math.prod(k.out_shape()) * kh * kw >= _PARALLEL_MIN_WORK:
+        sch.parallel(loops[0])
     return _to_c_abi(sch.mod["main"], k.symbol, k.arg_names())
 
 

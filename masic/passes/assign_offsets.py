@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 from masic.analysis.liveness import Liveness, align_up, analyse
 from masic.ir.graph import Buffer, Graph, Plan
+from masic.memplan.heuristics import PORTFOLIO
 from masic.memplan.problem import Interval, MemplanError, Problem
 from masic.memplan.solver import heuristic_height, solve
 from masic.passes.base import PassError, PassOptions
@@ -49,6 +50,10 @@ class Layout:
         return sum(align_up(b.size, self.alignment) for b in self.pinned)
 
 
+def align_down(value: int, alignment: int) -> int:
+    return value - value % alignment
+
+
 def layout(graph: Graph, alignment: int) -> Layout:
     liveness = analyse(graph, alignment)
     span = max((b.end for b in liveness.buffers), default=0)
@@ -57,22 +62,26 @@ def layout(graph: Graph, alignment: int) -> Layout:
     return Layout(liveness, pinned, rest, alignment)
 
 
-def arena_bytes(graph: Graph, alignment: int, budget: int | None = None) -> int:
+def arena_bytes(graph: Graph, alignment: int, budget: int | None = None, thorough: bool = False) -> int:
     """The arena the heuristic placement reaches for this graph and schedule: always achievable (the lower bound
     is not, in general), so budget decisions use it and assign-offsets then meets them. With a budget this is a
     fit test: a plan whose lower bound already exceeds it is not placed (its lower bound is returned), and the
     heuristics stop at the first placement within it, so the result is exact only when it exceeds the budget.
-    Resident weights and pinned buffers are stacked below the rest (see `Layout`)."""
+    Resident weights and pinned buffers are stacked below the rest (see `Layout`). The search's many fit tests run
+    FIT_STRATEGIES heuristics; `thorough` runs them all, as assign-offsets does without a budget, for the plan with
+    every weight resident: a budget equal to the unconstrained plan's arena then keeps that plan."""
     planned = layout(graph, alignment)
-    return placed_bytes(planned, budget)
+    return placed_bytes(planned, budget, thorough)
 
 
-def placed_bytes(planned: Layout, budget: int | None = None) -> int:
+def placed_bytes(planned: Layout, budget: int | None = None, thorough: bool = False) -> int:
     """`arena_bytes` of a layout already computed."""
     if budget is not None and planned.liveness.lower_bound > budget:
         return planned.liveness.lower_bound
-    target = None if budget is None else budget - planned.pinned_bytes
-    height = heuristic_height(planned.rest_problem(), planned.alignment, target, FIT_STRATEGIES)
+    # Arenas are rounded up to the alignment, so a height fits the budget only if it fits its aligned part.
+    target = None if budget is None else align_down(budget - planned.pinned_bytes, planned.alignment)
+    strategies = len(PORTFOLIO) if thorough else FIT_STRATEGIES
+    height = heuristic_height(planned.rest_problem(), planned.alignment, target, strategies)
     return planned.pinned_bytes + align_up(height, planned.alignment)
 
 

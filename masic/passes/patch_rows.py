@@ -37,7 +37,7 @@ from masic.analysis.liveness import analyse, peak_live
 from masic.ir.graph import AttrValue, Graph, Node, ParamRef, Schedule, TensorType
 from masic.ir.ops import OPS, neuron_op, row_padding
 from masic.passes.base import PassOptions
-from masic.passes.slice_layers import smallest_plan_blocks, smallest_plan_bytes
+from masic.passes.slice_layers import block_sizes, resident_bytes, smallest_plan_bytes
 
 NAME = "patch-rows"
 MAX_PATCHES = 16  # finer patches recompute ever more halo rows, each a kernel call per stage node
@@ -168,7 +168,7 @@ def peak_node(graph: Graph, alignment: int) -> int:
     stages are not candidates."""
     streamed = tuple(p.name for p in graph.params)
     nodes = []
-    for block in smallest_plan_blocks(graph):
+    for block in block_sizes(graph):
         liveness = analyse(replace(graph, schedule=Schedule(block, streamed)), alignment)
         nodes.append(peak_live(liveness.buffers, alignment)[1] // block)  # positions run layer-major
     return min(nodes)
@@ -189,7 +189,10 @@ def run(graph: Graph, options: PassOptions) -> Graph:
     if options.budget is None:
         return graph
     capacity, alignment = options.capacity, options.alignment
-    if smallest_plan_bytes(graph, alignment, capacity) <= capacity:
+    if (
+        resident_bytes(graph, alignment, capacity) <= capacity
+        or smallest_plan_bytes(graph, alignment, capacity) <= capacity
+    ):
         return graph
     fitting = (g for g in candidates(graph, alignment) if smallest_plan_bytes(g, alignment, capacity) <= capacity)
     return next(fitting, graph)

@@ -6,7 +6,8 @@ delays, whose values cross steps), it starts from every weight streamed and make
 while the plan still fits the budget. Among the fitting plans it keeps the fastest by the target's cost model
 (`masic.analysis.cost.planned_latency`: per block, the longer of its compute and its weight reads); ties go to the
 plan that reads fewer bytes per inference, then to the smaller block (fewer copies of activations). Weights are
-read once per block instead of once per timestep.
+read once per block instead of once per timestep. Last, the slots of streamed weights are filled as far ahead of
+their first reader as the budget allows (up to MAX_PREFETCH positions), so that the reads overlap more compute.
 
 A fit test places the plan, so the search keeps their number small: a weight that provably fits is made resident
 without one (see `_fitting_schedule`), a weight as large as one that did not fit is not tried, and a block size is
@@ -30,12 +31,14 @@ from masic.ir.graph import Graph, Schedule
 from masic.passes.assign_offsets import arena_bytes, layout, placed_bytes
 from masic.passes.base import PassOptions
 from masic.passes.check_budget import BudgetError, format_bytes
+from masic.passes.slice_layers import block_sizes, resident_bytes
 
 NAME = "schedule"
+MAX_PREFETCH = 4  # positions a streamed slot may be filled ahead of its first reader
 
 
 def fits(graph: Graph, schedule: Schedule, alignment: int, budget: int) -> bool:
-    """Whether the placement of the graph under this schedule fits the budget."""
+    """Whether the placement of the graph under this schedule fits the budget (see `arena_bytes`)."""
     return arena_bytes(replace(graph, schedule=schedule), alignment, budget) <= budget
 
 
@@ -43,14 +46,6 @@ def bytes_read(graph: Graph, schedule: Schedule) -> int:
     """Bytes read from weights.bin per inference of graph.timesteps steps, after the start."""
     streamed = sum(graph.param(name).type.nbytes for name in schedule.streamed)
     return ceil(graph.timesteps / schedule.block) * streamed
-
-
-def block_sizes(graph: Graph) -> list[int]:
-    """Candidate timesteps per block, largest first: only 1 when delays carry values across steps."""
-    if any(node.op == "delay" for node in graph.nodes):
-        return [1]
-    powers = [1 << k for k in range(graph.timesteps.bit_length()) if 1 << k < graph.timesteps]
-    return [graph.timesteps, *reversed(powers)]
 
 
 def _fitting_schedule(graph: Graph, block: int, budget: int, alignment: int, bound: bool = True) -> Schedule | None:
@@ -101,7 +96,7 @@ def run(graph: Graph, options: PassOptions) -> Graph:
     if options.budget is None:
         return resident
     capacity = options.capacity
-    if fits(graph, Schedule(), options.alignment, capacity):
+    if resident_bytes(graph, options.alignment, capacity) <= capacity:
         return resident
     blocks = block_sizes(graph)
     beyond_budget = max(0, sum(p.type.nbytes for p in graph.params) - capacity)
@@ -117,6 +112,11 @@ def run(graph: Graph, options: PassOptions) -> Graph:
         schedule = _fitting_schedule(graph, block, capacity, options.alignment)
         if schedule is not None and (best is None or rank(schedule) < rank(best)):
             best = schedule
+    if best is not None:
+        # Deeper prefetch lets the loading thread run further ahead of the kernels, so reads overlap more of the
+        # compute; it costs only slots held longer, so it is as deep as the plan still fits, up to MAX_PREFETCH.
+        deeper = (replace(best, prefetch=p) for p in range(MAX_PREFETCH, best.prefetch, -1))
+        best = next((s for s in deeper if fits(graph, s, options.alignment, capacity)), best)
     if best is None:
         smallest = min(
             arena_bytes(replace(graph, schedule=Schedule(b, tuple(p.name for p in graph.params))), options.alignment)

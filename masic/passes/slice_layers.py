@@ -88,16 +88,21 @@ def candidate_limits(graph: Graph) -> list[int]:
     return limits
 
 
+def resident_bytes(graph: Graph, alignment: int, budget: int | None = None) -> int:
+    """Arena of the plan with every weight resident, placed as thoroughly as assign-offsets places it without a
+    budget, so that a budget equal to that arena keeps that plan (`arena_bytes` explains `budget`)."""
+    return arena_bytes(replace(graph, schedule=Schedule()), alignment, budget, thorough=True)
+
+
 def smallest_plan_bytes(graph: Graph, alignment: int, budget: int | None = None) -> int:
-    """Arena of the smallest plan the schedule pass can make of this graph: every weight streamed, with one step
-    per block or, when that makes neuron states transient (`transient_states`: each layer's state lives only while
-    the layer runs), with all T steps in one block; the smaller of the two. Blocks in between keep the state pinned
-    and hold more copies of the activations than one step does, so they need at least as much as one step per
-    block. With a budget, as for `arena_bytes`, the result is exact only when it exceeds the budget; and a plan
-    whose pinned neuron state alone exceeds it is not analysed (that state's bytes stand for it)."""
+    """Arena of the smallest plan the schedule pass starts from: every weight streamed, over the block sizes it
+    tries (`block_sizes`). The pass makes weights resident only from a plan that fits, so this is the smallest
+    budget under which it finds a schedule for this graph (unless every weight fits resident, `resident_bytes`).
+    With a budget, as for `arena_bytes`, the result is exact only when it exceeds the budget; and a plan whose
+    pinned neuron state alone exceeds it is not analysed (that state's bytes stand for it)."""
     streamed = tuple(p.name for p in graph.params)
     sizes = []
-    for block in smallest_plan_blocks(graph):
+    for block in block_sizes(graph):
         plan = replace(graph, schedule=Schedule(block, streamed))
         pinned_state = 0 if transient_states(plan) else _state_bytes(graph, alignment)
         over = budget is not None and pinned_state > budget
@@ -105,16 +110,16 @@ def smallest_plan_bytes(graph: Graph, alignment: int, budget: int | None = None)
     return min(sizes)
 
 
+def block_sizes(graph: Graph) -> list[int]:
+    """Candidate timesteps per block, largest first: only 1 when delays carry values across steps."""
+    if any(node.op == "delay" for node in graph.nodes):
+        return [1]
+    powers = [1 << k for k in range(graph.timesteps.bit_length()) if 1 << k < graph.timesteps]
+    return [graph.timesteps, *reversed(powers)]
+
+
 def _state_bytes(graph: Graph, alignment: int) -> int:
     return sum(len(state_names(n)) * align_up(n.type.nbytes, alignment) for n in graph.nodes if state_names(n))
-
-
-def smallest_plan_blocks(graph: Graph) -> list[int]:
-    """Timesteps per block of the smallest plans: one, and all T when that makes neuron states transient."""
-    blocks = [1]
-    if graph.timesteps > 1 and transient_states(replace(graph, schedule=Schedule(graph.timesteps))):
-        blocks.append(graph.timesteps)
-    return blocks
 
 
 def run(graph: Graph, options: PassOptions) -> Graph:
@@ -122,7 +127,7 @@ def run(graph: Graph, options: PassOptions) -> Graph:
         return graph
     capacity = options.capacity
     limits = candidate_limits(graph)
-    if not limits or arena_bytes(replace(graph, schedule=Schedule()), options.alignment, capacity) <= capacity:
+    if not limits or resident_bytes(graph, options.alignment, capacity) <= capacity:
         return graph  # every weight stays resident: nothing streams
     # Preferred first, coarsest to finest: pieces of at most 1/SLOT_SHARE of the budget, since streamed pieces pass
     # through slots (one read while another is used) and every byte of slot is a byte no resident weight can use.

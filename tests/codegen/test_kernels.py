@@ -29,6 +29,7 @@ from masic.codegen.kernels import (
     NeuronKernel,
     Pool2dKernel,
     RowsKernel,
+    prim_func,
 )
 from masic.ir.graph import Node
 from masic.ir.interpret import conv2d, neuron_step, pool2d
@@ -542,3 +543,19 @@ def test_parallel_pool(threads: str, tmp_path: Path) -> None:
         check=True,
     )
     subprocess.run([*runner, str(exe)], check=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "parallel"),
+    [
+        (DenseKernel("d", 1024, 1024), True),
+        (DenseKernel("d", 256, 64), False),
+        (Conv2dKernel("c", (1, 28, 28), 32, (5, 5)), True),
+        (Conv2dKernel("c", (1, 8, 8), 16, (3, 3), padding=(1, 1)), False),
+        (Pool2dKernel("p", "max", (64, 8, 8), (2, 2), (2, 2)), False),
+        (Pool2dKernel("p", "max", (64, 32, 32), (2, 2), (2, 2)), True),
+    ],
+)
+def test_only_kernels_with_enough_work_wake_the_thread_pool(kernel, parallel: bool) -> None:
+    """A parallel launch wakes the pool, which costs more than a small kernel's whole work."""
+    assert ("T.parallel" in prim_func(kernel, 8).script()) == parallel

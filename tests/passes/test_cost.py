@@ -16,7 +16,7 @@ from masic.ir.verify import verify
 from masic.passes import DEFAULT_PIPELINE, PassOptions
 from masic.passes import assign_offsets as assign_offsets_module
 from masic.passes.manager import PassManager
-from masic.passes.schedule import bytes_read
+from masic.passes.schedule import MAX_PREFETCH, bytes_read, fits
 from masic.passes.slice_layers import SLOT_SHARE, candidate_limits
 from tests.norse_models import MODELS
 from tests.strategies import graphs
@@ -113,3 +113,17 @@ def test_vgg16_is_planned_with_few_placements(monkeypatch) -> None:
     weights = sum(p.type.nbytes for p in planned.params)
     assert bytes_read(planned, planned.schedule) <= weights
     assert len(calls) <= 40, len(calls)
+
+
+@settings(max_examples=25, deadline=None)
+@given(graphs(max_layers=4), st.floats(0.0, 1.0))
+def test_streamed_slots_are_filled_as_early_as_the_budget_allows(graph, where) -> None:
+    """The schedule's prefetch is the deepest (up to MAX_PREFETCH) with which the plan still fits."""
+    smallest = minimum_budget(graph, ALIGN)
+    budget = smallest + int(where * (plan(graph, None).plan.arena_bytes - smallest))
+    planned = plan(graph, budget)
+    schedule = planned.schedule
+    assert 1 <= schedule.prefetch <= MAX_PREFETCH
+    if schedule.streamed and schedule.prefetch < MAX_PREFETCH:
+        deeper = replace(schedule, prefetch=schedule.prefetch + 1)
+        assert not fits(planned, deeper, ALIGN, budget - budget % ALIGN)

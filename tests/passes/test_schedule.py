@@ -68,7 +68,7 @@ def test_a_tight_budget_streams_weights_in_blocks() -> None:
     streamed_bytes = sum(planned.param(p).type.nbytes for p in schedule.streamed)
     assert bytes_read(planned, schedule) < graph.timesteps * streamed_bytes
     text = print_graph(planned)
-    filecheck(text, f"CHECK: schedule block={schedule.block} prefetch=1 streamed=(@")
+    filecheck(text, f"CHECK: schedule block={schedule.block} prefetch={schedule.prefetch} streamed=(@")
     assert parse(text, planned.weights) == planned
     x = random_input(shape, 6)
     np.testing.assert_array_equal(run(planned, x, simulate_plan=True), run(graph, x))
