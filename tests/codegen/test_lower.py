@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from masic.codegen.kernels import AdaptiveAvgPool2dKernel, Pool2dKernel
+from masic.codegen.kernels import AdaptiveAvgPool2dKernel, Conv2dKernel, DenseKernel, Pool2dKernel
 from masic.codegen.lower import lower
 from masic.ir.text import parse
 from masic.passes import DEFAULT_PIPELINE, PassOptions
@@ -50,3 +50,29 @@ def test_a_delay_is_read_before_and_written_right_after_its_source() -> None:
     write = order.index(("prev", "delay state %prev.last <- %sum"))
     assert read < order.index(("sum", "")) == write - 1
     assert len({call.symbol for call in calls if call.node.name == "prev"}) == 1, "read and write share one copy"
+
+
+def test_a_one_by_one_convolution_of_a_one_by_one_map_runs_as_a_dense_kernel() -> None:
+    """Its (O, I, 1, 1) weight is a row-major (O, I) matrix, so the dense kernel reads it as it is; on a larger
+    map the convolution keeps its own kernel."""
+    text = """graph @pointwise timesteps=1 {
+  param @a.w : f32[6,4,1,1]
+  param @a.b : f32[6]
+  param @b.w : f32[3,4,1,1]
+  %in = input() : f32[4,1,1]
+  %a = conv2d(%in) {weight=@a.w, bias=@a.b, out_channels=6, kernel=(1,1), stride=(1,1), padding=(0,0), dilation=(1,1), groups=1} : f32[6,1,1]
+  %wide = adaptive_avgpool2d(%in) {output=(2,2)} : f32[4,2,2]
+  %b = conv2d(%wide) {weight=@b.w, out_channels=3, kernel=(1,1), stride=(1,1), padding=(0,0), dilation=(1,1), groups=1} : f32[3,2,2]
+  output %b
+}
+"""
+    rng = np.random.default_rng(0)
+    weights = {
+        name: rng.normal(size=shape).astype(np.float32)
+        for name, shape in (("a.w", (6, 4, 1, 1)), ("a.b", (6,)), ("b.w", (3, 4, 1, 1)))
+    }
+    graph = PassManager(DEFAULT_PIPELINE, PassOptions()).run(parse(text, weights))
+    kernels, calls = lower(graph)
+    by_node = {call.node.name: kernels[[k.symbol for k in kernels].index(call.symbol)] for call in calls}
+    assert by_node["a"] == DenseKernel(by_node["a"].symbol, 4, 6, True)
+    assert isinstance(by_node["b"], Conv2dKernel)
