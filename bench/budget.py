@@ -44,15 +44,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from masic.frontends.dispatch import ImportOptions, import_model
 from masic.targets import get_target
 
-from masic.analysis.cost import planned_latency
-from masic.analysis.minimum_budget import minimum_budget
+from masic.analysis.minimum_budget import folded, minimum_budget
 from masic.cli import positive_arg, shape_arg
 from masic.errors import MasicError
 from masic.ir.graph import Graph
 from masic.ir.ops import state_names
-from masic.passes import DEFAULT_PIPELINE, PassOptions
-from masic.passes.manager import PassManager
-from masic.passes.schedule import bytes_read
+from masic.passes import PassOptions
+from masic.sweep import SweepRow, plan_row
 from masic.units import parse_bytes
 
 TARGET = "x86_64"
@@ -80,24 +78,10 @@ class Budget:
     minimum: bool = False
 
 
-@dataclass(frozen=True)
-class Planned:
-    """What the planner decided at one budget, and how long the planning took (best of the repeats)."""
-
-    arena: int
-    block: int
-    streamed: int  # how many weights stream
-    streamed_bytes: int
-    read_bytes: int  # planned bytes read from weights.bin per inference (streamed weights only)
-    seconds: float
-    passes: tuple[tuple[str, float], ...] = ()  # the fastest planning's time per pass
-    model_s: float = 0.0  # the cost model's latency of the plan (masic.analysis.cost.planned_latency)
-
-
 @dataclass
 class Row:
     budget: Budget
-    plan: Planned
+    plan: SweepRow
     out: Path = Path()
     runs: list[dict] = field(default_factory=list)  # every run's JSON line
     compile_s: float = 0.0
@@ -172,8 +156,7 @@ def import_graph(spec: str, shape: tuple[int, ...], timesteps: int) -> Graph:
 
 def smallest_budget(graph: Graph, alignment: int) -> int:
     """The smallest budget that works, exactly as `masic compile` states it when refusing one."""
-    folded = PassManager(DEFAULT_PIPELINE[: DEFAULT_PIPELINE.index("fold-batchnorm") + 1]).run(graph)
-    return minimum_budget(folded, alignment)
+    return minimum_budget(folded(graph), alignment)
 
 
 def largest_working_set(graph: Graph) -> tuple[int, str]:
@@ -188,31 +171,11 @@ def largest_working_set(graph: Graph) -> tuple[int, str]:
     return best
 
 
-def plan(graph: Graph, budget: int | None, repeats: int = 1) -> tuple[Graph, Planned]:
-    """The planned graph at a budget (the whole default pipeline, x86_64 options) and its figures; the planning
-    time is the best of `repeats` runs."""
+def plan(graph: Graph, budget: int | None, repeats: int = 1) -> tuple[Graph, SweepRow]:
+    """The planned graph at a budget (the whole default pipeline, x86_64 options) and its figures, as
+    `masic compile --budget-sweep` reports them; the planning time is the best of `repeats` runs."""
     target = get_target(TARGET)
-    best, passes, planned = float("inf"), (), graph
-    for _ in range(repeats):
-        manager = PassManager(DEFAULT_PIPELINE, PassOptions(budget, target.alignment, target.machine))
-        started = time.perf_counter()
-        planned = manager.run(graph)
-        seconds = time.perf_counter() - started
-        if seconds < best:
-            best, passes = seconds, tuple(manager.timings)
-    schedule = planned.schedule
-    streamed = sum(planned.param(name).type.nbytes for name in schedule.streamed)
-    figures = Planned(
-        planned.plan.arena_bytes,
-        schedule.block,
-        len(schedule.streamed),
-        streamed,
-        bytes_read(planned, schedule),
-        best,
-        passes,
-        planned_latency(planned, schedule, target.machine),
-    )
-    return planned, figures
+    return plan_row(graph, budget, PassOptions(budget, target.alignment, target.machine), repeats)
 
 
 def _cli(*args: str):
@@ -270,8 +233,8 @@ def format_row(row: Row, reference: Row, weights: int) -> str:
     diff = "-" if row.max_diff is None else f"{row.max_diff:.1e}"
     return (
         f"{row.budget.label:<15}{_mb(stats['arena_bytes']):>9}{stats['block']:>6}{planned.streamed:>9}"
-        f"{_mb(planned.streamed_bytes):>7}{_mb(planned.read_bytes):>10}{_mb(stats['weight_bytes_read']):>9}"
-        f"{stats['weight_bytes_read'] / weights:>6.2f}{planned.seconds:>8.3f}{1e3 * latency:>9.1f}"
+        f"{_mb(planned.streamed_bytes):>7}{_mb(planned.bytes_read):>10}{_mb(stats['weight_bytes_read']):>9}"
+        f"{stats['weight_bytes_read'] / weights:>6.2f}{planned.planning_s:>8.3f}{1e3 * latency:>9.1f}"
         f"{1e3 * row.median_s:>7.1f}{ratio:>7.2f}"
         f"{stats['load_wait_s']:>8.3f}{_mb(stats['peak_rss_bytes']):>8}"
         f"{_mb(stats['peak_rss_bytes'] - stats['arena_bytes']):>10}{'yes' if rss_ok(row) else 'NO':>9}{diff:>10}"
@@ -292,7 +255,7 @@ def findings(rows: list[Row], weights: int) -> list[str]:
         median = row.median_s / reference.median_s
         read = row.stats["weight_bytes_read"] / weights
         resident = weights - row.plan.streamed_bytes
-        expected = resident + row.plan.read_bytes
+        expected = resident + row.plan.bytes_read
         lines.append(
             f"{row.budget.label}: latency {ratio:.2f}x none, best of runs ({'ok' if ratio <= LATENCY_LIMIT else 'OVER'}"
             f" <= {LATENCY_LIMIT}x; medians {median:.2f}x), read {read:.2f}x weights "
@@ -326,9 +289,9 @@ def draw(rows: list[Row], weights: int, path: Path, title: str) -> None:
     left.set_ylabel("latency per inference (ms)")
     left.set_ylim(bottom=0)
     right.plot(xs, [r.stats["weight_bytes_read"] / MB for r in budgeted], "o-", label="measured (loader)")
-    planned = [(weights - r.plan.streamed_bytes + r.plan.read_bytes) / MB for r in budgeted]
+    planned = [(weights - r.plan.streamed_bytes + r.plan.bytes_read) / MB for r in budgeted]
     right.plot(xs, planned, "x--", label="planned (resident once + streamed)")
-    right.plot(xs, [r.plan.read_bytes / MB for r in budgeted], "^-", label="of which streamed (plan)")
+    right.plot(xs, [r.plan.bytes_read / MB for r in budgeted], "^-", label="of which streamed (plan)")
     right.axhline(
         reference.stats["weight_bytes_read"] / MB, ls="--", color="grey", label="unconstrained (= weights, once)"
     )
@@ -352,8 +315,8 @@ def compiled_row(args: argparse.Namespace, budget: Budget, graph: Graph, work: P
     _, planned = plan(graph, budget.bytes, args.plan_repeats)
     passes = ", ".join(f"{name} {seconds:.3f}" for name, seconds in planned.passes if seconds >= 0.0005)
     print(
-        f"  {budget.label}: planned in {planned.seconds:.3f} s ({passes or 'every pass < 0.5 ms'}); cost model "
-        f"{1e3 * planned.model_s:.1f} ms per inference; compiling ...",
+        f"  {budget.label}: planned in {planned.planning_s:.3f} s ({passes or 'every pass < 0.5 ms'}); cost model "
+        f"{1e3 * planned.latency_s:.1f} ms per inference; compiling ...",
         end="",
         flush=True,
     )
@@ -410,7 +373,7 @@ def bench(args: argparse.Namespace) -> int:
         f"{time.perf_counter() - searched:.2f} s",
         flush=True,
     )
-    working_set, layer = largest_working_set(PassManager(DEFAULT_PIPELINE[:2]).run(graph))
+    working_set, layer = largest_working_set(folded(graph))
     print(
         f"largest layer's working set (operands + output + neuron state + weights): {working_set:,} bytes "
         f"({working_set / MB:.2f} MB) at %{layer}; the minimum is {minimum / working_set:.2f}x that",

@@ -334,12 +334,10 @@ def write_report(graph, folder: Path, title: str, budget: int | None) -> None:
 
 def _budget_refusal(graph, budget: int, alignment: int) -> str:
     """The one-line refusal of a budget no plan meets, with the smallest budget that works."""
-    from masic.analysis.minimum_budget import minimum_budget
-    from masic.passes.manager import PassManager
+    from masic.analysis.minimum_budget import folded, minimum_budget
 
     _progress(f"the budget {format_bytes(budget)} does not fit; finding the smallest that does")
-    folded = PassManager(DEFAULT_PIPELINE[: DEFAULT_PIPELINE.index("fold-batchnorm") + 1]).run(graph)
-    smallest = minimum_budget(folded, alignment)
+    smallest = minimum_budget(folded(graph), alignment)
     return (
         f"the budget {format_bytes(budget)} ({budget} bytes) is below the smallest that works for this model and "
         f"target, {format_bytes(smallest)}; use --budget {smallest}"

@@ -47,12 +47,12 @@ def test_table_and_checks_on_a_tiny_model(budget, tmp_path: Path) -> None:
     rows = []
     for b in budget.resolve_budgets(["none", "min"], minimum):
         _, planned = budget.plan(graph, b.bytes)
-        assert planned.arena <= (b.bytes or planned.arena) and planned.seconds > 0
+        assert planned.arena <= (b.bytes or planned.arena) and planned.planning_s > 0
         row = budget.Row(b, planned)
         resident = weights - planned.streamed_bytes
         for wall in (0.002, 0.001, 0.003):  # what the loader's JSON line would say
             stats = {"wall_s": wall, "peak_rss_bytes": planned.arena + (1 << 20), "arena_bytes": planned.arena}
-            stats |= {"block": planned.block, "weight_bytes_read": resident + planned.read_bytes, "load_wait_s": 0.0}
+            stats |= {"block": planned.block, "weight_bytes_read": resident + planned.bytes_read, "load_wait_s": 0.0}
             row.runs.append(stats)
         row.max_diff = None if b.bytes is None else 0.0
         rows.append(row)

@@ -13,8 +13,15 @@ from __future__ import annotations
 from itertools import chain
 
 from masic.ir.graph import Graph
+from masic.passes import DEFAULT_PIPELINE
+from masic.passes.manager import PassManager
 from masic.passes.patch_rows import candidates
 from masic.passes.slice_layers import candidate_limits, resident_bytes, slice_to, smallest_plan_bytes
+
+
+def folded(graph: Graph) -> Graph:
+    """An imported graph as slice-layers receives it (typed, batch norm folded), the graph `minimum_budget` takes."""
+    return PassManager(DEFAULT_PIPELINE[: DEFAULT_PIPELINE.index("fold-batchnorm") + 1]).run(graph)
 
 
 def minimum_budget(graph: Graph, alignment: int) -> int:

@@ -93,11 +93,10 @@ def run(graph: Graph, options: PassOptions) -> Graph:
     if leftover:
         raise PassError(NAME, "batchnorm2d has no kernel; run fold-batchnorm first", leftover[0])
     planned = layout(graph, options.alignment)
-    base = planned.pinned_bytes
-    offsets, top = {}, 0
+    offsets, base = {}, 0  # pinned buffers stacked from 0; the rest placed above them
     for buffer in planned.pinned:
-        offsets[buffer.name] = top
-        top += align_up(buffer.size, options.alignment)
+        offsets[buffer.name] = base
+        base += align_up(buffer.size, options.alignment)
     # Without a budget the heuristics alone decide (they reach the lower bound on every model we have seen);
     # the exact search is spent only on making a budget fit.
     search_seconds = SEARCH_SECONDS if options.budget is not None else None

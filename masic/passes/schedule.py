@@ -31,7 +31,7 @@ from masic.ir.graph import Graph, Schedule
 from masic.passes.assign_offsets import arena_bytes, layout, placed_bytes
 from masic.passes.base import PassOptions
 from masic.passes.check_budget import BudgetError, format_bytes
-from masic.passes.slice_layers import block_sizes, resident_bytes
+from masic.passes.slice_layers import block_sizes, resident_bytes, smallest_plan_bytes
 
 NAME = "schedule"
 MAX_PREFETCH = 4  # positions a streamed slot may be filled ahead of its first reader
@@ -118,10 +118,7 @@ def run(graph: Graph, options: PassOptions) -> Graph:
         deeper = (replace(best, prefetch=p) for p in range(MAX_PREFETCH, best.prefetch, -1))
         best = next((s for s in deeper if fits(graph, s, options.alignment, capacity)), best)
     if best is None:
-        smallest = min(
-            arena_bytes(replace(graph, schedule=Schedule(b, tuple(p.name for p in graph.params))), options.alignment)
-            for b in blocks
-        )
+        smallest = smallest_plan_bytes(graph, options.alignment)
         raise BudgetError(
             NAME,
             f"the budget {format_bytes(options.budget)} is below the smallest that works for this model and "
