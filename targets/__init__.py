@@ -60,15 +60,15 @@ TARGETS: Mapping[str, Target] = MappingProxyType(
                 "aarch64-linux-gnu-gcc",
                 ("qemu-aarch64",),
                 machine=Machine(
-                    macs_per_second=20e9, memory_bytes_per_second=10e9, read_bytes_per_second=90e6
-                ),  # SD card
+                    macs_per_second=20e9, memory_bytes_per_second=10e9, read_bytes_per_second=90e6, cache_bytes=2 << 20
+                ),  # SD card; the Cortex-A76 cluster's 2 MB L3
             ),
             Target(
                 "x86_64",
                 "this x86-64 machine (kernels tuned for its CPU)",
                 {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "host"},
                 "cc",
-                machine=Machine(macs_per_second=50e9, memory_bytes_per_second=10e9, read_bytes_per_second=2e9),  # NVMe
+                machine=Machine(50e9, 10e9, read_bytes_per_second=2e9, cache_bytes=2 << 20),  # NVMe; 2 MB L2 per core
             ),
         )
     }

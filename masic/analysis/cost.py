@@ -6,7 +6,10 @@
 
 `work` is multiply-accumulates for conv2d and dense, and one operation per output element (neurons, pools, adds,
 copies) for the rest; `traffic` is the bytes a call moves through memory (its weights, operands, output and
-state), which bounds layers such as large dense ones that do little work per weight. The loading thread reads a
+state), which bounds layers such as large dense ones that do little work per weight. Weights that fit the cache
+stay there from step to step (counted once per inference); larger ones are read from memory once per step, or
+once per block by a batched layer (`Graph.batched`), which is what makes blocks pay without a budget. The loading
+thread reads a
 block's weights while the kernels run, so a block takes the longer of the two: reading hides behind compute until
 the streamed bytes outgrow it. A plan's latency therefore falls as
 blocks grow (fewer re-reads) and as more weights stay resident, and the cost model says by how much on each target.
@@ -17,7 +20,7 @@ for reading a file from the device's usual storage, estimates, not measurements 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import prod
 
 from masic.ir.graph import Graph, Node, Schedule
@@ -32,6 +35,7 @@ class Machine:
     macs_per_second: float
     memory_bytes_per_second: float
     read_bytes_per_second: float
+    cache_bytes: int = 1 << 20  # the last cache level a core can count on keeping a layer's weights in
 
 
 def node_work(node: Node, graph: Graph) -> int:
@@ -47,20 +51,26 @@ def node_work(node: Node, graph: Graph) -> int:
     return node.type.numel
 
 
-def node_traffic(node: Node, graph: Graph) -> int:
-    """Bytes one call of a node moves through memory: weights, operands, output, and state read and written."""
+def node_traffic(node: Node, graph: Graph, machine: Machine) -> float:
+    """Bytes one step of a node moves through memory: weights (see the module's docstring), operands, output, and
+    state read and written."""
     assert node.type is not None
     weights = sum(graph.param(ref.name).type.nbytes for _, ref in node.param_refs())
+    if weights <= machine.cache_bytes:
+        weights /= graph.timesteps
+    elif graph.batched(node):
+        weights /= graph.schedule.block
     operands = sum(graph.node(value).type.nbytes for value in node.inputs)
     return weights + operands + node.type.nbytes * (1 + 2 * len(state_names(node)))
 
 
 def step_seconds(graph: Graph, machine: Machine) -> float:
-    """Compute time of one timestep: each node bound by its arithmetic or by its memory traffic."""
+    """Compute time of one timestep under the graph's schedule: each node bound by its arithmetic or by its memory
+    traffic."""
     return sum(
         max(
             node_work(node, graph) / machine.macs_per_second,
-            node_traffic(node, graph) / machine.memory_bytes_per_second,
+            node_traffic(node, graph, machine) / machine.memory_bytes_per_second,
         )
         for node in graph.nodes
         if node.op not in ("input", "flatten", "reshape")
@@ -69,7 +79,7 @@ def step_seconds(graph: Graph, machine: Machine) -> float:
 
 def planned_latency(graph: Graph, schedule: Schedule, machine: Machine) -> float:
     """Seconds one inference of graph.timesteps steps takes under `schedule`, by the model above."""
-    step = step_seconds(graph, machine)
+    step = step_seconds(replace(graph, schedule=schedule), machine)
     streamed = sum(graph.param(name).type.nbytes for name in schedule.streamed)
     read = streamed / machine.read_bytes_per_second
     full, rest = divmod(graph.timesteps, schedule.block)

@@ -13,7 +13,8 @@ A buffer is live over [start, end):
   fills it with its initial value once per block (which is once per sample: such a plan runs one block only);
 - a streamed weight has a slot, live from `prefetch` positions before its first reader (the loading thread fills
   it meanwhile) to its last reader;
-- an activation lives from the position that writes it to the last position that reads it (inclusive);
+- an activation lives from the position that writes it to the last position that reads it (inclusive); a batched
+  node (`Graph.batched`) reads and writes every step's copy at its first position;
 - the steps' inputs live from 0, their outputs until P (the loader writes and reads them outside the block);
 - kernel scratch lives only inside its position ([p, p+1)).
 Two kinds of values own no buffer of their own:
@@ -44,11 +45,15 @@ def transient_states(graph: Graph) -> bool:
     """Whether the graph's neuron state lives only while its node runs, rather than for the whole run.
 
     True when one block covers the whole run (`schedule.block >= timesteps`: every node runs all its steps at once,
-    layer-major) and no `delay` carries a value from one step to the next across nodes. Liveness, code generation
+    layer-major), no `delay` carries a value from one step to the next across nodes, and the schedule does not ask
+    to carry state over blocks (`Schedule.carry_state`). Liveness, code generation
     and the plan simulator all decide by this function. Such a plan loads every state's initial value at the start
     of its node's lifetime in each block, so it cannot run more steps than one block: state would not carry over.
     """
-    return graph.schedule.block >= graph.timesteps and not any(node.op == "delay" for node in graph.nodes)
+    schedule = graph.schedule
+    if schedule.carry_state or schedule.block < graph.timesteps:
+        return False
+    return not any(node.op == "delay" for node in graph.nodes)
 
 
 def scratch_bytes(node: Node, operand_bytes: int, operand_shape: tuple[int, ...]) -> int:
@@ -76,11 +81,12 @@ def analyse(graph: Graph, alignment: int = 16) -> Liveness:
     last_read: dict[str, int] = {}
     param_uses: dict[str, list[int]] = {}
     for p, (node, t) in enumerate(order):
+        call = graph.call_position(p, node, t)
         last_read.setdefault(graph.copy_name(node.name, t), -1)
         for value in node.inputs:
-            last_read[graph.copy_name(value, t)] = p
+            last_read[graph.copy_name(value, t)] = call
         for _, ref in node.param_refs():
-            param_uses.setdefault(ref.name, []).append(p)
+            param_uses.setdefault(ref.name, []).append(call)
     for t in range(graph.schedule.block):
         last_read[graph.copy_name(graph.output, t)] = n
     transient = transient_states(graph)
@@ -103,10 +109,10 @@ def analyse(graph: Graph, alignment: int = 16) -> Liveness:
             root[name] = root[operand]
         else:
             root[name] = name
-            start[name] = (0 if node.op == "input" else p, node)
+            start[name] = (0 if node.op == "input" else graph.call_position(p, node, t), node)
         owner = root[name]
         # last_read covers every reader of every copy, so each buffer's end is known once its owner is placed.
-        end[owner] = max(end.get(owner, 0), last_read[name] + 1, p + 1)
+        end[owner] = max(end.get(owner, 0), last_read[name] + 1, graph.call_position(p, node, t) + 1)
         values.append((name, owner))
         if neuron_op(node.op) and t == 0:
             # A node's positions are p..p+block-1 (layer-major), and only they read or write its state.

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from tvm import ir, s_tir, te, tirx
+from tvm import script as tvm_script
 from tvm.s_tir.schedule import SBlockRV
 
 FLOAT = "float32"
@@ -141,24 +142,33 @@ class Conv2dKernel(_WindowArgs):
 
 @dataclass(frozen=True)
 class DenseKernel(_KernelArgs):
-    """Fully connected layer ``y = w @ x (+ b)``, w of shape (out, in) as torch.nn.Linear.
+    """Fully connected layer ``y = w @ x (+ b)``, w of shape (out, in) as torch.nn.Linear, for ``steps`` timesteps
+    at once: each step has its own input and output, and the weights are read once for all of them.
 
-    C signature: ``int32_t symbol(float* x, float* w, [float* b,] float* y)``.
+    C signature: ``int32_t symbol(float* x, float* w, [float* b,] float* y)``, and with S = ``steps`` > 1
+    ``int32_t symbol(float* x0, ..., float* x{S-1}, float* w, [float* b,] float* y0, ..., float* y{S-1})``.
     """
 
     symbol: str
     in_features: int
     out_features: int
     bias: bool = True
+    steps: int = 1
 
     def out_shape(self) -> tuple[int]:
         """Output shape (out_features,)."""
         return (self.out_features,)
 
+    def step_names(self, name: str) -> tuple[str, ...]:
+        """The per-step argument names of an input or output: ``x``, or ``x0``..``x{S-1}``."""
+        return (name,) if self.steps == 1 else tuple(f"{name}{t}" for t in range(self.steps))
+
     def arg_shapes(self) -> dict[str, tuple[int, ...]]:
-        """x (in,), w (out, in), [b (out,)], y (out,)."""
+        """x (in,) per step, w (out, in), [b (out,)], y (out,) per step."""
+        xs = dict.fromkeys(self.step_names("x"), (self.in_features,))
+        ys = dict.fromkeys(self.step_names("y"), self.out_shape())
         bias = {"b": (self.out_features,)} if self.bias else {}
-        return {"x": (self.in_features,), "w": (self.out_features, self.in_features), **bias, "y": self.out_shape()}
+        return {**xs, "w": (self.out_features, self.in_features), **bias, **ys}
 
 
 @dataclass(frozen=True)
@@ -593,6 +603,52 @@ def _dense(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
     return _to_c_abi(sch.mod["main"], k.symbol, k.arg_names())
 
 
+def _dense_steps(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
+    """Matrix-vector products of several timesteps sharing one pass over the weights.
+
+    Like ``_dense``: each output row accumulates ``lanes`` interleaved partial sums over contiguous weights, a tile
+    of rows at a time, but every weight vector loaded feeds one accumulator per step, so a weight matrix larger
+    than the caches is read from memory once per call rather than once per step. Steps go in groups of up to
+    ``_MAX_ACC_VECTORS`` accumulators (more would spill registers); each step's accumulator is its own small
+    buffer, kept in registers. The steps' inputs and outputs are separate arguments, so the kernel is written in
+    TVMScript, generated here with one statement per step.
+    """
+    n_in, n_out, n_steps = k.in_features, k.out_features, k.steps
+    step = math.gcd(n_in, lanes)
+    group = min(n_steps, _MAX_ACC_VECTORS)
+    rows = _tile(n_out, max(1, _MAX_ACC_VECTORS // group))
+    loop = "T.parallel" if n_in * n_out * n_steps >= _PARALLEL_MIN_WORK else "T.serial"
+    buffers = [*(f"{x}: T.Buffer(({n_in},), 'float32')" for x in k.step_names("x"))]
+    buffers += [f"w: T.Buffer(({n_out}, {n_in}), 'float32')"]
+    buffers += [f"b: T.Buffer(({n_out},), 'float32')"] * k.bias
+    buffers += [f"{y}: T.Buffer(({n_out},), 'float32')" for y in k.step_names("y")]
+    row = f"jo * {rows} + ji"
+    lines = [
+        "@T.prim_func(private=True)",
+        f"def main({', '.join(buffers)}):",
+        "    T.func_attr({'tirx.noalias': True})",
+        f"    for jo in {loop}({n_out // rows}):",
+    ]
+    for first in range(0, n_steps, group):
+        steps = range(first, min(first + group, n_steps))
+        lines += [f"        acc{t} = T.alloc_buffer(({rows}, {step}), 'float32')" for t in steps]
+        lines += [f"        for ji in T.unroll({rows}):", f"            for lane in T.vectorized({step}):"]
+        lines += [f"                acc{t}[ji, lane] = T.float32(0)" for t in steps]
+        lines += [f"        for ko in range({n_in // step}):", f"            for ji in T.unroll({rows}):"]
+        lines += [f"                for lane in T.vectorized({step}):"]
+        term = f"w[{row}, ko * {step} + lane]"
+        lines += [
+            f"                    acc{t}[ji, lane] = acc{t}[ji, lane] + x{t}[ko * {step} + lane] * {term}"
+            for t in steps
+        ]
+        lines += [f"        for ji in T.unroll({rows}):"]
+        bias = f" + b[{row}]" if k.bias else ""
+        for t in steps:
+            total = " + ".join(f"acc{t}[ji, {lane}]" for lane in range(step))
+            lines.append(f"            y{t}[{row}] = {total}{bias}")
+    return _to_c_abi(tvm_script.from_source("\n".join(lines)), k.symbol, k.arg_names())
+
+
 def _pool2d(k: Pool2dKernel, lanes: int) -> tirx.PrimFunc:
     """Max / average pooling sharing the conv schedule (tiled accumulators over the window)."""
     (kh, kw), (sh, sw) = k.kernel, k.stride
@@ -772,6 +828,8 @@ def prim_func(kernel: Kernel, lanes: int) -> tirx.PrimFunc:
     match kernel:
         case Conv2dKernel():
             return _conv2d(kernel, lanes)
+        case DenseKernel() if kernel.steps > 1:
+            return _dense_steps(kernel, lanes)
         case DenseKernel():
             return _dense(kernel, lanes)
         case Pool2dKernel():

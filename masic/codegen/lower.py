@@ -143,6 +143,17 @@ def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
     return kernel, binding
 
 
+def _batched_kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
+    """The kernel of a batched node (`Graph.batched`): one call computes every step of the block, each step's input
+    and output copy bound to its own argument."""
+    kernel, binding = _kernel_for(node, graph)
+    kernel = dataclasses.replace(kernel, steps=graph.schedule.block)
+    for arg in ("x", "y"):
+        value = binding.pop(arg)
+        binding |= {name: graph.copy_name(value, t) for t, name in enumerate(kernel.step_names(arg))}
+    return kernel, binding
+
+
 def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
     """One kernel per distinct signature, and the call sequence of one block. Right after a delay's source is
     computed (or, for a view or the input, at its position), a copy writes it into the delay's state."""
@@ -183,6 +194,9 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
                 note = f"%{node.name}[{shift // 4}:{shift // 4 + part_type.numel}] <- %{part}"
                 call(node, copy, {"x": part, "y": node.name}, position, step, note, shift)
                 shift += part_type.nbytes
+        elif graph.batched(node):
+            if step == 0:  # its other positions run nothing
+                call(node, *_batched_kernel_for(node, graph), position, step)
         elif node.op not in NO_KERNEL_OPS:
             call(node, *_kernel_for(node, graph), position, step)
         for delay in delays_of.get(node.name, ()):
@@ -197,8 +211,10 @@ def _c_offsets(graph: Graph, value: str) -> str:
     return ", ".join(f"{graph.plan.buffer_of(graph.copy_name(value, t)).offset}u" for t in range(graph.schedule.block))
 
 
-def _step_note(call: KernelCall, block: int) -> str:
-    return f" (step {call.step} of the block)" if block > 1 else ""
+def _step_note(call: KernelCall, graph: Graph) -> str:
+    if graph.batched(call.node):
+        return " (every step of the block)"
+    return f" (step {call.step} of the block)" if graph.schedule.block > 1 else ""
 
 
 def _c_table(ctype: str, name: str, rows: list[tuple[tuple[int, ...], str]], width: int) -> str:
@@ -263,7 +279,7 @@ def emit_model_c(
         for call in by_position.get(position, []):
             args = ", ".join(f"(float *)(arena + {offset}u)" for _, offset in call.args)
             guard = f"if ({call.step} < nsteps && " if call.step else "if ("
-            body += f"  /* {(call.note or format_node(call.node)).replace('*/', '* /')}{_step_note(call, block)} */\n"
+            body += f"  /* {(call.note or format_node(call.node)).replace('*/', '* /')}{_step_note(call, graph)} */\n"
             body += f"  {guard}(rc = {call.symbol}({args})) != 0) return rc;\n"
         if loads:
             body += f"  masic_reached({position + 1}u);\n"

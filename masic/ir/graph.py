@@ -153,12 +153,17 @@ class Schedule:
     weights.bin and are read into an arena slot once per block, starting `prefetch` positions before their first
     use so the read overlaps computation; all other weights are resident for the whole run. When one block covers
     the whole run (`block >= timesteps`, no delays), each layer's neuron state lives only while the layer runs and
-    is loaded like a streamed weight (`masic.analysis.liveness.transient_states`).
+    is loaded like a streamed weight (`masic.analysis.liveness.transient_states`), unless `carry_state` keeps it in
+    place from block to block so that the artifact runs inputs longer than one block (the plan without a budget).
+
+    In blocks of more than one step, a dense layer computes all the block's steps in one call at its first
+    position (`Graph.batched`): one pass over its weights instead of one per step.
     """
 
     block: int = 1
     streamed: tuple[str, ...] = ()
     prefetch: int = 1
+    carry_state: bool = False
 
 
 @dataclass(frozen=True)
@@ -193,6 +198,16 @@ class Graph:
     def positions(self) -> list[tuple[Node, int]]:
         """One block's kernel calls in execution order, (node, step within the block): layer-major."""
         return [(node, t) for node in self.nodes for t in range(self.schedule.block)]
+
+    def batched(self, node: Node) -> bool:
+        """Whether the node computes every step of a block in one call, at its first position (step 0): dense layers
+        in blocks of several steps, which then read their weights once per block. Its positions for steps 1.. run
+        nothing; it reads all its operands' copies and writes all its outputs' copies at the first."""
+        return self.schedule.block > 1 and node.op == "dense"
+
+    def call_position(self, position: int, node: Node, step: int) -> int:
+        """The position whose kernel call computes `node` for `step`, given the node's position for that step."""
+        return position - step if self.batched(node) else position
 
     def copy_name(self, value: str, step: int) -> str:
         """The name of a value's copy for one step of a block (the value itself when blocks are single steps)."""

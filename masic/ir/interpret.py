@@ -243,12 +243,15 @@ def run(graph: Graph, x: np.ndarray, timesteps: int | None = None, simulate_plan
         count = min(block, steps - first)
         for position, (node, t) in enumerate(order):
             values.begin_position(position)
-            if t >= count:
+            # A batched node computes every step of the block at its first position (Graph.batched).
+            batched = simulate_plan and graph.batched(node)
+            if t >= count or (batched and t > 0):
                 continue
-            copy = partial(name_of, t=t)
-            values.store(copy(node.name), _execute(node, values, x[first + t] if sequence else x, copy))
-            for state in delays.get(node.name, ()):
-                values.arrays[state][...] = values.arrays[copy(node.name)]
+            for step in range(t, count if batched else t + 1):
+                copy = partial(name_of, t=step)
+                values.store(copy(node.name), _execute(node, values, x[first + step] if sequence else x, copy))
+                for state in delays.get(node.name, ()):
+                    values.arrays[state][...] = values.arrays[copy(node.name)]
         outputs += [values.arrays[name_of(graph.output, t)].copy() for t in range(count)]
     return np.stack(outputs)
 

@@ -67,7 +67,8 @@ def print_graph(graph: Graph) -> str:
     if graph.schedule != Schedule():
         s = graph.schedule
         streamed = ", ".join(f"@{p}" for p in s.streamed)
-        lines.append(f"  schedule block={s.block} prefetch={s.prefetch} streamed=({streamed})")
+        carry = " carry_state" if s.carry_state else ""
+        lines.append(f"  schedule block={s.block} prefetch={s.prefetch} streamed=({streamed}){carry}")
     lines.append("}")
     if graph.plan is not None:
         plan = graph.plan
@@ -93,7 +94,10 @@ _NODE = re.compile(
     r"(?: \{(?P<attrs>.*)\})? : (?P<type>\S+)(?: loc\((?P<loc>\".*\")\))?$"
 )
 _OUTPUT = re.compile(rf"^output %(?P<name>{_NAME})$")
-_SCHEDULE = re.compile(r"^schedule block=(?P<block>\d+) prefetch=(?P<prefetch>\d+) streamed=\((?P<streamed>[^)]*)\)$")
+_SCHEDULE = re.compile(
+    r"^schedule block=(?P<block>\d+) prefetch=(?P<prefetch>\d+) streamed=\((?P<streamed>[^)]*)\)"
+    r"(?P<carry> carry_state)?$"
+)
 _PLAN = re.compile(r"^plan arena=(?P<arena>\d+) align=(?P<align>\d+) lower_bound=(?P<lb>\d+) \{$")
 _BUFFER = re.compile(
     r"^buffer (?P<name>\S+) (?P<kind>[a-z]+) size=(?P<size>\d+) live=\[(?P<start>\d+),(?P<end>\d+)\) "
@@ -166,7 +170,7 @@ def parse(text: str, weights: Mapping[str, np.ndarray] | None = None) -> Graph:
                 nodes.append(Node(m["name"], m["op"], inputs, _parse_attrs(m["attrs"]), parse_type(m["type"]), loc))
             elif section == "graph" and (m := _SCHEDULE.match(line)):
                 streamed = tuple(s.strip().removeprefix("@") for s in m["streamed"].split(",") if s.strip())
-                graph["schedule"] = Schedule(int(m["block"]), streamed, int(m["prefetch"]))
+                graph["schedule"] = Schedule(int(m["block"]), streamed, int(m["prefetch"]), m["carry"] is not None)
             elif section == "graph" and (m := _OUTPUT.match(line)):
                 graph["output"] = m["name"]
             elif section in ("graph", "plan") and line == "}":

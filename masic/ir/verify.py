@@ -8,6 +8,7 @@ value placed in a buffer large enough).
 
 from __future__ import annotations
 
+from masic.analysis.liveness import transient_states
 from masic.errors import MasicError
 from masic.ir.graph import BUFFER_KINDS, Buffer, Graph, Node, ParamRef
 from masic.ir.ops import OPS, VARIADIC, ShapeError, neuron_op, state_names
@@ -177,7 +178,7 @@ def _check_lifetimes(graph: Graph, buffers: dict[str, Buffer], placed: dict[str,
     the overlap check this proves no value is overwritten before its last reader."""
     order = graph.positions()
     n = len(order)
-    carried = graph.schedule.block < graph.timesteps or any(node.op == "delay" for node in graph.nodes)
+    carried = not transient_states(graph)
     source_of = {node.attr("source"): node for node in graph.nodes if node.op == "delay"}
 
     def require(value: str, p: int, node: Node, role: str) -> None:
@@ -190,11 +191,12 @@ def _check_lifetimes(graph: Graph, buffers: dict[str, Buffer], placed: dict[str,
 
     for p, (node, t) in enumerate(order):
         name = graph.copy_name(node.name, t)
-        require(name, 0 if node.op == "input" else p, node, "input" if node.op == "input" else "output")
+        call = graph.call_position(p, node, t)
+        require(name, 0 if node.op == "input" else call, node, "input" if node.op == "input" else "output")
         for value in node.inputs:
-            require(graph.copy_name(value, t), p, node, "operand")
+            require(graph.copy_name(value, t), call, node, "operand")
         for _, ref in node.param_refs():
-            require(f"@{ref.name}", p, node, "weight")
+            require(f"@{ref.name}", call, node, "weight")
         states = [*state_names(node), *(state_names(source_of[node.name]) if node.name in source_of else ())]
         for state in states:
             require(state, p, node, "state")

@@ -1,9 +1,15 @@
-"""schedule{budget}: decide how the timestep loop runs and which weights stream, from the memory budget alone.
+"""schedule{budget}: decide how the timestep loop runs and which weights stream, from the memory budget and the
+target's cost model.
 
-Without a budget, or when every weight fits resident, the plan is timestep-major (blocks of one step) with all
-weights resident. Otherwise, for each block size B (T, then powers of two down to 1; only B = 1 when the graph has
-delays, whose values cross steps), it starts from every weight streamed and makes weights resident, largest first,
-while the plan still fits the budget. Among the fitting plans it keeps the fastest by the target's cost model
+Without a budget, or when every weight fits resident, all weights are resident, and the block is the smallest
+whose planned latency is within `BLOCK_GAIN` of the fastest block that fits (state carried from block to block, so
+the artifact runs inputs of any length): blocks pay when a dense layer's weights outgrow the cache, since a
+batched layer reads them once per block (`Graph.batched`), and otherwise cost activation copies and early-exit
+granularity (the loader can stop only between blocks).
+
+Otherwise, for each block size B (T, then powers of two down to 1; only B = 1 when the graph has delays, whose
+values cross steps), it starts from every weight streamed and makes weights resident, largest first, while the
+plan still fits the budget. Among the fitting plans it keeps the fastest by the target's cost model
 (`masic.analysis.cost.planned_latency`: per block, the longer of its compute and its weight reads); ties go to the
 plan that reads fewer bytes per inference, then to the smaller block (fewer copies of activations). Weights are
 read once per block instead of once per timestep. Last, the slots of streamed weights are filled as far ahead of
@@ -35,6 +41,7 @@ from masic.passes.slice_layers import block_sizes, resident_bytes, smallest_plan
 
 NAME = "schedule"
 MAX_PREFETCH = 4  # positions a streamed slot may be filled ahead of its first reader
+BLOCK_GAIN = 0.02  # a larger block of resident weights must be planned this much faster than the smallest
 
 
 def fits(graph: Graph, schedule: Schedule, alignment: int, budget: int) -> bool:
@@ -91,13 +98,29 @@ def _fitting_schedule(graph: Graph, block: int, budget: int, alignment: int, bou
     return schedule
 
 
-def run(graph: Graph, options: PassOptions) -> Graph:
-    resident = replace(graph, schedule=Schedule())
-    if options.budget is None:
-        return resident
+def _resident_schedule(graph: Graph, options: PassOptions) -> Schedule:
+    """Every weight resident, in the smallest block that fits and is within BLOCK_GAIN of the fastest that fits.
+    State is carried from block to block; should no such plan fit the budget, the plain resident plan (which
+    fits: the caller checked) keeps it only where the run's single block needs it (`transient_states`)."""
     capacity = options.capacity
-    if resident_bytes(graph, options.alignment, capacity) <= capacity:
-        return resident
+
+    def schedule(block: int) -> Schedule:  # carry_state matters only when a block covers the run
+        return Schedule(block, carry_state=True) if block >= graph.timesteps else Schedule(block)
+
+    candidates = [schedule(b) for b in sorted(block_sizes(graph))]
+    if capacity is not None:
+        candidates = [s for s in candidates if s == Schedule() or fits(graph, s, options.alignment, capacity)]
+    if not candidates:
+        return Schedule()
+    latency = {s: planned_latency(graph, s, options.machine) for s in candidates}
+    fastest = min(latency.values())
+    return next(s for s in candidates if latency[s] <= fastest * (1 + BLOCK_GAIN))
+
+
+def run(graph: Graph, options: PassOptions) -> Graph:
+    capacity = options.capacity
+    if capacity is None or resident_bytes(graph, options.alignment, capacity) <= capacity:
+        return replace(graph, schedule=_resident_schedule(graph, options))
     blocks = block_sizes(graph)
     beyond_budget = max(0, sum(p.type.nbytes for p in graph.params) - capacity)
 

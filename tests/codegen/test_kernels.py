@@ -78,13 +78,15 @@ def _conv_case(rng: np.random.Generator, k: Conv2dKernel) -> Case:
 
 
 def _dense_case(rng: np.random.Generator, k: DenseKernel) -> Case:
-    x = _rand(rng, k.in_features)
+    """A dense kernel of one or more steps: each step's input x{t} and output y{t} its own argument."""
+    xs = {name: _rand(rng, k.in_features) for name in k.step_names("x")}
     w = _rand(rng, k.out_features, k.in_features, scale=1 / math.sqrt(k.in_features))
     b = _rand(rng, k.out_features)
-    args = {"x": x, "w": w, "b": b, "y": np.zeros(k.out_features, np.float32)}
+    args = xs | {"w": w, "b": b} | {name: np.zeros(k.out_features, np.float32) for name in k.step_names("y")}
 
     def expected() -> dict[str, np.ndarray]:
-        return {"y": F.linear(_t(x), _t(w), _t(b) if k.bias else None).numpy()}
+        bias = _t(b) if k.bias else None
+        return {y: F.linear(_t(x), _t(w), bias).numpy() for x, y in zip(xs.values(), k.step_names("y"), strict=True)}
 
     return Case(k, {name: args[name] for name in k.arg_names()}, expected)
 
@@ -254,6 +256,9 @@ def _cases(big: bool) -> list[Case]:
         Conv2dKernel("conv_1x1", (5, 7, 21), 3, (1, 1)),
     ]
     dense = [DenseKernel("fc_100_10", 100, 10), DenseKernel("fc_37_5", 37, 5, bias=False)]
+    # several steps in one call (a batched layer): more steps than one group of accumulators, odd sizes, no bias
+    dense += [DenseKernel("fc_steps4", 100, 12, steps=4), DenseKernel("fc_steps3", 37, 5, bias=False, steps=3)]
+    dense.append(DenseKernel("fc_steps20", 64, 24, steps=20))
     pools = [
         Pool2dKernel("maxpool_pad", "max", (8, 16, 16), (3, 3), (2, 2), (1, 1)),
         Pool2dKernel("maxpool_odd", "max", (3, 7, 9), (2, 2), (2, 2)),
@@ -269,7 +274,7 @@ def _cases(big: bool) -> list[Case]:
     ]
     if big:
         convs.append(Conv2dKernel("conv_big", (64, 32, 32), 64, (3, 3), padding=(1, 1)))
-        dense.append(DenseKernel("fc_big", 4096, 1000))
+        dense += [DenseKernel("fc_big", 4096, 1000), DenseKernel("fc_big_steps4", 4096, 1000, steps=4)]
     cases = [_conv_case(rng, k) for k in convs] + [_dense_case(rng, k) for k in dense]
     cases += [_pool_case(rng, k) for k in pools] + [_adaptive_case(rng, k) for k in adaptive]
     neurons = [
@@ -462,6 +467,7 @@ def test_arg_names_and_scratch() -> None:
     bare = Conv2dKernel("c", (3, 16, 16), 8, (3, 3), bias=False)
     assert (bare.arg_names(), bare.scratch_bytes()) == (("x", "w", "y"), 0)
     assert DenseKernel("d", 10, 5, bias=False).arg_names() == ("x", "w", "y")
+    assert DenseKernel("d", 10, 5, steps=2).arg_names() == ("x0", "x1", "w", "b", "y0", "y1")
     assert Pool2dKernel("p", "avg", (3, 8, 8), (2, 2), (2, 2)).arg_names() == ("x", "y")
     lif = NeuronKernel(
         "n",
@@ -550,6 +556,8 @@ def test_parallel_pool(threads: str, tmp_path: Path) -> None:
     [
         (DenseKernel("d", 1024, 1024), True),
         (DenseKernel("d", 256, 64), False),
+        (DenseKernel("d", 1024, 256, steps=4), True),
+        (DenseKernel("d", 64, 64, steps=4), False),
         (Conv2dKernel("c", (1, 28, 28), 32, (5, 5)), True),
         (Conv2dKernel("c", (1, 8, 8), 16, (3, 3), padding=(1, 1)), False),
         (Pool2dKernel("p", "max", (64, 8, 8), (2, 2), (2, 2)), False),

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from masic.analysis.liveness import transient_states
 from masic.analysis.minimum_budget import minimum_budget as smallest_budget
+from masic.ir.graph import Schedule
 from masic.ir.interpret import run
 from masic.ir.text import parse, print_graph
 from masic.ir.verify import verify
@@ -92,4 +93,66 @@ def test_layers_too_large_for_a_slot_are_sliced_and_compute_the_same() -> None:
         whole = graph.param(node.attr("weight").name.split(".part")[0]).type.nbytes
         assert planned.param(node.attr("weight").name).type.nbytes < min(whole, budget)
     x = np.random.default_rng(1).uniform(0, 1, (3, 64)).astype(np.float32)
+    np.testing.assert_array_equal(run(planned, x, simulate_plan=True), run(graph, x))
+
+
+def _wide_dense_graph(timesteps: int):
+    """A dense layer of 2 MB of weights, more than the default machine's 1 MB cache."""
+    import torch
+    from masic.frontends.norse import import_norse
+    from norse.torch import LICell, LIFCell, SequentialState
+
+    torch.manual_seed(0)
+    model = SequentialState(torch.nn.Linear(1024, 512), LIFCell(), torch.nn.Linear(512, 10), LICell())
+    return import_norse(model, timesteps=timesteps)
+
+
+def test_without_a_budget_weights_beyond_the_cache_run_in_batched_blocks() -> None:
+    """The cost model reads the 2 MB layer once per block when the block is batched, so the resident plan takes
+    blocks of T steps; state stays carried, so the plan runs inputs longer than a block and computes the same."""
+    graph = _wide_dense_graph(timesteps=4)
+    planned = plan(graph, None)
+    assert planned.schedule == Schedule(4, carry_state=True)
+    assert not transient_states(planned)
+    assert [n.name for n in planned.nodes if planned.batched(n)] == ["0", "2"]
+    text = print_graph(planned)
+    filecheck(text, "CHECK: schedule block=4 prefetch=1 streamed=() carry_state")
+    assert parse(text, planned.weights) == planned
+    x = np.random.default_rng(2).uniform(0, 1, (9, 1024)).astype(np.float32)  # two blocks and a partial one
+    np.testing.assert_array_equal(run(planned, x, simulate_plan=True), run(graph, x))
+
+
+def test_batched_layers_read_and_write_every_step_at_their_first_position() -> None:
+    """The liveness rule a batched kernel needs: all the steps' operands live until the call, all its outputs live
+    from it, so the call never overwrites an operand it has yet to read."""
+    planned = plan(_wide_dense_graph(timesteps=4), None)
+    dense = planned.node("2")
+    first = next(p for p, (node, _) in enumerate(planned.positions()) if node is dense)
+    for t in range(4):
+        operand = planned.plan.buffer_of(planned.copy_name(dense.inputs[0], t))
+        output = planned.plan.buffer_of(planned.copy_name("2", t))
+        assert operand.start <= first < operand.end and output.start == first
+        assert not (operand.offset < output.offset + output.size and output.offset < operand.offset + operand.size)
+
+
+def test_small_weights_keep_timestep_major_blocks() -> None:
+    """Weights that stay in the cache gain nothing from blocks, which would cost early-exit granularity."""
+    from masic.frontends.norse import import_norse
+
+    factory, _ = MODELS["conv"]
+    assert plan(import_norse(factory(), MODELS["conv"][1], timesteps=8), None).schedule == Schedule()
+
+
+@settings(max_examples=15, deadline=None)
+@given(graphs(max_layers=4))
+def test_resident_blocks_simulate_exactly_for_any_length(graph) -> None:
+    """On a machine with no cache every dense layer gains from blocks; whatever block the schedule picks, the plan
+    computes what the step-by-step interpreter does, for runs longer than a block."""
+    from masic.analysis.cost import Machine
+
+    options = PassOptions(alignment=ALIGN, machine=Machine(1e9, 1e9, 1e9, cache_bytes=0))
+    planned = PassManager(DEFAULT_PIPELINE, options).run(graph)
+    verify(planned)
+    steps = 2 * planned.schedule.block + 1
+    x = np.random.default_rng(0).uniform(0, 2, (steps, *graph.inputs[0].type.shape)).astype(np.float32)
     np.testing.assert_array_equal(run(planned, x, simulate_plan=True), run(graph, x))
