@@ -216,7 +216,7 @@ def python_runner(fn: Callable[[], object]) -> Callable[[int], float]:
 # C harness and accumulate-only prototypes (linked with the kernels and runtime/parallel.c)
 # --------------------------------------------------------------------------------------------------------------
 
-HARNESS_MAX_ARGS = 16
+HARNESS_MAX_ARGS = 40  # a batched dense kernel of 16 steps takes 34
 HARNESS_C = r"""
 #include <stddef.h>
 #include <stdint.h>
@@ -493,7 +493,8 @@ def shape_label(k) -> str:
         text += f" g{k.groups}" if k.groups > 1 else ""
         return text + (f" rows{k.row_padding}" if k.row_padding else "")
     if name == "DenseKernel":
-        return f"{k.in_features}->{k.out_features}" + ("" if k.bias else " (no bias)")
+        steps = f" x{k.steps} steps" if k.steps > 1 else ""
+        return f"{k.in_features}->{k.out_features}" + ("" if k.bias else " (no bias)") + steps
     if name == "Pool2dKernel":
         (c, h, w), (kh, _) = k.in_shape, k.kernel
         return f"{c}x{h}x{w} k{kh} s{k.stride[0]} p{k.padding[0]}" + (f" rows{k.row_padding}" if k.row_padding else "")
@@ -716,8 +717,8 @@ def torch_ops(spec: dict) -> dict[str, Callable[[], object]]:
             x = F.pad(x, (0, 0, *rows))
             padding = (0, padding[1])
         return {"torch": lambda: F.conv2d(x, weight, bias, stride, padding, dilation, groups)}
-    if cls == "DenseKernel":
-        x, weight = rnd(1, spec["in_features"]), rnd(spec["out_features"], spec["in_features"])
+    if cls == "DenseKernel":  # a batched kernel's steps are PyTorch's batch
+        x, weight = rnd(spec["steps"], spec["in_features"]), rnd(spec["out_features"], spec["in_features"])
         bias = rnd(spec["out_features"]) if spec["bias"] else None
         return {"torch": lambda: F.linear(x, weight, bias)}
     if cls == "Pool2dKernel":
@@ -1297,7 +1298,7 @@ def accumulate_bench(lib: Library, entry: KernelEntry, rate: float, seconds: flo
     """masic's conv / dense kernel against the accumulate-only prototype on the same random spikes at `rate`."""
     k = entry.kernel
     name = type(k).__name__
-    if name == "Conv2dKernel" and k.groups != 1:
+    if (name == "Conv2dKernel" and k.groups != 1) or getattr(k, "steps", 1) > 1:
         return None
     rng = np.random.default_rng(1)
     shapes = k.arg_shapes()
