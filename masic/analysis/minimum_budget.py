@@ -20,8 +20,9 @@ from masic.passes.slice_layers import candidate_limits, resident_bytes, slice_to
 
 
 def folded(graph: Graph) -> Graph:
-    """An imported graph as slice-layers receives it (typed, batch norm folded), the graph `minimum_budget` takes."""
-    return PassManager(DEFAULT_PIPELINE[: DEFAULT_PIPELINE.index("fold-batchnorm") + 1]).run(graph)
+    """An imported graph as slice-layers receives it (typed, batch norm and pooling folded), the graph
+    `minimum_budget` takes."""
+    return PassManager(DEFAULT_PIPELINE[: DEFAULT_PIPELINE.index("slice-layers")]).run(graph)
 
 
 def minimum_budget(graph: Graph, alignment: int) -> int:

@@ -24,7 +24,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from masic.analysis.liveness import transient_states
 from masic.ir.graph import Buffer, Graph, Node, ParamRef
-from masic.ir.ops import neuron_op, row_padding, state_names
+from masic.ir.ops import adaptive_bins, neuron_op, row_padding, state_names
 
 F32 = np.float32
 
@@ -71,11 +71,6 @@ def pool2d(node: Node, x: np.ndarray) -> np.ndarray:
         return windows.max(axis=(3, 4)).astype(F32)
     reduce = np.mean if node.op == "avgpool2d" else np.sum
     return reduce(windows.astype(np.float64), axis=(3, 4)).astype(F32)
-
-
-def adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:
-    """PyTorch's adaptive pooling bins along one axis: [floor(i*size/out), ceil((i+1)*size/out)) for each i."""
-    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
 
 
 def adaptive_avgpool2d(node: Node, x: np.ndarray) -> np.ndarray:

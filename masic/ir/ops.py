@@ -77,6 +77,11 @@ def row_padding(node: Node) -> tuple[int, int]:
     return top, bottom
 
 
+def adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive pooling bins along one axis: [floor(i*size/out), ceil((i+1)*size/out)) for each i."""
+    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+
 def _infer_identity(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
     return ins[0]
 

@@ -8,6 +8,7 @@ from masic.passes import (
     assign_offsets,
     check_budget,
     fold_batchnorm,
+    fold_pooling,
     infer_shapes,
     patch_rows,
     schedule,
@@ -18,13 +19,23 @@ from masic.passes.base import Pass, PassError, PassOptions
 REGISTRY = MappingProxyType(
     {
         m.NAME: Pass(m.NAME, m.run, (m.__doc__ or "").strip().splitlines()[0])
-        for m in (infer_shapes, fold_batchnorm, slice_layers, patch_rows, schedule, assign_offsets, check_budget)
+        for m in (
+            infer_shapes,
+            fold_batchnorm,
+            fold_pooling,
+            slice_layers,
+            patch_rows,
+            schedule,
+            assign_offsets,
+            check_budget,
+        )
     }
 )
 
 DEFAULT_PIPELINE = (
     "infer-shapes",
     "fold-batchnorm",
+    "fold-pooling",
     "slice-layers",
     "patch-rows",
     "schedule",
