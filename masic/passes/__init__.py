@@ -12,19 +12,30 @@ from masic.passes import (
     patch_rows,
     schedule,
     slice_layers,
+    spike_dtype,
 )
 from masic.passes.base import Pass, PassError, PassOptions
 
 REGISTRY = MappingProxyType(
     {
         m.NAME: Pass(m.NAME, m.run, (m.__doc__ or "").strip().splitlines()[0])
-        for m in (infer_shapes, fold_batchnorm, slice_layers, patch_rows, schedule, assign_offsets, check_budget)
+        for m in (
+            infer_shapes,
+            fold_batchnorm,
+            spike_dtype,
+            slice_layers,
+            patch_rows,
+            schedule,
+            assign_offsets,
+            check_budget,
+        )
     }
 )
 
 DEFAULT_PIPELINE = (
     "infer-shapes",
     "fold-batchnorm",
+    "spike-dtype",
     "slice-layers",
     "patch-rows",
     "schedule",
