@@ -164,8 +164,6 @@ class _Values:
         self.graph = graph
         self.arena: np.ndarray | None = None
         self.arrays: dict[str, np.ndarray] = dict(graph.weights)
-        types = {n.name: n.type for n in graph.nodes} | {f"@{p.name}": p.type for p in graph.params}
-        types |= {s: state_type(n) for n in graph.nodes for s in state_names(n)}
         # position -> buffers poisoned as their lifetime starts, then the streamed weights and transient states
         # filled into them (array name, value)
         self.poisoned: dict[int, list[Buffer]] = {}
@@ -176,6 +174,8 @@ class _Values:
             plan = graph.plan
             if plan is None:
                 raise ValueError("simulate_plan needs a planned graph (run assign-offsets first)")
+            types = {n.name: n.type for n in graph.nodes} | {f"@{p.name}": p.type for p in graph.params}
+            types |= {s: state_type(n) for n in graph.nodes for s in state_names(n)}
             self.arena = np.full(plan.arena_bytes, 0xFF, dtype=np.uint8)
             for value, buffer in plan.values:
                 base = value if value.startswith("@") else value.split("@")[0]  # a block's copy x@t is an x
@@ -200,9 +200,9 @@ class _Values:
 
     def begin_position(self, position: int) -> None:
         """What happens to the arena as a position starts: every buffer whose lifetime starts is poisoned with 0xFF
-        bytes (a NaN as float32, 255 as a spike), except pinned state and resident weights; streamed weight slots and transient states are then filled, as the
-        loading thread would. A plan that overlaps live buffers, or starts a slot too late, then corrupts the
-        results."""
+        bytes (a NaN as float32, 255 as a spike), except pinned state and resident weights; streamed weight slots
+        and transient states are then filled, as the loading thread would. A plan that overlaps live buffers, or
+        starts a slot too late, then corrupts the results."""
         for buf in self.poisoned.get(position, []):
             self.arena[buf.offset : buf.offset + buf.size] = 0xFF
         for name, value in self.filled.get(position, []):
