@@ -512,9 +512,9 @@ def _f32(value: float) -> ir.Expr:
 
 
 def _vector_tile(extent: int, lanes: int, limit: int | None = None) -> int:
-    """The divisor of ``extent`` (at most 4 vectors wide, or ``limit``) that fills vector registers best, the widest
-    on ties
-    (wider tiles share each weight broadcast across more lanes: ~6% on conv 64->64 32x32 with 16 lanes).
+    """The divisor of ``extent`` (at most 4 vectors wide, and at most ``limit``) that fills vector registers best,
+    the widest on ties (wider tiles share each weight broadcast across more lanes: ~6% on conv 64->64 32x32 with 16
+    lanes).
 
     Tiles must divide the loop: a split with a remainder leaves a predicate in the loop body, and TVM's vectorizer
     then scalarises the whole loop. A tile that is not a multiple of ``lanes`` (e.g. 28 columns with 16 lanes, or

@@ -98,8 +98,8 @@ def _verify_node(node: Node, defined: dict[str, Node], params: dict, graph: Grap
                     raise VerifyError(f"probe must name a state of {node.op}, got {value!r}", node)
             elif key != "source":
                 _verify_element_param(node, key, value, params)
-    if node.attr("weight_layout") not in (None, "IO"):
-        raise VerifyError(f'weight_layout must be "IO" when given, got {node.attr("weight_layout")!r}', node)
+    if node.op == "dense" and node.attr("weight_layout") not in (None, "IO"):
+        raise VerifyError(f'dense weight_layout must be "IO" when given, got {node.attr("weight_layout")!r}', node)
     for key in definition.element_params:
         _verify_element_param(node, key, node.attr(key), params)
     operand_types = tuple(defined[v].type for v in node.inputs)

@@ -148,6 +148,9 @@ def test_the_verifier_checks_spike_types() -> None:
     io = untyped.node("fc1").with_attrs(weight_layout="IO")
     with pytest.raises(VerifyError, match='weight_layout "IO" is for the accumulate-only kernel of a spike operand'):
         verify(untyped.with_nodes([io if n.name == "fc1" else n for n in untyped.nodes]))
+    oi = graph.node("fc1").with_attrs(weight_layout="OI")
+    with pytest.raises(VerifyError, match="dense weight_layout must be \"IO\" when given, got 'OI'"):
+        verify(graph.with_nodes([oi if n.name == "fc1" else n for n in graph.nodes]))
 
 
 def test_the_planner_sees_one_byte_per_spike() -> None:
