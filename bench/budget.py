@@ -3,7 +3,7 @@
 1. Imports the model spec (default `tests.zoo_models:vgg16`: Norse's vgg16, 10 classes, weights scaled so spikes
    propagate; input 3,32,32; T = 4) and prints its parameter count and weight bytes.
 2. Finds the smallest budget that works, as `masic compile` does when it refuses one
-   (`masic.analysis.minimum_budget` on the graph after infer-shapes and the folding passes).
+   (`masic.analysis.minimum_budget` on the graph as slice-layers receives it: `minimum_budget.folded`).
 3. For each budget (--budgets; "none" is always run, first, as the reference): times the planning, i.e. the pass
    pipeline `masic.passes.DEFAULT_PIPELINE` (slice-layers + schedule + assign-offsets; no kernel build) with the
    x86_64 target's alignment and cost-model machine, best of --plan-repeats; compiles the artifact with

@@ -33,12 +33,14 @@ scheduler slices waiting for its workers, on either side; one thread shows the k
    exported kernel that launches them), the thread pool, the rest of the program and the OS.
 3. Spikes. The reference interpreter (`masic.ir.interpret.run`) on the benchmark input, recording every value: the
    spike rate (fraction of ones, over all steps) of every spiking layer and of the input of every conv / dense fed
-   by spikes; the plan's activation bytes (buffers of kind "activation"; the arena) and, projected as no spike
-   dtype exists yet, what they would be with spike tensors as u8 and as bits (buffer sums and the peak of live
-   activations). For each conv / dense fed by spikes, a prototype accumulate-only C kernel (builds the list of
-   input spikes, then adds the weights of each spike; the same thread pool) timed at that layer's measured rate
-   against masic's kernel on the same input (the outputs are checked to agree), and the model's kernel time
-   projected from per-kernel times x calls per inference.
+   by spikes; the plan's bytes (arena, lower bound, activation buffers, spike tensors, peak of live activations)
+   as planned now, spikes one byte each, next to the same model planned with every value float32, and, PROJECTED
+   as no such dtype exists, with bit-packed spikes. For each conv / dense fed by spikes, a prototype
+   accumulate-only C kernel (builds the list of input spikes, then adds the weights of each spike; the same thread
+   pool) timed at that layer's measured rate against masic's kernel on the same input (the outputs are checked to
+   agree): for dense layers of spikes that is masic's own accumulate-only kernel, also timed against its
+   multiplying twin (masic's dense kernel reading the same spikes); and the model's kernel time projected from
+   per-kernel times x calls per inference.
 4. Where masic's time goes, per model: per-kernel best time x calls per inference next to the measured time, and
    the perf profiles. Everything goes to WORKDIR/speed.json.
 
@@ -87,6 +89,7 @@ SPIKE_PRESERVING = ("maxpool2d", "flatten", "reshape", "concat", "crop_rows", "d
 # value of a per-neuron parameter in the kernel benchmark (the timing does not depend on it; these keep states finite)
 NEURON_DEFAULTS = {"dt_tau_mem": 0.1, "neg_dt_tau_syn": -0.2, "v_leak": 0.0, "v_th": 1.0, "v_reset": 0.0}
 DT = 1e-3  # Norse's default time step: dt_tau_mem = DT * tau_mem_inv
+SPIKE_RATE = 0.3  # spikes in the kernel benchmark's inputs (part 3 measures each model's own rates: 0.14-0.49)
 
 # masic, TVM, torch and norse are imported where they are needed: the PyTorch workers this file starts
 # (`--worker`) import only numpy, torch and norse, so their times and RSS are PyTorch's alone.
@@ -170,8 +173,9 @@ def model_input(spec: ModelSpec) -> np.ndarray:
     return (rng.uniform(0.0, 1.0, (spec.timesteps, *spec.input_shape)) * spec.input_scale).astype(np.float32)
 
 
-def plan_graph(model_path: Path, spec: ModelSpec, budget: int | None):
-    """The planned graph `masic compile` builds the artifact from (same passes, options and target)."""
+def plan_graph(model_path: Path, spec: ModelSpec, budget: int | None, spikes: bool = True):
+    """The planned graph `masic compile` builds the artifact from (same passes, options and target); without
+    `spikes`, planned as before the spike dtype (every value float32)."""
     from masic.frontends.dispatch import ImportOptions, import_model
     from masic.targets import get_target
 
@@ -181,7 +185,8 @@ def plan_graph(model_path: Path, spec: ModelSpec, budget: int | None):
     target = get_target(TARGET)
     graph = import_model(str(model_path), ImportOptions(spec.input_shape, spec.timesteps, name=spec.name))
     options = PassOptions(budget=budget, alignment=target.alignment, machine=target.machine)
-    return PassManager(DEFAULT_PIPELINE, options).run(graph)
+    passes = [name for name in DEFAULT_PIPELINE if spikes or name != "spike-dtype"]
+    return PassManager(passes, options).run(graph)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -451,6 +456,7 @@ class KernelEntry:
 
 def kernel_type(k, ops: set[str]) -> str:
     from masic.codegen.kernels import (
+        AccumulateDenseKernel,
         AdaptiveAvgPool2dKernel,
         Conv2dKernel,
         DenseKernel,
@@ -470,6 +476,8 @@ def kernel_type(k, ops: set[str]) -> str:
             return base + (" strided" if k.stride != (1, 1) else "")
         case DenseKernel():
             return "dense"
+        case AccumulateDenseKernel():
+            return "dense of spikes (accumulate)"
         case Pool2dKernel():
             return f"{k.kind}pool2d"
         case AdaptiveAvgPool2dKernel():
@@ -492,7 +500,7 @@ def shape_label(k) -> str:
         text = f"{c}x{h}x{w}->{k.out_channels} k{kh}x{kw} s{k.stride[0]} p{k.padding[0]}"
         text += f" g{k.groups}" if k.groups > 1 else ""
         return text + (f" rows{k.row_padding}" if k.row_padding else "")
-    if name == "DenseKernel":
+    if name in ("DenseKernel", "AccumulateDenseKernel"):
         steps = f" x{k.steps} steps" if k.steps > 1 else ""
         return f"{k.in_features}->{k.out_features}" + ("" if k.bias else " (no bias)") + steps
     if name == "Pool2dKernel":
@@ -553,14 +561,18 @@ def collect_kernels(graphs: dict[str, object]) -> tuple[list[KernelEntry], dict[
 
 
 def kernel_arrays(kernel, rng: np.random.Generator, x: np.ndarray | None = None) -> list[np.ndarray]:
-    """One float32 array per C argument: per-neuron parameters at neutral values, the rest random (x if given)."""
+    """One array per C argument in its type: per-neuron parameters at neutral values, x if given, spikes (bytes)
+    random at SPIKE_RATE, the rest random floats."""
     params = dict(getattr(kernel, "params", ()))
     arrays = []
     for name, shape in kernel.arg_shapes().items():
+        dtype = np.dtype(kernel.arg_dtype(name))
         if name in params:
             arrays.append(np.full(shape, NEURON_DEFAULTS[name], dtype=np.float32))
         elif name == "x" and x is not None:
-            arrays.append(np.ascontiguousarray(x.reshape(shape), dtype=np.float32))
+            arrays.append(np.ascontiguousarray(x.reshape(shape), dtype=dtype))
+        elif dtype == np.uint8:
+            arrays.append((rng.random(shape) < SPIKE_RATE).astype(np.uint8))
         else:
             arrays.append(rng.standard_normal(shape, dtype=np.float32))
     return arrays
@@ -717,8 +729,9 @@ def torch_ops(spec: dict) -> dict[str, Callable[[], object]]:
             x = F.pad(x, (0, 0, *rows))
             padding = (0, padding[1])
         return {"torch": lambda: F.conv2d(x, weight, bias, stride, padding, dilation, groups)}
-    if cls == "DenseKernel":  # a batched kernel's steps are PyTorch's batch
+    if cls in ("DenseKernel", "AccumulateDenseKernel"):  # a batched kernel's steps are PyTorch's batch
         x, weight = rnd(spec["steps"], spec["in_features"]), rnd(spec["out_features"], spec["in_features"])
+        x = (x < -0.5244).float() if cls == "AccumulateDenseKernel" else x  # P(N(0,1) < -0.5244) = SPIKE_RATE
         bias = rnd(spec["out_features"]) if spec["bias"] else None
         return {"torch": lambda: F.linear(x, weight, bias)}
     if cls == "Pool2dKernel":
@@ -1207,57 +1220,54 @@ def peak_live(graph, nbytes: Callable[[object], int], in_place: bool) -> int:
     return max((sum(s for a, b, s in intervals.values() if a <= p <= b) for p in range(len(nodes))), default=0)
 
 
-def activation_bytes(graph, spikes: set[str]) -> dict:
-    """The plan's activation buffers, and (projected) the same with spike tensors as u8 and as bits: a buffer
-    holding only spikes shrinks; one a spike output shares with a float value (a neuron written over its input)
-    keeps its size and the spikes get a buffer of their own."""
+def activation_bytes(graph, f32_graph) -> dict:
+    """The plan's bytes with spikes stored as bytes (the plan `masic compile` makes), the same model planned with
+    every value float32 (`plan_graph(..., spikes=False)`), and, PROJECTED (no bit-packed dtype exists), with spikes
+    as bits: an activation buffer holding only spikes shrinks to one bit per spike."""
     plan = graph.plan
-    by_kind = Counter()
+    by_kind, f32_kind = Counter(), Counter()
     for buffer in plan.buffers:
         by_kind[buffer.kind] += buffer.size
+    for buffer in f32_graph.plan.buffers:
+        f32_kind[buffer.kind] += buffer.size
     holders: dict[str, list[str]] = {}
     for value, buffer in plan.values:
         holders.setdefault(buffer, []).append(value)
     nodes = {node.name: node for node in graph.nodes}
-    after = {"u8": 0, "bit": 0}
+    bit = 0
     for buffer in (b for b in plan.buffers if b.kind == "activation"):
         values = [nodes[v.split("@")[0]] for v in holders.get(buffer.name, []) if v.split("@")[0] in nodes]
-        spiking = [n for n in values if n.name in spikes and n.op not in VIEWS]
-        numel = max((n.type.numel for n in spiking), default=0)
-        packed = {"u8": numel, "bit": math.ceil(numel / 8)}
-        all_spikes = values and all(n.name in spikes for n in values)
-        for key in after:
-            after[key] += packed[key] if all_spikes else buffer.size + packed[key]
-    owned = [n for n in graph.nodes if n.name in spikes and n.op not in VIEWS]
-    spike_f32 = sum(n.type.nbytes for n in owned)
+        if values and all(n.type.dtype == "spike" for n in values):
+            bit += math.ceil(max(n.type.numel for n in values) / 8)
+        else:
+            bit += buffer.size
+    owned = [n for n in graph.nodes if n.type.dtype == "spike" and n.op not in VIEWS]
 
-    def size_as(packing: str) -> Callable[[object], int]:
-        def nbytes(node) -> int:
-            if node.name not in spikes or packing == "f32":
-                return node.type.nbytes
-            return node.type.numel if packing == "u8" else math.ceil(node.type.numel / 8)
-
-        return nbytes
+    def as_bits(node) -> int:
+        return math.ceil(node.type.numel / 8) if node.type.dtype == "spike" else node.type.nbytes
 
     return {
+        "arena_f32": f32_graph.plan.arena_bytes,
         "arena": plan.arena_bytes,
+        "lower_bound_f32": f32_graph.plan.lower_bound,
         "lower_bound": plan.lower_bound,
         "by_kind": dict(by_kind),
+        "activation_f32": f32_kind["activation"],
         "activation": by_kind["activation"],
-        "activation_u8_projected": after["u8"],
-        "activation_bit_projected": after["bit"],
+        "activation_bit_projected": bit,
         "spike_tensors": len(owned),
-        "spike_f32": spike_f32,
-        "spike_u8": sum(n.type.numel for n in owned),
-        "spike_bit": sum(math.ceil(n.type.numel / 8) for n in owned),
-        "peak_live_f32": peak_live(graph, size_as("f32"), in_place=True),
-        "peak_live_u8_projected": peak_live(graph, size_as("u8"), in_place=True),
-        "peak_live_bit_projected": peak_live(graph, size_as("bit"), in_place=True),
+        "spike_f32": sum(4 * n.type.numel for n in owned),
+        "spike_u8": sum(n.type.nbytes for n in owned),
+        "spike_bit_projected": sum(as_bits(n) for n in owned),
+        "peak_live_f32": peak_live(f32_graph, lambda n: n.type.nbytes, in_place=True),
+        "peak_live": peak_live(graph, lambda n: n.type.nbytes, in_place=True),
+        "peak_live_bit_projected": peak_live(graph, as_bits, in_place=True),
     }
 
 
-def spike_report(graph, x: np.ndarray) -> dict:
-    """Spike rates of the spiking layers and of the inputs of convs and dense layers, and the activation bytes."""
+def spike_report(graph, x: np.ndarray, f32_graph) -> dict:
+    """Spike rates of the spiking layers and of the inputs of convs and dense layers, and the activation bytes
+    (`f32_graph`: the same model planned without the spike dtype)."""
     from masic.ir.ops import neuron_op
 
     values = record_values(graph, x)
@@ -1291,11 +1301,19 @@ def spike_report(graph, x: np.ndarray) -> dict:
                     "rate": float((v != 0).mean()),
                 }
             )
-    return {"layers": layers, "consumers": consumers, "memory": activation_bytes(graph, spikes)}
+    return {"layers": layers, "consumers": consumers, "memory": activation_bytes(graph, f32_graph)}
+
+
+def multiply_twin(kernel):
+    """masic's multiply-accumulate dense kernel with the shape of an accumulate-only one, reading the same spikes."""
+    from masic.codegen.kernels import DenseKernel
+
+    return DenseKernel(f"{kernel.symbol}_multiply", kernel.in_features, kernel.out_features, kernel.bias, ("x",))
 
 
 def accumulate_bench(lib: Library, entry: KernelEntry, rate: float, seconds: float) -> dict | None:
-    """masic's conv / dense kernel against the accumulate-only prototype on the same random spikes at `rate`."""
+    """masic's conv / dense kernel (for dense layers of spikes its accumulate-only kernel, and its multiplying
+    twin) against the accumulate-only C prototype on the same random spikes at `rate`."""
     k = entry.kernel
     name = type(k).__name__
     if (name == "Conv2dKernel" and k.groups != 1) or getattr(k, "steps", 1) > 1:
@@ -1307,8 +1325,8 @@ def accumulate_bench(lib: Library, entry: KernelEntry, rate: float, seconds: flo
     args = dict(zip(shapes, arrays, strict=True))
     bias = args.get("b", np.zeros(1, dtype=np.float32))
     y = np.zeros_like(args["y"])
-    if name == "DenseKernel":
-        wt = np.ascontiguousarray(args["w"].T)
+    if name in ("DenseKernel", "AccumulateDenseKernel"):
+        wt = args["w"] if name == "AccumulateDenseKernel" else np.ascontiguousarray(args["w"].T)
         dims = np.array([k.in_features, k.out_features, int(k.bias)], dtype=np.int32)
         events = np.zeros(k.in_features, dtype=np.int32)
         proto = ("acc_dense", [x, wt, bias, y, dims, events])
@@ -1326,11 +1344,15 @@ def accumulate_bench(lib: Library, entry: KernelEntry, rate: float, seconds: flo
     error = float(np.abs(y - expected).max() / max(1e-6, float(np.abs(expected).max())))
     if error > 1e-4:
         raise AssertionError(f"accumulate-only prototype disagrees with {entry.shape}: relative error {error:.2e}")
-    return {
+    timings = {
         "masic": measure(lib.runner(k.symbol, arrays), seconds),
         "accumulate": measure(lib.runner(*proto), seconds),
         "max_rel_error": error,
     }
+    if name == "AccumulateDenseKernel":
+        twin = [arrays[0], np.ascontiguousarray(args["w"].T), *([bias] if k.bias else []), np.zeros_like(y)]
+        timings["multiply"] = measure(lib.runner(multiply_twin(k).symbol, twin), seconds)
+    return timings
 
 
 def print_spikes(reports: dict[str, dict]) -> None:
@@ -1349,20 +1371,21 @@ def print_spikes(reports: dict[str, dict]) -> None:
                 f"{name:<10}{c['node'][:27]:<28}{c['op']:<8}{c['input'][:27]:<28}"
                 f"{'yes' if c['spikes'] else 'no':>7}{c['rate']:>8.3f}"
             )
-    print("\nactivation bytes, KiB (u8 / bit columns are PROJECTED: no spike dtype exists yet)")
+    print("\nbytes, KiB: f32 = planned with every value float32, u8 = planned now (spikes one byte each),")
+    print("bit = PROJECTED with bit-packed spikes (no such dtype exists)")
     print(
-        f"{'model':<10}{'arena':>11}{'activ. buffers':>15}{'-> u8':>9}{'-> bit':>9}{'spike tensors':>14}"
-        f"{'-> u8':>9}{'-> bit':>9}{'peak live':>10}{'-> u8':>9}{'-> bit':>9}"
+        f"{'model':<10}{'arena f32':>10}{'u8':>8}{'bound f32':>10}{'u8':>8}{'activ. f32':>11}{'u8':>8}{'bit':>8}"
+        f"{'spikes f32':>11}{'u8':>8}{'bit':>8}{'peak f32':>9}{'u8':>8}{'bit':>8}"
     )
+    keys = ("arena_f32", "arena", "lower_bound_f32", "lower_bound", "activation_f32", "activation")
+    keys += ("activation_bit_projected", "spike_f32", "spike_u8", "spike_bit_projected")
+    keys += ("peak_live_f32", "peak_live", "peak_live_bit_projected")
+    widths = (10, 8, 10, 8, 11, 8, 8, 11, 8, 8, 9, 8, 8)
     for name, report in reports.items():
         m = report["memory"]
-        kib = [m[key] / 1024 for key in ("arena", "activation", "activation_u8_projected", "activation_bit_projected")]
-        kib += [m[key] / 1024 for key in ("spike_f32", "spike_u8", "spike_bit")]
-        kib += [m[key] / 1024 for key in ("peak_live_f32", "peak_live_u8_projected", "peak_live_bit_projected")]
-        widths = (11, 15, 9, 9, 14, 9, 9, 10, 9, 9)
-        print(f"{name:<10}" + "".join(f"{v:>{w}.1f}" for v, w in zip(kib, widths, strict=True)))
-    print("(activ. buffers: sum of the plan's activation buffers; spike tensors: spiking outputs and pooled spikes")
-    print(" with storage of their own, f32 now; peak live: largest sum of activations live at one position)")
+        print(f"{name:<10}" + "".join(f"{m[key] / 1024:>{w}.1f}" for key, w in zip(keys, widths, strict=True)))
+    print("(bound: the plan's lower bound; activ.: sum of the plan's activation buffers; spikes: spike tensors with")
+    print(" storage of their own; peak: largest sum of activations live at one position)")
 
 
 def project(
@@ -1403,6 +1426,16 @@ def print_accumulate(rows: list[dict], projections: dict[str, dict], threads: in
                 ours, acc = r[f"masic_ms{suffix}"], r[f"accumulate_ms{suffix}"]
                 line += f"{1e3 * ours:>10.2f}{1e3 * acc:>10.2f}{ours / acc:>9.1f}x"
         print(line)
+    dense = [r for r in rows if "multiply_ms" in r]
+    if dense:
+        print("\ndense layers of spikes, us per call: masic's accumulate-only kernel vs its multiplying twin:")
+        for r in dense:
+            line = f"{r['model']:<10}{r['node'][:13]:<14}{r['shape'][:29]:<30}{r['rate']:>7.3f}"
+            for suffix in ("", "1"):
+                if f"multiply_ms{suffix}" in r:
+                    acc, mul = r[f"masic_ms{suffix}"], r[f"multiply_ms{suffix}"]
+                    line += f"{1e3 * acc:>10.2f}{1e3 * mul:>10.2f}{mul / acc:>9.1f}x"
+            print(line)
     print("\nprojected per inference (per-kernel best time x calls), ms:")
     print(
         f"{'model':<10}{'threads':>8}{'kernels':>9}{'spike-fed':>11}{'-> accum.':>11}{'projected':>11}"
@@ -1552,7 +1585,8 @@ def main() -> int:
     libs: dict[int, Library] = {}
     thread_counts = {args.threads: ""} | ({1: "1"} if args.one_thread and args.threads != 1 else {})
     if not {"kernels", "spikes"} <= skip:
-        path = build_library([e.kernel for e in entries], work / "lib")
+        twins = [multiply_twin(e.kernel) for e in entries if type(e.kernel).__name__ == "AccumulateDenseKernel"]
+        path = build_library([e.kernel for e in entries] + twins, work / "lib")
         libs = {count: Library(path, count) for count in thread_counts}
     if "kernels" not in skip:
         for count, suffix in thread_counts.items():
@@ -1596,7 +1630,12 @@ def main() -> int:
     results["models"] = models
 
     if "spikes" not in skip:
-        reports = {spec.name: spike_report(graphs[spec.name], inputs[spec.name]) for spec in whole}
+        reports = {
+            spec.name: spike_report(
+                graphs[spec.name], inputs[spec.name], plan_graph(paths[spec.name], spec, None, spikes=False)
+            )
+            for spec in whole
+        }
         print_spikes(reports)
         rows, projections = [], {}
         for spec in whole:
@@ -1611,6 +1650,8 @@ def main() -> int:
                         break
                     row[f"masic_ms{suffix}"] = timing["masic"]["best_ms"]
                     row[f"accumulate_ms{suffix}"] = timing["accumulate"]["best_ms"]
+                    if "multiply" in timing:
+                        row[f"multiply_ms{suffix}"] = timing["multiply"]["best_ms"]
                     row["max_rel_error"] = max(row.get("max_rel_error", 0.0), timing["max_rel_error"])
                 if "masic_ms" in row:
                     rows.append(row)

@@ -24,7 +24,8 @@ def test_labels_name_the_layers_sharing_a_buffer() -> None:
     labels = buffer_labels(_planned(*MODELS["dense"]))
     assert labels["@0.weight"] == "model.0 (Linear)"
     assert labels["1.v"] == "model.1 (LIFCell)"
-    assert labels["0"] == "model.0 (Linear) / model.1 (LIFCell)"  # the LIF updates in place over the dense output
+    assert labels["3"] == "model.3 (Linear) / model.4 (LICell)"  # the LI updates in place over the dense output
+    assert labels["1"] == "model.1 (LIFCell)"  # one-byte spikes are not written over the float32 dense output
 
 
 def test_table_lists_every_buffer_sorted_by_offset() -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from math import prod
 
 from masic.ir.graph import Graph, Node, Schedule
-from masic.ir.ops import state_names
+from masic.ir.ops import state_names, state_type
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,8 @@ def node_traffic(node: Node, graph: Graph, machine: Machine) -> float:
     elif graph.batched(node):
         weights /= graph.schedule.block
     operands = sum(graph.node(value).type.nbytes for value in node.inputs)
-    return weights + operands + node.type.nbytes * (1 + 2 * len(state_names(node)))
+    states = state_type(node).nbytes * 2 * len(state_names(node)) if state_names(node) else 0
+    return weights + operands + node.type.nbytes + states
 
 
 def step_seconds(graph: Graph, machine: Machine) -> float:

@@ -20,8 +20,9 @@ A buffer is live over [start, end):
 Two kinds of values own no buffer of their own:
 - views (flatten, reshape) alias their operand's buffer, extending its lifetime to their own last use;
 - neuron updates run in place: a neuron whose operand dies at it (no later reader, not a view of a value that is
-  read later) writes its output over that operand. Neuron kernels read x[j] before writing out[j] and are
-  compiled without `noalias`, so this is safe.
+  read later) and has the output's size in bytes writes its output over that operand. Neuron kernels read x[j]
+  before writing out[j] and are compiled without `noalias`, so this is safe; it would not be for a one-byte
+  spike output over a float32 operand: a parallel task's output bytes would overwrite another task's inputs.
 
 `lower_bound` is the peak over positions of the bytes live at once, each buffer rounded up to the alignment:
 no placement can use a smaller arena.
@@ -32,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from masic.ir.graph import Buffer, Graph, Node
-from masic.ir.ops import neuron_op, row_padding, state_names
+from masic.ir.ops import neuron_op, row_padding, state_names, state_type
 
 VIEW_OPS = ("flatten", "reshape")
 
@@ -57,8 +58,8 @@ def transient_states(graph: Graph) -> bool:
 
 
 def scratch_bytes(node: Node, operand_bytes: int, operand_shape: tuple[int, ...]) -> int:
-    """Workspace a node's kernel needs: a padded copy of the input for padded convolutions and pools (rows padded
-    by `row_padding` when given)."""
+    """Workspace a node's kernel needs: a padded copy of the input, in the input's type, for padded convolutions and
+    pools (rows padded by `row_padding` when given)."""
     if node.op in ("conv2d", "maxpool2d", "avgpool2d", "sumpool2d"):
         (top, bottom), pw = row_padding(node), node.attr("padding")[1]
         if top or bottom or pw:
@@ -105,7 +106,9 @@ def analyse(graph: Graph, alignment: int = 16) -> Liveness:
     for p, (node, t) in enumerate(order):
         name = graph.copy_name(node.name, t)
         operand = graph.copy_name(node.inputs[0], t) if node.inputs else None
-        if operand is not None and (node.op in VIEW_OPS or (neuron_op(node.op) and end[root[operand]] <= p + 1)):
+        if operand is not None and (
+            node.op in VIEW_OPS or (neuron_op(node.op) and _in_place(graph, node, end, root, operand, p))
+        ):
             root[name] = root[operand]
         else:
             root[name] = name
@@ -118,7 +121,7 @@ def analyse(graph: Graph, alignment: int = 16) -> Liveness:
             # A node's positions are p..p+block-1 (layer-major), and only they read or write its state.
             lifetime = (max(0, p - graph.schedule.prefetch), p + graph.schedule.block) if transient else (0, n)
             for state in state_names(node):
-                buffers.append(Buffer(state, "state", node.type.nbytes, *lifetime))
+                buffers.append(Buffer(state, "state", state_type(node).nbytes, *lifetime))
                 values.append((state, state))
         if t == 0:  # the same for every step
             operand_type = graph.node(node.inputs[0]).type if node.inputs else None
@@ -131,6 +134,12 @@ def analyse(graph: Graph, alignment: int = 16) -> Liveness:
         kind = "io" if owner in io else "activation"
         buffers.append(Buffer(owner, kind, node.type.nbytes, begin, min(end[owner], n)))
     return Liveness(tuple(buffers), tuple(values), peak_live_bytes(buffers, alignment))
+
+
+def _in_place(graph: Graph, node: Node, end: dict[str, int], root: dict[str, str], operand: str, p: int) -> bool:
+    """Whether a neuron at position p may write its output over its operand (see the module's docstring)."""
+    same_size = graph.node(node.inputs[0]).type.nbytes == node.type.nbytes
+    return same_size and end[root[operand]] <= p + 1
 
 
 def peak_live_bytes(buffers: list[Buffer] | tuple[Buffer, ...], alignment: int) -> int:

@@ -20,13 +20,13 @@ from masic.passes.slice_layers import candidate_limits, resident_bytes, slice_to
 
 
 def folded(graph: Graph) -> Graph:
-    """An imported graph as slice-layers receives it (typed, batch norm and pooling folded), the graph
-    `minimum_budget` takes."""
+    """An imported graph as slice-layers receives it (typed, batch norm and pooling folded, spikes one byte each),
+    the graph `minimum_budget` takes."""
     return PassManager(DEFAULT_PIPELINE[: DEFAULT_PIPELINE.index("slice-layers")]).run(graph)
 
 
 def minimum_budget(graph: Graph, alignment: int) -> int:
-    """The smallest budget in bytes under which the graph (typed, batch norm folded) can be planned."""
+    """The smallest budget in bytes under which the graph (as `folded` returns it) can be planned."""
     graphs = [graph, *(slice_to(graph, limit) for limit in candidate_limits(graph))]
     best = resident_bytes(graph, alignment)
     for candidate in chain(graphs, candidates(graphs[-1], alignment)):

@@ -1,8 +1,13 @@
 """Kernel descriptions with static shapes and their scheduled TVM PrimFuncs.
 
-Each dataclass below describes one kernel instance (float32, batch 1, fixed shapes). ``prim_func`` turns it into a
+Each dataclass below describes one kernel instance (batch 1, fixed shapes). ``prim_func`` turns it into a
 scheduled TVM PrimFunc that uses a plain C calling convention, so the generated ``model.c`` can call it directly:
 ``int32_t symbol(float* a, float* b, ...)`` returning 0, with no TVM runtime or TVM-FFI packed API involved.
+
+Arguments are float32, except those a kernel's ``spikes`` names (and its ``scratch`` when ``x`` is one): spike
+tensors, one ``uint8_t`` 0 or 1 per element. Kernels read them as 0.0 / 1.0; neuron kernels write their spikes
+``z`` as bytes; max pooling, row kernels and copies of spikes stay bytes throughout. ``AccumulateDenseKernel`` is
+the dense layer of a spike operand: it adds the weight rows of the active inputs instead of multiplying.
 
 Two constraints shape everything here:
 
@@ -15,17 +20,20 @@ Two constraints shape everything here:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import tvm.script
 from tvm import ir, s_tir, te, tirx
 from tvm import script as tvm_script
 from tvm.s_tir.schedule import SBlockRV
+from tvm.script import tirx as T
 
 FLOAT = "float32"
-FLOAT_BYTES = 4
+SPIKE = "uint8"
 
 # Accumulator tiles above this many floats would turn into workspace allocations (TVM heap-allocates internal
 # buffers of 1 KiB or more); stay below it.
@@ -51,20 +59,31 @@ def _pair_out(size: int, kernel: int, stride: int, padding: int, dilation: int) 
 
 
 class _KernelArgs:
-    """Argument bookkeeping shared by all kernels; each kernel defines ``arg_shapes``."""
+    """Argument bookkeeping shared by all kernels; each kernel defines ``arg_shapes`` and a ``spikes`` field (the
+    arguments holding spike tensors)."""
+
+    spikes: tuple[str, ...]
 
     def arg_shapes(self) -> dict[str, tuple[int, ...]]:
-        """float32 shape of every C pointer argument, keyed by name, in call order."""
+        """Shape of every C pointer argument, keyed by name, in call order."""
         raise NotImplementedError
 
     def arg_names(self) -> tuple[str, ...]:
         """Names of the C pointer arguments, in call order."""
         return tuple(self.arg_shapes())
 
+    def arg_dtype(self, name: str) -> str:
+        """Element type of an argument: uint8 for spikes (the padded copy of spikes too), else float32."""
+        return SPIKE if name in self.spikes or (name == "scratch" and "x" in self.spikes) else FLOAT
+
+    def with_spikes(self, names: tuple[str, ...]) -> _KernelArgs:
+        """The same kernel with the arguments `names` (in call order) holding spikes."""
+        return dataclasses.replace(self, spikes=names)
+
     def scratch_bytes(self) -> int:
         """Bytes of the ``scratch`` workspace argument (0: the kernel takes none)."""
         shape = self.arg_shapes().get("scratch")
-        return math.prod(shape) * FLOAT_BYTES if shape else 0
+        return math.prod(shape) * np.dtype(self.arg_dtype("scratch")).itemsize if shape else 0
 
 
 class _WindowArgs(_KernelArgs):
@@ -113,6 +132,7 @@ class Conv2dKernel(_WindowArgs):
     groups: int = 1
     bias: bool = True
     row_padding: tuple[int, int] | None = None
+    spikes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         channels = self.in_shape[0]
@@ -140,8 +160,19 @@ class Conv2dKernel(_WindowArgs):
         return shapes
 
 
+class _StepArgs(_KernelArgs):
+    """Arguments of a kernel that computes ``steps`` timesteps of a block in one call (a batched layer): each step
+    has its own input and output argument."""
+
+    steps: int
+
+    def step_names(self, base: str) -> tuple[str, ...]:
+        """The per-step arguments named `base`: itself for one step, base0 .. base{S-1} for more."""
+        return (base,) if self.steps == 1 else tuple(f"{base}{t}" for t in range(self.steps))
+
+
 @dataclass(frozen=True)
-class DenseKernel(_KernelArgs):
+class DenseKernel(_StepArgs):
     """Fully connected layer ``y = w @ x (+ b)``, w of shape (out, in) as torch.nn.Linear, for ``steps`` timesteps
     at once: each step has its own input and output, and the weights are read once for all of them.
 
@@ -154,14 +185,11 @@ class DenseKernel(_KernelArgs):
     out_features: int
     bias: bool = True
     steps: int = 1
+    spikes: tuple[str, ...] = ()
 
     def out_shape(self) -> tuple[int]:
         """Output shape (out_features,)."""
         return (self.out_features,)
-
-    def step_names(self, name: str) -> tuple[str, ...]:
-        """The per-step argument names of an input or output: ``x``, or ``x0``..``x{S-1}``."""
-        return (name,) if self.steps == 1 else tuple(f"{name}{t}" for t in range(self.steps))
 
     def arg_shapes(self) -> dict[str, tuple[int, ...]]:
         """x (in,) per step, w (out, in), [b (out,)], y (out,) per step."""
@@ -169,6 +197,49 @@ class DenseKernel(_KernelArgs):
         ys = dict.fromkeys(self.step_names("y"), self.out_shape())
         bias = {"b": (self.out_features,)} if self.bias else {}
         return {**xs, "w": (self.out_features, self.in_features), **bias, **ys}
+
+
+@dataclass(frozen=True)
+class AccumulateDenseKernel(_StepArgs):
+    """Dense layer of a spike operand, ``y = W x (+ b)`` with x in {0, 1}: for each active input k, row k of the
+    transposed weight ``w`` (in, out), contiguous, is added into the outputs. No multiplications, and only the rows
+    of active inputs are read, so it gains from low spike rates.
+
+    With ``steps`` S > 1 one call computes S timesteps of a block and reads each weight row once for all of them:
+    a row is read when any step's input is active and added into each active step's outputs.
+    C signature: ``int32_t symbol(uint8_t* x, float* w, [float* b,] float* y)``, or for S > 1
+    ``symbol(uint8_t* x0, ..., uint8_t* x{S-1}, float* w, [float* b,] float* y0, ..., float* y{S-1})``.
+    """
+
+    symbol: str
+    in_features: int
+    out_features: int
+    bias: bool = True
+    steps: int = 1
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"{self.symbol}: steps must be at least 1, got {self.steps}")
+
+    @property
+    def spikes(self) -> tuple[str, ...]:
+        return self.step_names("x")
+
+    def with_spikes(self, names: tuple[str, ...]) -> AccumulateDenseKernel:
+        if names != self.spikes:
+            raise ValueError(f"{self.symbol}: reads spikes {self.spikes} only, not {names}")
+        return self
+
+    def out_shape(self) -> tuple[int]:
+        """Output shape (out_features,) of each step."""
+        return (self.out_features,)
+
+    def arg_shapes(self) -> dict[str, tuple[int, ...]]:
+        """x (in,) per step, w (in, out), [b (out,)], y (out,) per step."""
+        xs = {name: (self.in_features,) for name in self.step_names("x")}
+        bias = {"b": (self.out_features,)} if self.bias else {}
+        ys = {name: self.out_shape() for name in self.step_names("y")}
+        return {**xs, "w": (self.in_features, self.out_features), **bias, **ys}
 
 
 @dataclass(frozen=True)
@@ -186,6 +257,7 @@ class Pool2dKernel(_WindowArgs):
     stride: tuple[int, int]
     padding: tuple[int, int] = (0, 0)
     row_padding: tuple[int, int] | None = None
+    spikes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in ("max", "avg", "sum"):
@@ -238,6 +310,7 @@ class NeuronKernel(_KernelArgs):
     n: int
     params: tuple[tuple[str, float | None], ...]
     probe: str = ""
+    spikes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in NEURON_MODELS:
@@ -261,6 +334,7 @@ class ElementwiseAddKernel(_KernelArgs):
 
     symbol: str
     n: int
+    spikes: tuple[str, ...] = ()
 
     def arg_shapes(self) -> dict[str, tuple[int, ...]]:
         """a, b, y: (n,)."""
@@ -278,6 +352,7 @@ class AdaptiveAvgPool2dKernel(_KernelArgs):
     symbol: str
     in_shape: tuple[int, int, int]
     output: tuple[int, int]
+    spikes: tuple[str, ...] = ()
 
     def out_shape(self) -> tuple[int, int, int]:
         """Output shape (C, OH, OW)."""
@@ -300,6 +375,7 @@ class RowsKernel(_KernelArgs):
     symbol: str
     in_shapes: tuple[tuple[int, int, int], ...]
     rows: tuple[tuple[int, int], ...]  # (lo, hi) taken from each operand
+    spikes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.rows) != len(self.in_shapes) or not self.rows:
@@ -354,6 +430,7 @@ class ElementwiseKernel(_KernelArgs):
     fn: str
     n: int
     constant: float | None = None
+    spikes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.fn not in ELEMENTWISE_FNS:
@@ -371,6 +448,7 @@ class ElementwiseKernel(_KernelArgs):
 Kernel = (
     Conv2dKernel
     | DenseKernel
+    | AccumulateDenseKernel
     | Pool2dKernel
     | AdaptiveAvgPool2dKernel
     | NeuronKernel
@@ -420,21 +498,42 @@ def _no_contract(product: ir.Expr) -> ir.Expr:
     return tirx.call_llvm_pure_intrin(FLOAT, "llvm.arithmetic.fence", product)
 
 
+def _placeholder(k: Kernel, name: str) -> te.Tensor:
+    """The tensor of argument ``name``, in its element type."""
+    return te.placeholder(k.arg_shapes()[name], k.arg_dtype(name), name=name)
+
+
+def _dtype(value: ir.Expr) -> str:
+    """The element type of an expression (a tensor element, ``x[i]``, names it ``dtype``; other expressions ``ty``)."""
+    return str(getattr(value, "dtype", None) or value.ty)
+
+
+def _float(value: ir.Expr) -> ir.Expr:
+    """A loaded element as float32: a spike's byte reads as 0.0 or 1.0."""
+    return _as(FLOAT, value)
+
+
+def _as(dtype: str, value: ir.Expr) -> ir.Expr:
+    """``value`` stored as ``dtype``: a 0.0 / 1.0 spike as a byte."""
+    return value if _dtype(value) == dtype else tirx.Cast(dtype, value)
+
+
 def _f32(value: float) -> ir.Expr:
     """A float32 constant holding exactly ``np.float32(value)`` (rounded here, so that any constant folding TVM
     does in double precision starts from the float32 value)."""
     return tirx.const(float(np.float32(value)), FLOAT)
 
 
-def _vector_tile(extent: int, lanes: int) -> int:
-    """The divisor of ``extent`` (at most 4 vectors wide) that fills vector registers best, the widest on ties
-    (wider tiles share each weight broadcast across more lanes: ~6% on conv 64->64 32x32 with 16 lanes).
+def _vector_tile(extent: int, lanes: int, limit: int | None = None) -> int:
+    """The divisor of ``extent`` (at most 4 vectors wide, and at most ``limit``) that fills vector registers best,
+    the widest on ties (wider tiles share each weight broadcast across more lanes: ~6% on conv 64->64 32x32 with 16
+    lanes).
 
     Tiles must divide the loop: a split with a remainder leaves a predicate in the loop body, and TVM's vectorizer
     then scalarises the whole loop. A tile that is not a multiple of ``lanes`` (e.g. 28 columns with 16 lanes, or
     13 with 4) still vectorizes; LLVM splits it into full and partial vector operations.
     """
-    divisors = [d for d in range(1, min(extent, 4 * lanes) + 1) if extent % d == 0]
+    divisors = [d for d in range(1, min(extent, 4 * lanes, limit or extent) + 1) if extent % d == 0]
     return max(divisors, key=lambda d: (d / (math.ceil(d / lanes) * lanes), d))
 
 
@@ -506,10 +605,12 @@ def _padded(x: te.Tensor, k: Conv2dKernel | Pool2dKernel, fill: float) -> te.Ten
     ``scratch``)."""
     _, h, w = (int(d) for d in x.shape)
     top, _, side = k.pads()
+    # Spikes pad with 0, also for max pooling: every window holds an input element, and spikes are never below 0.
+    pad = _f32(fill) if x.dtype == FLOAT else tirx.const(0, x.dtype)
 
     def value(ci: tirx.Var, hi: tirx.Var, wi: tirx.Var) -> ir.Expr:
         inside = tirx.all(hi >= top, hi < h + top, wi >= side, wi < w + side)
-        return tirx.if_then_else(inside, x[ci, hi - top, wi - side], _f32(fill))
+        return tirx.if_then_else(inside, x[ci, hi - top, wi - side], pad)
 
     return te.compute(k.padded_shape(), value, name="pad")
 
@@ -531,7 +632,8 @@ def _windowed(
     """Finish a sliding-window kernel (conv, pooling): ``y = epilogue(acc, channel)``, scheduled with
     ``_schedule_tiled_reduction``; ``src`` is the padded input (the ``scratch`` argument) unless it is ``x``;
     ``window`` is the number of terms each output sums."""
-    out = te.compute(k.out_shape(), lambda c, h, w: epilogue(acc[c, h, w], c), name="y")
+    dtype = k.arg_dtype("y")
+    out = te.compute(k.out_shape(), lambda c, h, w: _as(dtype, epilogue(acc[c, h, w], c)), name="y")
     padded = src is not inputs[0]
     sch = s_tir.Schedule(te.create_prim_func([*inputs, *([src] if padded else []), out]))
     parallel = math.prod(k.out_shape()) * window >= _PARALLEL_MIN_WORK
@@ -546,7 +648,7 @@ def _conv2d(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
     o = k.out_channels
     (kh, kw), (sh, sw), (dh, dw) = k.kernel, k.stride, k.dilation
     cpg, opg = k.in_shape[0] // k.groups, o // k.groups
-    x = te.placeholder(k.in_shape, FLOAT, name="x")
+    x = _placeholder(k, "x")
     w = te.placeholder(k.weight_shape(), FLOAT, name="w")
     b = te.placeholder((o,), FLOAT, name="b")
     src = _padded(x, k, 0.0) if k.scratch_bytes() else x
@@ -554,7 +656,7 @@ def _conv2d(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
 
     def conv(oc: tirx.Var, y: tirx.Var, xx: tirx.Var) -> ir.Expr:
         channel = rc if k.groups == 1 else (oc // opg) * cpg + rc
-        return te.sum(src[channel, y * sh + rh * dh, xx * sw + rw * dw] * w[oc, rc, rh, rw], axis=[rc, rh, rw])
+        return te.sum(_float(src[channel, y * sh + rh * dh, xx * sw + rw * dw]) * w[oc, rc, rh, rw], axis=[rc, rh, rw])
 
     acc = te.compute(k.out_shape(), conv, name="acc")
     window = cpg * kh * kw
@@ -572,13 +674,13 @@ def _dense(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
     """
     n_in, n_out = k.in_features, k.out_features
     step = math.gcd(n_in, lanes)
-    x = te.placeholder((n_in,), FLOAT, name="x")
+    x = _placeholder(k, "x")
     w = te.placeholder((n_out, n_in), FLOAT, name="w")
     b = te.placeholder((n_out,), FLOAT, name="b")
     ko = te.reduce_axis((0, n_in // step), "ko")
     part = te.compute(
         (n_out, step),
-        lambda j, lane: te.sum(x[ko * step + lane] * w[j, ko * step + lane], axis=ko),
+        lambda j, lane: te.sum(_float(x[ko * step + lane]) * w[j, ko * step + lane], axis=ko),
         name="part",
     )
     lane = te.reduce_axis((0, step), "lane")
@@ -618,11 +720,16 @@ def _dense_steps(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
     group = min(n_steps, _MAX_ACC_VECTORS)
     rows = _tile(n_out, max(1, _MAX_ACC_VECTORS // group))
     loop = "T.parallel" if n_in * n_out * n_steps >= _PARALLEL_MIN_WORK else "T.serial"
-    buffers = [*(f"{x}: T.Buffer(({n_in},), 'float32')" for x in k.step_names("x"))]
+    buffers = [f"{x}: T.Buffer(({n_in},), '{k.arg_dtype(x)}')" for x in k.step_names("x")]
     buffers += [f"w: T.Buffer(({n_out}, {n_in}), 'float32')"]
     buffers += [f"b: T.Buffer(({n_out},), 'float32')"] * k.bias
     buffers += [f"{y}: T.Buffer(({n_out},), 'float32')" for y in k.step_names("y")]
     row = f"jo * {rows} + ji"
+
+    def x(t: int) -> str:  # spikes are bytes, read as 0.0 / 1.0
+        load = f"x{t}[ko * {step} + lane]"
+        return f"T.Cast('float32', {load})" if k.spikes else load
+
     lines = [
         "@T.prim_func(private=True)",
         f"def main({', '.join(buffers)}):",
@@ -637,10 +744,7 @@ def _dense_steps(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
         lines += [f"        for ko in range({n_in // step}):", f"            for ji in T.unroll({rows}):"]
         lines += [f"                for lane in T.vectorized({step}):"]
         term = f"w[{row}, ko * {step} + lane]"
-        lines += [
-            f"                    acc{t}[ji, lane] = acc{t}[ji, lane] + x{t}[ko * {step} + lane] * {term}"
-            for t in steps
-        ]
+        lines += [f"                    acc{t}[ji, lane] = acc{t}[ji, lane] + {x(t)} * {term}" for t in steps]
         lines += [f"        for ji in T.unroll({rows}):"]
         bias = f" + b[{row}]" if k.bias else ""
         for t in steps:
@@ -652,12 +756,13 @@ def _dense_steps(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
 def _pool2d(k: Pool2dKernel, lanes: int) -> tirx.PrimFunc:
     """Max / average pooling sharing the conv schedule (tiled accumulators over the window)."""
     (kh, kw), (sh, sw) = k.kernel, k.stride
-    x = te.placeholder(k.in_shape, FLOAT, name="x")
+    x = _placeholder(k, "x")
     src = _padded(x, k, -math.inf if k.kind == "max" else 0.0) if k.scratch_bytes() else x
     rh, rw = te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
-    reducer = te.max if k.kind == "max" else te.sum
+    # The max of spikes is a spike (bytes throughout); sums count them as floats.
+    reducer, read = (te.max, lambda e: e) if k.kind == "max" else (te.sum, _float)
     acc = te.compute(
-        k.out_shape(), lambda ci, y, xx: reducer(src[ci, y * sh + rh, xx * sw + rw], axis=[rh, rw]), name="acc"
+        k.out_shape(), lambda ci, y, xx: reducer(read(src[ci, y * sh + rh, xx * sw + rw]), axis=[rh, rw]), name="acc"
     )
     if k.kind == "avg":
         # PyTorch divides the window sum by the window size (count_include_pad=True, no ceil mode).
@@ -676,7 +781,7 @@ def _adaptive_avgpool2d(k: AdaptiveAvgPool2dKernel, lanes: int) -> tirx.PrimFunc
     parallel, nothing is vectorized."""
     _, h, w = k.in_shape
     oh, ow = k.output
-    x = te.placeholder(k.in_shape, FLOAT, name="x")
+    x = _placeholder(k, "x")
     kh, kw = _largest_bin(h, oh), _largest_bin(w, ow)
     rh, rw = te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
 
@@ -686,7 +791,7 @@ def _adaptive_avgpool2d(k: AdaptiveAvgPool2dKernel, lanes: int) -> tirx.PrimFunc
     def total(ci: tirx.Var, i: tirx.Var, j: tirx.Var) -> ir.Expr:
         (h0, h1), (w0, w1) = bin_of(i, h, oh), bin_of(j, w, ow)
         inside = tirx.all(h0 + rh < h1, w0 + rw < w1)
-        value = x[ci, tirx.min(h0 + rh, h - 1), tirx.min(w0 + rw, w - 1)]
+        value = _float(x[ci, tirx.min(h0 + rh, h - 1), tirx.min(w0 + rw, w - 1)])
         return te.sum(tirx.Select(inside, value, _f32(0.0)), axis=[rh, rw])
 
     acc = te.compute(k.out_shape(), total, name="acc")
@@ -772,14 +877,14 @@ def _neuron(k: NeuronKernel, lanes: int) -> tirx.PrimFunc:
     iteration, and no later store reads a buffer an earlier store wrote (z/out and v read v and i; i reads only i).
     """
     model = NEURON_MODELS[k.kind]
-    x = te.placeholder((k.n,), FLOAT, name="x")
+    x = _placeholder(k, "x")
     state = {name: te.placeholder((k.n,), FLOAT, name=name) for name in model.state}
     per_neuron = {name: te.placeholder((k.n,), FLOAT, name=name) for name, value in k.params if value is None}
 
     def update(j: tirx.Var) -> list[ir.Expr]:
         params = {name: per_neuron[name][j] if value is None else _f32(value) for name, value in k.params}
-        new = _NEURON_UPDATES[k.kind](x[j], {name: buf[j] for name, buf in state.items()}, params)
-        return [new[k.probe or model.output], *(new[name] for name in model.state)]
+        new = _NEURON_UPDATES[k.kind](_float(x[j]), {name: buf[j] for name, buf in state.items()}, params)
+        return [_as(k.arg_dtype(model.output), new[k.probe or model.output]), *(new[name] for name in model.state)]
 
     output, *new_state = te.compute((k.n,), update, name="neuron")
     args = [x, *state.values(), output, *per_neuron.values(), *new_state]
@@ -789,19 +894,23 @@ def _neuron(k: NeuronKernel, lanes: int) -> tirx.PrimFunc:
     return _to_c_abi(sch.mod["main"], k.symbol, names, noalias=False)
 
 
-def _elementwise(symbol: str, n: int, lanes: int, names: Sequence[str], fn: Callable[..., ir.Expr]) -> tirx.PrimFunc:
-    """One vectorized element-wise output from len(names)-1 inputs of n floats."""
-    inputs = [te.placeholder((n,), FLOAT, name=name) for name in names[:-1]]
-    out = te.compute((n,), lambda j: fn(*(t[j] for t in inputs)), name=names[-1])
+def _elementwise(k: ElementwiseKernel | ElementwiseAddKernel, lanes: int, fn: Callable[..., ir.Expr]) -> tirx.PrimFunc:
+    """One vectorized element-wise output ``y`` from the other arguments, n elements each. Spike operands read as
+    floats, except for a copy of spikes into spikes, which copies bytes."""
+    *operands, out_name = k.arg_names()
+    inputs = [_placeholder(k, name) for name in operands]
+    dtype = k.arg_dtype(out_name)
+    read = (lambda e: e) if dtype == SPIKE else _float
+    out = te.compute((k.n,), lambda j: _as(dtype, fn(*(read(t[j]) for t in inputs))), name=out_name)
     sch = s_tir.Schedule(te.create_prim_func([*inputs, out]))
-    _vectorize_flat(sch, sch.get_sblock(names[-1]), lanes, n)
-    return _to_c_abi(sch.mod["main"], symbol, names)
+    _vectorize_flat(sch, sch.get_sblock(out_name), lanes, k.n)
+    return _to_c_abi(sch.mod["main"], k.symbol, k.arg_names())
 
 
 def _rows(k: RowsKernel, lanes: int) -> tirx.PrimFunc:
     """Each output row read from its operand: one branch per operand on the row (loop-invariant along the
     vectorized columns). Row indices are clamped into each operand so no branch can read out of bounds."""
-    xs = [te.placeholder(shape, FLOAT, name=f"x{j}") for j, shape in enumerate(k.in_shapes)]
+    xs = [_placeholder(k, f"x{j}") for j in range(len(k.in_shapes))]
     ends = np.cumsum([hi - lo for lo, hi in k.rows]).tolist()
     starts = [0, *ends[:-1]]
 
@@ -812,7 +921,7 @@ def _rows(k: RowsKernel, lanes: int) -> tirx.PrimFunc:
             expr = load if expr is None else tirx.if_then_else(h < end, load, expr)
         return expr
 
-    out = te.compute(k.out_shape(), value, name="y")
+    out = te.compute(k.out_shape(), lambda c, h, w: _as(k.arg_dtype("y"), value(c, h, w)), name="y")
     sch = s_tir.Schedule(te.create_prim_func([*xs, out]))
     c, h, w = sch.get_loops(sch.get_sblock("y"))
     if math.prod(k.out_shape()) >= _PARALLEL_MIN_ELEMENTS:
@@ -821,6 +930,45 @@ def _rows(k: RowsKernel, lanes: int) -> tirx.PrimFunc:
     if tile > 1:
         sch.vectorize(sch.split(w, [None, tile])[1])
     return _to_c_abi(sch.mod["main"], k.symbol, k.arg_names())
+
+
+def _accumulate_dense(k: AccumulateDenseKernel, lanes: int) -> tirx.PrimFunc:
+    """For each tile of outputs (in parallel when the layer is large): zero the tile's accumulators (one per step,
+    small enough to stay on the stack), walk the inputs, and for an active one add its contiguous row of W^T into
+    the accumulators of the steps where it is active (vectorized along the outputs); then add the bias and store.
+
+    The loop over inputs branches on data, which a TE compute cannot say, so the kernel is TVMScript (generated
+    for the static shapes and parsed); it has no scalar temporaries in vectorized loops (see the TVM notes).
+    """
+    n_in, n_out, steps = k.in_features, k.out_features, k.steps
+    tile = _vector_tile(n_out, lanes, _MAX_TILE_FLOATS // steps)
+    xs, ys = k.step_names("x"), k.step_names("y")
+    params = [f'{x}: T.Buffer(({n_in},), "uint8")' for x in xs] + [f'w: T.Buffer(({n_in}, {n_out}), "float32")']
+    params += [f'b: T.Buffer(({n_out},), "float32")'] if k.bias else []
+    params += [f'{y}: T.Buffer(({n_out},), "float32")' for y in ys]
+    loop = "T.parallel" if n_in * n_out >= _PARALLEL_MIN_WORK else "T.serial"
+    out, bias = f"jo * {tile} + ji", f" + b[jo * {tile} + ji]" if k.bias else ""
+    lines = [
+        f"def main({', '.join(params)}):",
+        f"    for jo in {loop}({n_out // tile}):",
+        f'        acc = T.alloc_buffer(({steps}, {tile}), "float32")',
+        f"        for t, ji in T.grid({steps}, {tile}):",
+        "            acc[t, ji] = T.float32(0)",
+        f"        for k in range({n_in}):",
+    ]
+    if steps > 1:  # the row is read once for every step in which its input is active
+        lines.append(f"            if ({' | '.join(f'{x}[k]' for x in xs)}) != T.uint8(0):")
+    indent = " " * (16 if steps > 1 else 12)
+    for t, x in enumerate(xs):
+        lines += [
+            f"{indent}if {x}[k] != T.uint8(0):",
+            f"{indent}    for ji in T.vectorized({tile}):",
+            f"{indent}        acc[{t}, ji] = acc[{t}, ji] + w[k, {out}]",
+        ]
+    for t, y in enumerate(ys):
+        lines += [f"        for ji in T.vectorized({tile}):", f"            {y}[{out}] = acc[{t}, ji]{bias}"]
+    func = tvm.script.from_source("\n".join(["@T.prim_func", *lines]), extra_vars={"T": T})
+    return _to_c_abi(func, k.symbol, k.arg_names())
 
 
 def prim_func(kernel: Kernel, lanes: int) -> tirx.PrimFunc:
@@ -836,14 +984,16 @@ def prim_func(kernel: Kernel, lanes: int) -> tirx.PrimFunc:
             return _pool2d(kernel, lanes)
         case NeuronKernel():
             return _neuron(kernel, lanes)
+        case AccumulateDenseKernel():
+            return _accumulate_dense(kernel, lanes)
         case ElementwiseAddKernel():
-            return _elementwise(kernel.symbol, kernel.n, lanes, kernel.arg_names(), lambda a, b: a + b)
+            return _elementwise(kernel, lanes, lambda a, b: a + b)
         case ElementwiseKernel():
             body = ELEMENTWISE_FNS[kernel.fn].body
             if kernel.constant is not None:
                 constant = _f32(kernel.constant)
-                return _elementwise(kernel.symbol, kernel.n, lanes, kernel.arg_names(), lambda *a: body(*a, constant))
-            return _elementwise(kernel.symbol, kernel.n, lanes, kernel.arg_names(), body)
+                return _elementwise(kernel, lanes, lambda *a: body(*a, constant))
+            return _elementwise(kernel, lanes, body)
         case AdaptiveAvgPool2dKernel():
             return _adaptive_avgpool2d(kernel, lanes)
         case RowsKernel():
@@ -854,6 +1004,7 @@ def prim_func(kernel: Kernel, lanes: int) -> tirx.PrimFunc:
 __all__ = [
     "ELEMENTWISE_FNS",
     "NEURON_MODELS",
+    "AccumulateDenseKernel",
     "AdaptiveAvgPool2dKernel",
     "Conv2dKernel",
     "DenseKernel",

@@ -14,6 +14,8 @@ import numpy as np
 
 from masic.codegen.kernels import (
     ELEMENTWISE_FNS,
+    SPIKE,
+    AccumulateDenseKernel,
     AdaptiveAvgPool2dKernel,
     Conv2dKernel,
     DenseKernel,
@@ -27,7 +29,7 @@ from masic.codegen.kernels import (
 from masic.codegen.weights import Segment, WeightsFile
 from masic.early_exit import ExitRule
 from masic.ir.graph import Graph, Node, ParamRef
-from masic.ir.ops import OPS, neuron_op, row_padding, state_names
+from masic.ir.ops import OPS, neuron_op, row_padding, state_names, state_type
 from masic.ir.text import format_node
 
 NO_KERNEL_OPS = ("input", "flatten", "reshape")  # the loader writes the input; flatten and reshape are views
@@ -95,6 +97,9 @@ def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
             "bias" in a,
             _row_padding(node),
         )
+    elif node.op == "dense" and node.attr("weight_layout") == "IO":  # of spikes (the spike-dtype pass)
+        has_bias = node.attr("bias") is not None
+        kernel = AccumulateDenseKernel("", node.attr("in_features"), node.attr("out_features"), has_bias)
     elif node.op == "dense":
         kernel = DenseKernel("", node.attr("in_features"), node.attr("out_features"), node.attr("bias") is not None)
     elif node.op in ("maxpool2d", "avgpool2d", "sumpool2d"):
@@ -163,10 +168,14 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
     calls = []
 
     values = {node.name for node in graph.nodes}
+    spikes = {n.name for n in graph.nodes if n.type.dtype == "spike"}
+    spikes |= {s for n in graph.nodes if state_type(n).dtype == "spike" for s in state_names(n)}
 
     def call(
         node: Node, kernel: Kernel, binding: dict[str, str], position: int, step: int, note: str = "", y_shift: int = 0
     ) -> None:
+        # a batched call binds the steps' copies (value@t) of a value
+        kernel = kernel.with_spikes(tuple(p for p in kernel.arg_names() if binding.get(p, "").split("@")[0] in spikes))
         # values and scratch exist once per step of a block; state and weights once
         binding = {
             k: graph.copy_name(v, step) if v in values or v.endswith(".scratch") else v for k, v in binding.items()
@@ -191,7 +200,8 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
             for part in node.inputs:
                 part_type = graph.node(part).type
                 copy = ElementwiseKernel("", "copy", part_type.numel)
-                note = f"%{node.name}[{shift // 4}:{shift // 4 + part_type.numel}] <- %{part}"
+                first = shift // part_type.np_dtype.itemsize
+                note = f"%{node.name}[{first}:{first + part_type.numel}] <- %{part}"
                 call(node, copy, {"x": part, "y": node.name}, position, step, note, shift)
                 shift += part_type.nbytes
         elif graph.batched(node):
@@ -236,6 +246,11 @@ def _load_kind(segment: Segment, state: int) -> tuple[int, int]:
     return 2, int(np.float32(segment.fill).view(np.uint32))
 
 
+def _c_type(kernel: Kernel, arg: str) -> str:
+    """The C element type of a kernel argument: spikes are bytes."""
+    return "uint8_t" if kernel.arg_dtype(arg) == SPIKE else "float"
+
+
 def _c_shape(shape: tuple[int, ...]) -> str:
     return "{" + ", ".join(map(str, shape)) + "}"
 
@@ -246,7 +261,10 @@ def emit_model_c(
     plan = graph.plan
     (input_node,) = graph.inputs
     output = graph.node(graph.output)
-    prototypes = "".join(f"int32_t {k.symbol}({', '.join('float *' + p for p in k.arg_names())});\n" for k in kernels)
+    prototypes = "".join(
+        f"int32_t {k.symbol}({', '.join(f'{_c_type(k, p)} *{p}' for p in k.arg_names())});\n" for k in kernels
+    )
+    by_symbol = {k.symbol: k for k in kernels}
     block = graph.schedule.block
     by_position: dict[int, list[KernelCall]] = {}
     first_reader: dict[str, int] = {}  # weight (@name) or neuron state -> position of the first call reading it
@@ -277,7 +295,8 @@ def emit_model_c(
         for k in waits.get(position, []):
             body += f"  masic_wait_load({k}u); /* {loads[k][0].name} */\n"
         for call in by_position.get(position, []):
-            args = ", ".join(f"(float *)(arena + {offset}u)" for _, offset in call.args)
+            kernel = by_symbol[call.symbol]
+            args = ", ".join(f"({_c_type(kernel, p)} *)(arena + {offset}u)" for p, offset in call.args)
             guard = f"if ({call.step} < nsteps && " if call.step else "if ("
             body += f"  /* {(call.note or format_node(call.node)).replace('*/', '* /')}{_step_note(call, graph)} */\n"
             body += f"  {guard}(rc = {call.symbol}({args})) != 0) return rc;\n"

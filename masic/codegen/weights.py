@@ -4,7 +4,8 @@ Each block starts at a multiple of 64 bytes, in plan order, so the loader reads 
 into its arena slot. The file's CRC-32 (zlib) and size go into model.c and the manifest; the loader refuses a file
 that does not match both. Initial states are copied in before each sample (`state_init`) or, when states are
 transient (`masic.analysis.liveness.transient_states`), by the loading thread once per block like streamed
-weights (`state_loads`).
+weights (`state_loads`). A weight is stored in the layout the kernel that reads it wants (`stored_weight`); the IR's
+parameter keeps its logical layout, so the interpreter and the passes never see the stored one.
 """
 
 from __future__ import annotations
@@ -21,6 +22,27 @@ from masic.ir.interpret import initial_state
 from masic.ir.ops import neuron_op
 
 FILE_ALIGNMENT = 64
+
+
+def stored_weight(array: np.ndarray, layout: str | None) -> np.ndarray:
+    """A parameter as weights.bin stores it for a reader that asks for `layout` (a node's `weight_layout`)."""
+    match layout:
+        case None:
+            return array
+        case "IO":  # dense (out, in) -> (in, out): an input's weights contiguous, for the accumulate-only kernel
+            return array.T
+    raise ValueError(f"unknown weight layout {layout!r}")
+
+
+def _layouts(graph: Graph) -> dict[str, str | None]:
+    """The stored layout of every parameter, from the nodes that read it as their weight."""
+    layouts: dict[str, str | None] = {}
+    for node in graph.nodes:
+        for key, ref in node.param_refs():
+            layout = node.attr("weight_layout") if key == "weight" else None
+            if layouts.setdefault(ref.name, layout) != layout:
+                raise ValueError(f"parameter @{ref.name} is read in layouts {layouts[ref.name]} and {layout}")
+    return layouts
 
 
 @dataclass(frozen=True)
@@ -55,6 +77,7 @@ def write_weights(graph: Graph, path: Path) -> WeightsFile:
         if neuron_op(node.op):
             states += [(f"{node.name}.{key}", array) for key, array in initial_state(graph, node).items()]
     streamed_names = set(graph.schedule.streamed)
+    layouts = _layouts(graph)
     transient = transient_states(graph)
     resident, streamed, state_init, state_loads, offset, crc = [], [], [], [], 0, 0
     with path.open("wb") as out:
@@ -65,7 +88,9 @@ def write_weights(graph: Graph, path: Path) -> WeightsFile:
                     buffer_offset = plan.buffer_of(name).offset
                     state_loads.append(Segment(name, 0, buffer_offset, array.nbytes, float(array.flat[0])))
                     continue
-                data = np.ascontiguousarray(array, dtype=np.float32).tobytes()
+                stored = stored_weight(array, layouts.get(name)) if kind == "weight" else array
+                # weights are float32; states in their own type (a delay of spikes holds bytes)
+                data = np.ascontiguousarray(stored, dtype=np.float32 if kind == "weight" else array.dtype).tobytes()
                 padding = b"\0" * (align_up(offset, FILE_ALIGNMENT) - offset)
                 out.write(padding)
                 crc = zlib.crc32(data, zlib.crc32(padding, crc))

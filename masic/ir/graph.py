@@ -19,7 +19,9 @@ from types import MappingProxyType
 
 import numpy as np
 
-DTYPES: Mapping[str, np.dtype] = MappingProxyType({"f32": np.dtype(np.float32)})
+# Element types: "spike" holds 0 or 1, one byte each (what spiking neurons output and max pools, views, crops,
+# concats and delays of spikes pass on); everything else is float32.
+DTYPES: Mapping[str, np.dtype] = MappingProxyType({"f32": np.dtype(np.float32), "spike": np.dtype(np.uint8)})
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,10 @@ class TensorType:
     @property
     def nbytes(self) -> int:
         return self.numel * DTYPES[self.dtype].itemsize
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return DTYPES[self.dtype]
 
     def __str__(self) -> str:
         return f"{self.dtype}[{','.join(map(str, self.shape))}]"

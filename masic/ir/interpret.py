@@ -5,11 +5,13 @@ Neuron updates are float32, one rounding per operation, in Norse's order (see `m
 synaptic input they reproduce Norse bit-for-bit; so do the element-wise ops (scale, offset, sub, mul, ...) against
 PyTorch's float32 arithmetic. Convolutions, dense layers and pooling sums accumulate in float64 and round once, so
 they are at least as accurate as any float32 kernel they are compared with. A `delay` outputs its state, and its
-state takes its source's value right after the source is computed.
+state takes its source's value right after the source is computed. Values of type `spike` are uint8 arrays of 0/1,
+as the compiled kernels store them; ops with a float32 output read them as 0.0 / 1.0.
 
 With `simulate_plan=True` every value, state and weight lives inside one byte array at the offset the plan gives
 it, and each buffer is filled with NaN when its lifetime starts: a plan that lets two live buffers overlap, or
-that ends a lifetime too early, corrupts the result instead of passing silently. Streamed weights and transient
+that ends a lifetime too early, corrupts the result instead of passing silently (a poisoned spike byte reads as
+255, not 0 or 1). Streamed weights and transient
 states (`masic.analysis.liveness.transient_states`) are then filled in, as the loading thread would: a plan that
 starts their lifetimes too late corrupts the result too.
 """
@@ -24,7 +26,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from masic.analysis.liveness import transient_states
 from masic.ir.graph import Buffer, Graph, Node, ParamRef
-from masic.ir.ops import adaptive_bins, neuron_op, row_padding, state_names
+from masic.ir.ops import adaptive_bins, neuron_op, row_padding, state_names, state_type
 
 F32 = np.float32
 
@@ -65,10 +67,11 @@ def dense(node: Node, x: np.ndarray, p: Callable[[str], np.ndarray | None]) -> n
 
 def pool2d(node: Node, x: np.ndarray) -> np.ndarray:
     is_max = node.op == "maxpool2d"
-    padded = _pad(x, node, -np.inf if is_max else 0.0)
+    # Spikes pad with 0: every window holds an input element (ops.py), and spikes are never below 0.
+    padded = _pad(x, node, -np.inf if is_max and x.dtype == F32 else 0.0)
     windows = _windows(padded, node.attr("kernel"), node.attr("stride"), (1, 1))
     if is_max:
-        return windows.max(axis=(3, 4)).astype(F32)
+        return windows.max(axis=(3, 4)).astype(x.dtype)
     reduce = np.mean if node.op == "avgpool2d" else np.sum
     return reduce(windows.astype(np.float64), axis=(3, 4)).astype(F32)
 
@@ -120,7 +123,7 @@ def neuron_step(node: Node, x: np.ndarray, state: dict[str, np.ndarray], p: Call
     else:
         v[...] = np.where(spikes, p("v_reset"), v1)
     probe = node.attr("probe")
-    return state[probe].copy() if probe else spikes.astype(F32)
+    return state[probe].copy() if probe else spikes.astype(node.type.np_dtype)
 
 
 # Element-wise ops: float32 in, float32 out, one rounding per operation as in PyTorch.
@@ -140,10 +143,10 @@ def initial_state(graph: Graph, node: Node) -> dict[str, np.ndarray]:
     """Fresh state arrays of a neuron node: each filled with its initial-value attribute, or zeros."""
     definition = neuron_op(node.op)
     assert definition is not None and node.type is not None
-    state = {}
+    state, state_dtype = {}, state_type(node).np_dtype
     for name, init in definition.states:
         value = 0.0 if init is None else node.attr(init)
-        array = np.empty(node.type.shape, dtype=F32)
+        array = np.empty(node.type.shape, dtype=state_dtype)
         array[...] = graph.weights[value.name] if isinstance(value, ParamRef) else F32(value)
         state[name] = array
     return state
@@ -156,8 +159,6 @@ class _Values:
         self.graph = graph
         self.arena: np.ndarray | None = None
         self.arrays: dict[str, np.ndarray] = dict(graph.weights)
-        types = {n.name: n.type for n in graph.nodes} | {f"@{p.name}": p.type for p in graph.params}
-        types |= {s: n.type for n in graph.nodes for s in state_names(n)}
         # position -> buffers poisoned as their lifetime starts, then the streamed weights and transient states
         # filled into them (array name, value)
         self.poisoned: dict[int, list[Buffer]] = {}
@@ -168,11 +169,15 @@ class _Values:
             plan = graph.plan
             if plan is None:
                 raise ValueError("simulate_plan needs a planned graph (run assign-offsets first)")
+            types = {n.name: n.type for n in graph.nodes} | {f"@{p.name}": p.type for p in graph.params}
+            types |= {s: state_type(n) for n in graph.nodes for s in state_names(n)}
             self.arena = np.full(plan.arena_bytes, 0xFF, dtype=np.uint8)
             for value, buffer in plan.values:
                 base = value if value.startswith("@") else value.split("@")[0]  # a block's copy x@t is an x
                 offset, vtype = plan.buffer(buffer).offset, types[base]
-                self.arrays[value] = self.arena[offset : offset + vtype.nbytes].view(F32).reshape(vtype.shape)
+                self.arrays[value] = (
+                    self.arena[offset : offset + vtype.nbytes].view(vtype.np_dtype).reshape(vtype.shape)
+                )
             for param in graph.params:
                 self.arrays[param.name] = self.arrays.pop(f"@{param.name}")
                 self.arrays[param.name][...] = graph.weights[param.name]
@@ -189,12 +194,12 @@ class _Values:
                     self.poisoned.setdefault(buf.start, []).append(buf)
 
     def begin_position(self, position: int) -> None:
-        """What happens to the arena as a position starts: every buffer whose lifetime starts is poisoned (NaN),
-        except pinned state and resident weights; streamed weight slots and transient states are then filled, as the
-        loading thread would. A plan that overlaps live buffers, or starts a slot too late, then corrupts the
-        results."""
+        """What happens to the arena as a position starts: every buffer whose lifetime starts is poisoned with 0xFF
+        bytes (a NaN as float32, 255 as a spike), except pinned state and resident weights; streamed weight slots
+        and transient states are then filled, as the loading thread would. A plan that overlaps live buffers, or
+        starts a slot too late, then corrupts the results."""
         for buf in self.poisoned.get(position, []):
-            self.arena[buf.offset : buf.offset + buf.size].view(F32)[...] = np.nan
+            self.arena[buf.offset : buf.offset + buf.size] = 0xFF
         for name, value in self.filled.get(position, []):
             self.arrays[name][...] = value
 
@@ -261,6 +266,8 @@ def _execute(node: Node, values: _Values, sample: np.ndarray, copy: Callable[[st
         return values.arrays[value.name] if isinstance(value, ParamRef) else F32(value)
 
     operands = [values.arrays[copy(v)] for v in node.inputs]
+    if node.type.dtype == "f32":  # spikes read as 0.0 / 1.0
+        operands = [operand.astype(F32, copy=False) for operand in operands]
     if node.op == "input":
         return sample
     if node.op == "delay":

@@ -7,6 +7,11 @@ reproduces Norse bit-for-bit. Coefficients are folded at import time in float32,
 attribute or a `ParamRef` to a per-neuron array of the neuron's shape; so are the parameters of the element-wise ops
 listed in their `element_params` (scale, offset, threshold, constant).
 
+Element types (`masic.ir.graph.DTYPES`): a spiking neuron's output is "f32" or "spike" (0/1 in one byte; the
+spike-dtype pass chooses, the declared type records the choice and the shape rule keeps it); max pooling, views
+(flatten, reshape), crop_rows, concat and delay pass their operand's type on; every other op outputs "f32" and
+reads either type (a spike operand counts as 0.0 or 1.0).
+
 Cycles: the graph is a DAG within a step. `delay` carries a value across steps: its output at step t is the value of
 its `source` (a node later in the order) at step t-1, zeros at t=0. The source's value is copied into the delay's
 state right after the source is computed, so a delay must come before its source.
@@ -83,7 +88,20 @@ def adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:
 
 
 def _infer_identity(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
-    return ins[0]
+    """Element-wise: the operand's shape, float32 whatever the operand's type."""
+    return TensorType(ins[0].shape)
+
+
+def _infer_spiking(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
+    """A spiking neuron: the operand's shape; spikes when declared so (not when probing a state, a float)."""
+    spikes = node.type is not None and node.type.dtype == "spike" and node.attr("probe") is None
+    return TensorType(ins[0].shape, "spike" if spikes else "f32")
+
+
+def state_type(node: Node) -> TensorType:
+    """The type of each state of a neuron or delay node: a delay holds values of its own type, neurons float32."""
+    assert node.type is not None
+    return node.type if node.op == "delay" else TensorType(node.type.shape)
 
 
 def _infer_declared(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
@@ -119,7 +137,7 @@ def _infer_pool2d(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
     oh, ow = _window_out(h, kh, sh, top + bottom), _window_out(w, kw, sw, 2 * pw)
     if oh <= 0 or ow <= 0:
         raise ShapeError(f"pooling kernel {kh}x{kw} does not fit input {h}x{w}")
-    return TensorType((c, oh, ow))
+    return TensorType((c, oh, ow), ins[0].dtype if node.op == "maxpool2d" else "f32")
 
 
 def _infer_dense(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
@@ -131,7 +149,7 @@ def _infer_dense(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
 
 
 def _infer_flatten(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
-    return TensorType((prod(ins[0].shape),))
+    return TensorType((prod(ins[0].shape),), ins[0].dtype)
 
 
 def _infer_reshape(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
@@ -140,7 +158,7 @@ def _infer_reshape(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
         raise ShapeError(f"reshape needs a shape of positive integers, got {shape!r}")
     if prod(shape) != ins[0].numel:
         raise ShapeError(f"cannot reshape {ins[0]} to {shape}: {prod(shape)} elements for {ins[0].numel}")
-    return TensorType(shape)
+    return TensorType(shape, ins[0].dtype)
 
 
 def _infer_adaptive_pool2d(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
@@ -181,9 +199,10 @@ def _infer_crop_rows(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
 
 
 def _infer_same(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
-    if any(t != ins[0] for t in ins):
-        raise ShapeError(f"operands must have equal types, got {', '.join(map(str, ins))}")
-    return ins[0]
+    """Element-wise over operands of one shape (of either type): float32."""
+    if any(t.shape != ins[0].shape for t in ins):
+        raise ShapeError(f"operands must have equal shapes, got {', '.join(map(str, ins))}")
+    return TensorType(ins[0].shape)
 
 
 _NEURON_PARAMS_LIF = ("dt_tau_mem", "neg_dt_tau_syn", "v_leak", "v_th", "v_reset")
@@ -202,7 +221,15 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 "2-d cross-correlation as torch.nn.Conv2d; weight (O, C/groups, kh, kw); row_padding=(top, bottom)"
                 " replaces padding's rows (a row patch pads only at the image border)",
             ),
-            OpDef("dense", 1, ("weight", "in_features", "out_features"), ("bias",), _infer_dense, "y = W x + b"),
+            OpDef(
+                "dense",
+                1,
+                ("weight", "in_features", "out_features"),
+                ("bias", "weight_layout"),
+                _infer_dense,
+                'y = W x + b; weight_layout="IO" stores W transposed in weights.bin (for the accumulate-only kernel'
+                " of a spike operand); the parameter itself stays (out, in)",
+            ),
             OpDef(
                 "batchnorm2d",
                 1,
@@ -278,7 +305,7 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 1,
                 _NEURON_PARAMS_LIF,
                 ("probe",),
-                _infer_identity,
+                _infer_spiking,
                 """Leaky integrate-and-fire with a current synapse (Norse LIFCell).
                 i1 = i + x;  v1 = v + dt_tau_mem*((v_leak - v) + i1);  i' = i1 + neg_dt_tau_syn*i1
                 z = (v1 - v_th) > 0;  v' = z ? v_reset : v1;  output z""",
@@ -289,7 +316,7 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 1,
                 ("dt_tau_mem", "v_leak", "v_th", "v_reset", "reset"),
                 ("probe",),
-                _infer_identity,
+                _infer_spiking,
                 """Leaky integrate-and-fire without synapse (Norse LIFBoxCell).
                 v1 = v + dt_tau_mem*((x + v_leak) - v);  z = (v1 - v_th) > 0
                 v' = z ? v_reset : v1  (reset="value")   or   v' = z ? v1 - v_th : v1  (reset="subtract")""",
@@ -322,7 +349,7 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 1,
                 ("v_th", "v_reset"),
                 ("probe",),
-                _infer_identity,
+                _infer_spiking,
                 """Integrate-and-fire (Norse IAFCell).
                 v1 = v + x;  z = (v1 - v_th) > 0;  v' = z ? v_reset : v1;  output z""",
                 states=(("v", "v_reset"),),

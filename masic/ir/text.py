@@ -11,6 +11,7 @@
       value %fc1 -> fc1
     }
 
+Types are an element type and a shape: `f32[128]`, or `spike[64,8,8]` for spikes stored one byte each.
 Floats are printed with Python's shortest repr, which parses back to the same value exactly. Weights are not
 part of the text; the parser takes them as an argument.
 """
@@ -23,7 +24,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from masic.ir.graph import AttrValue, Buffer, Graph, Node, Param, ParamRef, Plan, Schedule, TensorType
+from masic.ir.graph import DTYPES, AttrValue, Buffer, Graph, Node, Param, ParamRef, Plan, Schedule, TensorType
 
 _NAME = r"[A-Za-z0-9_.\-]+"
 
@@ -113,6 +114,8 @@ def parse_type(text: str) -> TensorType | None:
     match = _TYPE.match(text)
     if not match:
         raise ValueError(f"malformed type {text!r}")
+    if match["dtype"] not in DTYPES:
+        raise ValueError(f"unknown element type {match['dtype']!r} (known: {', '.join(DTYPES)})")
     shape = match["shape"]
     return TensorType(tuple(int(s) for s in shape.split(",")) if shape else (), match["dtype"])
 

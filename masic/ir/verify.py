@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from masic.analysis.liveness import transient_states
 from masic.errors import MasicError
-from masic.ir.graph import BUFFER_KINDS, Buffer, Graph, Node, ParamRef
-from masic.ir.ops import OPS, VARIADIC, ShapeError, neuron_op, state_names
+from masic.ir.graph import BUFFER_KINDS, DTYPES, Buffer, Graph, Node, ParamRef
+from masic.ir.ops import OPS, VARIADIC, ShapeError, neuron_op, state_names, state_type
 from masic.ir.text import format_node
 
 
@@ -48,6 +48,11 @@ def verify(graph: Graph) -> None:
         raise VerifyError(f"graph @{graph.name} has no input node")
     if graph.output not in defined or graph.output in {s for n in graph.nodes for s in state_names(n)}:
         raise VerifyError(f"graph output %{graph.output} is not a node of the graph")
+    output_type = graph.node(graph.output).type
+    if output_type is not None and output_type.dtype != "f32":
+        raise VerifyError(
+            f"graph output %{graph.output} is {output_type}: the loader reads float32", graph.node(graph.output)
+        )
     if graph.plan is not None:
         verify_plan(graph)
 
@@ -55,6 +60,10 @@ def verify(graph: Graph) -> None:
 def _verify_node(node: Node, defined: dict[str, Node], params: dict, graph: Graph) -> None:
     if node.name in defined:
         raise VerifyError(f"value %{node.name} is defined twice", node)
+    if node.type is not None and node.type.dtype not in DTYPES:
+        raise VerifyError(f"unknown element type {node.type.dtype!r}", node)
+    if node.op == "input" and node.type is not None and node.type.dtype != "f32":
+        raise VerifyError(f"input is {node.type}: the loader writes float32", node)
     definition = OPS.get(node.op)
     if definition is None:
         raise VerifyError(f"unknown op {node.op!r}", node)
@@ -90,6 +99,8 @@ def _verify_node(node: Node, defined: dict[str, Node], params: dict, graph: Grap
                     raise VerifyError(f"probe must name a state of {node.op}, got {value!r}", node)
             elif key != "source":
                 _verify_element_param(node, key, value, params)
+    if node.op == "dense" and node.attr("weight_layout") not in (None, "IO"):
+        raise VerifyError(f'dense weight_layout must be "IO" when given, got {node.attr("weight_layout")!r}', node)
     for key in definition.element_params:
         _verify_element_param(node, key, node.attr(key), params)
     operand_types = tuple(defined[v].type for v in node.inputs)
@@ -100,6 +111,8 @@ def _verify_node(node: Node, defined: dict[str, Node], params: dict, graph: Grap
             raise VerifyError(str(err), node) from None
         if inferred != node.type:
             raise VerifyError(f"declared type {node.type} but operands give {inferred}", node)
+        if node.attr("weight_layout") == "IO" and operand_types[0].dtype != "spike":
+            raise VerifyError('weight_layout "IO" is for the accumulate-only kernel of a spike operand', node)
 
 
 def _verify_element_param(node: Node, key: str, value: object, params: dict) -> None:
@@ -157,7 +170,7 @@ def verify_plan(graph: Graph) -> None:
         raise VerifyError(f"plan: lower bound {plan.lower_bound} exceeds the arena {plan.arena_bytes}")
     steps = range(graph.schedule.block)
     sizes = {graph.copy_name(n.name, t): n.type.nbytes for n in graph.nodes if n.type is not None for t in steps}
-    sizes.update({s: n.type.nbytes for n in graph.nodes if n.type is not None for s in state_names(n)})
+    sizes.update({s: state_type(n).nbytes for n in graph.nodes if n.type is not None for s in state_names(n)})
     sizes.update({f"@{p.name}": p.type.nbytes for p in graph.params})
     placed = dict(plan.values)
     for value, size in sizes.items():

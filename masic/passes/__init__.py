@@ -13,6 +13,7 @@ from masic.passes import (
     patch_rows,
     schedule,
     slice_layers,
+    spike_dtype,
 )
 from masic.passes.base import Pass, PassError, PassOptions
 
@@ -23,6 +24,7 @@ REGISTRY = MappingProxyType(
             infer_shapes,
             fold_batchnorm,
             fold_pooling,
+            spike_dtype,
             slice_layers,
             patch_rows,
             schedule,
@@ -36,6 +38,7 @@ DEFAULT_PIPELINE = (
     "infer-shapes",
     "fold-batchnorm",
     "fold-pooling",
+    "spike-dtype",
     "slice-layers",
     "patch-rows",
     "schedule",

@@ -132,7 +132,12 @@ def _patch(
                 changes[key] = ParamRef(f"{ref.name}.rows{lo}_{hi}")
                 weights[changes[key].name] = graph.weights[ref.name][:, lo:hi]
         name = f"{node.name}.patch{k}"
-        copy = replace(node.with_attrs(**changes), name=name, inputs=tuple(inputs), type=TensorType((c, hi - lo, w)))
+        copy = replace(
+            node.with_attrs(**changes),
+            name=name,
+            inputs=tuple(inputs),
+            type=TensorType((c, hi - lo, w), node.type.dtype),
+        )
         types[name] = OPS[node.op].infer(copy, tuple(types[v] for v in inputs))
         assert types[name] == copy.type, f"{name}: {types[name]} computed for rows [{lo},{hi})"
         nodes.append(replace(copy, loc=f"{node.loc} patch {k} rows {lo}:{hi}".strip()))

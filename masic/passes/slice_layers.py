@@ -25,7 +25,7 @@ import numpy as np
 
 from masic.analysis.liveness import align_up, transient_states
 from masic.ir.graph import Graph, Node, ParamRef, Schedule
-from masic.ir.ops import OPS, state_names
+from masic.ir.ops import OPS, state_names, state_type
 from masic.passes.assign_offsets import arena_bytes
 from masic.passes.base import PassOptions
 
@@ -119,7 +119,7 @@ def block_sizes(graph: Graph) -> list[int]:
 
 
 def _state_bytes(graph: Graph, alignment: int) -> int:
-    return sum(len(state_names(n)) * align_up(n.type.nbytes, alignment) for n in graph.nodes if state_names(n))
+    return sum(len(state_names(n)) * align_up(state_type(n).nbytes, alignment) for n in graph.nodes if state_names(n))
 
 
 def run(graph: Graph, options: PassOptions) -> Graph:

@@ -20,6 +20,7 @@ from masic.codegen.build import build_object, host_target
 from masic.codegen.kernels import (
     ELEMENTWISE_FNS,
     NEURON_MODELS,
+    AccumulateDenseKernel,
     AdaptiveAvgPool2dKernel,
     Conv2dKernel,
     DenseKernel,
@@ -31,7 +32,7 @@ from masic.codegen.kernels import (
     RowsKernel,
     prim_func,
 )
-from masic.ir.graph import Node
+from masic.ir.graph import Node, TensorType
 from masic.ir.interpret import conv2d, neuron_step, pool2d
 
 RUNTIME = Path(__file__).resolve().parents[2] / "masic" / "codegen" / "runtime"
@@ -58,16 +59,25 @@ def _rand(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> np.ndarr
     return (rng.uniform(-1.0, 1.0, size=shape) * scale).astype(np.float32)
 
 
+def _spikes(rng: np.random.Generator, *shape: int, rate: float = 0.3) -> np.ndarray:
+    return (rng.uniform(size=shape) < rate).astype(np.uint8)
+
+
 def _t(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(a)
+    return torch.from_numpy(a.astype(np.float32))
+
+
+def _scratch(k: Kernel) -> np.ndarray:
+    """The scratch argument's bytes, 0xFF (NaN as float32, 255 as a spike) so that an unwritten element shows."""
+    return np.full(k.scratch_bytes(), 0xFF, np.uint8)
 
 
 def _conv_case(rng: np.random.Generator, k: Conv2dKernel) -> Case:
-    x = _rand(rng, *k.in_shape)
+    x = _spikes(rng, *k.in_shape) if "x" in k.spikes else _rand(rng, *k.in_shape)
     fan_in = math.prod(k.weight_shape()[1:])
     w = _rand(rng, *k.weight_shape(), scale=1 / math.sqrt(fan_in))
     b = _rand(rng, k.out_channels)
-    data = {"x": x, "w": w, "b": b, "scratch": np.full(k.scratch_bytes() // 4, np.nan, np.float32)}
+    data = {"x": x, "w": w, "b": b, "scratch": _scratch(k)}
     args = {name: data.get(name, np.zeros(shape, np.float32)) for name, shape in k.arg_shapes().items()}
 
     def expected() -> dict[str, np.ndarray]:
@@ -79,7 +89,10 @@ def _conv_case(rng: np.random.Generator, k: Conv2dKernel) -> Case:
 
 def _dense_case(rng: np.random.Generator, k: DenseKernel) -> Case:
     """A dense kernel of one or more steps: each step's input x{t} and output y{t} its own argument."""
-    xs = {name: _rand(rng, k.in_features) for name in k.step_names("x")}
+    xs = {
+        name: _spikes(rng, k.in_features) if name in k.spikes else _rand(rng, k.in_features)
+        for name in k.step_names("x")
+    }
     w = _rand(rng, k.out_features, k.in_features, scale=1 / math.sqrt(k.in_features))
     b = _rand(rng, k.out_features)
     args = xs | {"w": w, "b": b} | {name: np.zeros(k.out_features, np.float32) for name in k.step_names("y")}
@@ -92,12 +105,8 @@ def _dense_case(rng: np.random.Generator, k: DenseKernel) -> Case:
 
 
 def _pool_case(rng: np.random.Generator, k: Pool2dKernel) -> Case:
-    x = _rand(rng, *k.in_shape)
-    args = {
-        "x": x,
-        "scratch": np.full(k.scratch_bytes() // 4, np.nan, np.float32),
-        "y": np.zeros(k.out_shape(), np.float32),
-    }
+    x = _spikes(rng, *k.in_shape) if "x" in k.spikes else _rand(rng, *k.in_shape)
+    args = {"x": x, "scratch": _scratch(k), "y": np.zeros(k.out_shape(), np.float32)}
     pool = {
         "max": F.max_pool2d,
         "avg": F.avg_pool2d,
@@ -107,36 +116,49 @@ def _pool_case(rng: np.random.Generator, k: Pool2dKernel) -> Case:
     def expected() -> dict[str, np.ndarray]:
         return {"y": pool(_t(x)[None], k.kernel, k.stride, k.padding)[0].numpy()}
 
-    return Case(k, {name: args[name] for name in k.arg_names()}, expected)
+    return Case(k, {name: args[name] for name in k.arg_names()}, expected, exact="y" in k.spikes)
 
 
 def _adaptive_case(rng: np.random.Generator, k: AdaptiveAvgPool2dKernel) -> Case:
-    x = _rand(rng, *k.in_shape)
+    x = _spikes(rng, *k.in_shape) if "x" in k.spikes else _rand(rng, *k.in_shape)
     args = {"x": x, "y": np.zeros(k.out_shape(), np.float32)}
     return Case(k, args, lambda: {"y": F.adaptive_avg_pool2d(_t(x)[None], k.output)[0].numpy()})
 
 
-def _neuron_reference(kind: str, x: np.ndarray, state: dict[str, np.ndarray], p: dict[str, np.ndarray]) -> None:
-    """The reference interpreter's neuron update (itself bit-exact against Norse); updates ``state`` and the output."""
+def _neuron_reference(
+    kind: str, x: np.ndarray, state: dict[str, np.ndarray], p: dict[str, np.ndarray], dtype: str = "f32"
+) -> None:
+    """The reference interpreter's neuron update (itself bit-exact against Norse); updates ``state`` and the output
+    (of IR type `dtype`)."""
     subtract = kind == "lif_box_subtract"
-    node = Node("n", "lif_box" if subtract else kind, attrs=(("reset", "subtract"),) if subtract else ())
-    state[NEURON_MODELS[kind].output] = neuron_step(node, x, state, p.__getitem__)
+    op, attrs = "lif_box" if subtract else kind, (("reset", "subtract"),) if subtract else ()
+    node = Node("n", op, attrs=attrs, type=TensorType(x.shape, dtype))
+    state[NEURON_MODELS[kind].output] = neuron_step(node, x.astype(np.float32), state, p.__getitem__)
 
 
 NEURON_VALUES = {"dt_tau_mem": 0.1, "neg_dt_tau_syn": -0.2, "v_leak": 0.0, "v_th": 1.0, "v_reset": 0.0}
 
 
 def _neuron_case(
-    rng: np.random.Generator, symbol: str, kind: str, n: int, per_neuron: set[str], probe: str = ""
+    rng: np.random.Generator,
+    symbol: str,
+    kind: str,
+    n: int,
+    per_neuron: set[str],
+    probe: str = "",
+    spikes: tuple[str, ...] = (),
 ) -> Case:
     """Inputs drive the membrane around threshold (v_th near 1, v_leak 0) so spikes are frequent and a one-ulp
     difference in v would flip some of them; per-neuron parameters vary slightly around NEURON_VALUES. With
-    `probe`, the output buffer holds that state after each step instead of the spikes."""
+    `probe`, the output buffer holds that state after each step instead of the spikes. `spikes` names the arguments
+    (x, z) that hold spikes as bytes."""
     names = NEURON_MODELS[kind].params
     params = tuple((p, None if p in per_neuron else NEURON_VALUES[p]) for p in names)
-    k = NeuronKernel(symbol, kind, n, params, probe)
+    k = NeuronKernel(symbol, kind, n, params, probe, spikes)
     drive = 0.5 if kind in ("lif", "li") else (10.0 if kind in ("lif_box", "lif_box_subtract", "li_box") else 0.1)
     x = (rng.uniform(0.0, 2.0 * drive, size=(NEURON_STEPS, n))).astype(np.float32)
+    if "x" in spikes:
+        x = _spikes(rng, NEURON_STEPS, n)
     params = {
         p: (np.float32(NEURON_VALUES[p]) * rng.uniform(0.9, 1.1, n)).astype(np.float32)
         if p in per_neuron
@@ -155,8 +177,9 @@ def _neuron_case(
     def expected() -> dict[str, np.ndarray]:
         state = {name: value.copy() for name, value in init.items()}
         outputs = []
+        dtype = "spike" if model.output in spikes else "f32"
         for step in range(NEURON_STEPS):
-            _neuron_reference(kind, x[step], state, params)
+            _neuron_reference(kind, x[step], state, params, dtype)
             outputs.append(state[probe].copy() if probe else state[model.output])
         return {model.output: np.stack(outputs), **{name: state[name] for name in model.state}}
 
@@ -244,6 +267,70 @@ def _patch_cases(rng: np.random.Generator, big: bool) -> list[Case]:
     return cases
 
 
+def _accumulate_case(k: AccumulateDenseKernel, xs: list[np.ndarray], rng: np.random.Generator) -> Case:
+    """The accumulate-only dense kernel on the spike inputs `xs` (one per step), against float64 W x + b; its weight
+    argument is W transposed."""
+    w = _rand(rng, k.out_features, k.in_features, scale=1 / math.sqrt(k.in_features))
+    b = _rand(rng, k.out_features)
+    args = {**dict(zip(k.step_names("x"), xs, strict=True)), "w": np.ascontiguousarray(w.T), "b": b}
+    args |= {y: np.full(k.out_features, np.nan, np.float32) for y in k.step_names("y")}
+
+    def expected() -> dict[str, np.ndarray]:
+        bias = b.astype(np.float64) if k.bias else 0.0
+        return {
+            y: (w.astype(np.float64) @ x + bias).astype(np.float32) for y, x in zip(k.step_names("y"), xs, strict=True)
+        }
+
+    return Case(k, {name: args[name] for name in k.arg_names()}, expected)
+
+
+def _spike_cases(rng: np.random.Generator, big: bool) -> list[Case]:
+    """Kernels with spike arguments (bytes): reading them as floats, writing them, copying them; and the
+    accumulate-only dense kernel for random, all-zero and all-one spikes, one step and four."""
+    cases = [
+        _conv_case(rng, Conv2dKernel("conv_spikes_pad", (3, 16, 16), 8, (3, 3), padding=(1, 1), spikes=("x",))),
+        _conv_case(rng, Conv2dKernel("conv_spikes", (5, 7, 21), 3, (3, 3), spikes=("x",))),
+        _dense_case(rng, DenseKernel("fc_spikes", 100, 10, spikes=("x",))),
+        _pool_case(
+            rng, Pool2dKernel("maxpool_spikes_pad", "max", (8, 16, 16), (3, 3), (2, 2), (1, 1), spikes=("x", "y"))
+        ),
+        _pool_case(rng, Pool2dKernel("maxpool_spikes", "max", (3, 7, 9), (2, 2), (2, 2), spikes=("x", "y"))),
+        _pool_case(rng, Pool2dKernel("avgpool_spikes_pad", "avg", (4, 9, 11), (3, 3), (1, 2), (1, 1), spikes=("x",))),
+        _adaptive_case(rng, AdaptiveAvgPool2dKernel("adaptive_spikes", (6, 10, 13), (3, 4), spikes=("x",))),
+        _neuron_case(rng, "lif_spikes_out", "lif", 1003, {"v_th"}, spikes=("z",)),
+        _neuron_case(rng, "iaf_spikes_in_out", "iaf", 333, set(), spikes=("x", "z")),
+        _neuron_case(rng, "lif_box_probe_spikes_in", "lif_box", 64, set(), probe="v", spikes=("x",)),
+    ]
+    n = 1001
+    a, b, x = _spikes(rng, n), _rand(rng, n), _spikes(rng, n)
+    add = ElementwiseAddKernel("add_spikes", n, spikes=("a",))
+    cases.append(Case(add, {"a": a, "b": b, "y": np.zeros(n, np.float32)}, lambda: {"y": a + b}, exact=True))
+    copy = ElementwiseKernel("copy_spikes", "copy", n, spikes=("x", "y"))
+    cases.append(Case(copy, {"x": x, "y": np.zeros(n, np.uint8)}, lambda: {"y": x}, exact=True))
+    scale = ElementwiseKernel("scale_spikes", "scale", n, 2.5, spikes=("x",))
+    cases.append(Case(scale, {"x": x, "y": np.zeros(n, np.float32)}, lambda: {"y": x * np.float32(2.5)}, exact=True))
+    rows = RowsKernel("concat_rows_spikes", ((3, 4, 17), (3, 5, 17)), ((0, 4), (1, 5)), spikes=("x0", "x1", "y"))
+    parts = {"x0": _spikes(rng, 3, 4, 17), "x1": _spikes(rng, 3, 5, 17)}
+    want = np.concatenate([parts["x0"], parts["x1"][:, 1:]], axis=1)
+    cases.append(Case(rows, {**parts, "y": np.zeros(rows.out_shape(), np.uint8)}, lambda: {"y": want}, exact=True))
+    accumulate = [
+        (AccumulateDenseKernel("acc_dense_100_10", 100, 10), [_spikes(rng, 100)]),
+        (AccumulateDenseKernel("acc_dense_37_5_nobias", 37, 5, bias=False), [_spikes(rng, 37, rate=0.5)]),
+        (AccumulateDenseKernel("acc_dense_zeros", 48, 12), [np.zeros(48, np.uint8)]),
+        (AccumulateDenseKernel("acc_dense_ones", 48, 12), [np.ones(48, np.uint8)]),
+        (
+            AccumulateDenseKernel("acc_dense_4_steps", 64, 24, steps=4),
+            [_spikes(rng, 64, rate=0.2), np.zeros(64, np.uint8), np.ones(64, np.uint8), _spikes(rng, 64, rate=0.1)],
+        ),
+    ]
+    if big:  # above the parallel threshold
+        accumulate.append((AccumulateDenseKernel("acc_dense_big", 4096, 1000), [_spikes(rng, 4096, rate=0.14)]))
+        accumulate.append(
+            (AccumulateDenseKernel("acc_dense_big_4", 1024, 512, steps=4), [_spikes(rng, 1024) for _ in range(4)])
+        )
+    return cases + [_accumulate_case(k, xs, rng) for k, xs in accumulate]
+
+
 def _cases(big: bool) -> list[Case]:
     """All cases; ``big`` adds the large shapes (host only: they are slow under qemu)."""
     rng = np.random.default_rng(0)
@@ -289,7 +376,7 @@ def _cases(big: bool) -> list[Case]:
     if big:
         neurons.append(("lif", 40000, set()))  # above the parallel threshold
     cases += [_neuron_case(rng, f"{kind}_{n}", kind, n, per) for kind, n, per in neurons]
-    return cases + _elementwise_cases(rng) + _patch_cases(rng, big)
+    return cases + _elementwise_cases(rng) + _patch_cases(rng, big) + _spike_cases(rng, big)
 
 
 def _harness_source(cases: list[Case]) -> str:
@@ -302,40 +389,47 @@ def _harness_source(cases: list[Case]) -> str:
         "#include <string.h>",
         '#include "masic_model.h"',
         "static char path[4096];",
-        "static float *load(const char *dir, const char *name, size_t n) {",
-        "  float *p = malloc(n * sizeof(float));",
+        "static char *load(const char *dir, const char *name, size_t n) {",
+        "  char *p = malloc(n);",
         '  snprintf(path, sizeof path, "%s/%s.bin", dir, name);',
         '  FILE *f = fopen(path, "rb");',
-        "  if (!p || !f || fread(p, sizeof(float), n, f) != n) { perror(path); exit(2); }",
+        "  if (!p || !f || fread(p, 1, n, f) != n) { perror(path); exit(2); }",
         "  fclose(f);",
         "  return p;",
         "}",
-        "static void save(const char *dir, const char *name, const float *p, size_t n) {",
+        "static void save(const char *dir, const char *name, const char *p, size_t n) {",
         '  snprintf(path, sizeof path, "%s/%s.out", dir, name);',
         '  FILE *f = fopen(path, "wb");',
-        "  if (!f || fwrite(p, sizeof(float), n, f) != n) { perror(path); exit(2); }",
+        "  if (!f || fwrite(p, 1, n, f) != n) { perror(path); exit(2); }",
         "  fclose(f);",
         "}",
     ]
-    for case in cases:
-        lines.append(f"int32_t {case.kernel.symbol}({', '.join('float*' for _ in case.args)});")
+    for case in cases:  # float or uint8_t pointers: the harness passes bytes
+        lines.append(f"int32_t {case.kernel.symbol}({', '.join('void*' for _ in case.args)});")
     lines += ["int main(int argc, char **argv) {", "  if (argc != 2 || masic_parallel_init(2) != 0) return 2;"]
     for case in cases:
         sym = case.kernel.symbol
         lines.append("  {")
         call = []
-        for j, (name, value) in enumerate(case.args.items()):
-            lines.append(f'    float *a{j} = load(argv[1], "{sym}.{name}", {value.size});')
-            stride = value.size // case.steps if name in case.stepped else 0
+        for j, name in enumerate(case.args):
+            nbytes = _arg_data(case, name).nbytes
+            lines.append(f'    char *a{j} = load(argv[1], "{sym}.{name}", {nbytes});')
+            stride = nbytes // case.steps if name in case.stepped else 0
             call.append(f"a{j} + s * {stride}")
         lines.append(f"    for (int s = 0; s < {case.steps}; s++)")
         lines.append(f"      if ({sym}({', '.join(call)}) != 0) return 3;")
-        for j, (name, value) in enumerate(case.args.items()):
-            lines.append(f'    save(argv[1], "{sym}.{name}", a{j}, {value.size});')
+        for j, name in enumerate(case.args):
+            lines.append(f'    save(argv[1], "{sym}.{name}", a{j}, {_arg_data(case, name).nbytes});')
             lines.append(f"    free(a{j});")
         lines.append("  }")
     lines += ["  masic_parallel_shutdown();", "  return 0;", "}"]
     return "\n".join(lines) + "\n"
+
+
+def _arg_data(case: Case, name: str) -> np.ndarray:
+    """An argument's initial contents in the kernel's element type (scratch: raw bytes)."""
+    value = case.args[name]
+    return value if name == "scratch" else np.ascontiguousarray(value, dtype=case.kernel.arg_dtype(name))
 
 
 def _run(cases: list[Case], target: dict, compiler: list[str], runner: list[str], work: Path) -> Path:
@@ -343,8 +437,8 @@ def _run(cases: list[Case], target: dict, compiler: list[str], runner: list[str]
     build_object([c.kernel for c in cases], target, work / "kernels.o")
     (work / "main.c").write_text(_harness_source(cases))
     for case in cases:
-        for name, value in case.args.items():
-            value.astype(np.float32).tofile(work / f"{case.kernel.symbol}.{name}.bin")
+        for name in case.args:
+            _arg_data(case, name).tofile(work / f"{case.kernel.symbol}.{name}.bin")
     exe = work / "prog"
     link = [*compiler, "-O2", "-std=c11", "-Wall", "-Werror", f"-I{RUNTIME}", str(work / "main.c")]
     link += [str(work / "kernels.o"), str(RUNTIME / "parallel.c"), "-o", str(exe), "-lpthread", "-lm"]
@@ -381,7 +475,7 @@ def aarch64_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _check(case: Case, work: Path) -> None:
     sym = case.kernel.symbol
     for name, want in case.expected().items():
-        got = np.fromfile(work / f"{sym}.{name}.out", np.float32).reshape(want.shape)
+        got = np.fromfile(work / f"{sym}.{name}.out", case.kernel.arg_dtype(name)).reshape(want.shape)
         if case.exact:
             mismatch = np.flatnonzero(got.ravel() != want.ravel())
             assert mismatch.size == 0, f"{sym}.{name}: {mismatch.size} of {got.size} values differ"

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from masic.frontends.norse import import_norse
 
 from masic.analysis.cost import Machine, node_work, planned_latency, step_seconds
-from masic.analysis.minimum_budget import minimum_budget
+from masic.analysis.minimum_budget import folded, minimum_budget
 from masic.ir.graph import Schedule
 from masic.ir.verify import verify
 from masic.passes import DEFAULT_PIPELINE, PassOptions
@@ -77,7 +77,7 @@ def test_streamed_pieces_leave_most_of_the_budget_to_resident_weights() -> None:
 @given(graphs(max_layers=4), st.floats(0.0, 1.0))
 def test_pinned_buffers_are_stacked_below_the_rest(graph, where) -> None:
     """Resident weights and pinned state sit in [0, pinned bytes); every other buffer above; the plan verifies."""
-    smallest = minimum_budget(graph, ALIGN)
+    smallest = minimum_budget(folded(graph), ALIGN)
     planned = plan(graph, smallest + int(where * (plan(graph, None).plan.arena_bytes - smallest)))
     verify(planned)
     layout = assign_offsets_module.layout(planned, ALIGN)
@@ -119,7 +119,7 @@ def test_vgg16_is_planned_with_few_placements(monkeypatch) -> None:
 @given(graphs(max_layers=4), st.floats(0.0, 1.0))
 def test_streamed_slots_are_filled_as_early_as_the_budget_allows(graph, where) -> None:
     """The schedule's prefetch is the deepest (up to MAX_PREFETCH) with which the plan still fits."""
-    smallest = minimum_budget(graph, ALIGN)
+    smallest = minimum_budget(folded(graph), ALIGN)
     budget = smallest + int(where * (plan(graph, None).plan.arena_bytes - smallest))
     planned = plan(graph, budget)
     schedule = planned.schedule

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from masic.analysis.minimum_budget import minimum_budget
+from masic.analysis.minimum_budget import folded, minimum_budget
 from masic.codegen.kernels import Conv2dKernel, Pool2dKernel, RowsKernel
 from masic.codegen.lower import lower
 from masic.ir.graph import ParamRef
@@ -131,7 +131,7 @@ def test_any_patching_computes_exactly_what_the_graph_does(graph, data) -> None:
 @given(conv_stages(max_layers=5), st.floats(0.0, 1.0))
 def test_any_budget_from_the_minimum_fits_and_simulates_exactly(graph, where) -> None:
     resident = plan(graph, None)
-    smallest = minimum_budget(graph, ALIGN)
+    smallest = minimum_budget(folded(graph), ALIGN)
     budget = smallest + int(where * max(0, resident.plan.arena_bytes - smallest))
     planned = plan(graph, budget)
     verify(planned)
@@ -143,7 +143,7 @@ def test_any_budget_from_the_minimum_fits_and_simulates_exactly(graph, where) ->
 @settings(max_examples=30)
 @given(conv_stages(max_layers=5))
 def test_the_minimum_compiles_and_one_byte_less_is_refused(graph) -> None:
-    smallest = minimum_budget(graph, ALIGN)
+    smallest = minimum_budget(folded(graph), ALIGN)
     assert plan(graph, smallest).plan.arena_bytes <= smallest
     with pytest.raises(BudgetError):
         plan(graph, smallest - 1)

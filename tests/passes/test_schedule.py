@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from masic.analysis.liveness import transient_states
+from masic.analysis.minimum_budget import folded
 from masic.analysis.minimum_budget import minimum_budget as smallest_budget
 from masic.ir.graph import Schedule
 from masic.ir.interpret import run
@@ -30,7 +31,7 @@ def plan(graph, budget: int | None):
 
 def minimum_budget(graph) -> int:
     """The smallest budget the compiler reports when it refuses one."""
-    return smallest_budget(graph, ALIGN)
+    return smallest_budget(folded(graph), ALIGN)
 
 
 @settings(max_examples=20)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from masic.analysis import liveness
 from masic.analysis.liveness import analyse, transient_states
-from masic.analysis.minimum_budget import minimum_budget
+from masic.analysis.minimum_budget import folded, minimum_budget
 from masic.ir.graph import Graph, Schedule
 from masic.ir.interpret import run
 from masic.ir.ops import neuron_op, state_names
@@ -99,7 +99,7 @@ def test_transient_states_lower_the_lower_bound_and_the_minimum_budget(monkeypat
     block_1 = replace(graph, schedule=Schedule(1, ("w",)))
     layer_major = replace(graph, schedule=Schedule(graph.timesteps, ("w",)))
     transient = analyse(layer_major, ALIGN).lower_bound
-    smallest = minimum_budget(graph, ALIGN)
+    smallest = minimum_budget(folded(graph), ALIGN)
     with monkeypatch.context() as patched:  # the same plans with every state pinned, as before
         patched.setattr(liveness, "transient_states", lambda graph: False)
         pinned = analyse(layer_major, ALIGN).lower_bound

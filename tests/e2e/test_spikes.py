@@ -1,0 +1,79 @@
+"""End to end with spikes stored as bytes: spiking models (the digits ConvNet, conv, IAF) compiled for the host and
+for aarch64 (under qemu), with dense layers of spikes on the accumulate-only kernel, against the reference
+interpreter and Norse; and under the smallest budget they compile under (streamed weights, blocks of steps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from masic.frontends.norse import import_norse
+from masic.targets import get_target
+
+from examples.digits import digits_model
+from masic.analysis.minimum_budget import folded, minimum_budget
+from masic.codegen.artifact import generate_c
+from masic.early_exit import ExitRule
+from masic.ir.interpret import run
+from masic.passes import DEFAULT_PIPELINE, PassOptions
+from masic.passes.manager import PassManager
+from tests.artifacts import compile_graph, compile_model, run_artifact, spiking_prefix
+from tests.norse_models import MODELS, random_input, run_norse
+
+pytestmark = pytest.mark.slow
+TIMESTEPS = 8
+SPIKE_MODELS = {"digits": (digits_model, (1, 8, 8)), "conv": MODELS["conv"], "iaf": MODELS["iaf"]}
+
+
+@pytest.mark.parametrize("name", SPIKE_MODELS)
+def test_compiled_spiking_models_match_the_interpreter_and_norse(name: str, target: str, tmp_path: Path) -> None:
+    factory, shape = SPIKE_MODELS[name]
+    model = factory()
+    graph = import_norse(model, shape, timesteps=TIMESTEPS)
+    planned = PassManager(DEFAULT_PIPELINE, PassOptions(alignment=get_target(target).alignment)).run(graph)
+    spikes = [n for n in planned.nodes if n.type.dtype == "spike"]
+    assert spikes and all(planned.plan.buffer_of(n.name).size <= n.type.numel for n in spikes)
+    model_c, _, _ = generate_c(planned, ExitRule(), tmp_path / "weights.bin")
+    accumulate = [n for n in planned.nodes if n.attr("weight_layout") == "IO"]
+    if accumulate:  # the accumulate-only kernel reads bytes and the weights stored (in, out)
+        assert "(uint8_t *x, float *w, float *b, float *y)" in model_c or "(uint8_t *x, float *w, float *y)" in model_c
+    x = random_input(shape, TIMESTEPS, seed=5)
+    out = compile_graph(graph, target, tmp_path / "out")
+    result, outputs = run_artifact(out, x, tmp_path)
+    assert result.returncode == 0, result.stderr
+    expected = run_norse(model, x)
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(outputs, run(planned, x), rtol=1e-4, atol=1e-4 * scale)
+    np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("name", SPIKE_MODELS)
+def test_compiled_spikes_of_the_last_spiking_layer_match_the_interpreter(name: str, tmp_path: Path) -> None:
+    """The output neuron keeps float32 0/1 outputs (the loader reads float32); the layers before it pass bytes."""
+    factory, shape = SPIKE_MODELS[name]
+    model = spiking_prefix(factory())
+    graph = import_norse(model, shape, timesteps=TIMESTEPS)
+    planned = PassManager(DEFAULT_PIPELINE, PassOptions(alignment=64)).run(graph)
+    assert planned.node(planned.output).type.dtype == "f32"
+    x = random_input(shape, TIMESTEPS, seed=6)
+    out = compile_graph(graph, "x86_64", tmp_path / "out")
+    result, outputs = run_artifact(out, x, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert np.mean(outputs != run(planned, x)) < 1e-3
+    assert np.mean(outputs != run_norse(model, x)) < 1e-3
+
+
+@pytest.mark.parametrize("name", ["digits", "iaf"])
+def test_spiking_models_at_their_smallest_budget(name: str, target: str, tmp_path: Path) -> None:
+    factory, shape = SPIKE_MODELS[name]
+    model = factory()
+    graph = import_norse(model, shape, timesteps=TIMESTEPS)
+    budget = minimum_budget(folded(graph), get_target(target).alignment)
+    out = compile_model(model, shape, target, tmp_path, "--timesteps", str(TIMESTEPS), "--budget", str(budget))
+    x = random_input(shape, TIMESTEPS, seed=7)
+    result, outputs = run_artifact(out, x, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stats["arena_bytes"] <= budget
+    expected = run_norse(model, x)
+    np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
