@@ -40,6 +40,8 @@ SPIKE = "uint8"
 _MAX_TILE_FLOATS = 255
 # Accumulator vectors per tile: enough independent FMAs to hide latency, few enough to stay in registers.
 _MAX_ACC_VECTORS = 16
+# Timesteps a batched dense kernel computes together (see `_dense_steps`).
+_STEP_GROUP = 4
 # Element-wise loops shorter than this many elements run on one thread: a parallel launch costs a few
 # microseconds, more than the work it would share.
 _PARALLEL_MIN_ELEMENTS = 1 << 15
@@ -710,14 +712,16 @@ def _dense_steps(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
 
     Like ``_dense``: each output row accumulates ``lanes`` interleaved partial sums over contiguous weights, a tile
     of rows at a time, but every weight vector loaded feeds one accumulator per step, so a weight matrix larger
-    than the caches is read from memory once per call rather than once per step. Steps go in groups of up to
-    ``_MAX_ACC_VECTORS`` accumulators (more would spill registers); each step's accumulator is its own small
-    buffer, kept in registers. The steps' inputs and outputs are separate arguments, so the kernel is written in
-    TVMScript, generated here with one statement per step.
+    than the caches is read from memory once per call rather than once per step. Steps go in groups of
+    ``_STEP_GROUP`` with tiles of rows that make ``_MAX_ACC_VECTORS`` accumulators (each step's its own small
+    buffer, kept in registers): each weight vector then feeds 4 steps and each input vector 4 rows, and a row tile
+    is read again from L1 for the next group (1024->1024 over 16 steps: 2.3x faster than groups of 16 steps of
+    single rows, whose 16 inputs overflow L1). The steps' inputs and outputs are separate arguments, so the kernel
+    is written in TVMScript, generated here with one statement per step.
     """
     n_in, n_out, n_steps = k.in_features, k.out_features, k.steps
     step = math.gcd(n_in, lanes)
-    group = min(n_steps, _MAX_ACC_VECTORS)
+    group = min(n_steps, _STEP_GROUP)
     rows = _tile(n_out, max(1, _MAX_ACC_VECTORS // group))
     loop = "T.parallel" if n_in * n_out * n_steps >= _PARALLEL_MIN_WORK else "T.serial"
     buffers = [f"{x}: T.Buffer(({n_in},), '{k.arg_dtype(x)}')" for x in k.step_names("x")]
