@@ -9,6 +9,7 @@ from masic.passes import (
     check_budget,
     fold_batchnorm,
     infer_shapes,
+    layout,
     patch_rows,
     schedule,
     slice_layers,
@@ -18,7 +19,16 @@ from masic.passes.base import Pass, PassError, PassOptions
 REGISTRY = MappingProxyType(
     {
         m.NAME: Pass(m.NAME, m.run, (m.__doc__ or "").strip().splitlines()[0])
-        for m in (infer_shapes, fold_batchnorm, slice_layers, patch_rows, schedule, assign_offsets, check_budget)
+        for m in (
+            infer_shapes,
+            fold_batchnorm,
+            slice_layers,
+            patch_rows,
+            layout,
+            schedule,
+            assign_offsets,
+            check_budget,
+        )
     }
 )
 
@@ -27,6 +37,7 @@ DEFAULT_PIPELINE = (
     "fold-batchnorm",
     "slice-layers",
     "patch-rows",
+    "layout",
     "schedule",
     "assign-offsets",
     "check-budget",
