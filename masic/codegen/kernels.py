@@ -590,12 +590,14 @@ def _conv2d_blocked(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
     ho, hi = sch.split(h, [None, tile_h])
     wo, wi = sch.split(wl, [None, tile_w])
     sch.reorder(co, ho, wo, hi, wi, ci)
-    tasks = sch.fuse(co, ho, wo)
+    tasks = sch.fuse(co, ho)
     if parallel:
         sch.parallel(tasks)
-    sch.compute_at(sch.get_sblock("acc"), tasks, preserve_unit_loops=True)
+    # At a loop inside the parallel one, so that each task has its own accumulators (at the parallel loop itself
+    # they would be allocated once, outside it, and shared by the threads)
+    sch.compute_at(sch.get_sblock("acc"), wo, preserve_unit_loops=True)
     acc_block = sch.get_sblock("acc")
-    acc_h, acc_w, acc_c, *reduction = sch.get_loops(acc_block)[2:]
+    acc_h, acc_w, acc_c, *reduction = sch.get_loops(acc_block)[-6:]  # inside the unit loop of the block
     sch.reorder(*reduction, acc_h, acc_w, acc_c)
     sch.vectorize(acc_c)
     sch.unroll(acc_w)

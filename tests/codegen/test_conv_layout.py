@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tvm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from masic.codegen.build import host_target
-from masic.codegen.kernels import Conv2dKernel
+from masic.codegen.kernels import Conv2dKernel, prim_func
 from masic.codegen.weights import stored_weight
 from masic.ir.ops import ShapeError, weight_block
 from tests.codegen.test_kernels import _check, _conv_case, _run
@@ -99,3 +100,14 @@ def test_blocked_kernel_matches_torch(kernels: list[Conv2dKernel], tmp_path_fact
     work = _run(cases, host_target(), ["cc"], [], tmp_path_factory.mktemp("blocked"))
     for case in cases:
         _check(case, Path(work))
+
+
+def test_each_parallel_task_has_its_own_accumulators() -> None:
+    """The accumulator tile is allocated inside the parallel closure: allocated outside it, the threads would
+    share it (wrong results, and no speedup from the second thread)."""
+    kernel = Conv2dKernel("c", (256, 4, 4), 512, (3, 3), padding=(1, 1), weight_layout="OIHW16o")
+    module = tvm.IRModule({"c": prim_func(kernel, 16)})
+    llvm = tvm.tirx.build(module, tvm.target.Target(host_target())).inspect_source("ll")
+    exported = llvm.split("define dllexport i32 @c(")[1].split("\ndefine ")[0]
+    assert "alloca [" not in exported
+    assert "call" in exported and "alloca [128 x float]" in llvm  # launched in parallel; a tile of 8 x 16 floats
