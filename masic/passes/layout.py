@@ -1,22 +1,24 @@
 """layout: store the weights of convs on narrow maps in blocks of output channels; activations stay NCHW.
 
-A conv whose output map is not a whole number of WIDE_COLUMNS columns wide (4x4 and 2x2 maps of VGG on 32x32
-images, 24- and 8-column maps of ConvNet4) leaves most lanes of a column-vectorised kernel idle. Its weight gets the
-layout "OIHW{ob}o" (`weight_layout`): blocks of ob output channels innermost, ob the largest of BLOCKS dividing the
-outputs of a group, so the conv kernel (`masic.codegen.kernels`) vectorises along output channels and keeps a tile of
-output pixels in registers. Measured against the column kernel on x86-64 with AVX-512 (bench/speed.py kernels, 1 and
-2 threads): 2-3x faster on 4x4 and 2x2 maps, 1.5x on 8x8, 6x on ConvNet4's 1x28x28 -> 32 5x5 conv; as fast on
-16-column maps; slower where columns fill whole vectors with few input channels (3x32x32 -> 64: 1.3x) and on 1x1
-convs of 16x16 maps. The graph's weights stay OIHW: only weights.bin stores the blocked layout
-(`masic.codegen.weights.stored_weight`), so no other pass and not the interpreter sees it.
+A column-vectorised conv kernel fills its vectors only when the output map is a whole number of WIDE_COLUMNS
+columns wide and read at stride 1 along the columns; otherwise (4x4 and 2x2 maps of VGG on 32x32 images, 24- and
+8-column maps of ConvNet4, strided convs, whose columns are gathered) the weight gets the layout "OIHW{ob}o"
+(`weight_layout`): blocks of ob output channels innermost, ob the largest of BLOCKS dividing the outputs of a group,
+so the conv kernel (`masic.codegen.kernels`) vectorises along output channels and keeps a tile of output pixels in
+registers. Measured against the column kernel on x86-64 with AVX-512 (the kernel harness of bench/speed.py, 1 and
+2 threads): 2.5-3x faster on 4x4 and 2x2 maps, 1.6-1.8x on 8x8, 6x on ConvNet4's 1x28x28 -> 32 5x5 conv, 1.6x on
+MobileNetV2's strided 3x32x32 -> 32; as fast on 16-column 3x3 maps; slower on wide maps with short reductions (1x1
+convs of 16x16 maps: 1.6x, 3x32x32 -> 64 3x3: 1.4x), which keep OIHW. The graph's weights stay OIHW: only
+weights.bin stores the blocked layout (`masic.codegen.weights.stored_weight`), so no other pass and not the
+interpreter sees it.
 
 Activations stay NCHW: every kernel reads and writes NCHW, so no layout change (transpose) runs between layers.
 
 Requires: typed graph, after slice-layers and patch-rows (their pieces are the convs that run; row patches of one
 conv share its weight and its output width, so they get the same layout).
-Ensures: every conv2d has `weight_layout` "OIHW{ob}o" exactly when the rule above picks it (never for a 1x1 conv
-of a 1x1 map, which runs as a matrix-vector product on the OIHW weight); convs sharing a weight have one layout;
-values, shapes and every other attribute are unchanged.
+Ensures: a conv2d has `weight_layout` "OIHW{ob}o" exactly when the rule above picks it for every conv sharing its
+weight (one weight, one stored layout), never for a 1x1 conv of a 1x1 map (a matrix-vector product on the OIHW
+weight); values, shapes and every other attribute are unchanged.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ def weight_layout(conv: Node, in_shape: tuple[int, ...]) -> str:
     """The layout the rule in the module docstring picks for a conv2d reading a value of `in_shape`."""
     outputs, width = conv.attr("out_channels") // conv.attr("groups"), conv.type.shape[2]
     block = next((b for b in BLOCKS if outputs % b == 0), None)
-    if block is None or width % WIDE_COLUMNS == 0 or matrix_vector(conv, in_shape):
+    whole_vectors = width % WIDE_COLUMNS == 0 and conv.attr("stride")[1] == 1
+    if block is None or whole_vectors or matrix_vector(conv, in_shape):
         return CONV_LAYOUT
     return f"OIHW{block}o"
 

@@ -12,6 +12,7 @@ import pytest
 from masic.codegen.kernels import Conv2dKernel, DenseKernel
 from masic.codegen.lower import lower
 from masic.codegen.weights import stored_weight, write_weights
+from masic.ir.graph import Node, TensorType
 from masic.ir.interpret import run
 from masic.ir.text import parse, print_graph
 from masic.ir.verify import VerifyError, verify
@@ -81,6 +82,13 @@ def test_narrow_maps_get_blocked_weights_and_activations_stay_nchw() -> None:
     assert laid_out.weights == graph.weights  # the graph keeps the logical layout ...
     x = np.random.default_rng(1).uniform(0, 2, (2, 2, 8, 32)).astype(np.float32)
     np.testing.assert_array_equal(run(laid_out, x), run(graph, x))  # ... so the interpreter computes the same
+
+
+def test_strided_columns_are_gathered_so_the_weights_are_blocked() -> None:
+    attrs = dict(parse(GRAPH, {}).node("wide").attrs)
+    strided = Node("s", "conv2d", ("in",), tuple((attrs | {"stride": (1, 2)}).items()), TensorType((16, 8, 16)))
+    assert layout.weight_layout(strided, (2, 8, 32)) == "OIHW16o"
+    assert layout.weight_layout(replace(strided, attrs=tuple(attrs.items())), (2, 8, 32)) == "OIHW"
 
 
 def test_the_pass_runs_after_slicing_and_patching_and_before_scheduling() -> None:
