@@ -499,7 +499,8 @@ def shape_label(k) -> str:
         (c, h, w), (kh, kw) = k.in_shape, k.kernel
         text = f"{c}x{h}x{w}->{k.out_channels} k{kh}x{kw} s{k.stride[0]} p{k.padding[0]}"
         text += f" g{k.groups}" if k.groups > 1 else ""
-        return text + (f" rows{k.row_padding}" if k.row_padding else "")
+        text += f" rows{k.row_padding}" if k.row_padding else ""
+        return text + (f" {k.weight_layout}" if k.weight_layout != "OIHW" else "")
     if name in ("DenseKernel", "AccumulateDenseKernel"):
         steps = f" x{k.steps} steps" if k.steps > 1 else ""
         return f"{k.in_features}->{k.out_features}" + ("" if k.bias else " (no bias)") + steps
@@ -1331,7 +1332,10 @@ def accumulate_bench(lib: Library, entry: KernelEntry, rate: float, seconds: flo
         events = np.zeros(k.in_features, dtype=np.int32)
         proto = ("acc_dense", [x, wt, bias, y, dims, events])
     else:
-        wt = np.ascontiguousarray(args["w"].transpose(1, 2, 3, 0))
+        weight = args["w"]
+        if weight.ndim == 5:  # stored in blocks of output channels (OIHW{ob}o, masic.codegen.weights): OIHW again
+            weight = weight.transpose(0, 4, 1, 2, 3).reshape(k.out_channels, *weight.shape[1:4])
+        wt = np.ascontiguousarray(weight.transpose(1, 2, 3, 0))
         (c, h, w), (o, oh, ow) = k.in_shape, k.out_shape()
         top, _, side = k.pads()
         dims = [c, h, w, o, *k.kernel, *k.stride, top, side, *k.dilation, oh, ow, int(k.bias)]

@@ -22,9 +22,13 @@ from masic.passes.check_budget import BudgetError, format_bytes
 from masic.report import buffer_table, draw_timeline, plan_rows
 from masic.units import parse_bytes
 
-EMIT_STAGES = ("ir", "sliced", "plan", "c")
+EMIT_STAGES = ("ir", "sliced", "layout", "plan", "c")
 # How many passes of the pipeline run before an --emit stage is printed ("ir" prints the frontend's graph).
-STAGE_PASSES = {"sliced": DEFAULT_PIPELINE.index("patch-rows") + 1, "plan": len(DEFAULT_PIPELINE)}
+STAGE_PASSES = {
+    "sliced": DEFAULT_PIPELINE.index("patch-rows") + 1,
+    "layout": DEFAULT_PIPELINE.index("layout") + 1,
+    "plan": len(DEFAULT_PIPELINE),
+}
 DEFAULT_ACCURACY_DROP = 0.5  # percentage points that `masic calibrate` may lose by default
 
 
@@ -224,6 +228,7 @@ def _progress(message: str) -> None:
 def cmd_compile(args: argparse.Namespace) -> int:
     from masic.frontends.dispatch import ImportOptions, import_model, model_name
     from masic.ir.text import print_graph
+    from masic.passes.layout import summary as layout_summary
     from masic.passes.manager import PassManager
     from masic.targets import get_target
 
@@ -255,7 +260,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.time_passes:
         for pass_name, seconds in manager.timings:
             print(f"masic: pass {pass_name:<16} {seconds * 1e3:8.2f} ms", file=sys.stderr)
-    if args.emit in ("sliced", "plan"):
+    if "layout" in passes:
+        _progress(layout_summary(graph))
+    if args.emit in ("sliced", "layout", "plan"):
         print(print_graph(graph), end="")
         return 0
 

@@ -1,5 +1,6 @@
 """A small FileCheck for textual IR tests: `CHECK:` lines match in order, `CHECK-NEXT:` on the very next line,
-`CHECK-NOT:` must not occur between the surrounding matches. Patterns are plain substrings."""
+`CHECK-SAME:` on the line the previous directive matched, `CHECK-NOT:` must not occur between the surrounding
+matches. Patterns are plain substrings."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ def filecheck(text: str, checks: str) -> None:
             continue
         if directive == "CHECK-NEXT":
             candidates = range(position, min(position + 1, len(lines)))
+        elif directive == "CHECK-SAME":
+            candidates = range(max(position - 1, 0), position)
         elif directive == "CHECK":
             candidates = range(position, len(lines))
         else:

@@ -32,6 +32,8 @@ from tvm import script as tvm_script
 from tvm.s_tir.schedule import SBlockRV
 from tvm.script import tirx as T
 
+from masic.ir.ops import CONV_LAYOUT, weight_block
+
 FLOAT = "float32"
 SPIKE = "uint8"
 
@@ -118,7 +120,9 @@ class _WindowArgs(_KernelArgs):
 
 @dataclass(frozen=True)
 class Conv2dKernel(_WindowArgs):
-    """2-D convolution, NCHW without batch, weights OIHW as in PyTorch.
+    """2-D convolution, NCHW without batch, weights in ``weight_layout``: OIHW as in PyTorch, or "OIHW{ob}o"
+    (blocks of ob output channels innermost, ``masic.codegen.weights.stored_weight``), which selects the kernel
+    vectorised along output channels.
 
     C signature: ``int32_t symbol(float* x, float* w, [float* b,] [float* scratch,] float* y)``.
     ``scratch`` (the zero-padded input) is present only when some padding is non-zero.
@@ -134,12 +138,15 @@ class Conv2dKernel(_WindowArgs):
     groups: int = 1
     bias: bool = True
     row_padding: tuple[int, int] | None = None
+    weight_layout: str = CONV_LAYOUT
     spikes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         channels = self.in_shape[0]
         if channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"{self.symbol}: channels {channels}->{self.out_channels} not divisible by groups")
+        if (self.out_channels // self.groups) % weight_block(self.weight_layout):
+            raise ValueError(f"{self.symbol}: layout {self.weight_layout} splits a group's output channels")
         if min(self.out_shape()) <= 0:
             raise ValueError(f"{self.symbol}: empty output shape {self.out_shape()}")
 
@@ -147,12 +154,15 @@ class Conv2dKernel(_WindowArgs):
         """Output shape (O, OH, OW) by PyTorch's formula."""
         return (self.out_channels, *self._out_hw(self.dilation))
 
-    def weight_shape(self) -> tuple[int, int, int, int]:
-        """Weight shape (O, C/groups, kh, kw)."""
-        return (self.out_channels, self.in_shape[0] // self.groups, *self.kernel)
+    def weight_shape(self) -> tuple[int, ...]:
+        """Stored weight shape: (O, C/groups, kh, kw), or (O/ob, C/groups, kh, kw, ob) blocked."""
+        block = weight_block(self.weight_layout)
+        if block == 1:
+            return (self.out_channels, self.in_shape[0] // self.groups, *self.kernel)
+        return (self.out_channels // block, self.in_shape[0] // self.groups, *self.kernel, block)
 
     def arg_shapes(self) -> dict[str, tuple[int, ...]]:
-        """x (C,H,W), w (O,C/g,kh,kw), [b (O,)], [scratch: padded x], y (O,OH,OW)."""
+        """x (C,H,W), w (``weight_shape``), [b (O,)], [scratch: padded x], y (O,OH,OW)."""
         shapes: dict[str, tuple[int, ...]] = {"x": self.in_shape, "w": self.weight_shape()}
         if self.bias:
             shapes["b"] = (self.out_channels,)
@@ -645,8 +655,76 @@ def _windowed(
     return _to_c_abi(sch.mod["main"], k.symbol, k.arg_names())
 
 
+def _pixel_tile(out_hw: tuple[int, int], vectors: int, block: int) -> tuple[int, int]:
+    """(rows, columns) of output pixels per register tile of the blocked conv: dividing the map, at most
+    ``_MAX_ACC_VECTORS`` accumulator vectors of ``vectors`` each and ``_MAX_TILE_FLOATS`` floats; the most pixels
+    (each weight vector loaded feeds one FMA per pixel), then the widest rows."""
+    (oh, ow), most = out_hw, max(1, min(_MAX_ACC_VECTORS // vectors, _MAX_TILE_FLOATS // block))
+    tiles = [(r, c) for r in range(1, oh + 1) if oh % r == 0 for c in range(1, ow + 1) if ow % c == 0 and r * c <= most]
+    return max(tiles, key=lambda t: (t[0] * t[1], t[1]))
+
+
+def _conv2d_blocked(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
+    """Direct convolution vectorised along output channels, for maps too narrow to fill a vector with columns.
+
+    The weight is stored in blocks of ob output channels (``k.weight_layout`` "OIHW{ob}o"). Each task computes one
+    block for a tile of output pixels: per input tap, one contiguous ob-wide weight load feeds one FMA per pixel of
+    the tile, with the input pixel broadcast; the (pixels x ob) accumulators stay in registers over the whole
+    reduction and are written to the NCHW output once.
+    """
+    o, block = k.out_channels, weight_block(k.weight_layout)
+    (kh, kw), (sh, sw), (dh, dw) = k.kernel, k.stride, k.dilation
+    cpg, blocks_per_group = k.in_shape[0] // k.groups, o // k.groups // block
+    _, oh, ow = k.out_shape()
+    x = _placeholder(k, "x")
+    w = te.placeholder(k.weight_shape(), FLOAT, name="w")
+    b = te.placeholder((o,), FLOAT, name="b")
+    src = _padded(x, k, 0.0) if k.scratch_bytes() else x
+    rc, rh, rw = te.reduce_axis((0, cpg), "rc"), te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
+
+    def conv(ob: tirx.Var, y: tirx.Var, xx: tirx.Var, oi: tirx.Var) -> ir.Expr:
+        channel = rc if k.groups == 1 else (ob // blocks_per_group) * cpg + rc  # a block lies in one group
+        tap = _float(src[channel, y * sh + rh * dh, xx * sw + rw * dw])
+        return te.sum(tap * w[ob, rc, rh, rw, oi], axis=[rc, rh, rw])
+
+    acc = te.compute((o // block, oh, ow, block), conv, name="acc")
+
+    def epilogue(oc: tirx.Var, y: tirx.Var, xx: tirx.Var) -> ir.Expr:
+        value = acc[oc // block, y, xx, oc % block]
+        return value + b[oc] if k.bias else value
+
+    out = te.compute(k.out_shape(), epilogue, name="y")
+    inputs = [x, w, *([b] if k.bias else []), *([src] if src is not x else [])]
+    sch = s_tir.Schedule(te.create_prim_func([*inputs, out]))
+    parallel = math.prod(k.out_shape()) * cpg * kh * kw >= _PARALLEL_MIN_WORK
+    if src is not x:
+        _schedule_pad(sch, sch.get_sblock("pad"), parallel)
+    tile_h, tile_w = _pixel_tile((oh, ow), math.ceil(block / lanes), block)
+    c, h, wl = sch.get_loops(sch.get_sblock("y"))
+    co, ci = sch.split(c, [None, block])
+    ho, hi = sch.split(h, [None, tile_h])
+    wo, wi = sch.split(wl, [None, tile_w])
+    sch.reorder(co, ho, wo, hi, wi, ci)
+    tasks = sch.fuse(co, ho)
+    if parallel:
+        sch.parallel(tasks)
+    # At a loop inside the parallel one, so that each task has its own accumulators (at the parallel loop itself
+    # they would be allocated once, outside it, and shared by the threads)
+    sch.compute_at(sch.get_sblock("acc"), wo, preserve_unit_loops=True)
+    acc_block = sch.get_sblock("acc")
+    acc_h, acc_w, acc_c, *reduction = sch.get_loops(acc_block)[-6:]  # inside the unit loop of the block
+    sch.reorder(*reduction, acc_h, acc_w, acc_c)
+    sch.vectorize(acc_c)
+    sch.unroll(acc_w)
+    sch.unroll(acc_h)
+    sch.decompose_reduction(acc_block, reduction[0])
+    return _to_c_abi(sch.mod["main"], k.symbol, k.arg_names())
+
+
 def _conv2d(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
     """Direct convolution; per-tile accumulators, vectorized along output columns."""
+    if weight_block(k.weight_layout) > 1:
+        return _conv2d_blocked(k, lanes)
     o = k.out_channels
     (kh, kw), (sh, sw), (dh, dw) = k.kernel, k.stride, k.dilation
     cpg, opg = k.in_shape[0] // k.groups, o // k.groups

@@ -29,7 +29,7 @@ from masic.codegen.kernels import (
 from masic.codegen.weights import Segment, WeightsFile
 from masic.early_exit import ExitRule
 from masic.ir.graph import Graph, Node, ParamRef
-from masic.ir.ops import OPS, neuron_op, row_padding, state_names, state_type
+from masic.ir.ops import CONV_LAYOUT, OPS, matrix_vector, neuron_op, row_padding, state_names, state_type
 from masic.ir.text import format_node
 
 NO_KERNEL_OPS = ("input", "flatten", "reshape")  # the loader writes the input; flatten and reshape are views
@@ -63,12 +63,6 @@ def _row_padding(node: Node) -> tuple[int, int] | None:
     return None if rows == (node.attr("padding")[0],) * 2 else rows
 
 
-def _matrix_vector(conv: Node, in_shape: tuple[int, ...]) -> bool:
-    """A 1x1 ungrouped, unpadded convolution of a 1x1 map: a matrix-vector product."""
-    spatial = in_shape[1:] == (1, 1) and conv.attr("kernel") == (1, 1)
-    return spatial and conv.attr("groups") == 1 and conv.attr("padding") == (0, 0) and row_padding(conv) == (0, 0)
-
-
 def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
     """The kernel a node needs (symbol left empty) and which value each kernel parameter reads or writes."""
     operand = graph.node(node.inputs[0]) if node.inputs else None
@@ -79,7 +73,7 @@ def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
         return f"@{value.name}" if isinstance(value, ParamRef) else ""
 
     binding |= {"w": ref("weight"), "b": ref("bias")}
-    if node.op == "conv2d" and _matrix_vector(node, operand.type.shape):
+    if node.op == "conv2d" and matrix_vector(node, operand.type.shape) and not node.attr("weight_layout"):
         # Its (O, I, 1, 1) weight is the dense kernel's row-major (O, I) matrix; the dense schedule vectorises along
         # the inputs, where the conv schedule would vectorise along a single output column (bench/speed.py: 2-3x).
         kernel = DenseKernel("", operand.type.shape[0], node.attr("out_channels"), "bias" in dict(node.attrs))
@@ -96,6 +90,7 @@ def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
             a["groups"],
             "bias" in a,
             _row_padding(node),
+            a.get("weight_layout", CONV_LAYOUT),
         )
     elif node.op == "dense" and node.attr("weight_layout") == "IO":  # of spikes (the spike-dtype pass)
         has_bias = node.attr("bias") is not None

@@ -4,8 +4,10 @@ Each block starts at a multiple of 64 bytes, in plan order, so the loader reads 
 into its arena slot. The file's CRC-32 (zlib) and size go into model.c and the manifest; the loader refuses a file
 that does not match both. Initial states are copied in before each sample (`state_init`) or, when states are
 transient (`masic.analysis.liveness.transient_states`), by the loading thread once per block like streamed
-weights (`state_loads`). A weight is stored in the layout the kernel that reads it wants (`stored_weight`); the IR's
-parameter keeps its logical layout, so the interpreter and the passes never see the stored one.
+weights (`state_loads`).
+
+A weight is stored in the layout its node's `weight_layout` attribute names (`stored_weight`); `Graph.weights` keeps
+the logical layout, so the interpreter and the passes never see a stored one.
 """
 
 from __future__ import annotations
@@ -19,18 +21,31 @@ import numpy as np
 from masic.analysis.liveness import align_up, transient_states
 from masic.ir.graph import Graph
 from masic.ir.interpret import initial_state
-from masic.ir.ops import neuron_op
+from masic.ir.ops import neuron_op, weight_block
 
 FILE_ALIGNMENT = 64
 
 
 def stored_weight(array: np.ndarray, layout: str | None) -> np.ndarray:
-    """A parameter as weights.bin stores it for a reader that asks for `layout` (a node's `weight_layout`)."""
+    """A weight as weights.bin stores it in `layout` (a node's `weight_layout`; None: the logical layout, as in
+    `Graph.weights`).
+
+    "IO": a dense (out, in) matrix transposed, an input's weights contiguous, for the accumulate-only kernel.
+    "OIHW{ob}o": blocks of ob output channels, each (I, kh, kw, ob) with the ob channels innermost, so a conv kernel
+    vectorised along output channels reads one contiguous vector per input tap. ob divides O: no padding, the
+    stored weight has as many bytes as the logical one.
+    """
     match layout:
-        case None:
+        case None | "OIHW":
             return array
-        case "IO":  # dense (out, in) -> (in, out): an input's weights contiguous, for the accumulate-only kernel
+        case "IO":
             return array.T
+        case _ if layout.startswith("OIHW"):
+            block = weight_block(layout)
+            o, i, kh, kw = array.shape
+            if o % block:
+                raise ValueError(f"layout {layout}: block {block} does not divide {o} output channels")
+            return array.reshape(o // block, block, i, kh, kw).transpose(0, 2, 3, 4, 1)
     raise ValueError(f"unknown weight layout {layout!r}")
 
 
@@ -71,7 +86,7 @@ def write_weights(graph: Graph, path: Path) -> WeightsFile:
     """Writes weights.bin for a planned graph and returns its layout."""
     plan = graph.plan
     assert plan is not None, "write_weights needs a planned graph"
-    blocks: list[tuple[str, np.ndarray]] = [(p.name, graph.weights[p.name]) for p in graph.params]
+    blocks = [(p.name, graph.weights[p.name]) for p in graph.params]
     states: list[tuple[str, np.ndarray]] = []
     for node in graph.nodes:
         if neuron_op(node.op):

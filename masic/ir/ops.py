@@ -19,6 +19,7 @@ state right after the source is computed, so a delay must come before its source
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from math import prod
@@ -87,6 +88,26 @@ def adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:
     return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
 
 
+CONV_LAYOUT = "OIHW"  # a conv weight's logical layout, PyTorch's: (out, in / groups, kernel rows, kernel columns)
+
+
+def weight_block(layout: str) -> int:
+    """The output-channel block of a conv's `weight_layout`: 1 for OIHW, ob for "OIHW{ob}o" (the weight stored as
+    (O/ob, I/groups, kh, kw, ob): `masic.codegen.weights.stored_weight`)."""
+    if layout == CONV_LAYOUT:
+        return 1
+    if match := re.fullmatch(r"OIHW([1-9][0-9]*)o", str(layout)):
+        return int(match.group(1))
+    raise ShapeError(f'unknown conv weight layout {layout!r} (expected "OIHW" or "OIHW<block>o")')
+
+
+def matrix_vector(conv: Node, in_shape: tuple[int, ...]) -> bool:
+    """A 1x1 ungrouped, unpadded convolution of a 1x1 map: a matrix-vector product (its OIHW weight is the dense
+    layer's (O, I) matrix)."""
+    spatial = in_shape[1:] == (1, 1) and conv.attr("kernel") == (1, 1)
+    return spatial and conv.attr("groups") == 1 and conv.attr("padding") == (0, 0) and row_padding(conv) == (0, 0)
+
+
 def _infer_identity(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
     """Element-wise: the operand's shape, float32 whatever the operand's type."""
     return TensorType(ins[0].shape)
@@ -120,6 +141,10 @@ def _infer_conv2d(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
     (sh, sw), (_, pw), (dh, dw) = _pair(node, "stride"), _pair(node, "padding"), _pair(node, "dilation")
     if not isinstance(out_c, int) or not isinstance(groups, int) or c % groups or out_c % groups:
         raise ShapeError(f"conv2d channels {c}->{out_c} do not divide into {groups} groups")
+    if (out_c // groups) % weight_block(node.attr("weight_layout", CONV_LAYOUT)):
+        raise ShapeError(
+            f"conv2d weight layout {node.attr('weight_layout')} splits a group's {out_c // groups} outputs"
+        )
     oh, ow = _window_out(h, kh, sh, sum(row_padding(node)), dh), _window_out(w, kw, sw, 2 * pw, dw)
     if oh <= 0 or ow <= 0:
         raise ShapeError(f"conv2d kernel {kh}x{kw} does not fit input {h}x{w}")
@@ -216,10 +241,11 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 "conv2d",
                 1,
                 ("weight", "out_channels", "kernel", "stride", "padding", "dilation", "groups"),
-                ("bias", "row_padding"),
+                ("bias", "row_padding", "weight_layout"),
                 _infer_conv2d,
                 "2-d cross-correlation as torch.nn.Conv2d; weight (O, C/groups, kh, kw); row_padding=(top, bottom)"
-                " replaces padding's rows (a row patch pads only at the image border)",
+                " replaces padding's rows (a row patch pads only at the image border); weight_layout: how"
+                " weights.bin stores the weight (default OIHW; the graph's weights stay OIHW)",
             ),
             OpDef(
                 "dense",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from masic.analysis.liveness import transient_states
 from masic.errors import MasicError
 from masic.ir.graph import BUFFER_KINDS, DTYPES, Buffer, Graph, Node, ParamRef
-from masic.ir.ops import OPS, VARIADIC, ShapeError, neuron_op, state_names, state_type
+from masic.ir.ops import CONV_LAYOUT, OPS, VARIADIC, ShapeError, neuron_op, state_names, state_type
 from masic.ir.text import format_node
 
 
@@ -44,6 +44,7 @@ def verify(graph: Graph) -> None:
         for state in state_names(node):
             defined[state] = node
     _verify_delays(graph)
+    _verify_weight_layouts(graph)
     if not graph.inputs:
         raise VerifyError(f"graph @{graph.name} has no input node")
     if graph.output not in defined or graph.output in {s for n in graph.nodes for s in state_names(n)}:
@@ -113,6 +114,17 @@ def _verify_node(node: Node, defined: dict[str, Node], params: dict, graph: Grap
             raise VerifyError(f"declared type {node.type} but operands give {inferred}", node)
         if node.attr("weight_layout") == "IO" and operand_types[0].dtype != "spike":
             raise VerifyError('weight_layout "IO" is for the accumulate-only kernel of a spike operand', node)
+
+
+def _verify_weight_layouts(graph: Graph) -> None:
+    """weights.bin stores a parameter once, so every conv reading it (the row patches of one conv share their
+    weight) must read it in the same layout."""
+    layouts: dict[str, str] = {}
+    for node in graph.nodes:
+        if node.op == "conv2d" and isinstance(ref := node.attr("weight"), ParamRef):
+            layout = node.attr("weight_layout", CONV_LAYOUT)
+            if layouts.setdefault(ref.name, layout) != layout:
+                raise VerifyError(f"weight @{ref.name} is read as {layouts[ref.name]} and as {layout}", node)
 
 
 def _verify_element_param(node: Node, key: str, value: object, params: dict) -> None:

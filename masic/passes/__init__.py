@@ -10,6 +10,7 @@ from masic.passes import (
     fold_batchnorm,
     fold_pooling,
     infer_shapes,
+    layout,
     patch_rows,
     schedule,
     slice_layers,
@@ -27,6 +28,7 @@ REGISTRY = MappingProxyType(
             spike_dtype,
             slice_layers,
             patch_rows,
+            layout,
             schedule,
             assign_offsets,
             check_budget,
@@ -42,6 +44,7 @@ DEFAULT_PIPELINE = (
     "slice-layers",
     "patch-rows",
     "schedule",
+    "layout",
     "assign-offsets",
     "check-budget",
 )

@@ -1,12 +1,10 @@
-"""spike-dtype: store spikes as one byte each, and give dense layers of spikes the accumulate-only kernel.
+"""spike-dtype: store spikes as one byte each.
 
 A spiking neuron's output (lif, lif_box, iaf; not a probe, not li / li_box, which output voltages) becomes a
 `spike` value (0 or 1 in a uint8), and so does every value that passes spikes on unchanged: max pooling, views
 (flatten, reshape), crop_rows and concat of spikes only, and a delay whose source is spikes. Every other op keeps
-its float32 output and reads spike operands as 0.0 / 1.0. A dense layer whose operand is spikes gets
-`weight_layout="IO"`: its kernel adds the rows of W^T for the active inputs instead of multiplying, and weights.bin
-stores the weight transposed (the parameter in `graph.weights` keeps its (out, in) layout, so the interpreter and
-every other pass read it as before).
+its float32 output and reads spike operands as 0.0 / 1.0 (whether a dense layer of spikes accumulates rather than
+multiplies is the layout pass's choice, once the schedule is known).
 
 Two places must stay float32: the graph's output (the loader reads float32 and the early exit accumulates it) and
 the operands of a concat that are not all spikes (its parts share one type). A spiking neuron that reaches such a
@@ -15,12 +13,12 @@ usually a classifier's last layer, whose output is small and read by the exit ru
 
 The pass runs right after infer-shapes and fold-batchnorm, before slice-layers and patch-rows, so that their
 budget decisions (which measure plans by liveness) see the smaller buffers. The nodes they create keep the types
-this pass chose: slices of a dense layer and their concat are float32 like the layer and inherit its
-`weight_layout`; row patches copy each node's type, and crop_rows and concat pass spikes on.
+this pass chose: slices of a dense layer and their concat are float32 like the layer; row patches copy each
+node's type, and crop_rows and concat pass spikes on.
 
 Requires: typed graph.
 Ensures: every value that holds spikes as defined above is `spike`, all others `f32`; the graph output is `f32`;
-a dense layer has weight_layout="IO" exactly when its operand is spikes; the graph computes the same values.
+the graph computes the same values.
 """
 
 from __future__ import annotations
@@ -93,7 +91,5 @@ def run(graph: Graph, options: PassOptions) -> Graph:
         assert node.type is not None, f"{NAME} requires a typed graph"
         if spiking(node) or node.op in (*PASSES_ON, "delay"):
             node = replace(node, type=TensorType(node.type.shape, "spike" if node.name in spikes else "f32"))
-        if node.op == "dense":
-            node = node.with_attrs(weight_layout="IO" if node.inputs[0] in spikes else None)
         nodes.append(node)
     return replace(graph, nodes=tuple(nodes))

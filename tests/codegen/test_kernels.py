@@ -32,6 +32,7 @@ from masic.codegen.kernels import (
     RowsKernel,
     prim_func,
 )
+from masic.codegen.weights import stored_weight
 from masic.ir.graph import Node, TensorType
 from masic.ir.interpret import conv2d, neuron_step, pool2d
 
@@ -73,15 +74,19 @@ def _scratch(k: Kernel) -> np.ndarray:
 
 
 def _conv_case(rng: np.random.Generator, k: Conv2dKernel) -> Case:
+    """A conv on random data against PyTorch: the weight drawn in OIHW, passed as ``k.weight_layout`` stores it;
+    the input padded as ``k.pads()`` says (row patches pad their rows unevenly)."""
     x = _spikes(rng, *k.in_shape) if "x" in k.spikes else _rand(rng, *k.in_shape)
-    fan_in = math.prod(k.weight_shape()[1:])
-    w = _rand(rng, *k.weight_shape(), scale=1 / math.sqrt(fan_in))
+    shape = (k.out_channels, k.in_shape[0] // k.groups, *k.kernel)
+    w = _rand(rng, *shape, scale=1 / math.sqrt(math.prod(shape[1:])))
     b = _rand(rng, k.out_channels)
-    data = {"x": x, "w": w, "b": b, "scratch": _scratch(k)}
+    data = {"x": x, "w": stored_weight(w, k.weight_layout), "b": b, "scratch": _scratch(k)}
     args = {name: data.get(name, np.zeros(shape, np.float32)) for name, shape in k.arg_shapes().items()}
 
     def expected() -> dict[str, np.ndarray]:
-        y = F.conv2d(_t(x)[None], _t(w), _t(b) if k.bias else None, k.stride, k.padding, k.dilation, k.groups)
+        top, bottom, side = k.pads()
+        padded = F.pad(_t(x)[None], (side, side, top, bottom))
+        y = F.conv2d(padded, _t(w), _t(b) if k.bias else None, k.stride, 0, k.dilation, k.groups)
         return {"y": y[0].numpy()}
 
     return Case(k, args, expected)
@@ -341,6 +346,15 @@ def _cases(big: bool) -> list[Case]:
         Conv2dKernel("conv_dw", (16, 12, 12), 16, (3, 3), padding=(1, 1), groups=16),
         Conv2dKernel("conv_grouped", (8, 10, 9), 12, (2, 2), stride=(2, 1), groups=4, bias=False),
         Conv2dKernel("conv_1x1", (5, 7, 21), 3, (1, 1)),
+        # vectorised along output channels (weights blocked): a whole vector, two, a part of one, groups
+        Conv2dKernel("conv_b16", (24, 4, 4), 32, (3, 3), padding=(1, 1), weight_layout="OIHW16o"),
+        Conv2dKernel("conv_b32_s2", (8, 9, 7), 64, (3, 3), stride=(2, 2), padding=(1, 1), weight_layout="OIHW32o"),
+        Conv2dKernel("conv_b12_dil", (5, 11, 6), 24, (3, 2), padding=(2, 1), dilation=(2, 2), weight_layout="OIHW12o"),
+        Conv2dKernel("conv_b4_g3", (9, 5, 5), 12, (2, 2), groups=3, bias=False, weight_layout="OIHW4o"),
+        Conv2dKernel("conv_b8_1x1", (16, 2, 2), 24, (1, 1), weight_layout="OIHW8o"),
+        Conv2dKernel(
+            "conv_b16_rows", (16, 6, 4), 16, (3, 3), padding=(1, 1), row_padding=(0, 1), weight_layout="OIHW16o"
+        ),
     ]
     dense = [DenseKernel("fc_100_10", 100, 10), DenseKernel("fc_37_5", 37, 5, bias=False)]
     # several steps in one call (a batched layer): more steps than one group of accumulators, odd sizes, no bias
@@ -361,6 +375,7 @@ def _cases(big: bool) -> list[Case]:
     ]
     if big:
         convs.append(Conv2dKernel("conv_big", (64, 32, 32), 64, (3, 3), padding=(1, 1)))
+        convs.append(Conv2dKernel("conv_big_b16", (256, 4, 4), 512, (3, 3), padding=(1, 1), weight_layout="OIHW16o"))
         dense += [DenseKernel("fc_big", 4096, 1000), DenseKernel("fc_big_steps4", 4096, 1000, steps=4)]
     cases = [_conv_case(rng, k) for k in convs] + [_dense_case(rng, k) for k in dense]
     cases += [_pool_case(rng, k) for k in pools] + [_adaptive_case(rng, k) for k in adaptive]

@@ -78,9 +78,9 @@ def test_spiking_outputs_and_what_passes_them_on_are_spikes() -> None:
         CHECK-NEXT: %z1 = lif(%c) {dt_tau_mem=0.5, neg_dt_tau_syn=-0.5, v_leak=0.0, v_th=0.3, v_reset=0.0} : spike[4,6,6]
         CHECK-NEXT: %p = maxpool2d(%z1) {kernel=(2,2), stride=(2,2), padding=(0,0)} : spike[4,3,3]
         CHECK-NEXT: %f = flatten(%p) : spike[36]
-        CHECK-NEXT: %fc1 = dense(%f) {weight=@fc1.w, bias=@fc1.b, in_features=36, out_features=16, weight_layout="IO"} : f32[16]
+        CHECK-NEXT: %fc1 = dense(%f) {weight=@fc1.w, bias=@fc1.b, in_features=36, out_features=16} : f32[16]
         CHECK-NEXT: %z2 = lif(%fc1) {dt_tau_mem=0.5, neg_dt_tau_syn=-0.5, v_leak=0.0, v_th=0.3, v_reset=0.0} : spike[16]
-        CHECK-NEXT: %fc2 = dense(%z2) {weight=@fc2.w, in_features=16, out_features=3, weight_layout="IO"} : f32[3]
+        CHECK-NEXT: %fc2 = dense(%z2) {weight=@fc2.w, in_features=16, out_features=3} : f32[3]
         CHECK-NEXT: %out = li(%fc2)
         """,
     )
@@ -130,8 +130,8 @@ def test_probes_and_delays() -> None:
 """
     graph = _typed(text)
     assert [graph.node(n).type.dtype for n in ("d", "r", "s", "z", "v")] == ["spike", "f32", "f32", "spike", "f32"]
-    assert graph.node("r").attr("weight_layout") == "IO"
     planned = _planned(parse(text, _weights(text)))
+    assert planned.node("r").attr("weight_layout") == "IO"  # spikes, one step per call: the accumulate kernel
     assert planned.plan.buffer_of("d.last").size == 5  # one byte per spike
     x = _input(planned)
     np.testing.assert_array_equal(run(planned, x, simulate_plan=True), run(_typed(text, with_spikes=False), x))
@@ -207,7 +207,8 @@ def test_typing_spikes_changes_no_result(graph) -> None:
     planned = _planned(graph)
     assert planned.node(graph.output).type.dtype == "f32"
     x = _input(graph, graph.timesteps if transient_states(planned) else 4)  # transient state lasts one block
-    expected = run(graph, x)
+    # fold-pooling, before spike-dtype, may round differently (it sums weights at compile time)
+    expected = run(PassManager(DEFAULT_PIPELINE[: DEFAULT_PIPELINE.index("spike-dtype")]).run(graph), x)
     np.testing.assert_array_equal(run(planned, x), expected)
     np.testing.assert_array_equal(run(planned, x, simulate_plan=True), expected)
 
@@ -217,7 +218,7 @@ def test_slices_and_patches_keep_the_types() -> None:
     sliced = slice_to(graph, 16 * 36)  # fc1 in pieces of 4 rows
     verify(sliced)
     parts = [n for n in sliced.nodes if n.name.startswith("fc1.part")]
-    assert len(parts) == 4 and all(p.attr("weight_layout") == "IO" and p.type.dtype == "f32" for p in parts)
+    assert len(parts) == 4 and all(p.type.dtype == "f32" for p in parts)
     patched = patch_rows(graph, 3, 2)  # conv, lif, maxpool in two row patches
     assert patched is not None
     verify(patched)
@@ -240,5 +241,6 @@ def test_weights_of_accumulate_dense_layers_are_stored_transposed(tmp_path: Path
         s.name: np.frombuffer(data[s.file_offset : s.file_offset + s.nbytes], np.float32) for s in layout.resident
     }
     np.testing.assert_array_equal(stored["fc1.w"], planned.weights["fc1.w"].T.ravel())
-    np.testing.assert_array_equal(stored["c.w"], planned.weights["c.w"].ravel())
+    conv_layout = planned.node("c").attr("weight_layout")  # the layout pass's choice for the conv
+    np.testing.assert_array_equal(stored["c.w"], stored_weight(planned.weights["c.w"], conv_layout).ravel())
     assert planned.weights["fc1.w"].shape == (16, 36)  # the IR keeps the logical layout

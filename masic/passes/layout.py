@@ -1,0 +1,80 @@
+"""layout: choose how each conv's and dense layer's weight is stored; activations stay NCHW.
+
+A column-vectorised conv kernel fills its vectors only when the output map is a whole number of WIDE_COLUMNS
+columns wide and read at stride 1 along the columns; otherwise (4x4 and 2x2 maps of VGG on 32x32 images, 24- and
+8-column maps of ConvNet4, strided convs, whose columns are gathered) the weight gets the layout "OIHW{ob}o"
+(`weight_layout`): blocks of ob output channels innermost, ob the largest of BLOCKS dividing the outputs of a group,
+so the conv kernel (`masic.codegen.kernels`) vectorises along output channels and keeps a tile of output pixels in
+registers. Measured against the column kernel on x86-64 with AVX-512 (the kernel harness of bench/speed.py, 1 and
+2 threads): 2.5-3x faster on 4x4 and 2x2 maps, 1.6-1.8x on 8x8, 6x on ConvNet4's 1x28x28 -> 32 5x5 conv, 1.6x on
+MobileNetV2's strided 3x32x32 -> 32; as fast on 16-column 3x3 maps; slower on wide maps with short reductions (1x1
+convs of 16x16 maps: 1.6x, 3x32x32 -> 64 3x3: 1.4x), which keep OIHW. The graph's weights stay OIHW: only
+weights.bin stores the blocked layout (`masic.codegen.weights.stored_weight`), so no other pass and not the
+interpreter sees it.
+
+A dense layer whose operand is spikes and that runs one step per call gets `weight_layout="IO"`: weights.bin
+stores W transposed, and its kernel adds the rows of W^T for the active inputs instead of multiplying (3.4x faster
+than multiplying on ConvNet4's 1024->1024 at its 0.4 spike rate). A batched dense layer (`Graph.batched`, in
+blocks of several steps) keeps (out, in) and multiplies: its kernel reads each weight once for all the block's
+steps, and a row of W^T is needed whenever any step's input is active, so accumulating was 2-4x slower there.
+
+Activations stay NCHW: every kernel reads and writes NCHW, so no layout change (transpose) runs between layers.
+
+Requires: typed graph with its schedule (after the schedule pass: whether a dense layer is batched), after
+slice-layers and patch-rows (their pieces are the layers that run; row patches of one conv share its weight and
+its output width, so they get the same layout). Layouts change no buffer's size.
+Ensures: a conv2d has `weight_layout` "OIHW{ob}o" exactly when the rule above picks it for every conv sharing its
+weight (one weight, one stored layout), never for a 1x1 conv of a 1x1 map (a matrix-vector product on the OIHW
+weight); a dense layer has "IO" exactly when its operand is spikes and it is not batched; values, shapes and every
+other attribute are unchanged.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from masic.ir.graph import Graph, Node
+from masic.ir.ops import CONV_LAYOUT, matrix_vector
+from masic.passes.base import PassOptions
+
+NAME = "layout"
+WIDE_COLUMNS = 16  # float32 lanes of the widest vectors (AVX-512); a multiple of NEON's 4 and AVX2's 8
+BLOCKS = (16, 8, 4)  # output-channel blocks: whole vectors on NEON (4 lanes), and on AVX2 / AVX-512 from 8 / 16
+ACTIVATION_LAYOUT = "NCHW"
+
+
+def weight_layout(conv: Node, in_shape: tuple[int, ...]) -> str:
+    """The layout the rule in the module docstring picks for a conv2d reading a value of `in_shape`."""
+    outputs, width = conv.attr("out_channels") // conv.attr("groups"), conv.type.shape[2]
+    block = next((b for b in BLOCKS if outputs % b == 0), None)
+    whole_vectors = width % WIDE_COLUMNS == 0 and conv.attr("stride")[1] == 1
+    if block is None or whole_vectors or matrix_vector(conv, in_shape):
+        return CONV_LAYOUT
+    return f"OIHW{block}o"
+
+
+def summary(graph: Graph) -> str:
+    """One line: the activations' layout and how many convs store their weight in each layout."""
+    counts = Counter(n.attr("weight_layout", CONV_LAYOUT) for n in graph.nodes if n.op == "conv2d")
+    weights = ", ".join(f"{count} {layout}" for layout, count in sorted(counts.items())) or "no convs"
+    return f"layout: activations {ACTIVATION_LAYOUT}; conv weights: {weights}"
+
+
+def run(graph: Graph, options: PassOptions) -> Graph:
+    chosen: dict[str, set[str]] = {}  # weight -> the layouts its convs pick
+    for node in graph.nodes:
+        if node.op == "conv2d":
+            layout = weight_layout(node, graph.node(node.inputs[0]).type.shape)
+            chosen.setdefault(node.attr("weight").name, set()).add(layout)
+    # weights.bin stores a weight once: convs sharing one that would pick different layouts keep OIHW
+    agreed = {name: layouts.pop() if len(layouts) == 1 else CONV_LAYOUT for name, layouts in chosen.items()}
+    nodes = []
+    for node in graph.nodes:
+        if node.op == "conv2d":
+            layout = agreed[node.attr("weight").name]
+            node = node.with_attrs(weight_layout=None if layout == CONV_LAYOUT else layout)
+        elif node.op == "dense":
+            accumulate = graph.node(node.inputs[0]).type.dtype == "spike" and not graph.batched(node)
+            node = node.with_attrs(weight_layout="IO" if accumulate else None)
+        nodes.append(node)
+    return graph.with_nodes(nodes)

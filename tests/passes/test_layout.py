@@ -1,0 +1,182 @@
+"""layout: each conv's weight layout (blocked by output channels on narrow maps), what weights.bin then stores, and
+what the kernels are told; activations stay NCHW and the values computed do not change."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from masic.codegen.kernels import Conv2dKernel, DenseKernel
+from masic.codegen.lower import lower
+from masic.codegen.weights import stored_weight, write_weights
+from masic.ir.graph import Node, TensorType
+from masic.ir.interpret import run
+from masic.ir.text import parse, print_graph
+from masic.ir.verify import VerifyError, verify
+from masic.passes import DEFAULT_PIPELINE, REGISTRY, PassOptions, layout
+from masic.passes.manager import PassManager
+from masic.passes.patch_rows import patch_rows, stage_ends
+from masic.passes.slice_layers import slice_to
+from tests.filecheck import filecheck
+
+# A 32-column map (whole vectors), 8x8 / 24-column maps, a grouped conv whose groups have 12 outputs, 6 outputs
+# (no block of 4 divides them), and a 1x1 conv of a 1x1 map (a matrix-vector product).
+GRAPH = """graph @maps timesteps=2 {
+  param @wide.w : f32[16,2,3,3]
+  param @wide.b : f32[16]
+  param @cols.w : f32[8,16,1,9]
+  param @narrow.w : f32[32,8,3,3]
+  param @grouped.w : f32[24,16,3,3]
+  param @six.w : f32[6,24,3,3]
+  param @mv.w : f32[10,6,1,1]
+  %in = input() : f32[2,8,32]
+  %wide = conv2d(%in) {weight=@wide.w, bias=@wide.b, out_channels=16, kernel=(3,3), stride=(1,1), padding=(1,1), dilation=(1,1), groups=1} : f32[16,8,32]
+  %cols = conv2d(%wide) {weight=@cols.w, out_channels=8, kernel=(1,9), stride=(1,1), padding=(0,0), dilation=(1,1), groups=1} : f32[8,8,24]
+  %pool = maxpool2d(%cols) {kernel=(1,3), stride=(1,3), padding=(0,0)} : f32[8,8,8]
+  %narrow = conv2d(%pool) {weight=@narrow.w, out_channels=32, kernel=(3,3), stride=(2,2), padding=(1,1), dilation=(1,1), groups=1} : f32[32,4,4]
+  %grouped = conv2d(%narrow) {weight=@grouped.w, out_channels=24, kernel=(3,3), stride=(1,1), padding=(1,1), dilation=(1,1), groups=2} : f32[24,4,4]
+  %six = conv2d(%grouped) {weight=@six.w, out_channels=6, kernel=(3,3), stride=(1,1), padding=(0,0), dilation=(1,1), groups=1} : f32[6,2,2]
+  %one = avgpool2d(%six) {kernel=(2,2), stride=(2,2), padding=(0,0)} : f32[6,1,1]
+  %mv = conv2d(%one) {weight=@mv.w, out_channels=10, kernel=(1,1), stride=(1,1), padding=(0,0), dilation=(1,1), groups=1} : f32[10,1,1]
+  %z = lif(%mv) {dt_tau_mem=0.5, neg_dt_tau_syn=-0.25, v_leak=0.0, v_th=0.2, v_reset=0.0} : f32[10,1,1]
+  output %z
+}
+"""
+
+
+def _graph():
+    rng = np.random.default_rng(0)
+    text = parse(GRAPH, {})
+    weights = {p.name: rng.normal(0, 0.5, p.type.shape).astype(np.float32) for p in text.params}
+    return parse(GRAPH, weights)
+
+
+def test_narrow_maps_get_blocked_weights_and_activations_stay_nchw() -> None:
+    graph = _graph()
+    laid_out = layout.run(graph, PassOptions())
+    verify(laid_out)
+    filecheck(
+        print_graph(laid_out),
+        """
+        CHECK: %in = input() : f32[2,8,32]
+        CHECK-NEXT: %wide = conv2d(%in) {weight=@wide.w, bias=@wide.b, out_channels=16,
+        CHECK-SAME: groups=1} : f32[16,8,32]
+        CHECK-NEXT: %cols = conv2d(%wide) {weight=@cols.w,
+        CHECK-SAME: groups=1, weight_layout="OIHW8o"} : f32[8,8,24]
+        CHECK: %narrow = conv2d(%pool) {weight=@narrow.w,
+        CHECK-SAME: groups=1, weight_layout="OIHW16o"} : f32[32,4,4]
+        CHECK-NEXT: %grouped = conv2d(%narrow) {weight=@grouped.w,
+        CHECK-SAME: groups=2, weight_layout="OIHW4o"} : f32[24,4,4]
+        CHECK-NEXT: %six = conv2d(%grouped) {weight=@six.w,
+        CHECK-SAME: groups=1} : f32[6,2,2]
+        CHECK: %mv = conv2d(%one) {weight=@mv.w,
+        CHECK-SAME: groups=1} : f32[10,1,1]
+        CHECK-NEXT: %z = lif(%mv)
+        """,
+    )
+    assert layout.summary(laid_out) == "layout: activations NCHW; conv weights: 3 OIHW, 1 OIHW16o, 1 OIHW4o, 1 OIHW8o"
+    assert parse(print_graph(laid_out), laid_out.weights) == laid_out  # the attribute round trips
+    assert laid_out.weights == graph.weights  # the graph keeps the logical layout ...
+    x = np.random.default_rng(1).uniform(0, 2, (2, 2, 8, 32)).astype(np.float32)
+    np.testing.assert_array_equal(run(laid_out, x), run(graph, x))  # ... so the interpreter computes the same
+
+
+def test_strided_columns_are_gathered_so_the_weights_are_blocked() -> None:
+    attrs = dict(parse(GRAPH, {}).node("wide").attrs)
+    strided = Node("s", "conv2d", ("in",), tuple((attrs | {"stride": (1, 2)}).items()), TensorType((16, 8, 16)))
+    assert layout.weight_layout(strided, (2, 8, 32)) == "OIHW16o"
+    assert layout.weight_layout(replace(strided, attrs=tuple(attrs.items())), (2, 8, 32)) == "OIHW"
+
+
+def test_the_pass_runs_after_slicing_patching_and_scheduling() -> None:
+    assert "layout" in REGISTRY
+    order = [DEFAULT_PIPELINE.index(name) for name in ("slice-layers", "patch-rows", "schedule", "layout")]
+    assert order == sorted(order)
+
+
+def test_kernels_read_and_weights_bin_stores_the_chosen_layout(tmp_path: Path) -> None:
+    planned = PassManager(DEFAULT_PIPELINE, PassOptions()).run(_graph())
+    kernels, calls = lower(planned)
+    convs = {call.node.name: kernel for call in calls for kernel in kernels if kernel.symbol == call.symbol}
+    assert convs["narrow"].weight_layout == "OIHW16o" and convs["narrow"].weight_shape() == (2, 8, 3, 3, 16)
+    assert convs["wide"].weight_layout == "OIHW" and isinstance(convs["mv"], DenseKernel)
+    weights = write_weights(planned, tmp_path / "weights.bin")
+    data = (tmp_path / "weights.bin").read_bytes()
+    stored = {s.name: data[s.file_offset : s.file_offset + s.nbytes] for s in weights.resident}
+    for node in planned.nodes:
+        if node.op == "conv2d":
+            name = node.attr("weight").name
+            want = stored_weight(planned.weights[name], node.attr("weight_layout", "OIHW"))
+            assert stored[name] == np.ascontiguousarray(want).tobytes(), name
+    assert stored["narrow.w"] != planned.weights["narrow.w"].tobytes()
+
+
+def test_sliced_pieces_get_their_own_layouts() -> None:
+    """Slicing cuts along output channels: a piece keeps blocks only when they divide its own outputs."""
+    graph = slice_to(_graph(), 11 * 8 * 9 * 4)  # narrow.w in 3 pieces of 10, 11 and 11 outputs ...
+    laid_out = layout.run(graph, PassOptions())
+    pieces = {n.name: n.attr("weight_layout") for n in laid_out.nodes if n.name.startswith("narrow.part")}
+    assert pieces == {"narrow.part0": None, "narrow.part1": None, "narrow.part2": None}
+    graph = slice_to(_graph(), 16 * 8 * 9 * 4)  # ... or 2 of 16
+    laid_out = layout.run(graph, PassOptions())
+    pieces = {n.name: n.attr("weight_layout") for n in laid_out.nodes if n.name.startswith("narrow.part")}
+    assert pieces == {"narrow.part0": "OIHW16o", "narrow.part1": "OIHW16o"}
+
+
+def test_row_patches_share_one_layout_and_conflicts_are_refused() -> None:
+    graph = _graph()
+    end = [n.name for n in graph.nodes].index("grouped")
+    assert end in stage_ends(graph)
+    patched = patch_rows(graph, end, 2)
+    laid_out = layout.run(patched, PassOptions())
+    narrow = [n for n in laid_out.nodes if n.op == "conv2d" and n.attr("weight").name == "narrow.w"]
+    assert len(narrow) == 2 and {n.attr("weight_layout") for n in narrow} == {"OIHW16o"}
+    x = np.random.default_rng(2).uniform(0, 2, (2, 2, 8, 32)).astype(np.float32)
+    np.testing.assert_array_equal(run(laid_out, x), run(graph, x))
+    second = narrow[1]
+    nodes = [
+        replace(n, attrs=second.with_attrs(weight_layout=None).attrs) if n is second else n for n in laid_out.nodes
+    ]
+    with pytest.raises(VerifyError, match=r"weight @narrow\.w is read as OIHW16o and as OIHW"):
+        verify(laid_out.with_nodes(nodes))
+
+
+def test_layouts_that_split_a_group_are_refused() -> None:
+    bad = GRAPH.replace("groups=2} : f32[24,4,4]", 'groups=2, weight_layout="OIHW8o"} : f32[24,4,4]')
+    with pytest.raises(VerifyError, match="splits a group's 12 outputs"):
+        verify(parse(bad, {}))
+    conv = Conv2dKernel("c", (16, 4, 4), 24, (3, 3), groups=2, weight_layout="OIHW4o")
+    assert conv.weight_shape() == (6, 8, 3, 3, 4)
+
+
+SPIKING_DENSE = """graph @fc timesteps=4 {
+  param @fc.w : f32[8,64]
+  %in = input() : f32[64]
+  %z = lif(%in) {dt_tau_mem=0.5, neg_dt_tau_syn=-0.25, v_leak=0.0, v_th=0.2, v_reset=0.0} : ?
+  %fc = dense(%z) {weight=@fc.w, in_features=64, out_features=8} : ?
+  %y = li(%fc) {dt_tau_mem=0.5, neg_dt_tau_syn=-0.25, v_leak=0.0} : ?
+  output %y
+}
+"""
+
+
+@pytest.mark.parametrize(("cache_bytes", "block", "layout_"), [(1 << 20, 1, "IO"), (0, 4, None)])
+def test_dense_layers_of_spikes_accumulate_unless_batched(cache_bytes: int, block: int, layout_: str | None) -> None:
+    """One step per call: the accumulate-only kernel (W stored transposed). On a machine without a cache the
+    schedule batches the layer over blocks of 4 steps, whose kernel multiplies, reading W (out, in) once."""
+    from masic.analysis.cost import Machine
+
+    weights = {"fc.w": np.random.default_rng(3).normal(0, 0.5, (8, 64)).astype(np.float32)}
+    graph = parse(SPIKING_DENSE, weights)
+    options = PassOptions(machine=Machine(1e9, 1e9, 1e9, cache_bytes=cache_bytes))
+    planned = PassManager(DEFAULT_PIPELINE, options).run(graph)
+    assert planned.schedule.block == block and planned.node("fc").attr("weight_layout") == layout_
+    kernels, _ = lower(planned)
+    assert {type(k).__name__ for k in kernels if "Dense" in type(k).__name__} == {
+        "AccumulateDenseKernel" if layout_ else "DenseKernel"
+    }
+    x = np.random.default_rng(4).uniform(0, 1, (9, 64)).astype(np.float32)
+    np.testing.assert_array_equal(run(planned, x, simulate_plan=True), run(PassManager(["infer-shapes"]).run(graph), x))
