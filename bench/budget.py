@@ -24,7 +24,7 @@ weight reads cost memory copies, not storage reads: streaming costs far more on 
 cache pages are not the loader's: they do not count in its peak RSS. MB = 10^6 bytes, MiB = 2^20 bytes.
 
     python bench/budget.py [--workdir build/budget] [--repeats 3] [--threads 2] [--model tests.zoo_models:vgg16]
-                           [--input-shape 3,32,32] [--timesteps 4] [--budgets none,256MB,128MB,64MB,32MB,min]
+                           [--input-shape 3,32,32] [--timesteps 4] [--budgets none,128MB,64MB,32MB,16MB,min]
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from masic.sweep import SweepRow, plan_row
 from masic.units import parse_bytes
 
 TARGET = "x86_64"
-DEFAULT_BUDGETS = "none,256MB,128MB,64MB,32MB,min"
+DEFAULT_BUDGETS = "none,128MB,64MB,32MB,16MB,min"
 OVERHEAD = 4 << 20  # the loader's fixed overhead allowed beyond the budget (code, stacks, libc)
 LATENCY_LIMIT = 1.25  # the issue's bound at 64MB: latency at most this times the unconstrained plan's
 MB = 10**6

@@ -21,7 +21,7 @@ def budget():
 
 
 def test_budget_list_puts_the_reference_first(budget) -> None:
-    assert budget.parse_budgets(budget.DEFAULT_BUDGETS) == ["none", "256MB", "128MB", "64MB", "32MB", "min"]
+    assert budget.parse_budgets(budget.DEFAULT_BUDGETS) == ["none", "128MB", "64MB", "32MB", "16MB", "min"]
     assert budget.parse_budgets("64MB, min") == ["none", "64MB", "min"]
     resolved = budget.resolve_budgets(["none", "64MB", "min"], 1234)
     assert [(b.label, b.bytes, b.minimum) for b in resolved] == [
