@@ -50,6 +50,9 @@ _PARALLEL_MIN_ELEMENTS = 1 << 15
 # Likewise reductions (conv, dense, pooling) of fewer multiply-accumulates: waking the pool for a 64x8x8 max pool
 # made it 30x slower than on one thread (bench/speed.py), while a 1024x1024 dense gains 2x from a second core.
 _PARALLEL_MIN_WORK = 1 << 16
+# The conv vectorised along output channels does about 4x the multiply-accumulates per microsecond on the small
+# maps it runs (MobileNetV2's 1x1 convs of 2x2 maps: 1-5 us on one thread, 3x that on two on a busy machine).
+_BLOCKED_PARALLEL_MIN_WORK = 1 << 18
 
 
 def _pair_out(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
@@ -696,7 +699,7 @@ def _conv2d_blocked(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
     out = te.compute(k.out_shape(), epilogue, name="y")
     inputs = [x, w, *([b] if k.bias else []), *([src] if src is not x else [])]
     sch = s_tir.Schedule(te.create_prim_func([*inputs, out]))
-    parallel = math.prod(k.out_shape()) * cpg * kh * kw >= _PARALLEL_MIN_WORK
+    parallel = math.prod(k.out_shape()) * cpg * kh * kw >= _BLOCKED_PARALLEL_MIN_WORK
     if src is not x:
         _schedule_pad(sch, sch.get_sblock("pad"), parallel)
     tile_h, tile_w = _pixel_tile((oh, ow), math.ceil(block / lanes), block)

@@ -669,6 +669,8 @@ def test_parallel_pool(threads: str, tmp_path: Path) -> None:
         (DenseKernel("d", 64, 64, steps=4), False),
         (Conv2dKernel("c", (1, 28, 28), 32, (5, 5)), True),
         (Conv2dKernel("c", (1, 8, 8), 16, (3, 3), padding=(1, 1)), False),
+        (Conv2dKernel("c", (96, 2, 2), 576, (1, 1), weight_layout="OIHW16o"), False),  # 4 us on one thread
+        (Conv2dKernel("c", (256, 4, 4), 512, (3, 3), padding=(1, 1), weight_layout="OIHW16o"), True),
         (Pool2dKernel("p", "max", (64, 8, 8), (2, 2), (2, 2)), False),
         (Pool2dKernel("p", "max", (64, 32, 32), (2, 2), (2, 2)), True),
     ],
