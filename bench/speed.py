@@ -1309,7 +1309,8 @@ def multiply_twin(kernel):
     """masic's multiply-accumulate dense kernel with the shape of an accumulate-only one, reading the same spikes."""
     from masic.codegen.kernels import DenseKernel
 
-    return DenseKernel(f"{kernel.symbol}_multiply", kernel.in_features, kernel.out_features, kernel.bias, ("x",))
+    symbol = f"{kernel.symbol}_multiply"
+    return DenseKernel(symbol, kernel.in_features, kernel.out_features, kernel.bias, kernel.steps, kernel.spikes)
 
 
 def accumulate_bench(lib: Library, entry: KernelEntry, rate: float, seconds: float) -> dict | None:

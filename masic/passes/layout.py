@@ -8,7 +8,9 @@ so the conv kernel (`masic.codegen.kernels`) vectorises along output channels an
 registers. Measured against the column kernel on x86-64 with AVX-512 (the kernel harness of bench/speed.py, 1 and
 2 threads): 2.5-3x faster on 4x4 and 2x2 maps, 1.6-1.8x on 8x8, 6x on ConvNet4's 1x28x28 -> 32 5x5 conv, 1.6x on
 MobileNetV2's strided 3x32x32 -> 32; as fast on 16-column 3x3 maps; slower on wide maps with short reductions (1x1
-convs of 16x16 maps: 1.6x, 3x32x32 -> 64 3x3: 1.4x), which keep OIHW. The graph's weights stay OIHW: only
+convs of 16x16 maps: 1.6x, 3x32x32 -> 64 3x3: 1.4x), which keep OIHW; and 1x1 convs of spikes keep OIHW (the
+blocked kernel converts each input byte once per block of outputs: MobileNetV2's 144x8x8 -> 24 took 15 us blocked
+against 5 us in OIHW). The graph's weights stay OIHW: only
 weights.bin stores the blocked layout (`masic.codegen.weights.stored_weight`), so no other pass and not the
 interpreter sees it.
 
@@ -43,12 +45,14 @@ BLOCKS = (16, 8, 4)  # output-channel blocks: whole vectors on NEON (4 lanes), a
 ACTIVATION_LAYOUT = "NCHW"
 
 
-def weight_layout(conv: Node, in_shape: tuple[int, ...]) -> str:
-    """The layout the rule in the module docstring picks for a conv2d reading a value of `in_shape`."""
+def weight_layout(conv: Node, in_shape: tuple[int, ...], in_dtype: str = "f32") -> str:
+    """The layout the rule in the module docstring picks for a conv2d reading a value of `in_shape` and `in_dtype`."""
     outputs, width = conv.attr("out_channels") // conv.attr("groups"), conv.type.shape[2]
     block = next((b for b in BLOCKS if outputs % b == 0), None)
     whole_vectors = width % WIDE_COLUMNS == 0 and conv.attr("stride")[1] == 1
-    if block is None or whole_vectors or matrix_vector(conv, in_shape):
+    # the blocked kernel converts an input spike for every block of outputs: too often for a 1x1 window's few taps
+    spikes_1x1 = in_dtype == "spike" and conv.attr("kernel") == (1, 1)
+    if block is None or whole_vectors or spikes_1x1 or matrix_vector(conv, in_shape):
         return CONV_LAYOUT
     return f"OIHW{block}o"
 
@@ -64,7 +68,8 @@ def run(graph: Graph, options: PassOptions) -> Graph:
     chosen: dict[str, set[str]] = {}  # weight -> the layouts its convs pick
     for node in graph.nodes:
         if node.op == "conv2d":
-            layout = weight_layout(node, graph.node(node.inputs[0]).type.shape)
+            operand = graph.node(node.inputs[0]).type
+            layout = weight_layout(node, operand.shape, operand.dtype)
             chosen.setdefault(node.attr("weight").name, set()).add(layout)
     # weights.bin stores a weight once: convs sharing one that would pick different layouts keep OIHW
     agreed = {name: layouts.pop() if len(layouts) == 1 else CONV_LAYOUT for name, layouts in chosen.items()}

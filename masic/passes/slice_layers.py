@@ -1,7 +1,8 @@
 """slice-layers{budget}: split layers whose weights are too large for the budget into pieces that stream.
 
 A dense layer is split along its output neurons, a conv2d (groups = 1) along its output channels, into pieces of at
-most L bytes of weight each (never less than one output row or channel); each piece is a layer of its own with its
+most L bytes of weight each (never less than one output row or channel; a multiple of ROW_QUANTUM rows where that
+adds no piece beyond MAX_PIECES, the last piece the rest); each piece is a layer of its own with its
 own weight (and bias) slices, and a `concat` joins their outputs in order, keeping the original layer's name so its
 users are unchanged. Nothing is sliced when every weight fits resident. Otherwise the piece size L follows from the
 budget: a power of two, preferably at most 1/SLOT_SHARE of the budget (streamed pieces occupy slots, and slot bytes
@@ -32,16 +33,20 @@ from masic.passes.base import PassOptions
 NAME = "slice-layers"
 MAX_PIECES = 64  # per layer: finer slicing costs a kernel call and a concat copy per piece for little memory
 SLOT_SHARE = 16  # preferred pieces are at most this fraction of the budget
+# Pieces of this many outputs (a multiple) keep the kernels fast: the layout pass stores conv weights in blocks of
+# 16 output channels, and sliced convs of 51 or 103 channels fell back to a kernel 1.3-6x slower (bench/speed.py).
+ROW_QUANTUM = 16
 
 
 def _sliceable(node: Node) -> bool:
     return node.op == "dense" or (node.op == "conv2d" and node.attr("groups") == 1)
 
 
-def _split(node: Node, graph: Graph, pieces: int, weights: dict[str, np.ndarray]) -> list[Node]:
-    """The pieces of a layer (outputs split as evenly as possible) and the concat that joins them."""
+def _split(node: Node, graph: Graph, per_piece: int, weights: dict[str, np.ndarray]) -> list[Node]:
+    """The pieces of a layer, `per_piece` outputs each (the last one the rest), and the concat that joins them."""
     rows = graph.param(node.attr("weight").name).type.shape[0]
-    bounds = np.linspace(0, rows, pieces + 1).astype(int)
+    bounds = [*range(0, rows, per_piece), rows]
+    pieces = len(bounds) - 1
     count_key = "out_features" if node.op == "dense" else "out_channels"
     operand_type = graph.node(node.inputs[0]).type
     parts = []
@@ -65,12 +70,23 @@ def slice_to(graph: Graph, limit: int) -> Graph:
     nodes: list[Node] = []
     for node in graph.nodes:
         weight = graph.param(node.attr("weight").name).type if _sliceable(node) else None
-        pieces = 1
-        if weight and weight.nbytes > limit:  # whole rows per piece, as even as the rows allow
-            rows = weight.shape[0]
-            pieces = ceil(rows / max(1, limit // (weight.nbytes // rows)))
-        nodes += _split(node, graph, pieces, weights) if pieces > 1 else [node]
+        if weight and weight.nbytes > limit:
+            nodes += _split(
+                node, graph, _rows_per_piece(weight.shape[0], weight.nbytes // weight.shape[0], limit), weights
+            )
+        else:
+            nodes.append(node)
     return graph.with_params(weights).with_nodes(nodes) if weights else graph
+
+
+def _rows_per_piece(rows: int, row_bytes: int, limit: int) -> int:
+    """Whole output rows per piece, at most `limit` bytes, evened out over the pieces they make: multiples of
+    ROW_QUANTUM when a piece holds that many and the pieces stay within MAX_PIECES."""
+    most = max(1, limit // row_bytes)
+    if most >= ROW_QUANTUM and ceil(rows / (most - most % ROW_QUANTUM)) <= MAX_PIECES:
+        even = ceil(rows / ceil(rows / (most - most % ROW_QUANTUM)))
+        return even + -even % ROW_QUANTUM  # rounded up, still at most the aligned `most`
+    return ceil(rows / ceil(rows / most))
 
 
 def candidate_limits(graph: Graph) -> list[int]:

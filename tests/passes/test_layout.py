@@ -91,6 +91,27 @@ def test_strided_columns_are_gathered_so_the_weights_are_blocked() -> None:
     assert layout.weight_layout(replace(strided, attrs=tuple(attrs.items())), (2, 8, 32)) == "OIHW"
 
 
+def test_pointwise_convs_of_spikes_keep_oihw() -> None:
+    """A 1x1 conv of an 8x8 map gets blocks of floats, but not of spikes (its kernel would convert every byte once
+    per block of outputs)."""
+    conv = Node(
+        "pw",
+        "conv2d",
+        ("x",),
+        (
+            ("out_channels", 24),
+            ("kernel", (1, 1)),
+            ("stride", (1, 1)),
+            ("padding", (0, 0)),
+            ("dilation", (1, 1)),
+            ("groups", 1),
+        ),
+        TensorType((24, 8, 8)),
+    )
+    assert layout.weight_layout(conv, (144, 8, 8)) == "OIHW8o"
+    assert layout.weight_layout(conv, (144, 8, 8), "spike") == "OIHW"
+
+
 def test_the_pass_runs_after_slicing_patching_and_scheduling() -> None:
     assert "layout" in REGISTRY
     order = [DEFAULT_PIPELINE.index(name) for name in ("slice-layers", "patch-rows", "schedule", "layout")]
