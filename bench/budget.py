@@ -357,11 +357,13 @@ def bench(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     target = get_target(TARGET)
     graph = import_graph(args.model, args.input_shape, args.timesteps)
-    weights = sum(p.type.nbytes for p in graph.params)
+    imported = sum(p.type.nbytes for p in graph.params)
+    weights = sum(p.type.nbytes for p in folded(graph).params)  # what the artifacts hold: after fold-pooling etc.
     parameters = sum(int(np.prod(p.type.shape)) for p in graph.params)
     print(
-        f"{args.model}: {parameters:,} parameters, {weights:,} bytes of weights ({weights / MB:.1f} MB) in "
-        f"{len(graph.params)} tensors; input {','.join(map(str, args.input_shape))}, T = {args.timesteps}; "
+        f"{args.model}: {parameters:,} parameters, {imported:,} bytes of weights ({imported / MB:.1f} MB) in "
+        f"{len(graph.params)} tensors, {weights:,} bytes ({weights / MB:.1f} MB) after the folding passes; "
+        f"input {','.join(map(str, args.input_shape))}, T = {args.timesteps}; "
         f"target {TARGET}, {args.threads} thread(s); latency best of {args.repeats} runs, planning best of "
         f"{args.plan_repeats}",
         flush=True,

@@ -1379,13 +1379,13 @@ def print_spikes(reports: dict[str, dict]) -> None:
     print("\nbytes, KiB: f32 = planned with every value float32, u8 = planned now (spikes one byte each),")
     print("bit = PROJECTED with bit-packed spikes (no such dtype exists)")
     print(
-        f"{'model':<10}{'arena f32':>10}{'u8':>8}{'bound f32':>10}{'u8':>8}{'activ. f32':>11}{'u8':>8}{'bit':>8}"
+        f"{'model':<10}{'arena f32':>10}{'u8':>10}{'bound f32':>10}{'u8':>10}{'activ. f32':>11}{'u8':>8}{'bit':>8}"
         f"{'spikes f32':>11}{'u8':>8}{'bit':>8}{'peak f32':>9}{'u8':>8}{'bit':>8}"
     )
     keys = ("arena_f32", "arena", "lower_bound_f32", "lower_bound", "activation_f32", "activation")
     keys += ("activation_bit_projected", "spike_f32", "spike_u8", "spike_bit_projected")
     keys += ("peak_live_f32", "peak_live", "peak_live_bit_projected")
-    widths = (10, 8, 10, 8, 11, 8, 8, 11, 8, 8, 9, 8, 8)
+    widths = (10, 10, 10, 10, 11, 8, 8, 11, 8, 8, 9, 8, 8)
     for name, report in reports.items():
         m = report["memory"]
         print(f"{name:<10}" + "".join(f"{m[key] / 1024:>{w}.1f}" for key, w in zip(keys, widths, strict=True)))
