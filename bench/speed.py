@@ -1416,6 +1416,17 @@ def project(
     return projection
 
 
+def accumulate_line(r: dict, calls: str, first: str, second: str, faster: str = "second") -> str:
+    """One row of the accumulate tables: the layer, then per thread count (2, then 1) the two kernels' us per call
+    and how many times faster the `faster` one is."""
+    line = f"{r['model']:<10}{r['node'][:13]:<14}{r['shape'][:29]:<30}{r['rate']:>7.3f}{calls}"
+    for suffix in ("", "1"):
+        if f"{second}{suffix}" in r:
+            a, b = r[f"{first}{suffix}"], r[f"{second}{suffix}"]
+            line += f"{1e3 * a:>10.2f}{1e3 * b:>10.2f}{(a / b if faster == 'second' else b / a):>9.1f}x"
+    return line
+
+
 def print_accumulate(rows: list[dict], projections: dict[str, dict], threads: int) -> None:
     print("\naccumulate-only prototype (C, same thread pool) vs masic's kernel on random spikes at the measured rate,")
     print("us per call:")
@@ -1425,22 +1436,12 @@ def print_accumulate(rows: list[dict], projections: dict[str, dict], threads: in
     )
     print(f"{'':<67}" + f"{'masic':>10}{'accum.':>10}{'speedup':>10}" * 2)
     for r in rows:
-        line = f"{r['model']:<10}{r['node'][:13]:<14}{r['shape'][:29]:<30}{r['rate']:>7.3f}{r['calls']:>6}"
-        for suffix in ("", "1"):
-            if f"masic_ms{suffix}" in r:
-                ours, acc = r[f"masic_ms{suffix}"], r[f"accumulate_ms{suffix}"]
-                line += f"{1e3 * ours:>10.2f}{1e3 * acc:>10.2f}{ours / acc:>9.1f}x"
-        print(line)
+        print(accumulate_line(r, f"{r['calls']:>6}", "masic_ms", "accumulate_ms"))
     dense = [r for r in rows if "multiply_ms" in r]
     if dense:
         print("\ndense layers of spikes, us per call: masic's accumulate-only kernel vs its multiplying twin:")
         for r in dense:
-            line = f"{r['model']:<10}{r['node'][:13]:<14}{r['shape'][:29]:<30}{r['rate']:>7.3f}"
-            for suffix in ("", "1"):
-                if f"multiply_ms{suffix}" in r:
-                    acc, mul = r[f"masic_ms{suffix}"], r[f"multiply_ms{suffix}"]
-                    line += f"{1e3 * acc:>10.2f}{1e3 * mul:>10.2f}{mul / acc:>9.1f}x"
-            print(line)
+            print(accumulate_line(r, "", "masic_ms", "multiply_ms", faster="first"))
     print("\nprojected per inference (per-kernel best time x calls), ms:")
     print(
         f"{'model':<10}{'threads':>8}{'kernels':>9}{'spike-fed':>11}{'-> accum.':>11}{'projected':>11}"

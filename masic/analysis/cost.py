@@ -61,8 +61,7 @@ def node_traffic(node: Node, graph: Graph, machine: Machine) -> float:
     elif graph.batched(node):
         weights /= graph.schedule.block
     operands = sum(graph.node(value).type.nbytes for value in node.inputs)
-    states = state_type(node).nbytes * 2 * len(state_names(node)) if state_names(node) else 0
-    return weights + operands + node.type.nbytes + states
+    return weights + operands + node.type.nbytes + 2 * len(state_names(node)) * state_type(node).nbytes
 
 
 def step_seconds(graph: Graph, machine: Machine) -> float:

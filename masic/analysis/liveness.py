@@ -104,7 +104,7 @@ def analyse(graph: Graph, alignment: int = 16) -> Liveness:
     end: dict[str, int] = {}  # buffer-owning copy -> end of its lifetime
     start: dict[str, tuple[int, Node]] = {}
     for p, (node, t) in enumerate(order):
-        name = graph.copy_name(node.name, t)
+        name, call = graph.copy_name(node.name, t), graph.call_position(p, node, t)
         operand = graph.copy_name(node.inputs[0], t) if node.inputs else None
         if operand is not None and (
             node.op in VIEW_OPS or (neuron_op(node.op) and _in_place(graph, node, end, root, operand, p))
@@ -112,10 +112,10 @@ def analyse(graph: Graph, alignment: int = 16) -> Liveness:
             root[name] = root[operand]
         else:
             root[name] = name
-            start[name] = (0 if node.op == "input" else graph.call_position(p, node, t), node)
+            start[name] = (0 if node.op == "input" else call, node)
         owner = root[name]
         # last_read covers every reader of every copy, so each buffer's end is known once its owner is placed.
-        end[owner] = max(end.get(owner, 0), last_read[name] + 1, graph.call_position(p, node, t) + 1)
+        end[owner] = max(end.get(owner, 0), last_read[name] + 1, call + 1)
         values.append((name, owner))
         if neuron_op(node.op) and t == 0:
             # A node's positions are p..p+block-1 (layer-major), and only they read or write its state.

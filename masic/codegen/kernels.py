@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import numpy as np
 import tvm.script
 from tvm import ir, s_tir, te, tirx
-from tvm import script as tvm_script
 from tvm.s_tir.schedule import SBlockRV
 from tvm.script import tirx as T
 
@@ -788,6 +787,13 @@ def _dense(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
     return _to_c_abi(sch.mod["main"], k.symbol, k.arg_names())
 
 
+def _script(k: Kernel, lines: list[str]) -> tirx.PrimFunc:
+    """The plain-C-ABI PrimFunc of a kernel written as TVMScript source (`lines`: a `def main(...)` without its
+    decorator), for loops a TE compute cannot say: one statement per step, or branches on data."""
+    func = tvm.script.from_source("\n".join(["@T.prim_func(private=True)", *lines]), extra_vars={"T": T})
+    return _to_c_abi(func, k.symbol, k.arg_names())
+
+
 def _dense_steps(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
     """Matrix-vector products of several timesteps sharing one pass over the weights.
 
@@ -816,7 +822,6 @@ def _dense_steps(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
         return f"T.Cast('float32', {load})" if k.spikes else load
 
     lines = [
-        "@T.prim_func(private=True)",
         f"def main({', '.join(buffers)}):",
         "    T.func_attr({'tirx.noalias': True})",
         f"    for jo in {loop}({n_out // rows}):",
@@ -835,7 +840,7 @@ def _dense_steps(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
         for t in steps:
             total = " + ".join(f"acc{t}[ji, {lane}]" for lane in range(step))
             lines.append(f"            y{t}[{row}] = {total}{bias}")
-    return _to_c_abi(tvm_script.from_source("\n".join(lines)), k.symbol, k.arg_names())
+    return _script(k, lines)
 
 
 def _pool2d(k: Pool2dKernel, lanes: int) -> tirx.PrimFunc:
@@ -1052,8 +1057,7 @@ def _accumulate_dense(k: AccumulateDenseKernel, lanes: int) -> tirx.PrimFunc:
         ]
     for t, y in enumerate(ys):
         lines += [f"        for ji in T.vectorized({tile}):", f"            {y}[{out}] = acc[{t}, ji]{bias}"]
-    func = tvm.script.from_source("\n".join(["@T.prim_func", *lines]), extra_vars={"T": T})
-    return _to_c_abi(func, k.symbol, k.arg_names())
+    return _script(k, lines)
 
 
 def prim_func(kernel: Kernel, lanes: int) -> tirx.PrimFunc:

@@ -92,7 +92,7 @@ def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
             _row_padding(node),
             a.get("weight_layout", CONV_LAYOUT),
         )
-    elif node.op == "dense" and node.attr("weight_layout") == "IO":  # of spikes (the spike-dtype pass)
+    elif node.op == "dense" and node.attr("weight_layout") == "IO":  # of spikes, unbatched (the layout pass)
         has_bias = node.attr("bias") is not None
         kernel = AccumulateDenseKernel("", node.attr("in_features"), node.attr("out_features"), has_bias)
     elif node.op == "dense":

@@ -22,6 +22,7 @@ from masic.analysis.liveness import align_up, transient_states
 from masic.ir.graph import Graph
 from masic.ir.interpret import initial_state
 from masic.ir.ops import neuron_op, weight_block
+from masic.ir.verify import weight_layouts
 
 FILE_ALIGNMENT = 64
 
@@ -47,17 +48,6 @@ def stored_weight(array: np.ndarray, layout: str | None) -> np.ndarray:
                 raise ValueError(f"layout {layout}: block {block} does not divide {o} output channels")
             return array.reshape(o // block, block, i, kh, kw).transpose(0, 2, 3, 4, 1)
     raise ValueError(f"unknown weight layout {layout!r}")
-
-
-def _layouts(graph: Graph) -> dict[str, str | None]:
-    """The stored layout of every parameter, from the nodes that read it as their weight."""
-    layouts: dict[str, str | None] = {}
-    for node in graph.nodes:
-        for key, ref in node.param_refs():
-            layout = node.attr("weight_layout") if key == "weight" else None
-            if layouts.setdefault(ref.name, layout) != layout:
-                raise ValueError(f"parameter @{ref.name} is read in layouts {layouts[ref.name]} and {layout}")
-    return layouts
 
 
 @dataclass(frozen=True)
@@ -92,7 +82,7 @@ def write_weights(graph: Graph, path: Path) -> WeightsFile:
         if neuron_op(node.op):
             states += [(f"{node.name}.{key}", array) for key, array in initial_state(graph, node).items()]
     streamed_names = set(graph.schedule.streamed)
-    layouts = _layouts(graph)
+    layouts = weight_layouts(graph)
     transient = transient_states(graph)
     resident, streamed, state_init, state_loads, offset, crc = [], [], [], [], 0, 0
     with path.open("wb") as out:

@@ -44,7 +44,7 @@ def verify(graph: Graph) -> None:
         for state in state_names(node):
             defined[state] = node
     _verify_delays(graph)
-    _verify_weight_layouts(graph)
+    weight_layouts(graph)
     if not graph.inputs:
         raise VerifyError(f"graph @{graph.name} has no input node")
     if graph.output not in defined or graph.output in {s for n in graph.nodes for s in state_names(n)}:
@@ -116,15 +116,18 @@ def _verify_node(node: Node, defined: dict[str, Node], params: dict, graph: Grap
             raise VerifyError('weight_layout "IO" is for the accumulate-only kernel of a spike operand', node)
 
 
-def _verify_weight_layouts(graph: Graph) -> None:
-    """weights.bin stores a parameter once, so every conv reading it (the row patches of one conv share their
-    weight) must read it in the same layout."""
-    layouts: dict[str, str] = {}
+def weight_layouts(graph: Graph) -> dict[str, str | None]:
+    """The layout weights.bin stores each parameter in (`masic.codegen.weights.stored_weight`): the `weight_layout`
+    of the nodes that read it as their weight (a conv's default OIHW), None for every other parameter. weights.bin
+    stores a parameter once, so all its readers (the row patches of one conv share their weight) must agree."""
+    layouts: dict[str, str | None] = {}
     for node in graph.nodes:
-        if node.op == "conv2d" and isinstance(ref := node.attr("weight"), ParamRef):
-            layout = node.attr("weight_layout", CONV_LAYOUT)
+        default = CONV_LAYOUT if node.op == "conv2d" else None
+        for key, ref in node.param_refs():
+            layout = node.attr("weight_layout", default) if key == "weight" else None
             if layouts.setdefault(ref.name, layout) != layout:
                 raise VerifyError(f"weight @{ref.name} is read as {layouts[ref.name]} and as {layout}", node)
+    return layouts
 
 
 def _verify_element_param(node: Node, key: str, value: object, params: dict) -> None:

@@ -83,9 +83,10 @@ def _rows_per_piece(rows: int, row_bytes: int, limit: int) -> int:
     """Whole output rows per piece, at most `limit` bytes, evened out over the pieces they make: multiples of
     ROW_QUANTUM when a piece holds that many and the pieces stay within MAX_PIECES."""
     most = max(1, limit // row_bytes)
-    if most >= ROW_QUANTUM and ceil(rows / (most - most % ROW_QUANTUM)) <= MAX_PIECES:
-        even = ceil(rows / ceil(rows / (most - most % ROW_QUANTUM)))
-        return even + -even % ROW_QUANTUM  # rounded up, still at most the aligned `most`
+    aligned = most - most % ROW_QUANTUM
+    if aligned and ceil(rows / aligned) <= MAX_PIECES:
+        even = ceil(rows / ceil(rows / aligned))
+        return even + -even % ROW_QUANTUM  # rounded up, still at most `aligned`
     return ceil(rows / ceil(rows / most))
 
 
