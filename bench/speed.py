@@ -467,6 +467,9 @@ def kernel_type(k, ops: set[str]) -> str:
         RowsKernel,
     )
 
+    neuron = getattr(k, "neuron", None)
+    if neuron is not None:  # a neuron update fused into the layer's kernel
+        return f"{kernel_type(dataclasses.replace(k, neuron=None), ops)} + {neuron.kind}"
     match k:
         case Conv2dKernel():
             if k.groups > 1:
@@ -564,7 +567,7 @@ def collect_kernels(graphs: dict[str, object]) -> tuple[list[KernelEntry], dict[
 def kernel_arrays(kernel, rng: np.random.Generator, x: np.ndarray | None = None) -> list[np.ndarray]:
     """One array per C argument in its type: per-neuron parameters at neutral values, x if given, spikes (bytes)
     random at SPIKE_RATE, the rest random floats."""
-    params = dict(getattr(kernel, "params", ()))
+    params = dict(getattr(getattr(kernel, "neuron", None) or kernel, "params", ()))
     arrays = []
     for name, shape in kernel.arg_shapes().items():
         dtype = np.dtype(kernel.arg_dtype(name))
@@ -720,6 +723,9 @@ def torch_ops(spec: dict) -> dict[str, Callable[[], object]]:
         return torch.randn(*shape, generator=gen)
 
     cls = spec["cls"]
+    if spec.get("neuron"):  # a fused kernel: PyTorch's layer, then Norse's step of the neuron on its output
+        layer = torch_ops({**spec, "neuron": None})["torch"]
+        return {"torch": neuron_ops({**spec["neuron"], "cls": "NeuronKernel"}, rnd, layer)["torch"]}
     if cls == "Conv2dKernel":
         (c, h, w), o, groups = spec["in_shape"], spec["out_channels"], spec["groups"]
         x, weight = rnd(1, c, h, w), rnd(o, c // groups, *spec["kernel"])
@@ -787,8 +793,9 @@ def elementwise_op(spec: dict, rnd: Callable) -> Callable[[], object]:
     return ops[fn]
 
 
-def neuron_ops(spec: dict, rnd: Callable) -> dict[str, Callable[[], object]]:
-    """Norse's functional step for the neuron kind, and the same update in the fewest eager ops ("plain")."""
+def neuron_ops(spec: dict, rnd: Callable, layer: Callable[[], object] | None = None) -> dict[str, Callable[[], object]]:
+    """Norse's functional step for the neuron kind, and the same update in the fewest eager ops ("plain"); with
+    `layer`, Norse's step (only) runs on the layer's output, computed in each call."""
     import torch
     from norse.torch.functional import iaf, leaky_integrator, leaky_integrator_box, lif, lif_box
     from norse.torch.functional.reset import reset_subtract
@@ -801,6 +808,7 @@ def neuron_ops(spec: dict, rnd: Callable) -> dict[str, Callable[[], object]]:
         return torch.full((1, n), NEURON_DEFAULTS[name]) if value is None else torch.tensor(value)
 
     x, v, i = rnd(1, n), rnd(1, n), rnd(1, n)
+    inputs = (lambda: layer().reshape(1, n)) if layer else (lambda: x)
     a = param("dt_tau_mem") if "dt_tau_mem" in values else None
     b = param("neg_dt_tau_syn") if "neg_dt_tau_syn" in values else None
     leak = param("v_leak") if "v_leak" in values else None
@@ -821,7 +829,7 @@ def neuron_ops(spec: dict, rnd: Callable) -> dict[str, Callable[[], object]]:
             z, v_new = fire(v + a * ((leak - v) + i1))
             return z, v_new, i1 + b * i1
 
-        return {"torch": lambda: lif.lif_feed_forward_step(x, state, p, DT), "plain": plain}
+        return {"torch": lambda: lif.lif_feed_forward_step(inputs(), state, p, DT), "plain": plain}
     if kind in ("lif_box", "lif_box_subtract"):
         extra = {"reset_method": reset_subtract} if kind == "lif_box_subtract" else {}
         p = lif_box.LIFBoxParameters(a / DT, leak, th, reset, **spike, **extra)
@@ -832,7 +840,7 @@ def neuron_ops(spec: dict, rnd: Callable) -> dict[str, Callable[[], object]]:
             z = (v1 > th).to(torch.float32)
             return z, (torch.where(z > 0, v1 - th, v1) if extra else torch.where(z > 0, reset, v1))
 
-        return {"torch": lambda: lif_box.lif_box_feed_forward_step(x, state, p, DT), "plain": plain}
+        return {"torch": lambda: lif_box.lif_box_feed_forward_step(inputs(), state, p, DT), "plain": plain}
     if kind == "li":
         p = leaky_integrator.LIParameters(-b / DT, a / DT, leak)
         state = leaky_integrator.LIState(v, i)
@@ -841,18 +849,18 @@ def neuron_ops(spec: dict, rnd: Callable) -> dict[str, Callable[[], object]]:
             i1 = i + x
             return v + a * ((leak - v) + i1), i1 + b * i1
 
-        return {"torch": lambda: leaky_integrator.li_feed_forward_step(x, state, p, DT), "plain": plain}
+        return {"torch": lambda: leaky_integrator.li_feed_forward_step(inputs(), state, p, DT), "plain": plain}
     if kind == "li_box":
         p = leaky_integrator_box.LIBoxParameters(a / DT, leak)
         state = leaky_integrator_box.LIBoxState(v)
         return {
-            "torch": lambda: leaky_integrator_box.li_box_feed_forward_step(x, state, p, DT),
+            "torch": lambda: leaky_integrator_box.li_box_feed_forward_step(inputs(), state, p, DT),
             "plain": lambda: v + a * ((leak - v) + x),
         }
     if kind == "iaf":
         p = iaf.IAFParameters(th, reset, **spike)
         state = iaf.IAFFeedForwardState(v)
-        return {"torch": lambda: iaf.iaf_feed_forward_step(x, state, p, DT), "plain": lambda: fire(v + x)}
+        return {"torch": lambda: iaf.iaf_feed_forward_step(inputs(), state, p, DT), "plain": lambda: fire(v + x)}
     raise ValueError(f"no Norse step for neuron kind {kind!r}")
 
 
@@ -1305,12 +1313,58 @@ def spike_report(graph, x: np.ndarray, f32_graph) -> dict:
     return {"layers": layers, "consumers": consumers, "memory": activation_bytes(graph, f32_graph)}
 
 
+def separate_twins(kernel) -> tuple[object, object]:
+    """The two kernels a fused one replaces: the layer writing its output, and the neuron reading it."""
+    layer = dataclasses.replace(
+        kernel, symbol=f"{kernel.symbol}_layer", neuron=None, spikes=tuple(n for n in kernel.spikes if n != "z")
+    )
+    spikes = ("z",) if "z" in kernel.spikes else ()
+    return layer, dataclasses.replace(kernel.neuron, symbol=f"{kernel.symbol}_neuron", spikes=spikes)
+
+
+def fusion_bench(lib: Library, entries: list[KernelEntry], seconds: float) -> list[dict]:
+    """Each fused kernel of the models against its two separate kernels (layer, then neuron), masic both."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for entry in (e for e in entries if getattr(e.kernel, "neuron", None) is not None):
+        layer, neuron = separate_twins(entry.kernel)
+        fused = measure(lib.runner(entry.kernel.symbol, kernel_arrays(entry.kernel, rng)), seconds)
+        apart = [measure(lib.runner(k.symbol, kernel_arrays(k, rng)), seconds) for k in (layer, neuron)]
+        rows.append(
+            {
+                "type": entry.kind,
+                "shape": entry.shape,
+                "calls": entry.calls,
+                "fused_us": fused["best_ms"] * 1e3,
+                "layer_us": apart[0]["best_ms"] * 1e3,
+                "neuron_us": apart[1]["best_ms"] * 1e3,
+                "unstored_bytes": math.prod(layer.arg_shapes()["y"]) * 4,
+            }
+        )
+    return rows
+
+
+def print_fusion(rows: list[dict], threads: int) -> None:
+    print(f"\n== 1b. neuron epilogues: fused kernel vs the layer's and the neuron's own kernels, {threads} threads ==")
+    print(f"{'type':<30}{'shape':<36}{'fused us':>10}{'layer us':>10}{'neuron us':>10}{'saved':>8}{'unstored KiB':>14}")
+    for r in sorted(rows, key=lambda r: (r["type"], r["shape"])):
+        apart = r["layer_us"] + r["neuron_us"]
+        print(
+            f"{r['type'][:29]:<30}{r['shape'][:35]:<36}{r['fused_us']:>10.1f}{r['layer_us']:>10.1f}"
+            f"{r['neuron_us']:>10.1f}{1 - r['fused_us'] / apart:>8.0%}{r['unstored_bytes'] / 1024:>14.1f}"
+        )
+    print("(saved = 1 - fused / (layer + neuron); unstored = the layer's float32 output the fused kernel never writes)")
+
+
 def multiply_twin(kernel):
     """masic's multiply-accumulate dense kernel with the shape of an accumulate-only one, reading the same spikes."""
     from masic.codegen.kernels import DenseKernel
 
     symbol = f"{kernel.symbol}_multiply"
-    return DenseKernel(symbol, kernel.in_features, kernel.out_features, kernel.bias, kernel.steps, kernel.spikes)
+    spikes = (*kernel.step_names("x"), *kernel.spikes)  # its inputs, and a fused neuron's spikes
+    return DenseKernel(
+        symbol, kernel.in_features, kernel.out_features, kernel.bias, kernel.steps, spikes, kernel.neuron
+    )
 
 
 def accumulate_bench(lib: Library, entry: KernelEntry, rate: float, seconds: float) -> dict | None:
@@ -1592,6 +1646,7 @@ def main() -> int:
     thread_counts = {args.threads: ""} | ({1: "1"} if args.one_thread and args.threads != 1 else {})
     if not {"kernels", "spikes"} <= skip:
         twins = [multiply_twin(e.kernel) for e in entries if type(e.kernel).__name__ == "AccumulateDenseKernel"]
+        twins += [k for e in entries if getattr(e.kernel, "neuron", None) for k in separate_twins(e.kernel)]
         path = build_library([e.kernel for e in entries] + twins, work / "lib")
         libs = {count: Library(path, count) for count in thread_counts}
     if "kernels" not in skip:
@@ -1601,6 +1656,8 @@ def main() -> int:
         summary = type_summary(entries)
         print_kernels(entries, summary, args.threads)
         results["kernel_types"] = summary
+        results["fusion"] = fusion_bench(libs[args.threads], entries, args.kernel_seconds)
+        print_fusion(results["fusion"], args.threads)
     results["kernels"] = [
         {
             "type": e.kind,

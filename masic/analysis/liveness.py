@@ -17,7 +17,10 @@ A buffer is live over [start, end):
   node (`Graph.batched`) reads and writes every step's copy at its first position;
 - the steps' inputs live from 0, their outputs until P (the loader writes and reads them outside the block);
 - kernel scratch lives only inside its position ([p, p+1)).
-Two kinds of values own no buffer of their own:
+Three kinds of values own no buffer of their own:
+- the output of a conv or dense layer with a fused neuron (`Graph.elided`) exists only in the fused kernel's
+  registers; the neuron's calls, its output's writes and its state's use are at the layer's positions
+  (`Graph.call_position`);
 - views (flatten, reshape) alias their operand's buffer, extending its lifetime to their own last use;
 - neuron updates run in place: a neuron whose operand dies at it (no later reader, not a view of a value that is
   read later) and has the output's size in bytes writes its output over that operand. Neuron kernels read x[j]
@@ -105,6 +108,13 @@ def analyse(graph: Graph, alignment: int = 16) -> Liveness:
     start: dict[str, tuple[int, Node]] = {}
     for p, (node, t) in enumerate(order):
         name, call = graph.copy_name(node.name, t), graph.call_position(p, node, t)
+        if t == 0:  # the same for every step
+            operand_type = graph.node(node.inputs[0]).type if node.inputs else None
+            scratch = scratch_bytes(node, operand_type.nbytes, operand_type.shape) if operand_type else 0
+        if scratch:
+            buffers.append(Buffer(graph.copy_name(f"{node.name}.scratch", t), "scratch", scratch, p, p + 1))
+        if graph.elided(node.name):
+            continue
         operand = graph.copy_name(node.inputs[0], t) if node.inputs else None
         if operand is not None and (
             node.op in VIEW_OPS or (neuron_op(node.op) and _in_place(graph, node, end, root, operand, p))
@@ -118,16 +128,11 @@ def analyse(graph: Graph, alignment: int = 16) -> Liveness:
         end[owner] = max(end.get(owner, 0), last_read[name] + 1, call + 1)
         values.append((name, owner))
         if neuron_op(node.op) and t == 0:
-            # A node's positions are p..p+block-1 (layer-major), and only they read or write its state.
-            lifetime = (max(0, p - graph.schedule.prefetch), p + graph.schedule.block) if transient else (0, n)
+            # A node's calls are at call..call+block-1 (layer-major), and only they read or write its state.
+            lifetime = (max(0, call - graph.schedule.prefetch), call + graph.schedule.block) if transient else (0, n)
             for state in state_names(node):
                 buffers.append(Buffer(state, "state", state_type(node).nbytes, *lifetime))
                 values.append((state, state))
-        if t == 0:  # the same for every step
-            operand_type = graph.node(node.inputs[0]).type if node.inputs else None
-            scratch = scratch_bytes(node, operand_type.nbytes, operand_type.shape) if operand_type else 0
-        if scratch:
-            buffers.append(Buffer(graph.copy_name(f"{node.name}.scratch", t), "scratch", scratch, p, p + 1))
     io = {root[graph.copy_name(graph.output, t)] for t in range(graph.schedule.block)}
     io |= {owner for owner, (_, node) in start.items() if node.op == "input"}
     for owner, (begin, node) in start.items():
@@ -138,6 +143,8 @@ def analyse(graph: Graph, alignment: int = 16) -> Liveness:
 
 def _in_place(graph: Graph, node: Node, end: dict[str, int], root: dict[str, str], operand: str, p: int) -> bool:
     """Whether a neuron at position p may write its output over its operand (see the module's docstring)."""
+    if graph.elided(node.inputs[0]):  # its operand is never stored
+        return False
     same_size = graph.node(node.inputs[0]).type.nbytes == node.type.nbytes
     return same_size and end[root[operand]] <= p + 1
 

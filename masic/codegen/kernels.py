@@ -7,7 +7,8 @@ scheduled TVM PrimFunc that uses a plain C calling convention, so the generated 
 Arguments are float32, except those a kernel's ``spikes`` names (and its ``scratch`` when ``x`` is one): spike
 tensors, one ``uint8_t`` 0 or 1 per element. Kernels read them as 0.0 / 1.0; neuron kernels write their spikes
 ``z`` as bytes; max pooling, row kernels and copies of spikes stay bytes throughout. ``AccumulateDenseKernel`` is
-the dense layer of a spike operand: it adds the weight rows of the active inputs instead of multiplying.
+the dense layer of a spike operand: it adds the weight rows of the active inputs instead of multiplying. Conv and
+dense kernels can run a neuron update as their epilogue (``neuron``: a fused neuron, see ``_NeuronEpilogue``).
 
 Two constraints shape everything here:
 
@@ -120,8 +121,32 @@ class _WindowArgs(_KernelArgs):
         )
 
 
+class _NeuronEpilogue(_KernelArgs):
+    """A conv or dense kernel that can run a neuron update as its epilogue (a fused neuron, `Graph.epilogue`).
+
+    With ``neuron`` (a ``NeuronKernel`` over the layer's outputs, its symbol empty) the kernel has no ``y``: after
+    its own arguments come the neuron's except ``x`` (state, output, per-neuron parameters), each of the layer's
+    output shape, and each output goes through the update while still in registers, computed exactly as the
+    separate kernels would (the layer's sum, then the neuron's float32 operations in order).
+    """
+
+    neuron: NeuronKernel | None
+
+    def _check_epilogue(self) -> None:
+        """A neuron's steps run one after another, so a kernel computing several steps in one call takes none."""
+        if self.neuron is not None and getattr(self, "steps", 1) > 1:
+            raise ValueError(f"{self.symbol}: a neuron epilogue needs one step per call, not {self.steps}")
+
+    def _with_epilogue(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+        """The layer's argument shapes with ``y`` replaced by the neuron's arguments, when it has one."""
+        if self.neuron is None:
+            return shapes
+        out = shapes.pop("y")
+        return shapes | {name: out for name in self.neuron.arg_names() if name != "x"}
+
+
 @dataclass(frozen=True)
-class Conv2dKernel(_WindowArgs):
+class Conv2dKernel(_WindowArgs, _NeuronEpilogue):
     """2-D convolution, NCHW without batch, weights in ``weight_layout``: OIHW as in PyTorch, or "OIHW{ob}o"
     (blocks of ob output channels innermost, ``masic.codegen.weights.stored_weight``), which selects the kernel
     vectorised along output channels.
@@ -142,6 +167,7 @@ class Conv2dKernel(_WindowArgs):
     row_padding: tuple[int, int] | None = None
     weight_layout: str = CONV_LAYOUT
     spikes: tuple[str, ...] = ()
+    neuron: NeuronKernel | None = None
 
     def __post_init__(self) -> None:
         channels = self.in_shape[0]
@@ -164,14 +190,14 @@ class Conv2dKernel(_WindowArgs):
         return (self.out_channels // block, self.in_shape[0] // self.groups, *self.kernel, block)
 
     def arg_shapes(self) -> dict[str, tuple[int, ...]]:
-        """x (C,H,W), w (``weight_shape``), [b (O,)], [scratch: padded x], y (O,OH,OW)."""
+        """x (C,H,W), w (``weight_shape``), [b (O,)], [scratch: padded x], y (O,OH,OW) or the neuron's."""
         shapes: dict[str, tuple[int, ...]] = {"x": self.in_shape, "w": self.weight_shape()}
         if self.bias:
             shapes["b"] = (self.out_channels,)
         if padded := self.padded_shape():
             shapes["scratch"] = padded
         shapes["y"] = self.out_shape()
-        return shapes
+        return self._with_epilogue(shapes)
 
 
 class _StepArgs(_KernelArgs):
@@ -186,7 +212,7 @@ class _StepArgs(_KernelArgs):
 
 
 @dataclass(frozen=True)
-class DenseKernel(_StepArgs):
+class DenseKernel(_StepArgs, _NeuronEpilogue):
     """Fully connected layer ``y = w @ x (+ b)``, w of shape (out, in) as torch.nn.Linear, for ``steps`` timesteps
     at once: each step has its own input and output, and the weights are read once for all of them.
 
@@ -200,21 +226,25 @@ class DenseKernel(_StepArgs):
     bias: bool = True
     steps: int = 1
     spikes: tuple[str, ...] = ()
+    neuron: NeuronKernel | None = None  # one step per call only
+
+    def __post_init__(self) -> None:
+        self._check_epilogue()
 
     def out_shape(self) -> tuple[int]:
         """Output shape (out_features,)."""
         return (self.out_features,)
 
     def arg_shapes(self) -> dict[str, tuple[int, ...]]:
-        """x (in,) per step, w (out, in), [b (out,)], y (out,) per step."""
+        """x (in,) per step, w (out, in), [b (out,)], y (out,) per step or the neuron's."""
         xs = dict.fromkeys(self.step_names("x"), (self.in_features,))
         ys = dict.fromkeys(self.step_names("y"), self.out_shape())
         bias = {"b": (self.out_features,)} if self.bias else {}
-        return {**xs, "w": (self.out_features, self.in_features), **bias, **ys}
+        return self._with_epilogue({**xs, "w": (self.out_features, self.in_features), **bias, **ys})
 
 
 @dataclass(frozen=True)
-class AccumulateDenseKernel(_StepArgs):
+class AccumulateDenseKernel(_StepArgs, _NeuronEpilogue):
     """Dense layer of a spike operand, ``y = W x (+ b)`` with x in {0, 1}: for each active input k, row k of the
     transposed weight ``w`` (in, out), contiguous, is added into the outputs. No multiplications, and only the rows
     of active inputs are read, so it gains from low spike rates.
@@ -230,30 +260,32 @@ class AccumulateDenseKernel(_StepArgs):
     out_features: int
     bias: bool = True
     steps: int = 1
+    neuron: NeuronKernel | None = None  # one step per call only
+    spikes: tuple[str, ...] = ()  # besides the inputs, always spikes: a neuron epilogue's spike output
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"{self.symbol}: steps must be at least 1, got {self.steps}")
+        self._check_epilogue()
 
-    @property
-    def spikes(self) -> tuple[str, ...]:
-        return self.step_names("x")
+    def arg_dtype(self, name: str) -> str:
+        return SPIKE if name in self.step_names("x") else super().arg_dtype(name)
 
     def with_spikes(self, names: tuple[str, ...]) -> AccumulateDenseKernel:
-        if names != self.spikes:
-            raise ValueError(f"{self.symbol}: reads spikes {self.spikes} only, not {names}")
-        return self
+        if not set(self.step_names("x")) <= set(names):
+            raise ValueError(f"{self.symbol}: reads spikes {self.step_names('x')}, got {names}")
+        return dataclasses.replace(self, spikes=tuple(n for n in names if n not in self.step_names("x")))
 
     def out_shape(self) -> tuple[int]:
         """Output shape (out_features,) of each step."""
         return (self.out_features,)
 
     def arg_shapes(self) -> dict[str, tuple[int, ...]]:
-        """x (in,) per step, w (in, out), [b (out,)], y (out,) per step."""
+        """x (in,) per step, w (in, out), [b (out,)], y (out,) per step or the neuron's."""
         xs = {name: (self.in_features,) for name in self.step_names("x")}
         bias = {"b": (self.out_features,)} if self.bias else {}
         ys = {name: self.out_shape() for name in self.step_names("y")}
-        return {**xs, "w": (self.in_features, self.out_features), **bias, **ys}
+        return self._with_epilogue({**xs, "w": (self.in_features, self.out_features), **bias, **ys})
 
 
 @dataclass(frozen=True)
@@ -646,15 +678,16 @@ def _windowed(
     """Finish a sliding-window kernel (conv, pooling): ``y = epilogue(acc, channel)``, scheduled with
     ``_schedule_tiled_reduction``; ``src`` is the padded input (the ``scratch`` argument) unless it is ``x``;
     ``window`` is the number of terms each output sums."""
-    dtype = k.arg_dtype("y")
-    out = te.compute(k.out_shape(), lambda c, h, w: _as(dtype, epilogue(acc[c, h, w], c)), name="y")
+    neuron = k.neuron if isinstance(k, Conv2dKernel) else None
+    outputs, names, block = _output_stage(k, k.out_shape(), lambda c, h, w: epilogue(acc[c, h, w], c), neuron)
     padded = src is not inputs[0]
-    sch = s_tir.Schedule(te.create_prim_func([*inputs, *([src] if padded else []), out]))
+    sch = s_tir.Schedule(te.create_prim_func([*inputs, *([src] if padded else []), *outputs]))
     parallel = math.prod(k.out_shape()) * window >= _PARALLEL_MIN_WORK
     if padded:
         _schedule_pad(sch, sch.get_sblock("pad"), parallel)
-    _schedule_tiled_reduction(sch, sch.get_sblock("acc"), sch.get_sblock("y"), lanes, parallel)
-    return _to_c_abi(sch.mod["main"], k.symbol, k.arg_names())
+    _schedule_tiled_reduction(sch, sch.get_sblock("acc"), sch.get_sblock(block), lanes, parallel)
+    args = [*(t.op.name for t in inputs), *(["scratch"] if padded else []), *names]
+    return _to_c_abi(sch.mod["main"], k.symbol, args, noalias=neuron is None)
 
 
 def _pixel_tile(out_hw: tuple[int, int], vectors: int, block: int) -> tuple[int, int]:
@@ -695,14 +728,14 @@ def _conv2d_blocked(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
         value = acc[oc // block, y, xx, oc % block]
         return value + b[oc] if k.bias else value
 
-    out = te.compute(k.out_shape(), epilogue, name="y")
+    outputs, names, block_name = _output_stage(k, k.out_shape(), epilogue, k.neuron)
     inputs = [x, w, *([b] if k.bias else []), *([src] if src is not x else [])]
-    sch = s_tir.Schedule(te.create_prim_func([*inputs, out]))
+    sch = s_tir.Schedule(te.create_prim_func([*inputs, *outputs]))
     parallel = math.prod(k.out_shape()) * cpg * kh * kw >= _BLOCKED_PARALLEL_MIN_WORK
     if src is not x:
         _schedule_pad(sch, sch.get_sblock("pad"), parallel)
     tile_h, tile_w = _pixel_tile((oh, ow), math.ceil(block / lanes), block)
-    c, h, wl = sch.get_loops(sch.get_sblock("y"))
+    c, h, wl = sch.get_loops(sch.get_sblock(block_name))
     co, ci = sch.split(c, [None, block])
     ho, hi = sch.split(h, [None, tile_h])
     wo, wi = sch.split(wl, [None, tile_w])
@@ -720,7 +753,8 @@ def _conv2d_blocked(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
     sch.unroll(acc_w)
     sch.unroll(acc_h)
     sch.decompose_reduction(acc_block, reduction[0])
-    return _to_c_abi(sch.mod["main"], k.symbol, k.arg_names())
+    args = [*(t.op.name for t in inputs[: 2 + k.bias]), *(["scratch"] if src is not x else []), *names]
+    return _to_c_abi(sch.mod["main"], k.symbol, args, noalias=k.neuron is None)
 
 
 def _conv2d(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
@@ -767,13 +801,10 @@ def _dense(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
     )
     lane = te.reduce_axis((0, step), "lane")
     acc = te.compute((n_out,), lambda j: te.sum(part[j, lane], axis=lane), name="acc")
-    if k.bias:
-        out = te.compute((n_out,), lambda j: acc[j] + b[j], name="y")
-    else:
-        out = te.compute((n_out,), lambda j: acc[j], name="y")
-    args = [x, w, *([b] if k.bias else []), out]
-    sch = s_tir.Schedule(te.create_prim_func(args))
-    jo, _ = sch.split(sch.get_loops(sch.get_sblock("y"))[0], [None, _tile(n_out, 4)])
+    outputs, names, block = _output_stage(k, (n_out,), lambda j: acc[j] + b[j] if k.bias else acc[j], k.neuron)
+    inputs = [x, w, *([b] if k.bias else [])]
+    sch = s_tir.Schedule(te.create_prim_func([*inputs, *outputs]))
+    jo, _ = sch.split(sch.get_loops(sch.get_sblock(block))[0], [None, _tile(n_out, 4)])
     if n_in * n_out >= _PARALLEL_MIN_WORK:
         sch.parallel(jo)
     part_block = sch.get_sblock("part")
@@ -784,13 +815,16 @@ def _dense(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
     sch.vectorize(lane_loop)
     sch.unroll(ji)
     sch.decompose_reduction(part_block, ko_loop)
-    return _to_c_abi(sch.mod["main"], k.symbol, k.arg_names())
+    args = [*(t.op.name for t in inputs), *names]
+    return _to_c_abi(sch.mod["main"], k.symbol, args, noalias=k.neuron is None)
 
 
-def _script(k: Kernel, lines: list[str]) -> tirx.PrimFunc:
+def _script(k: Kernel, lines: list[str], functions: dict[str, Callable[..., ir.Expr]] | None = None) -> tirx.PrimFunc:
     """The plain-C-ABI PrimFunc of a kernel written as TVMScript source (`lines`: a `def main(...)` without its
-    decorator), for loops a TE compute cannot say: one statement per step, or branches on data."""
-    func = tvm.script.from_source("\n".join(["@T.prim_func(private=True)", *lines]), extra_vars={"T": T})
+    decorator), for loops a TE compute cannot say: one statement per step, or branches on data. `functions` are
+    Python functions the script calls to build expressions while it is parsed."""
+    source = "\n".join(["@T.prim_func(private=True)", *lines])
+    func = tvm.script.from_source(source, extra_vars={"T": T, **(functions or {})})
     return _to_c_abi(func, k.symbol, k.arg_names())
 
 
@@ -959,29 +993,51 @@ _NEURON_UPDATES: dict[str, _Update] = {
 }
 
 
+def _neuron_values(
+    k: Kernel, neuron: NeuronKernel, x: ir.Expr, state: dict[str, ir.Expr], per_neuron: dict[str, ir.Expr]
+) -> dict[str, ir.Expr]:
+    """What a neuron update stores for input ``x``, in store order: its output (in the type of ``k``'s output
+    argument), then each new state. Storing in this order updates state in place safely: the output and v read v
+    and i, i reads only i, so no store feeds a later one."""
+    model = NEURON_MODELS[neuron.kind]
+    params = {name: per_neuron[name] if value is None else _f32(value) for name, value in neuron.params}
+    new = _NEURON_UPDATES[neuron.kind](x, state, params)
+    output = _as(k.arg_dtype(model.output), new[neuron.probe or model.output])
+    return {model.output: output, **{name: new[name] for name in model.state}}
+
+
+def _output_stage(
+    k: Kernel, shape: tuple[int, ...], value: Callable[..., ir.Expr], neuron: NeuronKernel | None
+) -> tuple[list[te.Tensor], list[str], str]:
+    """The stage that stores a kernel's results, ``value(*index)`` at each index: as ``y``, or through ``neuron``'s
+    update (an epilogue, or the neuron kernel itself). Returns the tensors that follow the kernel's inputs among
+    the PrimFunc's buffers, their argument names for ``_to_c_abi``, and the block to schedule.
+
+    TE has no in-place update, so each new state is a separate output buffer that shares its old state's argument
+    name, and so its pointer (the PrimFunc must then be built without ``noalias``); see ``_neuron_values``."""
+    if neuron is None:
+        return [te.compute(shape, lambda *i: _as(k.arg_dtype("y"), value(*i)), name="y")], ["y"], "y"
+    model = NEURON_MODELS[neuron.kind]
+    state = {name: te.placeholder(shape, FLOAT, name=name) for name in model.state}
+    per_neuron = {name: te.placeholder(shape, FLOAT, name=name) for name, v in neuron.params if v is None}
+
+    def update(*index: tirx.Var) -> list[ir.Expr]:
+        read = {name: buf[index] for name, buf in state.items()}
+        params = {name: buf[index] for name, buf in per_neuron.items()}
+        return list(_neuron_values(k, neuron, value(*index), read, params).values())
+
+    output, *new_state = te.compute(shape, update, name="y")
+    names = [*model.state, model.output, *per_neuron, *model.state]
+    return [*state.values(), output, *per_neuron.values(), *new_state], names, "y_v0"
+
+
 def _neuron(k: NeuronKernel, lanes: int) -> tirx.PrimFunc:
-    """Element-wise neuron update, state updated in place.
-
-    TE has no in-place update, so each new state is a separate output buffer that ``_to_c_abi`` binds to the same
-    pointer as the old state. This is safe because the outputs are stored in the order output, v, i within each
-    iteration, and no later store reads a buffer an earlier store wrote (z/out and v read v and i; i reads only i).
-    """
-    model = NEURON_MODELS[k.kind]
+    """Element-wise neuron update, state updated in place (``_output_stage``)."""
     x = _placeholder(k, "x")
-    state = {name: te.placeholder((k.n,), FLOAT, name=name) for name in model.state}
-    per_neuron = {name: te.placeholder((k.n,), FLOAT, name=name) for name, value in k.params if value is None}
-
-    def update(j: tirx.Var) -> list[ir.Expr]:
-        params = {name: per_neuron[name][j] if value is None else _f32(value) for name, value in k.params}
-        new = _NEURON_UPDATES[k.kind](_float(x[j]), {name: buf[j] for name, buf in state.items()}, params)
-        return [_as(k.arg_dtype(model.output), new[k.probe or model.output]), *(new[name] for name in model.state)]
-
-    output, *new_state = te.compute((k.n,), update, name="neuron")
-    args = [x, *state.values(), output, *per_neuron.values(), *new_state]
-    names = ["x", *model.state, model.output, *per_neuron, *model.state]
-    sch = s_tir.Schedule(te.create_prim_func(args))
-    _vectorize_flat(sch, sch.get_sblock("neuron_v0"), lanes, k.n)
-    return _to_c_abi(sch.mod["main"], k.symbol, names, noalias=False)
+    outputs, names, block = _output_stage(k, (k.n,), lambda j: _float(x[j]), k)
+    sch = s_tir.Schedule(te.create_prim_func([x, *outputs]))
+    _vectorize_flat(sch, sch.get_sblock(block), lanes, k.n)
+    return _to_c_abi(sch.mod["main"], k.symbol, ["x", *names], noalias=False)
 
 
 def _elementwise(k: ElementwiseKernel | ElementwiseAddKernel, lanes: int, fn: Callable[..., ir.Expr]) -> tirx.PrimFunc:
@@ -1033,9 +1089,7 @@ def _accumulate_dense(k: AccumulateDenseKernel, lanes: int) -> tirx.PrimFunc:
     n_in, n_out, steps = k.in_features, k.out_features, k.steps
     tile = _vector_tile(n_out, lanes, _MAX_TILE_FLOATS // steps)
     xs, ys = k.step_names("x"), k.step_names("y")
-    params = [f'{x}: T.Buffer(({n_in},), "uint8")' for x in xs] + [f'w: T.Buffer(({n_in}, {n_out}), "float32")']
-    params += [f'b: T.Buffer(({n_out},), "float32")'] if k.bias else []
-    params += [f'{y}: T.Buffer(({n_out},), "float32")' for y in ys]
+    params = [f'{name}: T.Buffer({shape}, "{k.arg_dtype(name)}")' for name, shape in k.arg_shapes().items()]
     loop = "T.parallel" if n_in * n_out >= _PARALLEL_MIN_WORK else "T.serial"
     out, bias = f"jo * {tile} + ji", f" + b[jo * {tile} + ji]" if k.bias else ""
     lines = [
@@ -1055,9 +1109,27 @@ def _accumulate_dense(k: AccumulateDenseKernel, lanes: int) -> tirx.PrimFunc:
             f"{indent}    for ji in T.vectorized({tile}):",
             f"{indent}        acc[{t}, ji] = acc[{t}, ji] + w[k, {out}]",
         ]
-    for t, y in enumerate(ys):
-        lines += [f"        for ji in T.vectorized({tile}):", f"            {y}[{out}] = acc[{t}, ji]{bias}"]
-    return _script(k, lines)
+    if k.neuron is None:
+        for t, y in enumerate(ys):
+            lines += [f"        for ji in T.vectorized({tile}):", f"            {y}[{out}] = acc[{t}, ji]{bias}"]
+        return _script(k, lines)
+    # The neuron epilogue: each stored value is `epilogue(name, input, loads of the state and per-neuron
+    # parameters)`, the TIR expression _neuron_values builds, called while the script is parsed.
+    model = NEURON_MODELS[k.neuron.kind]
+    per_neuron = [name for name, value in k.neuron.params if value is None]
+    loads = ", ".join(f"{name}[{out}]" for name in (*model.state, *per_neuron))
+
+    def epilogue(name: str, x: ir.Expr, *loaded: ir.Expr) -> ir.Expr:
+        state, params = loaded[: len(model.state)], loaded[len(model.state) :]
+        values = _neuron_values(
+            k, k.neuron, x, dict(zip(model.state, state, strict=True)), dict(zip(per_neuron, params, strict=True))
+        )
+        return values[name]
+
+    lines.append(f"        for ji in T.vectorized({tile}):")
+    for name in (model.output, *model.state):  # _neuron_values' store order
+        lines.append(f'            {name}[{out}] = epilogue("{name}", acc[0, ji]{bias}, {loads})')
+    return _script(k, lines, {"epilogue": epilogue})
 
 
 def prim_func(kernel: Kernel, lanes: int) -> tirx.PrimFunc:

@@ -54,6 +54,11 @@ class KernelCall:
     position: int = 0  # position within the block (Graph.positions)
     step: int = 0  # step of the block it computes
     note: str = ""  # the comment in model.c when it is not the node itself (a delay's state update)
+    fused: Node | None = None  # the neuron the call computes too (`Graph.epilogue`)
+
+    def nodes(self) -> tuple[Node, ...]:
+        """The IR nodes the call computes."""
+        return (self.node, *((self.fused,) if self.fused else ()))
 
 
 def _row_padding(node: Node) -> tuple[int, int] | None:
@@ -126,20 +131,33 @@ def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
     elif node.op == "delay":  # outputs its state; the state is updated after the source (see `lower`)
         kernel = ElementwiseKernel("", "copy", node.type.numel)
         binding["x"] = f"{node.name}.last"
-    elif definition := neuron_op(node.op):
-        params = tuple(
-            (k, None if isinstance(v, ParamRef) else float(v))
-            for k, v in node.attrs
-            if k in definition.required
-            if k != "reset"
-        )
-        kind = "lif_box_subtract" if node.attr("reset") == "subtract" else node.op
-        kernel = NeuronKernel("", kind, node.type.numel, params, node.attr("probe", ""))
-        binding |= {state: f"{node.name}.{state}" for state, _ in definition.states}
-        binding |= {"z": node.name, "out": node.name}
-        binding |= {k: f"@{v.name}" for k, v in node.attrs if isinstance(v, ParamRef)}
+    elif neuron_op(node.op):
+        kernel, neuron_binding = _neuron_kernel_for(node)
+        binding |= neuron_binding
     else:
         raise NotImplementedError(f"no kernel for op {node.op!r} ({OPS[node.op].doc})")
+    if epilogue := graph.epilogue(node):  # the fused neuron's arguments replace y
+        neuron, neuron_binding = _neuron_kernel_for(epilogue)
+        kernel = dataclasses.replace(kernel, neuron=neuron)
+        del binding["y"]
+        binding |= neuron_binding
+    return kernel, binding
+
+
+def _neuron_kernel_for(node: Node) -> tuple[NeuronKernel, dict[str, str]]:
+    """A neuron node's kernel and which value each of its parameters other than x reads or writes."""
+    definition = neuron_op(node.op)
+    params = tuple(
+        (k, None if isinstance(v, ParamRef) else float(v))
+        for k, v in node.attrs
+        if k in definition.required
+        if k != "reset"
+    )
+    kind = "lif_box_subtract" if node.attr("reset") == "subtract" else node.op
+    kernel = NeuronKernel("", kind, node.type.numel, params, node.attr("probe", ""))
+    binding = {state: f"{node.name}.{state}" for state, _ in definition.states}
+    binding |= {"z": node.name, "out": node.name}
+    binding |= {k: f"@{v.name}" for k, v in node.attrs if isinstance(v, ParamRef)}
     return kernel, binding
 
 
@@ -183,7 +201,7 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
         if kernel.scratch_bytes() > planned_scratch:  # liveness.scratch_bytes and the kernel must agree
             raise AssertionError(f"{node.describe()}: kernel needs {kernel.scratch_bytes()} scratch bytes")
         args = tuple((p, buf.offset + (y_shift if p == "y" else 0)) for p, buf in buffers.items())
-        calls.append(KernelCall(node, kernel.symbol, args, position, step, note))
+        calls.append(KernelCall(node, kernel.symbol, args, position, step, note, graph.epilogue(node)))
 
     delays_of: dict[str, list[Node]] = {}  # source value -> the delays that copy it
     for node in graph.nodes:
@@ -202,7 +220,7 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
         elif graph.batched(node):
             if step == 0:  # its other positions run nothing
                 call(node, *_batched_kernel_for(node, graph), position, step)
-        elif node.op not in NO_KERNEL_OPS:
+        elif node.op not in NO_KERNEL_OPS and not node.attr("fused"):  # a fused neuron runs in its operand's call
             call(node, *_kernel_for(node, graph), position, step)
         for delay in delays_of.get(node.name, ()):
             copy = ElementwiseKernel("", "copy", delay.type.numel)
@@ -265,8 +283,9 @@ def emit_model_c(
     first_reader: dict[str, int] = {}  # weight (@name) or neuron state -> position of the first call reading it
     for call in calls:
         by_position.setdefault(call.position, []).append(call)
-        for name in (*(f"@{ref.name}" for _, ref in call.node.param_refs()), *state_names(call.node)):
-            first_reader.setdefault(name, call.position)
+        for node in call.nodes():
+            for name in (*(f"@{ref.name}" for _, ref in node.param_refs()), *state_names(node)):
+                first_reader.setdefault(name, call.position)
     # The loads of a block: streamed weights and transient states' initial values, as (segment, buffer, is state),
     # issued in the order their buffers become free (the loading thread serves them in turn), then of first use.
     sources = [(s, f"@{s.name}", 0) for s in weights.streamed] + [(s, s.name, 1) for s in weights.state_loads]
@@ -293,7 +312,8 @@ def emit_model_c(
             kernel = by_symbol[call.symbol]
             args = ", ".join(f"({_c_type(kernel, p)} *)(arena + {offset}u)" for p, offset in call.args)
             guard = f"if ({call.step} < nsteps && " if call.step else "if ("
-            body += f"  /* {(call.note or format_node(call.node)).replace('*/', '* /')}{_step_note(call, graph)} */\n"
+            text = call.note or "\n   * then ".join(map(format_node, call.nodes()))
+            body += f"  /* {text.replace('*/', '* /')}{_step_note(call, graph)} */\n"
             body += f"  {guard}(rc = {call.symbol}({args})) != 0) return rc;\n"
         if loads:
             body += f"  masic_reached({position + 1}u);\n"

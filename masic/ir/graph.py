@@ -205,6 +205,24 @@ class Graph:
         """One block's kernel calls in execution order, (node, step within the block): layer-major."""
         return [(node, t) for node in self.nodes for t in range(self.schedule.block)]
 
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        return {n.name: k for k, n in enumerate(self.nodes)}
+
+    @cached_property
+    def _epilogues(self) -> dict[str, Node]:
+        return {n.inputs[0]: n for n in self.nodes if n.attr("fused")}
+
+    def epilogue(self, node: Node) -> Node | None:
+        """The neuron fused into a conv or dense node's kernel (`fused=true`, the fuse-neurons pass), if any: one
+        call at the node's position computes the layer and the neuron update, so the node's own value is never
+        stored (`elided`) and the neuron's positions run nothing."""
+        return self._epilogues.get(node.name)
+
+    def elided(self, value: str) -> bool:
+        """Whether a value (not a step's copy) exists only inside a fused kernel, in registers: no buffer holds it."""
+        return value in self._epilogues
+
     def batched(self, node: Node) -> bool:
         """Whether the node computes every step of a block in one call, at its first position (step 0): dense layers
         in blocks of several steps, which then read their weights once per block. Its positions for steps 1.. run
@@ -212,8 +230,13 @@ class Graph:
         return self.schedule.block > 1 and node.op == "dense"
 
     def call_position(self, position: int, node: Node, step: int) -> int:
-        """The position whose kernel call computes `node` for `step`, given the node's position for that step."""
-        return position - step if self.batched(node) else position
+        """The position whose kernel call computes `node` for `step`, given the node's position for that step: a
+        fused neuron's is its operand's (layer-major, `block` positions per node)."""
+        if self.batched(node):
+            return position - step
+        if node.attr("fused"):
+            return position - (self._index[node.name] - self._index[node.inputs[0]]) * self.schedule.block
+        return position
 
     def copy_name(self, value: str, step: int) -> str:
         """The name of a value's copy for one step of a block (the value itself when blocks are single steps)."""

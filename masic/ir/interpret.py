@@ -178,6 +178,9 @@ class _Values:
                 self.arrays[value] = (
                     self.arena[offset : offset + vtype.nbytes].view(vtype.np_dtype).reshape(vtype.shape)
                 )
+            for node in (n for n in graph.nodes if graph.elided(n.name)):  # kept in a fused kernel's registers
+                for t in range(graph.schedule.block):
+                    self.arrays[graph.copy_name(node.name, t)] = np.empty(node.type.shape, node.type.np_dtype)
             for param in graph.params:
                 self.arrays[param.name] = self.arrays.pop(f"@{param.name}")
                 self.arrays[param.name][...] = graph.weights[param.name]
@@ -243,13 +246,17 @@ def run(graph: Graph, x: np.ndarray, timesteps: int | None = None, simulate_plan
         count = min(block, steps - first)
         for position, (node, t) in enumerate(order):
             values.begin_position(position)
-            # A batched node computes every step of the block at its first position (Graph.batched).
+            # A batched node computes every step of the block at its first position (Graph.batched); a fused
+            # neuron runs right after its operand, in the same kernel call (Graph.epilogue).
             batched = simulate_plan and graph.batched(node)
-            if t >= count or (batched and t > 0):
+            if t >= count or (batched and t > 0) or (simulate_plan and node.attr("fused")):
                 continue
             for step in range(t, count if batched else t + 1):
                 copy = partial(name_of, t=step)
-                values.store(copy(node.name), _execute(node, values, x[first + step] if sequence else x, copy))
+                sample = x[first + step] if sequence else x
+                for computed in (node, graph.epilogue(node) if simulate_plan else None):
+                    if computed is not None:
+                        values.store(copy(computed.name), _execute(computed, values, sample, copy))
                 for state in delays.get(node.name, ()):
                     values.arrays[state][...] = values.arrays[copy(node.name)]
         outputs += [values.arrays[name_of(graph.output, t)].copy() for t in range(count)]

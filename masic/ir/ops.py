@@ -52,7 +52,8 @@ class NeuronOp(OpDef):
 
     `states` lists (state name, attribute giving its initial value, or None for zero).
     `spiking` is true when the output is a spike (0/1) tensor. A spiking neuron with attribute `probe` (a state
-    name) outputs that state after the update instead of the spikes, to observe a membrane.
+    name) outputs that state after the update instead of the spikes, to observe a membrane. A neuron with
+    `fused=true` runs as the epilogue of its operand's conv or dense kernel (`Graph.epilogue`).
     """
 
     states: tuple[tuple[str, str | None], ...] = ()
@@ -330,7 +331,7 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 "lif",
                 1,
                 _NEURON_PARAMS_LIF,
-                ("probe",),
+                ("probe", "fused"),
                 _infer_spiking,
                 """Leaky integrate-and-fire with a current synapse (Norse LIFCell).
                 i1 = i + x;  v1 = v + dt_tau_mem*((v_leak - v) + i1);  i' = i1 + neg_dt_tau_syn*i1
@@ -341,7 +342,7 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 "lif_box",
                 1,
                 ("dt_tau_mem", "v_leak", "v_th", "v_reset", "reset"),
-                ("probe",),
+                ("probe", "fused"),
                 _infer_spiking,
                 """Leaky integrate-and-fire without synapse (Norse LIFBoxCell).
                 v1 = v + dt_tau_mem*((x + v_leak) - v);  z = (v1 - v_th) > 0
@@ -352,7 +353,7 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 "li",
                 1,
                 ("dt_tau_mem", "neg_dt_tau_syn", "v_leak"),
-                (),
+                ("fused",),
                 _infer_identity,
                 """Leaky integrator with a current synapse (Norse LICell).
                 i1 = i + x;  v' = v + dt_tau_mem*((v_leak - v) + i1);  i' = i1 + neg_dt_tau_syn*i1;  output v'""",
@@ -363,7 +364,7 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 "li_box",
                 1,
                 ("dt_tau_mem", "v_leak"),
-                (),
+                ("fused",),
                 _infer_identity,
                 """Leaky integrator without synapse (Norse LIBoxCell).
                 v' = v + dt_tau_mem*((v_leak - v) + x);  output v'""",
@@ -374,7 +375,7 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 "iaf",
                 1,
                 ("v_th", "v_reset"),
-                ("probe",),
+                ("probe", "fused"),
                 _infer_spiking,
                 """Integrate-and-fire (Norse IAFCell).
                 v1 = v + x;  z = (v1 - v_th) > 0;  v' = z ? v_reset : v1;  output z""",

@@ -95,6 +95,11 @@ def _verify_node(node: Node, defined: dict[str, Node], params: dict, graph: Grap
             if key == "reset":
                 if value not in ("value", "subtract"):
                     raise VerifyError(f'reset must be "value" or "subtract", got {value!r}', node)
+            elif key == "fused":
+                if value is not True:
+                    raise VerifyError(f"fused must be true when given, got {value!r}", node)
+                if problem := fusion_problem(graph, node):
+                    raise VerifyError(f"cannot be fused: {problem}", node)
             elif key == "probe":
                 if value not in [s for s, _ in neuron.states]:
                     raise VerifyError(f"probe must name a state of {node.op}, got {value!r}", node)
@@ -114,6 +119,31 @@ def _verify_node(node: Node, defined: dict[str, Node], params: dict, graph: Grap
             raise VerifyError(f"declared type {node.type} but operands give {inferred}", node)
         if node.attr("weight_layout") == "IO" and operand_types[0].dtype != "spike":
             raise VerifyError('weight_layout "IO" is for the accumulate-only kernel of a spike operand', node)
+
+
+FUSING_OPS = ("conv2d", "dense")  # the kernels that can run a neuron update as their epilogue
+
+
+def fusion_problem(graph: Graph, neuron: Node) -> str | None:
+    """Why `neuron` cannot run as the epilogue of its operand's kernel (`Graph.epilogue`), or None if it can: the
+    operand must be a conv2d or a dense layer running one step per call, whose value nothing else needs stored
+    (no other reader, not the graph output, not a delay's source), and the neuron no delay's source (a delay copies
+    its source at the source's own position)."""
+    if not neuron_op(neuron.op) or neuron.op == "delay":
+        return f"{neuron.op} is not a neuron"
+    producer = graph.node(neuron.inputs[0])
+    sources = {node.attr("source") for node in graph.nodes if node.op == "delay"}
+    if producer.op not in FUSING_OPS:
+        return f"its operand %{producer.name} is a {producer.op}, not one of {', '.join(FUSING_OPS)}"
+    if graph.batched(producer):
+        return f"its operand %{producer.name} computes a block's steps in one call"
+    if [user.name for user in graph.users(producer.name)] != [neuron.name]:
+        return f"its operand %{producer.name} has other readers"
+    if producer.name == graph.output or producer.name in sources:
+        return f"its operand %{producer.name} is the graph output or a delay source"
+    if neuron.name in sources:
+        return "it is a delay source"
+    return None
 
 
 def weight_layouts(graph: Graph) -> dict[str, str | None]:
@@ -184,7 +214,8 @@ def verify_plan(graph: Graph) -> None:
     if plan.lower_bound > plan.arena_bytes:
         raise VerifyError(f"plan: lower bound {plan.lower_bound} exceeds the arena {plan.arena_bytes}")
     steps = range(graph.schedule.block)
-    sizes = {graph.copy_name(n.name, t): n.type.nbytes for n in graph.nodes if n.type is not None for t in steps}
+    stored = [n for n in graph.nodes if n.type is not None and not graph.elided(n.name)]
+    sizes = {graph.copy_name(n.name, t): n.type.nbytes for n in stored for t in steps}
     sizes.update({s: state_type(n).nbytes for n in graph.nodes if n.type is not None for s in state_names(n)})
     sizes.update({f"@{p.name}": p.type.nbytes for p in graph.params})
     placed = dict(plan.values)
@@ -220,14 +251,15 @@ def _check_lifetimes(graph: Graph, buffers: dict[str, Buffer], placed: dict[str,
     for p, (node, t) in enumerate(order):
         name = graph.copy_name(node.name, t)
         call = graph.call_position(p, node, t)
-        require(name, 0 if node.op == "input" else call, node, "input" if node.op == "input" else "output")
-        for value in node.inputs:
+        if not graph.elided(node.name):  # a fused kernel keeps it in registers
+            require(name, 0 if node.op == "input" else call, node, "input" if node.op == "input" else "output")
+        for value in (v for v in node.inputs if not graph.elided(v)):
             require(graph.copy_name(value, t), call, node, "operand")
         for _, ref in node.param_refs():
             require(f"@{ref.name}", call, node, "weight")
         states = [*state_names(node), *(state_names(source_of[node.name]) if node.name in source_of else ())]
         for state in states:
-            require(state, p, node, "state")
+            require(state, call, node, "state")
             if carried:
                 require(state, 0, node, "state carried across blocks")
                 require(state, n - 1, node, "state carried across blocks")

@@ -9,6 +9,7 @@ from masic.passes import (
     check_budget,
     fold_batchnorm,
     fold_pooling,
+    fuse_neurons,
     infer_shapes,
     layout,
     patch_rows,
@@ -30,6 +31,7 @@ REGISTRY = MappingProxyType(
             patch_rows,
             layout,
             schedule,
+            fuse_neurons,
             assign_offsets,
             check_budget,
         )
@@ -45,6 +47,7 @@ DEFAULT_PIPELINE = (
     "patch-rows",
     "schedule",
     "layout",
+    "fuse-neurons",
     "assign-offsets",
     "check-budget",
 )

@@ -50,10 +50,12 @@ class Case:
 
     kernel: Kernel
     args: dict[str, np.ndarray]
-    expected: Callable[[], dict[str, np.ndarray]]
+    expected: Callable[[], dict[str, np.ndarray]] | None  # None: checked through the case it is the twin of
     steps: int = 1
     stepped: frozenset[str] = field(default_factory=frozenset)
     exact: bool = False
+    twin: Case | None = None  # the run's case whose outputs `expected_from_twin` turns into this case's expectation
+    expected_from_twin: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
 
 
 def _rand(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> np.ndarray:
@@ -336,6 +338,78 @@ def _spike_cases(rng: np.random.Generator, big: bool) -> list[Case]:
     return cases + [_accumulate_case(k, xs, rng) for k, xs in accumulate]
 
 
+FUSED_STEPS = 8
+
+
+def _fused_cases(
+    rng: np.random.Generator, layer: Kernel, kind: str, per_neuron: set[str], probe: str = "", spikes: bool = False
+) -> list[Case]:
+    """A layer kernel (conv, dense, accumulate-only dense) with a neuron epilogue, run for FUSED_STEPS steps, and
+    its twin without one on the same inputs (built and run, not checked itself): the fused kernel's output and
+    state must equal, bit for bit, the reference neuron update of the twin's outputs, the synaptic input the
+    separate kernels would pass. `spikes`: the neuron writes its spikes as bytes."""
+    model, shapes = NEURON_MODELS[kind], layer.arg_shapes()
+    out_shape = shapes["y"]
+    params = tuple((p, None if p in per_neuron else NEURON_VALUES[p]) for p in model.params)
+    inputs = ("x",) if layer.arg_dtype("x") == "uint8" else ()
+    fused = replace(
+        layer, symbol=f"{layer.symbol}_{kind}", neuron=NeuronKernel("", kind, math.prod(out_shape), params, probe)
+    )
+    fused = fused.with_spikes((*inputs, "z") if spikes else inputs)
+    x = _spikes(rng, FUSED_STEPS, *shapes["x"]) if inputs else _rand(rng, FUSED_STEPS, *shapes["x"])
+    drive = 10 if kind.startswith("lif_box") else 2  # what brings the membrane to threshold (see _neuron_case)
+    w = _rand(rng, *shapes["w"], scale=drive / math.sqrt(math.prod(shapes["w"]) / out_shape[0]))
+    data = {"x": x, "w": w, "b": _rand(rng, out_shape[0]), "scratch": _scratch(layer)}
+    data |= {p: (NEURON_VALUES[p] * rng.uniform(0.9, 1.1, out_shape)).astype(np.float32) for p in per_neuron}
+    data |= {name: _rand(rng, *out_shape, scale=0.5) for name in model.state}
+    out = np.zeros((FUSED_STEPS, *out_shape), np.float32)
+    twin = Case(layer, {name: data.get(name, out) for name in shapes}, None, FUSED_STEPS, frozenset({"x", "y"}))
+
+    def from_twin(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        state = {name: data[name].copy() for name in model.state}
+        constants = {p: np.float32(NEURON_VALUES[p]) for p in model.params} | {p: data[p] for p in per_neuron}
+        steps = []
+        for y in outputs["y"]:
+            _neuron_reference(kind, y, state, constants, "spike" if spikes else "f32")
+            steps.append(state[probe].copy() if probe else state[model.output])
+        return {model.output: np.stack(steps), **{name: state[name] for name in model.state}}
+
+    args = {name: data.get(name, out) for name in fused.arg_names()}
+    return [twin, Case(fused, args, None, FUSED_STEPS, frozenset({"x", model.output}), True, twin, from_twin)]
+
+
+def _all_fused_cases(rng: np.random.Generator, big: bool) -> list[Case]:
+    """Each kernel that takes a neuron epilogue: column and blocked convs (padded, strided), dense, and
+    accumulate-only dense, with spiking and non-spiking neurons, per-neuron parameters and a probe."""
+    cases = [
+        *_fused_cases(rng, Conv2dKernel("fconv", (3, 16, 16), 8, (3, 3), padding=(1, 1)), "lif", {"v_th"}, spikes=True),
+        *_fused_cases(
+            rng,
+            Conv2dKernel("fconv_b16", (24, 4, 4), 32, (3, 3), padding=(1, 1), weight_layout="OIHW16o"),
+            "iaf",
+            set(),
+        ),
+        *_fused_cases(
+            rng,
+            Conv2dKernel("fconv_s2", (8, 15, 13), 16, (3, 3), stride=(2, 2), padding=(1, 1), bias=False, spikes=("x",)),
+            "lif_box_subtract",
+            {"v_th"},
+            spikes=True,
+        ),
+        *_fused_cases(rng, Conv2dKernel("fconv_probe", (5, 7, 21), 3, (1, 1)), "lif", set(), probe="v"),
+        *_fused_cases(rng, DenseKernel("fdense", 100, 10), "li", {"dt_tau_mem"}),
+        *_fused_cases(rng, DenseKernel("fdense_spikes", 37, 5, bias=False, spikes=("x",)), "li_box", set()),
+        *_fused_cases(rng, AccumulateDenseKernel("facc", 64, 24), "lif", set(), spikes=True),
+        *_fused_cases(rng, AccumulateDenseKernel("facc_nobias", 37, 5, bias=False), "iaf", {"v_reset"}),
+    ]
+    if big:  # above the parallel thresholds
+        big_conv = Conv2dKernel("fconv_big", (64, 32, 32), 64, (3, 3), padding=(1, 1))
+        cases += _fused_cases(rng, big_conv, "lif", set(), spikes=True)
+        cases += _fused_cases(rng, AccumulateDenseKernel("facc_big", 1024, 1024), "lif", {"v_th"}, spikes=True)
+        cases += _fused_cases(rng, DenseKernel("fdense_big", 1024, 512), "lif", set())
+    return cases
+
+
 def _cases(big: bool) -> list[Case]:
     """All cases; ``big`` adds the large shapes (host only: they are slow under qemu)."""
     rng = np.random.default_rng(0)
@@ -391,7 +465,8 @@ def _cases(big: bool) -> list[Case]:
     if big:
         neurons.append(("lif", 40000, set()))  # above the parallel threshold
     cases += [_neuron_case(rng, f"{kind}_{n}", kind, n, per) for kind, n, per in neurons]
-    return cases + _elementwise_cases(rng) + _patch_cases(rng, big) + _spike_cases(rng, big)
+    cases += _elementwise_cases(rng) + _patch_cases(rng, big) + _spike_cases(rng, big)
+    return cases + _all_fused_cases(rng, big)
 
 
 def _harness_source(cases: list[Case]) -> str:
@@ -464,6 +539,8 @@ def _run(cases: list[Case], target: dict, compiler: list[str], runner: list[str]
 
 HOST_CASES = _cases(big=True)
 AARCH64_CASES = _cases(big=False)
+CHECKED_HOST_CASES = [case for case in HOST_CASES if case.expected or case.twin]  # twins are checked via their pair
+CHECKED_AARCH64_CASES = [case for case in AARCH64_CASES if case.expected or case.twin]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -487,27 +564,38 @@ def aarch64_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _run(AARCH64_CASES, AARCH64, compiler, ["qemu-aarch64"], tmp_path_factory.mktemp("arm"))
 
 
+def _outputs(case: Case, work: Path) -> dict[str, np.ndarray]:
+    """Every argument of a case after the run, shaped as its initial contents."""
+    return {
+        name: np.fromfile(work / f"{case.kernel.symbol}.{name}.out", case.kernel.arg_dtype(name)).reshape(a.shape)
+        for name, a in case.args.items()
+        if name != "scratch"
+    }
+
+
 def _check(case: Case, work: Path) -> None:
     sym = case.kernel.symbol
-    for name, want in case.expected().items():
+    expected = case.expected_from_twin(_outputs(case.twin, work)) if case.twin else case.expected()
+    for name, want in expected.items():
         got = np.fromfile(work / f"{sym}.{name}.out", case.kernel.arg_dtype(name)).reshape(want.shape)
         if case.exact:
             mismatch = np.flatnonzero(got.ravel() != want.ravel())
             assert mismatch.size == 0, f"{sym}.{name}: {mismatch.size} of {got.size} values differ"
         else:
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=sym)
-        if name == "z" and not getattr(case.kernel, "probe", ""):  # the inputs must exercise the threshold
+        neuron = case.kernel if isinstance(case.kernel, NeuronKernel) else getattr(case.kernel, "neuron", None)
+        if name == "z" and not neuron.probe:  # the inputs must exercise the threshold
             assert 0.02 < want.mean() < 0.98, f"{sym}: spike rate {want.mean()}"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", HOST_CASES, ids=lambda c: c.kernel.symbol)
+@pytest.mark.parametrize("case", CHECKED_HOST_CASES, ids=lambda c: c.kernel.symbol)
 def test_host(case: Case, host_run: Path) -> None:
     _check(case, host_run)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", AARCH64_CASES, ids=lambda c: c.kernel.symbol)
+@pytest.mark.parametrize("case", CHECKED_AARCH64_CASES, ids=lambda c: c.kernel.symbol)
 def test_aarch64(case: Case, aarch64_run: Path) -> None:
     _check(case, aarch64_run)
 

@@ -12,6 +12,7 @@ from masic.ir.verify import VerifyError, verify
 from masic.passes import DEFAULT_PIPELINE, PassOptions
 from masic.passes.manager import PassManager
 from tests.ir.test_text import TEXT
+from tests.pipelines import UNFUSED_PIPELINE
 
 
 def _broken(old: str, new: str) -> str:
@@ -109,8 +110,8 @@ def test_error_underlines_the_node_and_names_its_origin() -> None:
     assert lines[3].strip() == "from model.0 (Linear)"
 
 
-def _planned():
-    return PassManager(DEFAULT_PIPELINE, PassOptions(alignment=16)).run(parse(TEXT))
+def _planned(pipeline: tuple[str, ...] = UNFUSED_PIPELINE):
+    return PassManager(pipeline, PassOptions(alignment=16)).run(parse(TEXT))
 
 
 def _with_buffer(graph, name: str, **changes):
@@ -162,6 +163,42 @@ def test_plan_checker_rejects_buffers_dead_where_they_are_used(buffer: str, life
     assert [node.name for node, _ in graph.positions()] == ["in", "fc", "lif"]
     with pytest.raises(VerifyError, match=message):
         verify(_with_buffer(graph, buffer, start=lifetime[0], end=lifetime[1]))
+
+
+@pytest.mark.parametrize(
+    ("buffer", "lifetime", "message"),
+    [  # positions: in 0, fc 1 (computing lif too), lif 2 (runs nothing)
+        ("lif", (2, 3), r"buffer lif of %lif \(output\) is not live at position 1"),
+        ("@fc.w", (2, 3), r"of %@fc.w \(weight\) is not live at position 1"),
+        ("in", (0, 1), r"of %in \(operand\) is not live at position 1"),
+    ],
+)
+def test_plan_checker_checks_a_fused_neuron_at_its_operands_position(
+    buffer: str, lifetime: tuple, message: str
+) -> None:
+    graph = _planned(DEFAULT_PIPELINE)
+    assert graph.node("lif").attr("fused") and "fc" not in {b.name for b in graph.plan.buffers}
+    verify(graph)
+    with pytest.raises(VerifyError, match=message):
+        verify(_with_buffer(graph, buffer, start=lifetime[0], end=lifetime[1]))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("%lif = lif(%fc)", "%lif = lif(%in)"), r"operand %in is a input, not one of conv2d, dense"),
+        (("output %lif", "output %fc"), r"operand %fc is the graph output"),
+        (("v_reset=0.0}", 'v_reset=0.0, fused="yes"}'), r"fused must be true"),
+    ],
+)
+def test_verifier_refuses_a_neuron_that_cannot_be_fused(edit: tuple[str, str], message: str) -> None:
+    fused = TEXT.replace("v_reset=0.0}", "v_reset=0.0, fused=true}")
+    verify(parse(fused))
+    text = fused.replace(", fused=true", "") if "fused=" in edit[1] else fused
+    text = text.replace(*edit).replace("%in = input() : f32[2]", "%in = input() : f32[3]")
+    text = text.replace("in_features=2", "in_features=3").replace("f32[3,2]", "f32[3,3]")
+    with pytest.raises(VerifyError, match=message):
+        verify(parse(text))
 
 
 def test_plan_checker_requires_carried_state_over_the_whole_block() -> None:

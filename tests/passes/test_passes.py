@@ -24,6 +24,7 @@ from masic.passes.base import PassError
 from masic.passes.check_budget import BudgetError
 from masic.passes.manager import PassManager
 from tests.filecheck import filecheck
+from tests.pipelines import UNFUSED_PIPELINE
 from tests.strategies import graphs
 
 CONV_BN = """graph @cbn timesteps=2 {
@@ -135,7 +136,7 @@ def test_simulator_exposes_a_plan_that_overlaps_live_buffers() -> None:
 
     from masic.ir.verify import VerifyError
 
-    planned = PassManager(DEFAULT_PIPELINE, PassOptions(alignment=16)).run(parse(CONV_BN, _conv_bn_weights()))
+    planned = PassManager(UNFUSED_PIPELINE, PassOptions(alignment=16)).run(parse(CONV_BN, _conv_bn_weights()))
     plan = planned.plan
     moved = tuple(replace(b, offset=plan.buffer("z.v").offset) if b.name == "c" else b for b in plan.buffers)
     broken = replace(planned, plan=replace(plan, buffers=moved))
@@ -146,7 +147,7 @@ def test_simulator_exposes_a_plan_that_overlaps_live_buffers() -> None:
 
 
 def test_liveness_pins_state_and_weights_and_keeps_scratch_inside_its_node() -> None:
-    graph = PassManager(DEFAULT_PIPELINE, PassOptions(alignment=16)).run(parse(CONV_BN, _conv_bn_weights()))
+    graph = PassManager(UNFUSED_PIPELINE, PassOptions(alignment=16)).run(parse(CONV_BN, _conv_bn_weights()))
     n = len(graph.nodes)
     buffers = {b.name: b for b in graph.plan.buffers}
     assert (buffers["z.v"].start, buffers["z.v"].end) == (0, n)
