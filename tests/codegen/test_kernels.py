@@ -368,6 +368,8 @@ def _bit_cases(rng: np.random.Generator, big: bool) -> list[Case]:
     """Neuron kernels packing their spikes (n around one word) and accumulate-only dense layers reading bits (odd
     sizes, no bias, no spikes, all spikes, whole words), each with its twin over bytes."""
     neurons = [("lif", 1), ("lif", 31), ("iaf", 32), ("lif_box_subtract", 33), ("lif", 1000), ("lif_box", 1000)]
+    if big:  # words packed in parallel
+        neurons.append(("lif", 40000))
     cases = [_neuron_case(rng, f"{kind}_{n}_z", kind, n, {"v_th"}, spikes=("z",)) for kind, n in neurons]
     dense = [
         (AccumulateDenseKernel("acc_bits_100_10", 100, 10), _spikes(rng, 100)),
