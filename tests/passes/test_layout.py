@@ -277,6 +277,19 @@ def test_spikes_only_accumulating_dense_layers_read_are_bit_packed() -> None:
     np.testing.assert_array_equal(run(planned, x, simulate_plan=True), expected)
 
 
+def test_the_pieces_of_a_sliced_dense_layer_all_read_the_bits() -> None:
+    """Slicing cuts a dense layer of spikes along its outputs: every piece reads the same operand and accumulates,
+    so the spikes stay bit-packed."""
+    typed = PassManager(DEFAULT_PIPELINE[: DEFAULT_PIPELINE.index("slice-layers")]).run(_bits_graph())
+    sliced = slice_to(typed, 4 * 40 * 4)  # fc1.w (8, 40) in two pieces of 4 rows
+    planned = PassManager(["schedule", "layout", "assign-offsets"], PassOptions(alignment=16)).run(sliced)
+    pieces = [n for n in planned.nodes if n.name.startswith("fc1.part")]
+    assert len(pieces) == 2 and all(n.attr("weight_layout") == "IO" and n.inputs == ("f",) for n in pieces)
+    assert planned.node("z1").type.dtype == "bits"
+    x = np.random.default_rng(7).uniform(0, 1, (4, 40)).astype(np.float32)
+    np.testing.assert_array_equal(run(planned, x, simulate_plan=True), run(typed, x))
+
+
 def test_the_verifier_keeps_bits_between_spiking_neurons_and_accumulating_layers() -> None:
     planned = replace(PassManager(DEFAULT_PIPELINE, PassOptions(alignment=16)).run(_bits_graph()), plan=None)
 
