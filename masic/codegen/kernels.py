@@ -1133,7 +1133,8 @@ def _accumulate_dense(k: AccumulateDenseKernel, lanes: int) -> tirx.PrimFunc:
 def _walk_words(n_in: int, tile: int, out: str) -> list[str]:
     """The input loop of the accumulate-only kernel over bit-packed spikes ``x`` (one step): a zero word skips its
     32 inputs at once; a non-zero one is walked from its lowest set bit up (count trailing zeros, then clear that
-    bit), so rows are added in increasing input order, as over bytes, and the sums are the same floats."""
+    bit), so rows are added in increasing input order, as over bytes, and the sums are the same floats. The bits
+    of the last word past the last input must be 0, as the "bits" dtype says: they would index rows past W^T."""
     lowest = 'T.Cast("int32", T.call_llvm_pure_intrin("uint32", "llvm.cttz", left[0], T.bool(True)))'
     return [
         '        left = T.alloc_buffer((1,), "uint32")',
