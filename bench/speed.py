@@ -34,13 +34,14 @@ scheduler slices waiting for its workers, on either side; one thread shows the k
 3. Spikes. The reference interpreter (`masic.ir.interpret.run`) on the benchmark input, recording every value: the
    spike rate (fraction of ones, over all steps) of every spiking layer and of the input of every conv / dense fed
    by spikes; the plan's bytes (arena, lower bound, activation buffers, spike tensors, peak of live activations)
-   as planned now, spikes one byte each, next to the same model planned with every value float32, and, PROJECTED
-   as no such dtype exists, with bit-packed spikes. For each conv / dense fed by spikes, a prototype
-   accumulate-only C kernel (builds the list of input spikes, then adds the weights of each spike; the same thread
-   pool) timed at that layer's measured rate against masic's kernel on the same input (the outputs are checked to
-   agree): for dense layers of spikes that is masic's own accumulate-only kernel, also timed against its
-   multiplying twin (masic's dense kernel reading the same spikes); and the model's kernel time projected from
-   per-kernel times x calls per inference.
+   as planned now (spikes bit-packed where only accumulating dense layers read them, else one byte each), next to
+   the same graph with every spike one byte and the model planned with every value float32. For each conv / dense
+   fed by spikes, a prototype accumulate-only C kernel (builds the list of input spikes, then adds the weights of
+   each spike; the same thread pool) timed at that layer's measured rate against masic's kernel on the same input
+   (the outputs are checked to agree): for dense layers of spikes that is masic's own accumulate-only kernel, also
+   timed against its multiplying twin (masic's dense kernel reading the same spikes as bytes) and against its twin
+   reading the spikes the other way, bytes or bits (checked to give the same floats); and the model's kernel time
+   projected from per-kernel times x calls per inference.
 4. Where masic's time goes, per model: per-kernel best time x calls per inference next to the measured time, and
    the perf profiles. Everything goes to WORKDIR/speed.json.
 
@@ -173,20 +174,31 @@ def model_input(spec: ModelSpec) -> np.ndarray:
     return (rng.uniform(0.0, 1.0, (spec.timesteps, *spec.input_shape)) * spec.input_scale).astype(np.float32)
 
 
-def plan_graph(model_path: Path, spec: ModelSpec, budget: int | None, spikes: bool = True):
-    """The planned graph `masic compile` builds the artifact from (same passes, options and target); without
-    `spikes`, planned as before the spike dtype (every value float32)."""
+def plan_graph(model_path: Path, spec: ModelSpec, budget: int | None, spikes: str = "bits"):
+    """The planned graph `masic compile` builds the artifact from (same passes, options and target), its spikes
+    one byte each or bit-packed where the layout pass packs them (`spikes` "bits"); with "bytes", the same graph
+    with every spike one byte, planned again (as masic planned before bit-packed spikes: only assign-offsets runs
+    after the layout pass, so every other decision is the same); with "f32", planned as before the spike dtype
+    (every value float32)."""
+    from dataclasses import replace
+
     from masic.frontends.dispatch import ImportOptions, import_model
     from masic.targets import get_target
 
+    from masic.ir.graph import TensorType
     from masic.passes import DEFAULT_PIPELINE, PassOptions
     from masic.passes.manager import PassManager
 
     target = get_target(TARGET)
     graph = import_model(str(model_path), ImportOptions(spec.input_shape, spec.timesteps, name=spec.name))
     options = PassOptions(budget=budget, alignment=target.alignment, machine=target.machine)
-    passes = [name for name in DEFAULT_PIPELINE if spikes or name != "spike-dtype"]
-    return PassManager(passes, options).run(graph)
+    passes = [name for name in DEFAULT_PIPELINE if spikes != "f32" or name != "spike-dtype"]
+    planned = PassManager(passes, options).run(graph)
+    if spikes != "bytes":
+        return planned
+    nodes = [replace(n, type=TensorType(n.type.shape, "spike")) if n.type.dtype == "bits" else n for n in planned.nodes]
+    replanned = passes[passes.index("assign-offsets") :]
+    return PassManager(replanned, options).run(replace(planned.with_nodes(nodes), plan=None))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -504,9 +516,10 @@ def shape_label(k) -> str:
         text += f" g{k.groups}" if k.groups > 1 else ""
         text += f" rows{k.row_padding}" if k.row_padding else ""
         return text + (f" {k.weight_layout}" if k.weight_layout != "OIHW" else "")
+    packed = " bits" if getattr(k, "packed", False) else ""  # spikes read or written bit-packed
     if name in ("DenseKernel", "AccumulateDenseKernel"):
         steps = f" x{k.steps} steps" if k.steps > 1 else ""
-        return f"{k.in_features}->{k.out_features}" + ("" if k.bias else " (no bias)") + steps
+        return f"{k.in_features}->{k.out_features}" + ("" if k.bias else " (no bias)") + steps + packed
     if name == "Pool2dKernel":
         (c, h, w), (kh, _) = k.in_shape, k.kernel
         return f"{c}x{h}x{w} k{kh} s{k.stride[0]} p{k.padding[0]}" + (f" rows{k.row_padding}" if k.row_padding else "")
@@ -515,7 +528,7 @@ def shape_label(k) -> str:
         return f"{c}x{h}x{w}->{k.output[0]}x{k.output[1]}"
     if name == "NeuronKernel":
         per_neuron = [p for p, v in k.params if v is None]
-        return f"n={k.n}" + (f" per-neuron {','.join(per_neuron)}" if per_neuron else "")
+        return f"n={k.n}" + (f" per-neuron {','.join(per_neuron)}" if per_neuron else "") + packed
     if name == "RowsKernel":
         c, rows, w = k.out_shape()
         return f"{len(k.in_shapes)} part(s) -> {c}x{rows}x{w}"
@@ -565,18 +578,24 @@ def collect_kernels(graphs: dict[str, object]) -> tuple[list[KernelEntry], dict[
 
 
 def kernel_arrays(kernel, rng: np.random.Generator, x: np.ndarray | None = None) -> list[np.ndarray]:
-    """One array per C argument in its type: per-neuron parameters at neutral values, x if given, spikes (bytes)
-    random at SPIKE_RATE, the rest random floats."""
+    """One array per C argument in its type: per-neuron parameters at neutral values, x if given, spikes (bytes,
+    or bit-packed words: of the accumulate kernel's inputs or the neuron kernel's outputs) random at SPIKE_RATE,
+    the rest random floats."""
+    from masic.ir.graph import pack_bits
+
     params = dict(getattr(getattr(kernel, "neuron", None) or kernel, "params", ()))
     arrays = []
     for name, shape in kernel.arg_shapes().items():
         dtype = np.dtype(kernel.arg_dtype(name))
+        spikes = kernel.in_features if name == "x" and dtype == np.uint32 else getattr(kernel, "n", 0)
         if name in params:
             arrays.append(np.full(shape, NEURON_DEFAULTS[name], dtype=np.float32))
         elif name == "x" and x is not None:
-            arrays.append(np.ascontiguousarray(x.reshape(shape), dtype=dtype))
+            arrays.append(pack_bits(x) if dtype == np.uint32 else np.ascontiguousarray(x.reshape(shape), dtype=dtype))
         elif dtype == np.uint8:
             arrays.append((rng.random(shape) < SPIKE_RATE).astype(np.uint8))
+        elif dtype == np.uint32:  # a word's bits past the last spike stay 0
+            arrays.append(pack_bits(rng.random(spikes) < SPIKE_RATE))
         else:
             arrays.append(rng.standard_normal(shape, dtype=np.float32))
     return arrays
@@ -1229,54 +1248,41 @@ def peak_live(graph, nbytes: Callable[[object], int], in_place: bool) -> int:
     return max((sum(s for a, b, s in intervals.values() if a <= p <= b) for p in range(len(nodes))), default=0)
 
 
-def activation_bytes(graph, f32_graph) -> dict:
-    """The plan's bytes with spikes stored as bytes (the plan `masic compile` makes), the same model planned with
-    every value float32 (`plan_graph(..., spikes=False)`), and, PROJECTED (no bit-packed dtype exists), with spikes
-    as bits: an activation buffer holding only spikes shrinks to one bit per spike."""
-    plan = graph.plan
-    by_kind, f32_kind = Counter(), Counter()
-    for buffer in plan.buffers:
+MEMORY = ("f32", "u8", "bit")  # the plans part 3 compares (see activation_bytes)
+
+
+def plan_bytes(graph) -> dict:
+    """A plan's arena, lower bound, sum of activation buffers and peak of live activations, and its buffers' bytes
+    by kind."""
+    by_kind = Counter()
+    for buffer in graph.plan.buffers:
         by_kind[buffer.kind] += buffer.size
-    for buffer in f32_graph.plan.buffers:
-        f32_kind[buffer.kind] += buffer.size
-    holders: dict[str, list[str]] = {}
-    for value, buffer in plan.values:
-        holders.setdefault(buffer, []).append(value)
-    nodes = {node.name: node for node in graph.nodes}
-    bit = 0
-    for buffer in (b for b in plan.buffers if b.kind == "activation"):
-        values = [nodes[v.split("@")[0]] for v in holders.get(buffer.name, []) if v.split("@")[0] in nodes]
-        if values and all(n.type.dtype == "spike" for n in values):
-            bit += math.ceil(max(n.type.numel for n in values) / 8)
-        else:
-            bit += buffer.size
-    owned = [n for n in graph.nodes if n.type.dtype == "spike" and n.op not in VIEWS]
-
-    def as_bits(node) -> int:
-        return math.ceil(node.type.numel / 8) if node.type.dtype == "spike" else node.type.nbytes
-
     return {
-        "arena_f32": f32_graph.plan.arena_bytes,
-        "arena": plan.arena_bytes,
-        "lower_bound_f32": f32_graph.plan.lower_bound,
-        "lower_bound": plan.lower_bound,
-        "by_kind": dict(by_kind),
-        "activation_f32": f32_kind["activation"],
+        "arena": graph.plan.arena_bytes,
+        "lower_bound": graph.plan.lower_bound,
         "activation": by_kind["activation"],
-        "activation_bit_projected": bit,
-        "spike_tensors": len(owned),
-        "spike_f32": sum(4 * n.type.numel for n in owned),
-        "spike_u8": sum(n.type.nbytes for n in owned),
-        "spike_bit_projected": sum(as_bits(n) for n in owned),
-        "peak_live_f32": peak_live(f32_graph, lambda n: n.type.nbytes, in_place=True),
         "peak_live": peak_live(graph, lambda n: n.type.nbytes, in_place=True),
-        "peak_live_bit_projected": peak_live(graph, as_bits, in_place=True),
+        "by_kind": dict(by_kind),
     }
 
 
-def spike_report(graph, x: np.ndarray, f32_graph) -> dict:
+def activation_bytes(graph, u8_graph, f32_graph) -> dict:
+    """The plan's bytes by plan ("bit": the plan `masic compile` makes, spikes bit-packed where the layout pass
+    packs them and one byte each elsewhere; "u8": the same graph with every spike one byte, `plan_graph(...,
+    spikes="bytes")`; "f32": the model planned with every value float32), and the bytes of the spike tensors with
+    storage of their own (views share it) in each."""
+    owned = [n for n in graph.nodes if n.type.dtype in ("spike", "bits") and n.op not in VIEWS]
+    memory = {"f32": plan_bytes(f32_graph), "u8": plan_bytes(u8_graph), "bit": plan_bytes(graph)}
+    memory["f32"]["spikes"] = sum(4 * n.type.numel for n in owned)
+    memory["u8"]["spikes"] = sum(n.type.numel for n in owned)
+    memory["bit"]["spikes"] = sum(n.type.nbytes for n in owned)
+    return memory | {"spike_tensors": len(owned), "bit_packed": sum(n.type.dtype == "bits" for n in owned)}
+
+
+def spike_report(graph, x: np.ndarray, u8_graph, f32_graph) -> dict:
     """Spike rates of the spiking layers and of the inputs of convs and dense layers, and the activation bytes
-    (`f32_graph`: the same model planned without the spike dtype)."""
+    (`u8_graph`: the same graph with every spike one byte, `f32_graph`: the model planned without the spike
+    dtype)."""
     from masic.ir.ops import neuron_op
 
     values = record_values(graph, x)
@@ -1310,7 +1316,7 @@ def spike_report(graph, x: np.ndarray, f32_graph) -> dict:
                     "rate": float((v != 0).mean()),
                 }
             )
-    return {"layers": layers, "consumers": consumers, "memory": activation_bytes(graph, f32_graph)}
+    return {"layers": layers, "consumers": consumers, "memory": activation_bytes(graph, u8_graph, f32_graph)}
 
 
 def separate_twins(kernel) -> tuple[object, object]:
@@ -1357,7 +1363,8 @@ def print_fusion(rows: list[dict], threads: int) -> None:
 
 
 def multiply_twin(kernel):
-    """masic's multiply-accumulate dense kernel with the shape of an accumulate-only one, reading the same spikes."""
+    """masic's multiply-accumulate dense kernel with the shape of an accumulate-only one, reading the same spikes
+    as bytes."""
     from masic.codegen.kernels import DenseKernel
 
     symbol = f"{kernel.symbol}_multiply"
@@ -1365,6 +1372,27 @@ def multiply_twin(kernel):
     return DenseKernel(
         symbol, kernel.in_features, kernel.out_features, kernel.bias, kernel.steps, spikes, kernel.neuron
     )
+
+
+def storage_twins(kernel) -> list:
+    """For a dense layer of spikes (accumulating, or multiplying in blocks of steps), masic's accumulate-only kernel
+    of its shape for one step, reading the spikes as bytes and as bits."""
+    from masic.codegen.kernels import AccumulateDenseKernel
+
+    dense = type(kernel).__name__ in ("DenseKernel", "AccumulateDenseKernel")
+    if not dense or kernel.arg_dtype(kernel.step_names("x")[0]) == "float32":  # not a dense layer of spikes
+        return []
+    shape = (kernel.in_features, kernel.out_features, kernel.bias)
+    return [AccumulateDenseKernel(f"{kernel.symbol}_{kind}", *shape, packed=kind == "bits") for kind in ("u8", "bits")]
+
+
+def twins(kernel) -> list:
+    """The kernels parts 1b and 3 time next to a model's kernel: for dense layers of spikes, the multiplying twin of
+    an accumulating one and the accumulating kernels over bytes and bits; for a fused kernel, its separate layer
+    and neuron kernels."""
+    multiply = [multiply_twin(kernel)] if type(kernel).__name__ == "AccumulateDenseKernel" else []
+    separate = list(separate_twins(kernel)) if getattr(kernel, "neuron", None) else []
+    return multiply + storage_twins(kernel) + separate
 
 
 def accumulate_bench(lib: Library, entry: KernelEntry, rate: float, seconds: float) -> dict | None:
@@ -1376,7 +1404,7 @@ def accumulate_bench(lib: Library, entry: KernelEntry, rate: float, seconds: flo
         return None
     rng = np.random.default_rng(1)
     shapes = k.arg_shapes()
-    x = (rng.random(shapes["x"]) < rate).astype(np.float32)
+    x = (rng.random(k.in_shape if name == "Conv2dKernel" else k.in_features) < rate).astype(np.float32)
     arrays = kernel_arrays(k, rng, x)
     args = dict(zip(shapes, arrays, strict=True))
     bias = args.get("b", np.zeros(1, dtype=np.float32))
@@ -1409,8 +1437,30 @@ def accumulate_bench(lib: Library, entry: KernelEntry, rate: float, seconds: flo
         "max_rel_error": error,
     }
     if name == "AccumulateDenseKernel":
-        twin = [arrays[0], np.ascontiguousarray(args["w"].T), *([bias] if k.bias else []), np.zeros_like(y)]
+        twin = [x.astype(np.uint8), np.ascontiguousarray(args["w"].T), *([bias] if k.bias else []), np.zeros_like(y)]
         timings["multiply"] = measure(lib.runner(multiply_twin(k).symbol, twin), seconds)
+    return timings
+
+
+def storage_bench(lib: Library, entry: KernelEntry, rate: float, seconds: float) -> dict | None:
+    """For a dense layer of spikes, the accumulate-only kernel of one step reading random spikes at `rate` as bytes
+    and as bits (`storage_twins`), checked to give the same floats."""
+    from masic.ir.graph import pack_bits
+
+    pair = storage_twins(entry.kernel)
+    if not pair:
+        return None
+    rng = np.random.default_rng(2)
+    spikes = (rng.random(entry.kernel.in_features) < rate).astype(np.uint8)
+    outputs, timings = [], {}
+    for kernel, x in zip(pair, (spikes, pack_bits(spikes)), strict=True):
+        arrays = kernel_arrays(kernel, np.random.default_rng(3))  # the same weights and bias for both
+        arrays[0] = x
+        lib.call(kernel.symbol, arrays)
+        outputs.append(arrays[-1].copy())
+        timings["bits" if kernel.packed else "bytes"] = measure(lib.runner(kernel.symbol, arrays), seconds)
+    if not np.array_equal(*outputs):
+        raise AssertionError(f"the accumulate-only kernel {entry.shape} gives other sums over bits than over bytes")
     return timings
 
 
@@ -1430,21 +1480,18 @@ def print_spikes(reports: dict[str, dict]) -> None:
                 f"{name:<10}{c['node'][:27]:<28}{c['op']:<8}{c['input'][:27]:<28}"
                 f"{'yes' if c['spikes'] else 'no':>7}{c['rate']:>8.3f}"
             )
-    print("\nbytes, KiB: f32 = planned with every value float32, u8 = planned now (spikes one byte each),")
-    print("bit = PROJECTED with bit-packed spikes (no such dtype exists)")
-    print(
-        f"{'model':<10}{'arena f32':>10}{'u8':>10}{'bound f32':>10}{'u8':>10}{'activ. f32':>11}{'u8':>8}{'bit':>8}"
-        f"{'spikes f32':>11}{'u8':>8}{'bit':>8}{'peak f32':>9}{'u8':>8}{'bit':>8}"
-    )
-    keys = ("arena_f32", "arena", "lower_bound_f32", "lower_bound", "activation_f32", "activation")
-    keys += ("activation_bit_projected", "spike_f32", "spike_u8", "spike_bit_projected")
-    keys += ("peak_live_f32", "peak_live", "peak_live_bit_projected")
-    widths = (10, 10, 10, 10, 11, 8, 8, 11, 8, 8, 9, 8, 8)
+    print("\nbytes: f32 = planned with every value float32, u8 = every spike one byte, bit = planned now (spikes")
+    print("bit-packed where only accumulating dense layers read them, else one byte each)")
+    columns = (("arena", "arena"), ("bound", "lower_bound"), ("activ.", "activation"), ("spikes", "spikes"))
+    columns += (("peak", "peak_live"),)
+    print(f"{'model':<10}" + "".join(f"{f'{label} f32':>11}{'u8':>11}{'bit':>11}" for label, _ in columns) + "  packed")
     for name, report in reports.items():
         m = report["memory"]
-        print(f"{name:<10}" + "".join(f"{m[key] / 1024:>{w}.1f}" for key, w in zip(keys, widths, strict=True)))
+        cells = "".join(f"{m[plan][key]:>11}" for _, key in columns for plan in MEMORY)
+        print(f"{name:<10}{cells}  {m['bit_packed']}/{m['spike_tensors']}")
     print("(bound: the plan's lower bound; activ.: sum of the plan's activation buffers; spikes: spike tensors with")
-    print(" storage of their own; peak: largest sum of activations live at one position)")
+    print(" storage of their own; peak: largest sum of activations live at one position; packed: spike tensors")
+    print(" bit-packed of all)")
 
 
 def project(
@@ -1481,7 +1528,7 @@ def accumulate_line(r: dict, calls: str, first: str, second: str, faster: str = 
     return line
 
 
-def print_accumulate(rows: list[dict], projections: dict[str, dict], threads: int) -> None:
+def print_accumulate(rows: list[dict], packed_rows: list[dict], projections: dict[str, dict], threads: int) -> None:
     print("\naccumulate-only prototype (C, same thread pool) vs masic's kernel on random spikes at the measured rate,")
     print("us per call:")
     print(
@@ -1496,6 +1543,12 @@ def print_accumulate(rows: list[dict], projections: dict[str, dict], threads: in
         print("\ndense layers of spikes, us per call: masic's accumulate-only kernel vs its multiplying twin:")
         for r in dense:
             print(accumulate_line(r, "", "masic_ms", "multiply_ms", faster="first"))
+    if packed_rows:
+        print("\ndense layers of spikes, us per call: the accumulate-only kernel of one step reading the spikes as")
+        print("bytes vs as bits (the same sums; shape ending in bits: the model's kernel reads bits; in x steps: the")
+        print("model multiplies, in blocks of steps):")
+        for r in packed_rows:
+            print(accumulate_line(r, "", "bytes_ms", "bits_ms"))
     print("\nprojected per inference (per-kernel best time x calls), ms:")
     print(
         f"{'model':<10}{'threads':>8}{'kernels':>9}{'spike-fed':>11}{'-> accum.':>11}{'projected':>11}"
@@ -1645,9 +1698,8 @@ def main() -> int:
     libs: dict[int, Library] = {}
     thread_counts = {args.threads: ""} | ({1: "1"} if args.one_thread and args.threads != 1 else {})
     if not {"kernels", "spikes"} <= skip:
-        twins = [multiply_twin(e.kernel) for e in entries if type(e.kernel).__name__ == "AccumulateDenseKernel"]
-        twins += [k for e in entries if getattr(e.kernel, "neuron", None) for k in separate_twins(e.kernel)]
-        path = build_library([e.kernel for e in entries] + twins, work / "lib")
+        extra = [twin for e in entries for twin in twins(e.kernel)]
+        path = build_library([e.kernel for e in entries] + extra, work / "lib")
         libs = {count: Library(path, count) for count in thread_counts}
     if "kernels" not in skip:
         for count, suffix in thread_counts.items():
@@ -1695,12 +1747,14 @@ def main() -> int:
     if "spikes" not in skip:
         reports = {
             spec.name: spike_report(
-                graphs[spec.name], inputs[spec.name], plan_graph(paths[spec.name], spec, None, spikes=False)
+                graphs[spec.name],
+                inputs[spec.name],
+                *(plan_graph(paths[spec.name], spec, None, spikes) for spikes in ("bytes", "f32")),
             )
             for spec in whole
         }
         print_spikes(reports)
-        rows, projections = [], {}
+        rows, packed_rows, projections = [], [], {}
         for spec in whole:
             name, fed_rows = spec.name, []
             for consumer in (c for c in reports[name]["consumers"] if c["spikes"]):
@@ -1708,9 +1762,11 @@ def main() -> int:
                 calls = node_calls[name][consumer["node"]]
                 row = consumer | {"model": name, "shape": entry.shape, "calls": calls}
                 for count, suffix in thread_counts.items():
+                    storage = storage_bench(libs[count], entry, consumer["rate"], args.kernel_seconds) or {}
+                    row |= {f"{kind}_ms{suffix}": timing["best_ms"] for kind, timing in storage.items()}
                     timing = accumulate_bench(libs[count], entry, consumer["rate"], args.kernel_seconds)
                     if timing is None:
-                        break
+                        continue
                     row[f"masic_ms{suffix}"] = timing["masic"]["best_ms"]
                     row[f"accumulate_ms{suffix}"] = timing["accumulate"]["best_ms"]
                     if "multiply" in timing:
@@ -1719,15 +1775,17 @@ def main() -> int:
                 if "masic_ms" in row:
                     rows.append(row)
                     fed_rows.append((entry, row))
+                if "bits_ms" in row:
+                    packed_rows.append(row)
             if "kernels" not in skip:
                 projections[name] = {
                     label: project(name, suffix, entries, fed_rows, models.get(name, {}))
                     for label, suffix in (("threads", ""), ("one_thread", "1"))
                     if suffix in thread_counts.values()
                 }
-        print_accumulate(rows, projections, args.threads)
+        print_accumulate(rows, packed_rows, projections, args.threads)
         results["spikes"] = reports
-        results["accumulate"] = {"kernels": rows, "projections": projections}
+        results["accumulate"] = {"kernels": rows, "bits_vs_bytes": packed_rows, "projections": projections}
 
     if "kernels" not in skip:
         print("\n== where masic's time goes (per-kernel best x calls per inference) ==")

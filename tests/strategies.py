@@ -214,3 +214,38 @@ def conv_stages(draw: st.DrawFn, max_layers: int = 6) -> Graph:
         weight = chain.param(f"n{len(chain.nodes)}.w", rng.normal(0, 1, (3, features)))
         chain.push("dense", {"weight": weight, "in_features": features, "out_features": 3})
     return chain.graph(draw(st.integers(1, 4)))
+
+
+@st.composite
+def spiking_dense_graphs(draw: st.DrawFn, max_layers: int = 4) -> Graph:
+    """A random graph (`graphs`) continued by a spiking neuron whose spikes a dense layer reads, directly or
+    through views (reshape, flatten), and perhaps another node too: a second dense layer, an element-wise op or a
+    concat of the spikes (whose output, the graph's, must then be float32, and so must the spikes)."""
+    base = draw(graphs(max_layers))
+    chain = _Chain(draw, np.random.default_rng(draw(st.integers(0, 2**32 - 1))), (1,))
+    chain.nodes, chain.weights = list(base.nodes), dict(base.weights)
+    if len(chain.nodes[-1].type.shape) > 1:
+        chain.push("flatten", {})
+    n = chain.nodes[-1].type.shape[0]
+    op = draw(st.sampled_from(("lif", "lif_box", "iaf")))
+    chain.push(op, {k: v for k, v in _neuron_attrs(draw, op).items() if k != "probe"})
+    spikes = read = chain.nodes[-1].name
+    if draw(st.booleans()):
+        chain.push("reshape", {"shape": (1, 1, n)})
+        chain.push("flatten", {})
+        read = chain.nodes[-1].name
+
+    def dense(operand: str) -> None:
+        out = draw(st.integers(1, 40))
+        weight = chain.param(f"n{len(chain.nodes)}.w", chain.rng.normal(0, 1, (out, n)))
+        chain.push("dense", {"weight": weight, "in_features": n, "out_features": out}, (operand,))
+
+    dense(read)
+    other = draw(st.sampled_from(["none", "dense", "scale", "concat"]))
+    if other == "dense":
+        dense(spikes)
+    elif other == "scale":
+        chain.push("scale", {"factor": 0.5}, (spikes,))
+    elif other == "concat":
+        chain.push("concat", {"axis": 0}, (chain.nodes[-1].name, spikes))
+    return chain.graph(base.timesteps)

@@ -25,7 +25,8 @@ Three kinds of values own no buffer of their own:
 - neuron updates run in place: a neuron whose operand dies at it (no later reader, not a view of a value that is
   read later) and has the output's size in bytes writes its output over that operand. Neuron kernels read x[j]
   before writing out[j] and are compiled without `noalias`, so this is safe; it would not be for a one-byte
-  spike output over a float32 operand: a parallel task's output bytes would overwrite another task's inputs.
+  spike output over a float32 operand: a parallel task's output bytes would overwrite another task's inputs
+  (nor for bits: a word holds 32 neurons' spikes), so operand and output must also be of one type.
 
 `lower_bound` is the peak over positions of the bytes live at once, each buffer rounded up to the alignment:
 no placement can use a smaller arena.
@@ -145,8 +146,11 @@ def _in_place(graph: Graph, node: Node, end: dict[str, int], root: dict[str, str
     """Whether a neuron at position p may write its output over its operand (see the module's docstring)."""
     if graph.elided(node.inputs[0]):  # its operand is never stored
         return False
-    same_size = graph.node(node.inputs[0]).type.nbytes == node.type.nbytes
-    return same_size and end[root[operand]] <= p + 1
+    operand_type = graph.node(node.inputs[0]).type
+    # of one type: a word of bits packs 32 neurons, whose operands lie beyond the word (a float32 operand of 1
+    # neuron is as large as its bits, but sizes alone would not say so for more)
+    same = operand_type.nbytes == node.type.nbytes and operand_type.dtype == node.type.dtype
+    return same and end[root[operand]] <= p + 1
 
 
 def peak_live_bytes(buffers: list[Buffer] | tuple[Buffer, ...], alignment: int) -> int:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from masic.codegen.kernels import (
+    BITS,
     ELEMENTWISE_FNS,
+    FLOAT,
     SPIKE,
     AccumulateDenseKernel,
     AdaptiveAvgPool2dKernel,
@@ -28,7 +30,7 @@ from masic.codegen.kernels import (
 )
 from masic.codegen.weights import Segment, WeightsFile
 from masic.early_exit import ExitRule
-from masic.ir.graph import Graph, Node, ParamRef
+from masic.ir.graph import SPIKE_DTYPES, Graph, Node, ParamRef
 from masic.ir.ops import CONV_LAYOUT, OPS, matrix_vector, neuron_op, row_padding, state_names, state_type
 from masic.ir.text import format_node
 
@@ -99,7 +101,8 @@ def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
         )
     elif node.op == "dense" and node.attr("weight_layout") == "IO":  # of spikes, unbatched (the layout pass)
         has_bias = node.attr("bias") is not None
-        kernel = AccumulateDenseKernel("", node.attr("in_features"), node.attr("out_features"), has_bias)
+        packed = operand.type.dtype == "bits"
+        kernel = AccumulateDenseKernel("", node.attr("in_features"), node.attr("out_features"), has_bias, packed=packed)
     elif node.op == "dense":
         kernel = DenseKernel("", node.attr("in_features"), node.attr("out_features"), node.attr("bias") is not None)
     elif node.op in ("maxpool2d", "avgpool2d", "sumpool2d"):
@@ -154,7 +157,8 @@ def _neuron_kernel_for(node: Node) -> tuple[NeuronKernel, dict[str, str]]:
         if k != "reset"
     )
     kind = "lif_box_subtract" if node.attr("reset") == "subtract" else node.op
-    kernel = NeuronKernel("", kind, node.type.numel, params, node.attr("probe", ""))
+    packed = node.type.dtype == "bits"  # the layout pass's choice
+    kernel = NeuronKernel("", kind, node.type.numel, params, node.attr("probe", ""), packed=packed)
     binding = {state: f"{node.name}.{state}" for state, _ in definition.states}
     binding |= {"z": node.name, "out": node.name}
     binding |= {k: f"@{v.name}" for k, v in node.attrs if isinstance(v, ParamRef)}
@@ -181,7 +185,7 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
     calls = []
 
     values = {node.name for node in graph.nodes}
-    spikes = {n.name for n in graph.nodes if n.type.dtype == "spike"}
+    spikes = {n.name for n in graph.nodes if n.type.dtype in SPIKE_DTYPES}
     spikes |= {s for n in graph.nodes if state_type(n).dtype == "spike" for s in state_names(n)}
 
     def call(
@@ -259,9 +263,12 @@ def _load_kind(segment: Segment, state: int) -> tuple[int, int]:
     return 2, int(np.float32(segment.fill).view(np.uint32))
 
 
+C_TYPES = {FLOAT: "float", SPIKE: "uint8_t", BITS: "uint32_t"}
+
+
 def _c_type(kernel: Kernel, arg: str) -> str:
-    """The C element type of a kernel argument: spikes are bytes."""
-    return "uint8_t" if kernel.arg_dtype(arg) == SPIKE else "float"
+    """The C element type of a kernel argument: spikes are bytes, or words of 32 when bit-packed."""
+    return C_TYPES[kernel.arg_dtype(arg)]
 
 
 def _c_shape(shape: tuple[int, ...]) -> str:

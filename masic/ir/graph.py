@@ -20,8 +20,34 @@ from types import MappingProxyType
 import numpy as np
 
 # Element types: "spike" holds 0 or 1, one byte each (what spiking neurons output and max pools, views, crops,
-# concats and delays of spikes pass on); everything else is float32.
-DTYPES: Mapping[str, np.dtype] = MappingProxyType({"f32": np.dtype(np.float32), "spike": np.dtype(np.uint8)})
+# concats and delays of spikes pass on); "bits" holds 0 or 1 too, bit-packed (the layout pass's choice for spikes
+# that only accumulating dense layers read): element k is bit k % 32 of the little-endian 32-bit word k // 32,
+# the last word's unused bits zero. Everything else is float32. The numpy type is an element's as the interpreter
+# holds it (bits unpacked, one uint8 0/1 each); `TensorType.nbytes` is what the arena stores.
+DTYPES: Mapping[str, np.dtype] = MappingProxyType(
+    {"f32": np.dtype(np.float32), "spike": np.dtype(np.uint8), "bits": np.dtype(np.uint8)}
+)
+SPIKE_DTYPES = ("spike", "bits")  # the element types holding spikes
+WORD_BITS = 32  # elements per word of a "bits" value
+
+
+def words(numel: int) -> int:
+    """32-bit words holding `numel` bit-packed elements."""
+    return -(-numel // WORD_BITS)
+
+
+def pack_bits(values: np.ndarray) -> np.ndarray:
+    """The "bits" storage of 0/1 values (any shape, flattened): little-endian uint32 words, unused bits zero."""
+    flat = np.asarray(values).reshape(-1).astype(bool)
+    padded = np.zeros(words(flat.size) * WORD_BITS, dtype=bool)
+    padded[: flat.size] = flat
+    return np.packbits(padded, bitorder="little").view("<u4")
+
+
+def unpack_bits(stored: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The 0/1 values (uint8, `shape`) of "bits" storage (uint32 words, or their bytes)."""
+    as_bytes = np.ascontiguousarray(stored).view(np.uint8)
+    return np.unpackbits(as_bytes, bitorder="little")[: prod(shape)].reshape(shape)
 
 
 @dataclass(frozen=True)
@@ -37,6 +63,8 @@ class TensorType:
 
     @property
     def nbytes(self) -> int:
+        if self.dtype == "bits":
+            return 4 * words(self.numel)
         return self.numel * DTYPES[self.dtype].itemsize
 
     @property

@@ -6,12 +6,14 @@ synaptic input they reproduce Norse bit-for-bit; so do the element-wise ops (sca
 PyTorch's float32 arithmetic. Convolutions, dense layers and pooling sums accumulate in float64 and round once, so
 they are at least as accurate as any float32 kernel they are compared with. A `delay` outputs its state, and its
 state takes its source's value right after the source is computed. Values of type `spike` are uint8 arrays of 0/1,
-as the compiled kernels store them; ops with a float32 output read them as 0.0 / 1.0.
+as the compiled kernels store them; ops with a float32 output read them as 0.0 / 1.0. Values of type `bits` are
+held the same way (one 0/1 byte each): the interpreter computes logical values, and only the plan simulator
+stores them packed in its arena.
 
 With `simulate_plan=True` every value, state and weight lives inside one byte array at the offset the plan gives
 it, and each buffer is filled with NaN when its lifetime starts: a plan that lets two live buffers overlap, or
 that ends a lifetime too early, corrupts the result instead of passing silently (a poisoned spike byte reads as
-255, not 0 or 1). Streamed weights and transient
+255, not 0 or 1; a poisoned word of bits as 32 spikes). Streamed weights and transient
 states (`masic.analysis.liveness.transient_states`) are then filled in, as the loading thread would: a plan that
 starts their lifetimes too late corrupts the result too.
 """
@@ -25,7 +27,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from masic.analysis.liveness import transient_states
-from masic.ir.graph import Buffer, Graph, Node, ParamRef
+from masic.ir.graph import Buffer, Graph, Node, ParamRef, pack_bits, unpack_bits
 from masic.ir.ops import adaptive_bins, neuron_op, row_padding, state_names, state_type
 
 F32 = np.float32
@@ -159,6 +161,7 @@ class _Values:
         self.graph = graph
         self.arena: np.ndarray | None = None
         self.arrays: dict[str, np.ndarray] = dict(graph.weights)
+        self.packed: dict[str, tuple[np.ndarray, tuple[int, ...]]] = {}  # "bits" value -> (arena bytes, shape)
         # position -> buffers poisoned as their lifetime starts, then the streamed weights and transient states
         # filled into them (array name, value)
         self.poisoned: dict[int, list[Buffer]] = {}
@@ -175,9 +178,11 @@ class _Values:
             for value, buffer in plan.values:
                 base = value if value.startswith("@") else value.split("@")[0]  # a block's copy x@t is an x
                 offset, vtype = plan.buffer(buffer).offset, types[base]
-                self.arrays[value] = (
-                    self.arena[offset : offset + vtype.nbytes].view(vtype.np_dtype).reshape(vtype.shape)
-                )
+                stored = self.arena[offset : offset + vtype.nbytes]
+                if vtype.dtype == "bits":  # words in the arena; `load` and `store` unpack and pack them
+                    self.packed[value] = (stored, vtype.shape)
+                else:
+                    self.arrays[value] = stored.view(vtype.np_dtype).reshape(vtype.shape)
             for node in (n for n in graph.nodes if graph.elided(n.name)):  # kept in a fused kernel's registers
                 for t in range(graph.schedule.block):
                     self.arrays[graph.copy_name(node.name, t)] = np.empty(node.type.shape, node.type.np_dtype)
@@ -207,10 +212,18 @@ class _Values:
             self.arrays[name][...] = value
 
     def store(self, name: str, value: np.ndarray) -> None:
-        if self.arena is None:
+        if name in self.packed:
+            self.packed[name][0][...] = pack_bits(value).view(np.uint8)
+        elif self.arena is None:
             self.arrays[name] = value
         else:
             self.arrays[name][...] = value
+
+    def load(self, name: str) -> np.ndarray:
+        """A value's elements: bits unpacked to one 0/1 byte each, as the plain interpreter holds them."""
+        if name in self.packed:
+            return unpack_bits(*self.packed[name])
+        return self.arrays[name]
 
 
 def run(graph: Graph, x: np.ndarray, timesteps: int | None = None, simulate_plan: bool = False) -> np.ndarray:
@@ -272,7 +285,7 @@ def _execute(node: Node, values: _Values, sample: np.ndarray, copy: Callable[[st
             return None
         return values.arrays[value.name] if isinstance(value, ParamRef) else F32(value)
 
-    operands = [values.arrays[copy(v)] for v in node.inputs]
+    operands = [values.load(copy(v)) for v in node.inputs]
     if node.type.dtype == "f32":  # spikes read as 0.0 / 1.0
         operands = [operand.astype(F32, copy=False) for operand in operands]
     if node.op == "input":

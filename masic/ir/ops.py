@@ -7,10 +7,11 @@ reproduces Norse bit-for-bit. Coefficients are folded at import time in float32,
 attribute or a `ParamRef` to a per-neuron array of the neuron's shape; so are the parameters of the element-wise ops
 listed in their `element_params` (scale, offset, threshold, constant).
 
-Element types (`masic.ir.graph.DTYPES`): a spiking neuron's output is "f32" or "spike" (0/1 in one byte; the
-spike-dtype pass chooses, the declared type records the choice and the shape rule keeps it); max pooling, views
-(flatten, reshape), crop_rows, concat and delay pass their operand's type on; every other op outputs "f32" and
-reads either type (a spike operand counts as 0.0 or 1.0).
+Element types (`masic.ir.graph.DTYPES`): a spiking neuron's output is "f32", "spike" (0/1 in one byte; the
+spike-dtype pass chooses) or "bits" (0/1 bit-packed; the layout pass chooses); the declared type records the
+choice and the shape rule keeps it; max pooling, views (flatten, reshape), crop_rows, concat and delay pass their
+operand's type on; every other op outputs "f32" and reads any type (a spike counts as 0.0 or 1.0), though only
+views and accumulating dense layers read bits (`masic.ir.verify`).
 
 Cycles: the graph is a DAG within a step. `delay` carries a value across steps: its output at step t is the value of
 its `source` (a node later in the order) at step t-1, zeros at t=0. The source's value is copied into the delay's
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from math import prod
 from types import MappingProxyType
 
-from masic.ir.graph import Node, TensorType
+from masic.ir.graph import SPIKE_DTYPES, Node, TensorType
 
 
 class ShapeError(ValueError):
@@ -115,9 +116,10 @@ def _infer_identity(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
 
 
 def _infer_spiking(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
-    """A spiking neuron: the operand's shape; spikes when declared so (not when probing a state, a float)."""
-    spikes = node.type is not None and node.type.dtype == "spike" and node.attr("probe") is None
-    return TensorType(ins[0].shape, "spike" if spikes else "f32")
+    """A spiking neuron: the operand's shape; spikes (bytes or bits) when declared so (not when probing a state, a
+    float)."""
+    spikes = node.type is not None and node.type.dtype in SPIKE_DTYPES and node.attr("probe") is None
+    return TensorType(ins[0].shape, node.type.dtype if spikes else "f32")
 
 
 def state_type(node: Node) -> TensorType:

@@ -11,7 +11,8 @@
       value %fc1 -> fc1
     }
 
-Types are an element type and a shape: `f32[128]`, or `spike[64,8,8]` for spikes stored one byte each.
+Types are an element type and a shape: `f32[128]`, `spike[64,8,8]` for spikes stored one byte each, or
+`bits[1024]` for spikes bit-packed 32 to a 32-bit word (`masic.ir.graph.DTYPES`).
 Floats are printed with Python's shortest repr, which parses back to the same value exactly. Weights are not
 part of the text; the parser takes them as an argument.
 """

@@ -8,9 +8,9 @@ value placed in a buffer large enough).
 
 from __future__ import annotations
 
-from masic.analysis.liveness import transient_states
+from masic.analysis.liveness import VIEW_OPS, transient_states
 from masic.errors import MasicError
-from masic.ir.graph import BUFFER_KINDS, DTYPES, Buffer, Graph, Node, ParamRef
+from masic.ir.graph import BUFFER_KINDS, DTYPES, SPIKE_DTYPES, Buffer, Graph, Node, ParamRef, TensorType
 from masic.ir.ops import CONV_LAYOUT, OPS, VARIADIC, ShapeError, neuron_op, state_names, state_type
 from masic.ir.text import format_node
 
@@ -117,8 +117,22 @@ def _verify_node(node: Node, defined: dict[str, Node], params: dict, graph: Grap
             raise VerifyError(str(err), node) from None
         if inferred != node.type:
             raise VerifyError(f"declared type {node.type} but operands give {inferred}", node)
-        if node.attr("weight_layout") == "IO" and operand_types[0].dtype != "spike":
+        if node.attr("weight_layout") == "IO" and operand_types[0].dtype not in SPIKE_DTYPES:
             raise VerifyError('weight_layout "IO" is for the accumulate-only kernel of a spike operand', node)
+    _verify_bits(node, operand_types, graph)
+
+
+def _verify_bits(node: Node, operand_types: tuple[TensorType | None, ...], graph: Graph) -> None:
+    """Bit-packed spikes are written only by spiking neurons (views share their buffer) and read only by views and
+    the accumulate-only dense kernel of one step per call: no other kernel reads or writes words of bits."""
+    view = node.op in VIEW_OPS
+    spiking = (definition := neuron_op(node.op)) is not None and definition.spiking
+    if node.type is not None and node.type.dtype == "bits" and not (view or spiking):
+        raise VerifyError(f"{node.op} cannot output bits: only spiking neurons (and views of them) do", node)
+    if any(t is not None and t.dtype == "bits" for t in operand_types) and not view:
+        accumulates = node.attr("weight_layout") == "IO" and not graph.batched(node)
+        if not accumulates:
+            raise VerifyError(f"{node.op} cannot read bits: only the accumulating dense layer of one step does", node)
 
 
 FUSING_OPS = ("conv2d", "dense")  # the kernels that can run a neuron update as their epilogue
@@ -128,7 +142,7 @@ def fusion_problem(graph: Graph, neuron: Node) -> str | None:
     """Why `neuron` cannot run as the epilogue of its operand's kernel (`Graph.epilogue`), or None if it can: the
     operand must be a conv2d or a dense layer running one step per call, whose value nothing else needs stored
     (no other reader, not the graph output, not a delay's source), and the neuron no delay's source (a delay copies
-    its source at the source's own position)."""
+    its source at the source's own position) and its spikes not bit-packed (the layout pass's choice)."""
     if not neuron_op(neuron.op) or neuron.op == "delay":
         return f"{neuron.op} is not a neuron"
     producer = graph.node(neuron.inputs[0])
@@ -143,6 +157,8 @@ def fusion_problem(graph: Graph, neuron: Node) -> str | None:
         return f"its operand %{producer.name} is the graph output or a delay source"
     if neuron.name in sources:
         return "it is a delay source"
+    if neuron.type is not None and neuron.type.dtype == "bits":  # packing spans 32 outputs; epilogues write one
+        return "its spikes are bit-packed"
     return None
 
 

@@ -20,24 +20,39 @@ than multiplying on ConvNet4's 1024->1024 at its 0.4 spike rate). A batched dens
 blocks of several steps) keeps (out, in) and multiplies: its kernel reads each weight once for all the block's
 steps, and a row of W^T is needed whenever any step's input is active, so accumulating was 2-4x slower there.
 
+Spikes are bit-packed (type "bits", 32 to a word) where every consumer reads words: a spiking neuron's output
+(with the views, flatten and reshape, that share its buffer) becomes bits exactly when it has readers and every
+reader, through the views, is a dense layer that accumulates ("IO" above), and it is neither the graph's output
+nor a delay's source. Its neuron kernel packs the spikes and the accumulating kernel skips a zero word, 32
+inactive inputs, at once. Everything else that holds spikes keeps one byte each: max pools, convs, concats, crops
+and batched dense layers read bytes, and a delay's state and the loader's output are written by byte-wise copies.
+This is a layout rather than the spike-dtype pass's choice because only after the schedule is it known which
+dense layers are batched; planners that run earlier (slice-layers, patch-rows) measure spikes as bytes, an upper
+bound.
+
 Activations stay NCHW: every kernel reads and writes NCHW, so no layout change (transpose) runs between layers.
 
 Requires: typed graph with its schedule (after the schedule pass: whether a dense layer is batched), after
 slice-layers and patch-rows (their pieces are the layers that run; row patches of one conv share its weight and
-its output width, so they get the same layout). Layouts change no buffer's size.
+its output width, so they get the same layout), before assign-offsets (bits shrink buffers: 4 bytes per 32
+spikes).
 Ensures: a conv2d has `weight_layout` "OIHW{ob}o" exactly when the rule above picks it for every conv sharing its
 weight (one weight, one stored layout), never for a 1x1 conv of a 1x1 map (a matrix-vector product on the OIHW
-weight); a dense layer has "IO" exactly when its operand is spikes and it is not batched; values, shapes and every
-other attribute are unchanged.
+weight); a dense layer has "IO" exactly when its operand holds spikes (bytes or bits) and it is not batched; a
+spike value is "bits" exactly when the rule above picks it, else "spike"; values, shapes and every other
+attribute are unchanged. Running the pass again changes nothing.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
-from masic.ir.graph import Graph, Node
+from masic.analysis.liveness import VIEW_OPS
+from masic.ir.graph import SPIKE_DTYPES, Graph, Node, TensorType
 from masic.ir.ops import CONV_LAYOUT, matrix_vector
 from masic.passes.base import PassOptions
+from masic.passes.spike_dtype import spiking
 
 NAME = "layout"
 WIDE_COLUMNS = 16  # float32 lanes of the widest vectors (AVX-512); a multiple of NEON's 4 and AVX2's 8
@@ -57,11 +72,45 @@ def weight_layout(conv: Node, in_shape: tuple[int, ...], in_dtype: str = "f32") 
     return f"OIHW{block}o"
 
 
+def accumulates(graph: Graph, node: Node) -> bool:
+    """Whether a dense layer gets the accumulate-only kernel ("IO"): its operand holds spikes, one step per call."""
+    return node.op == "dense" and graph.node(node.inputs[0]).type.dtype in SPIKE_DTYPES and not graph.batched(node)
+
+
+def bit_packed(graph: Graph) -> set[str]:
+    """The values the rule in the module docstring stores as bits: spiking neurons' outputs and their views."""
+    readers: dict[str, list[Node]] = {}
+    for node in graph.nodes:
+        for value in dict.fromkeys(node.inputs):
+            readers.setdefault(value, []).append(node)
+    # the loader reads the output as floats; a delay's state is filled by a byte-wise copy of its source
+    pinned = {graph.output} | {node.attr("source") for node in graph.nodes if node.op == "delay"}
+    chosen: set[str] = set()
+    for node in graph.nodes:
+        if not (spiking(node) and node.type.dtype in SPIKE_DTYPES):
+            continue
+        shared, consumers = [node.name], []  # the values sharing the neuron's buffer, and their other readers
+        for value in shared:  # grows as views are found
+            for reader in readers.get(value, ()):
+                if reader.op in VIEW_OPS:
+                    shared.append(reader.name)
+                else:
+                    consumers.append(reader)
+        if consumers and all(accumulates(graph, c) for c in consumers) and not pinned & set(shared):
+            chosen |= set(shared)
+    return chosen
+
+
 def summary(graph: Graph) -> str:
-    """One line: the activations' layout and how many convs store their weight in each layout."""
+    """One line: the activations' layout, how many convs store their weight in each layout, and, when there are
+    spikes, how many of the buffers holding them (views share one) are bit-packed."""
     counts = Counter(n.attr("weight_layout", CONV_LAYOUT) for n in graph.nodes if n.op == "conv2d")
     weights = ", ".join(f"{count} {layout}" for layout, count in sorted(counts.items())) or "no convs"
-    return f"layout: activations {ACTIVATION_LAYOUT}; conv weights: {weights}"
+    line = f"layout: activations {ACTIVATION_LAYOUT}; conv weights: {weights}"
+    spikes = Counter(n.type.dtype for n in graph.nodes if n.type.dtype in SPIKE_DTYPES and n.op not in VIEW_OPS)
+    if spikes:
+        line += f"; spike buffers: {spikes['bits']} bit-packed, {spikes['spike']} one byte per spike"
+    return line
 
 
 def run(graph: Graph, options: PassOptions) -> Graph:
@@ -79,7 +128,10 @@ def run(graph: Graph, options: PassOptions) -> Graph:
             layout = agreed[node.attr("weight").name]
             node = node.with_attrs(weight_layout=None if layout == CONV_LAYOUT else layout)
         elif node.op == "dense":
-            accumulate = graph.node(node.inputs[0]).type.dtype == "spike" and not graph.batched(node)
-            node = node.with_attrs(weight_layout="IO" if accumulate else None)
+            node = node.with_attrs(weight_layout="IO" if accumulates(graph, node) else None)
         nodes.append(node)
+    bits = bit_packed(graph)  # reads only operand types and the schedule, which the loop above leaves alone
+    for k, node in enumerate(nodes):
+        if node.type.dtype in SPIKE_DTYPES:
+            nodes[k] = replace(node, type=TensorType(node.type.shape, "bits" if node.name in bits else "spike"))
     return graph.with_nodes(nodes)

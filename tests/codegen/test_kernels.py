@@ -33,7 +33,7 @@ from masic.codegen.kernels import (
     prim_func,
 )
 from masic.codegen.weights import stored_weight
-from masic.ir.graph import Node, TensorType
+from masic.ir.graph import Node, TensorType, pack_bits
 from masic.ir.interpret import conv2d, neuron_step, pool2d
 
 RUNTIME = Path(__file__).resolve().parents[2] / "masic" / "codegen" / "runtime"
@@ -335,7 +335,55 @@ def _spike_cases(rng: np.random.Generator, big: bool) -> list[Case]:
         accumulate.append(
             (AccumulateDenseKernel("acc_dense_big_4", 1024, 512, steps=4), [_spikes(rng, 1024) for _ in range(4)])
         )
-    return cases + [_accumulate_case(k, xs, rng) for k, xs in accumulate]
+    return cases + [_accumulate_case(k, xs, rng) for k, xs in accumulate] + _bit_cases(rng, big)
+
+
+# (kernel over bytes, its twin over bit-packed spikes): same data, and `test_bits_match_bytes` compares their outputs
+BIT_TWINS: list[tuple[str, str]] = []
+
+
+def _bits_twin(case: Case) -> Case:
+    """The same kernel with its spikes bit-packed (`packed`) and the same data: spike inputs packed per step,
+    packed outputs filled with ones (the kernel must clear a word's unused bits)."""
+    kernel = replace(case.kernel, symbol=f"{case.kernel.symbol}_bits", packed=True)
+    BIT_TWINS.append((case.kernel.symbol, kernel.symbol))
+    steps = case.steps
+    args = {}
+    for name, value in case.args.items():
+        if name not in kernel.packed_args():
+            args[name] = value
+        elif name == "x":
+            args[name] = np.stack([pack_bits(v) for v in value.reshape(steps, -1)]).reshape(-1)
+        else:
+            args[name] = np.full((steps, *kernel.arg_shapes()[name]), 0xFFFFFFFF, np.uint32).reshape(-1)
+
+    def expected() -> dict[str, np.ndarray]:
+        want = case.expected()
+        for name in set(want) & set(kernel.packed_args()):
+            want[name] = np.stack([pack_bits(v) for v in want[name].reshape(steps, -1)]).reshape(-1)
+        return want
+
+    return replace(case, kernel=kernel, args=args, expected=expected)
+
+
+def _bit_cases(rng: np.random.Generator, big: bool) -> list[Case]:
+    """Neuron kernels packing their spikes (n around one word) and accumulate-only dense layers reading bits (odd
+    sizes, no bias, no spikes, all spikes, whole words), each with its twin over bytes."""
+    neurons = [("lif", 1), ("lif", 31), ("iaf", 32), ("lif_box_subtract", 33), ("lif", 1000), ("lif_box", 1000)]
+    if big:  # words packed in parallel
+        neurons.append(("lif", 40000))
+    cases = [_neuron_case(rng, f"{kind}_{n}_z", kind, n, {"v_th"}, spikes=("z",)) for kind, n in neurons]
+    dense = [
+        (AccumulateDenseKernel("acc_bits_100_10", 100, 10), _spikes(rng, 100)),
+        (AccumulateDenseKernel("acc_bits_37_5_nobias", 37, 5, bias=False), _spikes(rng, 37, rate=0.5)),
+        (AccumulateDenseKernel("acc_bits_zeros", 48, 12), np.zeros(48, np.uint8)),
+        (AccumulateDenseKernel("acc_bits_ones", 48, 12), np.ones(48, np.uint8)),
+        (AccumulateDenseKernel("acc_bits_1000_24", 1000, 24), _spikes(rng, 1000, rate=0.1)),
+    ]
+    if big:  # above the parallel threshold
+        dense.append((AccumulateDenseKernel("acc_bits_big", 4096, 1000), _spikes(rng, 4096, rate=0.14)))
+    cases += [_accumulate_case(k, [x], rng) for k, x in dense]
+    return [twin for case in cases for twin in (case, _bits_twin(case))]
 
 
 FUSED_STEPS = 8
@@ -357,7 +405,7 @@ def _fused_cases(
     )
     fused = fused.with_spikes((*inputs, "z") if spikes else inputs)
     x = _spikes(rng, FUSED_STEPS, *shapes["x"]) if inputs else _rand(rng, FUSED_STEPS, *shapes["x"])
-    drive = 10 if kind.startswith("lif_box") else 2  # what brings the membrane to threshold (see _neuron_case)
+    drive = {"lif_box": 10, "lif_box_subtract": 10, "lif": 5}.get(kind, 2)  # brings membranes to threshold
     w = _rand(rng, *shapes["w"], scale=drive / math.sqrt(math.prod(shapes["w"]) / out_shape[0]))
     data = {"x": x, "w": w, "b": _rand(rng, out_shape[0]), "scratch": _scratch(layer)}
     data |= {p: (NEURON_VALUES[p] * rng.uniform(0.9, 1.1, out_shape)).astype(np.float32) for p in per_neuron}
@@ -584,7 +632,8 @@ def _check(case: Case, work: Path) -> None:
         else:
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=sym)
         neuron = case.kernel if isinstance(case.kernel, NeuronKernel) else getattr(case.kernel, "neuron", None)
-        if name == "z" and not neuron.probe:  # the inputs must exercise the threshold
+        spikes = name == "z" and not (neuron.probe or case.kernel.packed_args())  # packed: its twin's bytes count
+        if spikes:  # the inputs must exercise the threshold
             assert 0.02 < want.mean() < 0.98, f"{sym}: spike rate {want.mean()}"
 
 
@@ -598,6 +647,25 @@ def test_host(case: Case, host_run: Path) -> None:
 @pytest.mark.parametrize("case", CHECKED_AARCH64_CASES, ids=lambda c: c.kernel.symbol)
 def test_aarch64(case: Case, aarch64_run: Path) -> None:
     _check(case, aarch64_run)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", ["host_run", "aarch64_run"])
+def test_bits_match_bytes(run: str, request: pytest.FixtureRequest) -> None:
+    """A kernel over bit-packed spikes computes exactly what its twin over bytes does: the neuron kernel's words
+    are its twin's bytes packed by numpy (and the same states), the accumulate-only kernel's sums the same floats."""
+    work = request.getfixturevalue(run)
+    cases = {c.kernel.symbol: c for c in (HOST_CASES if run == "host_run" else AARCH64_CASES)}
+    twins = [(cases[a], cases[b]) for a, b in dict.fromkeys(BIT_TWINS) if b in cases]  # big ones: host only
+    assert len(twins) >= 10
+    for byte_case, bit_case in twins:
+        byte_symbol, bit_symbol = byte_case.kernel.symbol, bit_case.kernel.symbol
+        for name in bit_case.expected():
+            got = np.fromfile(work / f"{bit_symbol}.{name}.out", bit_case.kernel.arg_dtype(name))
+            twin = np.fromfile(work / f"{byte_symbol}.{name}.out", byte_case.kernel.arg_dtype(name))
+            if name in bit_case.kernel.packed_args():
+                twin = np.stack([pack_bits(v) for v in twin.reshape(bit_case.steps, -1)]).reshape(-1)
+            np.testing.assert_array_equal(got, twin, err_msg=f"{bit_symbol}.{name}")
 
 
 def _symbols(obj: Path, *flags: str) -> set[str]:

@@ -65,20 +65,22 @@ def test_emit_plan_and_print_after_all() -> None:
 
 @pytest.mark.slow
 def test_emit_c_prints_one_call_per_node_or_fused_pair() -> None:
-    """Each call's comment shows the IR it computes: a dense layer and the neuron fused into it, two lines."""
+    """Each call's comment shows the IR it computes: the LIF packs its spikes in its own kernel (an epilogue cannot
+    pack words), the last dense layer runs the LI as its epilogue, two lines."""
     result = masic_cli("compile", FACTORY, "--emit=c", "--target", "aarch64")
     assert result.returncode == 0, result.stderr
     filecheck(
         result.stdout,
         """
         CHECK: #include "masic_model.h"
+        CHECK: int32_t masic_dense_2(uint32_t *x, float *w, float *b, float *v, float *i, float *out);
         CHECK: const masic_model_t masic_model = {
         CHECK: .input_shape = {20},
         CHECK: int masic_model_block(uint8_t *arena, int32_t nsteps) {
         CHECK: /* %0 = dense(%input)
-        CHECK-NEXT: * then %1 = lif(%0)
-        CHECK-SAME: fused=true
         CHECK-NEXT: if ((rc = masic_dense_0(
+        CHECK: /* %1 = lif(%0)
+        CHECK-SAME: : bits[48]
         CHECK: /* %3 = dense(%1)
         CHECK-NEXT: * then %4 = li(%3)
         CHECK: return 0;

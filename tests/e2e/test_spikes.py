@@ -1,9 +1,11 @@
-"""End to end with spikes stored as bytes: spiking models (the digits ConvNet, conv, IAF) compiled for the host and
-for aarch64 (under qemu), with dense layers of spikes on the accumulate-only kernel, against the reference
-interpreter and Norse; and under the smallest budget they compile under (streamed weights, blocks of steps)."""
+"""End to end with spikes stored as bytes, or bit-packed where only accumulating dense layers read them: spiking
+models (the digits ConvNet, conv, IAF, dense -> LIF -> dense) compiled for the host and for aarch64 (under qemu),
+with dense layers of spikes on the accumulate-only kernel, against the reference interpreter and Norse; and under
+the smallest budget they compile under (streamed weights, blocks of steps)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,16 @@ from tests.norse_models import MODELS, random_input, run_norse
 
 pytestmark = pytest.mark.slow
 TIMESTEPS = 8
-SPIKE_MODELS = {"digits": (digits_model, (1, 8, 8)), "conv": MODELS["conv"], "iaf": MODELS["iaf"]}
+SPIKE_MODELS = {
+    "digits": (digits_model, (1, 8, 8)),
+    "conv": MODELS["conv"],
+    "iaf": MODELS["iaf"],
+    "dense": MODELS["dense"],
+}
+# Sizes of the spiking layers whose spikes only accumulating dense layers read, so bit-packed: digits' LIF between
+# Linear(256, 64) and Linear(64, 10); iaf's 4x6x6 IAF map flattened into Linear(144, 12) and its IAF before
+# Linear(12, 5); dense's LIF between Linear(20, 48) and Linear(48, 10). conv's spikes reach pools and convs.
+BIT_PACKED = {"digits": [64], "conv": [], "iaf": [144, 12], "dense": [48]}
 
 
 @pytest.mark.parametrize("name", SPIKE_MODELS)
@@ -32,12 +43,17 @@ def test_compiled_spiking_models_match_the_interpreter_and_norse(name: str, targ
     model = factory()
     graph = import_norse(model, shape, timesteps=TIMESTEPS)
     planned = PassManager(DEFAULT_PIPELINE, PassOptions(alignment=get_target(target).alignment)).run(graph)
-    spikes = [n for n in planned.nodes if n.type.dtype == "spike"]
+    spikes = [n for n in planned.nodes if n.type.dtype in ("spike", "bits")]
     assert spikes and all(planned.plan.buffer_of(n.name).size <= n.type.numel for n in spikes)
+    owned = [n for n in planned.nodes if n.type.dtype == "bits" and n.op not in ("flatten", "reshape")]
+    assert [n.type.numel for n in owned] == BIT_PACKED[name]
+    for node in owned:  # 32 spikes to a 4-byte word
+        assert planned.plan.buffer_of(node.name).size == 4 * math.ceil(node.type.numel / 32)
     model_c, _, _ = generate_c(planned, ExitRule(), tmp_path / "weights.bin")
-    accumulate = [n for n in planned.nodes if n.attr("weight_layout") == "IO"]
-    if accumulate:  # the accumulate-only kernel reads bytes and the weights stored (in, out)
-        assert "(uint8_t *x, float *w, " in model_c
+    for node in (n for n in planned.nodes if n.attr("weight_layout") == "IO"):
+        # the accumulate-only kernel reads bytes or words of bits, and the weights stored (in, out)
+        x_type = "uint32_t" if planned.node(node.inputs[0]).type.dtype == "bits" else "uint8_t"
+        assert f"({x_type} *x, float *w, " in model_c
     x = random_input(shape, TIMESTEPS, seed=5)
     out = compile_graph(graph, target, tmp_path / "out")
     result, outputs = run_artifact(out, x, tmp_path)
@@ -45,6 +61,7 @@ def test_compiled_spiking_models_match_the_interpreter_and_norse(name: str, targ
     expected = run_norse(model, x)
     scale = np.abs(expected).max()
     np.testing.assert_allclose(outputs, run(planned, x), rtol=1e-4, atol=1e-4 * scale)
+    np.testing.assert_allclose(outputs, run(planned, x, simulate_plan=True), rtol=1e-4, atol=1e-4 * scale)
     np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-4 * scale)
 
 

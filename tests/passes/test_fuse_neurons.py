@@ -85,6 +85,29 @@ def test_fused_plan_simulates_exactly_what_the_unfused_graph_computes() -> None:
     np.testing.assert_array_equal(run(fused, x, simulate_plan=True), run(unfused, x))
 
 
+def test_bit_packed_spikes_keep_their_neuron_separate() -> None:
+    """Packing spans 32 outputs of a word; an epilogue writes the outputs of its tile one by one."""
+    text = """graph @packed timesteps=2 {
+  param @fc1.w : f32[40,8]
+  param @fc2.w : f32[3,40]
+  %in = input() : f32[8]
+  %fc1 = dense(%in) {weight=@fc1.w, in_features=8, out_features=40} : ?
+  %z = lif(%fc1) {dt_tau_mem=0.5, neg_dt_tau_syn=-0.25, v_leak=0.0, v_th=0.3, v_reset=0.0} : ?
+  %fc2 = dense(%z) {weight=@fc2.w, in_features=40, out_features=3} : ?
+  %out = li(%fc2) {dt_tau_mem=0.5, neg_dt_tau_syn=-0.25, v_leak=0.0} : ?
+  output %out
+}
+"""
+    rng = np.random.default_rng(2)
+    weights = {"fc1.w": rng.normal(0, 1, (40, 8)), "fc2.w": rng.normal(0, 1, (3, 40))}
+    graph = parse(text, {name: w.astype(np.float32) for name, w in weights.items()})
+    planned = PassManager(DEFAULT_PIPELINE, PassOptions(alignment=16)).run(graph)
+    assert planned.node("z").type.dtype == "bits" and not planned.node("z").attr("fused")
+    assert planned.node("out").attr("fused")  # the accumulate-only kernel of the bits runs the LI's update
+    x = np.random.default_rng(3).uniform(0, 1, (2, 8)).astype(np.float32)
+    np.testing.assert_array_equal(run(planned, x, simulate_plan=True), run(planned, x))
+
+
 def test_batched_dense_layers_keep_their_neuron_separate() -> None:
     """A batched dense layer computes a block's steps in one call; its neuron's steps must run one after another."""
     typed = PassManager(DEFAULT_PIPELINE[:-3], PassOptions()).run(_graph())  # up to the layout pass

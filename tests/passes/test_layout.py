@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from masic.codegen.kernels import Conv2dKernel, DenseKernel
 from masic.codegen.lower import lower
@@ -20,7 +22,10 @@ from masic.passes import DEFAULT_PIPELINE, REGISTRY, PassOptions, layout
 from masic.passes.manager import PassManager
 from masic.passes.patch_rows import patch_rows, stage_ends
 from masic.passes.slice_layers import slice_to
+from masic.passes.spike_dtype import spiking
 from tests.filecheck import filecheck
+from tests.pipelines import UNFUSED_PIPELINE
+from tests.strategies import graphs, spiking_dense_graphs
 
 # A 32-column map (whole vectors), 8x8 / 24-column maps, a grouped conv whose groups have 12 outputs, 6 outputs
 # (no block of 4 divides them), and a 1x1 conv of a 1x1 map (a matrix-vector product).
@@ -186,8 +191,9 @@ SPIKING_DENSE = """graph @fc timesteps=4 {
 
 @pytest.mark.parametrize(("cache_bytes", "block", "layout_"), [(1 << 20, 1, "IO"), (0, 4, None)])
 def test_dense_layers_of_spikes_accumulate_unless_batched(cache_bytes: int, block: int, layout_: str | None) -> None:
-    """One step per call: the accumulate-only kernel (W stored transposed). On a machine without a cache the
-    schedule batches the layer over blocks of 4 steps, whose kernel multiplies, reading W (out, in) once."""
+    """One step per call: the accumulate-only kernel (W stored transposed), its operand bit-packed. On a machine
+    without a cache the schedule batches the layer over blocks of 4 steps, whose kernel multiplies, reading W
+    (out, in) once, and bytes of spikes."""
     from masic.analysis.cost import Machine
 
     weights = {"fc.w": np.random.default_rng(3).normal(0, 0.5, (8, 64)).astype(np.float32)}
@@ -195,9 +201,149 @@ def test_dense_layers_of_spikes_accumulate_unless_batched(cache_bytes: int, bloc
     options = PassOptions(machine=Machine(1e9, 1e9, 1e9, cache_bytes=cache_bytes))
     planned = PassManager(DEFAULT_PIPELINE, options).run(graph)
     assert planned.schedule.block == block and planned.node("fc").attr("weight_layout") == layout_
+    # the accumulating kernel reads z's spikes bit-packed; the batched one multiplies bytes
+    assert planned.node("z").type == TensorType((64,), "bits" if layout_ else "spike")
     kernels, _ = lower(planned)
     assert {type(k).__name__ for k in kernels if "Dense" in type(k).__name__} == {
         "AccumulateDenseKernel" if layout_ else "DenseKernel"
     }
     x = np.random.default_rng(4).uniform(0, 1, (9, 64)).astype(np.float32)
     np.testing.assert_array_equal(run(planned, x, simulate_plan=True), run(PassManager(["infer-shapes"]).run(graph), x))
+
+
+# Spikes of z1 reach a dense layer through two views, and z2's a dense layer and a max pool; z3 is a delay's source,
+# z4 the graph's output: only z1 (and its views) may be bit-packed.
+BITS = """graph @bits timesteps=4 {
+  param @fc1.w : f32[8,40]
+  param @fc1.b : f32[8]
+  param @fc2.w : f32[5,8]
+  param @fc3.w : f32[8,7]
+  %in = input() : f32[40]
+  %z1 = lif(%in) {dt_tau_mem=0.5, neg_dt_tau_syn=-0.25, v_leak=0.0, v_th=0.2, v_reset=0.0} : ?
+  %r = reshape(%z1) {shape=(1,5,8)} : ?
+  %f = flatten(%r) : ?
+  %fc1 = dense(%f) {weight=@fc1.w, bias=@fc1.b, in_features=40, out_features=8} : ?
+  %z2 = iaf(%fc1) {v_th=0.1, v_reset=0.0} : ?
+  %fc2 = dense(%z2) {weight=@fc2.w, in_features=8, out_features=5} : ?
+  %m = reshape(%z2) {shape=(2,2,2)} : ?
+  %p = maxpool2d(%m) {kernel=(2,2), stride=(2,2), padding=(0,0)} : ?
+  %pf = flatten(%p) : ?
+  %d = delay() {source="z3"} : f32[5]
+  %s = add(%fc2, %d) : ?
+  %z3 = lif_box(%s) {dt_tau_mem=0.5, v_leak=0.0, v_th=0.2, v_reset=0.0, reset="value"} : ?
+  %cat = concat(%pf, %z3) {axis=0} : ?
+  %fc3 = dense(%cat) {weight=@fc3.w, in_features=7, out_features=8} : ?
+  %z4 = lif(%fc3) {dt_tau_mem=0.5, neg_dt_tau_syn=-0.25, v_leak=0.0, v_th=0.2, v_reset=0.0} : ?
+  output %z4
+}
+"""
+
+
+def _bits_graph():
+    rng = np.random.default_rng(5)
+    weights = {p.name: rng.normal(0, 1, p.type.shape).astype(np.float32) for p in parse(BITS, {}).params}
+    return parse(BITS, weights)
+
+
+def test_spikes_only_accumulating_dense_layers_read_are_bit_packed() -> None:
+    planned = PassManager(DEFAULT_PIPELINE, PassOptions(alignment=16)).run(_bits_graph())
+    types = {n.name: str(n.type) for n in planned.nodes}
+    assert {name: types[name] for name in ("z1", "r", "f", "z2", "m", "p", "z3", "d", "cat")} == {
+        "z1": "bits[40]",
+        "r": "bits[1,5,8]",
+        "f": "bits[40]",
+        "z2": "spike[8]",  # a max pool reads it too
+        "m": "spike[2,2,2]",
+        "p": "spike[2,1,1]",
+        "z3": "spike[5]",  # a delay's source
+        "d": "spike[5]",
+        "cat": "spike[7]",
+    }
+    assert types["z4"] == "f32[8]"  # the output
+    assert planned.plan.buffer_of("f") == planned.plan.buffer_of("z1")  # views share the words
+    assert planned.plan.buffer_of("z1").size == 8  # 40 spikes: two 32-bit words
+    assert layout.summary(planned) == (
+        "layout: activations NCHW; conv weights: no convs; spike buffers: 1 bit-packed, 5 one byte per spike"
+    )
+    assert layout.run(planned, PassOptions()) == planned  # a second run changes nothing
+    assert parse(print_graph(planned), planned.weights) == planned  # bits[...] round trips
+    kernels, calls = lower(planned)
+    by_node = {call.node.name: kernel for call in calls for kernel in kernels if kernel.symbol == call.symbol}
+    assert by_node["z1"].packed and by_node["z1"].arg_dtype("z") == "uint32"
+    assert by_node["fc1"].packed and by_node["fc1"].arg_shapes()["x"] == (2,)
+    assert not by_node["fc1"].neuron.packed and not by_node["fc2"].packed  # z2 (bytes) runs in fc1's kernel
+    assert planned.node("z2").attr("fused") and not planned.node("z1").attr("fused")
+    x = np.random.default_rng(6).uniform(0, 1, (4, 40)).astype(np.float32)
+    expected = run(PassManager(["infer-shapes"]).run(_bits_graph()), x)
+    np.testing.assert_array_equal(run(planned, x), expected)
+    np.testing.assert_array_equal(run(planned, x, simulate_plan=True), expected)
+
+
+def test_the_pieces_of_a_sliced_dense_layer_all_read_the_bits() -> None:
+    """Slicing cuts a dense layer of spikes along its outputs: every piece reads the same operand and accumulates,
+    so the spikes stay bit-packed."""
+    typed = PassManager(DEFAULT_PIPELINE[: DEFAULT_PIPELINE.index("slice-layers")]).run(_bits_graph())
+    sliced = slice_to(typed, 4 * 40 * 4)  # fc1.w (8, 40) in two pieces of 4 rows
+    planned = PassManager(["schedule", "layout", "assign-offsets"], PassOptions(alignment=16)).run(sliced)
+    pieces = [n for n in planned.nodes if n.name.startswith("fc1.part")]
+    assert len(pieces) == 2 and all(n.attr("weight_layout") == "IO" and n.inputs == ("f",) for n in pieces)
+    assert planned.node("z1").type.dtype == "bits"
+    x = np.random.default_rng(7).uniform(0, 1, (4, 40)).astype(np.float32)
+    np.testing.assert_array_equal(run(planned, x, simulate_plan=True), run(typed, x))
+
+
+def test_the_verifier_keeps_bits_between_spiking_neurons_and_accumulating_layers() -> None:
+    planned = replace(PassManager(UNFUSED_PIPELINE, PassOptions(alignment=16)).run(_bits_graph()), plan=None)
+
+    def changed(name: str, node: Node) -> Node:
+        if name == "fc1":  # multiplying
+            return node.with_attrs(weight_layout=None)
+        return replace(node, type=TensorType(node.type.shape, "bits"))  # z2's spikes packed, though a pool reads them
+
+    for names, message in ((("fc1",), "dense cannot read bits"), (("z2", "m", "p"), "maxpool2d cannot output bits")):
+        nodes = [changed(n.name, n) if n.name in names else n for n in planned.nodes]
+        with pytest.raises(VerifyError, match=message):
+            verify(planned.with_nodes(nodes))
+
+
+def _rule_bits(graph) -> set[str]:
+    """The bit-packing rule restated over a laid-out graph: a spiking neuron's spikes and their views are bits
+    exactly when some node reads them, every reader but a view is a dense layer with "IO" that is not batched, and
+    none of them is the output or a delay's source."""
+    owner: dict[str, str] = {}  # spike value -> the spiking neuron whose buffer it shares
+    for node in graph.nodes:
+        if node.op in ("flatten", "reshape") and node.inputs[0] in owner:
+            owner[node.name] = owner[node.inputs[0]]
+        elif spiking(node) and node.type.dtype in ("spike", "bits"):
+            owner[node.name] = node.name
+    verdicts: dict[str, list[bool]] = {}
+    for node in graph.nodes:
+        for value in node.inputs:
+            if value in owner and node.op not in ("flatten", "reshape"):
+                accumulating = node.attr("weight_layout") == "IO" and not graph.batched(node)
+                verdicts.setdefault(owner[value], []).append(accumulating)
+    pinned = {
+        owner[v] for v in (graph.output, *(n.attr("source") for n in graph.nodes if n.op == "delay")) if v in owner
+    }
+    return {value for value, neuron in owner.items() if all(verdicts.get(neuron, [False])) and neuron not in pinned}
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.one_of(graphs(), spiking_dense_graphs()), st.sampled_from([1 << 20, 1 << 20, 0]))
+def test_bits_exactly_where_the_rule_says(graph, cache_bytes: int) -> None:
+    """On random graphs (some ending in a spiking neuron that dense layers and perhaps other nodes read),
+    scheduled one step per call or in batched blocks: exactly the values the rule picks are
+    bits, the rest of the spikes bytes; a bits buffer is 4 bytes per 32 spikes; the results do not change."""
+    from masic.analysis.cost import Machine
+
+    options = PassOptions(alignment=16, machine=Machine(6e9, 4e9, 4e7, cache_bytes=cache_bytes))
+    planned = PassManager(DEFAULT_PIPELINE, options).run(graph)
+    bits = {n.name for n in planned.nodes if n.type.dtype == "bits"}
+    assert bits == _rule_bits(planned)
+    event(f"bit-packed values: {min(len(bits), 2)}")
+    for name in bits:
+        assert planned.plan.buffer_of(name).size == 4 * -(-planned.node(name).type.numel // 32)
+    assert layout.run(planned, options) == planned
+    x = np.random.default_rng(1).uniform(0, 3, (graph.timesteps, *graph.inputs[0].type.shape)).astype(np.float32)
+    expected = run(PassManager(DEFAULT_PIPELINE[: DEFAULT_PIPELINE.index("spike-dtype")]).run(graph), x)
+    np.testing.assert_array_equal(run(planned, x, simulate_plan=True), expected)
