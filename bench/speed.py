@@ -1367,10 +1367,9 @@ def multiply_twin(kernel):
     as bytes."""
     from masic.codegen.kernels import DenseKernel
 
-    symbol = f"{kernel.symbol}_multiply"
-    spikes = (*kernel.step_names("x"), *kernel.spikes)  # its inputs, and a fused neuron's spikes
+    symbol = f"{kernel.symbol}_multiply"  # of the layer alone, when a neuron is fused into it
     return DenseKernel(
-        symbol, kernel.in_features, kernel.out_features, kernel.bias, kernel.steps, spikes, kernel.neuron
+        symbol, kernel.in_features, kernel.out_features, kernel.bias, kernel.steps, kernel.step_names("x")
     )
 
 
@@ -1397,8 +1396,9 @@ def twins(kernel) -> list:
 
 def accumulate_bench(lib: Library, entry: KernelEntry, rate: float, seconds: float) -> dict | None:
     """masic's conv / dense kernel (for dense layers of spikes its accumulate-only kernel, and its multiplying
-    twin) against the accumulate-only C prototype on the same random spikes at `rate`."""
-    k = entry.kernel
+    twin) against the accumulate-only C prototype on the same random spikes at `rate`; a fused kernel's layer
+    without its neuron."""
+    k = entry.kernel if getattr(entry.kernel, "neuron", None) is None else separate_twins(entry.kernel)[0]
     name = type(k).__name__
     if (name == "Conv2dKernel" and k.groups != 1) or getattr(k, "steps", 1) > 1:
         return None
@@ -1438,7 +1438,7 @@ def accumulate_bench(lib: Library, entry: KernelEntry, rate: float, seconds: flo
     }
     if name == "AccumulateDenseKernel":
         twin = [x.astype(np.uint8), np.ascontiguousarray(args["w"].T), *([bias] if k.bias else []), np.zeros_like(y)]
-        timings["multiply"] = measure(lib.runner(multiply_twin(k).symbol, twin), seconds)
+        timings["multiply"] = measure(lib.runner(multiply_twin(entry.kernel).symbol, twin), seconds)
     return timings
 
 

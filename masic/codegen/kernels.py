@@ -292,7 +292,7 @@ class AccumulateDenseKernel(_StepArgs, _NeuronEpilogue):
         return SPIKE if unpacked_inputs else super().arg_dtype(name)
 
     def with_spikes(self, names: tuple[str, ...]) -> AccumulateDenseKernel:
-        if not set(self.step_names("x")) <= set(names):
+        if not self.packed and not set(self.step_names("x")) <= set(names):
             raise ValueError(f"{self.symbol}: reads spikes {self.step_names('x')}, got {names}")
         return dataclasses.replace(self, spikes=tuple(n for n in names if n not in self.step_names("x")))
 

@@ -5,12 +5,21 @@ neuron kernel reads it back, with the neuron's state, to write the spikes and th
 kernel applies the neuron update to each output while it is still in registers: that output is never stored (it
 owns no buffer: `Graph.elided`), which saves one write and one read of it per step and its arena bytes.
 
-A neuron (not a delay) gets `fused=true` when `masic.ir.verify.fusion_problem` finds none, the rule the verifier
-checks fused neurons by: its operand is
+A neuron (not a delay) may get `fused=true` when `masic.ir.verify.fusion_problem` finds none, the rule the
+verifier checks fused neurons by: its operand is
 - a conv2d, or a dense layer that runs one step per call (a batched dense layer, `Graph.batched`, computes all the
   block's steps in one call, while the neuron's steps must run in order, each after the one before);
 - read by that neuron only, and neither the graph's output nor a delay's source (those need the value stored);
 and the neuron itself is no delay's source (a delay copies its source's value at the source's own position).
+
+Where it pays: the epilogue runs in the layer's output loop, which is vectorised in a conv vectorised along output
+columns and in the accumulate-only dense kernel, but stores one output at a time in the conv vectorised along
+output channels (blocked weights, "OIHW{ob}o"), whose tile is channels x pixels in NCHW, and in the dense kernel
+(rows of partial sums). Measured with bench/speed.py part 1b (fused kernel against the layer's and the neuron's own
+kernels, 2 threads): column convs with rows of 8 or more columns 0-29% faster (3x32x32->64: 25.2 against 27.0 us;
+16x16x16->96 1x1: 6.8 against 9.4); blocked convs 5% to 8x slower (ConvNet4's 1x28x28->32 5x5: 39.9 against 9.4 us;
+the digits' 1x8x8->16: 3.9 against 0.5), the dense kernel 1.6x slower (160->960), column convs on maps of 4 columns
+or fewer up to 1.3x slower. So a neuron is fused only where its layer's kernel stores whole vectors (`pays`).
 
 Fusing moves the neuron's state use to the layer's call, where the layer's operand and scratch are live too: with
 state that lives only while its layer runs (`masic.analysis.liveness.transient_states`) the arena can grow. So the
@@ -23,25 +32,42 @@ the neuron update with the same float32 operations, so outputs and state are bit
 
 Requires: typed graph with its schedule (after the schedule pass: whether a dense layer is batched) and weight
 layouts (after the layout pass: the layer's kernel is chosen), before assign-offsets.
-Ensures: either every neuron that satisfies the rule above has `fused=true` or none does (see above), no other
-node has it; the plan fits the budget whenever the unfused one does; no value, shape or other attribute changes.
+Ensures: either every neuron that the rule allows and where fusing pays has `fused=true` or none does (see
+above), no other node has it; the plan fits the budget whenever the unfused one does; no value, shape or other
+attribute changes.
 """
 
 from __future__ import annotations
 
-from masic.ir.graph import Graph
-from masic.ir.ops import neuron_op
+from masic.ir.graph import Graph, Node
+from masic.ir.ops import matrix_vector, neuron_op
 from masic.ir.verify import fusion_problem
 from masic.passes.assign_offsets import arena_bytes
 from masic.passes.base import PassOptions
 
 NAME = "fuse-neurons"
+MIN_COLUMNS = 8  # output columns a conv's vectors must span for its epilogue to pay (bench/speed.py part 1b)
+
+
+def pays(graph: Graph, neuron: Node) -> bool:
+    """Whether the layer's kernel stores its outputs a vector at a time, so that the epilogue runs vectorised: a
+    conv vectorised along output columns (OIHW weights) with rows of at least MIN_COLUMNS, or the accumulate-only
+    dense kernel (vectorised along outputs). The others store one output at a time and the epilogue then costs more
+    than the pass it saves (module docstring)."""
+    producer = graph.node(neuron.inputs[0])
+    if producer.op == "dense":
+        return producer.attr("weight_layout") == "IO"
+    in_shape = graph.node(producer.inputs[0]).type.shape
+    columns = producer.attr("weight_layout") is None and not matrix_vector(producer, in_shape)
+    return columns and producer.type.shape[2] >= MIN_COLUMNS
 
 
 def run(graph: Graph, options: PassOptions) -> Graph:
     plain = graph.with_nodes([node.with_attrs(fused=None) for node in graph.nodes])
     nodes = [
-        node.with_attrs(fused=True) if neuron_op(node.op) and not fusion_problem(plain, node) else node
+        node.with_attrs(fused=True)
+        if neuron_op(node.op) and not fusion_problem(plain, node) and pays(plain, node)
+        else node
         for node in plain.nodes
     ]
     fused = plain.with_nodes(nodes)

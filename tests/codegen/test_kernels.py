@@ -405,6 +405,8 @@ def _fused_cases(
     )
     fused = fused.with_spikes((*inputs, "z") if spikes else inputs)
     x = _spikes(rng, FUSED_STEPS, *shapes["x"]) if inputs else _rand(rng, FUSED_STEPS, *shapes["x"])
+    if layer.packed_args():  # words of bit-packed spikes
+        x = np.stack([pack_bits(_spikes(rng, layer.in_features)) for _ in range(FUSED_STEPS)])
     drive = {"lif_box": 10, "lif_box_subtract": 10, "lif": 5}.get(kind, 2)  # brings membranes to threshold
     w = _rand(rng, *shapes["w"], scale=drive / math.sqrt(math.prod(shapes["w"]) / out_shape[0]))
     data = {"x": x, "w": w, "b": _rand(rng, out_shape[0]), "scratch": _scratch(layer)}
@@ -428,7 +430,8 @@ def _fused_cases(
 
 def _all_fused_cases(rng: np.random.Generator, big: bool) -> list[Case]:
     """Each kernel that takes a neuron epilogue: column and blocked convs (padded, strided), dense, and
-    accumulate-only dense, with spiking and non-spiking neurons, per-neuron parameters and a probe."""
+    accumulate-only dense over bytes and over bits, with spiking and non-spiking neurons, per-neuron parameters
+    and a probe."""
     cases = [
         *_fused_cases(rng, Conv2dKernel("fconv", (3, 16, 16), 8, (3, 3), padding=(1, 1)), "lif", {"v_th"}, spikes=True),
         *_fused_cases(
@@ -449,6 +452,7 @@ def _all_fused_cases(rng: np.random.Generator, big: bool) -> list[Case]:
         *_fused_cases(rng, DenseKernel("fdense_spikes", 37, 5, bias=False, spikes=("x",)), "li_box", set()),
         *_fused_cases(rng, AccumulateDenseKernel("facc", 64, 24), "lif", set(), spikes=True),
         *_fused_cases(rng, AccumulateDenseKernel("facc_nobias", 37, 5, bias=False), "iaf", {"v_reset"}),
+        *_fused_cases(rng, AccumulateDenseKernel("facc_bits", 70, 24, packed=True), "li", set()),
     ]
     if big:  # above the parallel thresholds
         big_conv = Conv2dKernel("fconv_big", (64, 32, 32), 64, (3, 3), padding=(1, 1))

@@ -9,7 +9,7 @@ import pytest
 from masic.ir.graph import Buffer
 from masic.ir.text import parse
 from masic.ir.verify import VerifyError, verify
-from masic.passes import DEFAULT_PIPELINE, PassOptions
+from masic.passes import PassOptions
 from masic.passes.manager import PassManager
 from tests.ir.test_text import TEXT
 from tests.pipelines import UNFUSED_PIPELINE
@@ -110,8 +110,11 @@ def test_error_underlines_the_node_and_names_its_origin() -> None:
     assert lines[3].strip() == "from model.0 (Linear)"
 
 
-def _planned(pipeline: tuple[str, ...] = UNFUSED_PIPELINE):
-    return PassManager(pipeline, PassOptions(alignment=16)).run(parse(TEXT))
+def _planned(text: str = TEXT):
+    return PassManager(UNFUSED_PIPELINE, PassOptions(alignment=16)).run(parse(text))
+
+
+FUSED = TEXT.replace("v_reset=0.0}", "v_reset=0.0, fused=true}")  # the LIF in the dense kernel's epilogue
 
 
 def _with_buffer(graph, name: str, **changes):
@@ -176,7 +179,7 @@ def test_plan_checker_rejects_buffers_dead_where_they_are_used(buffer: str, life
 def test_plan_checker_checks_a_fused_neuron_at_its_operands_position(
     buffer: str, lifetime: tuple, message: str
 ) -> None:
-    graph = _planned(DEFAULT_PIPELINE)
+    graph = _planned(FUSED)
     assert graph.node("lif").attr("fused") and "fc" not in {b.name for b in graph.plan.buffers}
     verify(graph)
     with pytest.raises(VerifyError, match=message):
@@ -192,9 +195,8 @@ def test_plan_checker_checks_a_fused_neuron_at_its_operands_position(
     ],
 )
 def test_verifier_refuses_a_neuron_that_cannot_be_fused(edit: tuple[str, str], message: str) -> None:
-    fused = TEXT.replace("v_reset=0.0}", "v_reset=0.0, fused=true}")
-    verify(parse(fused))
-    text = fused.replace(", fused=true", "") if "fused=" in edit[1] else fused
+    verify(parse(FUSED))
+    text = FUSED.replace(", fused=true", "") if "fused=" in edit[1] else FUSED
     text = text.replace(*edit).replace("%in = input() : f32[2]", "%in = input() : f32[3]")
     text = text.replace("in_features=2", "in_features=3").replace("f32[3,2]", "f32[3,3]")
     with pytest.raises(VerifyError, match=message):

@@ -18,20 +18,25 @@ from tests.filecheck import filecheck
 from tests.pipelines import UNFUSED_PIPELINE
 from tests.strategies import graphs
 
-# conv -> lif (fused); dense -> li, the output (fused: the LI's value is stored, the dense output is not);
-# a conv read by its neuron and by an add (not fused); a neuron of an add (not fused).
+# conv -> lif (fused: the conv is vectorised along 16 columns); a conv read by its neuron and by an add (not fused);
+# a neuron of an add (not fused); a strided conv, vectorised along output channels (blocked weights), -> iaf (not
+# fused: its kernel stores one output at a time); dense of spikes (accumulating) -> li, the output (fused).
 GRAPH = """graph @fuse timesteps=3 {
   param @c1.w : f32[4,2,3,3]
   param @c2.w : f32[4,4,3,3]
+  param @c3.w : f32[8,4,3,3]
   param @fc.w : f32[5,64]
-  %in = input() : f32[2,4,4]
+  %in = input() : f32[2,8,16]
   %c1 = conv2d(%in) {weight=@c1.w, out_channels=4, kernel=(3,3), stride=(1,1), padding=(1,1), dilation=(1,1), groups=1} : ?
   %l1 = lif(%c1) {dt_tau_mem=0.5, neg_dt_tau_syn=-0.25, v_leak=0.0, v_th=0.3, v_reset=0.0} : ?
   %c2 = conv2d(%l1) {weight=@c2.w, out_channels=4, kernel=(3,3), stride=(1,1), padding=(1,1), dilation=(1,1), groups=1} : ?
   %l2 = iaf(%c2) {v_th=0.3, v_reset=0.0} : ?
   %r = add(%l2, %c2) : ?
   %l3 = lif_box(%r) {dt_tau_mem=0.5, v_leak=0.0, v_th=0.3, v_reset=0.0, reset="value"} : ?
-  %f = flatten(%l3) : ?
+  %c3 = conv2d(%l3) {weight=@c3.w, out_channels=8, kernel=(3,3), stride=(2,2), padding=(1,1), dilation=(1,1), groups=1} : ?
+  %l4 = iaf(%c3) {v_th=0.3, v_reset=0.0} : ?
+  %p = maxpool2d(%l4) {kernel=(2,2), stride=(2,2), padding=(0,0)} : ?
+  %f = flatten(%p) : ?
   %fc = dense(%f) {weight=@fc.w, in_features=64, out_features=5} : ?
   %out = li(%fc) {dt_tau_mem=0.5, neg_dt_tau_syn=-0.25, v_leak=0.0} : ?
   output %out
@@ -41,7 +46,7 @@ GRAPH = """graph @fuse timesteps=3 {
 
 def _graph():
     rng = np.random.default_rng(0)
-    shapes = {"c1.w": (4, 2, 3, 3), "c2.w": (4, 4, 3, 3), "fc.w": (5, 64)}
+    shapes = {"c1.w": (4, 2, 3, 3), "c2.w": (4, 4, 3, 3), "c3.w": (8, 4, 3, 3), "fc.w": (5, 64)}
     return parse(GRAPH, {name: rng.normal(0, 1, shape).astype(np.float32) for name, shape in shapes.items()})
 
 
@@ -61,6 +66,12 @@ def test_neurons_of_a_conv_or_dense_read_by_them_alone_are_fused() -> None:
         CHECK-NOT: fused
         CHECK: %l3 = lif_box(%r)
         CHECK-NOT: fused
+        CHECK: %c3 = conv2d(%l3)
+        CHECK-SAME: weight_layout="OIHW8o"
+        CHECK: %l4 = iaf(%c3)
+        CHECK-NOT: fused
+        CHECK: %fc = dense(%f)
+        CHECK-SAME: weight_layout="IO"
         CHECK: %out = li(%fc)
         CHECK-SAME: fused=true
         CHECK: plan arena=
@@ -80,7 +91,9 @@ def test_fused_plan_simulates_exactly_what_the_unfused_graph_computes() -> None:
     graph = _graph()
     fused = PassManager(DEFAULT_PIPELINE, PassOptions(alignment=16)).run(graph)
     unfused = PassManager(UNFUSED_PIPELINE, PassOptions(alignment=16)).run(graph)
-    assert fused.plan.arena_bytes < unfused.plan.arena_bytes  # the dense and conv outputs are gone
+    assert fused.plan.arena_bytes <= unfused.plan.arena_bytes
+    gone = {b.name for b in unfused.plan.buffers} - {b.name for b in fused.plan.buffers}
+    assert gone == {"c1", "fc"}  # the layers' outputs (the LI's output, written over fc unfused, has its own)
     x = _input(graph)
     np.testing.assert_array_equal(run(fused, x, simulate_plan=True), run(unfused, x))
 
