@@ -62,13 +62,14 @@ def transient_states(graph: Graph) -> bool:
 
 
 def scratch_bytes(node: Node, operand_bytes: int, operand_shape: tuple[int, ...]) -> int:
-    """Workspace a node's kernel needs: a padded copy of the input, in the input's type, for padded convolutions and
-    pools (rows padded by `row_padding` when given)."""
+    """Workspace a node's kernel needs: a padded copy of the input for padded convolutions (float32, spikes
+    converted once) and pools (in the input's type), rows padded by `row_padding` when given."""
     if node.op in ("conv2d", "maxpool2d", "avgpool2d", "sumpool2d"):
         (top, bottom), pw = row_padding(node), node.attr("padding")[1]
         if top or bottom or pw:
             c, h, w = operand_shape
-            return c * (h + top + bottom) * (w + 2 * pw) * (operand_bytes // (c * h * w))
+            element = 4 if node.op == "conv2d" else operand_bytes // (c * h * w)
+            return c * (h + top + bottom) * (w + 2 * pw) * element
     return 0
 
 

@@ -167,15 +167,16 @@ def test_the_planner_sees_one_byte_per_spike() -> None:
     assert smallest[0] < smallest[1]
 
 
-def test_a_padded_convolution_of_spikes_pads_bytes() -> None:
-    """Its scratch (the padded input) holds spikes too: one byte per element, as the kernel writes it."""
+def test_a_padded_convolution_of_spikes_pads_float32() -> None:
+    """Its scratch (the padded input) holds the spikes converted to float32, as the kernel writes it: once per
+    input, not once per block of outputs and tap."""
     conv = "%c2 = conv2d(%p) {weight=@c2.w, out_channels=2, kernel=(3,3), stride=(1,1), padding=(1,1), dilation=(1,1), groups=1} : ?"
     text = CONVNET.replace("  %f = flatten(%p) : ?", f"  {conv}\n  %f = flatten(%c2) : ?").replace(
         "  param @fc1.w : f32[16,36]", "  param @c2.w : f32[2,4,3,3]\n  param @fc1.w : f32[16,18]"
     )
     planned = _planned(parse(text.replace("in_features=36", "in_features=18"), _weights(text)))
     assert planned.node("p").type.dtype == "spike"
-    assert planned.plan.buffer("c2.scratch").size == 4 * 5 * 5
+    assert planned.plan.buffer("c2.scratch").size == 4 * 5 * 5 * 4
 
 
 def test_neurons_write_in_place_only_over_operands_of_their_size() -> None:
