@@ -766,10 +766,10 @@ def _conv2d_blocked(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
         return value + b[oc] if k.bias else value
 
     outputs, names, block_name = _output_stage(k, k.out_shape(), epilogue, k.neuron)
-    inputs = [x, w, *([b] if k.bias else []), *([src] if src is not x else [])]
-    sch = s_tir.Schedule(te.create_prim_func([*inputs, *outputs]))
+    inputs, padded = [x, w, *([b] if k.bias else [])], src is not x
+    sch = s_tir.Schedule(te.create_prim_func([*inputs, *([src] if padded else []), *outputs]))
     parallel = math.prod(k.out_shape()) * cpg * kh * kw >= _BLOCKED_PARALLEL_MIN_WORK
-    if src is not x:
+    if padded:
         _schedule_pad(sch, sch.get_sblock("pad"), parallel)
     tile_h, tile_w = _pixel_tile((oh, ow), math.ceil(block / lanes), block)
     c, h, wl = sch.get_loops(sch.get_sblock(block_name))
@@ -790,7 +790,7 @@ def _conv2d_blocked(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
     sch.unroll(acc_w)
     sch.unroll(acc_h)
     sch.decompose_reduction(acc_block, reduction[0])
-    args = [*(t.op.name for t in inputs[: 2 + k.bias]), *(["scratch"] if src is not x else []), *names]
+    args = [*(t.op.name for t in inputs), *(["scratch"] if padded else []), *names]
     return _to_c_abi(sch.mod["main"], k.symbol, args, noalias=k.neuron is None)
 
 
@@ -856,11 +856,13 @@ def _dense(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
     return _to_c_abi(sch.mod["main"], k.symbol, args, noalias=k.neuron is None)
 
 
-def _script(k: Kernel, lines: list[str], functions: dict[str, Callable[..., ir.Expr]] | None = None) -> tirx.PrimFunc:
-    """The plain-C-ABI PrimFunc of a kernel written as TVMScript source (`lines`: a `def main(...)` without its
-    decorator), for loops a TE compute cannot say: one statement per step, or branches on data. `functions` are
-    Python functions the script calls to build expressions while it is parsed."""
-    source = "\n".join(["@T.prim_func(private=True)", *lines])
+def _script(k: Kernel, body: list[str], functions: dict[str, Callable[..., ir.Expr]] | None = None) -> tirx.PrimFunc:
+    """The plain-C-ABI PrimFunc of a kernel written as TVMScript source (`body`: the lines of `main`, indented by 4,
+    whose buffers are the kernel's arguments in their shapes and types), for loops a TE compute cannot say: one
+    statement per step, or branches on data. `functions` are Python functions the script calls to build
+    expressions while it is parsed."""
+    params = ", ".join(f'{name}: T.Buffer({shape}, "{k.arg_dtype(name)}")' for name, shape in k.arg_shapes().items())
+    source = "\n".join(["@T.prim_func(private=True)", f"def main({params}):", *body])
     func = tvm.script.from_source(source, extra_vars={"T": T, **(functions or {})})
     return _to_c_abi(func, k.symbol, k.arg_names())
 
@@ -882,10 +884,6 @@ def _dense_steps(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
     group = min(n_steps, _STEP_GROUP)
     rows = _tile(n_out, max(1, _MAX_ACC_VECTORS // group))
     loop = "T.parallel" if n_in * n_out * n_steps >= _PARALLEL_MIN_WORK else "T.serial"
-    buffers = [f"{x}: T.Buffer(({n_in},), '{k.arg_dtype(x)}')" for x in k.step_names("x")]
-    buffers += [f"w: T.Buffer(({n_out}, {n_in}), 'float32')"]
-    buffers += [f"b: T.Buffer(({n_out},), 'float32')"] * k.bias
-    buffers += [f"{y}: T.Buffer(({n_out},), 'float32')" for y in k.step_names("y")]
     row = f"jo * {rows} + ji"
 
     def x(t: int) -> str:  # spikes are bytes, read as 0.0 / 1.0
@@ -893,7 +891,6 @@ def _dense_steps(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
         return f"T.Cast('float32', {load})" if k.spikes else load
 
     lines = [
-        f"def main({', '.join(buffers)}):",
         "    T.func_attr({'tirx.noalias': True})",
         f"    for jo in {loop}({n_out // rows}):",
     ]
@@ -1039,8 +1036,9 @@ def _neuron_values(
     model = NEURON_MODELS[neuron.kind]
     params = {name: per_neuron[name] if value is None else _f32(value) for name, value in neuron.params}
     new = _NEURON_UPDATES[neuron.kind](x, state, params)
-    output = _as(k.arg_dtype(model.output), new[neuron.probe or model.output])
-    return {model.output: output, **{name: new[name] for name in model.state}}
+    dtype = k.arg_dtype(model.output)
+    output = new[neuron.probe or model.output]  # 1.0 / 0.0 spikes stay floats when packed (`_packed_spikes`)
+    return {model.output: output if dtype == BITS else _as(dtype, output), **{name: new[name] for name in model.state}}
 
 
 def _output_stage(
@@ -1086,8 +1084,8 @@ def _neuron(k: NeuronKernel, lanes: int) -> tirx.PrimFunc:
     per_neuron = {name: te.placeholder((k.n,), FLOAT, name=name) for name, value in k.params if value is None}
 
     def new_values(j: ir.Expr) -> dict[str, ir.Expr]:
-        params = {name: per_neuron[name][j] if value is None else _f32(value) for name, value in k.params}
-        return _NEURON_UPDATES[k.kind](_float(x[j]), {name: buf[j] for name, buf in state.items()}, params)
+        read = {name: buf[j] for name, buf in state.items()}
+        return _neuron_values(k, k, _float(x[j]), read, {name: buf[j] for name, buf in per_neuron.items()})
 
     output = _packed_spikes(k, lambda j: new_values(j)["z"])
     update = te.compute((k.n,), lambda j: [new_values(j)[name] for name in model.state], name="neuron")
@@ -1170,11 +1168,9 @@ def _accumulate_dense(k: AccumulateDenseKernel, lanes: int) -> tirx.PrimFunc:
     n_in, n_out, steps = k.in_features, k.out_features, k.steps
     tile = _vector_tile(n_out, lanes, _MAX_TILE_FLOATS // steps)
     xs, ys = k.step_names("x"), k.step_names("y")
-    params = [f'{name}: T.Buffer({shape}, "{k.arg_dtype(name)}")' for name, shape in k.arg_shapes().items()]
     loop = "T.parallel" if n_in * n_out >= _PARALLEL_MIN_WORK else "T.serial"
     out, bias = f"jo * {tile} + ji", f" + b[jo * {tile} + ji]" if k.bias else ""
     lines = [
-        f"def main({', '.join(params)}):",
         f"    for jo in {loop}({n_out // tile}):",
         f'        acc = T.alloc_buffer(({steps}, {tile}), "float32")',
         f"        for t, ji in T.grid({steps}, {tile}):",

@@ -56,11 +56,11 @@ class KernelCall:
     position: int = 0  # position within the block (Graph.positions)
     step: int = 0  # step of the block it computes
     note: str = ""  # the comment in model.c when it is not the node itself (a delay's state update)
-    fused: Node | None = None  # the neuron the call computes too (`Graph.epilogue`)
 
-    def nodes(self) -> tuple[Node, ...]:
-        """The IR nodes the call computes."""
-        return (self.node, *((self.fused,) if self.fused else ()))
+
+def _computed(call: KernelCall, graph: Graph) -> tuple[Node, ...]:
+    """The IR nodes a call computes: its node, and the neuron fused into it (`Graph.epilogue`), if any."""
+    return (call.node, *filter(None, [graph.epilogue(call.node)]))
 
 
 def _row_padding(node: Node) -> tuple[int, int] | None:
@@ -205,12 +205,8 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
         if kernel.scratch_bytes() > planned_scratch:  # liveness.scratch_bytes and the kernel must agree
             raise AssertionError(f"{node.describe()}: kernel needs {kernel.scratch_bytes()} scratch bytes")
         args = tuple((p, buf.offset + (y_shift if p == "y" else 0)) for p, buf in buffers.items())
-        calls.append(KernelCall(node, kernel.symbol, args, position, step, note, graph.epilogue(node)))
+        calls.append(KernelCall(node, kernel.symbol, args, position, step, note))
 
-    delays_of: dict[str, list[Node]] = {}  # source value -> the delays that copy it
-    for node in graph.nodes:
-        if node.op == "delay":
-            delays_of.setdefault(node.attr("source"), []).append(node)
     for position, (node, step) in enumerate(graph.positions()):
         if node.op == "concat" and node.attr("axis", 0) == 0:  # each part copied into its place in the output
             shift = 0
@@ -226,7 +222,7 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
                 call(node, *_batched_kernel_for(node, graph), position, step)
         elif node.op not in NO_KERNEL_OPS and not node.attr("fused"):  # a fused neuron runs in its operand's call
             call(node, *_kernel_for(node, graph), position, step)
-        for delay in delays_of.get(node.name, ()):
+        for delay in graph.delays_of(node.name):
             copy = ElementwiseKernel("", "copy", delay.type.numel)
             state = f"{delay.name}.last"
             call(delay, copy, {"x": node.name, "y": state}, position, step, f"delay state %{state} <- %{node.name}")
@@ -290,7 +286,7 @@ def emit_model_c(
     first_reader: dict[str, int] = {}  # weight (@name) or neuron state -> position of the first call reading it
     for call in calls:
         by_position.setdefault(call.position, []).append(call)
-        for node in call.nodes():
+        for node in _computed(call, graph):
             for name in (*(f"@{ref.name}" for _, ref in node.param_refs()), *state_names(node)):
                 first_reader.setdefault(name, call.position)
     # The loads of a block: streamed weights and transient states' initial values, as (segment, buffer, is state),
@@ -319,7 +315,7 @@ def emit_model_c(
             kernel = by_symbol[call.symbol]
             args = ", ".join(f"({_c_type(kernel, p)} *)(arena + {offset}u)" for p, offset in call.args)
             guard = f"if ({call.step} < nsteps && " if call.step else "if ("
-            text = call.note or "\n   * then ".join(map(format_node, call.nodes()))
+            text = call.note or "\n   * then ".join(map(format_node, _computed(call, graph)))
             body += f"  /* {text.replace('*/', '* /')}{_step_note(call, graph)} */\n"
             body += f"  {guard}(rc = {call.symbol}({args})) != 0) return rc;\n"
         if loads:

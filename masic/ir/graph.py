@@ -238,6 +238,18 @@ class Graph:
         return {n.name: k for k, n in enumerate(self.nodes)}
 
     @cached_property
+    def _delays(self) -> dict[str, tuple[Node, ...]]:
+        delays: dict[str, tuple[Node, ...]] = {}
+        for node in self.nodes:
+            if node.op == "delay":
+                delays[node.attr("source")] = (*delays.get(node.attr("source"), ()), node)
+        return delays
+
+    def delays_of(self, value: str) -> tuple[Node, ...]:
+        """The delays whose source is `value` (each copies it into its state right after it is computed)."""
+        return self._delays.get(value, ())
+
+    @cached_property
     def _epilogues(self) -> dict[str, Node]:
         return {n.inputs[0]: n for n in self.nodes if n.attr("fused")}
 

@@ -245,10 +245,6 @@ def run(graph: Graph, x: np.ndarray, timesteps: int | None = None, simulate_plan
         if neuron_op(node.op) and not values.loads_state:
             for key, array in initial_state(graph, node).items():
                 values.store(f"{node.name}.{key}", array)
-    delays: dict[str, list[str]] = {}  # source -> states of the delays that copy it
-    for node in graph.nodes:
-        if node.op == "delay":
-            delays.setdefault(node.attr("source"), []).append(f"{node.name}.last")
     # The simulator runs the plan's order (blocks of steps, layer-major inside a block, each step's copy of a value
     # where the plan put it); the plain interpreter runs step by step, which computes the same.
     block = graph.schedule.block if simulate_plan else 1
@@ -270,8 +266,8 @@ def run(graph: Graph, x: np.ndarray, timesteps: int | None = None, simulate_plan
                 for computed in (node, graph.epilogue(node) if simulate_plan else None):
                     if computed is not None:
                         values.store(copy(computed.name), _execute(computed, values, sample, copy))
-                for state in delays.get(node.name, ()):
-                    values.arrays[state][...] = values.arrays[copy(node.name)]
+                for delay in graph.delays_of(node.name):
+                    values.arrays[f"{delay.name}.last"][...] = values.arrays[copy(node.name)]
         outputs += [values.arrays[name_of(graph.output, t)].copy() for t in range(count)]
     return np.stack(outputs)
 

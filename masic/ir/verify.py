@@ -146,16 +146,15 @@ def fusion_problem(graph: Graph, neuron: Node) -> str | None:
     if not neuron_op(neuron.op) or neuron.op == "delay":
         return f"{neuron.op} is not a neuron"
     producer = graph.node(neuron.inputs[0])
-    sources = {node.attr("source") for node in graph.nodes if node.op == "delay"}
     if producer.op not in FUSING_OPS:
         return f"its operand %{producer.name} is a {producer.op}, not one of {', '.join(FUSING_OPS)}"
     if graph.batched(producer):
         return f"its operand %{producer.name} computes a block's steps in one call"
     if [user.name for user in graph.users(producer.name)] != [neuron.name]:
         return f"its operand %{producer.name} has other readers"
-    if producer.name == graph.output or producer.name in sources:
+    if producer.name == graph.output or graph.delays_of(producer.name):
         return f"its operand %{producer.name} is the graph output or a delay source"
-    if neuron.name in sources:
+    if graph.delays_of(neuron.name):
         return "it is a delay source"
     if neuron.type is not None and neuron.type.dtype == "bits":  # packing spans 32 outputs; epilogues write one
         return "its spikes are bit-packed"
@@ -254,7 +253,6 @@ def _check_lifetimes(graph: Graph, buffers: dict[str, Buffer], placed: dict[str,
     order = graph.positions()
     n = len(order)
     carried = not transient_states(graph)
-    source_of = {node.attr("source"): node for node in graph.nodes if node.op == "delay"}
 
     def require(value: str, p: int, node: Node, role: str) -> None:
         buf = buffers[placed.get(value, value)]  # scratch is a buffer of its own, not a value
@@ -273,7 +271,7 @@ def _check_lifetimes(graph: Graph, buffers: dict[str, Buffer], placed: dict[str,
             require(graph.copy_name(value, t), call, node, "operand")
         for _, ref in node.param_refs():
             require(f"@{ref.name}", call, node, "weight")
-        states = [*state_names(node), *(state_names(source_of[node.name]) if node.name in source_of else ())]
+        states = [*state_names(node), *(state for delay in graph.delays_of(node.name) for state in state_names(delay))]
         for state in states:
             require(state, call, node, "state")
             if carried:

@@ -83,8 +83,6 @@ def bit_packed(graph: Graph) -> set[str]:
     for node in graph.nodes:
         for value in dict.fromkeys(node.inputs):
             readers.setdefault(value, []).append(node)
-    # the loader reads the output as floats; a delay's state is filled by a byte-wise copy of its source
-    pinned = {graph.output} | {node.attr("source") for node in graph.nodes if node.op == "delay"}
     chosen: set[str] = set()
     for node in graph.nodes:
         if not (spiking(node) and node.type.dtype in SPIKE_DTYPES):
@@ -96,7 +94,9 @@ def bit_packed(graph: Graph) -> set[str]:
                     shared.append(reader.name)
                 else:
                     consumers.append(reader)
-        if consumers and all(accumulates(graph, c) for c in consumers) and not pinned & set(shared):
+        # the loader reads the output as floats; a delay's state is filled by a byte-wise copy of its source
+        pinned = any(value == graph.output or graph.delays_of(value) for value in shared)
+        if consumers and all(accumulates(graph, c) for c in consumers) and not pinned:
             chosen |= set(shared)
     return chosen
 
