@@ -1362,6 +1362,42 @@ def print_fusion(rows: list[dict], threads: int) -> None:
     print("(saved = 1 - fused / (layer + neuron); unstored = the layer's float32 output the fused kernel never writes)")
 
 
+def nchw_twin(kernel) -> list:
+    """For a conv or pool reading or writing a channel-blocked activation (NCHW{c}c), the same kernel on NCHW."""
+    blocks = {name: getattr(kernel, name) for name in ("in_block", "out_block") if getattr(kernel, name, 1) > 1}
+    return [dataclasses.replace(kernel, symbol=f"{kernel.symbol}_nchw", **dict.fromkeys(blocks, 1))] if blocks else []
+
+
+def layout_bench(lib: Library, entries: list[KernelEntry], seconds: float) -> list[dict]:
+    """Each kernel of the models that reads or writes a channel-blocked activation against its NCHW twin."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for entry in entries:
+        for twin in nchw_twin(entry.kernel):
+            blocked = measure(lib.runner(entry.kernel.symbol, kernel_arrays(entry.kernel, rng)), seconds)
+            nchw = measure(lib.runner(twin.symbol, kernel_arrays(twin, rng)), seconds)
+            reads, writes = getattr(entry.kernel, "in_block", 1), getattr(entry.kernel, "out_block", 1)
+            stored = "->".join(f"NCHW{b}c" if b > 1 else "NCHW" for b in (reads, writes))
+            times = {"blocked_us": blocked["best_ms"] * 1e3, "nchw_us": nchw["best_ms"] * 1e3}
+            rows.append(
+                {"type": entry.kind, "shape": entry.shape, "calls": dict(entry.calls), "stored": stored, **times}
+            )
+    return rows
+
+
+def print_layouts(rows: list[dict], threads: int) -> None:
+    print(f"\n== 1c. activation layouts: kernels reading or writing NCHW{{c}}c vs NCHW twins, {threads} threads ==")
+    print(f"{'type':<24}{'shape':<36}{'layout (in->out)':<22}{'calls':>6}{'blocked us':>12}{'NCHW us':>10}")
+    for r in sorted(rows, key=lambda r: (r["type"], r["shape"])):
+        print(
+            f"{r['type'][:23]:<24}{r['shape'][:35]:<36}{r['stored']:<22}{sum(r['calls'].values()):>6}"
+            f"{r['blocked_us']:>12.2f}{r['nchw_us']:>10.2f}"
+        )
+    for model in sorted({model for r in rows for model in r["calls"]}):
+        blocked, nchw = (sum(r[key] * r["calls"].get(model, 0) for r in rows) for key in ("blocked_us", "nchw_us"))
+        print(f"{model}: these kernels take {blocked:.1f} us per inference, {nchw:.1f} us on NCHW")
+
+
 def multiply_twin(kernel):
     """masic's multiply-accumulate dense kernel with the shape of an accumulate-only one, reading the same spikes
     as bytes."""
@@ -1386,12 +1422,12 @@ def storage_twins(kernel) -> list:
 
 
 def twins(kernel) -> list:
-    """The kernels parts 1b and 3 time next to a model's kernel: for dense layers of spikes, the multiplying twin of
-    an accumulating one and the accumulating kernels over bytes and bits; for a fused kernel, its separate layer
-    and neuron kernels."""
+    """The kernels parts 1b, 1c and 3 time next to a model's kernel: for dense layers of spikes, the multiplying twin
+    of an accumulating one and the accumulating kernels over bytes and bits; for a fused kernel, its separate layer
+    and neuron kernels; for a kernel reading or writing a channel-blocked activation, its NCHW twin."""
     multiply = [multiply_twin(kernel)] if type(kernel).__name__ == "AccumulateDenseKernel" else []
     separate = list(separate_twins(kernel)) if getattr(kernel, "neuron", None) else []
-    return multiply + storage_twins(kernel) + separate
+    return multiply + storage_twins(kernel) + separate + nchw_twin(kernel)
 
 
 def accumulate_bench(lib: Library, entry: KernelEntry, rate: float, seconds: float) -> dict | None:
@@ -1710,6 +1746,8 @@ def main() -> int:
         results["kernel_types"] = summary
         results["fusion"] = fusion_bench(libs[args.threads], entries, args.kernel_seconds)
         print_fusion(results["fusion"], args.threads)
+        results["layouts"] = layout_bench(libs[args.threads], entries, args.kernel_seconds)
+        print_layouts(results["layouts"], args.threads)
     results["kernels"] = [
         {
             "type": e.kind,

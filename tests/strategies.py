@@ -142,11 +142,12 @@ def graphs(draw: st.DrawFn, max_layers: int = 6) -> Graph:
 
 
 @st.composite
-def conv_stages(draw: st.DrawFn, max_layers: int = 6) -> Graph:
+def conv_stages(draw: st.DrawFn, max_layers: int = 6, outputs: tuple[int, ...] = ()) -> Graph:
     """A random convolutional stage on a (C,H,W) image, as patch-rows cuts into row patches: convolutions with
     strides, padding, dilation and groups, pools with padding, neurons and element-wise ops with per-element
     parameters, residual blocks (x + a shape-keeping conv of x, perhaps through a neuron), a constant operand; then
-    perhaps flatten and a dense layer, which end the stage."""
+    perhaps flatten and a dense layer, which end the stage. Ungrouped convs have 1 or 2 outputs, or one of
+    `outputs` when given (and then perhaps a 1x1 pool reads the last layer's output)."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     chain = _Chain(draw, rng, (draw(st.integers(1, 3)), draw(st.integers(5, 20)), draw(st.integers(3, 7))))
 
@@ -181,7 +182,8 @@ def conv_stages(draw: st.DrawFn, max_layers: int = 6) -> Graph:
                     "dilation": (draw(st.integers(1, 2)), 1),
                 }
                 groups = draw(st.sampled_from([1, c]))
-                chain.push("conv2d", conv(name, c, groups * draw(st.integers(1, 2)), kernel, groups, **window))
+                out = draw(st.sampled_from(outputs)) if outputs and groups == 1 else groups * draw(st.integers(1, 2))
+                chain.push("conv2d", conv(name, c, out, kernel, groups, **window))
             elif kind == "pool":
                 k = draw(st.integers(1, 3))
                 op = draw(st.sampled_from(["maxpool2d", "avgpool2d", "sumpool2d"]))
@@ -208,6 +210,10 @@ def conv_stages(draw: st.DrawFn, max_layers: int = 6) -> Graph:
                 chain.push(draw(st.sampled_from(BINARY[:3])), {}, (x.name, chain.nodes[-1].name))
         except ShapeError:  # a window larger than what is left of the image: try another layer
             del chain.nodes[start:]
+    if outputs and draw(st.booleans()):  # a reader of the last conv's output other than the graph's output
+        chain.push(
+            draw(st.sampled_from(["maxpool2d", "avgpool2d"])), {"kernel": (1, 1), "stride": (1, 1), "padding": (0, 0)}
+        )
     if draw(st.booleans()):
         chain.push("flatten", {})
         features = chain.nodes[-1].type.shape[0]

@@ -64,6 +64,13 @@ def _pair_out(size: int, kernel: int, stride: int, padding: int, dilation: int) 
     return (size + padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def _stored_shape(shape: tuple[int, int, int], block: int) -> tuple[int, ...]:
+    """How a (C, H, W) activation is stored with channel block ``block``: as is (NCHW) for 1, else (C/c, H, W, c)
+    (NCHW{c}c, ``masic.ir.ops.activation_block``)."""
+    c, h, w = shape
+    return shape if block == 1 else (c // block, h, w, block)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Kernel descriptions
 # --------------------------------------------------------------------------------------------------------------
@@ -106,13 +113,19 @@ class _KernelArgs:
 
 class _WindowArgs(_KernelArgs):
     """Padding of a sliding-window kernel (conv, pooling): ``padding`` (rows, columns) on both sides, except that
-    ``row_padding`` (top, bottom), when given, pads the rows (a row patch of an image pads only at its border)."""
+    ``row_padding`` (top, bottom), when given, pads the rows (a row patch of an image pads only at its border).
+    ``in_block`` > 1 reads ``x`` stored NCHW{in_block}c (``_stored_shape``); the padded copy (scratch) is NCHW."""
 
     in_shape: tuple[int, int, int]
     kernel: tuple[int, int]
     stride: tuple[int, int]
     padding: tuple[int, int]
     row_padding: tuple[int, int] | None
+    in_block: int
+
+    def _check_in_block(self) -> None:
+        if self.in_shape[0] % self.in_block:
+            raise ValueError(f"{self.symbol}: NCHW{self.in_block}c splits {self.in_shape[0]} input channels")
 
     def pads(self) -> tuple[int, int, int]:
         """(top rows, bottom rows, columns on each side)."""
@@ -179,6 +192,8 @@ class Conv2dKernel(_WindowArgs, _NeuronEpilogue):
     weight_layout: str = CONV_LAYOUT
     spikes: tuple[str, ...] = ()
     neuron: NeuronKernel | None = None
+    in_block: int = 1
+    out_block: int = 1  # > 1: y stored NCHW{out_block}c, with the weight blocked alike and no neuron
 
     def arg_dtype(self, name: str) -> str:
         """As every kernel's, but the padded input (scratch) is float32 also for spikes: each input spike is then
@@ -194,6 +209,9 @@ class Conv2dKernel(_WindowArgs, _NeuronEpilogue):
             raise ValueError(f"{self.symbol}: layout {self.weight_layout} splits a group's output channels")
         if min(self.out_shape()) <= 0:
             raise ValueError(f"{self.symbol}: empty output shape {self.out_shape()}")
+        self._check_in_block()
+        if self.out_block > 1 and (self.out_block != weight_block(self.weight_layout) or self.neuron is not None):
+            raise ValueError(f"{self.symbol}: NCHW{self.out_block}c output needs OIHW{self.out_block}o, no neuron")
 
     def out_shape(self) -> tuple[int, int, int]:
         """Output shape (O, OH, OW) by PyTorch's formula."""
@@ -207,13 +225,17 @@ class Conv2dKernel(_WindowArgs, _NeuronEpilogue):
         return (self.out_channels // block, self.in_shape[0] // self.groups, *self.kernel, block)
 
     def arg_shapes(self) -> dict[str, tuple[int, ...]]:
-        """x (C,H,W), w (``weight_shape``), [b (O,)], [scratch: padded x], y (O,OH,OW) or the neuron's."""
-        shapes: dict[str, tuple[int, ...]] = {"x": self.in_shape, "w": self.weight_shape()}
+        """x (C,H,W), w (``weight_shape``), [b (O,)], [scratch: padded x], y (O,OH,OW) or the neuron's; x and y
+        as stored (``_stored_shape``)."""
+        shapes: dict[str, tuple[int, ...]] = {
+            "x": _stored_shape(self.in_shape, self.in_block),
+            "w": self.weight_shape(),
+        }
         if self.bias:
             shapes["b"] = (self.out_channels,)
         if padded := self.padded_shape():
             shapes["scratch"] = padded
-        shapes["y"] = self.out_shape()
+        shapes["y"] = _stored_shape(self.out_shape(), self.out_block)
         return self._with_epilogue(shapes)
 
 
@@ -332,21 +354,24 @@ class Pool2dKernel(_WindowArgs):
     padding: tuple[int, int] = (0, 0)
     row_padding: tuple[int, int] | None = None
     spikes: tuple[str, ...] = ()
+    in_block: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in ("max", "avg", "sum"):
             raise ValueError(f"{self.symbol}: unknown pooling kind {self.kind!r}")
         if min(self.out_shape()) <= 0:
             raise ValueError(f"{self.symbol}: empty output shape {self.out_shape()}")
+        self._check_in_block()
 
     def out_shape(self) -> tuple[int, int, int]:
         """Output shape (C, OH, OW) by PyTorch's formula."""
         return (self.in_shape[0], *self._out_hw((1, 1)))
 
     def arg_shapes(self) -> dict[str, tuple[int, ...]]:
-        """x (C,H,W), [scratch: padded x], y (C,OH,OW)."""
+        """x (C,H,W) as stored (``_stored_shape``), [scratch: padded x], y (C,OH,OW)."""
         padded = self.padded_shape()
-        return {"x": self.in_shape, **({"scratch": padded} if padded else {}), "y": self.out_shape()}
+        x = _stored_shape(self.in_shape, self.in_block)
+        return {"x": x, **({"scratch": padded} if padded else {}), "y": self.out_shape()}
 
 
 @dataclass(frozen=True)
@@ -682,20 +707,29 @@ def _tile(extent: int, preferred: int) -> int:
     return max(t for t in range(1, preferred + 1) if extent % t == 0)
 
 
-def _padded(x: te.Tensor, k: Conv2dKernel | Pool2dKernel, fill: float) -> te.Tensor:
-    """``x`` (C, H, W) padded spatially as ``k.pads()`` says with ``fill``, as its own stage (written to
-    ``scratch``)."""
-    _, h, w = (int(d) for d in x.shape)
-    top, _, side = k.pads()
+def _window_source(
+    k: Conv2dKernel | Pool2dKernel, x: te.Tensor, fill: float
+) -> tuple[te.Tensor, Callable[[ir.Expr, ir.Expr, ir.Expr], ir.Expr]]:
+    """The tensor a sliding window reads, and its element (c, h, w): ``x`` itself (stored NCHW or, with
+    ``k.in_block``, NCHW{c}c), or when ``k.pads()`` pads, ``x`` padded with ``fill`` into NCHW as its own stage
+    (written to ``scratch``)."""
+
+    def element(c: ir.Expr, h: ir.Expr, w: ir.Expr) -> ir.Expr:
+        return x[c, h, w] if k.in_block == 1 else x[c // k.in_block, h, w, c % k.in_block]
+
+    if not k.scratch_bytes():
+        return x, element
+    (_, h, w), (top, _, side) = k.in_shape, k.pads()
     # Spikes pad with 0, also for max pooling: every window holds an input element, and spikes are never below 0.
     dtype = k.arg_dtype("scratch")
     pad = _f32(fill) if dtype == FLOAT else tirx.const(0, dtype)
 
     def value(ci: tirx.Var, hi: tirx.Var, wi: tirx.Var) -> ir.Expr:
         inside = tirx.all(hi >= top, hi < h + top, wi >= side, wi < w + side)
-        return tirx.if_then_else(inside, _as(dtype, x[ci, hi - top, wi - side]), pad)
+        return tirx.if_then_else(inside, _as(dtype, element(ci, hi - top, wi - side)), pad)
 
-    return te.compute(k.padded_shape(), value, name="pad")
+    padded = te.compute(k.padded_shape(), value, name="pad")
+    return padded, lambda c, hi, wi: padded[c, hi, wi]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -742,7 +776,7 @@ def _conv2d_blocked(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
     The weight is stored in blocks of ob output channels (``k.weight_layout`` "OIHW{ob}o"). Each task computes one
     block for a tile of output pixels: per input tap, one contiguous ob-wide weight load feeds one FMA per pixel of
     the tile, with the input pixel broadcast; the (pixels x ob) accumulators stay in registers over the whole
-    reduction and are written to the NCHW output once.
+    reduction and are written once, to an NCHW or (``k.out_block``) NCHW{ob}c output.
     """
     o, block = k.out_channels, weight_block(k.weight_layout)
     (kh, kw), (sh, sw), (dh, dw) = k.kernel, k.stride, k.dilation
@@ -751,29 +785,36 @@ def _conv2d_blocked(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
     x = _placeholder(k, "x")
     w = te.placeholder(k.weight_shape(), FLOAT, name="w")
     b = te.placeholder((o,), FLOAT, name="b")
-    src = _padded(x, k, 0.0) if k.scratch_bytes() else x
+    src, element = _window_source(k, x, 0.0)
     rc, rh, rw = te.reduce_axis((0, cpg), "rc"), te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
 
     def conv(ob: tirx.Var, y: tirx.Var, xx: tirx.Var, oi: tirx.Var) -> ir.Expr:
         channel = rc if k.groups == 1 else (ob // blocks_per_group) * cpg + rc  # a block lies in one group
-        tap = _float(src[channel, y * sh + rh * dh, xx * sw + rw * dw])
+        tap = _float(element(channel, y * sh + rh * dh, xx * sw + rw * dw))
         return te.sum(tap * w[ob, rc, rh, rw, oi], axis=[rc, rh, rw])
 
     acc = te.compute((o // block, oh, ow, block), conv, name="acc")
 
-    def epilogue(oc: tirx.Var, y: tirx.Var, xx: tirx.Var) -> ir.Expr:
-        value = acc[oc // block, y, xx, oc % block]
-        return value + b[oc] if k.bias else value
+    def epilogue(oc: ir.Expr, y: tirx.Var, xx: tirx.Var, oi: ir.Expr | None = None) -> ir.Expr:
+        """Output channel ``oc`` (or, stored blocked, channel ``oi`` of block ``oc``) at (y, xx)."""
+        ob, oi = (oc // block, oc % block) if oi is None else (oc, oi)
+        value = acc[ob, y, xx, oi]
+        return value + b[ob * block + oi] if k.bias else value
 
-    outputs, names, block_name = _output_stage(k, k.out_shape(), epilogue, k.neuron)
+    out_shape = _stored_shape(k.out_shape(), k.out_block)
+    outputs, names, block_name = _output_stage(k, out_shape, epilogue, k.neuron)
     inputs, padded = [x, w, *([b] if k.bias else [])], src is not x
     sch = s_tir.Schedule(te.create_prim_func([*inputs, *([src] if padded else []), *outputs]))
     parallel = math.prod(k.out_shape()) * cpg * kh * kw >= _BLOCKED_PARALLEL_MIN_WORK
     if padded:
         _schedule_pad(sch, sch.get_sblock("pad"), parallel)
     tile_h, tile_w = _pixel_tile((oh, ow), math.ceil(block / lanes), block)
-    c, h, wl = sch.get_loops(sch.get_sblock(block_name))
-    co, ci = sch.split(c, [None, block])
+    if k.out_block > 1:  # NCHW{ob}c: a pixel's block of outputs is one contiguous vector, stored whole
+        co, h, wl, ci = sch.get_loops(sch.get_sblock(block_name))
+        sch.vectorize(ci)
+    else:  # NCHW: a pixel's outputs lie a map apart, stored one at a time
+        c, h, wl = sch.get_loops(sch.get_sblock(block_name))
+        co, ci = sch.split(c, [None, block])
     ho, hi = sch.split(h, [None, tile_h])
     wo, wi = sch.split(wl, [None, tile_w])
     sch.reorder(co, ho, wo, hi, wi, ci)
@@ -804,12 +845,13 @@ def _conv2d(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
     x = _placeholder(k, "x")
     w = te.placeholder(k.weight_shape(), FLOAT, name="w")
     b = te.placeholder((o,), FLOAT, name="b")
-    src = _padded(x, k, 0.0) if k.scratch_bytes() else x
+    src, element = _window_source(k, x, 0.0)
     rc, rh, rw = te.reduce_axis((0, cpg), "rc"), te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
 
     def conv(oc: tirx.Var, y: tirx.Var, xx: tirx.Var) -> ir.Expr:
         channel = rc if k.groups == 1 else (oc // opg) * cpg + rc
-        return te.sum(_float(src[channel, y * sh + rh * dh, xx * sw + rw * dw]) * w[oc, rc, rh, rw], axis=[rc, rh, rw])
+        tap = element(channel, y * sh + rh * dh, xx * sw + rw * dw)
+        return te.sum(_float(tap) * w[oc, rc, rh, rw], axis=[rc, rh, rw])
 
     acc = te.compute(k.out_shape(), conv, name="acc")
     window = cpg * kh * kw
@@ -915,12 +957,14 @@ def _pool2d(k: Pool2dKernel, lanes: int) -> tirx.PrimFunc:
     """Max / average pooling sharing the conv schedule (tiled accumulators over the window)."""
     (kh, kw), (sh, sw) = k.kernel, k.stride
     x = _placeholder(k, "x")
-    src = _padded(x, k, -math.inf if k.kind == "max" else 0.0) if k.scratch_bytes() else x
+    src, element = _window_source(k, x, -math.inf if k.kind == "max" else 0.0)
     rh, rw = te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
     # The max of spikes is a spike (bytes throughout); sums count them as floats.
     reducer, read = (te.max, lambda e: e) if k.kind == "max" else (te.sum, _float)
     acc = te.compute(
-        k.out_shape(), lambda ci, y, xx: reducer(read(src[ci, y * sh + rh, xx * sw + rw]), axis=[rh, rw]), name="acc"
+        k.out_shape(),
+        lambda ci, y, xx: reducer(read(element(ci, y * sh + rh, xx * sw + rw)), axis=[rh, rw]),
+        name="acc",
     )
     if k.kind == "avg":
         # PyTorch divides the window sum by the window size (count_include_pad=True, no ceil mode).

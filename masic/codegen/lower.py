@@ -31,7 +31,16 @@ from masic.codegen.kernels import (
 from masic.codegen.weights import Segment, WeightsFile
 from masic.early_exit import ExitRule
 from masic.ir.graph import SPIKE_DTYPES, Graph, Node, ParamRef
-from masic.ir.ops import CONV_LAYOUT, OPS, matrix_vector, neuron_op, row_padding, state_names, state_type
+from masic.ir.ops import (
+    CONV_LAYOUT,
+    OPS,
+    activation_block,
+    matrix_vector,
+    neuron_op,
+    row_padding,
+    state_names,
+    state_type,
+)
 from masic.ir.text import format_node
 
 NO_KERNEL_OPS = ("input", "flatten", "reshape")  # the loader writes the input; flatten and reshape are views
@@ -98,6 +107,8 @@ def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
             "bias" in a,
             _row_padding(node),
             a.get("weight_layout", CONV_LAYOUT),
+            in_block=activation_block(graph.layout(operand.name)),
+            out_block=activation_block(graph.layout(node.name)),
         )
     elif node.op == "dense" and node.attr("weight_layout") == "IO":  # of spikes, unbatched (the layout pass)
         has_bias = node.attr("bias") is not None
@@ -108,7 +119,10 @@ def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
     elif node.op in ("maxpool2d", "avgpool2d", "sumpool2d"):
         kind = node.op.removesuffix("pool2d")
         a = dict(node.attrs)
-        kernel = Pool2dKernel("", kind, operand.type.shape, a["kernel"], a["stride"], a["padding"], _row_padding(node))
+        shape, in_block = operand.type.shape, activation_block(graph.layout(operand.name))
+        kernel = Pool2dKernel(
+            "", kind, shape, a["kernel"], a["stride"], a["padding"], _row_padding(node), in_block=in_block
+        )
     elif node.op == "adaptive_avgpool2d":
         (_, h, w), (oh, ow) = operand.type.shape, node.attr("output")
         if h % oh == 0 and w % ow == 0:  # even bins: plain average pooling over (h/oh, w/ow) windows

@@ -6,8 +6,9 @@ that does not match both. Initial states are copied in before each sample (`stat
 transient (`masic.analysis.liveness.transient_states`), by the loading thread once per block like streamed
 weights (`state_loads`).
 
-A weight is stored in the layout its node's `weight_layout` attribute names (`stored_weight`); `Graph.weights` keeps
-the logical layout, so the interpreter and the passes never see a stored one.
+A weight is stored in the layout its node's `weight_layout` attribute names, a per-element parameter and a neuron's
+initial state in its node's `layout` (`stored_weight`); `Graph.weights` keeps the logical layout, so the interpreter
+and the passes never see a stored one.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 from masic.analysis.liveness import align_up, transient_states
 from masic.ir.graph import Graph
 from masic.ir.interpret import initial_state
-from masic.ir.ops import neuron_op, weight_block
+from masic.ir.ops import activation_block, neuron_op, weight_block
 from masic.ir.verify import weight_layouts
 
 FILE_ALIGNMENT = 64
@@ -35,12 +36,18 @@ def stored_weight(array: np.ndarray, layout: str | None) -> np.ndarray:
     "OIHW{ob}o": blocks of ob output channels, each (I, kh, kw, ob) with the ob channels innermost, so a conv kernel
     vectorised along output channels reads one contiguous vector per input tap. ob divides O: no padding, the
     stored weight has as many bytes as the logical one.
+    "NCHW{c}c": a (C, H, W) per-element parameter or neuron state of a value stored so (`Graph.layout`), as
+    (C/c, H, W, c); c divides C.
     """
     match layout:
-        case None | "OIHW":
+        case None | "OIHW" | "NCHW":
             return array
         case "IO":
             return array.T
+        case _ if layout.startswith("NCHW"):
+            block = activation_block(layout)
+            c, h, w = array.shape
+            return array.reshape(c // block, block, h, w).transpose(0, 2, 3, 1)
         case _ if layout.startswith("OIHW"):
             block = weight_block(layout)
             o, i, kh, kw = array.shape
@@ -79,8 +86,12 @@ def write_weights(graph: Graph, path: Path) -> WeightsFile:
     blocks = [(p.name, graph.weights[p.name]) for p in graph.params]
     states: list[tuple[str, np.ndarray]] = []
     for node in graph.nodes:
-        if neuron_op(node.op):
-            states += [(f"{node.name}.{key}", array) for key, array in initial_state(graph, node).items()]
+        if neuron_op(node.op):  # a neuron's state is stored in its output's layout
+            layout = node.attr("layout")
+            states += [
+                (f"{node.name}.{key}", stored_weight(array, layout))
+                for key, array in initial_state(graph, node).items()
+            ]
     streamed_names = set(graph.schedule.streamed)
     layouts = weight_layouts(graph)
     transient = transient_states(graph)

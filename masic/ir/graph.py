@@ -263,6 +263,10 @@ class Graph:
         """Whether a value (not a step's copy) exists only inside a fused kernel, in registers: no buffer holds it."""
         return value in self._epilogues
 
+    def layout(self, value: str) -> str:
+        """How a value is stored: its producer's `layout` attribute (the layout pass's choice), else "NCHW"."""
+        return self.node(value).attr("layout", "NCHW")
+
     def batched(self, node: Node) -> bool:
         """Whether the node computes every step of a block in one call, at its first position (step 0): dense layers
         in blocks of several steps, which then read their weights once per block. Its positions for steps 1.. run

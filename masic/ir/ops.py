@@ -103,6 +103,23 @@ def weight_block(layout: str) -> int:
     raise ShapeError(f'unknown conv weight layout {layout!r} (expected "OIHW" or "OIHW<block>o")')
 
 
+ACTIVATION_LAYOUT = "NCHW"  # how a value is stored unless its producer's `layout` attribute says otherwise
+# Element-wise ops of one operand: the elements' order does not matter to them, so they store their output in
+# their operand's layout (and their per-element parameters and state in it too)
+LAYOUT_CARRIERS = ("relu", "scale", "offset", "threshold", "lif", "lif_box", "li", "li_box", "iaf")
+BLOCKED_READERS = ("conv2d", "maxpool2d", "avgpool2d", "sumpool2d")  # kernels that read an NCHW{c}c operand
+
+
+def activation_block(layout: str) -> int:
+    """The channel block of a value's `layout`: 1 for NCHW, c for "NCHW{c}c" (stored (C/c, H, W, c): c channels
+    of a pixel contiguous, `masic.codegen.weights.stored_weight`)."""
+    if layout == ACTIVATION_LAYOUT:
+        return 1
+    if match := re.fullmatch(r"NCHW([1-9][0-9]*)c", str(layout)):
+        return int(match.group(1))
+    raise ShapeError(f'unknown activation layout {layout!r} (expected "NCHW" or "NCHW<block>c")')
+
+
 def matrix_vector(conv: Node, in_shape: tuple[int, ...]) -> bool:
     """A 1x1 ungrouped, unpadded convolution of a 1x1 map: a matrix-vector product (its OIHW weight is the dense
     layer's (O, I) matrix)."""
@@ -244,11 +261,12 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 "conv2d",
                 1,
                 ("weight", "out_channels", "kernel", "stride", "padding", "dilation", "groups"),
-                ("bias", "row_padding", "weight_layout"),
+                ("bias", "row_padding", "weight_layout", "layout"),
                 _infer_conv2d,
                 "2-d cross-correlation as torch.nn.Conv2d; weight (O, C/groups, kh, kw); row_padding=(top, bottom)"
                 " replaces padding's rows (a row patch pads only at the image border); weight_layout: how"
-                " weights.bin stores the weight (default OIHW; the graph's weights stay OIHW)",
+                " weights.bin stores the weight (default OIHW; the graph's weights stay OIHW); layout: how the"
+                " output is stored (default NCHW)",
             ),
             OpDef(
                 "dense",
@@ -316,14 +334,14 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
             OpDef("sub", 2, (), (), _infer_same, "element-wise difference a - b"),
             OpDef("mul", 2, (), (), _infer_same, "element-wise product"),
             OpDef("select", 3, (), (), _infer_same, "element-wise c != 0 ? a : b (torch.where)"),
-            OpDef("relu", 1, (), (), _infer_identity, "max(x, 0)"),
-            OpDef("scale", 1, ("factor",), (), _infer_identity, "x * factor", ("factor",)),
-            OpDef("offset", 1, ("value",), (), _infer_identity, "x + value", ("value",)),
+            OpDef("relu", 1, (), ("layout",), _infer_identity, "max(x, 0)"),
+            OpDef("scale", 1, ("factor",), ("layout",), _infer_identity, "x * factor", ("factor",)),
+            OpDef("offset", 1, ("value",), ("layout",), _infer_identity, "x + value", ("value",)),
             OpDef(
                 "threshold",
                 1,
                 ("threshold",),
-                (),
+                ("layout",),
                 _infer_identity,
                 "x > threshold ? 1 : 0 (NIR Threshold, a spike without state)",
                 ("threshold",),
@@ -333,7 +351,7 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 "lif",
                 1,
                 _NEURON_PARAMS_LIF,
-                ("probe", "fused"),
+                ("probe", "fused", "layout"),
                 _infer_spiking,
                 """Leaky integrate-and-fire with a current synapse (Norse LIFCell).
                 i1 = i + x;  v1 = v + dt_tau_mem*((v_leak - v) + i1);  i' = i1 + neg_dt_tau_syn*i1
@@ -344,7 +362,7 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 "lif_box",
                 1,
                 ("dt_tau_mem", "v_leak", "v_th", "v_reset", "reset"),
-                ("probe", "fused"),
+                ("probe", "fused", "layout"),
                 _infer_spiking,
                 """Leaky integrate-and-fire without synapse (Norse LIFBoxCell).
                 v1 = v + dt_tau_mem*((x + v_leak) - v);  z = (v1 - v_th) > 0
@@ -355,7 +373,7 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 "li",
                 1,
                 ("dt_tau_mem", "neg_dt_tau_syn", "v_leak"),
-                ("fused",),
+                ("fused", "layout"),
                 _infer_identity,
                 """Leaky integrator with a current synapse (Norse LICell).
                 i1 = i + x;  v' = v + dt_tau_mem*((v_leak - v) + i1);  i' = i1 + neg_dt_tau_syn*i1;  output v'""",
@@ -366,7 +384,7 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 "li_box",
                 1,
                 ("dt_tau_mem", "v_leak"),
-                ("fused",),
+                ("fused", "layout"),
                 _infer_identity,
                 """Leaky integrator without synapse (Norse LIBoxCell).
                 v' = v + dt_tau_mem*((v_leak - v) + x);  output v'""",
@@ -377,7 +395,7 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 "iaf",
                 1,
                 ("v_th", "v_reset"),
-                ("probe", "fused"),
+                ("probe", "fused", "layout"),
                 _infer_spiking,
                 """Integrate-and-fire (Norse IAFCell).
                 v1 = v + x;  z = (v1 - v_th) > 0;  v' = z ? v_reset : v1;  output z""",

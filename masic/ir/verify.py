@@ -11,7 +11,20 @@ from __future__ import annotations
 from masic.analysis.liveness import VIEW_OPS, transient_states
 from masic.errors import MasicError
 from masic.ir.graph import BUFFER_KINDS, DTYPES, SPIKE_DTYPES, Buffer, Graph, Node, ParamRef, TensorType
-from masic.ir.ops import CONV_LAYOUT, OPS, VARIADIC, ShapeError, neuron_op, state_names, state_type
+from masic.ir.ops import (
+    ACTIVATION_LAYOUT,
+    BLOCKED_READERS,
+    CONV_LAYOUT,
+    LAYOUT_CARRIERS,
+    OPS,
+    VARIADIC,
+    ShapeError,
+    activation_block,
+    neuron_op,
+    state_names,
+    state_type,
+    weight_block,
+)
 from masic.ir.text import format_node
 
 
@@ -103,7 +116,7 @@ def _verify_node(node: Node, defined: dict[str, Node], params: dict, graph: Grap
             elif key == "probe":
                 if value not in [s for s, _ in neuron.states]:
                     raise VerifyError(f"probe must name a state of {node.op}, got {value!r}", node)
-            elif key != "source":
+            elif key not in ("source", "layout"):
                 _verify_element_param(node, key, value, params)
     if node.op == "dense" and node.attr("weight_layout") not in (None, "IO"):
         raise VerifyError(f'dense weight_layout must be "IO" when given, got {node.attr("weight_layout")!r}', node)
@@ -120,6 +133,8 @@ def _verify_node(node: Node, defined: dict[str, Node], params: dict, graph: Grap
         if node.attr("weight_layout") == "IO" and operand_types[0].dtype not in SPIKE_DTYPES:
             raise VerifyError('weight_layout "IO" is for the accumulate-only kernel of a spike operand', node)
     _verify_bits(node, operand_types, graph)
+    if problem := layout_problem(graph, node):
+        raise VerifyError(f"layout: {problem}", node)
 
 
 def _verify_bits(node: Node, operand_types: tuple[TensorType | None, ...], graph: Graph) -> None:
@@ -156,20 +171,62 @@ def fusion_problem(graph: Graph, neuron: Node) -> str | None:
         return f"its operand %{producer.name} is the graph output or a delay source"
     if graph.delays_of(neuron.name):
         return "it is a delay source"
+    if graph.layout(producer.name) != ACTIVATION_LAYOUT:  # the epilogue stores its state and output NCHW
+        return f"its operand %{producer.name} is stored {graph.layout(producer.name)}"
     if neuron.type is not None and neuron.type.dtype == "bits":  # packing spans 32 outputs; epilogues write one
         return "its spikes are bit-packed"
     return None
 
 
+def layout_problem(graph: Graph, node: Node) -> str | None:
+    """Why `node` cannot store its output in its `layout` or read its operands as they are stored, or None.
+
+    A value stored "NCHW{c}c" (blocks of c channels innermost: `activation_block`) has the shape (C, H, W) with c
+    dividing C, and is written by a conv2d whose weight is blocked alike ("OIHW{c}o") and that runs no fused neuron,
+    or by an element-wise op of one operand (`LAYOUT_CARRIERS`) whose operand is stored so. It is neither the graph
+    output (the loader reads NCHW) nor a delay's source, and only such carriers and the convs and pools that read
+    any layout (`BLOCKED_READERS`) read it."""
+    if (layout := node.attr("layout")) is not None:
+        try:
+            block = activation_block(layout)
+        except ShapeError as err:
+            return str(err)
+        if block == 1:
+            return f"{ACTIVATION_LAYOUT} is the default: leave the attribute out"
+        if node.type is not None and (len(node.type.shape) != 3 or node.type.shape[0] % block):
+            return f"{layout} needs (C, H, W) with C a multiple of {block}, not {node.type}"
+        if node.op == "conv2d":
+            if weight_block(node.attr("weight_layout", CONV_LAYOUT)) != block:
+                return f"a conv stores {layout} only with its weight in OIHW{block}o"
+            if graph.epilogue(node) is not None:
+                return "its fused neuron stores NCHW"
+        elif node.op in LAYOUT_CARRIERS:
+            if graph.layout(node.inputs[0]) != layout:
+                return f"its operand %{node.inputs[0]} is stored {graph.layout(node.inputs[0])}, not {layout}"
+        else:
+            return f"{node.op} stores {ACTIVATION_LAYOUT} only"
+        if node.name == graph.output or graph.delays_of(node.name):
+            return "the graph output and delay sources are stored NCHW"
+    for value in node.inputs:
+        stored = graph.layout(value)
+        if stored not in (ACTIVATION_LAYOUT, layout) and node.op not in BLOCKED_READERS:
+            return f"{node.op} reads %{value}, stored {stored}, as {layout or ACTIVATION_LAYOUT}"
+    return None
+
+
 def weight_layouts(graph: Graph) -> dict[str, str | None]:
     """The layout weights.bin stores each parameter in (`masic.codegen.weights.stored_weight`): the `weight_layout`
-    of the nodes that read it as their weight (a conv's default OIHW), None for every other parameter. weights.bin
-    stores a parameter once, so all its readers (the row patches of one conv share their weight) must agree."""
+    of the nodes that read it as their weight (a conv's default OIHW), the `layout` of an element-wise op reading it
+    as a per-element parameter, None for every other parameter. weights.bin stores a parameter once, so all its
+    readers (the row patches of one conv share their weight) must agree."""
     layouts: dict[str, str | None] = {}
     for node in graph.nodes:
         default = CONV_LAYOUT if node.op == "conv2d" else None
         for key, ref in node.param_refs():
-            layout = node.attr("weight_layout", default) if key == "weight" else None
+            if key == "weight":
+                layout = node.attr("weight_layout", default)
+            else:
+                layout = node.attr("layout") if node.op in LAYOUT_CARRIERS else None
             if layouts.setdefault(ref.name, layout) != layout:
                 raise VerifyError(f"weight @{ref.name} is read as {layouts[ref.name]} and as {layout}", node)
     return layouts

@@ -1,4 +1,4 @@
-"""layout: choose how each conv's and dense layer's weight is stored; activations stay NCHW.
+"""layout: choose how each conv's and dense layer's weight is stored, and which activations are stored channel-blocked.
 
 A column-vectorised conv kernel fills its vectors only when the output map is a whole number of WIDE_COLUMNS
 columns wide and read at stride 1 along the columns; otherwise (4x4 and 2x2 maps of VGG on 32x32 images, 24- and
@@ -30,17 +30,26 @@ This is a layout rather than the spike-dtype pass's choice because only after th
 dense layers are batched; planners that run earlier (slice-layers, patch-rows) measure spikes as bytes, an upper
 bound.
 
-Activations stay NCHW: every kernel reads and writes NCHW, so no layout change (transpose) runs between layers.
+A conv whose weight is blocked by ob (above) stores its output "NCHW{ob}c" (`blocked_activations`): blocks of ob
+channels innermost, so its kernel stores each pixel's ob outputs as one vector, where in NCHW they lie a map apart
+and are stored one at a time. The layout passes on through the element-wise ops of one operand that read it
+(neurons, relu, scale, ...: `LAYOUT_CARRIERS`, which store their output, state and per-element parameters alike),
+and is chosen only if every other reader of those values reads it at no cost: a conv with a blocked weight
+(it broadcasts one input element at a time, from wherever it is stored), a padded conv (its padding stage copies
+the input into an NCHW scratch anyway) and the pools (they write NCHW). So no transpose ever runs: the layout
+changes back to NCHW inside a kernel that reads the value anyway. The graph output and delay sources stay NCHW
+(the loader and a delay's byte-wise copy read them), and so do 1x1 maps (the same bytes either way).
 
 Requires: typed graph with its schedule (after the schedule pass: whether a dense layer is batched), after
 slice-layers and patch-rows (their pieces are the layers that run; row patches of one conv share its weight and
 its output width, so they get the same layout), before assign-offsets (bits shrink buffers: 4 bytes per 32
 spikes).
-Ensures: a conv2d has `weight_layout` "OIHW{ob}o" exactly when the rule above picks it for every conv sharing its
-weight (one weight, one stored layout), never for a 1x1 conv of a 1x1 map (a matrix-vector product on the OIHW
-weight); a dense layer has "IO" exactly when its operand holds spikes (bytes or bits) and it is not batched; a
-spike value is "bits" exactly when the rule above picks it, else "spike"; values, shapes and every other
-attribute are unchanged. Running the pass again changes nothing.
+Ensures: a value has `layout` "NCHW{ob}c" exactly when `blocked_activations` picks it (so every value that does
+is written and read as `masic.ir.verify.layout_problem` allows); a conv2d has `weight_layout` "OIHW{ob}o" exactly
+when the rule above picks it for every conv sharing its weight (one weight, one stored layout), never for a 1x1
+conv of a 1x1 map (a matrix-vector product on the OIHW weight); a dense layer has "IO" exactly when its operand
+holds spikes (bytes or bits) and it is not batched; a spike value is "bits" exactly when the rule above picks
+it, else "spike"; values, shapes and every other attribute are unchanged. Running the pass again changes nothing.
 """
 
 from __future__ import annotations
@@ -50,14 +59,13 @@ from dataclasses import replace
 
 from masic.analysis.liveness import VIEW_OPS
 from masic.ir.graph import SPIKE_DTYPES, Graph, Node, TensorType
-from masic.ir.ops import CONV_LAYOUT, matrix_vector
+from masic.ir.ops import ACTIVATION_LAYOUT, CONV_LAYOUT, LAYOUT_CARRIERS, matrix_vector, weight_block
 from masic.passes.base import PassOptions
 from masic.passes.spike_dtype import spiking
 
 NAME = "layout"
 WIDE_COLUMNS = 16  # float32 lanes of the widest vectors (AVX-512); a multiple of NEON's 4 and AVX2's 8
 BLOCKS = (16, 8, 4)  # output-channel blocks: whole vectors on NEON (4 lanes), and on AVX2 / AVX-512 from 8 / 16
-ACTIVATION_LAYOUT = "NCHW"
 
 
 def weight_layout(conv: Node, in_shape: tuple[int, ...], in_dtype: str = "f32") -> str:
@@ -77,12 +85,58 @@ def accumulates(graph: Graph, node: Node) -> bool:
     return node.op == "dense" and graph.node(node.inputs[0]).type.dtype in SPIKE_DTYPES and not graph.batched(node)
 
 
-def bit_packed(graph: Graph) -> set[str]:
-    """The values the rule in the module docstring stores as bits: spiking neurons' outputs and their views."""
+def _readers(graph: Graph) -> dict[str, list[Node]]:
+    """Each value's readers, once each, in graph order."""
     readers: dict[str, list[Node]] = {}
     for node in graph.nodes:
         for value in dict.fromkeys(node.inputs):
             readers.setdefault(value, []).append(node)
+    return readers
+
+
+def reads_blocked_freely(graph: Graph, reader: Node) -> bool:
+    """Whether a reader of an NCHW{c}c value reads it at no extra cost (see the module docstring): a conv with a
+    blocked weight or padding, or a pool."""
+    if reader.op == "conv2d":
+        blocked = weight_block(reader.attr("weight_layout", CONV_LAYOUT)) > 1
+        return blocked or reader.attr("padding") != (0, 0) or reader.attr("row_padding", (0, 0)) != (0, 0)
+    return reader.op in ("maxpool2d", "avgpool2d", "sumpool2d")
+
+
+def blocked_activations(graph: Graph) -> dict[str, str]:
+    """The values the rule in the module docstring stores NCHW{c}c, with that layout: the outputs of convs with a
+    blocked weight, and of the element-wise ops they feed, where every other reader reads the layout freely."""
+    readers = _readers(graph)
+    param_readers: dict[str, set[str]] = {}
+    for node in graph.nodes:
+        for _, ref in node.param_refs():
+            param_readers.setdefault(ref.name, set()).add(node.name)
+    chosen: dict[str, str] = {}
+    for conv in graph.nodes:
+        if conv.op != "conv2d" or conv.type.shape[1:] == (1, 1):
+            continue
+        if (block := weight_block(conv.attr("weight_layout", CONV_LAYOUT))) == 1:
+            continue
+        group, fits = [conv], True  # the conv and the carriers its layout passes through
+        for node in group:  # grows as carriers are found
+            fits &= node.name != graph.output and not graph.delays_of(node.name)
+            for reader in readers.get(node.name, ()):
+                if reader.op in LAYOUT_CARRIERS:
+                    group.append(reader)
+                else:
+                    fits &= reads_blocked_freely(graph, reader)
+        names = {node.name for node in group}
+        # weights.bin stores a per-element parameter once, in its readers' layout
+        params = {ref.name for node in group[1:] for _, ref in node.param_refs()}
+        fits &= all(param_readers[name] <= names for name in params)
+        if fits:
+            chosen |= dict.fromkeys(names, f"NCHW{block}c")
+    return chosen
+
+
+def bit_packed(graph: Graph) -> set[str]:
+    """The values the rule in the module docstring stores as bits: spiking neurons' outputs and their views."""
+    readers = _readers(graph)
     chosen: set[str] = set()
     for node in graph.nodes:
         if not (spiking(node) and node.type.dtype in SPIKE_DTYPES):
@@ -102,11 +156,14 @@ def bit_packed(graph: Graph) -> set[str]:
 
 
 def summary(graph: Graph) -> str:
-    """One line: the activations' layout, how many convs store their weight in each layout, and, when there are
-    spikes, how many of the buffers holding them (views share one) are bit-packed."""
+    """One line: how many values (not views) are stored in each activation layout, how many convs store their
+    weight in each layout, and, when there are spikes, how many of the buffers holding them (views share one) are
+    bit-packed."""
     counts = Counter(n.attr("weight_layout", CONV_LAYOUT) for n in graph.nodes if n.op == "conv2d")
     weights = ", ".join(f"{count} {layout}" for layout, count in sorted(counts.items())) or "no convs"
-    line = f"layout: activations {ACTIVATION_LAYOUT}; conv weights: {weights}"
+    stored = Counter(n.attr("layout", ACTIVATION_LAYOUT) for n in graph.nodes if n.op not in (*VIEW_OPS, "input"))
+    activations = ", ".join(f"{count} {layout}" for layout, count in sorted(stored.items()))
+    line = f"layout: activations {activations}; conv weights: {weights}"
     spikes = Counter(n.type.dtype for n in graph.nodes if n.type.dtype in SPIKE_DTYPES and n.op not in VIEW_OPS)
     if spikes:
         line += f"; spike buffers: {spikes['bits']} bit-packed, {spikes['spike']} one byte per spike"
@@ -131,7 +188,10 @@ def run(graph: Graph, options: PassOptions) -> Graph:
             node = node.with_attrs(weight_layout="IO" if accumulates(graph, node) else None)
         nodes.append(node)
     bits = bit_packed(graph)  # reads only operand types and the schedule, which the loop above leaves alone
+    blocked = blocked_activations(graph.with_nodes(nodes))  # reads the weight layouts chosen above
     for k, node in enumerate(nodes):
+        node = node.with_attrs(layout=blocked.get(node.name))
         if node.type.dtype in SPIKE_DTYPES:
-            nodes[k] = replace(node, type=TensorType(node.type.shape, "bits" if node.name in bits else "spike"))
+            node = replace(node, type=TensorType(node.type.shape, "bits" if node.name in bits else "spike"))
+        nodes[k] = node
     return graph.with_nodes(nodes)

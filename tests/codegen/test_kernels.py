@@ -386,6 +386,53 @@ def _bit_cases(rng: np.random.Generator, big: bool) -> list[Case]:
     return [twin for case in cases for twin in (case, _bits_twin(case))]
 
 
+def _stored_activation(array: np.ndarray, block: int) -> np.ndarray:
+    """A (C, H, W) activation as a kernel with channel block ``block`` stores it (NCHW, or NCHW{block}c)."""
+    return stored_weight(array, f"NCHW{block}c") if block > 1 else array
+
+
+def _in_stored_layouts(case: Case) -> Case:
+    """A conv or pool case with ``x`` passed, and ``y`` expected, as its kernel stores them (``in_block``,
+    ``out_block``): the same values in another order."""
+    k = case.kernel
+    args = case.args | {"x": _stored_activation(case.args["x"], k.in_block)}
+
+    def expected() -> dict[str, np.ndarray]:
+        return {"y": _stored_activation(case.expected()["y"], getattr(k, "out_block", 1))}
+
+    return replace(case, args=args, expected=expected)
+
+
+def _layout_cases(rng: np.random.Generator, big: bool) -> list[Case]:
+    """Convs and pools reading channel-blocked inputs (padded: through the NCHW scratch; unpadded: directly) and
+    blocked convs writing channel-blocked outputs, of floats and of spikes, grouped and strided."""
+    convs = [
+        Conv2dKernel("conv_b16_nchw16c", (24, 4, 4), 32, (3, 3), padding=(1, 1), weight_layout="OIHW16o", in_block=8),
+        Conv2dKernel("conv_b32_s2_nchw32c", (8, 9, 7), 64, (3, 3), (2, 2), (1, 1), weight_layout="OIHW32o"),
+        Conv2dKernel("conv_b4_g3_nchw4c", (9, 5, 5), 12, (2, 2), groups=3, bias=False, weight_layout="OIHW4o"),
+        Conv2dKernel("conv_cols_in16", (16, 6, 20), 8, (3, 3), in_block=16),
+        Conv2dKernel("conv_pad_in4_spikes", (8, 16, 16), 8, (3, 3), padding=(1, 1), spikes=("x",), in_block=4),
+        Conv2dKernel(
+            "conv_b16_spikes_nchw16c", (32, 8, 8), 16, (3, 3), padding=(1, 1), weight_layout="OIHW16o", spikes=("x",)
+        ),
+    ]
+    blocks = {"conv_b16_nchw16c": 16, "conv_b32_s2_nchw32c": 32, "conv_b4_g3_nchw4c": 4, "conv_b16_spikes_nchw16c": 16}
+    convs = [replace(k, out_block=blocks.get(k.symbol, 1)) for k in convs]
+    convs[2], convs[5] = replace(convs[2], in_block=3), replace(convs[5], in_block=16)
+    if big:
+        big_conv = Conv2dKernel("conv_big_nchw16c", (256, 4, 4), 512, (3, 3), padding=(1, 1), weight_layout="OIHW16o")
+        convs.append(replace(big_conv, in_block=16, out_block=16))
+    pools = [
+        Pool2dKernel("maxpool_in16", "max", (32, 8, 8), (2, 2), (2, 2), in_block=16),
+        Pool2dKernel(
+            "maxpool_pad_in8_spikes", "max", (8, 16, 16), (3, 3), (2, 2), (1, 1), spikes=("x", "y"), in_block=8
+        ),
+        Pool2dKernel("avgpool_pad_in4", "avg", (4, 9, 11), (3, 3), (1, 2), (1, 1), in_block=4),
+    ]
+    cases = [_conv_case(rng, k) for k in convs] + [_pool_case(rng, k) for k in pools]
+    return [_in_stored_layouts(case) for case in cases]
+
+
 FUSED_STEPS = 8
 
 
@@ -517,7 +564,7 @@ def _cases(big: bool) -> list[Case]:
     if big:
         neurons.append(("lif", 40000, set()))  # above the parallel threshold
     cases += [_neuron_case(rng, f"{kind}_{n}", kind, n, per) for kind, n, per in neurons]
-    cases += _elementwise_cases(rng) + _patch_cases(rng, big) + _spike_cases(rng, big)
+    cases += _elementwise_cases(rng) + _patch_cases(rng, big) + _spike_cases(rng, big) + _layout_cases(rng, big)
     return cases + _all_fused_cases(rng, big)
 
 

@@ -1,5 +1,6 @@
 """End to end: a model of convolutions on small maps, whose weights the layout pass stores blocked by output
-channels, compiled for the host and for aarch64 (under qemu), resident and, at its smallest budget, sliced and
+channels and whose outputs blocked by channels (NCHW16c, NCHW4c: also a neuron's per-neuron parameters and state),
+compiled for the host and for aarch64 (under qemu), resident and, at its smallest budget, sliced and
 streamed, computes what the reference interpreter computes."""
 
 from __future__ import annotations
@@ -26,15 +27,16 @@ TIMESTEPS = 4
 
 def small_maps() -> SequentialState:
     """8x8, 4x4, 2x2 maps: blocks of 16 output channels, of 4 (a grouped conv with 12 outputs per group), and none
-    (6 outputs)."""
+    (6 outputs). The second LIF has a threshold and a leak (its membrane's initial value) per neuron."""
     torch.manual_seed(5)
     p = LIFParameters(v_th=torch.tensor(0.2))
+    per_neuron = LIFParameters(v_th=0.1 + 0.2 * torch.rand(32, 4, 4), v_leak=0.1 * torch.rand(32, 4, 4))
     return SequentialState(
         torch.nn.Conv2d(2, 16, 3, padding=1),
         LIFCell(p),
         torch.nn.MaxPool2d(2),
         torch.nn.Conv2d(16, 32, 3, padding=1),
-        LIFCell(p),
+        LIFCell(per_neuron),
         torch.nn.Conv2d(32, 24, 3, padding=1, groups=2),
         LIFCell(p),
         torch.nn.MaxPool2d(2),
@@ -47,13 +49,14 @@ def small_maps() -> SequentialState:
     )
 
 
-def _layouts(*flags: str) -> list[str | None]:
+def _layouts(*flags: str, key: str = "weight_layout") -> list[str | None]:
+    """Each conv's `key` attribute in the graph `--emit layout` prints."""
     emitted = masic_cli(
         "compile", SPEC, "--input-shape", "2,8,8", "--timesteps", str(TIMESTEPS), "--emit", "layout", *flags
     )
     assert emitted.returncode == 0, emitted.stderr
     graph = parse(emitted.stdout, {})
-    return [node.attr("weight_layout") for node in graph.nodes if node.op == "conv2d"]
+    return [node.attr(key) for node in graph.nodes if node.op == "conv2d"]
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +68,11 @@ def minimum() -> int:
 
 def test_emitted_layouts_and_summary() -> None:
     assert _layouts() == ["OIHW16o", "OIHW16o", "OIHW4o", None, "OIHW16o"]
+    # a max pool and blocked convs read the first three; the last is the input of the flatten view
+    assert _layouts(key="layout") == ["NCHW16c", "NCHW16c", "NCHW4c", None, None]
     emitted = masic_cli("compile", SPEC, "--input-shape", "2,8,8", "--emit", "layout")
-    assert "masic: layout: activations NCHW; conv weights: 1 OIHW, 3 OIHW16o, 1 OIHW4o" in emitted.stderr
+    summary = "masic: layout: activations 7 NCHW, 4 NCHW16c, 2 NCHW4c; conv weights: 1 OIHW, 3 OIHW16o, 1 OIHW4o"
+    assert summary in emitted.stderr
 
 
 @pytest.mark.parametrize("budgeted", [False, True], ids=["resident", "minimum-budget"])

@@ -11,11 +11,12 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from masic.codegen.kernels import Conv2dKernel, DenseKernel
+from masic.codegen.kernels import Conv2dKernel, DenseKernel, Pool2dKernel
 from masic.codegen.lower import lower
 from masic.codegen.weights import stored_weight, write_weights
-from masic.ir.graph import Node, TensorType
+from masic.ir.graph import Graph, Node, TensorType
 from masic.ir.interpret import run
+from masic.ir.ops import activation_block
 from masic.ir.text import parse, print_graph
 from masic.ir.verify import VerifyError, verify
 from masic.passes import DEFAULT_PIPELINE, REGISTRY, PassOptions, layout
@@ -25,7 +26,7 @@ from masic.passes.slice_layers import slice_to
 from masic.passes.spike_dtype import spiking
 from tests.filecheck import filecheck
 from tests.pipelines import UNFUSED_PIPELINE
-from tests.strategies import graphs, spiking_dense_graphs
+from tests.strategies import conv_stages, graphs, spiking_dense_graphs
 
 # A 32-column map (whole vectors), 8x8 / 24-column maps, a grouped conv whose groups have 12 outputs, 6 outputs
 # (no block of 4 divides them), and a 1x1 conv of a 1x1 map (a matrix-vector product).
@@ -59,7 +60,9 @@ def _graph():
     return parse(GRAPH, weights)
 
 
-def test_narrow_maps_get_blocked_weights_and_activations_stay_nchw() -> None:
+def test_narrow_maps_get_blocked_weights_and_outputs() -> None:
+    """A conv with blocked weights stores its output blocked alike when every reader reads that freely (a pool, a
+    blocked conv), and NCHW when one does not (an unpadded OIHW conv)."""
     graph = _graph()
     laid_out = layout.run(graph, PassOptions())
     verify(laid_out)
@@ -70,9 +73,10 @@ def test_narrow_maps_get_blocked_weights_and_activations_stay_nchw() -> None:
         CHECK-NEXT: %wide = conv2d(%in) {weight=@wide.w, bias=@wide.b, out_channels=16,
         CHECK-SAME: groups=1} : f32[16,8,32]
         CHECK-NEXT: %cols = conv2d(%wide) {weight=@cols.w,
-        CHECK-SAME: groups=1, weight_layout="OIHW8o"} : f32[8,8,24]
-        CHECK: %narrow = conv2d(%pool) {weight=@narrow.w,
-        CHECK-SAME: groups=1, weight_layout="OIHW16o"} : f32[32,4,4]
+        CHECK-SAME: groups=1, weight_layout="OIHW8o", layout="NCHW8c"} : f32[8,8,24]
+        CHECK-NEXT: %pool = maxpool2d(%cols) {kernel=(1,3), stride=(1,3), padding=(0,0)} : f32[8,8,8]
+        CHECK-NEXT: %narrow = conv2d(%pool) {weight=@narrow.w,
+        CHECK-SAME: groups=1, weight_layout="OIHW16o", layout="NCHW16c"} : f32[32,4,4]
         CHECK-NEXT: %grouped = conv2d(%narrow) {weight=@grouped.w,
         CHECK-SAME: groups=2, weight_layout="OIHW4o"} : f32[24,4,4]
         CHECK-NEXT: %six = conv2d(%grouped) {weight=@six.w,
@@ -82,7 +86,9 @@ def test_narrow_maps_get_blocked_weights_and_activations_stay_nchw() -> None:
         CHECK-NEXT: %z = lif(%mv)
         """,
     )
-    assert layout.summary(laid_out) == "layout: activations NCHW; conv weights: 3 OIHW, 1 OIHW16o, 1 OIHW4o, 1 OIHW8o"
+    assert layout.summary(laid_out) == (
+        "layout: activations 7 NCHW, 1 NCHW16c, 1 NCHW8c; conv weights: 3 OIHW, 1 OIHW16o, 1 OIHW4o, 1 OIHW8o"
+    )
     assert parse(print_graph(laid_out), laid_out.weights) == laid_out  # the attribute round trips
     assert laid_out.weights == graph.weights  # the graph keeps the logical layout ...
     x = np.random.default_rng(1).uniform(0, 2, (2, 2, 8, 32)).astype(np.float32)
@@ -164,7 +170,8 @@ def test_row_patches_share_one_layout_and_conflicts_are_refused() -> None:
     np.testing.assert_array_equal(run(laid_out, x), run(graph, x))
     second = narrow[1]
     nodes = [
-        replace(n, attrs=second.with_attrs(weight_layout=None).attrs) if n is second else n for n in laid_out.nodes
+        replace(n, attrs=second.with_attrs(weight_layout=None, layout=None).attrs) if n is second else n
+        for n in laid_out.nodes
     ]
     with pytest.raises(VerifyError, match=r"weight @narrow\.w is read as OIHW16o and as OIHW"):
         verify(laid_out.with_nodes(nodes))
@@ -263,7 +270,7 @@ def test_spikes_only_accumulating_dense_layers_read_are_bit_packed() -> None:
     assert planned.plan.buffer_of("f") == planned.plan.buffer_of("z1")  # views share the words
     assert planned.plan.buffer_of("z1").size == 8  # 40 spikes: two 32-bit words
     assert layout.summary(planned) == (
-        "layout: activations NCHW; conv weights: no convs; spike buffers: 1 bit-packed, 5 one byte per spike"
+        "layout: activations 11 NCHW; conv weights: no convs; spike buffers: 1 bit-packed, 5 one byte per spike"
     )
     assert layout.run(planned, PassOptions()) == planned  # a second run changes nothing
     assert parse(print_graph(planned), planned.weights) == planned  # bits[...] round trips
@@ -347,3 +354,89 @@ def test_bits_exactly_where_the_rule_says(graph, cache_bytes: int) -> None:
     x = np.random.default_rng(1).uniform(0, 3, (graph.timesteps, *graph.inputs[0].type.shape)).astype(np.float32)
     expected = run(PassManager(DEFAULT_PIPELINE[: DEFAULT_PIPELINE.index("spike-dtype")]).run(graph), x)
     np.testing.assert_array_equal(run(planned, x, simulate_plan=True), expected)
+
+
+def _rule_blocked(graph: Graph) -> dict[str, str]:
+    """The channel-blocking rule restated over a laid-out graph: a conv with a weight blocked by c on a map of more
+    than one pixel, and the element-wise ops of one operand downstream of it, are stored NCHW{c}c exactly when none
+    of them is the output or a delay's source, every other reader is a pool, a padded conv or a conv with a blocked
+    weight (random graphs share no parameters, so the rule's clause on them is not restated)."""
+    carriers = ("relu", "scale", "offset", "threshold", "lif", "lif_box", "li", "li_box", "iaf")
+    root: dict[str, str] = {}  # value -> the conv whose output reaches it through carriers only
+    for node in graph.nodes:
+        if node.op == "conv2d":
+            root[node.name] = node.name
+        elif node.op in carriers and node.inputs[0] in root:
+            root[node.name] = root[node.inputs[0]]
+    fine: dict[str, bool] = {}
+    delay_sources = {n.attr("source") for n in graph.nodes if n.op == "delay"}
+    for node in graph.nodes:
+        if node.name in root:
+            fine.setdefault(root[node.name], True)
+            fine[root[node.name]] &= node.name != graph.output and node.name not in delay_sources
+        for value in node.inputs:
+            if value in root and not (node.op in carriers and root.get(node.name) == root[value]):
+                padded = node.attr("padding", (0, 0)) != (0, 0) or node.attr("row_padding", (0, 0)) != (0, 0)
+                free = node.op != "conv2d" or padded or node.attr("weight_layout") is not None
+                fine[root[value]] &= node.op in ("conv2d", "maxpool2d", "avgpool2d", "sumpool2d") and free
+    chosen = {}
+    for value, conv in root.items():
+        node = graph.node(conv)
+        weight = node.attr("weight_layout")
+        if weight and node.type.shape[1:] != (1, 1) and fine[conv]:
+            chosen[value] = f"NCHW{weight.removeprefix('OIHW').removesuffix('o')}c"
+    return chosen
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(conv_stages(outputs=(4, 8, 12, 16, 32)), conv_stages(outputs=(16,), max_layers=3), graphs()))
+def test_channel_blocked_exactly_where_the_rule_says(graph) -> None:
+    """On random conv stages with narrow maps and wide convs: exactly the values the rule picks are stored blocked
+    (and the verifier accepts them); the kernels are told so; the results do not change."""
+    planned = PassManager(DEFAULT_PIPELINE, PassOptions(alignment=16)).run(graph)
+    stored = {n.name: n.attr("layout") for n in planned.nodes if n.attr("layout")}
+    assert stored == _rule_blocked(planned)
+    event(f"blocked values: {min(len(stored), 3)}")
+    assert layout.run(planned, PassOptions(alignment=16)) == planned
+    kernels, calls = lower(planned)
+    by_symbol = {kernel.symbol: kernel for kernel in kernels}
+    for call in calls:
+        kernel, node = by_symbol[call.symbol], call.node
+        if isinstance(kernel, Conv2dKernel | Pool2dKernel):
+            assert kernel.in_block == activation_block(planned.layout(node.inputs[0]))
+        if isinstance(kernel, Conv2dKernel):
+            assert kernel.out_block == activation_block(planned.layout(node.name))
+    x = np.random.default_rng(1).uniform(0, 3, (graph.timesteps, *graph.inputs[0].type.shape)).astype(np.float32)
+    expected = run(PassManager(DEFAULT_PIPELINE[: DEFAULT_PIPELINE.index("layout")]).run(graph), x)
+    np.testing.assert_array_equal(run(planned, x, simulate_plan=True), expected)
+
+
+def test_the_verifier_keeps_blocked_values_between_their_writers_and_readers() -> None:
+    laid_out = layout.run(_graph(), PassOptions())  # cols and narrow stored blocked (the FileCheck test above)
+
+    def changed(**attrs: dict) -> Graph:
+        return laid_out.with_nodes([n.with_attrs(**attrs[n.name]) if n.name in attrs else n for n in laid_out.nodes])
+
+    cases = [
+        ({"narrow": {"weight_layout": "OIHW8o"}}, "a conv stores NCHW16c only with its weight in OIHW16o"),
+        ({"cols": {"layout": "NCHW4c"}}, "a conv stores NCHW4c only with its weight in OIHW4o"),
+        ({"cols": {"layout": "NCHW3c"}}, r"NCHW3c needs \(C, H, W\) with C a multiple of 3"),
+        ({"cols": {"layout": "NHWC"}}, "unknown activation layout 'NHWC'"),
+        ({"cols": {"layout": "NCHW"}}, "NCHW is the default: leave the attribute out"),
+        ({"z": {"layout": "NCHW5c"}}, r"its operand %mv is stored NCHW, not NCHW5c"),
+    ]
+    for attrs, message in cases:
+        with pytest.raises(VerifyError, match=message):
+            verify(changed(**attrs))
+    # a reader that takes NCHW only, and the graph output
+    text = print_graph(laid_out).replace(
+        "%pool = maxpool2d(%cols) {kernel=(1,3), stride=(1,3), padding=(0,0)} : f32[8,8,8]",
+        "%pool = relu(%cols) : f32[8,8,24]\n  %pool2 = maxpool2d(%pool) {kernel=(1,3), stride=(1,3), padding=(0,0)}"
+        " : f32[8,8,8]",
+    )
+    text = text.replace("conv2d(%pool)", "conv2d(%pool2)")
+    with pytest.raises(VerifyError, match=r"relu reads %cols, stored NCHW8c, as NCHW"):
+        verify(parse(text, laid_out.weights))
+    output = print_graph(laid_out).replace("output %z", "output %narrow")
+    with pytest.raises(VerifyError, match="the graph output and delay sources are stored NCHW"):
+        verify(parse(output, laid_out.weights))
