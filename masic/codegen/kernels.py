@@ -193,7 +193,7 @@ class Conv2dKernel(_WindowArgs, _NeuronEpilogue):
     spikes: tuple[str, ...] = ()
     neuron: NeuronKernel | None = None
     in_block: int = 1
-    out_block: int = 1  # > 1: y stored NCHW{out_block}c, with the weight blocked alike and no neuron
+    out_block: int = 1  # > 1: y (or the neuron's arguments) stored NCHW{out_block}c, the weight blocked alike
 
     def arg_dtype(self, name: str) -> str:
         """As every kernel's, but the padded input (scratch) is float32 also for spikes: each input spike is then
@@ -210,8 +210,8 @@ class Conv2dKernel(_WindowArgs, _NeuronEpilogue):
         if min(self.out_shape()) <= 0:
             raise ValueError(f"{self.symbol}: empty output shape {self.out_shape()}")
         self._check_in_block()
-        if self.out_block > 1 and (self.out_block != weight_block(self.weight_layout) or self.neuron is not None):
-            raise ValueError(f"{self.symbol}: NCHW{self.out_block}c output needs OIHW{self.out_block}o, no neuron")
+        if self.out_block > 1 and self.out_block != weight_block(self.weight_layout):
+            raise ValueError(f"{self.symbol}: NCHW{self.out_block}c output needs OIHW{self.out_block}o")
 
     def out_shape(self) -> tuple[int, int, int]:
         """Output shape (O, OH, OW) by PyTorch's formula."""

@@ -171,8 +171,6 @@ def fusion_problem(graph: Graph, neuron: Node) -> str | None:
         return f"its operand %{producer.name} is the graph output or a delay source"
     if graph.delays_of(neuron.name):
         return "it is a delay source"
-    if graph.layout(producer.name) != ACTIVATION_LAYOUT:  # the epilogue stores its state and output NCHW
-        return f"its operand %{producer.name} is stored {graph.layout(producer.name)}"
     if neuron.type is not None and neuron.type.dtype == "bits":  # packing spans 32 outputs; epilogues write one
         return "its spikes are bit-packed"
     return None
@@ -182,10 +180,10 @@ def layout_problem(graph: Graph, node: Node) -> str | None:
     """Why `node` cannot store its output in its `layout` or read its operands as they are stored, or None.
 
     A value stored "NCHW{c}c" (blocks of c channels innermost: `activation_block`) has the shape (C, H, W) with c
-    dividing C, and is written by a conv2d whose weight is blocked alike ("OIHW{c}o") and that runs no fused neuron,
-    or by an element-wise op of one operand (`LAYOUT_CARRIERS`) whose operand is stored so. It is neither the graph
-    output (the loader reads NCHW) nor a delay's source, and only such carriers and the convs and pools that read
-    any layout (`BLOCKED_READERS`) read it."""
+    dividing C, and is written by a conv2d whose weight is blocked alike ("OIHW{c}o"), or by an element-wise op of
+    one operand (`LAYOUT_CARRIERS`) whose operand is stored so (a neuron fused into the conv's kernel too). It is
+    neither the graph output (the loader reads NCHW) nor a delay's source, and only such carriers and the convs and
+    pools that read any layout (`BLOCKED_READERS`) read it."""
     if (layout := node.attr("layout")) is not None:
         try:
             block = activation_block(layout)
@@ -198,8 +196,6 @@ def layout_problem(graph: Graph, node: Node) -> str | None:
         if node.op == "conv2d":
             if weight_block(node.attr("weight_layout", CONV_LAYOUT)) != block:
                 return f"a conv stores {layout} only with its weight in OIHW{block}o"
-            if graph.epilogue(node) is not None:
-                return "its fused neuron stores NCHW"
         elif node.op in LAYOUT_CARRIERS:
             if graph.layout(node.inputs[0]) != layout:
                 return f"its operand %{node.inputs[0]} is stored {graph.layout(node.inputs[0])}, not {layout}"

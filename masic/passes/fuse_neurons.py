@@ -13,13 +13,17 @@ verifier checks fused neurons by: its operand is
 and the neuron itself is no delay's source (a delay copies its source's value at the source's own position).
 
 Where it pays: the epilogue runs in the layer's output loop, which is vectorised in a conv vectorised along output
-columns and in the accumulate-only dense kernel, but stores one output at a time in the conv vectorised along
-output channels (blocked weights, "OIHW{ob}o"), whose tile is channels x pixels in NCHW, and in the dense kernel
-(rows of partial sums). Measured with bench/speed.py part 1b (fused kernel against the layer's and the neuron's own
-kernels, 2 threads): column convs with rows of 8 or more columns 0-29% faster (3x32x32->64: 25.2 against 27.0 us;
-16x16x16->96 1x1: 6.8 against 9.4); blocked convs 5% to 8x slower (ConvNet4's 1x28x28->32 5x5: 39.9 against 9.4 us;
-the digits' 1x8x8->16: 3.9 against 0.5), the dense kernel 1.6x slower (160->960), column convs on maps of 4 columns
-or fewer up to 1.3x slower. So a neuron is fused only where its layer's kernel stores whole vectors (`pays`).
+columns, in the accumulate-only dense kernel, and in a conv vectorised along output channels (blocked weights,
+"OIHW{ob}o") that stores its output NCHW{ob}c (the layout pass's choice: a pixel's ob outputs, one vector). A
+blocked conv storing NCHW has a tile of channels x pixels whose outputs lie a map apart, and the dense kernel sums
+rows of partial sums: both store one output at a time. Measured with bench/speed.py part 1b (fused kernel against
+the layer's and the neuron's own kernels, 2 threads): column convs with rows of 8 or more columns 0-31% faster
+(3x32x32->64: 25.2 against 27.0 us; 16x16x16->96 1x1: 5.4 against 7.8); blocked convs storing NCHW{ob}c -8% to 29%
+(ConvNet4's 1x28x28->32 5x5: 4.9 against 7.0 us; vgg11's 256x8x8->256: 234 against 253; within the noise on the
+others, whose neuron is 1% of the conv); but blocked convs storing NCHW 5% to 8x slower (ConvNet4's first conv:
+39.9 against 9.4 us; the digits' 1x8x8->16: 3.9 against 0.5), the dense kernel 1.6x slower (160->960), column
+convs on maps of 4 columns or fewer up to 1.3x slower. So a neuron is fused only where its layer's kernel stores
+whole vectors (`pays`).
 
 Fusing moves the neuron's state use to the layer's call, where the layer's operand and scratch are live too: with
 state that lives only while its layer runs (`masic.analysis.liveness.transient_states`) the arena can grow. So the
@@ -40,7 +44,7 @@ attribute changes.
 from __future__ import annotations
 
 from masic.ir.graph import Graph, Node
-from masic.ir.ops import matrix_vector, neuron_op
+from masic.ir.ops import ACTIVATION_LAYOUT, matrix_vector, neuron_op
 from masic.ir.verify import fusion_problem
 from masic.passes.assign_offsets import arena_bytes
 from masic.passes.base import PassOptions
@@ -51,12 +55,14 @@ MIN_COLUMNS = 8  # output columns a conv's vectors must span for its epilogue to
 
 def pays(graph: Graph, neuron: Node) -> bool:
     """Whether the layer's kernel stores its outputs a vector at a time, so that the epilogue runs vectorised: a
-    conv vectorised along output columns (OIHW weights) with rows of at least MIN_COLUMNS, or the accumulate-only
-    dense kernel (vectorised along outputs). The others store one output at a time and the epilogue then costs more
-    than the pass it saves (module docstring)."""
+    conv vectorised along output columns (OIHW weights) with rows of at least MIN_COLUMNS, a conv storing its output
+    in blocks of channels, or the accumulate-only dense kernel (vectorised along outputs). The others store one
+    output at a time and the epilogue then costs more than the pass it saves (module docstring)."""
     producer = graph.node(neuron.inputs[0])
     if producer.op == "dense":
         return producer.attr("weight_layout") == "IO"
+    if graph.layout(producer.name) != ACTIVATION_LAYOUT:  # NCHW{c}c: a pixel's block of outputs, one vector
+        return True
     in_shape = graph.node(producer.inputs[0]).type.shape
     columns = producer.attr("weight_layout") is None and not matrix_vector(producer, in_shape)
     return columns and producer.type.shape[2] >= MIN_COLUMNS

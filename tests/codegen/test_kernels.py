@@ -455,8 +455,9 @@ def _fused_cases(
     if layer.packed_args():  # words of bit-packed spikes
         x = np.stack([pack_bits(_spikes(rng, layer.in_features)) for _ in range(FUSED_STEPS)])
     drive = {"lif_box": 10, "lif_box_subtract": 10, "lif": 5}.get(kind, 2)  # brings membranes to threshold
-    w = _rand(rng, *shapes["w"], scale=drive / math.sqrt(math.prod(shapes["w"]) / out_shape[0]))
-    data = {"x": x, "w": w, "b": _rand(rng, out_shape[0]), "scratch": _scratch(layer)}
+    outputs = getattr(layer, "out_channels", None) or layer.out_features
+    w = _rand(rng, *shapes["w"], scale=drive / math.sqrt(math.prod(shapes["w"]) / outputs))
+    data = {"x": x, "w": w, "b": _rand(rng, *shapes.get("b", (0,))), "scratch": _scratch(layer)}
     data |= {p: (NEURON_VALUES[p] * rng.uniform(0.9, 1.1, out_shape)).astype(np.float32) for p in per_neuron}
     data |= {name: _rand(rng, *out_shape, scale=0.5) for name in model.state}
     out = np.zeros((FUSED_STEPS, *out_shape), np.float32)
@@ -495,6 +496,13 @@ def _all_fused_cases(rng: np.random.Generator, big: bool) -> list[Case]:
             spikes=True,
         ),
         *_fused_cases(rng, Conv2dKernel("fconv_probe", (5, 7, 21), 3, (1, 1)), "lif", set(), probe="v"),
+        *_fused_cases(  # stored NCHW16c: the neuron's state and parameters too
+            rng,
+            Conv2dKernel("fconv_nchw16c", (8, 6, 5), 32, (3, 3), padding=(1, 1), weight_layout="OIHW16o", out_block=16),
+            "lif",
+            {"v_th"},
+            spikes=True,
+        ),
         *_fused_cases(rng, DenseKernel("fdense", 100, 10), "li", {"dt_tau_mem"}),
         *_fused_cases(rng, DenseKernel("fdense_spikes", 37, 5, bias=False, spikes=("x",)), "li_box", set()),
         *_fused_cases(rng, AccumulateDenseKernel("facc", 64, 24), "lif", set(), spikes=True),

@@ -66,15 +66,16 @@ def test_neurons_of_a_conv_or_dense_read_by_them_alone_are_fused() -> None:
         CHECK: %l3 = lif_box(%r)
         CHECK-NOT: fused
         CHECK: %c3 = conv2d(%l3)
-        CHECK-SAME: weight_layout="OIHW8o"
+        CHECK-SAME: weight_layout="OIHW8o", layout="NCHW8c"
         CHECK: %l4 = iaf(%c3)
-        CHECK-NOT: fused
+        CHECK-SAME: fused=true
         CHECK: %fc = dense(%f)
         CHECK-SAME: weight_layout="IO"
         CHECK: %out = li(%fc)
         CHECK-SAME: fused=true
         CHECK: plan arena=
         CHECK-NOT: buffer c1 activation
+        CHECK-NOT: buffer c3 activation
         CHECK-NOT: buffer fc activation
         CHECK: value %in -> in
         """,
@@ -84,6 +85,12 @@ def test_neurons_of_a_conv_or_dense_read_by_them_alone_are_fused() -> None:
     assert buffers["l1"].start == names.index("c1")  # written by the conv's call
     assert buffers["c2"].start == names.index("c2")  # read by the add too: stored, and its neuron runs alone
     assert planned.epilogue(planned.node("c1")) == planned.node("l1") and planned.elided("fc")
+    # c3's kernel vectorises along output channels: it stores a whole vector per pixel in NCHW8c, one output at a
+    # time in NCHW, where an epilogue costs more than it saves
+    unfused = planned.with_nodes([node.with_attrs(fused=None) for node in planned.nodes])
+    assert fuse_neurons.pays(unfused, planned.node("l4"))
+    nchw = unfused.with_nodes([node.with_attrs(layout=None) for node in unfused.nodes])
+    assert not fuse_neurons.pays(nchw, planned.node("l4")) and fuse_neurons.pays(nchw, planned.node("l1"))
 
 
 def test_fused_plan_simulates_exactly_what_the_unfused_graph_computes() -> None:
@@ -92,7 +99,7 @@ def test_fused_plan_simulates_exactly_what_the_unfused_graph_computes() -> None:
     unfused = PassManager(UNFUSED_PIPELINE, PassOptions(alignment=16)).run(graph)
     assert fused.plan.arena_bytes <= unfused.plan.arena_bytes
     gone = {b.name for b in unfused.plan.buffers} - {b.name for b in fused.plan.buffers}
-    assert gone == {"c1", "fc"}  # the layers' outputs (the LI's output, written over fc unfused, has its own)
+    assert gone == {"c1", "c3", "fc"}  # the layers' outputs (the LI's output, written over fc unfused, has its own)
     x = _input(graph)
     np.testing.assert_array_equal(run(fused, x, simulate_plan=True), run(unfused, x))
 
