@@ -1434,6 +1434,8 @@ def accumulate_bench(lib: Library, entry: KernelEntry, rate: float, seconds: flo
     """masic's conv / dense kernel (for dense layers of spikes its accumulate-only kernel, and its multiplying
     twin) against the accumulate-only C prototype on the same random spikes at `rate`; a fused kernel's layer
     without its neuron."""
+    from masic.codegen.weights import stored_weight
+
     k = entry.kernel if getattr(entry.kernel, "neuron", None) is None else separate_twins(entry.kernel)[0]
     name = type(k).__name__
     if (name == "Conv2dKernel" and k.groups != 1) or getattr(k, "steps", 1) > 1:
@@ -1441,7 +1443,9 @@ def accumulate_bench(lib: Library, entry: KernelEntry, rate: float, seconds: flo
     rng = np.random.default_rng(1)
     shapes = k.arg_shapes()
     x = (rng.random(k.in_shape if name == "Conv2dKernel" else k.in_features) < rate).astype(np.float32)
-    arrays = kernel_arrays(k, rng, x)
+    # the prototype reads and writes NCHW; masic's conv may read and write blocks of channels (NCHW{c}c)
+    in_block, out_block = getattr(k, "in_block", 1), getattr(k, "out_block", 1)
+    arrays = kernel_arrays(k, rng, stored_weight(x, f"NCHW{in_block}c") if in_block > 1 else x)
     args = dict(zip(shapes, arrays, strict=True))
     bias = args.get("b", np.zeros(1, dtype=np.float32))
     y = np.zeros_like(args["y"])
@@ -1464,6 +1468,8 @@ def accumulate_bench(lib: Library, entry: KernelEntry, rate: float, seconds: flo
     lib.call(k.symbol, arrays)
     lib.call(*proto)
     expected = args["y"]
+    if out_block > 1:  # (C/c, H, W, c) in the prototype's order, (C/c, c, H, W): NCHW
+        expected = expected.transpose(0, 3, 1, 2).reshape(y.shape)
     error = float(np.abs(y - expected).max() / max(1e-6, float(np.abs(expected).max())))
     if error > 1e-4:
         raise AssertionError(f"accumulate-only prototype disagrees with {entry.shape}: relative error {error:.2e}")

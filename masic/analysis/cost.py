@@ -6,7 +6,10 @@
 
 `work` is multiply-accumulates for conv2d and dense, and one operation per output element (neurons, pools, adds,
 copies) for the rest; `traffic` is the bytes a call moves through memory (its weights, operands, output and
-state), which bounds layers such as large dense ones that do little work per weight. Weights that fit the cache
+state), which bounds layers such as large dense ones that do little work per weight. A layer's output that a
+fused neuron takes in registers (`Graph.elided`) is neither written nor read back: the schedule pass, which runs
+before fuse-neurons, ranks plans without that saving; plans of fused graphs (`masic compile --budget-sweep`) count
+it. Weights that fit the cache
 stay there from step to step (counted once per inference); larger ones are read from memory once per step, or
 once per block by a batched layer (`Graph.batched`), which is what makes blocks pay without a budget. The loading
 thread reads a
@@ -52,16 +55,16 @@ def node_work(node: Node, graph: Graph) -> int:
 
 
 def node_traffic(node: Node, graph: Graph, machine: Machine) -> float:
-    """Bytes one step of a node moves through memory: weights (see the module's docstring), operands, output, and
-    state read and written."""
+    """Bytes one step of a node moves through memory: weights (see the module's docstring), operands and output
+    (but a value a fused neuron takes in registers, `Graph.elided`), and state read and written."""
     assert node.type is not None
     weights = sum(graph.param(ref.name).type.nbytes for _, ref in node.param_refs())
     if weights <= machine.cache_bytes:
         weights /= graph.timesteps
     elif graph.batched(node):
         weights /= graph.schedule.block
-    operands = sum(graph.node(value).type.nbytes for value in node.inputs)
-    return weights + operands + node.type.nbytes + 2 * len(state_names(node)) * state_type(node).nbytes
+    stored = [graph.node(value).type for value in (*node.inputs, node.name) if not graph.elided(value)]
+    return weights + sum(t.nbytes for t in stored) + 2 * len(state_names(node)) * state_type(node).nbytes
 
 
 def step_seconds(graph: Graph, machine: Machine) -> float:

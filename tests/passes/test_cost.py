@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from masic.frontends.norse import import_norse
 
-from masic.analysis.cost import Machine, node_work, planned_latency, step_seconds
+from masic.analysis.cost import Machine, node_traffic, node_work, planned_latency, step_seconds
 from masic.analysis.minimum_budget import folded, minimum_budget
 from masic.ir.graph import Schedule
 from masic.ir.verify import verify
@@ -41,6 +41,22 @@ def test_work_counts_multiply_accumulates_of_conv_and_dense() -> None:
     # each output sums 3 input channels (6 in 2 groups) over a 3x3 window
     assert node_work(conv, graph) == conv.type.numel * 3 * 3 * 3
     assert node_work(dense, graph) == 10 * 32
+
+
+def test_a_fused_neurons_input_is_neither_written_nor_read_back() -> None:
+    """The layer's output that a fused neuron takes in registers moves no bytes: the pair's traffic falls by two
+    passes over it, and the planned latency does not rise."""
+    machine = Machine(1e9, 1e9, 1e9)
+    fused = PassManager(DEFAULT_PIPELINE, PassOptions(alignment=ALIGN)).run(_conv_graph())
+    neurons = [n for n in fused.nodes if n.attr("fused")]
+    assert neurons, "the conv model has a neuron to fuse"
+    unfused = fused.with_nodes([n.with_attrs(fused=None) for n in fused.nodes])
+    for neuron in neurons:
+        layer = fused.node(neuron.inputs[0])
+        pair = (layer, neuron)
+        saved = sum(node_traffic(n, unfused, machine) - node_traffic(n, fused, machine) for n in pair)
+        assert saved == 2 * layer.type.nbytes
+    assert step_seconds(fused, machine) <= step_seconds(unfused, machine)
 
 
 def test_reading_hides_behind_compute_until_it_outgrows_it() -> None:
