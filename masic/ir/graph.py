@@ -28,6 +28,7 @@ DTYPES: Mapping[str, np.dtype] = MappingProxyType(
     {"f32": np.dtype(np.float32), "spike": np.dtype(np.uint8), "bits": np.dtype(np.uint8)}
 )
 SPIKE_DTYPES = ("spike", "bits")  # the element types holding spikes
+ACTIVATION_LAYOUT = "NCHW"  # how a value is stored unless its producer's `layout` attribute says otherwise
 WORD_BITS = 32  # elements per word of a "bits" value
 
 
@@ -265,7 +266,7 @@ class Graph:
 
     def layout(self, value: str) -> str:
         """How a value is stored: its producer's `layout` attribute (the layout pass's choice), else "NCHW"."""
-        return self.node(value).attr("layout", "NCHW")
+        return self.node(value).attr("layout", ACTIVATION_LAYOUT)
 
     def batched(self, node: Node) -> bool:
         """Whether the node computes every step of a block in one call, at its first position (step 0): dense layers

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from math import prod
 from types import MappingProxyType
 
-from masic.ir.graph import SPIKE_DTYPES, Node, TensorType
+from masic.ir.graph import ACTIVATION_LAYOUT, SPIKE_DTYPES, Node, TensorType
 
 
 class ShapeError(ValueError):
@@ -103,7 +103,6 @@ def weight_block(layout: str) -> int:
     raise ShapeError(f'unknown conv weight layout {layout!r} (expected "OIHW" or "OIHW<block>o")')
 
 
-ACTIVATION_LAYOUT = "NCHW"  # how a value is stored unless its producer's `layout` attribute says otherwise
 # Element-wise ops of one operand: the elements' order does not matter to them, so they store their output in
 # their operand's layout (and their per-element parameters and state in it too)
 LAYOUT_CARRIERS = ("relu", "scale", "offset", "threshold", "lif", "lif_box", "li", "li_box", "iaf")

@@ -59,7 +59,7 @@ from dataclasses import replace
 
 from masic.analysis.liveness import VIEW_OPS
 from masic.ir.graph import SPIKE_DTYPES, Graph, Node, TensorType
-from masic.ir.ops import ACTIVATION_LAYOUT, CONV_LAYOUT, LAYOUT_CARRIERS, matrix_vector, weight_block
+from masic.ir.ops import BLOCKED_READERS, CONV_LAYOUT, LAYOUT_CARRIERS, matrix_vector, row_padding, weight_block
 from masic.passes.base import PassOptions
 from masic.passes.spike_dtype import spiking
 
@@ -96,11 +96,12 @@ def _readers(graph: Graph) -> dict[str, list[Node]]:
 
 def reads_blocked_freely(graph: Graph, reader: Node) -> bool:
     """Whether a reader of an NCHW{c}c value reads it at no extra cost (see the module docstring): a conv with a
-    blocked weight or padding, or a pool."""
+    blocked weight or that pads some row or column (its kernel copies the input into a padded scratch), or a
+    pool."""
     if reader.op == "conv2d":
         blocked = weight_block(reader.attr("weight_layout", CONV_LAYOUT)) > 1
-        return blocked or reader.attr("padding") != (0, 0) or reader.attr("row_padding", (0, 0)) != (0, 0)
-    return reader.op in ("maxpool2d", "avgpool2d", "sumpool2d")
+        return blocked or row_padding(reader) != (0, 0) or reader.attr("padding")[1] != 0
+    return reader.op in BLOCKED_READERS
 
 
 def blocked_activations(graph: Graph) -> dict[str, str]:
@@ -161,7 +162,7 @@ def summary(graph: Graph) -> str:
     bit-packed."""
     counts = Counter(n.attr("weight_layout", CONV_LAYOUT) for n in graph.nodes if n.op == "conv2d")
     weights = ", ".join(f"{count} {layout}" for layout, count in sorted(counts.items())) or "no convs"
-    stored = Counter(n.attr("layout", ACTIVATION_LAYOUT) for n in graph.nodes if n.op not in (*VIEW_OPS, "input"))
+    stored = Counter(graph.layout(n.name) for n in graph.nodes if n.op not in (*VIEW_OPS, "input"))
     activations = ", ".join(f"{count} {layout}" for layout, count in sorted(stored.items()))
     line = f"layout: activations {activations}; conv weights: {weights}"
     spikes = Counter(n.type.dtype for n in graph.nodes if n.type.dtype in SPIKE_DTYPES and n.op not in VIEW_OPS)

@@ -376,7 +376,8 @@ def _rule_blocked(graph: Graph) -> dict[str, str]:
             fine[root[node.name]] &= node.name != graph.output and node.name not in delay_sources
         for value in node.inputs:
             if value in root and not (node.op in carriers and root.get(node.name) == root[value]):
-                padded = node.attr("padding", (0, 0)) != (0, 0) or node.attr("row_padding", (0, 0)) != (0, 0)
+                rows = node.attr("row_padding") or (node.attr("padding", (0, 0))[0],) * 2
+                padded = rows != (0, 0) or node.attr("padding", (0, 0))[1] != 0
                 free = node.op != "conv2d" or padded or node.attr("weight_layout") is not None
                 fine[root[value]] &= node.op in ("conv2d", "maxpool2d", "avgpool2d", "sumpool2d") and free
     chosen = {}
