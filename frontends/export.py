@@ -18,14 +18,14 @@ and no-ops (clone, detach, dropout, conversions to float32, shape assertions). P
 tensors fold into the ops that read them (a product with a buffer becomes a `scale` by a per-element parameter);
 alpha != 1, division, broadcasting between two runtime tensors, and any other op are refused, naming the op.
 
-Archives are checked before torch.export.load sees them: only tensors stored as raw bytes are accepted (torch would
-unpickle the others, and its sample-input reader falls back to full pickle), so a hostile archive cannot run code.
+Archives are checked before torch.export.load sees them, and it reads exactly the checked bytes
+(`masic.frontends.pt2_archive`): raw tensors, plain sample inputs and a static aten graph, so a hostile archive cannot
+run code.
 """
 
 from __future__ import annotations
 
-import json
-import zipfile
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,45 +34,26 @@ import numpy as np
 import torch
 from masic.frontends.errors import FrontendError, first_line
 from masic.frontends.graph_builder import GraphBuilder
+from masic.frontends.pt2_archive import checked_archive
 
 from masic.ir.graph import Graph, TensorType
 
 Value = str | np.ndarray  # an IR value name (a runtime tensor, per sample) or a constant (with its batch axis)
 
 
-def _check_archive(path: Path) -> None:
-    """Refuses archives that torch.export.load would unpickle: pickled tensors or objects, legacy layouts."""
-    if not path.is_file():
-        raise FrontendError(f"model file {path} does not exist")
-    if not zipfile.is_zipfile(path):
-        raise FrontendError(f"{path} is not a torch.export archive (expected a .pt2 written by torch.export.save)")
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-        formats = [n for n in names if n.endswith("/archive_format")]
-        if len(formats) != 1 or archive.read(formats[0]).strip() != b"pt2":
-            raise FrontendError(f"{path} is not a torch.export archive of this PyTorch version (re-export it)")
-        for name in names:
-            if name.endswith("_config.json") and "/data/" in name:
-                for key, entry in json.loads(archive.read(name)).get("config", {}).items():
-                    if entry.get("use_pickle") or not str(entry.get("path_name", "")).startswith(("weight", "tensor")):
-                        raise FrontendError(f"{path} stores {key} as a pickled object; masic does not unpickle it")
-            elif name.endswith(".pt") and "/data/sample_inputs/" not in name:
-                raise FrontendError(f"{path} holds a pickle ({name}); masic does not unpickle it")
-            elif name.endswith(".pt"):
-                try:  # torch retries a failing sample-input file with full pickle; make sure it cannot fail
-                    torch.load(archive.open(name), weights_only=True)
-                except Exception as err:
-                    raise FrontendError(f"{path}: {name} is not plain tensors ({first_line(err)})") from None
-
-
 def load_export(path: str | Path) -> torch.export.ExportedProgram:
-    """Loads a .pt2 archive after `_check_archive`; every failure is a one-line FrontendError."""
+    """Loads a .pt2 archive from the bytes `checked_archive` accepted; every failure is a one-line FrontendError."""
     path = Path(path)
-    _check_archive(path)
+    archive = checked_archive(path)
+    export_log = logging.getLogger("torch.export")
+    level = export_log.level
+    export_log.setLevel(logging.CRITICAL)  # torch logs a failed load's traceback before raising; the error says it
     try:
-        return torch.export.load(path)
+        return torch.export.load(archive)
     except Exception as err:
         raise FrontendError(f"cannot read {path}: {first_line(err)}") from None
+    finally:
+        export_log.setLevel(level)
 
 
 def export_module(module: torch.nn.Module, example_inputs: tuple[Any, ...], spec: str) -> torch.export.ExportedProgram:

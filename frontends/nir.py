@@ -102,6 +102,49 @@ def _check_hdf5(path: Path) -> None:
     raise FrontendError(f"{path} is {kind}; a NIR file is HDF5 (masic never unpickles model files)")
 
 
+# Bounds on what a NIR file may hold (a small file can declare datasets of any size, filled on reading).
+MAX_HDF5_OBJECTS = 100_000
+MAX_TENSOR_ELEMENTS = 1 << 28  # 1 GiB of float32 in one tensor
+MAX_FILE_ELEMENTS = 1 << 30  # 4 GiB of float32 in all
+
+
+def _check_hdf5_objects(f: Any, path: Path) -> None:
+    """Refuses what would make reading the file read other files or unbounded data: external links, soft links,
+    datasets stored in external files or as virtual views of other files, link cycles, oversized datasets."""
+    import h5py
+
+    stack: list[tuple[Any, str, frozenset[Any]]] = [(f, "", frozenset())]
+    seen = elements = 0
+    while stack:
+        group, where, ancestors = stack.pop()
+        for key in group:
+            name = f"{where}/{key}"
+            link = group.get(key, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                raise FrontendError(f"{path}: {name} is an external link to {link.filename}; masic reads one file")
+            if isinstance(link, h5py.SoftLink):
+                raise FrontendError(f"{path}: {name} is a soft link; a NIR file holds none")
+            item = group[key]
+            seen += 1
+            if seen > MAX_HDF5_OBJECTS:
+                raise FrontendError(f"{path} holds more than {MAX_HDF5_OBJECTS} HDF5 objects")
+            if isinstance(item, h5py.Group):
+                if item.id in ancestors:
+                    raise FrontendError(f"{path}: {name} links back to a group that contains it")
+                stack.append((item, name, ancestors | {group.id}))
+            elif isinstance(item, h5py.Dataset):
+                if item.is_virtual:
+                    raise FrontendError(f"{path}: {name} is a virtual dataset (data from other files)")
+                if item.external:
+                    raise FrontendError(f"{path}: {name} is stored in an external file ({item.external[0][0]})")
+                elements += item.size or 0
+                if (item.size or 0) > MAX_TENSOR_ELEMENTS or elements > MAX_FILE_ELEMENTS:
+                    raise FrontendError(
+                        f"{path}: {name} of shape {item.shape} is larger than masic reads "
+                        f"({MAX_TENSOR_ELEMENTS} elements a tensor, {MAX_FILE_ELEMENTS} a file)"
+                    )
+
+
 def _check_structure(data: dict[str, Any], where: str) -> None:
     """The problems NIR's own constructors would report as assertions or missing arguments, named."""
     if "nodes" not in data or not isinstance(data["nodes"], dict):
@@ -134,6 +177,7 @@ def read_nir(path: Path) -> Any:
     _check_hdf5(path)
     try:
         with h5py.File(path, "r") as f:
+            _check_hdf5_objects(f, path)
             if "node" not in f:
                 raise FrontendError(f"{path} is HDF5 but not a NIR graph (no 'node' group)")
             data = hdf2dict(f["node"])

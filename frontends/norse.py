@@ -24,58 +24,19 @@ operand types) and rounded to float32 once, so the IR's neuron updates match Nor
 
 from __future__ import annotations
 
-import re
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-from masic.frontends.errors import FrontendError, first_line
+from masic.frontends.errors import FrontendError
 from masic.frontends.factory import call_factory, is_factory_spec
 from masic.frontends.graph_builder import GraphBuilder
+from masic.frontends.safe_pickle import install_pickle_aliases, load_trusted, load_untrusted
 from torch import nn
 
 from masic.ir.graph import AttrValue, Graph, ParamRef, TensorType
-
-_PARAMETER_CLASSES = ("LIFParameters", "LIFBoxParameters", "LIParameters", "LIBoxParameters", "IAFParameters")
-
-
-def install_pickle_aliases() -> None:
-    """Works around norse issue #414: parameter tuples pickle under a module path that lacks them."""
-    import norse.torch as norse_torch
-    import norse.torch.utils.pytree as pytree
-
-    for name in _PARAMETER_CLASSES:
-        setattr(pytree, name, getattr(norse_torch, name))
-
-
-def _allowed_globals() -> list[object]:
-    """What a saved model of supported layers may name, and nothing else."""
-    import norse.torch as nt
-    import norse.torch.functional as nf
-    from norse.torch.functional import reset
-    from norse.torch.models import mobilenet
-
-    modules = [nt.SequentialState, nt.LIFCell, nt.LIFBoxCell, nt.LICell, nt.LIBoxCell, nt.IAFCell, nt.LILinearCell]
-    modules += [nt.Lift, nt.LIF, nt.LI, nt.IAF, nt.VGG, nt.MobileNetV2, nt.ConvNet, nt.ConvNet4]
-    modules += [mobilenet.ConvBNReLU, mobilenet.InvertedResidual]
-    torch_modules = [nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout]
-    torch_modules += [nn.BatchNorm2d, nn.ReLU, nn.Identity, nn.Sequential]
-    steps = [
-        nf.lif.lif_feed_forward_step,
-        nf.lif.lif_feed_forward_step_sparse,
-        nf.lif_box.lif_box_feed_forward_step,
-        nf.leaky_integrator.li_feed_forward_step,
-        nf.leaky_integrator_box.li_box_feed_forward_step,
-        nf.iaf.iaf_feed_forward_step,
-        reset.reset_value,
-        reset.reset_subtract,
-    ]
-    parameters = [getattr(nt, name) for name in _PARAMETER_CLASSES]
-    # getattr rebuilds bound methods (each cell's initial_state); the unpickler still refuses to call anything
-    # outside this list.
-    return [*modules, *torch_modules, *steps, *parameters, getattr]
 
 
 def load_model(spec: str, trust_pickle: bool = False) -> nn.Module:
@@ -91,20 +52,7 @@ def load_model(spec: str, trust_pickle: bool = False) -> nn.Module:
     if not zipfile.is_zipfile(path):
         raise FrontendError(f"{spec} is not a PyTorch archive (expected a file written by torch.save)")
     install_pickle_aliases()
-    try:
-        if trust_pickle:
-            model = torch.load(path, weights_only=False, map_location="cpu")
-        else:
-            with torch.serialization.safe_globals(_allowed_globals()):
-                model = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as err:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if found:
-            raise FrontendError(
-                f"{spec} names {found[1]}, which masic's safe loader does not allow; if you trust this file, "
-                "add --trust-pickle (loading it then runs code from the file)"
-            ) from None
-        raise FrontendError(f"cannot read {spec}: {first_line(err)}") from None
+    model = load_trusted(path, spec) if trust_pickle else load_untrusted(path, spec)
     if not isinstance(model, nn.Module):
         raise FrontendError(f"{spec} holds a {type(model).__name__}, not a model (save the module, not its state_dict)")
     return model
