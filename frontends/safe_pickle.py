@@ -24,6 +24,7 @@ import inspect
 import pickletools
 import re
 import types
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -108,14 +109,15 @@ _REFUSED_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL)
 def load_untrusted(path: Path, spec: str) -> Any:
     """`torch.load` with masic's allowlist; every refusal is a one-line FrontendError naming what the file asked for."""
     try:
-        with torch.serialization.safe_globals(allowed_globals()):
+        with torch.serialization.safe_globals(allowed_globals()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PyTorch warns about pickle protocols; masic's error says what matters
             return torch.load(path, weights_only=True, map_location="cpu")
     except Exception as err:
         named = _REFUSED_GLOBAL.search(str(err))
         refusal = next((e for e in _causes(err) if isinstance(e, _Refusal)), None)
         asked = _qualified(named[1]) if named else str(refusal) if refusal else _disallowed_global(path)
         if asked is None:
-            raise FrontendError(f"cannot read {spec}: {_unpickler_message(err)}") from None
+            raise FrontendError(f"cannot read {spec}: {unpickler_reason(err)}") from None
         raise FrontendError(
             f"{spec} names {asked}, which masic's safe loader does not allow; if you trust this file, "
             "add --trust-pickle (loading it then runs code from the file)"
@@ -168,7 +170,7 @@ def _causes(err: BaseException) -> list[BaseException]:
     return chain
 
 
-def _unpickler_message(err: BaseException) -> str:
+def unpickler_reason(err: BaseException) -> str:
     """PyTorch's own reason, without its advice to load the file unsafely."""
     _, marker, reason = str(err).partition("WeightsUnpickler error:")
     lines = [line.strip() for line in reason.splitlines() if line.strip()]
