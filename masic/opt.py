@@ -64,7 +64,7 @@ def read_graph(path: Path, weights: Path | None = None) -> Graph:
     given = load_weights(weights) if weights is not None else {}
     try:
         graph = parse(path.read_text(), given)
-    except ParseError as err:
+    except (ParseError, UnicodeDecodeError) as err:  # malformed text, or no text at all
         raise OptError(f"{path}: {err}") from None
     declared = {p.name: p.type for p in graph.params}
     for name, array in given.items():

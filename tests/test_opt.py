@@ -138,6 +138,10 @@ def test_malformed_and_invalid_ir_are_one_line_errors(tmp_path: Path) -> None:
     malformed.write_text(TEXT.replace("%z = lif", "%z == lif"))
     status, _, err = run_masic(("opt", str(malformed), "-p", "infer-shapes"))
     assert status == 2 and err == f"masic: error: {malformed}: line 9: unexpected line\n"
+    binary = tmp_path / "binary.ir"
+    binary.write_bytes(b"\x80\x81 not text")
+    status, _, err = run_masic(("opt", str(binary)))
+    assert status == 2 and err.startswith(f"masic: error: {binary}: 'utf-8' codec can't decode byte 0x80")
     invalid = tmp_path / "invalid.ir"
     invalid.write_text(TEXT.replace("lif(%fc)", "lif(%nope)"))
     status, _, err = run_masic(("opt", str(invalid)))
