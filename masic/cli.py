@@ -1,4 +1,4 @@
-"""The `masic` command: compile, run, calibrate, inspect, passes, plan-memory.
+"""The `masic` command: compile, run, calibrate, inspect, passes, opt, plan-memory.
 
 User errors (bad model files, unsupported modules, impossible budgets, bad options) print one line
 `masic: error: ...` and exit with status 2; no traceback. Progress of long steps goes to stderr.
@@ -182,6 +182,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("passes", help="list the passes and what each does")
 
+    opt = sub.add_parser("opt", help="run named passes on a graph in textual IR and print the result")
+    opt.add_argument("file", type=Path, help="textual IR (.ir); // lines are comments")
+    opt.add_argument(
+        "-p", "--passes", default="", help="passes to run, in order, e.g. infer-shapes,spike-dtype (see masic passes)"
+    )
+    opt.add_argument(
+        "--weights", type=Path, help=".npz of parameter values, keys the parameter names (default: random values)"
+    )
+    opt.add_argument("--budget", type=budget_arg, help="memory budget, as for masic compile (default: no limit)")
+    opt.add_argument(
+        "--target", default="aarch64", help="the target whose alignment and machine figures the passes use (aarch64)"
+    )
+    opt.add_argument("-o", "--output", type=Path, help="write the IR here instead of printing it")
+
     plan = sub.add_parser("plan-memory", help="place buffers with lifetimes in as little memory as possible")
     plan.add_argument("problem", type=Path, help="CSV with columns id,lower,upper,size[,alignment][,offset]")
     plan.add_argument("--capacity", type=budget_arg, help="the placement must fit these bytes, e.g. 1MiB")
@@ -204,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "calibrate": cmd_calibrate,
             "inspect": cmd_inspect,
             "passes": cmd_passes,
+            "opt": cmd_opt,
             "plan-memory": cmd_plan_memory,
         }
         return commands[args.command](args)
@@ -438,6 +453,24 @@ def cmd_passes(args: argparse.Namespace) -> int:
     for name, entry in REGISTRY.items():
         marker = "*" if name in DEFAULT_PIPELINE else " "
         print(f"{marker} {name:<16} {entry.summary}")
+    return 0
+
+
+def cmd_opt(args: argparse.Namespace) -> int:
+    """Runs the named passes on an .ir file (`masic.opt`) and prints or writes the resulting IR."""
+    from masic.ir.text import print_graph
+    from masic.opt import pass_list, read_graph, run_passes
+    from masic.targets import get_target
+
+    target = get_target(args.target)
+    names = pass_list(args.passes)
+    graph = read_graph(args.file, args.weights)
+    options = PassOptions(budget=args.budget, alignment=target.alignment, machine=target.machine)
+    text = print_graph(run_passes(graph, names, options))
+    if args.output:
+        args.output.write_text(text)
+    else:
+        print(text, end="")
     return 0
 
 

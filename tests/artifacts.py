@@ -64,10 +64,10 @@ def compile_graph(graph: Graph, target: str, out: Path) -> Path:
 
     from masic.codegen.artifact import write_artifact
     from masic.early_exit import ExitRule
-    from masic.passes import DEFAULT_PIPELINE, PassOptions
-    from masic.passes.manager import PassManager
+    from masic.passes import PassOptions
+    from tests.pipelines import planned as plan
 
-    planned = PassManager(DEFAULT_PIPELINE, PassOptions(alignment=get_target(target).alignment)).run(graph)
+    planned = plan(graph, PassOptions(alignment=get_target(target).alignment))
     write_artifact(planned, get_target(target), out, ExitRule(), None)
     return out
 

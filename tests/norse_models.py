@@ -62,6 +62,13 @@ def iaf_model() -> SequentialState:
     )
 
 
+def wide_dense_model() -> SequentialState:
+    """A dense layer of 2 MB of weights, more than the default machine's 1 MB cache (not in MODELS: planning tests
+    only)."""
+    torch.manual_seed(0)
+    return SequentialState(nn.Linear(1024, 512), LIFCell(), nn.Linear(512, 10), LICell())
+
+
 MODELS = {
     "dense": (dense_model, (20,)),
     "conv": (conv_model, (2, 12, 12)),

@@ -1,7 +1,27 @@
-"""Pipelines the tests plan with besides DEFAULT_PIPELINE."""
+"""The pipeline as tests run it, by pass name: `planned` for tests that need a planned graph (end to end, code
+generation, frontends, the pipeline's own properties), `prepared` for a pass test's input in the state its pass
+requires (the passes before it), so that the test runs its own pass alone (`masic.opt.run_passes`)."""
 
-from masic.passes import DEFAULT_PIPELINE
+from __future__ import annotations
 
-# Neurons run as their own kernels: what liveness, the plan checker and the simulator do with unfused neurons
-# (updates in place over their operand).
-UNFUSED_PIPELINE = tuple(name for name in DEFAULT_PIPELINE if name != "fuse-neurons")
+from masic.ir.graph import Graph
+from masic.opt import run_passes
+from masic.passes import DEFAULT_PIPELINE, PassOptions
+
+
+def before(name: str) -> tuple[str, ...]:
+    """The passes the default pipeline runs before `name`."""
+    return DEFAULT_PIPELINE[: DEFAULT_PIPELINE.index(name)]
+
+
+def prepared(graph: Graph, name: str, options: PassOptions | None = None) -> Graph:
+    """The graph as the pass `name` receives it in the default pipeline."""
+    return run_passes(graph, before(name), options)
+
+
+def planned(graph: Graph, options: PassOptions | None = None, without: tuple[str, ...] = ()) -> Graph:
+    """The graph after the default pipeline, less the passes named in `without` (e.g. "fuse-neurons": neurons
+    running as their own kernels)."""
+    unknown = set(without) - set(DEFAULT_PIPELINE)
+    assert not unknown, f"not in the pipeline: {unknown}"
+    return run_passes(graph, [name for name in DEFAULT_PIPELINE if name not in without], options)

@@ -8,21 +8,20 @@ import pytest
 from masic.frontends.norse import import_norse
 
 from examples.digits import digits_model
-from masic.passes import DEFAULT_PIPELINE, PassOptions
-from masic.passes.manager import PassManager
+from masic.passes import PassOptions
 from masic.report import buffer_labels, buffer_table, draw_timeline, plan_rows
 from tests.artifacts import compile_model, masic_cli
 from tests.norse_models import MODELS
-from tests.pipelines import UNFUSED_PIPELINE
+from tests.pipelines import planned
 
 
-def _planned(factory, shape, alignment: int = 64, pipeline: tuple[str, ...] = DEFAULT_PIPELINE):
+def _planned(factory, shape, alignment: int = 64, without: tuple[str, ...] = ()):
     graph = import_norse(factory(), shape, timesteps=4)
-    return PassManager(pipeline, PassOptions(alignment=alignment)).run(graph)
+    return planned(graph, PassOptions(alignment=alignment), without)
 
 
 def test_labels_name_the_layers_sharing_a_buffer() -> None:
-    labels = buffer_labels(_planned(*MODELS["dense"], pipeline=UNFUSED_PIPELINE))
+    labels = buffer_labels(_planned(*MODELS["dense"], without=("fuse-neurons",)))
     assert labels["@0.weight"] == "model.0 (Linear)"
     assert labels["1.v"] == "model.1 (LIFCell)"
     assert labels["3"] == "model.3 (Linear) / model.4 (LICell)"  # the LI updates in place over the dense output

@@ -1,5 +1,7 @@
 """Deterministic textual form of the IR, and its parser: `parse(print_graph(g), g.weights) == g`.
 
+    // a comment: lines whose first non-blank characters are // are skipped (`masic opt` tests keep RUN and CHECK
+    // lines in them)
     graph @digits timesteps=16 {
       param @fc1.weight : f32[128,64]
       %x = input() : f32[64]
@@ -13,12 +15,20 @@
 
 Types are an element type and a shape: `f32[128]`, `spike[64,8,8]` for spikes stored one byte each, or
 `bits[1024]` for spikes bit-packed 32 to a 32-bit word (`masic.ir.graph.DTYPES`).
-Floats are printed with Python's shortest repr, which parses back to the same value exactly. Weights are not
-part of the text; the parser takes them as an argument.
+Floats are printed with Python's shortest repr, which parses back to the same value exactly.
+
+Weights are referred to by name: a `param @name : f32[shape]` line declares one, and attributes refer to it as
+`@name`. Their values are not part of the text. `parse` takes them by name (`masic opt --weights W.npz`: the .npz
+keys are the parameter names); a declared parameter given no values gets deterministic random ones
+(`random_weight`): float32 drawn uniformly from [0, 1) by a generator seeded with the SHA-256 of its name, so the
+same name and shape always get the same values, on every machine. [0, 1) lies in the domain of every kind of
+parameter (weights, biases, batch-norm variances, per-neuron thresholds and time constants), so a text alone is a
+complete, compilable graph: a test input for any pass.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -150,9 +160,22 @@ def _parse_attrs(text: str | None) -> tuple[tuple[str, AttrValue], ...]:
     return tuple(attrs)
 
 
+def random_weight(param: Param) -> np.ndarray:
+    """The values a parameter gets when none are given: float32 uniform on [0, 1), seeded by its name."""
+    seed = int.from_bytes(hashlib.sha256(param.name.encode()).digest()[:8], "little")
+    return np.random.default_rng(seed).random(param.type.shape, dtype=np.float32)
+
+
+def _is_code(line: str) -> bool:
+    stripped = line.strip()
+    return bool(stripped) and not stripped.startswith("//")
+
+
 def parse(text: str, weights: Mapping[str, np.ndarray] | None = None) -> Graph:
-    """Parses the textual form. Weights (by parameter name) are attached as given."""
-    lines = [(i + 1, line) for i, line in enumerate(text.splitlines()) if line.strip()]
+    """Parses the textual form. Weights are taken by parameter name from `weights` as given; a declared parameter
+    missing there gets `random_weight`'s values."""
+    weights = weights or {}
+    lines = [(i + 1, line) for i, line in enumerate(text.splitlines()) if _is_code(line)]
     graph: dict = {}
     params: list[Param] = []
     nodes: list[Node] = []
@@ -206,5 +229,5 @@ def parse(text: str, weights: Mapping[str, np.ndarray] | None = None) -> Graph:
         timesteps=graph["timesteps"],
         plan=plan,
         schedule=graph.get("schedule", Schedule()),
-        weights=dict(weights or {}),
+        weights={**weights, **{p.name: random_weight(p) for p in params if p.name not in weights}},
     )

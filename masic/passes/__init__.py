@@ -1,4 +1,5 @@
-"""Pass registry: CLI names map to one module each (`fold-batchnorm` <-> fold_batchnorm.py)."""
+"""Pass registry: CLI names map to one module each (`fold-batchnorm` <-> fold_batchnorm.py), listed in the order the
+default pipeline runs them."""
 
 from __future__ import annotations
 
@@ -19,9 +20,15 @@ from masic.passes import (
 )
 from masic.passes.base import Pass, PassError, PassOptions
 
+
+def _summary(doc: str) -> str:
+    """A pass module's first paragraph, on one line: what `masic passes` prints."""
+    return " ".join(doc.strip().split("\n\n")[0].split())
+
+
 REGISTRY = MappingProxyType(
     {
-        m.NAME: Pass(m.NAME, m.run, (m.__doc__ or "").strip().splitlines()[0])
+        m.NAME: Pass(m.NAME, m.run, _summary(m.__doc__ or ""))
         for m in (
             infer_shapes,
             fold_batchnorm,
@@ -29,8 +36,8 @@ REGISTRY = MappingProxyType(
             spike_dtype,
             slice_layers,
             patch_rows,
-            layout,
             schedule,
+            layout,
             fuse_neurons,
             assign_offsets,
             check_budget,

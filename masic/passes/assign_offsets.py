@@ -19,7 +19,7 @@ from masic.ir.graph import Buffer, Graph, Plan
 from masic.memplan.heuristics import PORTFOLIO
 from masic.memplan.problem import Interval, MemplanError, Problem
 from masic.memplan.solver import heuristic_height, solve
-from masic.passes.base import PassError, PassOptions
+from masic.passes.base import PassError, PassOptions, require_types
 
 NAME = "assign-offsets"
 SEARCH_SECONDS = 10.0  # the exact search's limit when heuristics miss the budget
@@ -86,9 +86,7 @@ def placed_bytes(planned: Layout, budget: int | None = None, thorough: bool = Fa
 
 
 def run(graph: Graph, options: PassOptions) -> Graph:
-    untyped = [n for n in graph.nodes if n.type is None]
-    if untyped:
-        raise PassError(NAME, "node has no type; run infer-shapes first", untyped[0])
+    require_types(graph, NAME)
     leftover = [n for n in graph.nodes if n.op == "batchnorm2d"]
     if leftover:
         raise PassError(NAME, "batchnorm2d has no kernel; run fold-batchnorm first", leftover[0])

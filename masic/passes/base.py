@@ -36,6 +36,13 @@ class PassError(VerifyError):
         super().__init__(f"{pass_name}: {message}", node)
 
 
+def require_types(graph: Graph, pass_name: str) -> None:
+    """Refuses an untyped graph, naming its first untyped node: every pass after infer-shapes requires types."""
+    untyped = next((n for n in graph.nodes if n.type is None), None)
+    if untyped is not None:
+        raise PassError(pass_name, "node has no type; run infer-shapes first", untyped)
+
+
 @dataclass(frozen=True)
 class Pass:
     name: str

@@ -1,8 +1,9 @@
 """check-budget: refuse a plan whose arena does not fit the memory budget.
 
 Requires: a planned graph (assign-offsets).
-Ensures: `plan.arena_bytes <= budget`; otherwise raises, stating the bytes the plan needs and the lower bound.
-Slicing and weight streaming, which would let such a model fit, are later passes.
+Ensures: `plan.arena_bytes <= budget`; otherwise raises BudgetError, stating the bytes the plan needs (of which
+weights) and the budget to ask for. Slicing, row patches and weight streaming, which make a model fit, run before
+it: this is the last guard that what assign-offsets placed meets the budget.
 """
 
 from __future__ import annotations

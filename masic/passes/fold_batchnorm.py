@@ -16,12 +16,13 @@ from dataclasses import replace
 import numpy as np
 
 from masic.ir.graph import Graph, Node, ParamRef
-from masic.passes.base import PassError, PassOptions
+from masic.passes.base import PassError, PassOptions, require_types
 
 NAME = "fold-batchnorm"
 
 
 def run(graph: Graph, options: PassOptions) -> Graph:
+    require_types(graph, NAME)
     nodes = {n.name: n for n in graph.nodes}
     new_params: dict[str, np.ndarray] = {}
     renamed: dict[str, str] = {}  # batchnorm value -> conv value that now computes it
@@ -48,17 +49,21 @@ def run(graph: Graph, options: PassOptions) -> Graph:
         renamed[bn.name] = conv.name
     if not renamed:
         return graph
-    # A delay of a folded batch norm now copies the conv, so it moves before the conv (a delay precedes its source).
+    # A delay of a folded batch norm now copies the conv; one placed after the conv moves before it (a delay precedes
+    # its source), one already before it (perhaps read before the conv) stays.
+    position = {n.name: k for k, n in enumerate(graph.nodes)}
     retargeted = {
         n.name: n.with_attrs(source=renamed[n.attr("source")])
         for n in graph.nodes
         if n.op == "delay" and n.attr("source") in renamed
     }
+    nodes.update(retargeted)
+    moved = {name: d for name, d in retargeted.items() if position[name] > position[d.attr("source")]}
     kept = []
     for node in graph.nodes:
-        if node.op == "batchnorm2d" or node.name in retargeted:
+        if node.op == "batchnorm2d" or node.name in moved:
             continue
-        kept += [d for d in retargeted.values() if d.attr("source") == node.name]
+        kept += [d for d in moved.values() if d.attr("source") == node.name]
         node = nodes[node.name]
         inputs = tuple(renamed.get(v, v) for v in node.inputs)
         kept.append(Node(node.name, node.op, inputs, node.attrs, node.type, node.loc))

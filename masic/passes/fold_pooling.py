@@ -24,7 +24,7 @@ import numpy as np
 
 from masic.ir.graph import Graph, Node, ParamRef, TensorType
 from masic.ir.ops import adaptive_bins
-from masic.passes.base import PassOptions
+from masic.passes.base import PassOptions, require_types
 
 NAME = "fold-pooling"
 
@@ -58,6 +58,7 @@ def _foldable(graph: Graph, pool: Node) -> tuple[Node, Node] | None:
 
 
 def run(graph: Graph, options: PassOptions) -> Graph:
+    require_types(graph, NAME)
     nodes = {n.name: n for n in graph.nodes}
     new_params: dict[str, np.ndarray] = {}
     for pool in graph.nodes:

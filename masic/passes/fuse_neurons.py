@@ -47,7 +47,7 @@ from masic.ir.graph import Graph, Node
 from masic.ir.ops import ACTIVATION_LAYOUT, matrix_vector, neuron_op
 from masic.ir.verify import fusion_problem
 from masic.passes.assign_offsets import arena_bytes
-from masic.passes.base import PassOptions
+from masic.passes.base import PassOptions, require_types
 
 NAME = "fuse-neurons"
 MIN_COLUMNS = 8  # output columns a conv's vectors must span for its epilogue to pay (bench/speed.py part 1b)
@@ -69,6 +69,7 @@ def pays(graph: Graph, neuron: Node) -> bool:
 
 
 def run(graph: Graph, options: PassOptions) -> Graph:
+    require_types(graph, NAME)
     plain = graph.with_nodes([node.with_attrs(fused=None) for node in graph.nodes])
     nodes = [
         node.with_attrs(fused=True)

@@ -60,7 +60,7 @@ from dataclasses import replace
 from masic.analysis.liveness import VIEW_OPS
 from masic.ir.graph import SPIKE_DTYPES, Graph, Node, TensorType
 from masic.ir.ops import BLOCKED_READERS, CONV_LAYOUT, LAYOUT_CARRIERS, matrix_vector, row_padding, weight_block
-from masic.passes.base import PassOptions
+from masic.passes.base import PassOptions, require_types
 from masic.passes.spike_dtype import spiking
 
 NAME = "layout"
@@ -172,6 +172,7 @@ def summary(graph: Graph) -> str:
 
 
 def run(graph: Graph, options: PassOptions) -> Graph:
+    require_types(graph, NAME)
     chosen: dict[str, set[str]] = {}  # weight -> the layouts its convs pick
     for node in graph.nodes:
         if node.op == "conv2d":

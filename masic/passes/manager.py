@@ -39,7 +39,7 @@ class PassManager:
             try:
                 verify(graph)
             except VerifyError as err:
-                raise PassError(name, f"produced an invalid graph: {err}") from None
+                raise PassError(name, f"produced an invalid graph: {err.message}", err.node) from None
             if self.print_after_all:
                 self.emit(f"// ----- IR after {name} -----\n{print_graph(graph)}")
             if self.dump_dir is not None:

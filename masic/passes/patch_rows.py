@@ -36,7 +36,7 @@ import numpy as np
 from masic.analysis.liveness import analyse, peak_live
 from masic.ir.graph import AttrValue, Graph, Node, ParamRef, Schedule, TensorType
 from masic.ir.ops import OPS, neuron_op, row_padding
-from masic.passes.base import PassOptions
+from masic.passes.base import PassOptions, require_types
 from masic.passes.slice_layers import block_sizes, resident_bytes, smallest_plan_bytes
 
 NAME = "patch-rows"
@@ -191,6 +191,7 @@ def candidates(graph: Graph, alignment: int) -> Iterator[Graph]:
 
 
 def run(graph: Graph, options: PassOptions) -> Graph:
+    require_types(graph, NAME)
     if options.budget is None:
         return graph
     capacity, alignment = options.capacity, options.alignment

@@ -35,7 +35,7 @@ from masic.analysis.cost import planned_latency
 from masic.analysis.liveness import align_up
 from masic.ir.graph import Graph, Schedule
 from masic.passes.assign_offsets import arena_bytes, layout, placed_bytes
-from masic.passes.base import PassOptions
+from masic.passes.base import PassOptions, require_types
 from masic.passes.check_budget import BudgetError, format_bytes
 from masic.passes.slice_layers import block_sizes, resident_bytes, smallest_plan_bytes
 
@@ -118,6 +118,7 @@ def _resident_schedule(graph: Graph, options: PassOptions) -> Schedule:
 
 
 def run(graph: Graph, options: PassOptions) -> Graph:
+    require_types(graph, NAME)
     capacity = options.capacity
     if capacity is None or resident_bytes(graph, options.alignment, capacity) <= capacity:
         return replace(graph, schedule=_resident_schedule(graph, options))

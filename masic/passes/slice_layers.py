@@ -28,7 +28,7 @@ from masic.analysis.liveness import align_up, transient_states
 from masic.ir.graph import Graph, Node, ParamRef, Schedule
 from masic.ir.ops import OPS, state_names, state_type
 from masic.passes.assign_offsets import arena_bytes
-from masic.passes.base import PassOptions
+from masic.passes.base import PassOptions, require_types
 
 NAME = "slice-layers"
 MAX_PIECES = 64  # per layer: finer slicing costs a kernel call and a concat copy per piece for little memory
@@ -140,6 +140,7 @@ def _state_bytes(graph: Graph, alignment: int) -> int:
 
 
 def run(graph: Graph, options: PassOptions) -> Graph:
+    require_types(graph, NAME)
     if options.budget is None:
         return graph
     capacity = options.capacity

@@ -27,7 +27,7 @@ from dataclasses import replace
 
 from masic.ir.graph import Graph, Node, TensorType
 from masic.ir.ops import neuron_op
-from masic.passes.base import PassOptions
+from masic.passes.base import PassOptions, require_types
 
 NAME = "spike-dtype"
 PASSES_ON = ("maxpool2d", "flatten", "reshape", "crop_rows", "concat")  # spikes in, spikes out (delay: its source)
@@ -85,10 +85,10 @@ def spike_values(graph: Graph) -> set[str]:
 
 
 def run(graph: Graph, options: PassOptions) -> Graph:
+    require_types(graph, NAME)
     spikes = spike_values(graph)
     nodes = []
     for node in graph.nodes:
-        assert node.type is not None, f"{NAME} requires a typed graph"
         if spiking(node) or node.op in (*PASSES_ON, "delay"):
             node = replace(node, type=TensorType(node.type.shape, "spike" if node.name in spikes else "f32"))
         nodes.append(node)

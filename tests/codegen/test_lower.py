@@ -7,8 +7,7 @@ import numpy as np
 from masic.codegen.kernels import AdaptiveAvgPool2dKernel, Conv2dKernel, DenseKernel, Pool2dKernel
 from masic.codegen.lower import lower
 from masic.ir.text import parse
-from masic.passes import DEFAULT_PIPELINE, PassOptions
-from masic.passes.manager import PassManager
+from tests.pipelines import planned
 
 GRAPH = """graph @lowered timesteps=2 {
   param @t.threshold : f32[8]
@@ -29,7 +28,7 @@ GRAPH = """graph @lowered timesteps=2 {
 
 def _lowered() -> tuple[tuple, tuple]:
     graph = parse(GRAPH, {"t.threshold": np.linspace(0, 1, 8, dtype=np.float32)})
-    return lower(PassManager(DEFAULT_PIPELINE, PassOptions()).run(graph))
+    return lower(planned(graph))
 
 
 def test_each_op_gets_its_kernel() -> None:
@@ -71,7 +70,7 @@ def test_a_one_by_one_convolution_of_a_one_by_one_map_runs_as_a_dense_kernel() -
         name: rng.normal(size=shape).astype(np.float32)
         for name, shape in (("a.w", (6, 4, 1, 1)), ("a.b", (6,)), ("b.w", (3, 4, 1, 1)))
     }
-    graph = PassManager(DEFAULT_PIPELINE, PassOptions()).run(parse(text, weights))
+    graph = planned(parse(text, weights))
     kernels, calls = lower(graph)
     by_node = {call.node.name: kernels[[k.symbol for k in kernels].index(call.symbol)] for call in calls}
     assert by_node["a"] == DenseKernel(by_node["a"].symbol, 4, 6, True)

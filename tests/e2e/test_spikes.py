@@ -18,10 +18,10 @@ from masic.analysis.minimum_budget import folded, minimum_budget
 from masic.codegen.artifact import generate_c
 from masic.early_exit import ExitRule
 from masic.ir.interpret import run
-from masic.passes import DEFAULT_PIPELINE, PassOptions
-from masic.passes.manager import PassManager
+from masic.passes import PassOptions
 from tests.artifacts import compile_graph, compile_model, run_artifact, spiking_prefix
 from tests.norse_models import MODELS, random_input, run_norse
+from tests.pipelines import planned as plan
 
 pytestmark = pytest.mark.slow
 TIMESTEPS = 8
@@ -42,7 +42,7 @@ def test_compiled_spiking_models_match_the_interpreter_and_norse(name: str, targ
     factory, shape = SPIKE_MODELS[name]
     model = factory()
     graph = import_norse(model, shape, timesteps=TIMESTEPS)
-    planned = PassManager(DEFAULT_PIPELINE, PassOptions(alignment=get_target(target).alignment)).run(graph)
+    planned = plan(graph, PassOptions(alignment=get_target(target).alignment))
     spikes = [n for n in planned.nodes if n.type.dtype in ("spike", "bits")]
     assert spikes and all(planned.plan.buffer_of(n.name).size <= n.type.numel for n in spikes)
     owned = [n for n in planned.nodes if n.type.dtype == "bits" and n.op not in ("flatten", "reshape")]
@@ -71,7 +71,7 @@ def test_compiled_spikes_of_the_last_spiking_layer_match_the_interpreter(name: s
     factory, shape = SPIKE_MODELS[name]
     model = spiking_prefix(factory())
     graph = import_norse(model, shape, timesteps=TIMESTEPS)
-    planned = PassManager(DEFAULT_PIPELINE, PassOptions(alignment=64)).run(graph)
+    planned = plan(graph, PassOptions(alignment=64))
     assert planned.node(planned.output).type.dtype == "f32"
     x = random_input(shape, TIMESTEPS, seed=6)
     out = compile_graph(graph, "x86_64", tmp_path / "out")

@@ -7,9 +7,7 @@ from hypothesis import given
 
 from masic.ir.graph import TensorType
 from masic.ir.text import ParseError, parse, parse_attr, print_graph
-from masic.passes import DEFAULT_PIPELINE, PassOptions
-from masic.passes.manager import PassManager
-from tests.filecheck import filecheck
+from tests.pipelines import planned
 from tests.strategies import graphs
 
 TEXT = """graph @tiny timesteps=4 {
@@ -38,33 +36,13 @@ def test_random_graphs_round_trip(graph) -> None:
 
 @given(graphs())
 def test_planned_graphs_round_trip(graph) -> None:
-    planned = PassManager(DEFAULT_PIPELINE, PassOptions()).run(graph)
-    assert parse(print_graph(planned), planned.weights) == planned
+    plan = planned(graph)  # with its plan section, and a schedule line where it is not the default
+    assert parse(print_graph(plan), plan.weights) == plan
 
 
 def test_float_attributes_keep_every_bit() -> None:
     value = float.fromhex("0x1.99999ap-4")  # float32(0.1)
     assert parse_attr(repr(value)) == value
-
-
-def test_plan_section_is_printed() -> None:
-    planned = PassManager(DEFAULT_PIPELINE, PassOptions(alignment=16)).run(parse(TEXT))
-    filecheck(
-        print_graph(planned),
-        """
-        CHECK: graph @tiny timesteps=4 {
-        CHECK: output %lif
-        CHECK: plan arena=
-        CHECK: buffer @fc.w weight size=24 live=[0,3)
-        CHECK: buffer lif.v state size=12 live=[0,3)
-        CHECK-NEXT: buffer lif.i state size=12 live=[0,3)
-        CHECK: buffer in io size=8 live=[0,2)
-        CHECK: buffer fc io size=12 live=[1,3)
-        CHECK: value @fc.w -> @fc.w
-        CHECK: value %lif -> fc
-        CHECK-NEXT: value %lif.v -> lif.v
-        """,
-    )
 
 
 @pytest.mark.parametrize(

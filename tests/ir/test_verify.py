@@ -10,9 +10,8 @@ from masic.ir.graph import Buffer
 from masic.ir.text import parse
 from masic.ir.verify import VerifyError, verify
 from masic.passes import PassOptions
-from masic.passes.manager import PassManager
 from tests.ir.test_text import TEXT
-from tests.pipelines import UNFUSED_PIPELINE
+from tests.pipelines import planned
 
 
 def _broken(old: str, new: str) -> str:
@@ -111,7 +110,7 @@ def test_error_underlines_the_node_and_names_its_origin() -> None:
 
 
 def _planned(text: str = TEXT):
-    return PassManager(UNFUSED_PIPELINE, PassOptions(alignment=16)).run(parse(text))
+    return planned(parse(text), PassOptions(alignment=16), without=("fuse-neurons",))
 
 
 FUSED = TEXT.replace("v_reset=0.0}", "v_reset=0.0, fused=true}")  # the LIF in the dense kernel's epilogue

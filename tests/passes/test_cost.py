@@ -1,37 +1,26 @@
-"""The cost model, how slicing and the schedule use the budget, and how much placing the planner does."""
+"""The cost model the schedule pass ranks plans with, and how much placing the planner does (how the schedule uses
+it: test_schedule.py)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from masic.frontends.norse import import_norse
 
 from masic.analysis.cost import Machine, node_traffic, node_work, planned_latency, step_seconds
-from masic.analysis.minimum_budget import folded, minimum_budget
 from masic.ir.graph import Schedule
-from masic.ir.verify import verify
-from masic.passes import DEFAULT_PIPELINE, PassOptions
+from masic.opt import run_passes
+from masic.passes import PassOptions
 from masic.passes import assign_offsets as assign_offsets_module
-from masic.passes.manager import PassManager
-from masic.passes.schedule import MAX_PREFETCH, bytes_read, fits
-from masic.passes.slice_layers import SLOT_SHARE, candidate_limits
+from masic.passes.schedule import bytes_read
 from tests.norse_models import MODELS
-from tests.strategies import graphs
+from tests.pipelines import planned
 
 ALIGN = 16
 
 
-def plan(graph, budget: int | None, machine: Machine | None = None):
-    options = PassOptions(budget=budget, alignment=ALIGN)
-    return PassManager(DEFAULT_PIPELINE, replace(options, machine=machine or options.machine)).run(graph)
-
-
 def _conv_graph():
     factory, shape = MODELS["conv"]
-    return PassManager(DEFAULT_PIPELINE[:2]).run(import_norse(factory(), shape, timesteps=4))
+    return run_passes(import_norse(factory(), shape, timesteps=4), ["infer-shapes", "fold-batchnorm"])
 
 
 def test_work_counts_multiply_accumulates_of_conv_and_dense() -> None:
@@ -47,7 +36,7 @@ def test_a_fused_neurons_input_is_neither_written_nor_read_back() -> None:
     """The layer's output that a fused neuron takes in registers moves no bytes: the pair's traffic falls by two
     passes over it, and the planned latency does not rise."""
     machine = Machine(1e9, 1e9, 1e9)
-    fused = PassManager(DEFAULT_PIPELINE, PassOptions(alignment=ALIGN)).run(_conv_graph())
+    fused = planned(_conv_graph(), PassOptions(alignment=ALIGN))
     neurons = [n for n in fused.nodes if n.attr("fused")]
     assert neurons, "the conv model has a neuron to fuse"
     unfused = fused.with_nodes([n.with_attrs(fused=None) for n in fused.nodes])
@@ -73,47 +62,6 @@ def test_reading_hides_behind_compute_until_it_outgrows_it() -> None:
     assert planned_latency(graph, one_block, slow_disk) == pytest.approx(100 * step)
 
 
-def test_streamed_pieces_leave_most_of_the_budget_to_resident_weights() -> None:
-    """Below the all-resident plan, pieces are cut to at most 1/SLOT_SHARE of the budget where the layer allows."""
-    factory, _ = MODELS["dense"]
-    graph = import_norse(factory(), timesteps=4)
-    resident = plan(graph, None)
-    budget = resident.plan.arena_bytes * 3 // 4
-    planned = plan(graph, budget)
-    finest = candidate_limits(PassManager(DEFAULT_PIPELINE[:2]).run(graph))[-1]
-    limit = max(finest, budget // SLOT_SHARE)
-    pieces = [p for p in planned.params if ".part" in p.name]
-    assert pieces, "the largest layer must be sliced"
-    rows = {p.name: p.type.nbytes // p.type.shape[0] for p in planned.params}
-    assert all(p.type.nbytes <= max(limit, rows[p.name]) for p in pieces)
-    assert planned.plan.arena_bytes <= budget
-
-
-@settings(max_examples=25, deadline=None)
-@given(graphs(max_layers=4), st.floats(0.0, 1.0))
-def test_pinned_buffers_are_stacked_below_the_rest(graph, where) -> None:
-    """Resident weights and pinned state sit in [0, pinned bytes); every other buffer above; the plan verifies."""
-    smallest = minimum_budget(folded(graph), ALIGN)
-    planned = plan(graph, smallest + int(where * (plan(graph, None).plan.arena_bytes - smallest)))
-    verify(planned)
-    layout = assign_offsets_module.layout(planned, ALIGN)
-    pinned = {b.name for b in layout.pinned}
-    for buffer in planned.plan.buffers:
-        below = buffer.offset + buffer.size <= layout.pinned_bytes
-        assert below if buffer.name in pinned else buffer.offset >= layout.pinned_bytes, buffer
-
-
-def test_schedule_prefers_fewer_bytes_read_when_compute_hides_reads() -> None:
-    factory, _ = MODELS["dense"]
-    graph = import_norse(factory(), timesteps=6)
-    budget = plan(graph, None).plan.arena_bytes - 900
-    planned = plan(graph, budget, Machine(1e9, 1e12, 1e15))  # reads are free: ranked by bytes read
-    assert planned.schedule.block > 1
-    assert bytes_read(planned, planned.schedule) < graph.timesteps * sum(
-        planned.param(p).type.nbytes for p in planned.schedule.streamed
-    )
-
-
 @pytest.mark.slow
 def test_vgg16_is_planned_with_few_placements(monkeypatch) -> None:
     """Planning VGG16 (about 140M parameters) at 64MB makes its decisions with a few dozen placements, not one per
@@ -124,22 +72,8 @@ def test_vgg16_is_planned_with_few_placements(monkeypatch) -> None:
     calls = []
     original = assign_offsets_module.heuristic_height
     monkeypatch.setattr(assign_offsets_module, "heuristic_height", lambda *args: calls.append(1) or original(*args))
-    planned = plan(graph, 64 << 20)
-    assert planned.plan.arena_bytes <= 64 << 20
-    weights = sum(p.type.nbytes for p in planned.params)
-    assert bytes_read(planned, planned.schedule) <= weights
+    plan = planned(graph, PassOptions(budget=64 << 20, alignment=ALIGN))
+    assert plan.plan.arena_bytes <= 64 << 20
+    weights = sum(p.type.nbytes for p in plan.params)
+    assert bytes_read(plan, plan.schedule) <= weights
     assert len(calls) <= 40, len(calls)
-
-
-@settings(max_examples=25, deadline=None)
-@given(graphs(max_layers=4), st.floats(0.0, 1.0))
-def test_streamed_slots_are_filled_as_early_as_the_budget_allows(graph, where) -> None:
-    """The schedule's prefetch is the deepest (up to MAX_PREFETCH) with which the plan still fits."""
-    smallest = minimum_budget(folded(graph), ALIGN)
-    budget = smallest + int(where * (plan(graph, None).plan.arena_bytes - smallest))
-    planned = plan(graph, budget)
-    schedule = planned.schedule
-    assert 1 <= schedule.prefetch <= MAX_PREFETCH
-    if schedule.streamed and schedule.prefetch < MAX_PREFETCH:
-        deeper = replace(schedule, prefetch=schedule.prefetch + 1)
-        assert not fits(planned, deeper, ALIGN, budget - budget % ALIGN)

@@ -1,4 +1,5 @@
-"""fold-pooling: an adaptive average pooling that enlarges its input, folded into the dense layer that reads it."""
+"""fold-pooling, alone: an adaptive average pooling that enlarges its input, folded into the dense layer that reads
+it, computes the same up to float32 rounding. What it prints: tests/filecheck/fold-pooling/."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from masic.ir.interpret import run
-from masic.ir.text import parse, print_graph
-from masic.passes import PassOptions, fold_pooling, infer_shapes
-from tests.filecheck import filecheck
+from masic.ir.text import parse
+from masic.opt import run_passes
 
 
 def _graph(c: int, h: int, w: int, oh: int, ow: int, out: int, extra_reader: bool = False):
@@ -32,7 +32,7 @@ def _graph(c: int, h: int, w: int, oh: int, ow: int, out: int, extra_reader: boo
         "fc.w": rng.normal(size=(out, c * oh * ow)).astype(np.float32),
         "fc.b": rng.normal(size=out).astype(np.float32),
     }
-    return infer_shapes.run(parse(text, weights), PassOptions())
+    return run_passes(parse(text, weights), ["infer-shapes"])
 
 
 def _inputs(graph) -> np.ndarray:
@@ -44,17 +44,8 @@ def test_vgg_replication_folds_into_the_first_dense_layer() -> None:
     """VGG at 32x32 input: 512x1x1 pooled to 7x7; here 8 channels. The dense layer reads the 8 values directly, with
     49x fewer weights, and computes the same up to float32 rounding."""
     graph = _graph(8, 1, 1, 7, 7, 5)
-    folded = fold_pooling.run(graph, PassOptions())
-    filecheck(
-        print_graph(folded),
-        """
-        CHECK: param @fc.b : f32[5]
-        CHECK: param @fc.weight.folded : f32[5,8]
-        CHECK-NOT: adaptive_avgpool2d
-        CHECK: %flat = flatten(%z) : f32[8]
-        CHECK: %fc = dense(%flat) {weight=@fc.weight.folded, bias=@fc.b, in_features=8, out_features=5} : f32[5]
-        """,
-    )
+    folded = run_passes(graph, ["fold-pooling"])
+    assert folded.param("fc.weight.folded").type.shape == (5, 8)  # the text: tests/filecheck/fold-pooling/
     assert "fc.w" not in folded.weights
     x = _inputs(graph)
     np.testing.assert_allclose(run(folded, x), run(graph, x), rtol=1e-5, atol=1e-5)
@@ -64,7 +55,7 @@ def test_vgg_replication_folds_into_the_first_dense_layer() -> None:
 @given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.integers(1, 7), st.integers(1, 7), st.integers(1, 6))
 def test_folding_computes_the_same_and_only_when_it_shrinks_the_weights(c, h, w, oh, ow, out) -> None:
     graph = _graph(c, h, w, oh, ow, out)
-    folded = fold_pooling.run(graph, PassOptions())
+    folded = run_passes(graph, ["fold-pooling"])
     pooled = any(n.op == "adaptive_avgpool2d" for n in folded.nodes)
     assert pooled == (h * w >= oh * ow)
     assert sum(p.type.nbytes for p in folded.params) <= sum(p.type.nbytes for p in graph.params)
@@ -74,4 +65,4 @@ def test_folding_computes_the_same_and_only_when_it_shrinks_the_weights(c, h, w,
 
 def test_a_pooled_value_something_else_reads_stays() -> None:
     graph = _graph(4, 1, 1, 7, 7, 3, extra_reader=True)
-    assert fold_pooling.run(graph, PassOptions()) == graph
+    assert run_passes(graph, ["fold-pooling"]) == graph

@@ -1,5 +1,7 @@
-"""fuse-neurons: which neurons run as the epilogue of their operand's conv or dense kernel, what liveness and the
-plan then hold (no buffer for the fused layer's output), and that the plan computes the same values."""
+"""fuse-neurons, alone, on graphs prepared by the passes before it: which neurons run as the epilogue of their
+operand's conv or dense kernel (all the rule allows where it pays, or none), that their plans (assign-offsets on
+either side) never grow and compute the same values. What it prints and the fused neurons the verifier refuses:
+tests/filecheck/fuse-neurons/."""
 
 from __future__ import annotations
 
@@ -8,13 +10,14 @@ from dataclasses import replace
 import numpy as np
 from hypothesis import given, settings
 
-from masic.ir.graph import Schedule
+from masic.ir.graph import Graph, Schedule
 from masic.ir.interpret import run
-from masic.ir.text import parse, print_graph
+from masic.ir.text import parse
+from masic.ir.verify import fusion_problem, verify
+from masic.opt import run_passes
 from masic.passes import DEFAULT_PIPELINE, PassOptions, fuse_neurons
-from masic.passes.manager import PassManager
-from tests.filecheck import filecheck
-from tests.pipelines import UNFUSED_PIPELINE
+from masic.passes.assign_offsets import arena_bytes
+from tests.pipelines import planned, prepared
 from tests.strategies import graphs
 
 # conv -> lif (fused: the conv is vectorised along 16 columns); a conv read by its neuron and by an add (not fused);
@@ -54,54 +57,39 @@ def _input(graph, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 2, shape).astype(np.float32)
 
 
-def test_neurons_of_a_conv_or_dense_read_by_them_alone_are_fused() -> None:
-    planned = PassManager(DEFAULT_PIPELINE, PassOptions(alignment=16)).run(_graph())
-    filecheck(
-        print_graph(planned),
-        """
-        CHECK: %l1 = lif(%c1)
-        CHECK-SAME: fused=true
-        CHECK: %l2 = iaf(%c2)
-        CHECK-NOT: fused
-        CHECK: %l3 = lif_box(%r)
-        CHECK-NOT: fused
-        CHECK: %c3 = conv2d(%l3)
-        CHECK-SAME: weight_layout="OIHW8o", layout="NCHW8c"
-        CHECK: %l4 = iaf(%c3)
-        CHECK-SAME: fused=true
-        CHECK: %fc = dense(%f)
-        CHECK-SAME: weight_layout="IO"
-        CHECK: %out = li(%fc)
-        CHECK-SAME: fused=true
-        CHECK: plan arena=
-        CHECK-NOT: buffer c1 activation
-        CHECK-NOT: buffer c3 activation
-        CHECK-NOT: buffer fc activation
-        CHECK: value %in -> in
-        """,
-    )
-    buffers = {b.name: b for b in planned.plan.buffers}
-    names = [node.name for node in planned.nodes]
-    assert buffers["l1"].start == names.index("c1")  # written by the conv's call
-    assert buffers["c2"].start == names.index("c2")  # read by the add too: stored, and its neuron runs alone
-    assert planned.epilogue(planned.node("c1")) == planned.node("l1") and planned.elided("fc")
-    # c3's kernel vectorises along output channels: it stores a whole vector per pixel in NCHW8c, one output at a
-    # time in NCHW, where an epilogue costs more than it saves
-    unfused = planned.with_nodes([node.with_attrs(fused=None) for node in planned.nodes])
-    assert fuse_neurons.pays(unfused, planned.node("l4"))
-    nchw = unfused.with_nodes([node.with_attrs(layout=None) for node in unfused.nodes])
-    assert not fuse_neurons.pays(nchw, planned.node("l4")) and fuse_neurons.pays(nchw, planned.node("l1"))
+def _fused(graph: Graph, options: PassOptions | None = None) -> tuple[Graph, Graph]:
+    """(the graph as fuse-neurons receives it, the graph after it)."""
+    before = prepared(graph, "fuse-neurons", options)
+    return before, run_passes(before, ["fuse-neurons"], options)
 
 
-def test_fused_plan_simulates_exactly_what_the_unfused_graph_computes() -> None:
-    graph = _graph()
-    fused = PassManager(DEFAULT_PIPELINE, PassOptions(alignment=16)).run(graph)
-    unfused = PassManager(UNFUSED_PIPELINE, PassOptions(alignment=16)).run(graph)
+def test_neurons_of_a_conv_or_dense_read_by_them_alone_are_fused_where_it_pays() -> None:
+    """Which neurons: tests/filecheck/fuse-neurons/fuses-where-it-pays.ir. c3's kernel vectorises along output
+    channels: it stores a whole vector per pixel in NCHW8c, one output at a time in NCHW, where an epilogue costs
+    more than it saves."""
+    before, after = _fused(_graph())
+    assert [n.name for n in after.nodes if n.attr("fused")] == ["l1", "l4", "out"]
+    assert after.epilogue(after.node("c1")) == after.node("l1") and after.elided("fc") and not after.elided("c2")
+    assert fuse_neurons.pays(before, after.node("l4"))
+    nchw = before.with_nodes([node.with_attrs(layout=None) for node in before.nodes])
+    assert not fuse_neurons.pays(nchw, after.node("l4")) and fuse_neurons.pays(nchw, after.node("l1"))
+    assert fusion_problem(before, before.node("l2")) == "its operand %c2 has other readers"
+    x = _input(before)
+    np.testing.assert_array_equal(run(after, x), run(before, x))
+
+
+def test_a_fused_layer_output_owns_no_buffer_and_the_plan_computes_the_same() -> None:
+    before, after = _fused(_graph())
+    unfused, fused = (run_passes(g, ["assign-offsets"], PassOptions(alignment=16)) for g in (before, after))
     assert fused.plan.arena_bytes <= unfused.plan.arena_bytes
     gone = {b.name for b in unfused.plan.buffers} - {b.name for b in fused.plan.buffers}
     assert gone == {"c1", "c3", "fc"}  # the layers' outputs (the LI's output, written over fc unfused, has its own)
-    x = _input(graph)
-    np.testing.assert_array_equal(run(fused, x, simulate_plan=True), run(unfused, x))
+    buffers = {b.name: b for b in fused.plan.buffers}
+    names = [node.name for node in fused.nodes]
+    assert buffers["l1"].start == names.index("c1")  # written by the conv's call
+    assert buffers["c2"].start == names.index("c2")  # read by the add too: stored, and its neuron runs alone
+    x = _input(before)
+    np.testing.assert_array_equal(run(fused, x, simulate_plan=True), run(before, x))
 
 
 def test_bit_packed_spikes_keep_their_neuron_separate() -> None:
@@ -119,24 +107,23 @@ def test_bit_packed_spikes_keep_their_neuron_separate() -> None:
 """
     rng = np.random.default_rng(2)
     weights = {"fc1.w": rng.normal(0, 1, (40, 8)), "fc2.w": rng.normal(0, 1, (3, 40))}
-    graph = parse(text, {name: w.astype(np.float32) for name, w in weights.items()})
-    planned = PassManager(DEFAULT_PIPELINE, PassOptions(alignment=16)).run(graph)
-    assert planned.node("z").type.dtype == "bits" and not planned.node("z").attr("fused")
-    assert planned.node("out").attr("fused")  # the accumulate-only kernel of the bits runs the LI's update
+    before, after = _fused(parse(text, {name: w.astype(np.float32) for name, w in weights.items()}))
+    assert after.node("z").type.dtype == "bits" and not after.node("z").attr("fused")
+    assert after.node("out").attr("fused")  # the accumulate-only kernel of the bits runs the LI's update
     x = np.random.default_rng(3).uniform(0, 1, (2, 8)).astype(np.float32)
-    np.testing.assert_array_equal(run(planned, x, simulate_plan=True), run(planned, x))
+    plan = run_passes(after, ["assign-offsets"], PassOptions(alignment=16))
+    np.testing.assert_array_equal(run(plan, x, simulate_plan=True), run(before, x))
 
 
 def test_batched_dense_layers_keep_their_neuron_separate() -> None:
     """A batched dense layer computes a block's steps in one call; its neuron's steps must run one after another."""
-    typed = PassManager(DEFAULT_PIPELINE[:-3], PassOptions()).run(_graph())  # up to the layout pass
-    blocked = fuse_neurons.run(replace(typed, schedule=Schedule(block=3)), PassOptions())
+    before = prepared(_graph(), "fuse-neurons")
+    blocked = fuse_neurons.run(replace(before, schedule=Schedule(block=3)), PassOptions())
     assert not blocked.node("out").attr("fused") and blocked.node("l1").attr("fused")
 
 
 def test_a_rerun_decides_afresh() -> None:
-    typed = PassManager(DEFAULT_PIPELINE[:-3], PassOptions()).run(_graph())
-    once = fuse_neurons.run(typed, PassOptions())
+    _, once = _fused(_graph())
     assert fuse_neurons.run(once, PassOptions()).nodes == once.nodes
     assert not fuse_neurons.run(replace(once, schedule=Schedule(block=3)), PassOptions()).node("out").attr("fused")
 
@@ -144,24 +131,30 @@ def test_a_rerun_decides_afresh() -> None:
 @settings(max_examples=60, deadline=None)
 @given(graphs())
 def test_fusing_never_grows_the_plan_and_computes_the_same(graph) -> None:
-    fused = PassManager(DEFAULT_PIPELINE, PassOptions(alignment=16)).run(graph)
-    unfused = PassManager(UNFUSED_PIPELINE, PassOptions(alignment=16)).run(graph)
-    assert fused.plan.arena_bytes <= unfused.plan.arena_bytes
-    for node in fused.nodes:
-        if node.attr("fused"):
-            assert fused.node(node.inputs[0]).op in ("conv2d", "dense")
-            assert not any(b.name == node.inputs[0] for b in fused.plan.buffers)
+    before, after = _fused(graph, PassOptions(alignment=16))
+    verify(after)
+    fused = [node for node in after.nodes if node.attr("fused")]
+    assert all(not fusion_problem(before, node) and fuse_neurons.pays(before, node) for node in fused)
+    assert all(
+        before.nodes[k].with_attrs(fused=None) == node.with_attrs(fused=None) for k, node in enumerate(after.nodes)
+    )
+    unfused_plan, fused_plan = (run_passes(g, ["assign-offsets"], PassOptions(alignment=16)) for g in (before, after))
+    assert fused_plan.plan.arena_bytes <= unfused_plan.plan.arena_bytes
+    for node in fused:
+        assert not any(b.name == node.inputs[0] for b in fused_plan.plan.buffers)
     x = np.random.default_rng(1).uniform(0, 2, graph.inputs[0].type.shape).astype(np.float32)
-    np.testing.assert_array_equal(run(fused, x, simulate_plan=True), run(unfused, x))
+    np.testing.assert_array_equal(run(fused_plan, x, simulate_plan=True), run(before, x))
 
 
 @settings(max_examples=30, deadline=None)
 @given(graphs())
 def test_a_budget_the_unfused_plan_fits_still_fits(graph) -> None:
-    unfused = PassManager(UNFUSED_PIPELINE, PassOptions(alignment=16)).run(graph)
-    budget = unfused.plan.arena_bytes
-    fused = PassManager(DEFAULT_PIPELINE, PassOptions(budget=budget, alignment=16)).run(graph)  # check-budget passes
-    assert fused.plan.arena_bytes <= budget
+    budget = planned(graph, PassOptions(alignment=16), without=("fuse-neurons",)).plan.arena_bytes
+    options = PassOptions(budget=budget, alignment=16)
+    _, after = _fused(graph, options)
+    if any(node.attr("fused") for node in after.nodes):  # fused only by the fit test the budget passes decide by
+        assert arena_bytes(after, 16, budget) <= budget
+    run_passes(after, ["assign-offsets", "check-budget"], options)  # which assign-offsets then meets
 
 
 def test_fuse_neurons_runs_after_the_layout_and_before_the_plan() -> None:

@@ -1,4 +1,6 @@
-"""patch-rows{budget}: the leading conv stage in row patches with halos, exact, and chosen from the budget."""
+"""patch-rows{budget}, alone: the leading conv stage in row patches with halos, computing exactly what the stage
+did, and the coarsest patching whose smallest plan fits the budget. What it prints: tests/filecheck/patch-rows/;
+what the kernels make of patches: tests/codegen/test_lowering_choices.py."""
 
 from __future__ import annotations
 
@@ -7,19 +9,16 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from masic.analysis.minimum_budget import folded, minimum_budget
-from masic.codegen.kernels import Conv2dKernel, Pool2dKernel, RowsKernel
-from masic.codegen.lower import lower
 from masic.ir.graph import ParamRef
 from masic.ir.interpret import run
 from masic.ir.text import parse, print_graph
 from masic.ir.verify import VerifyError, verify
-from masic.passes import DEFAULT_PIPELINE, REGISTRY, PassOptions
-from masic.passes.check_budget import BudgetError
-from masic.passes.manager import PassManager
+from masic.opt import run_passes
+from masic.passes import PassOptions
 from masic.passes.patch_rows import candidates, patch_rows, stage_ends
 from masic.passes.slice_layers import smallest_plan_bytes
 from tests.filecheck import filecheck
+from tests.pipelines import prepared
 from tests.strategies import conv_stages
 
 ALIGN = 16
@@ -56,10 +55,6 @@ def _graph():
 def _input(graph, seed: int = 0) -> np.ndarray:
     shape = (graph.timesteps, *graph.inputs[0].type.shape)
     return np.random.default_rng(seed).uniform(0, 2, shape).astype(np.float32)
-
-
-def plan(graph, budget: int | None):
-    return PassManager(DEFAULT_PIPELINE, PassOptions(budget=budget, alignment=ALIGN)).run(graph)
 
 
 def test_stage_ends_stop_at_flatten_and_never_cut_a_residual() -> None:
@@ -127,26 +122,22 @@ def test_any_patching_computes_exactly_what_the_graph_does(graph, data) -> None:
     np.testing.assert_array_equal(run(patched, x), run(graph, x))
 
 
-@settings(max_examples=30)
-@given(conv_stages(max_layers=5), st.floats(0.0, 1.0))
-def test_any_budget_from_the_minimum_fits_and_simulates_exactly(graph, where) -> None:
-    resident = plan(graph, None)
-    smallest = minimum_budget(folded(graph), ALIGN)
-    budget = smallest + int(where * max(0, resident.plan.arena_bytes - smallest))
-    planned = plan(graph, budget)
-    verify(planned)
-    assert planned.plan.arena_bytes <= budget
-    x = _input(graph, 1)
-    np.testing.assert_array_equal(run(planned, x, simulate_plan=True), run(graph, x))
-
-
-@settings(max_examples=30)
-@given(conv_stages(max_layers=5))
-def test_the_minimum_compiles_and_one_byte_less_is_refused(graph) -> None:
-    smallest = minimum_budget(folded(graph), ALIGN)
-    assert plan(graph, smallest).plan.arena_bytes <= smallest
-    with pytest.raises(BudgetError):
-        plan(graph, smallest - 1)
+@settings(max_examples=30, deadline=None)
+@given(conv_stages(max_layers=5), st.floats(0.5, 1.0))  # patching helps just below the smallest plan
+def test_the_pass_patches_only_to_fit_and_computes_exactly_the_same(graph, where) -> None:
+    """Budgets up to the unpatched smallest plan: the graph is unchanged, or patched so that its smallest plan
+    fits; a budget the smallest plan fits, or the resident plan, leaves it unchanged."""
+    before = prepared(graph, "patch-rows")
+    unpatched = smallest_plan_bytes(before, ALIGN)
+    budget = max(ALIGN, int(where * unpatched))
+    after = run_passes(before, ["patch-rows"], PassOptions(budget=budget, alignment=ALIGN))
+    capacity = budget - budget % ALIGN
+    if after is not before:
+        assert smallest_plan_bytes(after, ALIGN, capacity) <= capacity
+        assert sum(n.op == "concat" and n.attr("axis") == 1 for n in after.nodes) == 1
+        x = _input(graph, 3)
+        np.testing.assert_array_equal(run(after, x), run(before, x))
+    assert run_passes(before, ["patch-rows"], PassOptions(budget=unpatched, alignment=ALIGN)) is before
 
 
 def test_the_coarsest_patching_that_fits_is_chosen() -> None:
@@ -156,29 +147,12 @@ def test_the_coarsest_patching_that_fits_is_chosen() -> None:
     fitting = [(size, g) for size, g in sizes if size < unpatched]
     assert fitting, "some patching needs less than the whole stage"
     size, expected = fitting[0]
-    chosen = REGISTRY["patch-rows"].run(graph, PassOptions(budget=size, alignment=ALIGN))
+    chosen = run_passes(graph, ["patch-rows"], PassOptions(budget=size, alignment=ALIGN))
     assert chosen.nodes == expected.nodes  # the first candidate, coarsest first, that fits
-    assert REGISTRY["patch-rows"].run(graph, PassOptions(budget=unpatched, alignment=ALIGN)) is graph
-    assert REGISTRY["patch-rows"].run(graph, PassOptions(budget=min(s for s, _ in sizes) - 1)) is graph
-    planned = plan(graph, size)
+    assert run_passes(graph, ["patch-rows"], PassOptions(budget=unpatched, alignment=ALIGN)) is graph
+    assert run_passes(graph, ["patch-rows"], PassOptions(budget=min(s for s, _ in sizes) - 1)) is graph
     x = _input(graph, 2)
-    np.testing.assert_array_equal(run(planned, x, simulate_plan=True), run(graph, x))
-
-
-def test_patches_lower_to_row_kernels_with_the_planned_scratch() -> None:
-    graph = _graph()
-    patched = PassManager(DEFAULT_PIPELINE, PassOptions(alignment=ALIGN)).run(patch_rows(graph, 5, 3))
-    kernels, calls = lower(patched)  # asserts every kernel's scratch fits the buffer liveness planned
-    by_node = {call.node.name: kernels[[k.symbol for k in kernels].index(call.symbol)] for call in calls}
-    crop = by_node["in.patch0.rows0_6"]
-    assert crop == RowsKernel(crop.symbol, ((2, 12, 7),), ((0, 6),))
-    assert by_node["p"] == RowsKernel(by_node["p"].symbol, ((4, 2, 8),) * 2 + ((4, 3, 8),), ((0, 2),) * 2 + ((0, 3),))
-    convs = [by_node[f"dw.patch{k}"] for k in range(3)]
-    assert all(isinstance(k, Conv2dKernel) for k in convs)
-    assert [k.row_padding for k in convs] == [(1, 0), (0, 0), (0, 1)]  # padded at the image's border only
-    pools = [by_node[f"p.patch{k}"] for k in range(3)]
-    assert all(isinstance(k, Pool2dKernel) for k in pools)
-    assert [k.row_padding for k in pools] == [(1, 0), (0, 0), (0, 1)]
+    np.testing.assert_array_equal(run(chosen, x), run(graph, x))
 
 
 @pytest.mark.parametrize(

@@ -19,9 +19,9 @@ from masic.ir.interpret import run
 from masic.ir.ops import neuron_op, state_names
 from masic.ir.text import parse
 from masic.ir.verify import verify
-from masic.passes import DEFAULT_PIPELINE, PassOptions, assign_offsets, infer_shapes
+from masic.passes import PassOptions, assign_offsets, infer_shapes
 from masic.passes.assign_offsets import arena_bytes
-from masic.passes.manager import PassManager
+from tests.pipelines import planned as compile_plan
 from tests.strategies import graphs
 
 ALIGN = 16
@@ -107,7 +107,7 @@ def test_transient_states_lower_the_lower_bound_and_the_minimum_budget(monkeypat
     assert transient < analyse(block_1, ALIGN).lower_bound  # the smallest plan with state pinned
 
     assert smallest < arena_bytes(block_1, ALIGN)
-    compiled = PassManager(DEFAULT_PIPELINE, PassOptions(budget=smallest, alignment=ALIGN)).run(graph)
+    compiled = compile_plan(graph, PassOptions(budget=smallest, alignment=ALIGN))
     verify(compiled)
     assert compiled.schedule.block == graph.timesteps and transient_states(compiled)
     assert compiled.plan.arena_bytes <= smallest
