@@ -226,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    with handling_signals():
+    """Runs one command; returns the exit status. Without `argv` it is the process itself (the console script,
+    `python -m masic.cli`), which ignores SIGINT and SIGTERM once the command is over (see handling_signals)."""
+    with handling_signals(ignore_after=argv is None):
         try:
             args = build_parser().parse_args(argv)
             commands = {
@@ -247,7 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as err:  # a bug: still one line, and a status scripts can tell from a user error
             if os.environ.get("MASIC_DEBUG") == "1":
                 traceback.print_exc()
-            what = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")
+            detail = str(err).splitlines()[0] if str(err) else ""
+            what = f"{type(err).__name__}: {detail}" if detail else type(err).__name__
             print(f"masic: internal error: {what}; please report (MASIC_DEBUG=1 shows the traceback)", file=sys.stderr)
             return EX_SOFTWARE
 
@@ -450,7 +453,7 @@ def _copy_artifact(source: Path, copy: Path) -> None:
                 continue
             except OSError:
                 pass  # a file system without hard links: copy
-        if entry.is_dir():
+        if entry.is_dir() and not entry.is_symlink():
             shutil.copytree(entry, copy / entry.name, symlinks=True)
         else:
             shutil.copy2(entry, copy / entry.name, follow_symlinks=False)

@@ -49,9 +49,12 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 
 
 @contextmanager
-def handling_signals() -> Iterator[None]:
+def handling_signals(ignore_after: bool = False) -> Iterator[None]:
     """Turns SIGINT and SIGTERM into `Interrupted` for the duration (the main thread only: Python runs signal
-    handlers there, and refuses to install them elsewhere); the previous handlers are restored after."""
+    handlers there, and refuses to install them elsewhere). After it, the previous handlers are restored, or with
+    `ignore_after` both signals are ignored: a process whose work is done then exits with the status it decided,
+    instead of printing a KeyboardInterrupt traceback from the interpreter's teardown (a second or so once torch
+    and TVM are loaded)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -60,7 +63,7 @@ def handling_signals() -> Iterator[None]:
         yield
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, signal.SIG_IGN if ignore_after else handler)
 
 
 @contextmanager

@@ -72,6 +72,36 @@ def test_a_failed_or_interrupted_build_leaves_the_previous_folder(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_with_the_exchange_the_folder_is_complete_before_and_after_every_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deterministic where the reader of tests/e2e/test_atomic_output.py is statistical: each file-system call of
+    the replacement is wrapped, and before and after each the output folder holds one complete generation."""
+    out = tmp_path / "out"
+    out.mkdir()
+    _fill(out, "old")
+    generations = [{name: f"{g} {name}" for name in ("model", "weights.bin", "manifest.json")} for g in ("old", "new")]
+    calls = []
+
+    def checked(name: str, function):
+        def call(*args, **kwargs):
+            assert out.is_dir() and _contents(out) in generations, f"before {name}"
+            calls.append(name)
+            result = function(*args, **kwargs)
+            assert out.is_dir() and _contents(out) in generations, f"after {name}"
+            return result
+
+        return call
+
+    monkeypatch.setattr(workdirs, "_rename2", checked("renameat2", workdirs._rename2))
+    monkeypatch.setattr(os, "rename", checked("rename", os.rename))
+    monkeypatch.setattr(workdirs.shutil, "rmtree", checked("rmtree", workdirs.shutil.rmtree))
+    with replacing(out) as staging:
+        _fill(staging, "new")
+    assert _contents(out) == generations[1]
+    assert calls[-2:] == ["renameat2", "rmtree"]  # one exchange, then the previous folder is deleted
+
+
 def test_a_symlinked_output_replaces_the_folder_it_points_to(tmp_path: Path, swap: str) -> None:
     (tmp_path / "real").mkdir()
     (tmp_path / "out").symlink_to(tmp_path / "real")
