@@ -1,7 +1,7 @@
 """The limits masic enforces on what it is given, in one place; each is refused with one line that states it.
 
-The command line, the manifest reader and the planner read these names, so a limit is changed here and nowhere
-else (the README's resource limits list them).
+The command line and the manifest reader enforce these names, and any other part of masic that bounds the same
+quantity imports them from here, so a limit is changed here and nowhere else (the README's Limits list them).
 """
 
 from __future__ import annotations

@@ -146,7 +146,7 @@ def read_manifest(folder: Path) -> Manifest:
     path = folder / MANIFEST_FILE
     try:
         data = json.loads(read_text(path, MAX_MANIFEST_BYTES))
-    except (MasicError, json.JSONDecodeError) as err:
+    except (MasicError, json.JSONDecodeError, RecursionError) as err:  # RecursionError: "[[[[..." nested deeply
         raise ManifestError(f"{folder} is not a masic artifact folder ({err})") from None
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
         shown = _show(data.get("format")) if isinstance(data, dict) else "not a JSON object"

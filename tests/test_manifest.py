@@ -240,13 +240,14 @@ def test_values_of_the_right_type_but_inconsistent_are_refused(
     [
         (lambda f: (f / "manifest.json").write_text('{"format": "masic-artifact/1", '), "not a masic artifact folder"),
         (lambda f: (f / "manifest.json").write_bytes(b'{"name": "\xff"}'), "not UTF-8 text"),
+        (lambda f: (f / "manifest.json").write_text("[" * 100_000), "maximum recursion depth exceeded"),
         (lambda f: (f / "manifest.json").write_text("[]"), "format must be 'masic-artifact/1', got not a JSON"),
         (lambda f: (f / "manifest.json").write_text('{"format": 1}'), "format must be 'masic-artifact/1', got 1"),
         (lambda f: (f / "weights.bin").unlink(), "weights.bin is missing or not a file"),
         (lambda f: (f / "model").unlink(), "model is missing or not a file"),
         (lambda f: (f / "weights.bin").write_bytes(b"\0" * 10), "holds 10 bytes; the manifest's weights.bytes says"),
     ],
-    ids=["truncated-json", "not-utf8", "not-object", "format", "no-weights", "no-model", "weights-size"],
+    ids=["truncated-json", "not-utf8", "deep", "not-object", "format", "no-weights", "no-model", "weights-size"],
 )
 def test_an_altered_folder_is_refused(
     manifests: dict[str, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str], alter, message: str
