@@ -33,6 +33,14 @@ MODELS = {
     "b": ("tests.norse_models:iaf_model", "--input-shape", "1,10,10"),
 }
 FLAGS = ("--target", "x86_64", "--timesteps", "8")
+WRITING_SECONDS = 2.0  # about how long a compile of these models builds, links and swaps (kernels cached)
+SIGNAL_TRIALS = (
+    (signal.SIGINT, "anywhere"),
+    (signal.SIGINT, "writing"),
+    (signal.SIGINT, "writing"),
+    (signal.SIGTERM, "writing"),
+)
+KILL_TRIALS = ("first-write", "writing", "anywhere")
 
 
 @dataclass(frozen=True)
@@ -125,32 +133,8 @@ def test_concurrent_compiles_into_one_folder_leave_one_complete_artifact(workspa
     assert workspace.leftovers() == []
 
 
-def test_an_interrupted_compile_cleans_up_and_keeps_a_complete_artifact(workspace: Workspace) -> None:
-    rng = random.Random(14)
-    interrupted = 0
-    with reading(workspace) as summary:
-        for signum in (signal.SIGINT, signal.SIGINT, signal.SIGINT, signal.SIGTERM):
-            before = workspace.generation()
-            compile_ = workspace.start(_other(before))
-            first = compile_.stderr.readline()  # printed by masic's main, which handles signals from then on
-            time.sleep(rng.uniform(0, workspace.seconds))
-            compile_.send_signal(signum)
-            _, rest = compile_.communicate()
-            lines = [first.rstrip("\n"), *rest.splitlines()]
-            assert "Traceback" not in rest
-            if compile_.returncode == 0:  # finished before the signal
-                assert workspace.generation() == _other(before) and lines[-1].startswith("masic: wrote")
-            else:
-                interrupted += 1
-                assert (compile_.returncode, lines[-1]) == (128 + signum, "masic: interrupted"), lines
-                assert workspace.generation() in (before, _other(before))
-            assert workspace.leftovers() == []
-    _assert_only_complete_snapshots(summary)
-    assert interrupted >= 2
-
-
 def _wait_for_temporary_folders(workspace: Workspace, compile_: subprocess.Popen) -> None:
-    """Returns once the compile has both its staging folder and its build folder, or has ended."""
+    """Returns once the compile has both its staging folder and its build folder (it is writing), or has ended."""
     staging, build = f".{workspace.out.name}.partial-p{compile_.pid}-", f"masic-build-p{compile_.pid}-"
     while compile_.poll() is None:
         names = [p.name for p in (*workspace.out.parent.iterdir(), *workspace.tmp.iterdir())]
@@ -159,25 +143,57 @@ def _wait_for_temporary_folders(workspace: Workspace, compile_: subprocess.Popen
         time.sleep(0.005)
 
 
+def _wait_until(moment: str, workspace: Workspace, compile_: subprocess.Popen, rng: random.Random) -> None:
+    """Waits until a moment of the compile: "anywhere" in its run (after masic's main has started, which
+    handles signals from then on), "writing" somewhere after its temporary folders appeared (building, linking,
+    swapping), or "first-write" just as they appeared."""
+    if moment == "anywhere":
+        compile_.stderr.readline()
+        time.sleep(rng.uniform(0, workspace.seconds))
+        return
+    _wait_for_temporary_folders(workspace, compile_)
+    if moment == "writing":
+        time.sleep(rng.uniform(0, WRITING_SECONDS))
+
+
+def test_an_interrupted_compile_cleans_up_and_keeps_a_complete_artifact(workspace: Workspace) -> None:
+    rng = random.Random(14)
+    interrupted = 0
+    with reading(workspace) as summary:
+        for signum, moment in SIGNAL_TRIALS:
+            before = workspace.generation()
+            compile_ = workspace.start(_other(before))
+            _wait_until(moment, workspace, compile_, rng)
+            compile_.send_signal(signum)
+            _, stderr = compile_.communicate()
+            assert "Traceback" not in stderr
+            last = stderr.splitlines()[-1]
+            if compile_.returncode == 0:  # finished before the signal
+                assert workspace.generation() == _other(before) and last.startswith("masic: wrote")
+            else:
+                interrupted += 1
+                assert (compile_.returncode, last) == (128 + signum, "masic: interrupted"), stderr
+                assert workspace.generation() in (before, _other(before))
+            assert workspace.leftovers() == []
+    _assert_only_complete_snapshots(summary)
+    assert interrupted >= 2
+
+
 def test_a_killed_compile_keeps_a_complete_artifact_and_the_next_compile_sweeps_its_leftovers(
     workspace: Workspace,
 ) -> None:
     rng = random.Random(9)
     left = []
     with reading(workspace) as summary:
-        for trial in range(3):
+        for moment in KILL_TRIALS:
             before = workspace.generation()
             compile_ = workspace.start(_other(before))
-            if trial == 0:
-                _wait_for_temporary_folders(workspace, compile_)  # the worst moment: both exist, half-filled
-            else:
-                compile_.stderr.readline()
-                time.sleep(rng.uniform(0, workspace.seconds))
+            _wait_until(moment, workspace, compile_, rng)
             compile_.kill()
             compile_.communicate()
             assert workspace.generation() in (before, _other(before))
             left += workspace.leftovers()
-        assert left, "the first kill left temporary folders behind"
+        assert left, "the kill at the first write left temporary folders behind"
         after = workspace.start(_other(workspace.generation()))
         assert "masic: wrote" in after.communicate()[1]
     _assert_only_complete_snapshots(summary)
