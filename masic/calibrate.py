@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import subprocess
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,10 +30,13 @@ import numpy as np
 from masic.codegen.exit_section import write_exit_rule
 from masic.early_exit import RULES, ExitRule, accumulate, decide, exit_steps, first_argmax, step_scores
 from masic.errors import MasicError
+from masic.manifest import MANIFEST_FILE, WEIGHTS_FILE, Manifest
+from masic.workdirs import scratch
 
 SCORED_RULES = ("softmax_confidence", "margin", "stable_argmax")
 MAX_THRESHOLDS = 256  # candidate thresholds per rule and minimum, spread evenly over the observed scores
 MAX_MINIMA = 32  # candidate minimum timesteps: all of 1..T up to this many, else spread geometrically
+SCRATCH_PREFIX = "masic-calibrate-"  # the data and runs of a calibration, in the system's temporary folder
 
 
 class CalibrationError(MasicError, ValueError):
@@ -262,37 +263,28 @@ def _check_same_decisions(rows: np.ndarray, expected: np.ndarray, what: str) -> 
         )
 
 
-def _replace_file(path: Path, write: Callable[[Path], None]) -> None:
-    """Writes a sibling of `path` with `write` and renames it over `path`, so that `path` is never half-written."""
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        write(partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
 def calibrate_artifact(
-    artifact: Path,
-    manifest: dict,
+    manifest: Manifest,
     data: Path,
     max_accuracy_drop: float,
     plot_path: Path,
     progress: Callable[[str], None] = lambda _: None,
 ) -> Calibration:
-    """Calibrates the artifact folder's exit rule on `data` (see the module docstring) and writes it into
-    artifact/model and artifact/manifest.json; draws the candidates to `plot_path`. Returns the calibration."""
-    n_classes = math.prod(manifest["output"]["shape"])
-    x, y = load_calibration_data(data, manifest["input"]["shape"], n_classes)
-    executable = artifact / "model"
-    emulator = list(manifest["target"]["emulator"])
-    with tempfile.TemporaryDirectory(prefix="masic-calibrate-") as scratch_name:
-        scratch = Path(scratch_name)
-        np.save(scratch / "x.npy", x)
-        np.save(scratch / "y.npy", y)
+    """Calibrates the exit rule of the checked artifact folder `manifest.folder` on `data` (see the module
+    docstring), writes it into the folder's model and manifest.json and draws the candidates to `plot_path`.
+
+    The files are rewritten in place: give it a folder no one else reads, which then replaces the published one
+    in one step (the CLI calibrates a staged folder, `masic.workdirs.replacing`). Returns the calibration."""
+    x, y = load_calibration_data(data, manifest.input_shape, math.prod(manifest.output_shape))
+    executable = manifest.executable
+    emulator = manifest.target.emulator  # from masic's own target description, never from the manifest's text
+    with scratch(SCRATCH_PREFIX) as scratch_folder:
+        np.save(scratch_folder / "x.npy", x)
+        np.save(scratch_folder / "y.npy", y)
         progress(f"running {executable} on {len(y)} calibration samples with every timestep")
-        stats = _run_labelled([*emulator, str(executable)], scratch, "--no-exit", "--output", str(scratch / "out.npy"))
-        outputs = np.load(scratch / "out.npy")
+        full_outputs = str(scratch_folder / "out.npy")
+        stats = _run_labelled([*emulator, str(executable)], scratch_folder, "--no-exit", "--output", full_outputs)
+        outputs = np.load(full_outputs)
         calibration = search(outputs, y, max_accuracy_drop)
         if stats["correct"] != calibration.full.correct:
             raise CalibrationError(
@@ -301,18 +293,20 @@ def calibrate_artifact(
             )
         rule = calibration.chosen.rule
         progress(f"checking {rule.describe()} written into a copy of {executable}")
-        patched = scratch / "model"
+        patched = scratch_folder / "model"
         shutil.copy2(executable, patched)
         write_exit_rule(patched, rule)
-        weights = str(artifact / "weights.bin")
-        predictions = str(scratch / "predictions.npy")
-        stats = _run_labelled([*emulator, str(patched)], scratch, "--weights", weights, "--predictions", predictions)
+        weights = str(manifest.folder / WEIGHTS_FILE)
+        predictions = str(scratch_folder / "predictions.npy")
+        stats = _run_labelled(
+            [*emulator, str(patched)], scratch_folder, "--weights", weights, "--predictions", predictions
+        )
         if stats["exit_source"] != "calibrated":
             raise CalibrationError(f"the patched executable applies its {stats['exit_source']} exit rule")
         decisions = decide(outputs, rule)
         expected = np.stack([decisions.predictions, decisions.timesteps], axis=1)
         _check_same_decisions(np.load(predictions), expected, "the calibrated executable's decision")
-        _replace_file(executable, lambda path: shutil.copy2(patched, path))
+        shutil.copy2(patched, executable)
     chosen, full = calibration.chosen, calibration.full
     record = {
         "data": str(data),
@@ -324,13 +318,10 @@ def calibrate_artifact(
         "mean_timesteps": chosen.mean_timesteps,
         "candidates": len(calibration.candidates),
     }
-    manifest = {**manifest, "exit_rule": {**rule.to_manifest(), "source": "calibrated", "calibration": record}}
-    _replace_file(artifact / "manifest.json", lambda path: path.write_text(json.dumps(manifest, indent=2) + "\n"))
-    plot(
-        calibration,
-        plot_path,
-        f"{manifest['name']} ({manifest['target']['name']}): early exit on {full.samples} samples",
-    )
+    rewritten = {**manifest.data, "exit_rule": {**rule.to_manifest(), "source": "calibrated", "calibration": record}}
+    (manifest.folder / MANIFEST_FILE).write_text(json.dumps(rewritten, indent=2) + "\n")
+    title = f"{manifest.name} ({manifest.target.name}): early exit on {full.samples} samples"
+    plot(calibration, plot_path, title)
     return calibration
 
 

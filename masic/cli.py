@@ -1,26 +1,34 @@
 """The `masic` command: compile, run, calibrate, inspect, passes, opt, plan-memory.
 
-User errors (bad model files, unsupported modules, impossible budgets, bad options) print one line
-`masic: error: ...` and exit with status 2; no traceback. Progress of long steps goes to stderr.
+User errors (bad model files, unsupported modules, impossible budgets, bad options, altered artifacts) print one
+line `masic: error: ...` and exit with status 2; no traceback. SIGINT and SIGTERM print `masic: interrupted` and
+exit with 128 + the signal (130, 143) after removing what the run had started to write. Anything else is a bug in
+masic: one line `masic: internal error: ...; please report`, exit status 70 (EX_SOFTWARE), the traceback only with
+MASIC_DEBUG=1. Progress of long steps goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from masic.early_exit import ExitRule
 from masic.errors import MasicError
+from masic.interrupts import handling_signals
+from masic.limits import MAX_TIMESTEPS
+from masic.manifest import EXECUTABLE, MANIFEST_FILE, WEIGHTS_FILE, Manifest, read_manifest
 from masic.passes import DEFAULT_PIPELINE, REGISTRY, PassOptions
 from masic.passes.check_budget import BudgetError, format_bytes
 from masic.report import buffer_table, draw_timeline, plan_rows
 from masic.units import parse_bytes
+from masic.workdirs import BUILD_PREFIX, replacing, scratch
 
 EMIT_STAGES = ("ir", "sliced", "layout", "plan", "c")
 # How many passes of the pipeline run before an --emit stage is printed ("ir" prints the frontend's graph).
@@ -30,6 +38,8 @@ STAGE_PASSES = {
     "plan": len(DEFAULT_PIPELINE),
 }
 DEFAULT_ACCURACY_DROP = 0.5  # percentage points that `masic calibrate` may lose by default
+EX_SOFTWARE = 70  # sysexits.h: an internal software error
+CALIBRATION_PLOT = "calibration.png"
 
 
 class UsageError(MasicError, ValueError):
@@ -63,10 +73,21 @@ def _budget_range(text: str) -> tuple[int, int]:
     return low_bytes, high_bytes
 
 
-def positive_arg(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
+def _int_in(low: int, high: int, expected: str) -> Callable[[str], int]:
+    """An argparse type for an integer from low to high; `expected` says what was wanted in the error."""
+
+    def parse(text: str) -> int:
+        # ASCII digits only ('³' is a digit to str.isdigit, not to int), and few enough for int() to convert
+        if not (text.isascii() and text.isdigit() and len(text) <= len(str(high)) and low <= int(text) <= high):
+            shown = text if len(text) <= 40 else text[:37] + "..."
+            raise argparse.ArgumentTypeError(f"expected {expected} from {low} to {high}, got {shown!r}")
+        return int(text)
+
+    return parse
+
+
+positive_arg = _int_in(1, 2**62, "a positive integer")
+_steps = _int_in(1, MAX_TIMESTEPS, "a number of timesteps")  # the limit: masic.limits.MAX_TIMESTEPS
 
 
 def _float_in(low: float, high: float, expected: str, include_low: bool = False, include_high: bool = True):
@@ -92,6 +113,13 @@ _margin = _float_in(0.0, float("inf"), "a margin > 0", include_high=False)
 _points = _float_in(0.0, 100.0, "percentage points from 0 to 100", include_low=True)
 
 
+def png_arg(text: str) -> Path:
+    """A path for a drawing: matplotlib picks the format from the suffix, and masic draws PNGs."""
+    if Path(text).suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"expected a file name ending in .png, got {text!r}")
+    return Path(text)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, status 2, as for every other user error
         self.exit(2, f"masic: error: {message}\n")
@@ -113,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument(
         "--target", default="aarch64", help=f"one of {', '.join([*TARGETS, *ALIASES])} (default aarch64)"
     )
-    compile_.add_argument("--timesteps", type=positive_arg, default=16, help="default timesteps per inference (16)")
+    compile_.add_argument(
+        "--timesteps", type=_steps, default=16, help=f"default timesteps per inference (16; at most {MAX_TIMESTEPS})"
+    )
     compile_.add_argument("--input-shape", type=shape_arg, help="per-sample input shape, e.g. 2,16,16 (no batch)")
     compile_.add_argument("--dt", type=_seconds, help="time step in seconds for NIR graphs (required for .nir)")
     compile_.add_argument("-o", "--output", type=Path, default=Path("out"), help="output folder (default out/)")
@@ -132,10 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--time-passes", action="store_true", help="print how long each pass took")
     compile_.add_argument("--exit-confidence", type=_confidence, help="early exit: stop at this softmax confidence")
     compile_.add_argument("--exit-margin", type=_margin, help="early exit: stop once the top output leads by this")
+    compile_.add_argument("--exit-stable", type=_steps, help="early exit: stop once the argmax held this many steps")
     compile_.add_argument(
-        "--exit-stable", type=positive_arg, help="early exit: stop once the argmax held this many steps"
+        "--min-timesteps", type=_steps, default=1, help="early exit: never before this step (at most --timesteps)"
     )
-    compile_.add_argument("--min-timesteps", type=positive_arg, default=1, help="early exit: never before this step")
     compile_.add_argument(
         "--calibrate", type=Path, metavar="DATA", help="then calibrate the exit rule on DATA.npz (see masic calibrate)"
     )
@@ -155,13 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--labels", type=Path, help="int .npy (N,): --input holds N samples; report accuracy")
     run.add_argument("--output", type=Path, help="write every step's output to this .npy")
     run.add_argument("--predictions", type=Path, help="with --labels: write (N, 2) prediction, timesteps")
-    run.add_argument("--timesteps", type=positive_arg)
+    run.add_argument("--timesteps", type=_steps)
     run.add_argument("--threads", type=positive_arg)
     run.add_argument("--exit-confidence", type=_confidence)
     run.add_argument("--exit-margin", type=_margin)
-    run.add_argument("--exit-stable", type=positive_arg)
+    run.add_argument("--exit-stable", type=_steps)
     run.add_argument("--no-exit", action="store_true", help="run every timestep")
-    run.add_argument("--min-timesteps", type=positive_arg)
+    run.add_argument("--min-timesteps", type=_steps)
 
     calibrate = sub.add_parser(
         "calibrate", help="choose the fastest early-exit rule within an accuracy drop, on labelled data"
@@ -174,11 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_ACCURACY_DROP,
         help=f"percentage points below full-T accuracy ({DEFAULT_ACCURACY_DROP})",
     )
-    calibrate.add_argument("--plot", type=Path, help="accuracy/timesteps PNG (default ARTIFACT/calibration.png)")
+    calibrate.add_argument("--plot", type=png_arg, help=f"accuracy/timesteps PNG (default ARTIFACT/{CALIBRATION_PLOT})")
 
     inspect = sub.add_parser("inspect", help="summarise a compiled folder: figures and memory plan")
     inspect.add_argument("artifact", type=Path)
-    inspect.add_argument("--png", type=Path, help="where to draw the memory timeline (default ARTIFACT/memory.png)")
+    inspect.add_argument("--png", type=png_arg, help="where to draw the memory timeline (default ARTIFACT/memory.png)")
 
     sub.add_parser("passes", help="list the passes and what each does")
 
@@ -210,25 +240,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        commands = {
-            "compile": cmd_compile,
-            "run": cmd_run,
-            "calibrate": cmd_calibrate,
-            "inspect": cmd_inspect,
-            "passes": cmd_passes,
-            "opt": cmd_opt,
-            "plan-memory": cmd_plan_memory,
-        }
-        return commands[args.command](args)
-    except (MasicError, OSError) as err:
-        print(f"masic: error: {_one_line(str(err), err)}", file=sys.stderr)
-        return 2
+    """Runs one command; returns the exit status. Without `argv` it is the process itself (the console script,
+    `python -m masic.cli`), which ignores SIGINT and SIGTERM once the command is over (see handling_signals)."""
+    with handling_signals(ignore_after=argv is None):
+        try:
+            args = build_parser().parse_args(argv)
+            commands = {
+                "compile": cmd_compile,
+                "run": cmd_run,
+                "calibrate": cmd_calibrate,
+                "inspect": cmd_inspect,
+                "passes": cmd_passes,
+                "opt": cmd_opt,
+                "plan-memory": cmd_plan_memory,
+            }
+            return commands[args.command](args)
+        except KeyboardInterrupt as err:  # SIGINT, or SIGTERM through handling_signals; the output is cleaned up
+            print("masic: interrupted", file=sys.stderr)
+            return getattr(err, "exit_status", 130)
+        except (MasicError, OSError) as err:
+            print(f"masic: error: {_one_line(err)}", file=sys.stderr)
+            return 2
+        except Exception as err:  # a bug: still one line, and a status scripts can tell from a user error
+            if os.environ.get("MASIC_DEBUG") == "1":
+                traceback.print_exc()
+            detail = str(err).splitlines()[0] if str(err) else ""
+            what = f"{type(err).__name__}: {detail}" if detail else type(err).__name__
+            print(f"masic: internal error: {what}; please report (MASIC_DEBUG=1 shows the traceback)", file=sys.stderr)
+            return EX_SOFTWARE
 
 
-def _one_line(message: str, err: Exception) -> str:
-    """The first line of a diagnostic, plus where the offending node came from in the source model."""
+def _one_line(err: Exception) -> str:
+    """The first line of a diagnostic, plus where the offending node came from in the source model; an OSError
+    as `path: reason`."""
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.filename}: {err.strerror}" if err.filename else err.strerror
+    message = str(err)
     line = message.splitlines()[0] if message else type(err).__name__
     node = getattr(err, "node", None)
     if node is not None:
@@ -281,15 +328,18 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(print_graph(graph), end="")
         return 0
 
-    from masic.codegen.artifact import generate_c, write_artifact
+    from masic.codegen.artifact import build_artifact, generate_c, staged
 
     if args.emit == "c":
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as scratch:
-            print(generate_c(graph, exit_rule, Path(scratch) / "weights.bin")[0], end="")
+        with scratch(BUILD_PREFIX) as folder:
+            print(generate_c(graph, exit_rule, folder / WEIGHTS_FILE)[0], end="")
         return 0
-    manifest = write_artifact(graph, target, args.output, exit_rule, args.budget, _progress)
+    # Built, and calibrated if asked, in a staging folder that replaces the output folder in one step at the end.
+    with staged(args.output) as folder:
+        manifest = build_artifact(graph, target, folder, exit_rule, args.budget, _progress)
+        if args.calibrate:
+            drop = DEFAULT_ACCURACY_DROP if args.max_accuracy_drop is None else args.max_accuracy_drop
+            _calibrate(read_manifest(folder), args.calibrate, drop, folder / CALIBRATION_PLOT, args.output)
     if args.report:
         write_report(graph, args.report, f"{name} ({target.name})", args.budget)
         _progress(f"memory report written to {args.report}/")
@@ -301,9 +351,6 @@ def cmd_compile(args: argparse.Namespace) -> int:
         f"weights {format_bytes(manifest['weights']['bytes'])}, {len(manifest['kernels'])} kernels",
         file=sys.stderr,
     )
-    if args.calibrate:
-        drop = DEFAULT_ACCURACY_DROP if args.max_accuracy_drop is None else args.max_accuracy_drop
-        _calibrate(args.output, manifest, args.calibrate, drop, None)
     return 0
 
 
@@ -338,6 +385,8 @@ def _exit_rule(args: argparse.Namespace) -> ExitRule:
         if args.min_timesteps != 1:
             raise UsageError("--min-timesteps only applies with --exit-confidence, --exit-margin or --exit-stable")
         return ExitRule()
+    if args.min_timesteps > args.timesteps:
+        raise UsageError(f"--min-timesteps {args.min_timesteps} exceeds --timesteps {args.timesteps}")
     ((rule, value),) = chosen.items()
     return ExitRule(rule, float(value), args.min_timesteps)
 
@@ -366,85 +415,101 @@ def _budget_refusal(graph, budget: int, alignment: int) -> str:
     )
 
 
-def load_manifest(artifact: Path) -> dict:
-    path = artifact / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise UsageError(f"{artifact} is not a masic artifact folder ({path}: {err})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != "masic-artifact/1":
-        raise UsageError(f"{path} is not a masic manifest")
-    return manifest
-
-
-def artifact_command(artifact: Path, manifest: dict) -> list[str]:
-    """How to start the artifact's executable on this machine."""
-    return [*manifest["target"]["emulator"], str(artifact / "model")]
-
-
-def _check_runnable(manifest: dict) -> None:
-    """Raises UsageError if the artifact needs an emulator that is not installed here."""
-    emulator = manifest["target"]["emulator"]
-    if emulator and not _which(emulator[0]):
-        raise UsageError(f"{emulator[0]} is needed to run {manifest['target']['name']} code here")
+def _check_runnable(manifest: Manifest) -> None:
+    """Raises UsageError if the artifact's target needs an emulator that is not installed here."""
+    emulator = manifest.target.emulator
+    if emulator and shutil.which(emulator[0]) is None:
+        raise UsageError(f"{emulator[0]} is needed to run {manifest.target.name} code here")
 
 
 # `masic run` options passed on to the executable as they are
-RUN_FLAGS = ("labels", "output", "predictions", "timesteps", "threads", "exit_confidence", "exit_margin", "exit_stable")
+RUN_FLAGS = (
+    "labels",
+    "output",
+    "predictions",
+    "timesteps",
+    "threads",
+    "exit_confidence",
+    "exit_margin",
+    "exit_stable",
+    "min_timesteps",
+)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    manifest = load_manifest(args.artifact)
-    command = [*artifact_command(args.artifact, manifest), "--input", str(args.input)]
-    for flag in (*RUN_FLAGS, "min_timesteps"):
+    manifest = read_manifest(args.artifact)
+    _check_runnable(manifest)
+    command = [*manifest.command(), "--input", str(args.input)]
+    for flag in RUN_FLAGS:
         value = getattr(args, flag)
         if value is not None:
             command += [f"--{flag.replace('_', '-')}", str(value)]
     if args.no_exit:
         command.append("--no-exit")
-    _check_runnable(manifest)
     return subprocess.run(command, check=False).returncode
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    _calibrate(args.artifact, load_manifest(args.artifact), args.data, args.max_accuracy_drop, args.plot)
+    """Calibrates a copy of the artifact folder, which then replaces it in one step."""
+    published = read_manifest(args.artifact)
+    with replacing(args.artifact) as folder:
+        _copy_artifact(published.folder, folder)
+        png = _redirected(args.plot or args.artifact / CALIBRATION_PLOT, args.artifact, folder)
+        _calibrate(read_manifest(folder), args.data, args.max_accuracy_drop, png, args.artifact)
     return 0
 
 
-def _calibrate(artifact: Path, manifest: dict, data: Path, max_accuracy_drop: float, png: Path | None) -> None:
-    """Calibrates an artifact folder's exit rule; prints the candidates' table and the choice."""
+def _copy_artifact(source: Path, copy: Path) -> None:
+    """Copies the artifact folder's files; weights.bin, which no tool rewrites, as a hard link where it can."""
+    for entry in source.iterdir():
+        if entry.name == WEIGHTS_FILE:
+            try:
+                os.link(entry, copy / entry.name)
+                continue
+            except OSError:
+                pass  # a file system without hard links: copy
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, copy / entry.name, symlinks=True)
+        else:
+            shutil.copy2(entry, copy / entry.name, follow_symlinks=False)
+
+
+def _redirected(path: Path, published: Path, staging: Path) -> Path:
+    """Where to write `path`: in the staging folder if it names a file in the published folder (else the swap
+    would drop it)."""
+    return staging / path.name if path.resolve().parent == published.resolve() else path
+
+
+def _calibrate(manifest: Manifest, data: Path, max_accuracy_drop: float, png: Path, published: Path) -> None:
+    """Calibrates the staged artifact folder `manifest.folder`, to be published as `published`; prints the
+    candidates' table and the choice."""
     from masic.calibrate import calibrate_artifact, format_table, summary
 
     _check_runnable(manifest)
-    png = png or artifact / "calibration.png"
-    calibration = calibrate_artifact(artifact, manifest, data, max_accuracy_drop, png, _progress)
+    calibration = calibrate_artifact(manifest, data, max_accuracy_drop, png, _progress)
     print(format_table(calibration))
     print(summary(calibration))
-    print(f"wrote the rule into {artifact / 'model'} and {artifact / 'manifest.json'}; plot: {png}")
-
-
-def _which(program: str) -> bool:
-    return any(os.access(Path(d) / program, os.X_OK) for d in os.environ.get("PATH", "").split(os.pathsep))
+    shown_png = published / png.name if png.parent == manifest.folder else png
+    print(f"wrote the rule into {published / EXECUTABLE} and {published / MANIFEST_FILE}; plot: {shown_png}")
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    manifest = load_manifest(args.artifact)
-    budget = manifest["budget_bytes"]
-    print(f"model      {manifest['name']} for {manifest['target']['name']} ({manifest['target']['description']})")
-    print(f"input      float32{manifest['input']['shape']}   output float32{manifest['output']['shape']}")
-    exit_rule = manifest["exit_rule"]
-    print(f"timesteps  {manifest['timesteps']}   exit rule {ExitRule.from_manifest(exit_rule).describe()}", end="")
-    print(f" ({exit_rule.get('source', 'compiled')})")
+    manifest = read_manifest(args.artifact)
+    budget = manifest.budget_bytes
+    print(f"model      {manifest.name} for {manifest.target.name} ({manifest.target.description})")
+    print(f"input      float32{list(manifest.input_shape)}   output float32{list(manifest.output_shape)}")
+    print(f"timesteps  {manifest.timesteps}   exit rule {manifest.exit_rule.describe()} ({manifest.exit_source})")
+    arena, lower_bound = manifest.arena_bytes, manifest.lower_bound_bytes
     print(
-        f"arena      {manifest['arena_bytes']} bytes (lower bound {manifest['lower_bound_bytes']}, "
-        f"ratio {manifest['arena_bytes'] / max(manifest['lower_bound_bytes'], 1):.3f}, "
+        f"arena      {arena} bytes (lower bound {lower_bound}, ratio {arena / max(lower_bound, 1):.3f}, "
         f"budget {budget if budget is not None else 'none'})"
     )
-    print(f"weights    {manifest['weights']['bytes']} bytes, crc32 {manifest['weights']['crc32']}")
-    print(f"\n{buffer_table(manifest['buffers'])}")
+    print(f"weights    {manifest.weights_bytes} bytes, crc32 {manifest.weights_crc32}")
+    rows = list(manifest.buffers)
+    print(f"\n{buffer_table(rows)}")
     png = args.png or args.artifact / "memory.png"
-    title = f"{manifest['name']} ({manifest['target']['name']}): memory plan of one timestep"
-    draw_timeline(manifest["buffers"], png, title, manifest["arena_bytes"], manifest["lower_bound_bytes"], budget)
+    title = f"{manifest.name} ({manifest.target.name}): memory plan of one timestep"
+    draw_timeline(rows, png, title, arena, lower_bound, budget)
     print(f"\nmemory timeline written to {png}")
     return 0
 

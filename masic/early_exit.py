@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from masic.errors import MasicError
+from masic.limits import MAX_INT32
 
 RULES = ("none", "softmax_confidence", "margin", "stable_argmax")  # index = enum masic_exit_rule
 THRESHOLD_NAMES = {"softmax_confidence": "confidence", "margin": "margin", "stable_argmax": "steps"}
@@ -54,13 +55,13 @@ class ExitRule:
         x = self.threshold
         if self.rule not in RULES:
             raise ExitRuleError(f"unknown exit rule {self.rule!r}; choose one of {', '.join(RULES)}")
-        if self.min_timesteps < 0:
-            raise ExitRuleError(f"exit rule minimum timesteps must be >= 0, got {self.min_timesteps}")
+        if not 0 <= self.min_timesteps <= MAX_INT32:  # the loader's int32_t; beyond it the minimum would wrap
+            raise ExitRuleError(f"exit rule minimum timesteps must be from 0 to {MAX_INT32}, got {self.min_timesteps}")
         problem = {
             "none": x != 0.0,
             "softmax_confidence": not 0.0 < x <= 1.0,
             "margin": not (x > 0.0 and math.isfinite(x)),
-            "stable_argmax": not (1 <= x <= 2**31 - 1 and x == int(x)),
+            "stable_argmax": not (1 <= x <= MAX_INT32 and x == int(x)),
         }[self.rule]
         if problem:
             raise ExitRuleError(f"invalid {self.rule} threshold {x!r}")

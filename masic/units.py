@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from fractions import Fraction
+
+from masic.limits import MAX_BYTES
 
 _UNITS = {
     "": 1,
@@ -27,7 +30,11 @@ def parse_bytes(text: str) -> int:
         raise ValueError(
             f"malformed byte count {text!r}: expected a number with an optional unit B, KB, MB, GB, KiB, MiB, GiB"
         )
-    value = float(match[1]) * _UNITS[unit]
+    # Exact arithmetic, so that the limit holds to the byte; a number longer than any byte count is refused
+    # before Python converts its digits
+    value = Fraction(match[1]) * _UNITS[unit] if len(match[1]) <= 40 else Fraction(MAX_BYTES + 1)
     if value < 1:
         raise ValueError(f"byte count {text!r} must be at least 1 byte")
+    if value > MAX_BYTES:
+        raise ValueError(f"byte count {text!r} exceeds the largest masic handles, {MAX_BYTES} bytes (2^63 - 1)")
     return int(value)

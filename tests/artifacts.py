@@ -72,6 +72,19 @@ def compile_graph(graph: Graph, target: str, out: Path) -> Path:
     return out
 
 
+def write_fake_artifact(folder: Path, manifest: dict, model_script: str = "#!/bin/sh\nexit 0\n") -> Path:
+    """An artifact folder holding `manifest`, a shell script as its `model` and zeros of the size the manifest
+    records as weights.bin: enough for the tools that check an artifact before they run it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    (folder / "model").write_text(model_script)
+    (folder / "model").chmod(0o755)
+    weights = manifest.get("weights")
+    size = weights.get("bytes") if isinstance(weights, dict) else 0
+    (folder / "weights.bin").write_bytes(bytes(size if isinstance(size, int) and 0 <= size < 1 << 24 else 0))
+    return folder
+
+
 def run_artifact(out: Path, x: np.ndarray, tmp: Path, *flags: str) -> tuple[Run, np.ndarray | None]:
     """Runs an artifact with `masic run` on input x; returns the run and the per-step outputs."""
     x_path, y_path = tmp / "x.npy", tmp / "y.npy"

@@ -1,8 +1,10 @@
 """Writes a deployable artifact folder: `model` (static executable), `weights.bin`, `manifest.json`.
 
-Everything is built in a temporary sibling folder and renamed into place only when complete, so a failed compile
-never leaves a folder that looks like a finished artifact. An existing output folder is replaced only if it is
-empty or holds a previous masic artifact.
+`build_artifact` fills an empty folder; `staged` hands out such a folder beside the output folder and, when the
+block completes, swaps it into place in one step (`masic.workdirs.replacing`), so that readers of the output folder
+see the previous complete artifact or the new one, never a mixture, and a failed or interrupted compile leaves the
+previous one untouched. An existing output folder is replaced only if it is empty or holds a previous masic
+artifact. Compiler scratch (model.c, kernels.o) lives in a swept temporary folder (`masic.workdirs.scratch`).
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
 
@@ -21,11 +23,11 @@ from masic.codegen.weights import WeightsFile, write_weights
 from masic.early_exit import ExitRule
 from masic.errors import MasicError
 from masic.ir.graph import Graph
+from masic.manifest import ARTIFACT_FILES, EXECUTABLE, MANIFEST_FILE, MANIFEST_FORMAT, WEIGHTS_FILE
 from masic.report import plan_rows
 from masic.targets import Target
+from masic.workdirs import BUILD_PREFIX, replacing, scratch
 
-MANIFEST_FORMAT = "masic-artifact/1"
-ARTIFACT_FILES = ("model", "weights.bin", "manifest.json")
 REPORT_FILES = ("memory.png", "calibration.png")  # written beside an artifact by `masic inspect`, `masic calibrate`
 RUNTIME_SOURCES = ("loader.c", "parallel.c")
 
@@ -46,6 +48,36 @@ def generate_c(graph: Graph, exit_rule: ExitRule, weights_path: Path) -> tuple[s
     return emit_model_c(graph, kernels, calls, weights, exit_rule), kernels, weights
 
 
+def build_artifact(
+    graph: Graph,
+    target: Target,
+    folder: Path,
+    exit_rule: ExitRule,
+    budget: int | None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, object]:
+    """Builds the artifact for a planned graph into the empty folder `folder`; returns the manifest."""
+    with scratch(BUILD_PREFIX) as build:
+        model_c, kernels, weights = generate_c(graph, exit_rule, folder / WEIGHTS_FILE)
+        (build / "model.c").write_text(model_c)
+        progress(f"building {len(kernels)} kernels with TVM for {target.name}")
+        build_object(kernels, tvm_target(target), build / "kernels.o")
+        progress(f"linking a static executable with {target.cc}")
+        _link(target, build, folder / EXECUTABLE)
+    manifest = make_manifest(graph, target, exit_rule, budget, weights, [k.symbol for k in kernels])
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+@contextmanager
+def staged(out_dir: Path) -> Iterator[Path]:
+    """An empty folder to build an artifact in (and calibrate it), which replaces `out_dir` in one step when the
+    block completes; `out_dir` must be missing, empty or a previous artifact."""
+    _check_replaceable(out_dir)
+    with replacing(out_dir) as folder:
+        yield folder
+
+
 def write_artifact(
     graph: Graph,
     target: Target,
@@ -54,28 +86,9 @@ def write_artifact(
     budget: int | None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, object]:
-    """Builds the artifact for a planned graph into `out_dir`; returns the manifest."""
-    _check_replaceable(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
-        with tempfile.TemporaryDirectory(prefix="masic-build-") as build_name:
-            build = Path(build_name)
-            model_c, kernels, weights = generate_c(graph, exit_rule, staging / "weights.bin")
-            (build / "model.c").write_text(model_c)
-            progress(f"building {len(kernels)} kernels with TVM for {target.name}")
-            build_object(kernels, tvm_target(target), build / "kernels.o")
-            progress(f"linking a static executable with {target.cc}")
-            _link(target, build, staging / "model")
-        manifest = _manifest(graph, target, exit_rule, budget, weights, [k.symbol for k in kernels])
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return manifest
+    """Builds the artifact for a planned graph and puts it at `out_dir`; returns the manifest."""
+    with staged(out_dir) as folder:
+        return build_artifact(graph, target, folder, exit_rule, budget, progress)
 
 
 def _check_replaceable(out_dir: Path) -> None:
@@ -84,7 +97,7 @@ def _check_replaceable(out_dir: Path) -> None:
     if not out_dir.is_dir():
         raise ArtifactError(f"output path {out_dir} exists and is not a folder")
     contents = {p.name for p in out_dir.iterdir()}
-    if contents and not (contents <= {*ARTIFACT_FILES, *REPORT_FILES} and "manifest.json" in contents):
+    if contents and not (contents <= {*ARTIFACT_FILES, *REPORT_FILES} and MANIFEST_FILE in contents):
         raise ArtifactError(f"output folder {out_dir} holds files that are not a masic artifact; choose another -o")
 
 
@@ -111,9 +124,10 @@ def _link(target: Target, build: Path, executable: Path) -> None:
         raise ArtifactError(f"linking with {target.cc} failed: {first}")
 
 
-def _manifest(
+def make_manifest(
     graph: Graph, target: Target, exit_rule: ExitRule, budget: int | None, weights: WeightsFile, kernels: list[str]
 ) -> dict[str, object]:
+    """manifest.json of a planned graph's artifact (`masic.manifest.read_manifest` checks every key written here)."""
     plan = graph.plan
     (input_node,) = graph.inputs
     output = graph.node(graph.output)
@@ -126,7 +140,7 @@ def _manifest(
         "lower_bound_bytes": plan.lower_bound,
         "alignment": plan.alignment,
         "weights": {
-            "file": "weights.bin",
+            "file": WEIGHTS_FILE,
             "bytes": weights.nbytes,
             "crc32": f"{weights.crc32:08x}",
         },

@@ -73,10 +73,14 @@ def build_object(kernels: Sequence[Kernel], target: Target, out_path: Path) -> N
     if not cached.exists():
         cached.parent.mkdir(parents=True, exist_ok=True)
         lib = tvm.tirx.build(module, tvm.target.Target(target))
-        # Write next to the cache entry and rename, so concurrent builds never see a partial object.
+        # Write next to the cache entry and rename, so concurrent builds never see a partial object; an interrupted
+        # write leaves no temporary file (after the rename there is none to remove).
         fd, tmp = tempfile.mkstemp(suffix=".o", dir=cached.parent)
         os.close(fd)
-        lib.write_to_file(tmp)
-        os.replace(tmp, cached)
+        try:
+            lib.write_to_file(tmp)
+            os.replace(tmp, cached)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(cached, out_path)

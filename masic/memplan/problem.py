@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from masic.errors import MasicError
+from masic.files import InputFileError, read_text
 
 REQUIRED_COLUMNS = ("id", "lower", "upper", "size")
 OPTIONAL_COLUMNS = ("alignment", "offset")
@@ -174,9 +175,9 @@ def read_csv(path: str | Path) -> Problem:
     """Reads a problem (or a solution, whose offsets become fixed offsets) from a CSV file."""
     path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as err:
-        raise MemplanError(f"cannot read {path}: {err.strerror}") from None
+        text = read_text(path)  # a regular UTF-8 file: not a FIFO that blocks, not bytes that raise
+    except InputFileError as err:
+        raise MemplanError(str(err)) from None
     return parse_csv(text, str(path))
 
 

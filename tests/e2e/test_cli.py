@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ from masic.frontends.norse import install_pickle_aliases
 from norse.torch import LIFCell, SequentialState
 from torch import nn
 
+from masic import cli
+from masic.limits import MAX_TIMESTEPS
 from masic.passes import REGISTRY
 from masic.units import parse_bytes
 from tests.artifacts import masic_cli
@@ -147,3 +150,78 @@ def test_passes_lists_the_registry() -> None:
     result = masic_cli("passes")
     assert result.returncode == 0
     assert [line.split()[1] for line in result.stdout.splitlines()] == list(REGISTRY)
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "1000001", "2147483648", str(10**30), "1e3", "³", "9" * 5000])
+def test_timesteps_outside_the_limit_are_refused(value: str) -> None:
+    result = masic_cli("compile", FACTORY, "--timesteps", value, "--emit", "plan")
+    _assert_one_line_error(result, "--timesteps", f"from 1 to {MAX_TIMESTEPS}")
+
+
+def test_run_bounds_timesteps_as_compile_does(tmp_path: Path) -> None:
+    result = masic_cli("run", str(tmp_path), "--input", "x.npy", "--timesteps", "2147483648")
+    _assert_one_line_error(result, "--timesteps", f"from 1 to {MAX_TIMESTEPS}")
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--min-timesteps", "4294967297"],
+            f"--min-timesteps: expected a number of timesteps from 1 to {MAX_TIMESTEPS}",
+        ),
+        (["--min-timesteps", "17"], "--min-timesteps 17 exceeds --timesteps 16"),
+        (["--exit-stable", "4294967297"], "--exit-stable"),
+    ],
+)
+def test_min_timesteps_stays_within_the_timesteps(flags: list[str], message: str) -> None:
+    result = masic_cli("compile", FACTORY, "--exit-margin", "1", *flags, "--emit", "plan")
+    _assert_one_line_error(result, message)
+
+
+def test_min_timesteps_may_equal_the_timesteps() -> None:
+    result = masic_cli("compile", FACTORY, "--exit-margin", "1", "--min-timesteps", "16", "--emit", "plan")
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_budget_of_hundreds_of_digits_is_refused() -> None:
+    _assert_one_line_error(masic_cli("compile", FACTORY, "--budget", "9" * 400, "--emit", "plan"), "--budget")
+
+
+def test_a_drawing_must_be_a_png(tmp_path: Path) -> None:
+    _assert_one_line_error(masic_cli("inspect", str(tmp_path), "--png", "plan.foo"), "ending in .png")
+
+
+@pytest.mark.parametrize("kind", ["not-utf8", "fifo", "folder"])
+def test_plan_memory_refuses_files_it_cannot_read_as_text(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "problem.csv"
+    if kind == "not-utf8":
+        path.write_bytes(b"id,lower,upper,size\n1,0,2,\xff\n")
+    elif kind == "fifo":
+        os.mkfifo(path)  # no writer: reading would block forever
+    else:
+        path.mkdir()
+    expected = {"not-utf8": "not UTF-8 text (byte 26 is 0xff)", "fifo": "not a regular file", "folder": "a folder"}
+    _assert_one_line_error(masic_cli("plan-memory", str(path)), f"cannot read {path}", expected[kind])
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [(RuntimeError("boom\nmore detail"), "RuntimeError: boom"), (MemoryError(), "MemoryError")],
+)
+def test_an_unexpected_exception_is_one_line_with_status_70(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], error: Exception, shown: str
+) -> None:
+    def fail(args: object) -> int:
+        raise error
+
+    monkeypatch.setattr(cli, "cmd_passes", fail)
+    monkeypatch.delenv("MASIC_DEBUG", raising=False)
+    assert cli.main(["passes"]) == 70
+    assert capsys.readouterr().err.splitlines() == [
+        f"masic: internal error: {shown}; please report (MASIC_DEBUG=1 shows the traceback)"
+    ]
+    monkeypatch.setenv("MASIC_DEBUG", "1")
+    assert cli.main(["passes"]) == 70
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback") and err.splitlines()[-1].startswith("masic: internal error: ")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 
 from masic.calibrate import format_table, search
 from masic.early_exit import decide
-from tests.artifacts import masic_cli
+from tests.artifacts import masic_cli, write_fake_artifact
 
 N_EASY, N_HARD, STEPS, CLASSES = 90, 10, 8, 10
 
@@ -72,18 +71,24 @@ def test_search_falls_back_to_every_timestep() -> None:
 
 @pytest.fixture
 def fake_artifact(tmp_path: Path) -> Path:
-    """A folder with only a manifest: calibration data is checked before the executable is run."""
+    """A complete manifest beside a stand-in executable: calibration data is checked before the executable runs."""
     manifest = {
         "format": "masic-artifact/1",
         "name": "fake",
         "target": {"name": "x86_64", "description": "", "emulator": []},
+        "budget_bytes": None,
+        "arena_bytes": 0,
+        "lower_bound_bytes": 0,
+        "alignment": 64,
+        "weights": {"file": "weights.bin", "bytes": 0, "crc32": "00000000"},
         "input": {"shape": [1, 8, 8], "dtype": "float32"},
         "output": {"shape": [10], "dtype": "float32"},
         "timesteps": 16,
         "exit_rule": {"rule": "none", "min_timesteps": 1, "source": "compiled"},
+        "kernels": [],
+        "buffers": [],
     }
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    return tmp_path
+    return write_fake_artifact(tmp_path, manifest)
 
 
 def write_npz(path: Path, **arrays: np.ndarray) -> Path:

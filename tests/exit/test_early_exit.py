@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from masic.early_exit import ExitRule, ExitRuleError, decide, exit_steps, loader_exp, step_scores
+from masic.limits import MAX_INT32
 
 
 def outputs_from(*per_step: list[list[float]]) -> np.ndarray:
@@ -102,3 +103,10 @@ def test_loader_flags_and_c_initializer() -> None:
 def test_invalid_rules_are_refused(rule: str, threshold: float) -> None:
     with pytest.raises(ExitRuleError):
         ExitRule(rule, threshold)
+
+
+@pytest.mark.parametrize("minimum", [-1, MAX_INT32 + 1, 2**32 + 1])
+def test_a_minimum_outside_the_loaders_int32_is_refused_not_wrapped(minimum: int) -> None:
+    with pytest.raises(ExitRuleError, match="minimum timesteps must be from 0 to 2147483647"):
+        ExitRule("margin", 1.0, minimum)
+    assert "min_timesteps = 2147483647" in ExitRule("margin", 1.0, MAX_INT32).c_initializer()
