@@ -1,8 +1,9 @@
 """NumPy reference interpreter of the IR, and the plan simulator built on it.
 
 `run(graph, x)` executes the graph for T timesteps and returns the output of every step, shape (T, *output).
-Neuron updates are float32, one rounding per operation, in Norse's order (see `masic.ir.ops`): given the same
-synaptic input they reproduce Norse bit-for-bit; so do the element-wise ops (scale, offset, sub, mul, ...) against
+Neuron updates are the families' own (`masic.ir.neurons`), run by numpy: float32, one rounding per operation,
+in Norse's order; given the same synaptic input they reproduce Norse bit-for-bit, and the kernels, which run the
+same updates, reproduce them; so do the element-wise ops (scale, offset, sub, mul, ...) against
 PyTorch's float32 arithmetic. Convolutions, dense layers and pooling sums accumulate in float64 and round once, so
 they are at least as accurate as any float32 kernel they are compared with. A `delay` outputs its state, and its
 state takes its source's value right after the source is computed. Values of type `spike` are uint8 arrays of 0/1,
@@ -27,7 +28,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from masic.analysis.liveness import transient_states
+from masic.ir import arith
 from masic.ir.graph import Buffer, Graph, Node, ParamRef, pack_bits, unpack_bits
+from masic.ir.neurons import FAMILIES
 from masic.ir.ops import adaptive_bins, neuron_op, row_padding, state_names, state_type
 
 F32 = np.float32
@@ -97,35 +100,19 @@ def batchnorm2d(node: Node, x: np.ndarray, p: Callable[[str], np.ndarray | None]
 
 
 def neuron_step(node: Node, x: np.ndarray, state: dict[str, np.ndarray], p: Callable[[str], np.ndarray]) -> np.ndarray:
-    """One neuron update in float32, Norse's op order; updates `state` arrays in place, returns the output."""
-    op = node.op
-    if op in ("lif", "li"):
-        v, i = state["v"], state["i"]
-        i1 = i + x
-        v1 = v + p("dt_tau_mem") * ((p("v_leak") - v) + i1)
-        i[...] = i1 + p("neg_dt_tau_syn") * i1
-        if op == "li":
-            v[...] = v1
-            return v1
-    elif op == "lif_box":
-        v = state["v"]
-        v1 = v + p("dt_tau_mem") * ((x + p("v_leak")) - v)
-    elif op == "li_box":
-        v = state["v"]
-        v[...] = v + p("dt_tau_mem") * ((p("v_leak") - v) + x)
-        return v.copy()
-    elif op == "iaf":
-        v = state["v"]
-        v1 = v + x
-    else:
-        raise NotImplementedError(op)
-    spikes = (v1 - p("v_th")) > 0
-    if node.attr("reset") == "subtract":
-        v[...] = np.where(spikes, v1 - p("v_th"), v1)
-    else:
-        v[...] = np.where(spikes, p("v_reset"), v1)
-    probe = node.attr("probe")
-    return state[probe].copy() if probe else spikes.astype(node.type.np_dtype)
+    """One update of a neuron family (`masic.ir.neurons`) with the numpy backend; updates `state` arrays in place,
+    returns the output (the probed state's new value, if the node probes one)."""
+    family = FAMILIES[node.op]
+    new = family.step(
+        arith.numpy(x),
+        {name: arith.numpy(array) for name, array in state.items()},
+        {name: arith.numpy(p(name)) for name in family.params},
+        {name: node.attr(name) for name in family.mode_names},
+    )
+    for name in family.state_names:
+        state[name][...] = new[name].value
+    output = new[node.attr("probe") or family.output].value
+    return np.asarray(output).astype(node.type.np_dtype)
 
 
 # Element-wise ops: float32 in, float32 out, one rounding per operation as in PyTorch.

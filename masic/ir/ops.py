@@ -1,11 +1,9 @@
 """The op table: for each op its operands, attributes, neuron state and shape rule.
 
-Neuron ops are one `NeuronOp` each, with their discrete-time update in the docstring. All arithmetic is float32,
-each operation rounded separately, in exactly the order written (Norse's order), so that the reference interpreter
-reproduces Norse bit-for-bit. Coefficients are folded at import time in float32, as Norse computes them:
-`dt_tau_mem = dt * tau_mem_inv`, `neg_dt_tau_syn = -dt * tau_syn_inv`. A neuron parameter is either a float
-attribute or a `ParamRef` to a per-neuron array of the neuron's shape; so are the parameters of the element-wise ops
-listed in their `element_params` (scale, offset, threshold, constant).
+Neuron ops are one `NeuronOp` each, made from the neuron families of `masic.ir.neurons` (their parameters, states,
+modes and equations are defined there, once). A neuron parameter is either a float attribute or a `ParamRef` to a
+per-neuron array of the neuron's shape; so are the parameters of the element-wise ops listed in their
+`element_params` (scale, offset, threshold, constant).
 
 Element types (`masic.ir.graph.DTYPES`): a spiking neuron's output is "f32", "spike" (0/1 in one byte; the
 spike-dtype pass chooses) or "bits" (0/1 bit-packed; the layout pass chooses); the declared type records the
@@ -27,6 +25,7 @@ from math import prod
 from types import MappingProxyType
 
 from masic.ir.graph import ACTIVATION_LAYOUT, SPIKE_DTYPES, Node, TensorType
+from masic.ir.neurons import FAMILIES, NeuronFamily
 
 
 class ShapeError(ValueError):
@@ -103,9 +102,9 @@ def weight_block(layout: str) -> int:
     raise ShapeError(f'unknown conv weight layout {layout!r} (expected "OIHW" or "OIHW<block>o")')
 
 
-# Element-wise ops of one operand: the elements' order does not matter to them, so they store their output in
-# their operand's layout (and their per-element parameters and state in it too)
-LAYOUT_CARRIERS = ("relu", "scale", "offset", "threshold", "lif", "lif_box", "li", "li_box", "iaf")
+# Element-wise ops of one operand (every neuron family among them): the elements' order does not matter to them, so
+# they store their output in their operand's layout (and their per-element parameters and state in it too)
+LAYOUT_CARRIERS = ("relu", "scale", "offset", "threshold", *FAMILIES)
 BLOCKED_READERS = ("conv2d", "maxpool2d", "avgpool2d", "sumpool2d")  # kernels that read an NCHW{c}c operand
 
 
@@ -249,7 +248,20 @@ def _infer_same(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
     return TensorType(ins[0].shape)
 
 
-_NEURON_PARAMS_LIF = ("dt_tau_mem", "neg_dt_tau_syn", "v_leak", "v_th", "v_reset")
+def _neuron(definition: NeuronFamily) -> NeuronOp:
+    """The op of a neuron family: its parameters and modes are required attributes; a spiking neuron may probe."""
+    spiking = definition.spiking
+    return NeuronOp(
+        definition.op,
+        1,
+        definition.params + definition.mode_names,
+        ("probe", "fused", "layout") if spiking else ("fused", "layout"),
+        _infer_spiking if spiking else _infer_identity,
+        definition.doc,
+        states=definition.states,
+        spiking=spiking,
+    )
+
 
 OPS: Mapping[str, OpDef] = MappingProxyType(
     {
@@ -346,60 +358,7 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 ("threshold",),
             ),
             OpDef("constant", 0, ("value",), (), _infer_declared, "value, broadcast to the declared type", ("value",)),
-            NeuronOp(
-                "lif",
-                1,
-                _NEURON_PARAMS_LIF,
-                ("probe", "fused", "layout"),
-                _infer_spiking,
-                """Leaky integrate-and-fire with a current synapse (Norse LIFCell).
-                i1 = i + x;  v1 = v + dt_tau_mem*((v_leak - v) + i1);  i' = i1 + neg_dt_tau_syn*i1
-                z = (v1 - v_th) > 0;  v' = z ? v_reset : v1;  output z""",
-                states=(("v", "v_leak"), ("i", None)),
-            ),
-            NeuronOp(
-                "lif_box",
-                1,
-                ("dt_tau_mem", "v_leak", "v_th", "v_reset", "reset"),
-                ("probe", "fused", "layout"),
-                _infer_spiking,
-                """Leaky integrate-and-fire without synapse (Norse LIFBoxCell).
-                v1 = v + dt_tau_mem*((x + v_leak) - v);  z = (v1 - v_th) > 0
-                v' = z ? v_reset : v1  (reset="value")   or   v' = z ? v1 - v_th : v1  (reset="subtract")""",
-                states=(("v", "v_leak"),),
-            ),
-            NeuronOp(
-                "li",
-                1,
-                ("dt_tau_mem", "neg_dt_tau_syn", "v_leak"),
-                ("fused", "layout"),
-                _infer_identity,
-                """Leaky integrator with a current synapse (Norse LICell).
-                i1 = i + x;  v' = v + dt_tau_mem*((v_leak - v) + i1);  i' = i1 + neg_dt_tau_syn*i1;  output v'""",
-                states=(("v", "v_leak"), ("i", None)),
-                spiking=False,
-            ),
-            NeuronOp(
-                "li_box",
-                1,
-                ("dt_tau_mem", "v_leak"),
-                ("fused", "layout"),
-                _infer_identity,
-                """Leaky integrator without synapse (Norse LIBoxCell).
-                v' = v + dt_tau_mem*((v_leak - v) + x);  output v'""",
-                states=(("v", "v_leak"),),
-                spiking=False,
-            ),
-            NeuronOp(
-                "iaf",
-                1,
-                ("v_th", "v_reset"),
-                ("probe", "fused", "layout"),
-                _infer_spiking,
-                """Integrate-and-fire (Norse IAFCell).
-                v1 = v + x;  z = (v1 - v_th) > 0;  v' = z ? v_reset : v1;  output z""",
-                states=(("v", "v_reset"),),
-            ),
+            *(_neuron(definition) for definition in FAMILIES.values()),
             NeuronOp(
                 "delay",
                 0,
