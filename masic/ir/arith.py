@@ -16,8 +16,9 @@ bit for bit by construction, with three documented exceptions a family that uses
 numpy nor the C library rounds it correctly; results may differ by an ulp), and `minimum` / `maximum` of a NaN
 (numpy propagates it, LLVM's minnum/maxnum return the other operand).
 
-The operations: `+ - * /` and unary `-` on `Num`s (and Python numbers); comparisons `< <= > >=` giving a `Cond`, which
-combines with `& | ~`; and the functions `select`, `spike`, `minimum`, `maximum`, `clamp`, `exp`, `floor`.
+The operations: `+ - * /` and unary `-` on `Num`s (and Python numbers); comparisons `< <= > >=` (and the functions
+`equal`, `not_equal`) giving a `Cond`, which combines with `& | ~`; and the functions `select`, `spike`, `minimum`,
+`maximum`, `clamp`, `exp`, `floor`.
 Integer-valued results (a multi-spike neuron's spike count, `floor(v / v_th)`) are float32 values with integer
 values, as the frameworks compute them; the kernels convert an output to its storage type (a byte per spike) when
 they store it.
@@ -25,40 +26,54 @@ they store it.
 
 from __future__ import annotations
 
+import operator
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-COMPARISONS = ("<", "<=", ">", ">=")
+# The comparisons, by the Python operator that performs them on a backend's values
+COMPARISONS = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
 
 
 class Backend(ABC):
     """One implementation of the arithmetic. Its values are whatever it computes with (arrays, expressions); a
     `Num` wraps one. Every floating-point operation must round once to float32 and must not be fused with
-    another."""
+    another. The arithmetic and comparisons default to Python's operators on the values, which both numpy arrays
+    and TVM expressions implement as one such operation."""
 
     @abstractmethod
     def const(self, value: np.float32) -> Any:
         """A float32 constant."""
 
-    @abstractmethod
-    def add(self, a: Any, b: Any) -> Any: ...
+    def add(self, a: Any, b: Any) -> Any:
+        return a + b
 
-    @abstractmethod
-    def sub(self, a: Any, b: Any) -> Any: ...
+    def sub(self, a: Any, b: Any) -> Any:
+        return a - b
 
-    @abstractmethod
     def mul(self, a: Any, b: Any) -> Any:
         """The product rounded to float32 on its own, never contracted with a neighbouring add into an FMA."""
+        return a * b
 
-    @abstractmethod
-    def div(self, a: Any, b: Any) -> Any: ...
+    def div(self, a: Any, b: Any) -> Any:
+        return a / b
 
-    @abstractmethod
     def neg(self, a: Any) -> Any:
         """-a exactly (the sign flipped, also of 0 and NaN)."""
+        return -a
+
+    def compare(self, op: str, a: Any, b: Any) -> Any:
+        """A condition: `op` is a key of COMPARISONS."""
+        return COMPARISONS[op](a, b)
 
     @abstractmethod
     def minimum(self, a: Any, b: Any) -> Any: ...
@@ -71,10 +86,6 @@ class Backend(ABC):
 
     @abstractmethod
     def floor(self, a: Any) -> Any: ...
-
-    @abstractmethod
-    def compare(self, op: str, a: Any, b: Any) -> Any:
-        """A condition: `op` is one of COMPARISONS."""
 
     @abstractmethod
     def both(self, a: Any, b: Any) -> Any:
@@ -173,6 +184,16 @@ class Cond:
         return Cond(self.backend, self.backend.negate(self.value))
 
 
+def equal(a: Num, b: Num | float) -> Cond:
+    """a == b (a function, not an operator, so that `Num`s keep Python's identity equality)."""
+    return a._compare("==", b)
+
+
+def not_equal(a: Num, b: Num | float) -> Cond:
+    """a != b, true for a NaN."""
+    return a._compare("!=", b)
+
+
 def select(cond: Cond, a: Num | float, b: Num | float) -> Num:
     """`a` where `cond` holds, else `b`."""
     a, b = _lift(cond.backend, a), _lift(cond.backend, b)
@@ -213,21 +234,6 @@ class _Numpy(Backend):
     def const(self, value: np.float32) -> np.float32:
         return np.float32(value)
 
-    def add(self, a: Any, b: Any) -> Any:
-        return a + b
-
-    def sub(self, a: Any, b: Any) -> Any:
-        return a - b
-
-    def mul(self, a: Any, b: Any) -> Any:
-        return a * b
-
-    def div(self, a: Any, b: Any) -> Any:
-        return a / b
-
-    def neg(self, a: Any) -> Any:
-        return -a
-
     def minimum(self, a: Any, b: Any) -> Any:
         return np.minimum(a, b)
 
@@ -239,9 +245,6 @@ class _Numpy(Backend):
 
     def floor(self, a: Any) -> Any:
         return np.floor(a)
-
-    def compare(self, op: str, a: Any, b: Any) -> Any:
-        return {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}[op](a, b)
 
     def both(self, a: Any, b: Any) -> Any:
         return np.logical_and(a, b)

@@ -29,6 +29,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from masic.analysis.liveness import transient_states
 from masic.ir import arith
+from masic.ir.elementwise import FUNCTIONS
+from masic.ir.elementwise import OPS as ELEMENTWISE_OPS
 from masic.ir.graph import Buffer, Graph, Node, ParamRef, pack_bits, unpack_bits
 from masic.ir.neurons import FAMILIES
 from masic.ir.ops import adaptive_bins, neuron_op, row_padding, state_names, state_type
@@ -115,17 +117,12 @@ def neuron_step(node: Node, x: np.ndarray, state: dict[str, np.ndarray], p: Call
     return np.asarray(output).astype(node.type.np_dtype)
 
 
-# Element-wise ops: float32 in, float32 out, one rounding per operation as in PyTorch.
-ELEMENTWISE: dict[str, Callable[[list[np.ndarray], Callable[[str], np.ndarray | None]], np.ndarray]] = {
-    "add": lambda x, p: x[0] + x[1],
-    "sub": lambda x, p: x[0] - x[1],
-    "mul": lambda x, p: x[0] * x[1],
-    "select": lambda x, p: np.where(x[0] != 0, x[1], x[2]),
-    "relu": lambda x, p: np.maximum(x[0], F32(0)),
-    "scale": lambda x, p: x[0] * p("factor"),
-    "offset": lambda x, p: x[0] + p("value"),
-    "threshold": lambda x, p: x[0] > p("threshold"),
-}
+def elementwise(node: Node, operands: list[np.ndarray], p: Callable[[str], np.ndarray | None]) -> np.ndarray:
+    """An element-wise op (`masic.ir.elementwise`) with the numpy backend: float32, one rounding per operation as in
+    PyTorch."""
+    fn, key = ELEMENTWISE_OPS[node.op]
+    args = [arith.numpy(x) for x in operands] + ([arith.numpy(p(key))] if key else [])
+    return np.broadcast_to(FUNCTIONS[fn].body(*args).value, node.type.shape).astype(F32)
 
 
 def initial_state(graph: Graph, node: Node) -> dict[str, np.ndarray]:
@@ -275,8 +272,8 @@ def _execute(node: Node, values: _Values, sample: np.ndarray, copy: Callable[[st
         return sample
     if node.op == "delay":
         return values.arrays[f"{node.name}.last"].copy()
-    if node.op in ELEMENTWISE:
-        return ELEMENTWISE[node.op](operands, param).astype(F32, copy=False)
+    if node.op in ELEMENTWISE_OPS:
+        return elementwise(node, operands, param)
     if neuron_op(node.op):
         state = {s.split(".")[-1]: values.arrays[s] for s in state_names(node)}
         return neuron_step(node, operands[0], state, param)
@@ -297,6 +294,4 @@ def _execute(node: Node, values: _Values, sample: np.ndarray, copy: Callable[[st
     if node.op == "crop_rows":
         lo, hi = node.attr("rows")
         return operands[0][:, lo:hi].copy()
-    if node.op == "constant":
-        return np.broadcast_to(param("value"), node.type.shape).copy()
     raise NotImplementedError(f"the interpreter has no rule for op {node.op!r}")

@@ -67,7 +67,7 @@ def _pair(node: Node, key: str) -> tuple[int, int]:
     return value
 
 
-def _window_out(size: int, kernel: int, stride: int, pad: int, dilation: int = 1) -> int:
+def window_out(size: int, kernel: int, stride: int, pad: int, dilation: int = 1) -> int:
     """Windows along one axis padded by `pad` in total (both sides together)."""
     return (size + pad - dilation * (kernel - 1) - 1) // stride + 1
 
@@ -82,6 +82,30 @@ def row_padding(node: Node) -> tuple[int, int]:
     if top < 0 or bottom < 0:
         raise ShapeError(f"row_padding must not be negative, got {(top, bottom)}")
     return top, bottom
+
+
+def pads(node: Node) -> tuple[int, int, int]:
+    """(top rows, bottom rows, columns on each side) padded around a conv2d's or pooling's input."""
+    return (*row_padding(node), _pair(node, "padding")[1])
+
+
+# Sliding-window ops: their kernels read a padded input from a copy of it (their scratch), and read an NCHW{c}c
+# operand as freely as an NCHW one
+WINDOW_OPS = ("conv2d", "maxpool2d", "avgpool2d", "sumpool2d")
+
+
+def scratch_type(op: str, in_type: TensorType, padding: tuple[int, int, int]) -> TensorType | None:
+    """The padded copy of its (C, H, W) input that the kernel of a sliding-window op (`WINDOW_OPS`) writes before it
+    slides over it (its scratch buffer), for `padding` (top, bottom, each side) as `pads` gives it; None when
+    nothing is padded. The copy is NCHW whatever the input's layout; a conv's is float32, so that each input
+    spike is converted once rather than once per block of outputs and tap (faster: docs/benchmarks.md, "Convs of
+    spikes pad into float32"); a pooling's keeps its input's type (spikes stay bytes). The planner sizes the
+    scratch buffer and the kernel descriptions its argument by this one rule."""
+    top, bottom, side = padding
+    if not (top or bottom or side):
+        return None
+    c, h, w = in_type.shape
+    return TensorType((c, h + top + bottom, w + 2 * side), "f32" if op == "conv2d" else in_type.dtype)
 
 
 def adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:
@@ -105,7 +129,7 @@ def weight_block(layout: str) -> int:
 # Element-wise ops of one operand (every neuron family among them): the elements' order does not matter to them, so
 # they store their output in their operand's layout (and their per-element parameters and state in it too)
 LAYOUT_CARRIERS = ("relu", "scale", "offset", "threshold", *FAMILIES)
-BLOCKED_READERS = ("conv2d", "maxpool2d", "avgpool2d", "sumpool2d")  # kernels that read an NCHW{c}c operand
+BLOCKED_READERS = WINDOW_OPS  # kernels that read an NCHW{c}c operand
 
 
 def activation_block(layout: str) -> int:
@@ -163,7 +187,7 @@ def _infer_conv2d(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
         raise ShapeError(
             f"conv2d weight layout {node.attr('weight_layout')} splits a group's {out_c // groups} outputs"
         )
-    oh, ow = _window_out(h, kh, sh, sum(row_padding(node)), dh), _window_out(w, kw, sw, 2 * pw, dw)
+    oh, ow = window_out(h, kh, sh, sum(row_padding(node)), dh), window_out(w, kw, sw, 2 * pw, dw)
     if oh <= 0 or ow <= 0:
         raise ShapeError(f"conv2d kernel {kh}x{kw} does not fit input {h}x{w}")
     return TensorType((out_c, oh, ow))
@@ -177,7 +201,7 @@ def _infer_pool2d(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
     top, bottom = row_padding(node)
     if 2 * max(top, bottom) > kh or 2 * pw > kw:  # every window must hold an element of the input
         raise ShapeError(f"pooling padding {top},{bottom},{pw} exceeds half the kernel {kh}x{kw}")
-    oh, ow = _window_out(h, kh, sh, top + bottom), _window_out(w, kw, sw, 2 * pw)
+    oh, ow = window_out(h, kh, sh, top + bottom), window_out(w, kw, sw, 2 * pw)
     if oh <= 0 or ow <= 0:
         raise ShapeError(f"pooling kernel {kh}x{kw} does not fit input {h}x{w}")
     return TensorType((c, oh, ow), ins[0].dtype if node.op == "maxpool2d" else "f32")
