@@ -12,16 +12,17 @@ A `Backend` carries the operations out:
 - the TIR backend (`masic.codegen.tir.arith`): TVM expressions that the kernels store, the products fenced so that
   LLVM cannot contract them.
 Both perform the same correctly rounded operations on the same operands, so the interpreter and the kernels agree
-bit for bit by construction, with three documented exceptions a family that uses them must test for: `exp` (neither
-numpy nor the C library rounds it correctly; results may differ by an ulp), and `minimum` / `maximum` of a NaN
-(numpy propagates it, LLVM's minnum/maxnum return the other operand).
+bit for bit by construction (tests/codegen/test_arith.py checks every operation), with two exceptions a family that
+uses them must know: `exp`, which neither numpy nor LLVM rounds correctly (they differ by up to 2 ulps; a family
+that needs it bit-exact should compute it from the other operations, the same in both backends), and `minimum` /
+`maximum` of a NaN (numpy propagates it; LLVM's need not).
 
 The operations: `+ - * /` and unary `-` on `Num`s (and Python numbers); comparisons `< <= > >=` (and the functions
 `equal`, `not_equal`) giving a `Cond`, which combines with `& | ~`; and the functions `select`, `spike`, `minimum`,
 `maximum`, `clamp`, `exp`, `floor`.
-Integer-valued results (a multi-spike neuron's spike count, `floor(v / v_th)`) are float32 values with integer
-values, as the frameworks compute them; the kernels convert an output to its storage type (a byte per spike) when
-they store it.
+Integer-valued results (a multi-spike neuron's spike count, `floor(v / v_th)`) are float32 values holding integers,
+as the frameworks compute them; a kernel converts each output to its storage type as it stores it (a spike, 1.0 or
+0.0, to a byte or a bit).
 """
 
 from __future__ import annotations

@@ -18,9 +18,10 @@ An update takes (x, s, p, mode): the input `x` (the synaptic input of this step)
 parameters `p` (namespaces of `Num`s: `s.v`, `p.v_th`), and the family's modes (`mode.reset`: strings choosing a
 variant, such as the reset by value or by subtraction, each an IR attribute with a fixed set of values). It returns
 the new values as a dict: first the output, then every state in the order listed. A spiking family's output is its
-spikes `z`, 1.0 or 0.0 (`arith.spike`) or, for a multi-spike family, a count (a float32 holding an integer, e.g.
-`arith.floor(v / v_th)`), stored as one byte per neuron; a non-spiking family outputs a value `out`. A spiking
-neuron's `probe` attribute names a state to output instead of the spikes.
+spikes `z`, 1.0 or 0.0 (`arith.spike`), which the passes store as bytes or bits and the accumulate-only dense kernel
+reads as 0 / 1; a non-spiking family outputs a float32 value `out`. So a multi-spike family, whose output is a count
+(a float32 holding an integer, e.g. `arith.floor(v / v_th)`), is declared `spiking=False` until the IR has a type
+for counts. A spiking neuron's `probe` attribute names a state to output instead of the spikes.
 
 The kernels store the new values in that order, each state in place over the old, computing each value from the
 old states: so no value may read a state listed before it (checked when a family is defined).
