@@ -1,12 +1,13 @@
 """NumPy reference interpreter of the IR, and the plan simulator built on it.
 
 `run(graph, x)` executes the graph for T timesteps and returns the output of every step, shape (T, *output).
-Neuron updates are the families' own (`masic.ir.neurons`), run by numpy: float32, one rounding per operation,
-in Norse's order; given the same synaptic input they reproduce Norse bit-for-bit, and the kernels, which run the
-same updates, reproduce them; so do the element-wise ops (scale, offset, sub, mul, ...) against
-PyTorch's float32 arithmetic. Convolutions, dense layers and pooling sums accumulate in float64 and round once, so
-they are at least as accurate as any float32 kernel they are compared with. A `delay` outputs its state, and its
-state takes its source's value right after the source is computed. Values of type `spike` are uint8 arrays of 0/1,
+Neuron updates are their families' own (`masic.ir.neurons`) and element-wise ops the functions of
+`masic.ir.elementwise`, both run by the numpy backend of `masic.ir.arith`: float32, one rounding per operation.
+Given the same synaptic input the neurons reproduce Norse bit-for-bit, and the element-wise ops PyTorch's float32
+arithmetic; the kernels, which run the same definitions, reproduce the interpreter. Convolutions, dense layers and
+pooling sums accumulate in float64 and round once, so they are at least as accurate as any float32 kernel they are
+compared with. A `delay` outputs its state, and its state takes its source's value right after the source is
+computed. Values of type `spike` are uint8 arrays of 0/1,
 as the compiled kernels store them; ops with a float32 output read them as 0.0 / 1.0. Values of type `bits` are
 held the same way (one 0/1 byte each): the interpreter computes logical values, and only the plan simulator
 stores them packed in its arena.
