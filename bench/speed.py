@@ -466,6 +466,11 @@ class KernelEntry:
         return self.masic1["best_ms"] / self.torch1["best_ms"] if self.masic1 and self.torch1 else None
 
 
+def neuron_label(k) -> str:
+    """A neuron kernel's family and the values of its modes, e.g. "lif_box subtract"."""
+    return " ".join([k.family, *(value for _, value in k.modes)])
+
+
 def kernel_type(k, ops: set[str]) -> str:
     from masic.codegen.kernels import (
         AccumulateDenseKernel,
@@ -481,7 +486,7 @@ def kernel_type(k, ops: set[str]) -> str:
 
     neuron = getattr(k, "neuron", None)
     if neuron is not None:  # a neuron update fused into the layer's kernel
-        return f"{kernel_type(dataclasses.replace(k, neuron=None), ops)} + {neuron.kind}"
+        return f"{kernel_type(dataclasses.replace(k, neuron=None), ops)} + {neuron_label(neuron)}"
     match k:
         case Conv2dKernel():
             if k.groups > 1:
@@ -498,7 +503,7 @@ def kernel_type(k, ops: set[str]) -> str:
         case AdaptiveAvgPool2dKernel():
             return "adaptive_avgpool2d"
         case NeuronKernel():
-            return f"neuron {k.kind}"
+            return f"neuron {neuron_label(k)}"
         case ElementwiseAddKernel():
             return "add (residual)"
         case ElementwiseKernel():
@@ -819,7 +824,7 @@ def neuron_ops(spec: dict, rnd: Callable, layer: Callable[[], object] | None = N
     from norse.torch.functional import iaf, leaky_integrator, leaky_integrator_box, lif, lif_box
     from norse.torch.functional.reset import reset_subtract
 
-    n, kind = spec["n"], spec["kind"]
+    n, kind, modes = spec["n"], spec["family"], dict(spec["modes"])
     values = dict(spec["params"])
 
     def param(name: str) -> torch.Tensor:
@@ -849,8 +854,8 @@ def neuron_ops(spec: dict, rnd: Callable, layer: Callable[[], object] | None = N
             return z, v_new, i1 + b * i1
 
         return {"torch": lambda: lif.lif_feed_forward_step(inputs(), state, p, DT), "plain": plain}
-    if kind in ("lif_box", "lif_box_subtract"):
-        extra = {"reset_method": reset_subtract} if kind == "lif_box_subtract" else {}
+    if kind == "lif_box":
+        extra = {"reset_method": reset_subtract} if modes["reset"] == "subtract" else {}
         p = lif_box.LIFBoxParameters(a / DT, leak, th, reset, **spike, **extra)
         state = lif_box.LIFBoxFeedForwardState(v)
 

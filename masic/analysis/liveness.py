@@ -16,7 +16,8 @@ A buffer is live over [start, end):
 - an activation lives from the position that writes it to the last position that reads it (inclusive); a batched
   node (`Graph.batched`) reads and writes every step's copy at its first position;
 - the steps' inputs live from 0, their outputs until P (the loader writes and reads them outside the block);
-- kernel scratch lives only inside its position ([p, p+1)).
+- kernel scratch (`masic.ir.ops.scratch_type`, the size the kernel's own description takes too) lives only inside
+  its position ([p, p+1)).
 Three kinds of values own no buffer of their own:
 - the output of a conv or dense layer with a fused neuron (`Graph.elided`) exists only in the fused kernel's
   registers; the neuron's calls, its output's writes and its state's use are at the layer's positions
@@ -37,7 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from masic.ir.graph import Buffer, Graph, Node
-from masic.ir.ops import neuron_op, row_padding, state_names, state_type
+from masic.ir.ops import WINDOW_OPS, neuron_op, pads, scratch_type, state_names, state_type
 
 VIEW_OPS = ("flatten", "reshape")
 
@@ -59,18 +60,6 @@ def transient_states(graph: Graph) -> bool:
     if schedule.carry_state or schedule.block < graph.timesteps:
         return False
     return not any(node.op == "delay" for node in graph.nodes)
-
-
-def scratch_bytes(node: Node, operand_bytes: int, operand_shape: tuple[int, ...]) -> int:
-    """Workspace a node's kernel needs: a padded copy of the input for padded convolutions (float32, spikes
-    converted once) and pools (in the input's type), rows padded by `row_padding` when given."""
-    if node.op in ("conv2d", "maxpool2d", "avgpool2d", "sumpool2d"):
-        (top, bottom), pw = row_padding(node), node.attr("padding")[1]
-        if top or bottom or pw:
-            c, h, w = operand_shape
-            element = 4 if node.op == "conv2d" else operand_bytes // (c * h * w)
-            return c * (h + top + bottom) * (w + 2 * pw) * element
-    return 0
 
 
 @dataclass(frozen=True)
@@ -111,10 +100,11 @@ def analyse(graph: Graph, alignment: int = 16) -> Liveness:
     for p, (node, t) in enumerate(order):
         name, call = graph.copy_name(node.name, t), graph.call_position(p, node, t)
         if t == 0:  # the same for every step
-            operand_type = graph.node(node.inputs[0]).type if node.inputs else None
-            scratch = scratch_bytes(node, operand_type.nbytes, operand_type.shape) if operand_type else 0
+            scratch = (
+                scratch_type(node.op, graph.node(node.inputs[0]).type, pads(node)) if node.op in WINDOW_OPS else None
+            )
         if scratch:
-            buffers.append(Buffer(graph.copy_name(f"{node.name}.scratch", t), "scratch", scratch, p, p + 1))
+            buffers.append(Buffer(graph.copy_name(f"{node.name}.scratch", t), "scratch", scratch.nbytes, p, p + 1))
         if graph.elided(node.name):
             continue
         operand = graph.copy_name(node.inputs[0], t) if node.inputs else None

@@ -20,7 +20,8 @@ from typing import Any
 import tvm
 from tvm.target import codegen
 
-from masic.codegen.kernels import Kernel, prim_func
+from masic.codegen.kernels import Kernel
+from masic.codegen.tir import prim_func
 
 Target = dict[str, Any]
 

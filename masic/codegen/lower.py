@@ -14,7 +14,6 @@ import numpy as np
 
 from masic.codegen.kernels import (
     BITS,
-    ELEMENTWISE_FNS,
     FLOAT,
     SPIKE,
     AccumulateDenseKernel,
@@ -30,13 +29,15 @@ from masic.codegen.kernels import (
 )
 from masic.codegen.weights import Segment, WeightsFile
 from masic.early_exit import ExitRule
+from masic.ir.elementwise import FUNCTIONS
+from masic.ir.elementwise import OPS as ELEMENTWISE_OPS
 from masic.ir.graph import SPIKE_DTYPES, Graph, Node, ParamRef
+from masic.ir.neurons import FAMILIES
 from masic.ir.ops import (
     CONV_LAYOUT,
     OPS,
     activation_block,
     matrix_vector,
-    neuron_op,
     row_padding,
     state_names,
     state_type,
@@ -44,17 +45,6 @@ from masic.ir.ops import (
 from masic.ir.text import format_node
 
 NO_KERNEL_OPS = ("input", "flatten", "reshape")  # the loader writes the input; flatten and reshape are views
-# IR op -> element-wise function (ElementwiseKernel) and the attribute holding its parameter, if any
-ELEMENTWISE_OPS = {
-    "sub": ("sub", None),
-    "mul": ("mul", None),
-    "select": ("select", None),
-    "relu": ("relu", None),
-    "scale": ("scale", "factor"),
-    "offset": ("offset", "value"),
-    "threshold": ("threshold", "threshold"),
-    "constant": ("fill", "value"),
-}
 
 
 @dataclass(frozen=True)
@@ -144,11 +134,11 @@ def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
         fn, key = ELEMENTWISE_OPS[node.op]
         value = node.attr(key) if key else None
         kernel = ElementwiseKernel("", fn, node.type.numel, None if isinstance(value, ParamRef) else value)
-        binding |= dict(zip(ELEMENTWISE_FNS[fn].operands, node.inputs, strict=True)) | {"p": ref(key) if key else ""}
+        binding |= dict(zip(FUNCTIONS[fn].operands, node.inputs, strict=True)) | {"p": ref(key) if key else ""}
     elif node.op == "delay":  # outputs its state; the state is updated after the source (see `lower`)
         kernel = ElementwiseKernel("", "copy", node.type.numel)
         binding["x"] = f"{node.name}.last"
-    elif neuron_op(node.op):
+    elif node.op in FAMILIES:
         kernel, neuron_binding = _neuron_kernel_for(node)
         binding |= neuron_binding
     else:
@@ -163,19 +153,15 @@ def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
 
 def _neuron_kernel_for(node: Node) -> tuple[NeuronKernel, dict[str, str]]:
     """A neuron node's kernel and which value each of its parameters other than x reads or writes."""
-    definition = neuron_op(node.op)
-    params = tuple(
-        (k, None if isinstance(v, ParamRef) else float(v))
-        for k, v in node.attrs
-        if k in definition.required
-        if k != "reset"
-    )
-    kind = "lif_box_subtract" if node.attr("reset") == "subtract" else node.op
+    family = FAMILIES[node.op]
+    values = {name: node.attr(name) for name in family.params}
+    params = tuple((k, None if isinstance(v, ParamRef) else float(v)) for k, v in values.items())
+    modes = tuple((name, node.attr(name)) for name in family.mode_names)
     packed = node.type.dtype == "bits"  # the layout pass's choice
-    kernel = NeuronKernel("", kind, node.type.numel, params, node.attr("probe", ""), packed=packed)
-    binding = {state: f"{node.name}.{state}" for state, _ in definition.states}
-    binding |= {"z": node.name, "out": node.name}
-    binding |= {k: f"@{v.name}" for k, v in node.attrs if isinstance(v, ParamRef)}
+    kernel = NeuronKernel("", node.op, node.type.numel, params, node.attr("probe", ""), packed=packed, modes=modes)
+    binding = {state: f"{node.name}.{state}" for state in family.state_names}
+    binding |= {family.output: node.name}
+    binding |= {k: f"@{v.name}" for k, v in values.items() if isinstance(v, ParamRef)}
     return kernel, binding
 
 
@@ -215,9 +201,6 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
             kernels[kernel] = dataclasses.replace(kernel, symbol=f"masic_{node.op}_{len(kernels)}")
         kernel = kernels[kernel]
         buffers = {p: plan.locate(binding[p]) for p in kernel.arg_names()}
-        planned_scratch = buffers["scratch"].size if "scratch" in buffers else 0
-        if kernel.scratch_bytes() > planned_scratch:  # liveness.scratch_bytes and the kernel must agree
-            raise AssertionError(f"{node.describe()}: kernel needs {kernel.scratch_bytes()} scratch bytes")
         args = tuple((p, buf.offset + (y_shift if p == "y" else 0)) for p, buf in buffers.items())
         calls.append(KernelCall(node, kernel.symbol, args, position, step, note))
 

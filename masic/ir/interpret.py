@@ -1,11 +1,13 @@
 """NumPy reference interpreter of the IR, and the plan simulator built on it.
 
 `run(graph, x)` executes the graph for T timesteps and returns the output of every step, shape (T, *output).
-Neuron updates are float32, one rounding per operation, in Norse's order (see `masic.ir.ops`): given the same
-synaptic input they reproduce Norse bit-for-bit; so do the element-wise ops (scale, offset, sub, mul, ...) against
-PyTorch's float32 arithmetic. Convolutions, dense layers and pooling sums accumulate in float64 and round once, so
-they are at least as accurate as any float32 kernel they are compared with. A `delay` outputs its state, and its
-state takes its source's value right after the source is computed. Values of type `spike` are uint8 arrays of 0/1,
+Neuron updates are their families' own (`masic.ir.neurons`) and element-wise ops the functions of
+`masic.ir.elementwise`, both run by the numpy backend of `masic.ir.arith`: float32, one rounding per operation.
+Given the same synaptic input the neurons reproduce Norse bit-for-bit, and the element-wise ops PyTorch's float32
+arithmetic; the kernels, which run the same definitions, reproduce the interpreter. Convolutions, dense layers and
+pooling sums accumulate in float64 and round once, so they are at least as accurate as any float32 kernel they are
+compared with. A `delay` outputs its state, and its state takes its source's value right after the source is
+computed. Values of type `spike` are uint8 arrays of 0/1,
 as the compiled kernels store them; ops with a float32 output read them as 0.0 / 1.0. Values of type `bits` are
 held the same way (one 0/1 byte each): the interpreter computes logical values, and only the plan simulator
 stores them packed in its arena.
@@ -27,7 +29,11 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from masic.analysis.liveness import transient_states
+from masic.ir import arith
+from masic.ir.elementwise import FUNCTIONS
+from masic.ir.elementwise import OPS as ELEMENTWISE_OPS
 from masic.ir.graph import Buffer, Graph, Node, ParamRef, pack_bits, unpack_bits
+from masic.ir.neurons import FAMILIES
 from masic.ir.ops import adaptive_bins, neuron_op, row_padding, state_names, state_type
 
 F32 = np.float32
@@ -97,48 +103,27 @@ def batchnorm2d(node: Node, x: np.ndarray, p: Callable[[str], np.ndarray | None]
 
 
 def neuron_step(node: Node, x: np.ndarray, state: dict[str, np.ndarray], p: Callable[[str], np.ndarray]) -> np.ndarray:
-    """One neuron update in float32, Norse's op order; updates `state` arrays in place, returns the output."""
-    op = node.op
-    if op in ("lif", "li"):
-        v, i = state["v"], state["i"]
-        i1 = i + x
-        v1 = v + p("dt_tau_mem") * ((p("v_leak") - v) + i1)
-        i[...] = i1 + p("neg_dt_tau_syn") * i1
-        if op == "li":
-            v[...] = v1
-            return v1
-    elif op == "lif_box":
-        v = state["v"]
-        v1 = v + p("dt_tau_mem") * ((x + p("v_leak")) - v)
-    elif op == "li_box":
-        v = state["v"]
-        v[...] = v + p("dt_tau_mem") * ((p("v_leak") - v) + x)
-        return v.copy()
-    elif op == "iaf":
-        v = state["v"]
-        v1 = v + x
-    else:
-        raise NotImplementedError(op)
-    spikes = (v1 - p("v_th")) > 0
-    if node.attr("reset") == "subtract":
-        v[...] = np.where(spikes, v1 - p("v_th"), v1)
-    else:
-        v[...] = np.where(spikes, p("v_reset"), v1)
-    probe = node.attr("probe")
-    return state[probe].copy() if probe else spikes.astype(node.type.np_dtype)
+    """One update of a neuron family (`masic.ir.neurons`) with the numpy backend; updates `state` arrays in place,
+    returns the output (the probed state's new value, if the node probes one)."""
+    family = FAMILIES[node.op]
+    new = family.step(
+        arith.numpy(x),
+        {name: arith.numpy(array) for name, array in state.items()},
+        {name: arith.numpy(p(name)) for name in family.params},
+        {name: node.attr(name) for name in family.mode_names},
+    )
+    for name in family.state_names:
+        state[name][...] = new[name].value
+    output = new[node.attr("probe") or family.output].value
+    return np.asarray(output).astype(node.type.np_dtype)
 
 
-# Element-wise ops: float32 in, float32 out, one rounding per operation as in PyTorch.
-ELEMENTWISE: dict[str, Callable[[list[np.ndarray], Callable[[str], np.ndarray | None]], np.ndarray]] = {
-    "add": lambda x, p: x[0] + x[1],
-    "sub": lambda x, p: x[0] - x[1],
-    "mul": lambda x, p: x[0] * x[1],
-    "select": lambda x, p: np.where(x[0] != 0, x[1], x[2]),
-    "relu": lambda x, p: np.maximum(x[0], F32(0)),
-    "scale": lambda x, p: x[0] * p("factor"),
-    "offset": lambda x, p: x[0] + p("value"),
-    "threshold": lambda x, p: x[0] > p("threshold"),
-}
+def elementwise(node: Node, operands: list[np.ndarray], p: Callable[[str], np.ndarray | None]) -> np.ndarray:
+    """An element-wise op (`masic.ir.elementwise`) with the numpy backend: float32, one rounding per operation as in
+    PyTorch."""
+    fn, key = ELEMENTWISE_OPS[node.op]
+    args = [arith.numpy(x) for x in operands] + ([arith.numpy(p(key))] if key else [])
+    return np.broadcast_to(FUNCTIONS[fn].body(*args).value, node.type.shape).astype(F32)
 
 
 def initial_state(graph: Graph, node: Node) -> dict[str, np.ndarray]:
@@ -288,8 +273,8 @@ def _execute(node: Node, values: _Values, sample: np.ndarray, copy: Callable[[st
         return sample
     if node.op == "delay":
         return values.arrays[f"{node.name}.last"].copy()
-    if node.op in ELEMENTWISE:
-        return ELEMENTWISE[node.op](operands, param).astype(F32, copy=False)
+    if node.op in ELEMENTWISE_OPS:
+        return elementwise(node, operands, param)
     if neuron_op(node.op):
         state = {s.split(".")[-1]: values.arrays[s] for s in state_names(node)}
         return neuron_step(node, operands[0], state, param)
@@ -310,6 +295,4 @@ def _execute(node: Node, values: _Values, sample: np.ndarray, copy: Callable[[st
     if node.op == "crop_rows":
         lo, hi = node.attr("rows")
         return operands[0][:, lo:hi].copy()
-    if node.op == "constant":
-        return np.broadcast_to(param("value"), node.type.shape).copy()
     raise NotImplementedError(f"the interpreter has no rule for op {node.op!r}")

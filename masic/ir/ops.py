@@ -1,11 +1,9 @@
 """The op table: for each op its operands, attributes, neuron state and shape rule.
 
-Neuron ops are one `NeuronOp` each, with their discrete-time update in the docstring. All arithmetic is float32,
-each operation rounded separately, in exactly the order written (Norse's order), so that the reference interpreter
-reproduces Norse bit-for-bit. Coefficients are folded at import time in float32, as Norse computes them:
-`dt_tau_mem = dt * tau_mem_inv`, `neg_dt_tau_syn = -dt * tau_syn_inv`. A neuron parameter is either a float
-attribute or a `ParamRef` to a per-neuron array of the neuron's shape; so are the parameters of the element-wise ops
-listed in their `element_params` (scale, offset, threshold, constant).
+Neuron ops are one `NeuronOp` each, made from the neuron families of `masic.ir.neurons` (their parameters, states,
+modes and equations are defined there, once). A neuron parameter is either a float attribute or a `ParamRef` to a
+per-neuron array of the neuron's shape; so are the parameters of the element-wise ops listed in their
+`element_params` (scale, offset, threshold, constant).
 
 Element types (`masic.ir.graph.DTYPES`): a spiking neuron's output is "f32", "spike" (0/1 in one byte; the
 spike-dtype pass chooses) or "bits" (0/1 bit-packed; the layout pass chooses); the declared type records the
@@ -27,6 +25,7 @@ from math import prod
 from types import MappingProxyType
 
 from masic.ir.graph import ACTIVATION_LAYOUT, SPIKE_DTYPES, Node, TensorType
+from masic.ir.neurons import FAMILIES, NeuronFamily
 
 
 class ShapeError(ValueError):
@@ -68,7 +67,7 @@ def _pair(node: Node, key: str) -> tuple[int, int]:
     return value
 
 
-def _window_out(size: int, kernel: int, stride: int, pad: int, dilation: int = 1) -> int:
+def window_out(size: int, kernel: int, stride: int, pad: int, dilation: int = 1) -> int:
     """Windows along one axis padded by `pad` in total (both sides together)."""
     return (size + pad - dilation * (kernel - 1) - 1) // stride + 1
 
@@ -83,6 +82,30 @@ def row_padding(node: Node) -> tuple[int, int]:
     if top < 0 or bottom < 0:
         raise ShapeError(f"row_padding must not be negative, got {(top, bottom)}")
     return top, bottom
+
+
+def pads(node: Node) -> tuple[int, int, int]:
+    """(top rows, bottom rows, columns on each side) padded around a conv2d's or pooling's input."""
+    return (*row_padding(node), _pair(node, "padding")[1])
+
+
+# Sliding-window ops: their kernels read a padded input from a copy of it (their scratch), and read an NCHW{c}c
+# operand as freely as an NCHW one
+WINDOW_OPS = ("conv2d", "maxpool2d", "avgpool2d", "sumpool2d")
+
+
+def scratch_type(op: str, in_type: TensorType, padding: tuple[int, int, int]) -> TensorType | None:
+    """The padded copy of its (C, H, W) input that the kernel of a sliding-window op (`WINDOW_OPS`) writes before it
+    slides over it (its scratch buffer), for `padding` (top, bottom, each side) as `pads` gives it; None when
+    nothing is padded. The copy is NCHW whatever the input's layout; a conv's is float32, so that each input
+    spike is converted once rather than once per block of outputs and tap (faster: docs/benchmarks.md, "Convs of
+    spikes pad into float32"); a pooling's keeps its input's type (spikes stay bytes). The planner sizes the
+    scratch buffer and the kernel descriptions its argument by this one rule."""
+    top, bottom, side = padding
+    if not (top or bottom or side):
+        return None
+    c, h, w = in_type.shape
+    return TensorType((c, h + top + bottom, w + 2 * side), "f32" if op == "conv2d" else in_type.dtype)
 
 
 def adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:
@@ -103,10 +126,10 @@ def weight_block(layout: str) -> int:
     raise ShapeError(f'unknown conv weight layout {layout!r} (expected "OIHW" or "OIHW<block>o")')
 
 
-# Element-wise ops of one operand: the elements' order does not matter to them, so they store their output in
-# their operand's layout (and their per-element parameters and state in it too)
-LAYOUT_CARRIERS = ("relu", "scale", "offset", "threshold", "lif", "lif_box", "li", "li_box", "iaf")
-BLOCKED_READERS = ("conv2d", "maxpool2d", "avgpool2d", "sumpool2d")  # kernels that read an NCHW{c}c operand
+# Element-wise ops of one operand (every neuron family among them): the elements' order does not matter to them, so
+# they store their output in their operand's layout (and their per-element parameters and state in it too)
+LAYOUT_CARRIERS = ("relu", "scale", "offset", "threshold", *FAMILIES)
+BLOCKED_READERS = WINDOW_OPS  # kernels that read an NCHW{c}c operand
 
 
 def activation_block(layout: str) -> int:
@@ -164,7 +187,7 @@ def _infer_conv2d(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
         raise ShapeError(
             f"conv2d weight layout {node.attr('weight_layout')} splits a group's {out_c // groups} outputs"
         )
-    oh, ow = _window_out(h, kh, sh, sum(row_padding(node)), dh), _window_out(w, kw, sw, 2 * pw, dw)
+    oh, ow = window_out(h, kh, sh, sum(row_padding(node)), dh), window_out(w, kw, sw, 2 * pw, dw)
     if oh <= 0 or ow <= 0:
         raise ShapeError(f"conv2d kernel {kh}x{kw} does not fit input {h}x{w}")
     return TensorType((out_c, oh, ow))
@@ -178,7 +201,7 @@ def _infer_pool2d(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
     top, bottom = row_padding(node)
     if 2 * max(top, bottom) > kh or 2 * pw > kw:  # every window must hold an element of the input
         raise ShapeError(f"pooling padding {top},{bottom},{pw} exceeds half the kernel {kh}x{kw}")
-    oh, ow = _window_out(h, kh, sh, top + bottom), _window_out(w, kw, sw, 2 * pw)
+    oh, ow = window_out(h, kh, sh, top + bottom), window_out(w, kw, sw, 2 * pw)
     if oh <= 0 or ow <= 0:
         raise ShapeError(f"pooling kernel {kh}x{kw} does not fit input {h}x{w}")
     return TensorType((c, oh, ow), ins[0].dtype if node.op == "maxpool2d" else "f32")
@@ -249,7 +272,20 @@ def _infer_same(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
     return TensorType(ins[0].shape)
 
 
-_NEURON_PARAMS_LIF = ("dt_tau_mem", "neg_dt_tau_syn", "v_leak", "v_th", "v_reset")
+def _neuron(definition: NeuronFamily) -> NeuronOp:
+    """The op of a neuron family: its parameters and modes are required attributes; a spiking neuron may probe."""
+    spiking = definition.spiking
+    return NeuronOp(
+        definition.op,
+        1,
+        definition.params + definition.mode_names,
+        ("probe", "fused", "layout") if spiking else ("fused", "layout"),
+        _infer_spiking if spiking else _infer_identity,
+        definition.doc,
+        states=definition.states,
+        spiking=spiking,
+    )
+
 
 OPS: Mapping[str, OpDef] = MappingProxyType(
     {
@@ -346,60 +382,7 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 ("threshold",),
             ),
             OpDef("constant", 0, ("value",), (), _infer_declared, "value, broadcast to the declared type", ("value",)),
-            NeuronOp(
-                "lif",
-                1,
-                _NEURON_PARAMS_LIF,
-                ("probe", "fused", "layout"),
-                _infer_spiking,
-                """Leaky integrate-and-fire with a current synapse (Norse LIFCell).
-                i1 = i + x;  v1 = v + dt_tau_mem*((v_leak - v) + i1);  i' = i1 + neg_dt_tau_syn*i1
-                z = (v1 - v_th) > 0;  v' = z ? v_reset : v1;  output z""",
-                states=(("v", "v_leak"), ("i", None)),
-            ),
-            NeuronOp(
-                "lif_box",
-                1,
-                ("dt_tau_mem", "v_leak", "v_th", "v_reset", "reset"),
-                ("probe", "fused", "layout"),
-                _infer_spiking,
-                """Leaky integrate-and-fire without synapse (Norse LIFBoxCell).
-                v1 = v + dt_tau_mem*((x + v_leak) - v);  z = (v1 - v_th) > 0
-                v' = z ? v_reset : v1  (reset="value")   or   v' = z ? v1 - v_th : v1  (reset="subtract")""",
-                states=(("v", "v_leak"),),
-            ),
-            NeuronOp(
-                "li",
-                1,
-                ("dt_tau_mem", "neg_dt_tau_syn", "v_leak"),
-                ("fused", "layout"),
-                _infer_identity,
-                """Leaky integrator with a current synapse (Norse LICell).
-                i1 = i + x;  v' = v + dt_tau_mem*((v_leak - v) + i1);  i' = i1 + neg_dt_tau_syn*i1;  output v'""",
-                states=(("v", "v_leak"), ("i", None)),
-                spiking=False,
-            ),
-            NeuronOp(
-                "li_box",
-                1,
-                ("dt_tau_mem", "v_leak"),
-                ("fused", "layout"),
-                _infer_identity,
-                """Leaky integrator without synapse (Norse LIBoxCell).
-                v' = v + dt_tau_mem*((v_leak - v) + x);  output v'""",
-                states=(("v", "v_leak"),),
-                spiking=False,
-            ),
-            NeuronOp(
-                "iaf",
-                1,
-                ("v_th", "v_reset"),
-                ("probe", "fused", "layout"),
-                _infer_spiking,
-                """Integrate-and-fire (Norse IAFCell).
-                v1 = v + x;  z = (v1 - v_th) > 0;  v' = z ? v_reset : v1;  output z""",
-                states=(("v", "v_reset"),),
-            ),
+            *(_neuron(definition) for definition in FAMILIES.values()),
             NeuronOp(
                 "delay",
                 0,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from masic.analysis.liveness import VIEW_OPS, transient_states
 from masic.errors import MasicError
 from masic.ir.graph import BUFFER_KINDS, DTYPES, SPIKE_DTYPES, Buffer, Graph, Node, ParamRef, TensorType
+from masic.ir.neurons import FAMILIES
 from masic.ir.ops import (
     ACTIVATION_LAYOUT,
     BLOCKED_READERS,
@@ -104,10 +105,11 @@ def _verify_node(node: Node, defined: dict[str, Node], params: dict, graph: Grap
         if array is not None and tuple(array.shape) != param.type.shape:
             raise VerifyError(f"parameter @{ref.name} holds {array.shape}, declared {param.type}", node)
     if neuron := neuron_op(node.op):
+        modes = dict(FAMILIES[node.op].modes) if node.op in FAMILIES else {}
         for key, value in node.attrs:
-            if key == "reset":
-                if value not in ("value", "subtract"):
-                    raise VerifyError(f'reset must be "value" or "subtract", got {value!r}', node)
+            if key in modes:
+                if value not in (allowed := modes[key]):
+                    raise VerifyError(f"{key} must be one of {', '.join(map(repr, allowed))}, got {value!r}", node)
             elif key == "fused":
                 if value is not True:
                     raise VerifyError(f"fused must be true when given, got {value!r}", node)

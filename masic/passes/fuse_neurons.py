@@ -16,14 +16,12 @@ Where it pays: the epilogue runs in the layer's output loop, which is vectorised
 columns, in the accumulate-only dense kernel, and in a conv vectorised along output channels (blocked weights,
 "OIHW{ob}o") that stores its output NCHW{ob}c (the layout pass's choice: a pixel's ob outputs, one vector). A
 blocked conv storing NCHW has a tile of channels x pixels whose outputs lie a map apart, and the dense kernel sums
-rows of partial sums: both store one output at a time. Measured with bench/speed.py part 1b (fused kernel against
-the layer's and the neuron's own kernels, 2 threads): column convs with rows of 8 or more columns 0-31% faster
-(3x32x32->64: 25.2 against 27.0 us; 16x16x16->96 1x1: 5.4 against 7.8); blocked convs storing NCHW{ob}c -8% to 29%
-(ConvNet4's 1x28x28->32 5x5: 4.9 against 7.0 us; vgg11's 256x8x8->256: 234 against 253; within the noise on the
-others, whose neuron is 1% of the conv); but blocked convs storing NCHW 5% to 8x slower (ConvNet4's first conv:
-39.9 against 9.4 us; the digits' 1x8x8->16: 3.9 against 0.5), the dense kernel 1.6x slower (160->960), column
-convs on maps of 4 columns or fewer up to 1.3x slower. So a neuron is fused only where its layer's kernel stores
-whole vectors (`pays`).
+rows of partial sums: both store one output at a time. Measured with bench/speed.py part 1b (the fused kernel
+against the layer's and the neuron's own kernels; figures in docs/benchmarks.md, "Fused neurons"): column convs
+with rows of 8 or more columns and blocked convs storing NCHW{ob}c run as fast or faster fused; blocked convs
+storing NCHW, the dense kernel and column convs on maps of 4 columns or fewer run slower fused (the neuron's loads,
+stores and arithmetic in a loop that stores one output at a time). So a neuron is fused only where its layer's
+kernel stores whole vectors (`pays`).
 
 Fusing moves the neuron's state use to the layer's call, where the layer's operand and scratch are live too: with
 state that lives only while its layer runs (`masic.analysis.liveness.transient_states`) the arena can grow. So the

@@ -4,21 +4,20 @@ A column-vectorised conv kernel fills its vectors only when the output map is a 
 columns wide and read at stride 1 along the columns; otherwise (4x4 and 2x2 maps of VGG on 32x32 images, 24- and
 8-column maps of ConvNet4, strided convs, whose columns are gathered) the weight gets the layout "OIHW{ob}o"
 (`weight_layout`): blocks of ob output channels innermost, ob the largest of BLOCKS dividing the outputs of a group,
-so the conv kernel (`masic.codegen.kernels`) vectorises along output channels and keeps a tile of output pixels in
-registers. Measured against the column kernel on x86-64 with AVX-512 (the kernel harness of bench/speed.py, 1 and
-2 threads): 2.5-3x faster on 4x4 and 2x2 maps, 1.6-1.8x on 8x8, 6x on ConvNet4's 1x28x28 -> 32 5x5 conv, 1.6x on
-MobileNetV2's strided 3x32x32 -> 32; as fast on 16-column 3x3 maps; slower on wide maps with short reductions (1x1
-convs of 16x16 maps: 1.6x, 3x32x32 -> 64 3x3: 1.4x), which keep OIHW; and 1x1 convs of spikes keep OIHW (the
-blocked kernel converts each input byte once per block of outputs: MobileNetV2's 144x8x8 -> 24 took 15 us blocked
-against 5 us in OIHW). The graph's weights stay OIHW: only
-weights.bin stores the blocked layout (`masic.codegen.weights.stored_weight`), so no other pass and not the
-interpreter sees it.
+so the conv kernel (`masic.codegen.tir.conv`) vectorises along output channels and keeps a tile of output pixels in
+registers. Measured against the column kernel (bench/speed.py's kernel harness; figures in docs/benchmarks.md,
+"Convolutions vectorised along output channels"), it is faster on narrow maps (8x8 and below), on maps whose width
+is no whole number of vectors and on strided convs; as fast on 16-column 3x3 maps; slower on wide maps with short
+reductions (1x1 convs of 16x16 maps, 3x32x32 -> 64 3x3), which keep OIHW; and 1x1 convs of spikes keep OIHW (the
+blocked kernel converts each input byte once per block of outputs, which costs more than a 1x1 window's few taps
+save). The graph's weights stay OIHW: only weights.bin stores the blocked layout
+(`masic.codegen.weights.stored_weight`), so no other pass and not the interpreter sees it.
 
 A dense layer whose operand is spikes and that runs one step per call gets `weight_layout="IO"`: weights.bin
-stores W transposed, and its kernel adds the rows of W^T for the active inputs instead of multiplying (3.4x faster
-than multiplying on ConvNet4's 1024->1024 at its 0.4 spike rate). A batched dense layer (`Graph.batched`, in
-blocks of several steps) keeps (out, in) and multiplies: its kernel reads each weight once for all the block's
-steps, and a row of W^T is needed whenever any step's input is active, so accumulating was 2-4x slower there.
+stores W transposed, and its kernel adds the rows of W^T for the active inputs instead of multiplying (several times
+faster at the models' spike rates: docs/benchmarks.md, "Spikes as bytes"). A batched dense layer (`Graph.batched`,
+in blocks of several steps) keeps (out, in) and multiplies: its kernel reads each weight once for all the block's
+steps, and a row of W^T is needed whenever any step's input is active, so accumulating was slower there.
 
 Spikes are bit-packed (type "bits", 32 to a word) where every consumer reads words: a spiking neuron's output
 (with the views, flatten and reshape, that share its buffer) becomes bits exactly when it has readers and every

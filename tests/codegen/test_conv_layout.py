@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from masic.codegen.build import host_target
-from masic.codegen.kernels import Conv2dKernel, prim_func
+from masic.codegen.kernels import Conv2dKernel
+from masic.codegen.tir import prim_func
 from masic.codegen.weights import stored_weight
 from masic.ir.ops import ShapeError, weight_block
 from tests.codegen.test_kernels import _check, _conv_case, _run

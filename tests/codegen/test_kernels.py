@@ -18,8 +18,6 @@ import torch
 
 from masic.codegen.build import build_object, host_target
 from masic.codegen.kernels import (
-    ELEMENTWISE_FNS,
-    NEURON_MODELS,
     AccumulateDenseKernel,
     AdaptiveAvgPool2dKernel,
     Conv2dKernel,
@@ -30,11 +28,13 @@ from masic.codegen.kernels import (
     NeuronKernel,
     Pool2dKernel,
     RowsKernel,
-    prim_func,
 )
+from masic.codegen.tir import prim_func
 from masic.codegen.weights import stored_weight
+from masic.ir.elementwise import FUNCTIONS
 from masic.ir.graph import Node, TensorType, pack_bits
 from masic.ir.interpret import conv2d, neuron_step, pool2d
+from masic.ir.neurons import FAMILIES, NeuronFamily
 
 RUNTIME = Path(__file__).resolve().parents[2] / "masic" / "codegen" / "runtime"
 AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "mattr": ["+neon"]}
@@ -132,15 +132,36 @@ def _adaptive_case(rng: np.random.Generator, k: AdaptiveAvgPool2dKernel) -> Case
     return Case(k, args, lambda: {"y": F.adaptive_avg_pool2d(_t(x)[None], k.output)[0].numpy()})
 
 
+# The neurons the cases run, by label: (family, modes)
+NEURONS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
+    "lif": ("lif", ()),
+    "lif_box": ("lif_box", (("reset", "value"),)),
+    "lif_box_subtract": ("lif_box", (("reset", "subtract"),)),
+    "li": ("li", ()),
+    "li_box": ("li_box", ()),
+    "iaf": ("iaf", ()),
+}
+
+
+def _family(kind: str) -> NeuronFamily:
+    return FAMILIES[NEURONS[kind][0]]
+
+
+def _neuron_kernel(
+    symbol: str, kind: str, n: int, params: tuple[tuple[str, float | None], ...], probe: str = "", spikes=()
+) -> NeuronKernel:
+    family, modes = NEURONS[kind]
+    return NeuronKernel(symbol, family, n, params, probe, spikes, modes=modes)
+
+
 def _neuron_reference(
     kind: str, x: np.ndarray, state: dict[str, np.ndarray], p: dict[str, np.ndarray], dtype: str = "f32"
 ) -> None:
     """The reference interpreter's neuron update (itself bit-exact against Norse); updates ``state`` and the output
     (of IR type `dtype`)."""
-    subtract = kind == "lif_box_subtract"
-    op, attrs = "lif_box" if subtract else kind, (("reset", "subtract"),) if subtract else ()
-    node = Node("n", op, attrs=attrs, type=TensorType(x.shape, dtype))
-    state[NEURON_MODELS[kind].output] = neuron_step(node, x.astype(np.float32), state, p.__getitem__)
+    family, modes = NEURONS[kind]
+    node = Node("n", family, attrs=modes, type=TensorType(x.shape, dtype))
+    state[FAMILIES[family].output] = neuron_step(node, x.astype(np.float32), state, p.__getitem__)
 
 
 NEURON_VALUES = {"dt_tau_mem": 0.1, "neg_dt_tau_syn": -0.2, "v_leak": 0.0, "v_th": 1.0, "v_reset": 0.0}
@@ -159,9 +180,9 @@ def _neuron_case(
     difference in v would flip some of them; per-neuron parameters vary slightly around NEURON_VALUES. With
     `probe`, the output buffer holds that state after each step instead of the spikes. `spikes` names the arguments
     (x, z) that hold spikes as bytes."""
-    names = NEURON_MODELS[kind].params
+    names = _family(kind).params
     params = tuple((p, None if p in per_neuron else NEURON_VALUES[p]) for p in names)
-    k = NeuronKernel(symbol, kind, n, params, probe, spikes)
+    k = _neuron_kernel(symbol, kind, n, params, probe, spikes)
     drive = 0.5 if kind in ("lif", "li") else (10.0 if kind in ("lif_box", "lif_box_subtract", "li_box") else 0.1)
     x = (rng.uniform(0.0, 2.0 * drive, size=(NEURON_STEPS, n))).astype(np.float32)
     if "x" in spikes:
@@ -172,8 +193,8 @@ def _neuron_case(
         else np.float32(NEURON_VALUES[p])
         for p in names
     }
-    model = NEURON_MODELS[kind]
-    init = {name: _rand(rng, n, scale=0.5) for name in model.state}
+    model = _family(kind)
+    init = {name: _rand(rng, n, scale=0.5) for name in model.state_names}
     args = {
         "x": x,
         **init,
@@ -188,7 +209,7 @@ def _neuron_case(
         for step in range(NEURON_STEPS):
             _neuron_reference(kind, x[step], state, params, dtype)
             outputs.append(state[probe].copy() if probe else state[model.output])
-        return {model.output: np.stack(outputs), **{name: state[name] for name in model.state}}
+        return {model.output: np.stack(outputs), **{name: state[name] for name in model.state_names}}
 
     return Case(
         k, {name: args[name] for name in k.arg_names()}, expected, NEURON_STEPS, frozenset({"x", model.output}), True
@@ -215,7 +236,8 @@ def _elementwise_cases(rng: np.random.Generator) -> list[Case]:
     a, b = _rand(rng, n), _rand(rng, n)
     add = ElementwiseAddKernel("add_1001", n)
     cases = [Case(add, {"a": a, "b": b, "y": np.zeros(n, np.float32)}, lambda: {"y": a + b}, exact=True)]
-    for fn, spec in ELEMENTWISE_FNS.items():
+    assert set(ELEMENTWISE_REFERENCE) == set(FUNCTIONS) - {"add"}  # add: ElementwiseAddKernel, above
+    for fn, spec in ((fn, FUNCTIONS[fn]) for fn in ELEMENTWISE_REFERENCE):
         operands = {name: _rand(rng, n) for name in spec.operands}
         if fn == "select":
             operands["c"] = (operands["c"] > 0).astype(np.float32)
@@ -443,13 +465,12 @@ def _fused_cases(
     its twin without one on the same inputs (built and run, not checked itself): the fused kernel's output and
     state must equal, bit for bit, the reference neuron update of the twin's outputs, the synaptic input the
     separate kernels would pass. `spikes`: the neuron writes its spikes as bytes."""
-    model, shapes = NEURON_MODELS[kind], layer.arg_shapes()
+    model, shapes = _family(kind), layer.arg_shapes()
     out_shape = shapes["y"]
     params = tuple((p, None if p in per_neuron else NEURON_VALUES[p]) for p in model.params)
     inputs = ("x",) if layer.arg_dtype("x") == "uint8" else ()
-    fused = replace(
-        layer, symbol=f"{layer.symbol}_{kind}", neuron=NeuronKernel("", kind, math.prod(out_shape), params, probe)
-    )
+    neuron = _neuron_kernel("", kind, math.prod(out_shape), params, probe)
+    fused = replace(layer, symbol=f"{layer.symbol}_{kind}", neuron=neuron)
     fused = fused.with_spikes((*inputs, "z") if spikes else inputs)
     x = _spikes(rng, FUSED_STEPS, *shapes["x"]) if inputs else _rand(rng, FUSED_STEPS, *shapes["x"])
     if layer.packed_args():  # words of bit-packed spikes
@@ -459,18 +480,18 @@ def _fused_cases(
     w = _rand(rng, *shapes["w"], scale=drive / math.sqrt(math.prod(shapes["w"]) / outputs))
     data = {"x": x, "w": w, "b": _rand(rng, *shapes.get("b", (0,))), "scratch": _scratch(layer)}
     data |= {p: (NEURON_VALUES[p] * rng.uniform(0.9, 1.1, out_shape)).astype(np.float32) for p in per_neuron}
-    data |= {name: _rand(rng, *out_shape, scale=0.5) for name in model.state}
+    data |= {name: _rand(rng, *out_shape, scale=0.5) for name in model.state_names}
     out = np.zeros((FUSED_STEPS, *out_shape), np.float32)
     twin = Case(layer, {name: data.get(name, out) for name in shapes}, None, FUSED_STEPS, frozenset({"x", "y"}))
 
     def from_twin(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        state = {name: data[name].copy() for name in model.state}
+        state = {name: data[name].copy() for name in model.state_names}
         constants = {p: np.float32(NEURON_VALUES[p]) for p in model.params} | {p: data[p] for p in per_neuron}
         steps = []
         for y in outputs["y"]:
             _neuron_reference(kind, y, state, constants, "spike" if spikes else "f32")
             steps.append(state[probe].copy() if probe else state[model.output])
-        return {model.output: np.stack(steps), **{name: state[name] for name in model.state}}
+        return {model.output: np.stack(steps), **{name: state[name] for name in model.state_names}}
 
     args = {name: data.get(name, out) for name in fused.arg_names()}
     return [twin, Case(fused, args, None, FUSED_STEPS, frozenset({"x", model.output}), True, twin, from_twin)]

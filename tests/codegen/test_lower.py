@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 
 from masic.codegen.kernels import AdaptiveAvgPool2dKernel, Conv2dKernel, DenseKernel, Pool2dKernel
@@ -75,3 +78,12 @@ def test_a_one_by_one_convolution_of_a_one_by_one_map_runs_as_a_dense_kernel() -
     by_node = {call.node.name: kernels[[k.symbol for k in kernels].index(call.symbol)] for call in calls}
     assert by_node["a"] == DenseKernel(by_node["a"].symbol, 4, 6, True)
     assert isinstance(by_node["b"], Conv2dKernel)
+
+
+def test_kernel_descriptions_and_lowering_import_no_tvm() -> None:
+    """Lowering, analyses and benchmarks read kernel descriptions without TVM; only masic.codegen.tir builds TIR."""
+    code = (
+        "import sys, masic.codegen.kernels, masic.codegen.lower, masic.ir.interpret, masic.passes\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'tvm'], 'tvm imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,119 @@
+"""Convolution kernels: vectorised along output columns (OIHW weights), or along output channels (weights in blocks
+of output channels, "OIHW{ob}o", for maps too narrow to fill a vector with columns)."""
+
+from __future__ import annotations
+
+import math
+
+from tvm import ir, s_tir, te, tirx
+
+from masic.codegen.kernels import FLOAT, Conv2dKernel
+from masic.codegen.kernels.args import stored_shape
+from masic.codegen.tir.common import ACC_BLOCK, MAX_ACC_VECTORS, MAX_TILE_FLOATS, as_float, placeholder, to_c_abi
+from masic.codegen.tir.neuron import output_stage
+from masic.codegen.tir.window import schedule_pad, window_source, windowed
+from masic.ir.ops import weight_block
+
+# The conv vectorised along output channels does several times the multiply-accumulates per microsecond of the
+# column kernel on the small maps it runs, so it needs more work before a second thread pays (MobileNetV2's 1x1
+# convs of 2x2 maps were slower on two threads than on one on a busy machine).
+BLOCKED_PARALLEL_MIN_WORK = 1 << 18
+
+
+def conv2d(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
+    """Direct convolution; per-tile accumulators, vectorized along output columns (`window.windowed`)."""
+    if weight_block(k.weight_layout) > 1:
+        return _conv2d_blocked(k, lanes)
+    o = k.out_channels
+    (kh, kw), (sh, sw), (dh, dw) = k.kernel, k.stride, k.dilation
+    cpg, opg = k.in_shape[0] // k.groups, o // k.groups
+    x = placeholder(k, "x")
+    w = te.placeholder(k.weight_shape(), FLOAT, name="w")
+    b = te.placeholder((o,), FLOAT, name="b")
+    src, element = window_source(k, x, 0.0)
+    rc, rh, rw = te.reduce_axis((0, cpg), "rc"), te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
+
+    def conv(oc: tirx.Var, y: tirx.Var, xx: tirx.Var) -> ir.Expr:
+        channel = rc if k.groups == 1 else (oc // opg) * cpg + rc
+        tap = element(channel, y * sh + rh * dh, xx * sw + rw * dw)
+        return te.sum(as_float(tap) * w[oc, rc, rh, rw], axis=[rc, rh, rw])
+
+    acc = te.compute(k.out_shape(), conv, name=ACC_BLOCK)
+    window = cpg * kh * kw
+    if k.bias:
+        return windowed(k, lanes, [x, w, b], src, acc, lambda value, oc: value + b[oc], window)
+    return windowed(k, lanes, [x, w], src, acc, lambda value, oc: value, window)
+
+
+def _pixel_tile(out_hw: tuple[int, int], vectors: int, block: int) -> tuple[int, int]:
+    """(rows, columns) of output pixels per register tile of the blocked conv: dividing the map, at most
+    `MAX_ACC_VECTORS` accumulator vectors of `vectors` each and `MAX_TILE_FLOATS` floats; the most pixels (each
+    weight vector loaded feeds one FMA per pixel), then the widest rows."""
+    (oh, ow), most = out_hw, max(1, min(MAX_ACC_VECTORS // vectors, MAX_TILE_FLOATS // block))
+    tiles = [(r, c) for r in range(1, oh + 1) if oh % r == 0 for c in range(1, ow + 1) if ow % c == 0 and r * c <= most]
+    return max(tiles, key=lambda t: (t[0] * t[1], t[1]))
+
+
+def _conv2d_blocked(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
+    """Direct convolution vectorised along output channels, for maps too narrow to fill a vector with columns.
+
+    The weight is stored in blocks of ob output channels (`k.weight_layout` "OIHW{ob}o"). Each task computes one
+    block for a tile of output pixels: per input tap, one contiguous ob-wide weight load feeds one FMA per pixel of
+    the tile, with the input pixel broadcast; the (pixels x ob) accumulators stay in registers over the whole
+    reduction and are written once, to an NCHW or (`k.out_block`) NCHW{ob}c output.
+    """
+    o, block = k.out_channels, weight_block(k.weight_layout)
+    (kh, kw), (sh, sw), (dh, dw) = k.kernel, k.stride, k.dilation
+    cpg, blocks_per_group = k.in_shape[0] // k.groups, o // k.groups // block
+    _, oh, ow = k.out_shape()
+    x = placeholder(k, "x")
+    w = te.placeholder(k.weight_shape(), FLOAT, name="w")
+    b = te.placeholder((o,), FLOAT, name="b")
+    src, element = window_source(k, x, 0.0)
+    rc, rh, rw = te.reduce_axis((0, cpg), "rc"), te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
+
+    def conv(ob: tirx.Var, y: tirx.Var, xx: tirx.Var, oi: tirx.Var) -> ir.Expr:
+        channel = rc if k.groups == 1 else (ob // blocks_per_group) * cpg + rc  # a block lies in one group
+        tap = as_float(element(channel, y * sh + rh * dh, xx * sw + rw * dw))
+        return te.sum(tap * w[ob, rc, rh, rw, oi], axis=[rc, rh, rw])
+
+    acc = te.compute((o // block, oh, ow, block), conv, name=ACC_BLOCK)
+
+    def epilogue(oc: ir.Expr, y: tirx.Var, xx: tirx.Var, oi: ir.Expr | None = None) -> ir.Expr:
+        """Output channel `oc` (or, stored blocked, channel `oi` of block `oc`) at (y, xx)."""
+        ob, oi = (oc // block, oc % block) if oi is None else (oc, oi)
+        value = acc[ob, y, xx, oi]
+        return value + b[ob * block + oi] if k.bias else value
+
+    stage = output_stage(k, stored_shape(k.out_shape(), k.out_block), epilogue, k.neuron)
+    inputs, padded = [x, w, *([b] if k.bias else [])], src is not x
+    sch = s_tir.Schedule(te.create_prim_func([*inputs, *([src] if padded else []), *stage.tensors]))
+    parallel = math.prod(k.out_shape()) * cpg * kh * kw >= BLOCKED_PARALLEL_MIN_WORK
+    if padded:
+        schedule_pad(sch, parallel)
+    tile_h, tile_w = _pixel_tile((oh, ow), math.ceil(block / lanes), block)
+    out = stage.scheduled_block(sch)
+    if k.out_block > 1:  # NCHW{ob}c: a pixel's block of outputs is one contiguous vector, stored whole
+        co, h, wl, ci = sch.get_loops(out)
+        sch.vectorize(ci)
+    else:  # NCHW: a pixel's outputs lie a map apart, stored one at a time
+        c, h, wl = sch.get_loops(out)
+        co, ci = sch.split(c, [None, block])
+    ho, hi = sch.split(h, [None, tile_h])
+    wo, wi = sch.split(wl, [None, tile_w])
+    sch.reorder(co, ho, wo, hi, wi, ci)
+    tasks = sch.fuse(co, ho)
+    if parallel:
+        sch.parallel(tasks)
+    # At a loop inside the parallel one, so that each task has its own accumulators (at the parallel loop itself
+    # they would be allocated once, outside it, and shared by the threads)
+    sch.compute_at(sch.get_sblock(ACC_BLOCK), wo, preserve_unit_loops=True)
+    acc_block = sch.get_sblock(ACC_BLOCK)
+    acc_h, acc_w, acc_c, *reduction = sch.get_loops(acc_block)[-6:]  # inside the unit loop of the block
+    sch.reorder(*reduction, acc_h, acc_w, acc_c)
+    sch.vectorize(acc_c)
+    sch.unroll(acc_w)
+    sch.unroll(acc_h)
+    sch.decompose_reduction(acc_block, reduction[0])
+    args = [*(t.op.name for t in inputs), *(["scratch"] if padded else []), *stage.names]
+    return to_c_abi(sch.mod["main"], k.symbol, args, noalias=k.neuron is None)

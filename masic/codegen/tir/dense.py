@@ -1,0 +1,216 @@
+"""Dense kernels: the matrix-vector product (one step per call, or several steps sharing one pass over the weights)
+and the accumulate-only dense layer of spikes (over bytes or bit-packed words)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from tvm import ir, s_tir, te, tirx
+from tvm.script.ir_builder import IRBuilder
+from tvm.script.ir_builder import tirx as T
+
+from masic.codegen.kernels import BITS, FLOAT, SPIKE, AccumulateDenseKernel, DenseKernel
+from masic.codegen.tir.arith import f32
+from masic.codegen.tir.common import (
+    ACC_BLOCK,
+    MAX_ACC_VECTORS,
+    MAX_TILE_FLOATS,
+    PARALLEL_MIN_WORK,
+    as_float,
+    built,
+    placeholder,
+    tile,
+    to_c_abi,
+    vector_tile,
+)
+from masic.codegen.tir.neuron import neuron_values, output_stage
+from masic.ir.graph import WORD_BITS, words
+
+PART_BLOCK = "part"  # a dense layer's interleaved partial sums
+STEP_GROUP = 4  # timesteps a batched dense kernel computes together (see `dense_steps`)
+
+
+def dense(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
+    """Matrix-vector product with w rows contiguous.
+
+    The reduction is split into `lanes` interleaved partial sums (`part`), so the inner loop is a vector
+    multiply-add over contiguous weights; a tile of rows shares each vector load of x. The few partial sums are
+    then added up per row.
+    """
+    if k.steps > 1:
+        return dense_steps(k, lanes)
+    n_in, n_out = k.in_features, k.out_features
+    step = math.gcd(n_in, lanes)
+    x = placeholder(k, "x")
+    w = te.placeholder((n_out, n_in), FLOAT, name="w")
+    b = te.placeholder((n_out,), FLOAT, name="b")
+    ko = te.reduce_axis((0, n_in // step), "ko")
+    part = te.compute(
+        (n_out, step),
+        lambda j, lane: te.sum(as_float(x[ko * step + lane]) * w[j, ko * step + lane], axis=ko),
+        name=PART_BLOCK,
+    )
+    lane = te.reduce_axis((0, step), "lane")
+    acc = te.compute((n_out,), lambda j: te.sum(part[j, lane], axis=lane), name=ACC_BLOCK)
+    stage = output_stage(k, (n_out,), lambda j: acc[j] + b[j] if k.bias else acc[j], k.neuron)
+    inputs = [x, w, *([b] if k.bias else [])]
+    sch = s_tir.Schedule(te.create_prim_func([*inputs, *stage.tensors]))
+    jo, _ = sch.split(sch.get_loops(stage.scheduled_block(sch))[0], [None, tile(n_out, 4)])
+    if n_in * n_out >= PARALLEL_MIN_WORK:
+        sch.parallel(jo)
+    part_block = sch.get_sblock(PART_BLOCK)
+    sch.compute_at(sch.get_sblock(ACC_BLOCK), jo, preserve_unit_loops=True)
+    sch.compute_at(part_block, jo, preserve_unit_loops=True)
+    ji, lane_loop, ko_loop = sch.get_loops(part_block)[-3:]
+    sch.reorder(ko_loop, ji, lane_loop)
+    sch.vectorize(lane_loop)
+    sch.unroll(ji)
+    sch.decompose_reduction(part_block, ko_loop)
+    args = [*(t.op.name for t in inputs), *stage.names]
+    return to_c_abi(sch.mod["main"], k.symbol, args, noalias=k.neuron is None)
+
+
+def dense_steps(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
+    """Matrix-vector products of several timesteps sharing one pass over the weights.
+
+    Like `dense`: each output row accumulates `lanes` interleaved partial sums over contiguous weights, a tile of
+    rows at a time, but every weight vector loaded feeds one accumulator per step, so a weight matrix larger than
+    the caches is read from memory once per call rather than once per step. Steps go in groups of `STEP_GROUP` with
+    tiles of rows that make `MAX_ACC_VECTORS` accumulators (each step's its own small buffer, kept in registers):
+    each weight vector then feeds 4 steps and each input vector 4 rows, and a row tile is read again from L1 for
+    the next group (much faster than groups of 16 steps of single rows, whose 16 inputs overflow L1). The steps'
+    inputs and outputs are separate arguments, so the kernel has one statement per step (IR builder).
+    """
+    n_in, n_out, n_steps = k.in_features, k.out_features, k.steps
+    step = math.gcd(n_in, lanes)
+    group = min(n_steps, STEP_GROUP)
+    rows = tile(n_out, max(1, MAX_ACC_VECTORS // group))
+    loop = T.parallel if n_in * n_out * n_steps >= PARALLEL_MIN_WORK else T.serial
+
+    def body(a: dict[str, tirx.Buffer]) -> None:
+        xs, ys, w = k.step_names("x"), k.step_names("y"), a["w"]
+        with loop(n_out // rows) as jo:
+            IRBuilder.name("jo", jo)
+            for first in range(0, n_steps, group):
+                steps = range(first, min(first + group, n_steps))
+                acc = {t: IRBuilder.name(f"acc{t}", T.alloc_buffer((rows, step), FLOAT)) for t in steps}
+                with T.unroll(rows) as ji, T.vectorized(step) as lane:
+                    IRBuilder.name_many(["ji", "lane"], [ji, lane])
+                    for t in steps:
+                        T.buffer_store(acc[t], f32(0.0), [ji, lane])
+                with T.serial(n_in // step) as ko, T.unroll(rows) as ji, T.vectorized(step) as lane:
+                    IRBuilder.name_many(["ko", "ji", "lane"], [ko, ji, lane])
+                    weight = w[jo * rows + ji, ko * step + lane]
+                    for t in steps:  # spikes are bytes, read as 0.0 / 1.0
+                        term = as_float(a[xs[t]][ko * step + lane]) * weight
+                        T.buffer_store(acc[t], acc[t][ji, lane] + term, [ji, lane])
+                with T.unroll(rows) as ji:
+                    IRBuilder.name("ji", ji)
+                    row = jo * rows + ji
+                    for t in steps:
+                        total = acc[t][ji, 0]
+                        for lane in range(1, step):
+                            total = total + acc[t][ji, lane]
+                        T.buffer_store(a[ys[t]], total + a["b"][row] if k.bias else total, [row])
+
+    return built(k, body, noalias=True)
+
+
+def accumulate_dense(k: AccumulateDenseKernel, lanes: int) -> tirx.PrimFunc:
+    """For each tile of outputs (in parallel when the layer is large): zero the tile's accumulators (one per step,
+    small enough to stay on the stack), walk the inputs, and for an active one add its contiguous row of W^T into
+    the accumulators of the steps where it is active (vectorized along the outputs); then add the bias and store,
+    or run the neuron epilogue. Over bit-packed spikes the inputs are walked word by word (`_walk_words`), which
+    gains most at low spike rates (docs/benchmarks.md, part 3).
+
+    The loop over inputs branches on data, which a TE compute cannot say, so the kernel is written with the IR
+    builder; it has no scalar temporaries in vectorized loops (see the TVM notes).
+    """
+    n_in, n_out, steps = k.in_features, k.out_features, k.steps
+    width = vector_tile(n_out, lanes, MAX_TILE_FLOATS // steps)
+    loop = T.parallel if n_in * n_out >= PARALLEL_MIN_WORK else T.serial
+
+    def body(a: dict[str, tirx.Buffer]) -> None:
+        xs, w = [a[name] for name in k.step_names("x")], a["w"]
+        with loop(n_out // width) as jo:
+            IRBuilder.name("jo", jo)
+            acc = IRBuilder.name("acc", T.alloc_buffer((steps, width), FLOAT))
+            with T.grid(steps, width) as (t, ji):
+                IRBuilder.name_many(["t", "ji"], [t, ji])
+                T.buffer_store(acc, f32(0.0), [t, ji])
+
+            def add_row(t: int, row: ir.Expr) -> None:
+                """acc[t] += row `row` of W^T."""
+                with T.vectorized(width) as ji:
+                    IRBuilder.name("ji", ji)
+                    T.buffer_store(acc, acc[t, ji] + w[row, jo * width + ji], [t, ji])
+
+            if k.packed:
+                _walk_words(xs[0], n_in, lambda row: add_row(0, row))
+            else:
+                with T.serial(n_in) as i:
+                    IRBuilder.name("k", i)
+                    _add_active_rows(xs, i, add_row)
+            _store(k, a, acc, jo, width)
+
+    return built(k, body)
+
+
+def _add_active_rows(xs: list[tirx.Buffer], i: tirx.Var, add_row: Callable[..., None]) -> None:
+    """Adds row `i` into the accumulators of the steps whose input `i` is active; with several steps, the row is
+    skipped at once when no step's input is active (each row then read once for every step)."""
+    zero = tirx.const(0, SPIKE)
+
+    def per_step() -> None:
+        for t, x in enumerate(xs):
+            with T.If(x[i] != zero), T.Then():
+                add_row(t, i)
+
+    if len(xs) == 1:
+        per_step()
+        return
+    active = xs[0][i]
+    for x in xs[1:]:
+        active = active | x[i]
+    with T.If(active != zero), T.Then():
+        per_step()
+
+
+def _walk_words(x: tirx.Buffer, n_in: int, add_row: Callable[..., None]) -> None:
+    """The input loop of the accumulate-only kernel over bit-packed spikes `x` (one step): a zero word skips its 32
+    inputs at once; a non-zero one is walked from its lowest set bit up (count trailing zeros, then clear that bit),
+    so rows are added in increasing input order, as over bytes, and the sums are the same floats. The bits of the
+    last word past the last input must be 0, as the "bits" dtype says: they would index rows past W^T."""
+    zero = tirx.const(0, BITS)
+    left = IRBuilder.name("left", T.alloc_buffer((1,), BITS))
+    with T.serial(words(n_in)) as word:
+        IRBuilder.name("word", word)
+        T.buffer_store(left, x[word], [0])
+        with T.While(left[0] != zero):
+            lowest = tirx.call_llvm_pure_intrin(BITS, "llvm.cttz", left[0], tirx.const(True, "bool"))
+            add_row(word * WORD_BITS + tirx.Cast("int32", lowest))
+            T.buffer_store(left, left[0] & (left[0] - tirx.const(1, BITS)), [0])
+
+
+def _store(k: AccumulateDenseKernel, a: dict[str, tirx.Buffer], acc: tirx.Buffer, jo: tirx.Var, width: int) -> None:
+    """Stores a tile of the accumulate-only kernel's sums plus bias: each step's `y` in a loop of its own, or through
+    the neuron epilogue (`neuron_values`, from the state and per-neuron parameters loaded at each output)."""
+
+    def sums(t: int, ji: tirx.Var) -> ir.Expr:
+        return acc[t, ji] + a["b"][jo * width + ji] if k.bias else acc[t, ji]
+
+    if k.neuron is None:
+        for t, y in enumerate(k.step_names("y")):
+            with T.vectorized(width) as ji:
+                IRBuilder.name("ji", ji)
+                T.buffer_store(a[y], sums(t, ji), [jo * width + ji])
+        return
+    definition = k.neuron.definition
+    with T.vectorized(width) as ji:
+        IRBuilder.name("ji", ji)
+        out = jo * width + ji
+        state = {name: a[name][out] for name in definition.state_names}
+        per_neuron = {name: a[name][out] for name, value in k.neuron.params if value is None}
+        for name, value in neuron_values(k, k.neuron, sums(0, ji), state, per_neuron).items():
+            T.buffer_store(a[name], value, [out])

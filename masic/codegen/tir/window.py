@@ -1,0 +1,112 @@
+"""What sliding-window kernels (convolution, pooling) share: the padded copy of the input they read, and the
+register-tiled schedule of a reduction over windows followed by its output stage."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from tvm import ir, s_tir, te, tirx
+from tvm.s_tir.schedule import SBlockRV
+
+from masic.codegen.kernels import FLOAT, Conv2dKernel, Pool2dKernel
+from masic.codegen.tir.arith import f32
+from masic.codegen.tir.common import (
+    ACC_BLOCK,
+    MAX_ACC_VECTORS,
+    MAX_TILE_FLOATS,
+    PARALLEL_MIN_WORK,
+    as_type,
+    tile,
+    to_c_abi,
+    vector_tile,
+)
+from masic.codegen.tir.neuron import output_stage
+
+PAD_BLOCK = "pad"  # copies the input, padded, into the scratch argument
+
+
+def window_source(
+    k: Conv2dKernel | Pool2dKernel, x: te.Tensor, fill: float
+) -> tuple[te.Tensor, Callable[[ir.Expr, ir.Expr, ir.Expr], ir.Expr]]:
+    """The tensor a sliding window reads, and its element (c, h, w): `x` itself (stored NCHW or, with `k.in_block`,
+    NCHW{c}c), or when `k.pads()` pads, `x` padded with `fill` into NCHW as its own stage (written to `scratch`)."""
+
+    def element(c: ir.Expr, h: ir.Expr, w: ir.Expr) -> ir.Expr:
+        return x[c, h, w] if k.in_block == 1 else x[c // k.in_block, h, w, c % k.in_block]
+
+    if not k.scratch_bytes():
+        return x, element
+    (_, h, w), (top, _, side) = k.in_shape, k.pads()
+    # Spikes pad with 0, also for max pooling: every window holds an input element, and spikes are never below 0.
+    dtype = k.arg_dtype("scratch")
+    pad = f32(fill) if dtype == FLOAT else tirx.const(0, dtype)
+
+    def value(ci: tirx.Var, hi: tirx.Var, wi: tirx.Var) -> ir.Expr:
+        inside = tirx.all(hi >= top, hi < h + top, wi >= side, wi < w + side)
+        return tirx.if_then_else(inside, as_type(dtype, element(ci, hi - top, wi - side)), pad)
+
+    padded = te.compute(k.padded_shape(), value, name=PAD_BLOCK)
+    return padded, lambda c, hi, wi: padded[c, hi, wi]
+
+
+def schedule_pad(sch: s_tir.Schedule, parallel: bool) -> None:
+    """Padding writes its own buffer (inlining it into the consumer would block vectorisation): one channel per
+    parallel task."""
+    if parallel:
+        sch.parallel(sch.get_loops(sch.get_sblock(PAD_BLOCK))[0])
+
+
+def schedule_tiled_reduction(sch: s_tir.Schedule, out: SBlockRV, lanes: int, parallel: bool) -> None:
+    """Register-tiled schedule shared by conv2d and pooling.
+
+    `out` is an element-wise stage (bias, divide, copy, a neuron update) over (C, H, W) reading the block
+    `ACC_BLOCK`, a reduction over the same space. The output is tiled by `tile_c` channels x `tile_x` columns,
+    sized to fill the vector registers without spilling and to divide the loops exactly. The sums are computed per
+    tile into a small buffer (compacted to tile size, so LLVM keeps it in registers), with the reduction loops
+    outside the tile so each input vector and weight broadcast feeds several accumulators. The (channel-tile, row)
+    loops run in parallel (when `parallel`); the column loop of the tile is vectorized.
+    """
+    c, h, w = sch.get_loops(out)
+    channels, width = (int(sch.get(loop).extent) for loop in (c, w))
+    tile_x = vector_tile(width, lanes)
+    vectors = math.ceil(tile_x / lanes)
+    tile_c = tile(channels, max(1, min(8, MAX_ACC_VECTORS // vectors, MAX_TILE_FLOATS // tile_x)))
+    co, ci = sch.split(c, [None, tile_c])
+    wo, wi = sch.split(w, [None, tile_x])
+    sch.reorder(co, h, wo, ci, wi)
+    rows = sch.fuse(co, h)
+    if parallel:
+        sch.parallel(rows)
+    sch.vectorize(wi)
+    acc = sch.get_sblock(ACC_BLOCK)
+    sch.compute_at(acc, wo, preserve_unit_loops=True)
+    acc_ci, acc_h, acc_wi, *reduction = sch.get_loops(acc)[2:]
+    sch.reorder(*reduction, acc_ci, acc_h, acc_wi)
+    sch.vectorize(acc_wi)
+    sch.unroll(acc_ci)
+    sch.decompose_reduction(acc, reduction[0])
+
+
+def windowed(
+    k: Conv2dKernel | Pool2dKernel,
+    lanes: int,
+    inputs: list[te.Tensor],
+    src: te.Tensor,
+    acc: te.Tensor,
+    epilogue: Callable[[ir.Expr, tirx.Var], ir.Expr],
+    window: int,
+) -> tirx.PrimFunc:
+    """Finish a sliding-window kernel (conv, pooling): `y = epilogue(acc, channel)`, scheduled with
+    `schedule_tiled_reduction`; `src` is the padded input (the `scratch` argument) unless it is `x`; `window` is the
+    number of terms each output sums."""
+    neuron = k.neuron if isinstance(k, Conv2dKernel) else None
+    stage = output_stage(k, k.out_shape(), lambda c, h, w: epilogue(acc[c, h, w], c), neuron)
+    padded = src is not inputs[0]
+    sch = s_tir.Schedule(te.create_prim_func([*inputs, *([src] if padded else []), *stage.tensors]))
+    parallel = math.prod(k.out_shape()) * window >= PARALLEL_MIN_WORK
+    if padded:
+        schedule_pad(sch, parallel)
+    schedule_tiled_reduction(sch, stage.scheduled_block(sch), lanes, parallel)
+    args = [*(t.op.name for t in inputs), *(["scratch"] if padded else []), *stage.names]
+    return to_c_abi(sch.mod["main"], k.symbol, args, noalias=neuron is None)
