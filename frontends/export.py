@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from masic.frontends.errors import FrontendError, first_line
+from masic.frontends.errors import FrontendError, first_line, library_warnings_silenced, well_formed
 from masic.frontends.graph_builder import GraphBuilder
 from masic.frontends.pt2_archive import checked_archive
 
@@ -49,7 +49,8 @@ def load_export(path: str | Path) -> torch.export.ExportedProgram:
     level = export_log.level
     export_log.setLevel(logging.CRITICAL)  # torch logs a failed load's traceback before raising; the error says it
     try:
-        return torch.export.load(archive)
+        with library_warnings_silenced():
+            return torch.export.load(archive)
     except Exception as err:
         raise FrontendError(f"cannot read {path}: {first_line(err)}") from None
     finally:
@@ -122,7 +123,7 @@ class _Importer:
     # -- values --
 
     def loc(self, node: Any) -> str:
-        trace = (node.meta.get("stack_trace") or "").strip().splitlines()
+        trace = str(node.meta.get("stack_trace") or "").strip().splitlines()
         where = f" at {trace[-1].strip()}" if trace else ""
         return f"{node.target} (%{node.name}){where}"
 
@@ -319,7 +320,36 @@ class _Importer:
 
     # -- the walk --
 
+    def convert(self, node: Any, lifted: dict[str, str], constants: dict[str, Any]) -> None:
+        """The Value of one FX node (placeholders of parameters and buffers become constants)."""
+        target = str(node.target)
+        if node.op == "placeholder":
+            if node.name in lifted:
+                self.values[node.name] = constants[lifted[node.name]].detach().cpu().numpy().astype(np.float32)
+            elif node.name not in self.values:
+                raise FrontendError(f"unsupported input {node.name} of the exported program")
+        elif node.op == "call_function" and target in _ASSERTIONS:
+            return
+        elif node.op == "call_function" and target in _NO_OPS:
+            self.out_shape(node)  # float32 or bool results only
+            source = getattr(node.args[0], "meta", {}).get("val")
+            if node.meta["val"].dtype == torch.bool and getattr(source, "dtype", torch.bool) != torch.bool:
+                raise FrontendError(f"{self.loc(node)}: converting numbers to bool is not supported")
+            self.values[node.name] = self.arg(node, node.args[0])
+        elif node.op == "call_function" and target in _VIEWS:
+            self.values[node.name] = self._view(node)
+        elif node.op == "call_function" and target in _FILLS:
+            self.values[node.name] = self.fill(node, _FILLS[target])
+        elif node.op == "call_function" and target in self.handlers:
+            self.values[node.name] = self.handlers[target](node)
+        elif node.op == "call_function":
+            raise FrontendError(f"unsupported op {self.loc(node)}")
+
     def run(self, name: str, timesteps: int, input_shape: tuple[int, ...] | None) -> Graph:
+        with well_formed("the exported program"):
+            return self._run(name, timesteps, input_shape)
+
+    def _run(self, name: str, timesteps: int, input_shape: tuple[int, ...] | None) -> Graph:
         program, sig = self.program, self.program.graph_signature
         if sig.buffers_to_mutate or getattr(sig, "user_inputs_to_mutate", None):
             raise FrontendError("the module updates buffers or inputs in place; return the new state instead")
@@ -347,28 +377,8 @@ class _Importer:
                 self.values[placeholder] = delay
                 delays.append(delay)
         for node in program.graph.nodes:
-            target = str(node.target)
-            if node.op == "placeholder":
-                if node.name in lifted:
-                    self.values[node.name] = constants[lifted[node.name]].detach().cpu().numpy().astype(np.float32)
-                elif node.name not in self.values:
-                    raise FrontendError(f"unsupported input {node.name} of the exported program")
-            elif node.op == "call_function" and target in _ASSERTIONS:
-                continue
-            elif node.op == "call_function" and target in _NO_OPS:
-                self.out_shape(node)  # float32 or bool results only
-                source = getattr(node.args[0], "meta", {}).get("val")
-                if node.meta["val"].dtype == torch.bool and getattr(source, "dtype", torch.bool) != torch.bool:
-                    raise FrontendError(f"{self.loc(node)}: converting numbers to bool is not supported")
-                self.values[node.name] = self.arg(node, node.args[0])
-            elif node.op == "call_function" and target in _VIEWS:
-                self.values[node.name] = self._view(node)
-            elif node.op == "call_function" and target in _FILLS:
-                self.values[node.name] = self.fill(node, _FILLS[target])
-            elif node.op == "call_function" and target in self.handlers:
-                self.values[node.name] = self.handlers[target](node)
-            elif node.op == "call_function":
-                raise FrontendError(f"unsupported op {self.loc(node)}")
+            with well_formed(self.loc(node)):
+                self.convert(node, lifted, constants)
         (returned,) = [n for n in program.graph.nodes if n.op == "output"]
         results = [self.values[v.name] if isinstance(v, torch.fx.Node) else v for v in returned.args[0]]
         if not all(isinstance(r, str) for r in results):

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from masic.frontends.errors import FrontendError, first_line
+from masic.frontends.errors import FrontendError, first_line, library_warnings_silenced
 from torch import nn
 
 PARAMETER_CLASSES = ("LIFParameters", "LIFBoxParameters", "LIParameters", "LIBoxParameters", "IAFParameters")
@@ -108,7 +108,7 @@ _REFUSED_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL)
 def load_untrusted(path: Path, spec: str) -> Any:
     """`torch.load` with masic's allowlist; every refusal is a one-line FrontendError naming what the file asked for."""
     try:
-        with torch.serialization.safe_globals(allowed_globals()):
+        with torch.serialization.safe_globals(allowed_globals()), library_warnings_silenced():
             return torch.load(path, weights_only=True, map_location="cpu")
     except Exception as err:
         named = _REFUSED_GLOBAL.search(str(err))
