@@ -20,8 +20,8 @@ def first_line(err: BaseException) -> str:
 
 # What a model object built from an untrusted file raises when an attribute is missing or of another type than its
 # class gives it: a hand-edited pickle or archive can set any attribute to anything its reader builds (a list for a
-# weight, text for a stride, a number for a stack trace).
-MALFORMED = (AttributeError, TypeError, ValueError, IndexError, KeyError, RuntimeError)
+# weight, text for a stride, a number for a stack trace, 2**200 for a scalar).
+MALFORMED = (AttributeError, TypeError, ValueError, IndexError, KeyError, RuntimeError, ArithmeticError)
 
 
 @contextmanager

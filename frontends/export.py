@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 from masic.frontends.errors import FrontendError, first_line, library_warnings_silenced, well_formed
-from masic.frontends.graph_builder import GraphBuilder
+from masic.frontends.graph_builder import GraphBuilder, real_float32
 from masic.frontends.pt2_archive import checked_archive
 
 from masic.ir.graph import Graph, TensorType
@@ -132,7 +132,7 @@ class _Importer:
         if isinstance(value, torch.fx.Node):
             return self.values[value.name]
         if isinstance(value, int | float | bool):
-            return np.asarray(value, dtype=np.float32)
+            return real_float32(float(value), f"{self.loc(node)}: argument {value!r}")
         raise FrontendError(f"{self.loc(node)}: argument {value!r} is not supported")
 
     def out_shape(self, node: Any) -> tuple[int, ...]:
@@ -166,7 +166,7 @@ class _Importer:
         return self.b.add(node.name, op, (x,), attrs, self.loc(node))
 
     def fill(self, node: Any, value: float) -> np.ndarray:
-        return np.full((1, *self.out_shape(node)), value, dtype=np.float32)
+        return np.full((1, *self.out_shape(node)), real_float32(value, f"{self.loc(node)}: fill value"))
 
     def materialise(self, node: Any, value: Value, role: str) -> str:
         """A runtime value for an operand that must be one: constants become `constant` nodes."""
@@ -254,7 +254,8 @@ class _Importer:
             raise FrontendError(f"{self.loc(node)}: {tensor_op} of bool tensors is not supported")
         a, b = (self.arg(node, v) for v in node.args[:2])
         if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-            result = {"add": np.add, "sub": np.subtract, "mul": np.multiply}[tensor_op](a, b, dtype=np.float32)
+            with np.errstate(over="ignore", invalid="ignore"):  # an infinite result is refused where it is used
+                result = {"add": np.add, "sub": np.subtract, "mul": np.multiply}[tensor_op](a, b, dtype=np.float32)
             return np.broadcast_to(result, (1, *self.out_shape(node))).astype(np.float32)
         if isinstance(a, str) and isinstance(b, str):
             if self.b.type_of(a) != self.b.type_of(b):
@@ -325,7 +326,8 @@ class _Importer:
         target = str(node.target)
         if node.op == "placeholder":
             if node.name in lifted:
-                self.values[node.name] = constants[lifted[node.name]].detach().cpu().numpy().astype(np.float32)
+                tensor = constants[lifted[node.name]].detach().cpu().numpy()
+                self.values[node.name] = real_float32(tensor, f"{self.loc(node)}: {lifted[node.name]}")
             elif node.name not in self.values:
                 raise FrontendError(f"unsupported input {node.name} of the exported program")
         elif node.op == "call_function" and target in _ASSERTIONS:

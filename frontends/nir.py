@@ -361,6 +361,11 @@ class _Importer:
         with np.errstate(over="ignore", divide="ignore"):
             return np.float32(self.dt) * (np.float32(1.0) / tau)
 
+    def dt_times(self, r: Any) -> np.ndarray:
+        """dt * r in float32 (an overflow is refused as a non-finite factor when the scale is added)."""
+        with np.errstate(over="ignore"):
+            return np.float32(self.dt) * np.asarray(r, dtype=np.float32)
+
     def neuron(self, name: str, op: str, x: str, params: dict[str, Any], value_name: str = "") -> str:
         attrs = {key: self.param(name, key, x, value) for key, value in params.items()}
         if op == "lif_box":
@@ -502,14 +507,14 @@ class _Importer:
         return self.summed(name, terms)
 
     def _i(self, name: str, node: Any, x: str) -> str:
-        drive = self.scaled(name, x, "dt_r", np.float32(self.dt) * np.asarray(node.r, dtype=np.float32))
+        drive = self.scaled(name, x, "dt_r", self.dt_times(node.r))
         previous = self.b.delay(f"{name}.v", self.b.type_of(drive), self.loc(name))
         v = self.b.add(name, "add", (previous, drive), {}, self.loc(name))
         self.b.connect_delay(previous, v)
         return v
 
     def _if(self, name: str, node: Any, x: str) -> str:
-        drive = self.scaled(name, x, "dt_r", np.float32(self.dt) * np.asarray(node.r, dtype=np.float32))
+        drive = self.scaled(name, x, "dt_r", self.dt_times(node.r))
         return self.neuron(name, "iaf", drive, {"v_th": node.v_threshold, "v_reset": node.v_reset})
 
     def _li(self, name: str, node: Any, x: str) -> str:
