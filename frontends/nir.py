@@ -606,8 +606,8 @@ def import_nir(path: str | Path, dt: float | None, timesteps: int = 16, name: st
     path = Path(path)
     if dt is None:
         raise FrontendError(f"{path}: NIR graphs are continuous-time and store no time step; pass --dt (e.g. 1e-4)")
-    if not dt > 0:
-        raise FrontendError(f"--dt must be positive, got {dt}")
+    if not 0 < dt < float("inf"):
+        raise FrontendError(f"--dt must be positive and finite, got {dt}")
     graph = read_nir(path)
     try:
         return _import_graph(graph, dt, timesteps, name or path.stem)
