@@ -35,7 +35,17 @@ def model_name(spec: str) -> str:
 
 
 def import_model(spec: str, options: ImportOptions) -> Graph:
-    """The IR of one timestep of the model `spec`."""
+    """The IR of one timestep of the model `spec`; a refusal names the spec (a node's own error names only the
+    node)."""
+    try:
+        return _import_model(spec, options)
+    except FrontendError as err:
+        if spec in str(err):
+            raise
+        raise FrontendError(f"{spec}: {err}") from None
+
+
+def _import_model(spec: str, options: ImportOptions) -> Graph:
     name = options.name or model_name(spec)
     if spec.endswith(".nir") and not is_factory_spec(spec):
         from masic.frontends.nir import import_nir

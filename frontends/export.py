@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from masic.frontends.errors import FrontendError, first_line
-from masic.frontends.graph_builder import GraphBuilder
+from masic.frontends.errors import FrontendError, first_line, library_warnings_silenced, well_formed
+from masic.frontends.graph_builder import GraphBuilder, real_float32
 from masic.frontends.pt2_archive import checked_archive
 
 from masic.ir.graph import Graph, TensorType
@@ -49,7 +49,8 @@ def load_export(path: str | Path) -> torch.export.ExportedProgram:
     level = export_log.level
     export_log.setLevel(logging.CRITICAL)  # torch logs a failed load's traceback before raising; the error says it
     try:
-        return torch.export.load(archive)
+        with library_warnings_silenced():
+            return torch.export.load(archive)
     except Exception as err:
         raise FrontendError(f"cannot read {path}: {first_line(err)}") from None
     finally:
@@ -122,7 +123,7 @@ class _Importer:
     # -- values --
 
     def loc(self, node: Any) -> str:
-        trace = (node.meta.get("stack_trace") or "").strip().splitlines()
+        trace = str(node.meta.get("stack_trace") or "").strip().splitlines()
         where = f" at {trace[-1].strip()}" if trace else ""
         return f"{node.target} (%{node.name}){where}"
 
@@ -131,7 +132,7 @@ class _Importer:
         if isinstance(value, torch.fx.Node):
             return self.values[value.name]
         if isinstance(value, int | float | bool):
-            return np.asarray(value, dtype=np.float32)
+            return real_float32(float(value), f"{self.loc(node)}: argument {value!r}")
         raise FrontendError(f"{self.loc(node)}: argument {value!r} is not supported")
 
     def out_shape(self, node: Any) -> tuple[int, ...]:
@@ -165,7 +166,7 @@ class _Importer:
         return self.b.add(node.name, op, (x,), attrs, self.loc(node))
 
     def fill(self, node: Any, value: float) -> np.ndarray:
-        return np.full((1, *self.out_shape(node)), value, dtype=np.float32)
+        return np.full((1, *self.out_shape(node)), real_float32(value, f"{self.loc(node)}: fill value"))
 
     def materialise(self, node: Any, value: Value, role: str) -> str:
         """A runtime value for an operand that must be one: constants become `constant` nodes."""
@@ -253,7 +254,8 @@ class _Importer:
             raise FrontendError(f"{self.loc(node)}: {tensor_op} of bool tensors is not supported")
         a, b = (self.arg(node, v) for v in node.args[:2])
         if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-            result = {"add": np.add, "sub": np.subtract, "mul": np.multiply}[tensor_op](a, b, dtype=np.float32)
+            with np.errstate(over="ignore", invalid="ignore"):  # an infinite result is refused where it is used
+                result = {"add": np.add, "sub": np.subtract, "mul": np.multiply}[tensor_op](a, b, dtype=np.float32)
             return np.broadcast_to(result, (1, *self.out_shape(node))).astype(np.float32)
         if isinstance(a, str) and isinstance(b, str):
             if self.b.type_of(a) != self.b.type_of(b):
@@ -319,7 +321,37 @@ class _Importer:
 
     # -- the walk --
 
+    def convert(self, node: Any, lifted: dict[str, str], constants: dict[str, Any]) -> None:
+        """The Value of one FX node (placeholders of parameters and buffers become constants)."""
+        target = str(node.target)
+        if node.op == "placeholder":
+            if node.name in lifted:
+                tensor = constants[lifted[node.name]].detach().cpu().numpy()
+                self.values[node.name] = real_float32(tensor, f"{self.loc(node)}: {lifted[node.name]}")
+            elif node.name not in self.values:
+                raise FrontendError(f"unsupported input {node.name} of the exported program")
+        elif node.op == "call_function" and target in _ASSERTIONS:
+            return
+        elif node.op == "call_function" and target in _NO_OPS:
+            self.out_shape(node)  # float32 or bool results only
+            source = getattr(node.args[0], "meta", {}).get("val")
+            if node.meta["val"].dtype == torch.bool and getattr(source, "dtype", torch.bool) != torch.bool:
+                raise FrontendError(f"{self.loc(node)}: converting numbers to bool is not supported")
+            self.values[node.name] = self.arg(node, node.args[0])
+        elif node.op == "call_function" and target in _VIEWS:
+            self.values[node.name] = self._view(node)
+        elif node.op == "call_function" and target in _FILLS:
+            self.values[node.name] = self.fill(node, _FILLS[target])
+        elif node.op == "call_function" and target in self.handlers:
+            self.values[node.name] = self.handlers[target](node)
+        elif node.op == "call_function":
+            raise FrontendError(f"unsupported op {self.loc(node)}")
+
     def run(self, name: str, timesteps: int, input_shape: tuple[int, ...] | None) -> Graph:
+        with well_formed("the exported program"):
+            return self._run(name, timesteps, input_shape)
+
+    def _run(self, name: str, timesteps: int, input_shape: tuple[int, ...] | None) -> Graph:
         program, sig = self.program, self.program.graph_signature
         if sig.buffers_to_mutate or getattr(sig, "user_inputs_to_mutate", None):
             raise FrontendError("the module updates buffers or inputs in place; return the new state instead")
@@ -347,28 +379,8 @@ class _Importer:
                 self.values[placeholder] = delay
                 delays.append(delay)
         for node in program.graph.nodes:
-            target = str(node.target)
-            if node.op == "placeholder":
-                if node.name in lifted:
-                    self.values[node.name] = constants[lifted[node.name]].detach().cpu().numpy().astype(np.float32)
-                elif node.name not in self.values:
-                    raise FrontendError(f"unsupported input {node.name} of the exported program")
-            elif node.op == "call_function" and target in _ASSERTIONS:
-                continue
-            elif node.op == "call_function" and target in _NO_OPS:
-                self.out_shape(node)  # float32 or bool results only
-                source = getattr(node.args[0], "meta", {}).get("val")
-                if node.meta["val"].dtype == torch.bool and getattr(source, "dtype", torch.bool) != torch.bool:
-                    raise FrontendError(f"{self.loc(node)}: converting numbers to bool is not supported")
-                self.values[node.name] = self.arg(node, node.args[0])
-            elif node.op == "call_function" and target in _VIEWS:
-                self.values[node.name] = self._view(node)
-            elif node.op == "call_function" and target in _FILLS:
-                self.values[node.name] = self.fill(node, _FILLS[target])
-            elif node.op == "call_function" and target in self.handlers:
-                self.values[node.name] = self.handlers[target](node)
-            elif node.op == "call_function":
-                raise FrontendError(f"unsupported op {self.loc(node)}")
+            with well_formed(self.loc(node)):
+                self.convert(node, lifted, constants)
         (returned,) = [n for n in program.graph.nodes if n.op == "output"]
         results = [self.values[v.name] if isinstance(v, torch.fx.Node) else v for v in returned.args[0]]
         if not all(isinstance(r, str) for r in results):

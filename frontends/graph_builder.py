@@ -5,6 +5,14 @@ each node's type (errors name the source location), keeps names unique and valid
 turns per-element parameters that hold one value into float attributes. `delay` nodes may be added before their
 source exists (`delay`, then `connect_delay`); `finish` orders the nodes so that operands come before their users and
 every delay before its source (a topological order that keeps the order of insertion where it can), and verifies.
+
+The builder is also where every frontend's values are checked against what a model may ask of masic
+(`masic.frontends.limits`), since model files are untrusted: each node's parameters and float attributes must be
+finite in float32 (NaN, infinities and values such as 1e300 are refused, and so are complex numbers), a conv's or
+pool's kernel, stride and dilation at least 1 and its padding at least 0 (a stride of 0 would divide by zero, a
+dilation of 0 read one input element for every tap), each at most `MAX_WINDOW`; every value has dimensions of at
+least one element and at most `MAX_TENSOR_ELEMENTS` in all, and so has a conv's or pool's padded input (its kernel
+materialises it); a graph holds at most `MAX_GRAPH_NODES` nodes.
 """
 
 from __future__ import annotations
@@ -15,10 +23,31 @@ from collections.abc import Mapping
 import networkx as nx
 import numpy as np
 from masic.frontends.errors import FrontendError
+from masic.frontends.limits import MAX_GRAPH_NODES, MAX_TENSOR_ELEMENTS, MAX_WINDOW
 
 from masic.ir.graph import AttrValue, Graph, Node, ParamRef, TensorType
-from masic.ir.ops import OPS, ShapeError
+from masic.ir.ops import OPS, ShapeError, row_padding
 from masic.ir.verify import verify
+
+WINDOW_OPS = ("conv2d", "maxpool2d", "avgpool2d", "sumpool2d")
+_WINDOW_LEAST = {"kernel": 1, "stride": 1, "dilation": 1, "padding": 0}
+
+
+def real_float32(value: object, what: str) -> np.ndarray:
+    """`value` as a float32 array; refuses values that are not real numbers (complex, text, objects), where a plain
+    conversion would drop an imaginary part or fail. Values beyond float32's range become infinities, which the
+    builder refuses where it knows the node."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "biuf":
+        raise FrontendError(f"{what} holds {array.dtype} values, not real numbers")
+    with np.errstate(over="ignore"):
+        return array.astype(np.float32)
+
+
+def _non_finite(array: np.ndarray) -> object | None:
+    """The first value of `array` that is NaN or infinite, or None."""
+    bad = array[~np.isfinite(array)]
+    return bad.flat[0] if bad.size else None
 
 
 def ir_name(text: str) -> str:
@@ -44,8 +73,14 @@ class GraphBuilder:
 
     def param(self, name: str, array: np.ndarray) -> ParamRef:
         """Stores `array` as a float32 parameter under a unique name derived from `name`."""
+        converted = real_float32(array, f"parameter {name}")
+        if converted.size > MAX_TENSOR_ELEMENTS:
+            raise FrontendError(
+                f"parameter {name} of shape {converted.shape} has more than {MAX_TENSOR_ELEMENTS} elements, "
+                "masic's limit"
+            )
         unique = self.unique(name)
-        self.weights[unique] = np.ascontiguousarray(array, dtype=np.float32)
+        self.weights[unique] = np.ascontiguousarray(converted)
         return ParamRef(unique)
 
     def type_of(self, value: str) -> TensorType:
@@ -62,15 +97,47 @@ class GraphBuilder:
     ) -> str:
         """Adds a node (attributes that are None are left out) and returns its value's name. Operand types must be
         known; `declared` is the type of nodes that do not derive it (input, constant, delay)."""
+        if len(self.nodes) >= MAX_GRAPH_NODES:
+            raise FrontendError(f"{loc}: the model has more than {MAX_GRAPH_NODES} IR nodes a timestep, masic's limit")
         node = Node(
             self.unique(name), op, inputs, tuple((k, v) for k, v in attrs.items() if v is not None), declared, loc
         )
+        self._check_values(node)
+        operand_types = tuple(self.type_of(v) for v in inputs)
         try:
-            node_type = OPS[op].infer(node, tuple(self.type_of(v) for v in inputs))
+            node_type = OPS[op].infer(node, operand_types)
         except ShapeError as err:
             raise FrontendError(f"{loc}: {err}") from None
+        _check_size(node_type, "its output", loc)
+        if op in WINDOW_OPS:
+            _check_size(padded_input(node, operand_types[0]), "its padded input", loc)
         self.nodes[node.name] = Node(node.name, op, inputs, node.attrs, node_type, loc)
         return node.name
+
+    def _check_values(self, node: Node) -> None:
+        """Finite float attributes and parameters; window attributes in range (before a shape rule divides by a
+        stride or takes a group's share of the channels)."""
+        for key, value in node.attrs:
+            bad = None
+            if isinstance(value, float):
+                bad = None if np.isfinite(value) else value
+            elif isinstance(value, ParamRef):
+                bad = _non_finite(self.weights[value.name])
+            if bad is not None:
+                raise FrontendError(
+                    f"{node.loc}: {key} holds {bad} (NaN, infinite, or beyond float32's range); masic compiles "
+                    "finite values only"
+                )
+        if node.op in WINDOW_OPS:
+            for key, least in _WINDOW_LEAST.items():
+                value = node.attr(key)
+                if isinstance(value, tuple) and any(not least <= v <= MAX_WINDOW for v in value):
+                    raise FrontendError(
+                        f"{node.loc}: {node.op} {key} {value} is out of range (each from {least} to {MAX_WINDOW})"
+                    )
+        groups = node.attr("groups")
+        if isinstance(groups, int) and groups < 1:
+            raise FrontendError(f"{node.loc}: conv2d groups {groups} is not positive")
 
     def delay(self, name: str, value_type: TensorType, loc: str) -> str:
         """A delay whose source is set later with `connect_delay` (its source may not exist yet)."""
@@ -85,17 +152,18 @@ class GraphBuilder:
     def element_param(self, name: str, key: str, value: object, shape: tuple[int, ...], loc: str) -> AttrValue:
         """A float attribute when `value` holds one value (a scalar, or an array whose elements are all equal),
         else a parameter broadcast to `shape` (leading axes of size one, such as a batch axis, are dropped)."""
-        array = np.asarray(value, dtype=np.float32)
+        array = real_float32(value, f"{loc}: parameter {key}")
         if array.size == 0:
             raise FrontendError(f"{loc}: parameter {key} is empty")
-        if np.all(array == array.flat[0]):
-            return float(array.flat[0])
         while array.ndim > len(shape) and array.shape[0] == 1:
             array = array[0]
         try:
-            return self.param(f"{name}.{key}", np.broadcast_to(array, shape))
+            broadcast = np.broadcast_to(array, shape)
         except ValueError:
             raise FrontendError(f"{loc}: parameter {key} of shape {array.shape} does not fit values {shape}") from None
+        if np.all(array == array.flat[0]):
+            return float(array.flat[0])
+        return self.param(f"{name}.{key}", broadcast)
 
     def finish(self, name: str, output: str, timesteps: int) -> Graph:
         """The graph in an order where operands precede users and each delay precedes its source, verified;
@@ -118,3 +186,18 @@ class GraphBuilder:
         graph = graph.with_params(self.weights).with_nodes([self.nodes[n] for n in ordered])
         verify(graph)
         return graph
+
+
+def padded_input(node: Node, operand: TensorType) -> TensorType:
+    """The operand of a conv or pool as its kernel sees it, padded."""
+    c, h, w = operand.shape  # the shape rule has checked it is (C, H, W)
+    top, bottom = row_padding(node)
+    return TensorType((c, h + top + bottom, w + 2 * node.attr("padding")[1]))
+
+
+def _check_size(value_type: TensorType, what: str, loc: str) -> None:
+    """Every dimension at least one element, and at most `MAX_TENSOR_ELEMENTS` elements in all."""
+    if any(d < 1 for d in value_type.shape):
+        raise FrontendError(f"{loc}: {what} {value_type} has an empty or negative dimension")
+    if value_type.numel > MAX_TENSOR_ELEMENTS:
+        raise FrontendError(f"{loc}: {what} {value_type} has more than {MAX_TENSOR_ELEMENTS} elements, masic's limit")

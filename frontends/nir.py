@@ -10,7 +10,12 @@ Reading. The file must be HDF5 (checked by its signature before anything else; a
 unpickled); `nir.serialization.hdf2dict` reads it into plain arrays and `nir.dict2NIRNode` builds the nodes with
 NIR's type checking off in every subgraph (it rejects scalar parameters, NIR issue #176). Structural problems get a
 one-line error naming the file and node: a graph without edges (a truncated export), an edge to a node that does
-not exist, a Conv without `input_shape` (the pre-1.0 schema), empty weights, unknown node types.
+not exist, a Conv without `input_shape` (the pre-1.0 schema), empty weights, unknown node types. So do values out
+of range, checked on the file's own values before NIR's constructors see them: parameters that are not real
+numbers finite in float32, integers (strides, shapes, dimensions) that are fractions or beyond int32, time constants
+that are not positive, negative delays; and files beyond the limits of `masic.frontends.limits` (HDF5 objects,
+nesting and elements; nodes and edges; steps of a Delay). The graph builder checks the rest (windows, finite
+derived coefficients, sizes of values) for every frontend.
 
 Cycles. Back edges are found by a depth-first search from the Input node (then from the remaining nodes, in file
 order): an edge to a node on the current search path. A back edge delivers its source's output of the previous
@@ -48,8 +53,17 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
-from masic.frontends.errors import FrontendError, first_line
+from masic.frontends.errors import FrontendError, first_line, library_warnings_silenced
 from masic.frontends.graph_builder import GraphBuilder
+from masic.frontends.limits import (
+    MAX_DELAY_STEPS,
+    MAX_FILE_ELEMENTS,
+    MAX_HDF5_DEPTH,
+    MAX_HDF5_OBJECTS,
+    MAX_NIR_EDGES,
+    MAX_NIR_NODES,
+    MAX_TENSOR_ELEMENTS,
+)
 
 from masic.ir.graph import Graph, TensorType
 
@@ -102,15 +116,10 @@ def _check_hdf5(path: Path) -> None:
     raise FrontendError(f"{path} is {kind}; a NIR file is HDF5 (masic never unpickles model files)")
 
 
-# Bounds on what a NIR file may hold (a small file can declare datasets of any size, filled on reading).
-MAX_HDF5_OBJECTS = 100_000
-MAX_TENSOR_ELEMENTS = 1 << 28  # 1 GiB of float32 in one tensor
-MAX_FILE_ELEMENTS = 1 << 30  # 4 GiB of float32 in all
-
-
 def _check_hdf5_objects(f: Any, path: Path) -> None:
     """Refuses what would make reading the file read other files or unbounded data: external links, soft links,
-    datasets stored in external files or as virtual views of other files, link cycles, oversized datasets."""
+    datasets stored in external files or as virtual views of other files, link cycles, oversized datasets, groups
+    nested deeper than `MAX_HDF5_DEPTH` (reading them recurses)."""
     import h5py
 
     stack: list[tuple[Any, str, frozenset[Any]]] = [(f, "", frozenset())]
@@ -131,6 +140,8 @@ def _check_hdf5_objects(f: Any, path: Path) -> None:
             if isinstance(item, h5py.Group):
                 if item.id in ancestors:
                     raise FrontendError(f"{path}: {name} links back to a group that contains it")
+                if len(ancestors) >= MAX_HDF5_DEPTH:
+                    raise FrontendError(f"{path}: {name} is nested more than {MAX_HDF5_DEPTH} groups deep")
                 stack.append((item, name, ancestors | {group.id}))
             elif isinstance(item, h5py.Dataset):
                 if item.is_virtual:
@@ -147,6 +158,8 @@ def _check_hdf5_objects(f: Any, path: Path) -> None:
 
 def _check_structure(data: dict[str, Any], where: str) -> None:
     """The problems NIR's own constructors would report as assertions or missing arguments, named."""
+    import nir
+
     if "nodes" not in data or not isinstance(data["nodes"], dict):
         raise FrontendError(f"{where} has no nodes (a truncated or incomplete export)")
     if "edges" not in data:
@@ -166,6 +179,34 @@ def _check_structure(data: dict[str, Any], where: str) -> None:
                 raise FrontendError(f"{label} has an empty {key}")
         if kind in ("Affine", "Linear", "Conv1d", "Conv2d") and "weight" not in node:
             raise FrontendError(f"{label} has no weight (a truncated or incomplete export)")
+        _check_numbers(node, label)
+        if kind != "NIRGraph":  # built alone here so that a failure names the node (a whole graph's would not)
+            try:
+                with library_warnings_silenced():
+                    nir.dict2NIRNode(dict(node))
+            except Exception as err:  # NIR's constructors assert, raise TypeError, ValueError, OverflowError...
+                raise FrontendError(f"{label} is not a valid NIR node: {first_line(err)}") from None
+
+
+_TEXT_KEYS = ("type", "padding", "edges")  # a conv's padding may be "same" or "valid"; edges name nodes
+
+
+def _check_numbers(node: dict[str, Any], label: str) -> None:
+    """Every parameter of a node is real numbers, finite in float32 (checked on the file's own values, so that the
+    message quotes them: 1e300 is finite in float64 but not in the float32 masic computes in)."""
+    for key, value in node.items():
+        if isinstance(value, dict) or key in _TEXT_KEYS:
+            continue  # input_type, output_type and metadata hold shapes, checked where they are read
+        array = np.asarray(value)
+        if array.dtype.kind not in "biuf":
+            raise FrontendError(f"{label} has {key} of {array.dtype} values; masic reads real numbers")
+        with np.errstate(over="ignore"):
+            bad = array[~np.isfinite(array.astype(np.float32))]
+        if bad.size:
+            raise FrontendError(
+                f"{label} has {key} {bad.flat[0]:g}, which is NaN, infinite or beyond float32's range; masic "
+                "compiles finite values only"
+            )
 
 
 def read_nir(path: Path) -> Any:
@@ -180,7 +221,8 @@ def read_nir(path: Path) -> Any:
             _check_hdf5_objects(f, path)
             if "node" not in f:
                 raise FrontendError(f"{path} is HDF5 but not a NIR graph (no 'node' group)")
-            data = hdf2dict(f["node"])
+            with library_warnings_silenced():
+                data = hdf2dict(f["node"])
     except FrontendError:
         raise
     except Exception as err:  # h5py reports corrupt files with many exception types
@@ -193,7 +235,8 @@ def read_nir(path: Path) -> Any:
         raise FrontendError(f"{path}: {err}") from None
     data["type_check"] = False
     try:
-        return nir.dict2NIRNode(data)
+        with library_warnings_silenced():
+            return nir.dict2NIRNode(data)
     except Exception as err:  # NIR's constructors assert, raise TypeError, ValueError, KeyError...
         raise FrontendError(f"{path} is not a valid NIR graph: {first_line(err)}") from None
 
@@ -223,6 +266,11 @@ def _flatten(graph: Any, prefix: str, flat: _Flat) -> None:
     for source, target in graph.edges:
         flat.edges.append(
             (_endpoint(graph, source, prefix, "Output", where), _endpoint(graph, target, prefix, "Input", where))
+        )
+    if len(flat.nodes) > MAX_NIR_NODES or len(flat.edges) > MAX_NIR_EDGES:
+        raise FrontendError(
+            f"the graph has {len(flat.nodes)} nodes and {len(flat.edges)} edges so far; masic reads at most "
+            f"{MAX_NIR_NODES} nodes and {MAX_NIR_EDGES} edges"
         )
 
 
@@ -305,11 +353,18 @@ class _Importer:
         return self.b.add(value_name or f"{name}.{key}", "scale", (x,), {"factor": value}, self.loc(name))
 
     def coefficient(self, name: str, tau: Any) -> np.ndarray:
-        """dt/tau folded in float32 as Norse folds dt * tau_mem_inv."""
+        """dt/tau folded in float32 as Norse folds dt * tau_mem_inv (an overflow, from a subnormal tau, is refused
+        as a non-finite coefficient when the neuron is added)."""
         tau = np.asarray(tau, dtype=np.float32)
         if np.any(~(tau > 0)):
-            raise FrontendError(f"{self.loc(name)}: time constants must be positive")
-        return np.float32(self.dt) * (np.float32(1.0) / tau)
+            raise FrontendError(f"{self.loc(name)}: time constant {tau[~(tau > 0)].flat[0]:g} is not positive")
+        with np.errstate(over="ignore", divide="ignore"):
+            return np.float32(self.dt) * (np.float32(1.0) / tau)
+
+    def dt_times(self, r: Any) -> np.ndarray:
+        """dt * r in float32 (an overflow is refused as a non-finite factor when the scale is added)."""
+        with np.errstate(over="ignore"):
+            return np.float32(self.dt) * np.asarray(r, dtype=np.float32)
 
     def neuron(self, name: str, op: str, x: str, params: dict[str, Any], value_name: str = "") -> str:
         attrs = {key: self.param(name, key, x, value) for key, value in params.items()}
@@ -325,10 +380,18 @@ class _Importer:
         )
 
     def steps(self, name: str, delay: Any) -> np.ndarray:
+        """Whole steps of dt, at most `MAX_DELAY_STEPS` (the file's values are finite: `_check_numbers`)."""
         steps = np.asarray(delay, dtype=np.float64) / self.dt
         whole = np.round(steps)
-        if np.any(np.abs(steps - whole) > _STEP_TOLERANCE * np.maximum(1.0, whole)) or np.any(whole < 0):
+        if np.any(whole < 0):
+            raise FrontendError(f"{self.loc(name)}: delay {np.min(delay):g} is negative")
+        if np.any(np.abs(steps - whole) > _STEP_TOLERANCE * np.maximum(1.0, whole)):
             raise FrontendError(f"{self.loc(name)}: delays {np.unique(delay)} are not whole steps of dt={self.dt}")
+        if whole.max() > MAX_DELAY_STEPS:
+            raise FrontendError(
+                f"{self.loc(name)}: a delay of {np.max(delay):g} s is {whole.max():.0f} steps of dt={self.dt}; "
+                f"masic compiles delays of at most {MAX_DELAY_STEPS} steps"
+            )
         return whole.astype(np.int64)
 
     # -- the node kinds: (flat name, node, input value) -> output value --
@@ -350,9 +413,10 @@ class _Importer:
             raise FrontendError(f"{self.loc(name)}: weight of shape {weight.shape} is not a matrix")
         if len(self.b.type_of(x).shape) != 1:
             raise FrontendError(f"{self.loc(name)}: input {self.b.type_of(x)} is not flat; add a Flatten before it")
+        bias = None if bias is None else self.broadcast(name, "bias", bias, weight.shape[:1])
         attrs = {
             "weight": self.b.param(f"{name}.weight", weight),
-            "bias": self.b.param(f"{name}.bias", np.broadcast_to(bias, weight.shape[:1])) if np.any(bias) else None,
+            "bias": self.b.param(f"{name}.bias", bias) if np.any(bias) else None,
             "in_features": int(weight.shape[1]),
             "out_features": int(weight.shape[0]),
         }
@@ -369,21 +433,23 @@ class _Importer:
 
     def _conv2d(self, name: str, node: Any, x: str, spatial: int = 2) -> str:
         """Conv1d runs as a Conv2d of height 1 (same sums, same order)."""
-        shape = self.b.type_of(x).shape
+        shape, loc = self.b.type_of(x).shape, self.loc(name)
         weight = np.asarray(node.weight)
-        expected = (weight.shape[1] * int(node.groups), *np.atleast_1d(node.input_shape).astype(int))
-        if shape != tuple(expected):
-            raise FrontendError(
-                f"{self.loc(name)}: expects input {tuple(expected)} (channels, input_shape), got {shape}"
-            )
+        if weight.ndim != 2 + spatial:
+            raise FrontendError(f"{loc}: weight of shape {weight.shape} is not (out, in / groups, *kernel)")
+        (groups,) = _integers(node.groups, 1, f"{loc}: groups", least=1)
+        expected = (weight.shape[1] * groups, *_integers(node.input_shape, None, f"{loc}: input_shape"))
+        if shape != expected:
+            raise FrontendError(f"{loc}: expects input {expected} (channels, input_shape), got {shape}")
         kernel = weight.shape[2:]
-        stride, dilation = _ints(node.stride, spatial), _ints(node.dilation, spatial)
-        padding = _padding(node.padding, kernel, dilation, self.loc(name))
+        stride = _integers(node.stride, spatial, f"{loc}: stride")
+        dilation = _integers(node.dilation, spatial, f"{loc}: dilation")
+        padding = _padding(node.padding, kernel, dilation, loc)
         if spatial == 1:
             x = self.b.add(f"{name}.2d", "reshape", (x,), {"shape": (shape[0], 1, shape[1])}, self.loc(name))
             weight, kernel = weight[:, :, None, :], (1, *kernel)
             stride, dilation, padding = (1, *stride), (1, *dilation), (0, *padding)
-        bias = np.broadcast_to(np.asarray(node.bias, dtype=np.float32), weight.shape[:1])
+        bias = self.broadcast(name, "bias", node.bias, weight.shape[:1])
         attrs = {
             "weight": self.b.param(f"{name}.weight", weight),
             "bias": self.b.param(f"{name}.bias", bias) if np.any(bias) else None,
@@ -392,7 +458,7 @@ class _Importer:
             "stride": stride,
             "padding": padding,
             "dilation": dilation,
-            "groups": int(node.groups),
+            "groups": groups,
         }
         y = self.b.add(name if spatial == 2 else f"{name}.conv", "conv2d", (x,), attrs, self.loc(name))
         if spatial == 1:
@@ -404,8 +470,7 @@ class _Importer:
         return self._conv2d(name, node, x, spatial=1)
 
     def _sumpool2d(self, name: str, node: Any, x: str) -> str:
-        kernel = _ints(node.kernel_size, 2)
-        attrs = {"kernel": kernel, "stride": _ints(node.stride, 2), "padding": _ints(node.padding, 2)}
+        attrs = {key: _integers(getattr(node, field), 2, f"{self.loc(name)}: {field}") for key, field in _POOL_FIELDS}
         op = "sumpool2d" if type(node).__name__ == "SumPool2d" else "avgpool2d"
         return self.b.add(name, op, (x,), attrs, self.loc(name))
 
@@ -413,7 +478,7 @@ class _Importer:
 
     def _flatten(self, name: str, node: Any, x: str) -> str:
         shape = self.b.type_of(x).shape
-        start, end = int(node.start_dim) % len(shape), int(node.end_dim) % len(shape)
+        start, end = (_axis(getattr(node, key), shape, f"{self.loc(name)}: {key}") for key in ("start_dim", "end_dim"))
         if start > end:
             raise FrontendError(f"{self.loc(name)}: start_dim {node.start_dim} is after end_dim {node.end_dim}")
         out = (*shape[:start], int(np.prod(shape[start : end + 1])), *shape[end + 1 :])
@@ -425,7 +490,12 @@ class _Importer:
         """A chain of one-step delays; with different delays per element, each element picks its tap by a 0/1
         mask (products with 0 and 1 and sums with zeros are exact)."""
         value_type = self.b.type_of(x)
-        steps = np.broadcast_to(self.steps(name, node.delay), value_type.shape)
+        steps = self.broadcast(name, "delay", self.steps(name, node.delay), value_type.shape)
+        if int(steps.max()) * value_type.numel > MAX_TENSOR_ELEMENTS:  # each step holds a copy of the value
+            raise FrontendError(
+                f"{self.loc(name)}: a delay of {int(steps.max())} steps of {value_type} holds more than "
+                f"{MAX_TENSOR_ELEMENTS} elements, masic's limit"
+            )
         taps = [x]
         for k in range(1, int(steps.max()) + 1):
             taps.append(self.b.delay(f"{name}.d{k}", value_type, self.loc(name)))
@@ -437,14 +507,14 @@ class _Importer:
         return self.summed(name, terms)
 
     def _i(self, name: str, node: Any, x: str) -> str:
-        drive = self.scaled(name, x, "dt_r", np.float32(self.dt) * np.asarray(node.r, dtype=np.float32))
+        drive = self.scaled(name, x, "dt_r", self.dt_times(node.r))
         previous = self.b.delay(f"{name}.v", self.b.type_of(drive), self.loc(name))
         v = self.b.add(name, "add", (previous, drive), {}, self.loc(name))
         self.b.connect_delay(previous, v)
         return v
 
     def _if(self, name: str, node: Any, x: str) -> str:
-        drive = self.scaled(name, x, "dt_r", np.float32(self.dt) * np.asarray(node.r, dtype=np.float32))
+        drive = self.scaled(name, x, "dt_r", self.dt_times(node.r))
         return self.neuron(name, "iaf", drive, {"v_th": node.v_threshold, "v_reset": node.v_reset})
 
     def _li(self, name: str, node: Any, x: str) -> str:
@@ -468,6 +538,12 @@ class _Importer:
         params = {"dt_tau_mem": self.coefficient(name, node.tau_mem), "v_leak": node.v_leak}
         return self.neuron(name, "lif_box", drive, params | {"v_th": node.v_threshold, "v_reset": node.v_reset})
 
+    def broadcast(self, name: str, key: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
+        try:
+            return np.broadcast_to(value, shape)
+        except ValueError:
+            raise FrontendError(f"{self.loc(name)}: {key} of shape {np.shape(value)} does not fit {shape}") from None
+
     def summed(self, name: str, values: list[str]) -> str:
         total = values[0]
         for k, value in enumerate(values[1:], start=1):
@@ -479,9 +555,38 @@ class _Importer:
         return total
 
 
-def _ints(value: Any, n: int) -> tuple[int, ...]:
-    array = np.atleast_1d(np.asarray(value)).astype(int)
-    return tuple(int(v) for v in (np.broadcast_to(array, (n,)) if array.size == 1 else array))
+_POOL_FIELDS = (("kernel", "kernel_size"), ("stride", "stride"), ("padding", "padding"))
+_INT32_MAX = (1 << 31) - 1  # no NIR integer is larger; numpy would wrap larger ones silently
+
+
+def _integers(value: Any, n: int | None, what: str, least: int = -_INT32_MAX) -> tuple[int, ...]:
+    """Whole numbers of at least `least`: one value for all `n` axes or `n` values, or (n None) a list of any
+    length, such as a shape. Fractions, text and values beyond int32 are refused (a cast would round or wrap them).
+    """
+    array = np.atleast_1d(np.asarray(value))
+    if array.dtype.kind not in "biuf" or array.ndim != 1 or (n is not None and array.size not in (1, n)):
+        count = "a list of" if n is None else "one" if n == 1 else f"1 or {n}"
+        raise FrontendError(f"{what} {_quote(value)} is not {count} whole number(s)")
+    numbers = array.astype(np.float64)  # one type for the checks (a float16 cannot hold the int32 bound)
+    if not np.all(np.isfinite(numbers) & (np.round(numbers) == numbers) & (np.abs(numbers) <= _INT32_MAX)):
+        raise FrontendError(f"{what} {_quote(value)} is not whole numbers within int32")
+    if np.any(numbers < least):
+        raise FrontendError(f"{what} {_quote(value)} is below {least}")
+    return tuple(int(v) for v in (np.broadcast_to(numbers, (n,)) if n is not None and numbers.size == 1 else numbers))
+
+
+def _axis(value: Any, shape: tuple[int, ...], what: str) -> int:
+    """A dimension of `shape`, counted from the end when negative (as PyTorch does)."""
+    (axis,) = _integers(value, 1, what)
+    if not -len(shape) <= axis < len(shape):
+        raise FrontendError(f"{what} {axis} is not a dimension of a value of shape {shape}")
+    return axis % len(shape)
+
+
+def _quote(value: Any) -> str:
+    """A short rendering of a value from the file, for an error message."""
+    text = repr(np.asarray(value).tolist())
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def _padding(value: Any, kernel: tuple[int, ...], dilation: tuple[int, ...], loc: str) -> tuple[int, ...]:
@@ -493,7 +598,7 @@ def _padding(value: Any, kernel: tuple[int, ...], dilation: tuple[int, ...], loc
         if text != "same" or any(t % 2 for t in total):
             raise FrontendError(f"{loc}: padding {text!r} is not supported (only 'valid', or 'same' with odd kernels)")
         return tuple(t // 2 for t in total)
-    return _ints(value, len(kernel))
+    return _integers(value, len(kernel), f"{loc}: padding")
 
 
 def import_nir(path: str | Path, dt: float | None, timesteps: int = 16, name: str | None = None) -> Graph:
@@ -501,8 +606,8 @@ def import_nir(path: str | Path, dt: float | None, timesteps: int = 16, name: st
     path = Path(path)
     if dt is None:
         raise FrontendError(f"{path}: NIR graphs are continuous-time and store no time step; pass --dt (e.g. 1e-4)")
-    if not dt > 0:
-        raise FrontendError(f"--dt must be positive, got {dt}")
+    if not 0 < dt < float("inf"):
+        raise FrontendError(f"--dt must be positive and finite, got {dt}")
     graph = read_nir(path)
     try:
         return _import_graph(graph, dt, timesteps, name or path.stem)
@@ -527,17 +632,19 @@ def _import_graph(graph: Any, dt: float, timesteps: int, name: str) -> Graph:
     index = {n: i for i, n in enumerate(flat.nodes)}
     importer = _Importer(flat, dt)
     b = importer.b
-    shape = tuple(int(d) for d in np.atleast_1d(graph.nodes[input_name].input_type["input"]))
+    shape = _integers(graph.nodes[input_name].input_type["input"], None, f"NIR input '{input_name}': shape")
     importer.value[input_name] = b.add(input_name, "input", (), {}, f"NIR input '{input_name}'", TensorType(shape))
     pending: list[tuple[str, str]] = []  # (delay, NIR source) of back edges
+    incoming: dict[str, list[str]] = {}
+    for source, target in flat.edges:
+        incoming.setdefault(target, []).append(source)
     for flat_name in nx.lexicographical_topological_sort(forward, key=index.__getitem__):
         if flat_name == input_name or flat_name not in needed:
             continue
-        incoming = [s for s, t in flat.edges if t == flat_name]
-        if not incoming:
+        if flat_name not in incoming:
             raise FrontendError(f"{importer.loc(flat_name)} has no incoming edge")
         values = []
-        for source in incoming:
+        for source in incoming[flat_name]:
             if (source, flat_name) in back:
                 delayed = b.delay(
                     f"{flat_name}.from.{source}",
@@ -560,4 +667,4 @@ def _own_type(node: Any, importer: _Importer, name: str) -> TensorType:
     declared = (getattr(node, "output_type", None) or {}).get("output")
     if declared is None or np.size(declared) == 0:
         raise FrontendError(f"{importer.loc(name)} closes a cycle but declares no output shape")
-    return TensorType(tuple(int(d) for d in np.atleast_1d(declared)))
+    return TensorType(_integers(declared, None, f"{importer.loc(name)}: output_type"))

@@ -30,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from masic.frontends.errors import FrontendError
+from masic.frontends.errors import FrontendError, first_line, well_formed
 from masic.frontends.factory import call_factory, is_factory_spec
-from masic.frontends.graph_builder import GraphBuilder
+from masic.frontends.graph_builder import GraphBuilder, real_float32
+from masic.frontends.limits import check_archive_size
 from masic.frontends.safe_pickle import install_pickle_aliases, load_trusted, load_untrusted
 from torch import nn
 
@@ -49,8 +50,14 @@ def load_model(spec: str, trust_pickle: bool = False) -> nn.Module:
     path = Path(spec)
     if not path.is_file():
         raise FrontendError(f"model file {spec} does not exist (or give package.module:factory)")
-    if not zipfile.is_zipfile(path):
-        raise FrontendError(f"{spec} is not a PyTorch archive (expected a file written by torch.save)")
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as err:
+        raise FrontendError(
+            f"{spec} is not a PyTorch archive (expected a file written by torch.save): {first_line(err)}"
+        ) from None
+    with archive:
+        check_archive_size(path, archive)
     install_pickle_aliases()
     model = load_trusted(path, spec) if trust_pickle else load_untrusted(path, spec)
     if not isinstance(model, nn.Module):
@@ -167,8 +174,9 @@ def _relu(b: Builder, name: str, m: nn.ReLU, loc: str) -> None:
 
 
 def _batchnorm(b: Builder, name: str, m: nn.BatchNorm2d, loc: str) -> None:
-    if m.running_mean is None:
+    if m.running_mean is None or m.running_var is None:
         raise FrontendError(f"{loc}: BatchNorm2d without running statistics cannot be folded")
+    _positive(loc, **{"running_var + eps": m.running_var + m.eps})  # folding divides by its square root
     attrs = {
         "mean": b.param(f"{name}.mean", m.running_mean),
         "var": b.param(f"{name}.var", m.running_var),
@@ -192,6 +200,7 @@ def _neuron(b: Builder, name: str, m: nn.Module, loc: str) -> None:
     # The products below are evaluated with Norse's own operand types and order, then rounded to float32.
     attrs: dict[str, AttrValue]
     if isinstance(m, nt.LIFCell | nt.LICell | nt.LIF | nt.LI | nt.LILinearCell):
+        _positive(loc, dt=dt, tau_mem_inv=p.tau_mem_inv, tau_syn_inv=p.tau_syn_inv)
         attrs = {"dt_tau_mem": value("dt_tau_mem", dt * p.tau_mem_inv)}
         attrs["neg_dt_tau_syn"] = value("neg_dt_tau_syn", -dt * p.tau_syn_inv)
         attrs["v_leak"] = value("v_leak", p.v_leak)
@@ -201,17 +210,29 @@ def _neuron(b: Builder, name: str, m: nn.Module, loc: str) -> None:
     elif isinstance(m, nt.LIFBoxCell):
         if p.reset_method not in (reset.reset_value, reset.reset_subtract):
             raise FrontendError(f"{loc}: LIFBoxCell with a custom reset_method is not supported")
+        _positive(loc, dt=dt, tau_mem_inv=p.tau_mem_inv)
         attrs = {"dt_tau_mem": value("dt_tau_mem", dt * p.tau_mem_inv), "v_leak": value("v_leak", p.v_leak)}
         attrs |= {"v_th": value("v_th", p.v_th), "v_reset": value("v_reset", p.v_reset)}
         attrs["reset"] = "subtract" if p.reset_method is reset.reset_subtract else "value"
         op = "lif_box"
     elif isinstance(m, nt.LIBoxCell):
+        _positive(loc, dt=dt, tau_mem_inv=p.tau_mem_inv)
         attrs = {"dt_tau_mem": value("dt_tau_mem", dt * p.tau_mem_inv), "v_leak": value("v_leak", p.v_leak)}
         op = "li_box"
     else:
         attrs = {"v_th": value("v_th", p.v_th), "v_reset": value("v_reset", p.v_reset)}
         op = "iaf"
     b.then(name, op, attrs, loc)
+
+
+def _positive(loc: str, **values: torch.Tensor | float) -> None:
+    """Time steps, inverse time constants and batch-norm variances must be positive and finite: an inverse time
+    constant of 0 is an infinite time constant, a negative one makes the membrane grow without bound."""
+    for key, raw in values.items():
+        array = real_float32(raw.detach().cpu().numpy() if isinstance(raw, torch.Tensor) else raw, f"{loc}: {key}")
+        bad = array[~(np.isfinite(array) & (array > 0))]
+        if bad.size:
+            raise FrontendError(f"{loc}: {key} {bad.flat[0]:g} is not positive and finite")
 
 
 def _li_linear(b: Builder, name: str, m: nn.Module, loc: str) -> None:
@@ -264,9 +285,13 @@ class Walker:
         self.recipes = recipes()
 
     def walk(self, m: nn.Module, path: str) -> None:
+        loc = f"{path} ({type(m).__name__})"
+        with well_formed(loc):
+            self._walk(m, path, loc)
+
+    def _walk(self, m: nn.Module, path: str, loc: str) -> None:
         import norse.torch as nt
 
-        loc = f"{path} ({type(m).__name__})"
         name = path.removeprefix("model.").removeprefix("model") or "model"
         if type(m) in self.recipes:
             self.recipes[type(m)](self, m, path)
@@ -326,11 +351,12 @@ def import_norse(
             f"model is a {type(model).__module__}.{type(model).__qualname__}; this frontend reads "
             "norse.torch.SequentialState, nn.Sequential of Lift(...) and time-lifted neurons, and norse.torch.models"
         )
-    model.eval()
-    shape = input_shape or _implied_input_shape(model)
-    if shape is None:
-        raise FrontendError("the model has no layers to compile")
-    walker = Walker(Builder(tuple(shape)))
+    with well_formed("model"):
+        model.eval()
+        shape = input_shape or _implied_input_shape(model)
+        if shape is None:
+            raise FrontendError("the model has no layers to compile")
+        walker = Walker(Builder(tuple(shape)))
     with torch.no_grad():
         walker.walk(model, "model")
     return walker.b.finish(name, walker.b.current, timesteps)

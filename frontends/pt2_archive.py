@@ -22,17 +22,14 @@ from __future__ import annotations
 import io
 import json
 import re
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from masic.frontends.errors import FrontendError, first_line
+from masic.frontends.errors import FrontendError, first_line, library_warnings_silenced
+from masic.frontends.limits import MAX_ARCHIVE_BYTES, check_archive_size
 from masic.frontends.safe_pickle import unpickler_reason
-
-# Largest archive masic reads (it holds the whole file in memory twice: as read and as rebuilt).
-MAX_ARCHIVE_BYTES = 4 << 30
 
 _MEMBERS = re.compile(
     r"archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id"
@@ -54,6 +51,7 @@ def checked_archive(path: Path) -> io.BytesIO:
     data = path.read_bytes()
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
+        check_archive_size(path, archive)  # masic holds the whole file in memory twice: as read and as rebuilt
         members = _members(archive, path)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError, ValueError) as err:
         if isinstance(err, FrontendError):
@@ -100,7 +98,10 @@ def _members(archive: zipfile.ZipFile, path: Path) -> dict[str, bytes]:
 
 def _check_member(path: Path, name: str, content: bytes) -> None:
     if _CONFIG.fullmatch(name):
-        for key, entry in _json(path, name, content).get("config", {}).items():
+        config = _json(path, name, content).get("config", {})
+        if not isinstance(config, dict) or not all(isinstance(entry, dict) for entry in config.values()):
+            raise FrontendError(f"{path}: {name} is not a configuration of tensors")
+        for key, entry in config.items():
             prefix = "weight_" if name.startswith("data/weights/") else "tensor_"
             if entry.get("use_pickle") is not False or not str(entry.get("path_name", "")).startswith(prefix):
                 raise FrontendError(f"{path} stores {key} as a pickled object; masic does not unpickle it")
@@ -108,8 +109,7 @@ def _check_member(path: Path, name: str, content: bytes) -> None:
         _check_program(path, name, _json(path, name, content))
     elif name.startswith("data/sample_inputs/"):
         try:  # torch retries a failing sample-input file with full pickle; make sure it cannot fail
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with library_warnings_silenced():
                 torch.load(io.BytesIO(content), weights_only=True)
         except Exception as err:
             raise FrontendError(f"{path}: {name} is not plain tensors ({unpickler_reason(err)})") from None

@@ -24,13 +24,12 @@ import inspect
 import pickletools
 import re
 import types
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from masic.frontends.errors import FrontendError, first_line
+from masic.frontends.errors import FrontendError, first_line, library_warnings_silenced
 from torch import nn
 
 PARAMETER_CLASSES = ("LIFParameters", "LIFBoxParameters", "LIParameters", "LIBoxParameters", "IAFParameters")
@@ -109,8 +108,7 @@ _REFUSED_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL)
 def load_untrusted(path: Path, spec: str) -> Any:
     """`torch.load` with masic's allowlist; every refusal is a one-line FrontendError naming what the file asked for."""
     try:
-        with torch.serialization.safe_globals(allowed_globals()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # PyTorch warns about pickle protocols; masic's error says what matters
+        with torch.serialization.safe_globals(allowed_globals()), library_warnings_silenced():
             return torch.load(path, weights_only=True, map_location="cpu")
     except Exception as err:
         named = _REFUSED_GLOBAL.search(str(err))

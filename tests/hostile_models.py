@@ -1,6 +1,7 @@
 """A corpus of hostile model files: pickles (.pt), torch.export archives (.pt2) and HDF5 (.nir) built to run code,
-read other files or confuse masic's checks. Every payload that runs creates its marker file, the proof that code
-ran. Used by tests/security and bench/hostile.py.
+read other files or confuse masic's checks, and NIR graphs whose values are out of range (NaN, infinities, strides of
+0, delays of a million seconds, ...) or beyond masic's limits (`masic.frontends.limits`). Every payload that runs
+creates its marker file, the proof that code ran. Used by tests/security and bench/hostile.py.
 
 Each builder writes one file into a folder and returns a `Case`; `build_all(folder, marker)` builds every case."""
 
@@ -22,7 +23,7 @@ from torch import nn
 
 @dataclass(frozen=True)
 class Case:
-    category: str  # pickles | archives | hdf5
+    category: str  # pickles | archives | hdf5 | nir-values
     name: str
     path: Path
     args: tuple[str, ...] = ()  # extra `masic compile` arguments
@@ -320,7 +321,84 @@ def _hdf5_cases(folder: Path) -> list[Case]:
     return cases
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# NIR values (each file: input -> node 'm' -> output, with one value changed in the HDF5 file where NIR's own
+# constructors would refuse to write it)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _nir_chain(path: Path, node: object, shape: tuple[int, ...], changes: dict[str, object]) -> Path:
+    import h5py
+    import nir
+
+    graph = nir.NIRGraph(
+        nodes={"in": nir.Input(np.array(shape)), "m": node, "out": nir.Output(np.array(shape))},
+        edges=[("in", "m"), ("m", "out")],
+        type_check=False,
+    )
+    nir.write(path, graph)
+    with h5py.File(path, "r+") as f:
+        for key, value in changes.items():
+            if key in f:
+                del f[key]
+            f[key] = value
+    return path
+
+
+def _nir_value_cases(folder: Path) -> list[Case]:
+    import nir
+
+    one = np.ones(1, np.float32)
+    lif = {"tau": one * 1e-2, "r": one, "v_leak": one * 0, "v_threshold": one, "v_reset": one * 0}
+    image, flat = (1, 4, 4), (3,)
+    conv = nir.Conv2d((4, 4), np.ones((1, 1, 3, 3), np.float32), 1, 1, 1, 1, np.zeros(1, np.float32))
+    pool = nir.SumPool2d(np.array([2, 2]), np.array([1, 1]), np.array([0, 0]))
+    deep = "/".join(["g"] * 70)
+    m = "node/nodes/m"
+    cases: dict[str, tuple[object, tuple[int, ...], dict[str, object]]] = {
+        "delay-nan": (nir.Delay(one * 1e-3), flat, {f"{m}/delay": [np.nan]}),
+        "delay-negative": (nir.Delay(one * 1e-3), flat, {f"{m}/delay": [-1e-3]}),
+        # the campaign's file: 1e6 s at dt 1e-4 grew past 3.9 GB in 90 s
+        "delay-a-million-seconds": (nir.Delay(one * 1e6), flat, {}),
+        "delay-state-beyond-the-tensor-limit": (nir.Delay(one * 1e-2), (1 << 12, 1 << 12), {}),
+        "sumpool-stride-0": (pool, image, {f"{m}/stride": [0, 0]}),
+        "sumpool-kernel-0": (pool, image, {f"{m}/kernel_size": [0, 0]}),
+        "pool-negative-padding": (pool, image, {f"{m}/padding": [-1, -1]}),
+        "conv-padding-a-million": (conv, image, {f"{m}/padding": [10**6, 10**6]}),
+        "conv-padded-input-beyond-the-tensor-limit": (
+            conv,
+            image,
+            {f"{m}/padding": [60000, 60000], f"{m}/stride": [60000, 60000]},  # a 3x3 output of a 120004^2 input
+        ),
+        "conv-dilation-0": (conv, image, {f"{m}/dilation": [0, 0]}),
+        "conv-stride-0": (conv, image, {f"{m}/stride": [0, 0]}),
+        "conv-fractional-stride": (conv, image, {f"{m}/stride": [1.5, 1.5]}),
+        "conv-groups-0": (conv, image, {f"{m}/groups": 0}),
+        "lif-threshold-nan": (nir.LIF(**lif), flat, {f"{m}/v_threshold": [np.nan]}),
+        "lif-tau-inf": (nir.LIF(**lif), flat, {f"{m}/tau": [np.inf]}),
+        "lif-tau-zero": (nir.LIF(**lif), flat, {f"{m}/tau": [0.0]}),
+        "lif-tau-negative": (nir.LIF(**lif), flat, {f"{m}/tau": [-1e-2]}),
+        "lif-tau-subnormal": (nir.LIF(**lif), flat, {f"{m}/tau": np.array([1e-45], np.float32)}),
+        "linear-complex-weights": (nir.Linear(np.eye(3, dtype=np.complex64) * (1 + 1j)), flat, {}),
+        "linear-weight-1e300": (nir.Linear(np.eye(3)), flat, {f"{m}/weight": np.eye(3) * 1e300}),
+        "affine-bias-inf": (nir.Affine(np.eye(3), np.zeros(3)), flat, {f"{m}/bias": [np.inf, 0, 0]}),
+        "scale-nan": (nir.Scale(np.ones(3)), flat, {f"{m}/scale": [1, np.nan, 1]}),
+        "input-of-zero-elements": (nir.Scale(one), flat, {"node/nodes/in/shape": [0]}),
+        "input-of-negative-size": (nir.Scale(one), flat, {"node/nodes/in/shape": [-3]}),
+        "input-beyond-the-tensor-limit": (nir.Scale(one), flat, {"node/nodes/in/shape": [1 << 15, 1 << 14]}),
+        "flatten-dimension-out-of-range": (nir.Flatten({"input": np.array(flat)}, 0, 0), flat, {f"{m}/start_dim": 5}),
+        "groups-nested-too-deep": (nir.Scale(one), flat, {f"{m}/{deep}/x": 0}),
+        "edges-beyond-the-limit": (nir.Scale(one), flat, {"node/edges": np.array([[b"in", b"m"]] * 16_385)}),
+    }
+    return [
+        Case("nir-values", name, _nir_chain(folder / f"{name}.nir", node, shape, changes), ("--dt", "1e-4"))
+        for name, (node, shape, changes) in cases.items()
+    ]
+
+
 def build_all(folder: Path, marker: Path) -> list[Case]:
     """Every hostile model file, written under `folder`; a payload that runs creates `marker`."""
     folder.mkdir(parents=True, exist_ok=True)
-    return _pickle_cases(folder, marker) + _archive_cases(folder, marker) + _hdf5_cases(folder)
+    return (
+        _pickle_cases(folder, marker) + _archive_cases(folder, marker) + _hdf5_cases(folder) + _nir_value_cases(folder)
+    )

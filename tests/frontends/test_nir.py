@@ -259,6 +259,12 @@ def test_unsupported_node_types_and_missing_dt_are_named(tmp_path: Path) -> None
         import_nir(MODELS / "lif_norse.nir", None)
 
 
+@pytest.mark.parametrize("dt", [0.0, -1e-4, float("nan"), float("inf")])
+def test_the_time_step_must_be_positive_and_finite(dt: float) -> None:
+    with pytest.raises(FrontendError, match="--dt must be positive and finite"):
+        import_nir(MODELS / "lif_norse.nir", dt)
+
+
 @pytest.mark.parametrize("name", BAD)
 def test_the_cli_refuses_bad_files_in_one_line(name: str) -> None:
     result = masic_cli("compile", str(MODELS / "bad" / name), "--dt", "1e-4")
