@@ -22,7 +22,7 @@ starts their lifetimes too late corrupts the result too.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 
 import numpy as np
@@ -35,6 +35,7 @@ from masic.ir.elementwise import OPS as ELEMENTWISE_OPS
 from masic.ir.graph import Buffer, Graph, Node, ParamRef, pack_bits, unpack_bits
 from masic.ir.neurons import FAMILIES
 from masic.ir.ops import adaptive_bins, neuron_op, row_padding, state_names, state_type
+from masic.ir.ports import pack
 
 F32 = np.float32
 
@@ -211,8 +212,14 @@ class _Values:
         return self.arrays[name]
 
 
-def run(graph: Graph, x: np.ndarray, timesteps: int | None = None, simulate_plan: bool = False) -> np.ndarray:
-    """Runs the graph. `x` is one sample (presented at every step) or a sequence with a leading time axis."""
+def run(
+    graph: Graph, x: np.ndarray | Mapping[str, np.ndarray], timesteps: int | None = None, simulate_plan: bool = False
+) -> np.ndarray:
+    """Runs the graph. `x` is one sample (presented at every step) or a sequence with a leading time axis; for a
+    graph with input ports, it may be one such array per port, by name (packed by `masic.ir.ports.pack`). The
+    output of a graph with output ports is packed (`masic.ir.ports.split` names its parts)."""
+    if isinstance(x, Mapping):
+        x = pack(graph.input_ports, x)
     (input_node,) = graph.inputs
     sample_shape = input_node.type.shape
     x = np.asarray(x, dtype=F32)
