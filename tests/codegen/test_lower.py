@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pytest
 
 from masic.codegen.kernels import AdaptiveAvgPool2dKernel, Conv2dKernel, DenseKernel, Pool2dKernel
 from masic.codegen.lower import lower
+from masic.ir.graph import Param, TensorType
 from masic.ir.text import parse
 from masic.passes import DEFAULT_PIPELINE, PassOptions
 from masic.passes.manager import PassManager
@@ -76,3 +80,13 @@ def test_a_one_by_one_convolution_of_a_one_by_one_map_runs_as_a_dense_kernel() -
     by_node = {call.node.name: kernels[[k.symbol for k in kernels].index(call.symbol)] for call in calls}
     assert by_node["a"] == DenseKernel(by_node["a"].symbol, 4, 6, True)
     assert isinstance(by_node["b"], Conv2dKernel)
+
+
+def test_no_kernel_reaches_past_a_value() -> None:
+    """The last guard behind the shape rules: a kernel that would read more of a weight than weights.bin holds
+    for it (here a per-element threshold declared half as long after planning, past the verifier) stops lowering."""
+    graph = parse(GRAPH, {"t.threshold": np.linspace(0, 1, 8, dtype=np.float32)})
+    planned = PassManager(DEFAULT_PIPELINE, PassOptions()).run(graph)
+    shortened = dataclasses.replace(planned, params=(Param("t.threshold", TensorType((4,))),))
+    with pytest.raises(AssertionError, match=r"reaches 32 bytes into @t\.threshold, which holds 16"):
+        lower(shortened)
