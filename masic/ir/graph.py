@@ -30,6 +30,9 @@ DTYPES: Mapping[str, np.dtype] = MappingProxyType(
 SPIKE_DTYPES = ("spike", "bits")  # the element types holding spikes
 ACTIVATION_LAYOUT = "NCHW"  # how a value is stored unless its producer's `layout` attribute says otherwise
 WORD_BITS = 32  # elements per word of a "bits" value
+# The most timesteps a graph may run by default: the loader counts timesteps in int32 (masic_model_t.timesteps, its
+# --timesteps). Planning does not grow with T (blocks are at most passes.slice_layers.MAX_BLOCK steps).
+MAX_TIMESTEPS = 2**31 - 1
 
 
 def words(numel: int) -> int:

@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from masic.analysis.liveness import VIEW_OPS, transient_states
 from masic.errors import MasicError
-from masic.ir.graph import BUFFER_KINDS, DTYPES, SPIKE_DTYPES, Buffer, Graph, Node, ParamRef, TensorType
+from masic.ir.graph import (
+    BUFFER_KINDS,
+    DTYPES,
+    MAX_TIMESTEPS,
+    SPIKE_DTYPES,
+    Buffer,
+    Graph,
+    Node,
+    ParamRef,
+    TensorType,
+)
 from masic.ir.ops import (
     ACTIVATION_LAYOUT,
     BLOCKED_READERS,
@@ -50,8 +60,11 @@ def verify(graph: Graph) -> None:
     params = {p.name: p.type for p in graph.params}
     if not graph.nodes:
         raise VerifyError(f"graph @{graph.name} has no nodes")
-    if graph.timesteps < 1:
-        raise VerifyError(f"graph @{graph.name} has timesteps={graph.timesteps}; it must be at least 1")
+    if not 1 <= graph.timesteps <= MAX_TIMESTEPS:
+        raise VerifyError(
+            f"graph @{graph.name} has timesteps={graph.timesteps}; it must be from 1 to {MAX_TIMESTEPS} (the loader "
+            "counts timesteps in 32-bit integers)"
+        )
     for node in graph.nodes:
         _verify_node(node, defined, params, graph)
         defined[node.name] = node
