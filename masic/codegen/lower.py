@@ -43,6 +43,7 @@ from masic.ir.ops import (
     state_type,
 )
 from masic.ir.text import format_node
+from masic.ir.verify import value_bytes
 
 NO_KERNEL_OPS = ("input", "flatten", "reshape")  # the loader writes the input; flatten and reshape are views
 
@@ -185,6 +186,7 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
     calls = []
 
     values = {node.name for node in graph.nodes}
+    stored_bytes = value_bytes(graph)
     spikes = {n.name for n in graph.nodes if n.type.dtype in SPIKE_DTYPES}
     spikes |= {s for n in graph.nodes if state_type(n).dtype == "spike" for s in state_names(n)}
 
@@ -201,6 +203,16 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
             kernels[kernel] = dataclasses.replace(kernel, symbol=f"masic_{node.op}_{len(kernels)}")
         kernel = kernels[kernel]
         buffers = {p: plan.locate(binding[p]) for p in kernel.arg_names()}
+        # The shape rules (masic.ir.ops) make every kernel read and write exactly its values' elements; should one
+        # ever disagree, the kernel would read past a weight (weights.bin holds each parameter's bytes exactly) or
+        # another value, so no artifact is written.
+        for arg in (a for a in kernel.arg_names() if a != "scratch"):
+            reach = kernel.arg_bytes(arg) + (y_shift if arg == "y" else 0)
+            if reach > stored_bytes[binding[arg]]:
+                raise AssertionError(
+                    f"{node.describe()}: kernel {kernel.symbol} reaches {reach} bytes into {binding[arg]}, which "
+                    f"holds {stored_bytes[binding[arg]]}; please report this bug"
+                )
         args = tuple((p, buf.offset + (y_shift if p == "y" else 0)) for p, buf in buffers.items())
         calls.append(KernelCall(node, kernel.symbol, args, position, step, note))
 
