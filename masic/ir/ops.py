@@ -107,7 +107,7 @@ def row_padding(node: Node) -> tuple[int, int]:
 
 def pads(node: Node) -> tuple[int, int, int]:
     """(top rows, bottom rows, columns on each side) padded around a conv2d's or pooling's input."""
-    return (*row_padding(node), _pair(node, "padding")[1])
+    return (*row_padding(node), _pair(node, "padding", 0)[1])
 
 
 # Sliding-window ops: their kernels read a padded input from a copy of it (their scratch), and read an NCHW{c}c

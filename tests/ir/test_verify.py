@@ -39,7 +39,7 @@ def test_valid_graph_passes() -> None:
         (_broken("%lif = lif", "%fc = lif"), "value %fc is defined twice"),
         (_broken("output %lif", "output %ghost"), "graph output %ghost"),
         (_broken("timesteps=4", "timesteps=0"), "timesteps=0"),
-        (_broken("timesteps=4", "timesteps=2147483648"), "it must be from 1 to 2147483647"),
+        (_broken("timesteps=4", "timesteps=1000001"), "it must be from 1 to 1000000"),
     ],
 )
 def test_broken_rules_are_reported(text: str, message: str) -> None:

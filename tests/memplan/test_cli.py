@@ -78,7 +78,7 @@ def test_malformed_and_missing_files(tmp_path: Path) -> None:
 def test_a_file_that_is_not_utf8_is_refused_in_one_line(tmp_path: Path) -> None:
     latin1 = tmp_path / "latin1.csv"
     latin1.write_bytes("id,lower,upper,size\ncaf\xe9,0,3,4\n".encode("latin-1"))
-    assert_one_line_error(plan_memory(latin1), f"{latin1} is not UTF-8 text (byte 0xe9 at 23)")
+    assert_one_line_error(plan_memory(latin1), f"cannot read {latin1}: it is not UTF-8 text (byte 23 is 0xe9)")
 
 
 def _random_rows(path: Path, rows: int) -> None:
