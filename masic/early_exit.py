@@ -22,6 +22,7 @@ import numpy as np
 
 from masic.errors import MasicError
 
+INT32_MAX = 2**31 - 1
 RULES = ("none", "softmax_confidence", "margin", "stable_argmax")  # index = enum masic_exit_rule
 THRESHOLD_NAMES = {"softmax_confidence": "confidence", "margin": "margin", "stable_argmax": "steps"}
 LOADER_FLAGS = {"softmax_confidence": "--exit-confidence", "margin": "--exit-margin", "stable_argmax": "--exit-stable"}
@@ -54,13 +55,13 @@ class ExitRule:
         x = self.threshold
         if self.rule not in RULES:
             raise ExitRuleError(f"unknown exit rule {self.rule!r}; choose one of {', '.join(RULES)}")
-        if self.min_timesteps < 0:
-            raise ExitRuleError(f"exit rule minimum timesteps must be >= 0, got {self.min_timesteps}")
+        if not 0 <= self.min_timesteps <= INT32_MAX:  # the loader's masic_exit_rule_t holds an int32_t
+            raise ExitRuleError(f"exit rule minimum timesteps must be from 0 to {INT32_MAX}, got {self.min_timesteps}")
         problem = {
             "none": x != 0.0,
             "softmax_confidence": not 0.0 < x <= 1.0,
             "margin": not (x > 0.0 and math.isfinite(x)),
-            "stable_argmax": not (1 <= x <= 2**31 - 1 and x == int(x)),
+            "stable_argmax": not (1 <= x <= INT32_MAX and x == int(x)),
         }[self.rule]
         if problem:
             raise ExitRuleError(f"invalid {self.rule} threshold {x!r}")
