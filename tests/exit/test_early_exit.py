@@ -102,3 +102,11 @@ def test_loader_flags_and_c_initializer() -> None:
 def test_invalid_rules_are_refused(rule: str, threshold: float) -> None:
     with pytest.raises(ExitRuleError):
         ExitRule(rule, threshold)
+
+
+@pytest.mark.parametrize("minimum", [-1, 2**31, 2**32 + 1])
+def test_a_minimum_the_loader_cannot_hold_is_refused(minimum: int) -> None:
+    """The loader's masic_exit_rule_t holds an int32_t: 2^32 + 1 once compiled to a minimum of 1 (issue 14)."""
+    with pytest.raises(ExitRuleError, match="minimum timesteps"):
+        ExitRule("margin", 1.0, minimum)
+    assert ExitRule("margin", 1.0, 2**31 - 1).c_initializer().count("2147483647") == 1
