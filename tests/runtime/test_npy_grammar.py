@@ -3,7 +3,7 @@
 Differential tests on generated and mutated headers (npy_headers.py): npy_check.c (npy.c alone, built with the
 sanitizers) must give numpy's verdict, fortran_order and shape on every file; the loader itself (the fake model, built
 with the sanitizers) must accept exactly the files numpy reads as an input it takes, and refuse the rest in one line
-with exit status 2. Then the issue's cases, and the two documented refusals of headers numpy accepts.
+with exit status 2. Then the issue's cases, and the three documented refusals of headers numpy accepts.
 """
 
 from __future__ import annotations
@@ -129,7 +129,8 @@ def test_cases(npy_check: Path, header: str, version: tuple[int, int], accepted:
 
 
 def test_documented_refusals_of_headers_numpy_accepts(npy_check: Path) -> None:
-    """A \\N{name} escape (it needs Unicode's name table) and brackets nested 200 deep: refused in one line."""
+    """A \\N{name} escape (it needs Unicode's name table), brackets nested 200 deep, and a Python 2 header with a
+    line starting with a lone carriage return: refused in one line (npy.c's header comment says why)."""
     named = npy_file("{'descr': '\\N{LESS-THAN SIGN}f4', 'fortran_order': False, 'shape': (2, 3)}")
 
     def nested(depth: int) -> bytes:  # `depth` brackets inside the header's dict
@@ -138,13 +139,15 @@ def test_documented_refusals_of_headers_numpy_accepts(npy_check: Path) -> None:
         )
 
     deep, deep_enough = nested(199), nested(198)
-    assert numpy_verdict(named).accepted and numpy_verdict(deep).accepted and numpy_verdict(deep_enough).accepted
-    (named_verdict, _, named_line), (deep_verdict, _, deep_line), (ok, _, ok_line) = loader_verdicts(
-        npy_check, [named, deep, deep_enough]
+    carriage = npy_file("{'shape': (2L, 3),\n\r'descr': '<f4', 'fortran_order': False}")
+    assert all(numpy_verdict(f).accepted for f in (named, deep, deep_enough, carriage))
+    (named_verdict, _, named_line), (deep_verdict, _, deep_line), (ok, _, ok_line), (cr_verdict, _, cr_line) = (
+        loader_verdicts(npy_check, [named, deep, deep_enough, carriage])
     )
     assert not named_verdict.accepted and "\\N{...} escape" in named_line
     assert not deep_verdict.accepted and "nested too deep" in deep_line
     assert ok == numpy_verdict(deep_enough), ok_line
+    assert not cr_verdict.accepted and "malformed number" in cr_line  # the strict grammar's reason: the 'L'
 
 
 def test_preamble_refusals(npy_check: Path) -> None:

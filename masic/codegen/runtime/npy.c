@@ -18,10 +18,12 @@
  * be indented). It evaluates only what the header needs: strings, to compare keys and 'descr'; ints, for the
  * shape; bools.
  *
- * Two refusals of headers numpy accepts, both of text nobody writes: a \N{name} escape in a string (it needs
- * Unicode's table of names), and brackets nested 200 deep (CPython 3.11 accepts some such headers and refuses
- * others, by the depth of its parser's stack). tests/runtime/test_npy_grammar.py compares the verdict with
- * numpy.load's on many generated and mutated headers. */
+ * Three refusals of headers numpy accepts, all of text nobody writes: a \N{name} escape in a string (it needs
+ * Unicode's table of names); brackets nested 200 deep (CPython 3.11 accepts some such headers and refuses others,
+ * by the depth of its parser's stack); and a header that needs the Python 2 retry and has a line starting with a
+ * lone carriage return (Python's tokenize module then copies text unread, which this file does not model; see
+ * masic_npy_parse_header). tests/runtime/test_npy_grammar.py compares the verdict with numpy.load's on many
+ * generated and mutated headers, and pins the three refusals. */
 #include "npy.h"
 
 #include <stdio.h>
@@ -788,9 +790,9 @@ bool masic_npy_parse_header(const uint8_t *text, size_t n, unsigned major, masic
     if (cps[i] == 0) problem = "a NUL character in the header";
   bool ok = false;
   /* Python's tokenize module, which numpy's retry runs, reads a line that starts (after blanks) with a lone '\r' as
-   * blank and copies it unread: its 'L's stay, its brackets are not counted, its blanks are kept. The retry is not
-   * attempted when such a line holds more than blanks before its '\n' (numpy might still accept a few of these
-   * headers; nobody writes them). */
+   * blank and copies it unread (outside brackets; inside, the '\r' is an error token copied as it is): its 'L's
+   * stay, its brackets are not counted, its blanks are kept. The retry is not attempted when such a line holds more
+   * than blanks before its '\n', wherever it is (numpy accepts some of these headers; nobody writes them). */
   bool retry = major < 3;
   for (long i = 0; !problem && i < count; i++) {
     if (i && cps[i - 1] != '\n') continue;
