@@ -20,7 +20,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     uint64_t last = masic_input_offset(&in, in.n_samples - 1, steps - 1);
     if (last < in.data_offset || last > b.n || in.sample_bytes > b.n - last) abort();
     uint8_t sample[4 * 8 * 8 * 8];
-    if (in.sample_bytes > sizeof sample || masic_pread_full(fd, sample, in.sample_bytes, last) != (int64_t)in.sample_bytes)
+    if (in.sample_bytes > sizeof sample ||
+        masic_pread_full(fd, sample, in.sample_bytes, last) != (int64_t)in.sample_bytes)
       abort();
   }
   close(fd);
