@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything masic needs on a fresh machine (Debian, Python 3.11, root): the aarch64 cross toolchain and
-# qemu from Debian, a CPU-only torch pinned first (anything unpinned pulls a multi-GB CUDA build), norse without its
+# qemu from Debian, clang with libFuzzer and the sanitizer runtimes (the loader's fuzz targets, fuzz/), a CPU-only
+# torch pinned first (anything unpinned pulls a multi-GB CUDA build), norse without its
 # torchvision dependency, Apache TVM, and masic itself in editable mode. Safe to re-run: each step is skipped when
 # already satisfied.
 set -euo pipefail
@@ -13,11 +14,30 @@ need_apt=()
 command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 [ -e /usr/aarch64-linux-gnu/lib/libc.a ] || need_apt+=(libc6-dev-arm64-cross)
 command -v qemu-aarch64 >/dev/null || need_apt+=(qemu-user)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  log "installing Debian packages: ${need_apt[*]}"
+# clang, and compiler-rt's libFuzzer and sanitizer runtimes of the same version (libclang-rt-N-dev from Debian 12 on,
+# part of libclang-common-N-dev before). gcc's own sanitizer runtimes (libasan, libubsan) come with gcc.
+clang_major() {
+  if command -v clang >/dev/null; then clang -dumpversion | cut -d. -f1
+  else apt-cache depends clang 2>/dev/null | grep -o 'clang-[0-9]\+' | head -n1 | cut -d- -f2; fi
+}
+fuzzer_runtime() { compgen -G "/usr/lib/llvm-$1/lib/clang/*/lib/linux/libclang_rt.fuzzer-$(uname -m).a" >/dev/null; }
+need_clang=0
+command -v clang >/dev/null && fuzzer_runtime "$(clang_major)" || need_clang=1
+if [ ${#need_apt[@]} -gt 0 ] || [ $need_clang -eq 1 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  if [ ${#need_apt[@]} -gt 0 ]; then
+    log "installing Debian packages: ${need_apt[*]}"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  fi
+  if [ $need_clang -eq 1 ]; then
+    major=$(clang_major)
+    runtime=libclang-rt-$major-dev
+    apt-cache show "$runtime" >/dev/null 2>&1 || runtime=libclang-common-$major-dev
+    log "installing Debian packages: clang $runtime"
+    # without recommends: they would add llvm-N-dev, hundreds of MB the fuzzers do not use
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends clang "$runtime" >/dev/null
+  fi
 fi
 
 pip_install() { "$PY" -m pip install -q --disable-pip-version-check "$@"; }
