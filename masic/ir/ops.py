@@ -51,8 +51,8 @@ class NeuronOp(OpDef):
     """An op with state carried across timesteps: a neuron family (element-wise over its input), or `delay`.
 
     `states` lists (state name, attribute giving its initial value, or None for zero).
-    `spiking` is true when the output is a spike (0/1) tensor. A spiking neuron with attribute `probe` (a state
-    name) outputs that state after the update instead of the spikes, to observe a membrane. A neuron with
+    `spiking` is true when the output is a spike (0/1) tensor. A neuron with attribute `probe` (a state name)
+    outputs that state after the update instead of its output, to observe a membrane. A neuron with
     `fused=true` runs as the epilogue of its operand's conv or dense kernel (`Graph.epilogue`).
     """
 
@@ -273,13 +273,14 @@ def _infer_same(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
 
 
 def _neuron(definition: NeuronFamily) -> NeuronOp:
-    """The op of a neuron family: its parameters and modes are required attributes; a spiking neuron may probe."""
+    """The op of a neuron family: its parameters and modes are required attributes; any neuron may probe a state
+    (a count-of-spikes neuron's membrane, too)."""
     spiking = definition.spiking
     return NeuronOp(
         definition.op,
         1,
         definition.params + definition.mode_names,
-        ("probe", "fused", "layout") if spiking else ("fused", "layout"),
+        ("probe", "fused", "layout"),
         _infer_spiking if spiking else _infer_identity,
         definition.doc,
         states=definition.states,
