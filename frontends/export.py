@@ -13,10 +13,20 @@ whose source is the matching state output: at step t it holds the state the step
 step (the state starts at zero, as snnTorch's `init_leaky` makes it).
 
 Ops: linear, conv2d, max_pool2d, avg_pool2d, adaptive_avg_pool2d, relu, flatten / view / reshape / squeeze /
-unsqueeze (order-preserving views), add, sub, rsub, mul, neg, gt, lt, where, ones_like / zeros_like / full_like,
-and no-ops (clone, detach, dropout, conversions to float32, shape assertions). Parameters, buffers and constant
-tensors fold into the ops that read them (a product with a buffer becomes a `scale` by a per-element parameter);
-alpha != 1, division, broadcasting between two runtime tensors, and any other op are refused, naming the op.
+unsqueeze (order-preserving views), add, sub, rsub, mul, div, neg, gt, lt, ge, le, eq, where, maximum, minimum,
+clamp, clamp_min, clamp_max, exp and sigmoid (within a few ulps of PyTorch's: the only two not bit for bit),
+ones_like / zeros_like / full_like, and no-ops (clone, detach, dropout, conversions to float32, shape assertions).
+Parameters, buffers and constant tensors fold into the ops that read them (a product with a buffer becomes a `scale`
+by a per-element parameter), and any op whose operands are all constants is computed by PyTorch itself at import
+(snnTorch's `beta.clamp(0, 1)`, Sinabs' `exp(-1/tau)`). State may also live in buffers that the forward updates in
+place (`self.mem.mul_(beta).add_(x)`, or `copy_`): each such buffer becomes a `delay` of its new value, and must
+start at zero. A forward that reads a buffer and assigns it a new tensor (snnTorch's `init_hidden` neurons) is
+refused, since torch.export does not record that assignment (such models are read by walking, see
+`masic.frontends.snntorch`); snnTorch neurons stepped with explicit state assign their buffers too, but read only
+the state they are given, and compile. Operands of different shapes broadcast as in PyTorch: a constant becomes a
+per-element parameter, a runtime tensor is spread by a dense layer of ones (exact for finite values; its matrix is
+at most `MAX_BROADCAST_WEIGHTS` elements). Alpha != 1, rounding division and any other op are refused, naming the op
+and its source line.
 
 Archives are checked before torch.export.load sees them, and it reads exactly the checked bytes
 (`masic.frontends.pt2_archive`): raw tensors, plain sample inputs and a static aten graph, so a hostile archive cannot
@@ -25,6 +35,7 @@ run code.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -34,10 +45,12 @@ import numpy as np
 import torch
 from masic.frontends.errors import FrontendError, first_line, library_warnings_silenced, well_formed
 from masic.frontends.graph_builder import GraphBuilder, real_float32
+from masic.frontends.limits import MAX_TENSOR_ELEMENTS
 from masic.frontends.pt2_archive import checked_archive
 
 from masic.ir.graph import Graph, TensorType
 
+MAX_BROADCAST_WEIGHTS = 1 << 22  # elements of the 0/1 matrix that broadcasts one runtime tensor (16 MiB)
 Value = str | np.ndarray  # an IR value name (a runtime tensor, per sample) or a constant (with its batch axis)
 
 
@@ -58,13 +71,36 @@ def load_export(path: str | Path) -> torch.export.ExportedProgram:
 
 
 def export_module(module: torch.nn.Module, example_inputs: tuple[Any, ...], spec: str) -> torch.export.ExportedProgram:
-    """torch.export.export of one step, in inference mode."""
+    """torch.export.export of one step, in inference mode; refuses a forward that reads a buffer it assigns."""
     module.eval()
+    assigned = _assigned_buffers(module, tuple(example_inputs), spec)
     try:
         with torch.no_grad():
-            return torch.export.export(module, tuple(example_inputs))
+            program = torch.export.export(module, tuple(example_inputs))
     except Exception as err:
         raise FrontendError(f"{spec}: torch.export failed: {first_line(err)}") from None
+    nodes = {n.name: n for n in program.graph.nodes}
+    for placeholder, target in program.graph_signature.inputs_to_buffers.items():
+        if target in assigned and nodes[placeholder].users:
+            raise FrontendError(
+                f"{spec}: forward reads buffer {target} and assigns it a new tensor, which torch.export does not "
+                "record (the state would compile as a constant); update it in place, take and return the state, or "
+                "(snnTorch init_hidden neurons) give the nn.Sequential itself"
+            )
+    return program
+
+
+def _assigned_buffers(module: torch.nn.Module, example_inputs: tuple[Any, ...], spec: str) -> set[str]:
+    """The buffers one step of the module replaces with a new tensor (`self.buf = ...`, which torch.export drops,
+    unlike an in-place update): seen by running the step on a copy of the module."""
+    twin = copy.deepcopy(module)
+    before = {name: id(buffer) for name, buffer in twin.named_buffers()}
+    try:
+        with torch.no_grad():
+            twin(*copy.deepcopy(example_inputs))
+    except Exception as err:
+        raise FrontendError(f"{spec}: the module fails on its example inputs: {first_line(err)}") from None
+    return {name for name, buffer in twin.named_buffers() if before.get(name) != id(buffer)}
 
 
 _NO_OPS = {
@@ -118,6 +154,21 @@ class _Importer:
             "aten.lt.Tensor": self._lt,
             "aten.where.self": self._where,
             "aten.full_like.default": lambda n: self.fill(n, float(n.args[1])),
+            "aten.div.Tensor": self._div,
+            "aten.ge.Scalar": lambda n: self._compare(n, "ge", "le"),
+            "aten.ge.Tensor": lambda n: self._compare(n, "ge", "le"),
+            "aten.le.Scalar": lambda n: self._compare(n, "le", "ge"),
+            "aten.le.Tensor": lambda n: self._compare(n, "le", "ge"),
+            "aten.eq.Scalar": lambda n: self._compare(n, "eq", "eq"),
+            "aten.eq.Tensor": lambda n: self._compare(n, "eq", "eq"),
+            "aten.maximum.default": lambda n: self._extremum(n, "maximum", "clamp_min", "min"),
+            "aten.minimum.default": lambda n: self._extremum(n, "minimum", "clamp_max", "max"),
+            "aten.clamp_min.default": lambda n: self._extremum(n, "maximum", "clamp_min", "min"),
+            "aten.clamp_max.default": lambda n: self._extremum(n, "minimum", "clamp_max", "max"),
+            "aten.clamp.default": self._clamp,
+            "aten.clamp.Tensor": self._clamp,
+            "aten.exp.default": lambda n: self.unary(n, "exp", {}),
+            "aten.sigmoid.default": lambda n: self.unary(n, "sigmoid", {}),
         }
 
     # -- values --
@@ -258,9 +309,7 @@ class _Importer:
                 result = {"add": np.add, "sub": np.subtract, "mul": np.multiply}[tensor_op](a, b, dtype=np.float32)
             return np.broadcast_to(result, (1, *self.out_shape(node))).astype(np.float32)
         if isinstance(a, str) and isinstance(b, str):
-            if self.b.type_of(a) != self.b.type_of(b):
-                raise FrontendError(f"{self.loc(node)}: operands {self.b.type_of(a)} and {self.b.type_of(b)} differ")
-            return self.b.add(node.name, tensor_op, (a, b), {}, self.loc(node))
+            return self._same_shapes(node, tensor_op, a, b)
         if isinstance(a, np.ndarray):  # c + x, c * x commute exactly; c - x is handled by the caller
             a, b = b, a
         c = -b if negate_const else b
@@ -297,6 +346,8 @@ class _Importer:
         if swap:
             a, b = b, a
         if isinstance(a, str) and isinstance(b, str):
+            shape = self.out_shape(node)
+            a, b = self._broadcast(node, a, shape, 0), self._broadcast(node, b, shape, 1)
             diff = self.b.add(f"{node.name}.diff", "sub", (a, b), {}, self.loc(node))
             return self.b.add(node.name, "threshold", (diff,), {"threshold": 0.0}, self.loc(node))
         if isinstance(a, np.ndarray):
@@ -312,12 +363,117 @@ class _Importer:
     def _lt(self, node: Any) -> str:
         return self._gt(node, swap=True)
 
+    def _div(self, node: Any) -> str:
+        """a / b: `div` of two tensors, `div_by` a constant divisor, `div_into` a constant dividend."""
+        if node.kwargs.get("rounding_mode") is not None:
+            raise FrontendError(f"{self.loc(node)}: division with rounding_mode is not supported")
+        a, b = (self.arg(node, v) for v in node.args[:2])
+        if isinstance(a, str) and isinstance(b, str):
+            return self._same_shapes(node, "div", a, b)
+        if isinstance(a, str):
+            return self.unary(node, "div_by", {"divisor": self.const(node, b, "divisor", a)}, a)
+        return self.unary(node, "div_into", {"dividend": self.const(node, a, "dividend", b)}, b)
+
+    def _same_shapes(self, node: Any, op: str, *operands: str) -> str:
+        """An element-wise op of runtime tensors, each broadcast to the result's shape first."""
+        shape = self.out_shape(node)
+        values = tuple(self._broadcast(node, v, shape, k) for k, v in enumerate(operands))
+        return self.b.add(node.name, op, values, {}, self.loc(node))
+
+    def _broadcast(self, node: Any, value: str, shape: tuple[int, ...], k: int) -> str:
+        """A runtime tensor broadcast to `shape` (PyTorch's rules): a dense layer whose weight holds one 1 per row,
+        at the element each output repeats; exact for finite values (1*x, plus products 0*x' = 0)."""
+        own = self.b.type_of(value).shape
+        if own == shape:
+            return value
+        source = np.arange(int(np.prod(own)), dtype=np.int64).reshape(own)
+        try:
+            picked = np.broadcast_to(source, shape).reshape(-1)
+        except ValueError:
+            raise FrontendError(f"{self.loc(node)}: operand of shape {own} does not broadcast to {shape}") from None
+        if picked.size * source.size > MAX_BROADCAST_WEIGHTS:
+            raise FrontendError(
+                f"{self.loc(node)}: broadcasting a runtime tensor {own} to {shape} needs a {picked.size}x{source.size}"
+                f" matrix, more than masic's {MAX_BROADCAST_WEIGHTS} elements for it"
+            )
+        weight = np.zeros((picked.size, source.size), np.float32)
+        weight[np.arange(picked.size), picked] = 1.0
+        name, loc = f"{node.name}.broadcast{k}", self.loc(node)
+        flat = value if len(own) == 1 else self.b.add(f"{name}.flat", "flatten", (value,), {}, loc)
+        attrs = {"weight": self.b.param(f"{name}.weight", weight), "in_features": source.size}
+        spread = self.b.add(name, "dense", (flat,), attrs | {"out_features": picked.size}, loc)
+        return spread if len(shape) == 1 else self.b.add(f"{name}.shape", "reshape", (spread,), {"shape": shape}, loc)
+
+    def _compare(self, node: Any, op: str, mirrored: str) -> str:
+        """a >= b, a <= b, a == b as 1.0 / 0.0: of two tensors, or of a tensor and a constant on either side (c >= x
+        is x <= c)."""
+        a, b = (self.arg(node, v) for v in node.args[:2])
+        if isinstance(a, str) and isinstance(b, str):
+            return self._same_shapes(node, op, a, b)
+        x, c, op = (a, b, op) if isinstance(a, str) else (b, a, mirrored)
+        if not isinstance(x, str):
+            raise FrontendError(f"{self.loc(node)}: comparing two constants; fold it before exporting")
+        return self.unary(node, f"{op}_value", {"value": self.const(node, c, "value", x)}, x)
+
+    def _extremum(self, node: Any, op: str, bound_op: str, key: str, args: tuple[Any, Any] | None = None) -> str:
+        """max / min of two tensors, or of a tensor and a constant bound (clamp_min / clamp_max)."""
+        a, b = args if args is not None else (self.arg(node, v) for v in node.args[:2])
+        if isinstance(a, str) and isinstance(b, str):
+            return self._same_shapes(node, op, a, b)
+        x, c = (a, b) if isinstance(a, str) else (b, a)
+        name = node.name if args is None else f"{node.name}.{key}"
+        return self.b.add(name, bound_op, (x,), {key: self.const(node, c, key, x)}, self.loc(node))
+
+    def _clamp(self, node: Any) -> str:
+        """clamp(x, lo, hi) = min(max(x, lo), hi), as PyTorch computes it; a missing bound is skipped."""
+        args = [*node.args, None, None][:3]
+        lo = node.kwargs.get("min", args[1])
+        hi = node.kwargs.get("max", args[2])
+        value = self.arg(node, node.args[0])
+        if lo is not None:
+            value = self._extremum(node, "maximum", "clamp_min", "min", (value, self.arg(node, lo)))
+        if hi is not None:
+            value = self._extremum(node, "minimum", "clamp_max", "max", (value, self.arg(node, hi)))
+        if not isinstance(value, str):
+            raise FrontendError(f"{self.loc(node)}: clamp of a constant; fold it before exporting")
+        return value
+
     def _where(self, node: Any) -> str:
         cond, a, b = (self.arg(node, v) for v in node.args[:3])
         if not isinstance(cond, str):
             raise FrontendError(f"{self.loc(node)}: a constant condition; fold it before exporting")
-        operands = (cond, self.materialise(node, a, "then"), self.materialise(node, b, "else"))
-        return self.b.add(node.name, "select", operands, {}, self.loc(node))
+        return self._same_shapes(
+            node, "select", cond, self.materialise(node, a, "then"), self.materialise(node, b, "else")
+        )
+
+    # -- constants --
+
+    def _constant_operands(self, node: Any) -> bool:
+        """Whether every operand of the node is a constant (and the op draws no random numbers)."""
+        operands: list[Any] = []
+        torch.fx.node.map_arg((node.args, node.kwargs), operands.append)
+        deterministic = torch.Tag.nondeterministic_seeded not in getattr(node.target, "tags", ())
+        return deterministic and all(not isinstance(self.values.get(n.name), str) for n in operands)
+
+    def _fold(self, node: Any) -> np.ndarray:
+        """The op computed by PyTorch on its constant operands, as the program would compute it at every step."""
+        val = node.meta.get("val")
+        if isinstance(val, torch.Tensor) and val.numel() > MAX_TENSOR_ELEMENTS:
+            raise FrontendError(f"{self.loc(node)}: a constant of {val.numel()} elements is beyond masic's limit")
+
+        def tensor(n: Any) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(self.values[n.name]))
+
+        args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), tensor)
+        try:
+            with torch.no_grad(), library_warnings_silenced():
+                result = node.target(*args, **kwargs)
+        except Exception as err:
+            raise FrontendError(f"{self.loc(node)}: cannot compute this constant: {first_line(err)}") from None
+        if not isinstance(result, torch.Tensor):
+            raise FrontendError(f"{self.loc(node)}: the op gives a {type(result).__name__}, not a tensor")
+        array = result.detach().cpu().numpy()
+        return array if array.dtype == np.bool_ else real_float32(array, self.loc(node))
 
     # -- the walk --
 
@@ -332,6 +488,8 @@ class _Importer:
                 raise FrontendError(f"unsupported input {node.name} of the exported program")
         elif node.op == "call_function" and target in _ASSERTIONS:
             return
+        elif node.op == "call_function" and self._constant_operands(node):
+            self.values[node.name] = self._fold(node)
         elif node.op == "call_function" and target in _NO_OPS:
             self.out_shape(node)  # float32 or bool results only
             source = getattr(node.args[0], "meta", {}).get("val")
@@ -353,10 +511,15 @@ class _Importer:
 
     def _run(self, name: str, timesteps: int, input_shape: tuple[int, ...] | None) -> Graph:
         program, sig = self.program, self.program.graph_signature
-        if sig.buffers_to_mutate or getattr(sig, "user_inputs_to_mutate", None):
-            raise FrontendError("the module updates buffers or inputs in place; return the new state instead")
+        if getattr(sig, "user_inputs_to_mutate", None):
+            raise FrontendError("the module updates its inputs in place; return the new state instead")
         constants = {**program.state_dict, **program.constants}
         lifted = {**sig.inputs_to_parameters, **sig.inputs_to_buffers, **sig.inputs_to_lifted_tensor_constants}
+        state_buffers = {p: t for p, t in sig.inputs_to_buffers.items() if t in sig.buffers_to_mutate.values()}
+        nodes = {n.name: n for n in program.graph.nodes}
+        for placeholder, target in state_buffers.items():
+            del lifted[placeholder]
+            self.values[placeholder] = self._state_buffer(nodes[placeholder], target, constants[target])
         user_inputs, user_outputs = list(sig.user_inputs), list(sig.user_outputs)
         if not user_inputs:
             raise FrontendError("the exported forward takes no input")
@@ -365,7 +528,6 @@ class _Importer:
                 f"forward takes {len(user_inputs)} tensors (input and {len(user_inputs) - 1} states) but returns "
                 f"{len(user_outputs)}; it must return (output, *new_states) with one new state per state input"
             )
-        nodes = {n.name: n for n in program.graph.nodes}
         delays: list[str] = []
         for position, placeholder in enumerate(user_inputs):
             node = nodes[placeholder]
@@ -382,12 +544,30 @@ class _Importer:
             with well_formed(self.loc(node)):
                 self.convert(node, lifted, constants)
         (returned,) = [n for n in program.graph.nodes if n.op == "output"]
-        results = [self.values[v.name] if isinstance(v, torch.fx.Node) else v for v in returned.args[0]]
-        if not all(isinstance(r, str) for r in results):
+        outputs = {
+            spec.arg.name: self.values[v.name] if isinstance(v, torch.fx.Node) else v
+            for spec, v in zip(sig.output_specs, returned.args[0], strict=True)
+        }
+        results = [outputs[n] for n in sig.user_outputs]
+        if not all(isinstance(r, str) for r in outputs.values()):
             raise FrontendError("an output or new state of the exported forward is a constant")
         for delay, new_state in zip(delays, results[1:], strict=True):
             self.b.connect_delay(delay, new_state)
+        buffers = {target: placeholder for placeholder, target in state_buffers.items()}
+        for value, target in sig.buffers_to_mutate.items():
+            self.b.connect_delay(self.values[buffers[target]], outputs[value])
         return self.b.finish(name, results[0], timesteps)
+
+    def _state_buffer(self, node: Any, target: str, initial: torch.Tensor) -> str:
+        """A buffer the forward updates in place: a state, the delay of its new value, which must start at zero."""
+        shape = self.out_shape(node)
+        start = real_float32(initial.detach().cpu().numpy(), f"buffer {target}")
+        if np.any(start != 0):
+            raise FrontendError(
+                f"buffer {target} is updated in place as a state but starts at {start[start != 0].flat[0]:g}; "
+                "masic's states start at zero"
+            )
+        return self.b.delay(node.name, TensorType(shape), f"state buffer {target}")
 
 
 def import_export(
@@ -396,5 +576,11 @@ def import_export(
     timesteps: int = 16,
     name: str = "model",
 ) -> Graph:
-    """Lowers the exported step function (see the module docstring) to the IR."""
+    """Lowers the exported step function (see the module docstring) to the IR, once functionalised (in-place
+    updates of buffers become new values and buffer mutations)."""
+    try:
+        with library_warnings_silenced():
+            program = program.run_decompositions({})
+    except Exception as err:
+        raise FrontendError(f"cannot functionalise the exported program: {first_line(err)}") from None
     return _Importer(program).run(name, timesteps, input_shape)
