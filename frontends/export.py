@@ -578,9 +578,22 @@ def import_export(
 ) -> Graph:
     """Lowers the exported step function (see the module docstring) to the IR, once functionalised (in-place
     updates of buffers become new values and buffer mutations)."""
+    return _Importer(_functional(program)).run(name, timesteps, input_shape)
+
+
+def _functional(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """The program with its in-place ops (`add_`, `copy_` of a buffer) turned into new values and buffer mutations,
+    by torch's own functionalisation (which re-runs the graph on fake tensors, so only when it has such ops)."""
+    mutable = [n for n in program.graph.nodes if getattr(getattr(n.target, "_schema", None), "is_mutable", False)]
+    if not mutable:
+        return program
+    fake_log = logging.getLogger("torch._subclasses.fake_tensor")
+    level = fake_log.level
+    fake_log.setLevel(logging.CRITICAL)  # torch logs a failed re-run's traceback before raising; the error says it
     try:
         with library_warnings_silenced():
-            program = program.run_decompositions({})
+            return program.run_decompositions({})
     except Exception as err:
         raise FrontendError(f"cannot functionalise the exported program: {first_line(err)}") from None
-    return _Importer(program).run(name, timesteps, input_shape)
+    finally:
+        fake_log.setLevel(level)
