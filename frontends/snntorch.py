@@ -49,8 +49,8 @@ def _check(m: nn.Module, loc: str) -> None:
     known = getattr(grad, "__module__", None) == snntorch.surrogate.__name__ or grad == m._surrogate_bypass
     if not known:
         raise FrontendError(
-            f"{loc}: spike_grad {getattr(grad, '__qualname__', type(grad).__name__)} is not one of "
-            "snntorch.surrogate's, whose forward pass masic knows"
+            f"{loc}: spike_grad {getattr(grad, '__module__', '')}.{getattr(grad, '__name__', type(grad).__name__)} "
+            "is not one of snntorch.surrogate's, whose forward pass masic knows"
         )
 
 
