@@ -13,9 +13,9 @@ whose source is the matching state output: at step t it holds the state the step
 step (the state starts at zero, as snnTorch's `init_leaky` makes it).
 
 Ops: linear, conv2d, max_pool2d, avg_pool2d, adaptive_avg_pool2d, relu, flatten / view / reshape / squeeze /
-unsqueeze (order-preserving views), add, sub, rsub, mul, div, neg, gt, lt, ge, le, eq, where, maximum, minimum,
-clamp, clamp_min, clamp_max, exp and sigmoid (within a few ulps of PyTorch's: the only two not bit for bit),
-ones_like / zeros_like / full_like, and no-ops (clone, detach, dropout, conversions to float32, shape assertions).
+unsqueeze (order-preserving views), add, sub, rsub, mul, div, reciprocal, neg, gt, lt, ge, le, eq, where, maximum,
+minimum, clamp, clamp_min, clamp_max, exp and sigmoid (within a few ulps of PyTorch's: the only two not bit for
+bit), ones_like / zeros_like / full_like, and no-ops (clone, detach, dropout, conversions to float32, assertions).
 Parameters, buffers and constant tensors fold into the ops that read them (a product with a buffer becomes a `scale`
 by a per-element parameter), and any op whose operands are all constants is computed by PyTorch itself at import
 (snnTorch's `beta.clamp(0, 1)`, Sinabs' `exp(-1/tau)`). State may also live in buffers that the forward updates in
@@ -155,6 +155,7 @@ class _Importer:
             "aten.where.self": self._where,
             "aten.full_like.default": lambda n: self.fill(n, float(n.args[1])),
             "aten.div.Tensor": self._div,
+            "aten.reciprocal.default": lambda n: self.unary(n, "div_into", {"dividend": 1.0}),
             "aten.ge.Scalar": lambda n: self._compare(n, "ge", "le"),
             "aten.ge.Tensor": lambda n: self._compare(n, "ge", "le"),
             "aten.le.Scalar": lambda n: self._compare(n, "le", "ge"),

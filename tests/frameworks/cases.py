@@ -9,7 +9,7 @@ order: the compiled model must then reproduce the framework exactly, and a diffe
 `merged` puts many cases into one graph, so that one compile per target checks a whole zoo: the cases read parts of
 one flat input (crop_rows, reshape) and their outputs and membranes are concatenated (a neuron family's membrane is
 a second copy of the last neuron probing its state; an update emitted as element-wise ops exposes its membrane as
-the new value of the delay `<neuron>.<state>`).
+the new value of the delay `<neuron>.<state>`, an exported step the new value of its state input or buffer).
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ class Trace:
 class Case:
     """One framework module, its input shape per step, how its framework runs it, and what to expect of it.
 
-    `membrane`: the state of the model's last neuron that holds its membrane, as masic names it (a probe).
+    `membrane`: the state of the model's last neuron that holds its membrane, as masic names it (a probe), or the
+    state input or buffer of an exported step that holds it. `importer`: masic's frontend for the module.
     `min_spikes`: the least output spikes (or non-zero outputs) the framework must give on the case's input over
     STEPS steps, so that the comparison exercises firing and resets. `scale`: inputs lie in [0, scale)."""
 
@@ -58,6 +59,7 @@ class Case:
     membrane: str
     min_spikes: int = 32
     scale: float = 2.0
+    importer: Callable[[nn.Module, tuple[int, ...], int], Graph] = import_framework_model
 
     @property
     def label(self) -> str:
@@ -71,7 +73,7 @@ class Case:
 
     def graph(self, model: nn.Module | None = None, steps: int = STEPS) -> Graph:
         """masic's import of the module (what `masic compile` reads from a factory or a torch.save file)."""
-        return import_framework_model(model if model is not None else self.make(), self.input_shape, steps)
+        return self.importer(model if model is not None else self.make(), self.input_shape, steps)
 
 
 def quantised(model: nn.Module) -> nn.Module:
@@ -121,7 +123,7 @@ def membrane_value(graph: Graph, state: str) -> tuple[Graph, str]:
         twin = last.with_attrs(probe=state)
         twin = type(last)(f"{last.name}.probe_{state}", twin.op, twin.inputs, twin.attrs, twin.type, twin.loc)
         return graph.with_nodes([*graph.nodes, twin]), twin.name
-    delays = [n for n in graph.nodes if n.op == "delay" and n.name.endswith(f".{state}")]
+    delays = [n for n in graph.nodes if n.op == "delay" and (n.name == state or n.name.endswith(f".{state}"))]
     return graph, str(delays[-1].attr("source"))
 
 
