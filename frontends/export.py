@@ -75,7 +75,7 @@ def export_module(module: torch.nn.Module, example_inputs: tuple[Any, ...], spec
     module.eval()
     assigned = _assigned_buffers(module, tuple(example_inputs), spec)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), library_warnings_silenced():  # e.g. snnTorch's neurons assign tensor attributes
             program = torch.export.export(module, tuple(example_inputs))
     except Exception as err:
         raise FrontendError(f"{spec}: torch.export failed: {first_line(err)}") from None
