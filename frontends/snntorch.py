@@ -15,7 +15,7 @@ Refused with the neuron's path: `inhibition`, `state_quant`, `reset_delay=False`
 than 1, a `spike_grad` that is not one of snntorch.surrogate's (their forward is the Heaviside step; another
 function's is unknown), and the neurons not listed (SLSTM, SConv2dLSTM, the parallel and delta variants).
 Models whose forward is code of the user's own, stepping neurons with explicit state (`spk, mem = self.lif(cur,
-mem)`), go through the torch.export frontend.
+mem)`) or looping over time as the tutorials do, go through the torch.export frontend (`masic.frontends.unroll`).
 """
 
 from __future__ import annotations

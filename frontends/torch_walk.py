@@ -98,8 +98,8 @@ def _hint(m: nn.Module) -> str:
     if not any(True for _ in m.children()):
         return ""
     return (
-        " (forward code of its own: compile one step of it with torch.export, from a factory returning (module, "
-        "example_inputs) whose forward(x, *state) returns (output, *new_state))"
+        " (forward code of its own: compile it with torch.export, from a factory returning (module, "
+        "example_inputs), its forward stepping once, forward(x, *state) -> (output, *new_state), or looping over time)"
     )
 
 

@@ -47,7 +47,9 @@ class Case:
     """One framework module, its input shape per step, how its framework runs it, and what to expect of it.
 
     `membrane`: the state of the model's last neuron that holds its membrane, as masic names it (a probe), or the
-    state input or buffer of an exported step that holds it. `importer`: masic's frontend for the module.
+    state input or buffer of an exported step that holds it; None when the output is itself a membrane (or the case
+    has a twin that outputs it). `importer`: masic's frontend for the module. `repeat`: one input presented at every
+    step (a model whose forward loops over time on the same input).
     `min_spikes`: the least output spikes (or non-zero outputs) the framework must give on the case's input over
     STEPS steps, so that the comparison exercises firing and resets. `scale`: inputs lie in [0, scale)."""
 
@@ -56,10 +58,11 @@ class Case:
     make: Callable[[], nn.Module]
     input_shape: tuple[int, ...]
     run: Callable[[nn.Module, np.ndarray], Trace]
-    membrane: str
+    membrane: str | None
     min_spikes: int = 32
     scale: float = 2.0
     importer: Callable[[nn.Module, tuple[int, ...], int], Graph] = import_framework_model
+    repeat: bool = False
 
     @property
     def label(self) -> str:
@@ -69,7 +72,8 @@ class Case:
         """Inputs on the 1/GRID grid, strong enough to make the case spike."""
         rng = np.random.default_rng([seed, sum(map(ord, self.label))])
         top = int(self.scale * GRID)
-        return (rng.integers(0, top, (steps, *self.input_shape)) / GRID).astype(np.float32)
+        x = (rng.integers(0, top, (steps, *self.input_shape)) / GRID).astype(np.float32)
+        return np.repeat(x[:1], steps, axis=0) if self.repeat else x
 
     def graph(self, model: nn.Module | None = None, steps: int = STEPS) -> Graph:
         """masic's import of the module (what `masic compile` reads from a factory or a torch.save file)."""
@@ -115,9 +119,12 @@ def stepped(call: Callable[[torch.Tensor], torch.Tensor], membrane: Callable[[],
     return run
 
 
-def membrane_value(graph: Graph, state: str) -> tuple[Graph, str]:
+def membrane_value(graph: Graph, state: str | None) -> tuple[Graph, str]:
     """The graph with a value holding the membrane of its last neuron: a probing twin of a family's neuron, or the
-    new value of the delay `<neuron>.<state>` of an update emitted as element-wise ops."""
+    new value of the delay `<neuron>.<state>` of an update emitted as element-wise ops (the output itself for
+    None)."""
+    if state is None:
+        return graph, graph.output
     last = graph.node(graph.output)
     if last.op in FAMILIES:
         twin = last.with_attrs(probe=state)

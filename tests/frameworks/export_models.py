@@ -1,7 +1,7 @@
 """Steps of the user's own forward code, read by the torch.export frontend: snnTorch neurons stepped with explicit
 state, state kept in buffers updated in place (with the element-wise ops such steps use: division, comparisons,
-clamps, maxima), and runtime tensors broadcast against each other; each a `Case` (tests/frameworks/cases.py) run by
-PyTorch itself."""
+clamps, maxima), runtime tensors broadcast against each other, and snnTorch's tutorial network whose forward loops
+over time itself; each a `Case` (tests/frameworks/cases.py) run by PyTorch itself."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from masic.frontends.export import export_module, import_export
 from torch import nn
 
 from masic.ir.graph import Graph
-from tests.frameworks.cases import Case, Trace, quantised
+from tests.frameworks.cases import STEPS, Case, Trace, quantised
 
 
 class ExplicitState(nn.Module):
@@ -71,6 +71,59 @@ class Broadcast(nn.Module):
         return spk, mem - spk * threshold
 
 
+class TutorialLoop(nn.Module):
+    """snnTorch tutorial 5's network as written there: the forward loops over time on one input, its neurons'
+    state made by init_leaky(); it returns the output layer's spikes and membranes (`membrane_first`: the other
+    way round) stacked over the steps."""
+
+    def __init__(self, membrane_first: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(6)
+        self.fc1, self.fc2 = nn.Linear(16, 24), nn.Linear(24, 24)
+        self.lif1, self.lif2 = snn.Leaky(beta=0.95), snn.Leaky(beta=0.9, threshold=0.5)
+        self.membrane_first = membrane_first
+        self.example = (torch.zeros(1, 16),)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+        spk2_rec, mem2_rec = [], []
+        for _step in range(STEPS):
+            spk1, mem1 = self.lif1(self.fc1(x), mem1)
+            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
+            spk2_rec.append(spk2)
+            mem2_rec.append(mem2)
+        spikes, membranes = torch.stack(spk2_rec, dim=0), torch.stack(mem2_rec, dim=0)
+        return (membranes, spikes) if self.membrane_first else (spikes, membranes)
+
+
+class TutorialSequence(TutorialLoop):
+    """The same loop over a sequence, time first: each step reads x[step]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.example = (torch.zeros(STEPS, 1, 16),)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+        spk2_rec = []
+        for step in range(x.shape[0]):
+            spk1, mem1 = self.lif1(self.fc1(x[step]), mem1)
+            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
+            spk2_rec.append(spk2)
+        return torch.stack(spk2_rec)
+
+
+def run_loop(model: nn.Module, x: np.ndarray) -> Trace:
+    """The module's own forward over all steps at once: on x[0] (the loop presents it at every step) or, for a
+    sequence, on x."""
+    with torch.no_grad():
+        if isinstance(model, TutorialSequence):
+            out = model(torch.from_numpy(x)[:, None])[:, 0].numpy()
+        else:
+            out = model(torch.from_numpy(x[0])[None])[0][:, 0].numpy()
+    return Trace(out, out)
+
+
 def import_step(model: nn.Module, shape: tuple[int, ...], steps: int) -> Graph:
     return import_export(export_module(model, model.example, type(model).__name__), shape, steps)
 
@@ -100,8 +153,17 @@ def _case(name: str, make: Callable[[], nn.Module], shape: tuple[int, ...], memb
     return Case("torch.export", name, lambda: quantised(make()), shape, run(read), membrane, importer=import_step)
 
 
+def _loop(name: str, make: Callable[[], nn.Module], repeat: bool = True) -> Case:
+    return Case(
+        "torch.export", name, lambda: quantised(make()), (16,), run_loop, None, importer=import_step, repeat=repeat
+    )
+
+
 CASES = [
     _case("snntorch_explicit_state", ExplicitState, (16,), "mem2", lambda m, r: r[3]),
     _case("buffered_state", BufferedState, (16,), "b_mem", lambda m, r: m.mem),
     _case("runtime_broadcast", Broadcast, (1, 6, 6), "mem", lambda m, r: r[1]),
+    _loop("snntorch_tutorial_loop", TutorialLoop),
+    _loop("snntorch_tutorial_loop_membrane", lambda: TutorialLoop(membrane_first=True)),
+    _loop("snntorch_tutorial_sequence", TutorialSequence, repeat=False),
 ]

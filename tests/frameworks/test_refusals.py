@@ -79,8 +79,7 @@ WALKED = {
     ),
     "own_forward": (
         lambda: nn.Sequential(_OwnForward()),
-        r"unsupported module model\.0 \(_OwnForward\): .*forward code of its own: compile one step of it with "
-        r"torch\.export",
+        r"unsupported module model\.0 \(_OwnForward\): .*forward code of its own: compile it with torch\.export",
     ),
     "layer": (
         lambda: _dense(lambda: snn.Leaky(beta=0.9, init_hidden=True), (nn.Tanh(),)),
@@ -163,14 +162,44 @@ class _Tanh(nn.Module):
         return torch.tanh(x).clamp(0, 1)
 
 
+class _Loop(nn.Module):
+    """A forward that loops over time: `steps` iterations; `twice` calls one neuron twice in an iteration; `skip`
+    reads the state of two steps before."""
+
+    def __init__(self, steps: int = 4, twice: bool = False, skip: bool = False) -> None:
+        super().__init__()
+        self.fc, self.lif = nn.Linear(4, 4), snn.Leaky(beta=0.9)
+        self.steps, self.twice, self.skip = steps, twice, skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mem, older, out = torch.zeros(1, 4), torch.zeros(1, 4), []
+        for _ in range(self.steps):
+            spk, new = self.lif(self.fc(x) + (older if self.skip else 0), mem)
+            if self.twice:
+                spk, new = self.lif(spk, new)
+            older, mem = mem, new
+            out.append(spk)
+        return torch.stack(out)
+
+
 @pytest.mark.parametrize(
     ("module", "message"),
     [
+        (_Loop(steps=2), r"the forward's loop runs 2 steps; export it with at least 3"),
+        (_Loop(twice=True), r"the forward's loop is no repetition of one step that calls each submodule once"),
+        (_Loop(skip=True), r"step 2 of the forward's loop reads %\w+ of an earlier step than the last"),
         (_Reassigned(), r"forward reads buffer mem and assigns it a new tensor, which torch\.export does not record"),
         (_Charged(), r"buffer mem is updated in place as a state but starts at 0\.5; masic's states start at zero"),
         (_Tanh(), r"unsupported op aten\.tanh\.default \(%tanh\) at return torch\.tanh\(x\)\.clamp\(0, 1\)"),
     ],
-    ids=["reassigned_buffer", "charged_buffer", "unsupported_op"],
+    ids=[
+        "short_loop",
+        "loop_calls_twice",
+        "loop_skips_a_step",
+        "reassigned_buffer",
+        "charged_buffer",
+        "unsupported_op",
+    ],
 )
 def test_exported_programs_refuse_what_they_cannot_reproduce(module: nn.Module, message: str) -> None:
     with pytest.raises(FrontendError, match=message) as refusal:
