@@ -92,8 +92,16 @@ def unrolled_loop(program: torch.export.ExportedProgram, user_input: str) -> Loo
     if len(iterations) <= TEMPLATE:
         raise FrontendError(f"the forward's loop runs {len(iterations)} steps; export it with at least {TEMPLATE + 1}")
     previous, step = iterations[TEMPLATE - 1], iterations[TEMPLATE]
-    if [n.target for n in previous] != [n.target for n in step]:
-        raise FrontendError("two iterations of the forward's loop differ; masic cannot cut one step out of it")
+    step_input = _step_input(step, user_input)
+    differ = len(previous) != len(step) or any(
+        p.target != n.target or _shape(p) != _shape(n) or (n.name != step_input and _constants(p) != _constants(n))
+        for p, n in zip(previous, step, strict=False)
+    )
+    if differ:
+        raise FrontendError(
+            "two iterations of the forward's loop differ (in their ops, or in a constant such as the step's index); "
+            "masic cannot cut one step out of it"
+        )
     twin = {p.name: s.name for p, s in zip(previous, step, strict=True)}
     members = {n.name for n in step}
     states: dict[str, str] = {}
@@ -109,10 +117,20 @@ def unrolled_loop(program: torch.export.ExportedProgram, user_input: str) -> Loo
     return Loop(
         tuple(n.name for n in step),
         tuple(states.items()),
-        _step_input(step, user_input),
+        step_input,
         _step_output(program, members),
         tuple(n.name for n in before),
     )
+
+
+def _constants(node: Any) -> str:
+    """The node's arguments other than nodes (numbers, shapes, dtypes), as text to compare."""
+    return repr(torch.fx.node.map_arg((node.args, node.kwargs), lambda _: None))
+
+
+def _shape(node: Any) -> object:
+    val = node.meta.get("val")
+    return tuple(val.shape) if isinstance(val, torch.Tensor) else None
 
 
 def _step_input(step: list[Any], user_input: str) -> str | None:

@@ -164,17 +164,17 @@ class _Tanh(nn.Module):
 
 class _Loop(nn.Module):
     """A forward that loops over time: `steps` iterations; `twice` calls one neuron twice in an iteration; `skip`
-    reads the state of two steps before."""
+    reads the state of two steps before; `counted` scales its input by the step's index."""
 
-    def __init__(self, steps: int = 4, twice: bool = False, skip: bool = False) -> None:
+    def __init__(self, steps: int = 4, twice: bool = False, skip: bool = False, counted: bool = False) -> None:
         super().__init__()
         self.fc, self.lif = nn.Linear(4, 4), snn.Leaky(beta=0.9)
-        self.steps, self.twice, self.skip = steps, twice, skip
+        self.steps, self.twice, self.skip, self.counted = steps, twice, skip, counted
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mem, older, out = torch.zeros(1, 4), torch.zeros(1, 4), []
-        for _ in range(self.steps):
-            spk, new = self.lif(self.fc(x) + (older if self.skip else 0), mem)
+        for step in range(self.steps):
+            spk, new = self.lif(self.fc(x) * (step if self.counted else 1) + (older if self.skip else 0), mem)
             if self.twice:
                 spk, new = self.lif(spk, new)
             older, mem = mem, new
@@ -188,6 +188,7 @@ class _Loop(nn.Module):
         (_Loop(steps=2), r"the forward's loop runs 2 steps; export it with at least 3"),
         (_Loop(twice=True), r"the forward's loop is no repetition of one step that calls each submodule once"),
         (_Loop(skip=True), r"step 2 of the forward's loop reads %\w+ of an earlier step than the last"),
+        (_Loop(counted=True), r"two iterations of the forward's loop differ \(in their ops, or in a constant such as"),
         (_Reassigned(), r"forward reads buffer mem and assigns it a new tensor, which torch\.export does not record"),
         (_Charged(), r"buffer mem is updated in place as a state but starts at 0\.5; masic's states start at zero"),
         (_Tanh(), r"unsupported op aten\.tanh\.default \(%tanh\) at return torch\.tanh\(x\)\.clamp\(0, 1\)"),
@@ -196,6 +197,7 @@ class _Loop(nn.Module):
         "short_loop",
         "loop_calls_twice",
         "loop_skips_a_step",
+        "loop_counts_steps",
         "reassigned_buffer",
         "charged_buffer",
         "unsupported_op",
