@@ -89,9 +89,6 @@ class IRBackend(Backend):
     minimum = maximum = exp = floor = both = either = negate = div = _none
 
 
-Update = Callable[[SimpleNamespace, SimpleNamespace], dict[str, Num]]
-
-
 def emit_update(
     b: GraphBuilder,
     name: str,
