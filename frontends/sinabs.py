@@ -17,8 +17,8 @@ Refused with the module's path: other spike or reset functions, a non-positive t
 from __future__ import annotations
 
 from masic.frontends.errors import FrontendError
-from masic.frontends.norse import Builder, _pair
-from masic.frontends.torch_walk import TORCH_LAYERS, Framework, positive, tensor_value
+from masic.frontends.norse import TORCH_LAYERS, Builder, _pair
+from masic.frontends.torch_walk import Framework, positive, tensor_value
 from torch import nn
 
 from masic.ir.graph import AttrValue

@@ -25,8 +25,8 @@ from types import SimpleNamespace
 import torch
 from masic.frontends.arith_ir import IRBackend, emit_update
 from masic.frontends.errors import FrontendError
-from masic.frontends.norse import Builder, _conv2d, dense
-from masic.frontends.torch_walk import TORCH_LAYERS, Framework, tensor_value
+from masic.frontends.norse import TORCH_LAYERS, Builder, _conv2d, dense
+from masic.frontends.torch_walk import Converter, Framework, tensor_value
 from torch import nn
 
 from masic.ir.arith import Num
@@ -58,25 +58,16 @@ def _clamped(value: torch.Tensor) -> torch.Tensor:
     return value.clamp(0, 1)  # as snnTorch clamps its decays in every step
 
 
-def _leaky(b: Builder, name: str, m: nn.Module, loc: str) -> None:
-    _check(m, loc)
-    attrs = {
-        "beta": tensor_value(b, name, "beta", _clamped(m.beta), loc),
-        "threshold": tensor_value(b, name, "threshold", m.threshold, loc),
-        "reset": m.reset_mechanism,
-    }
-    b.then(name, "snn_leaky", attrs, loc)
+def _decaying(op: str, decays: tuple[str, ...]) -> Converter:
+    """Leaky (beta) and Synaptic (alpha, beta): each decay clamped, the threshold and the reset mechanism."""
 
+    def convert(b: Builder, name: str, m: nn.Module, loc: str) -> None:
+        _check(m, loc)
+        attrs = {key: tensor_value(b, name, key, _clamped(getattr(m, key)), loc) for key in decays}
+        attrs |= {"threshold": tensor_value(b, name, "threshold", m.threshold, loc), "reset": m.reset_mechanism}
+        b.then(name, op, attrs, loc)
 
-def _synaptic(b: Builder, name: str, m: nn.Module, loc: str) -> None:
-    _check(m, loc)
-    attrs = {
-        "alpha": tensor_value(b, name, "alpha", _clamped(m.alpha), loc),
-        "beta": tensor_value(b, name, "beta", _clamped(m.beta), loc),
-        "threshold": tensor_value(b, name, "threshold", m.threshold, loc),
-        "reset": m.reset_mechanism,
-    }
-    b.then(name, "snn_synaptic", attrs, loc)
+    return convert
 
 
 def _lapicque(b: Builder, name: str, m: nn.Module, loc: str) -> None:
@@ -161,8 +152,8 @@ def framework() -> Framework:
     import snntorch as snn
 
     neurons = {
-        snn.Leaky: _leaky,
-        snn.Synaptic: _synaptic,
+        snn.Leaky: _decaying("snn_leaky", ("beta",)),
+        snn.Synaptic: _decaying("snn_synaptic", ("alpha", "beta")),
         snn.Lapicque: _lapicque,
         snn.Alpha: _alpha,
         snn.RLeaky: _recurrent_neuron,

@@ -19,8 +19,8 @@ import logging
 
 import torch
 from masic.frontends.errors import FrontendError
-from masic.frontends.norse import Builder, _adaptive, _batchnorm, _conv2d, _flatten, _linear, _pool
-from masic.frontends.torch_walk import TORCH_LAYERS, TORCH_NO_OPS, Framework, positive, tensor_value
+from masic.frontends.norse import TORCH_LAYERS, Builder, _adaptive, _batchnorm, _conv2d, _flatten, _linear, _pool
+from masic.frontends.torch_walk import TORCH_NO_OPS, Framework, positive, tensor_value
 from torch import nn
 
 from masic.ir.graph import AttrValue

@@ -16,39 +16,19 @@ torch.export frontend (`masic.frontends.export`), which covers the same neurons 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from masic.frontends.errors import FrontendError, well_formed
-from masic.frontends.norse import (
-    Builder,
-    _adaptive,
-    _batchnorm,
-    _conv2d,
-    _flatten,
-    _linear,
-    _pool,
-    _relu,
-)
+from masic.frontends.norse import Builder, Converter
 from torch import nn
 
 from masic.ir.graph import AttrValue, Graph
 
-Converter = Callable[[Builder, str, nn.Module, str], None]
-
-# torch.nn layers every framework's models use, converted as the Norse frontend converts them
-TORCH_LAYERS: Mapping[type, Converter] = {
-    nn.Conv2d: _conv2d,
-    nn.Linear: _linear,
-    nn.MaxPool2d: _pool,
-    nn.AvgPool2d: _pool,
-    nn.AdaptiveAvgPool2d: _adaptive,
-    nn.Flatten: _flatten,
-    nn.ReLU: _relu,
-    nn.BatchNorm2d: _batchnorm,
-}
+# Modules every framework's models may hold that pass their input on in inference (torch.nn's layers convert as
+# the Norse frontend converts them: masic.frontends.norse.TORCH_LAYERS)
 TORCH_NO_OPS = (nn.Dropout, nn.Identity)
 
 
