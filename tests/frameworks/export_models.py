@@ -164,6 +164,6 @@ CASES = [
     _case("buffered_state", BufferedState, (16,), "b_mem", lambda m, r: m.mem),
     _case("runtime_broadcast", Broadcast, (1, 6, 6), "mem", lambda m, r: r[1]),
     _loop("snntorch_tutorial_loop", TutorialLoop),
-    _loop("snntorch_tutorial_loop_membrane", lambda: TutorialLoop(membrane_first=True)),
+    _loop("snntorch_tutorial_membrane", lambda: TutorialLoop(membrane_first=True)),
     _loop("snntorch_tutorial_sequence", TutorialSequence, repeat=False),
 ]
