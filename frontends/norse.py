@@ -243,20 +243,25 @@ def _li_linear(b: Builder, name: str, m: nn.Module, loc: str) -> None:
 
 Converter = Callable[[Builder, str, nn.Module, str], None]
 
+# torch.nn layers, converted alike by every walking frontend (masic.frontends.torch_walk)
+TORCH_LAYERS: dict[type, Converter] = {
+    nn.Conv2d: _conv2d,
+    nn.Linear: _linear,
+    nn.MaxPool2d: _pool,
+    nn.AvgPool2d: _pool,
+    nn.AdaptiveAvgPool2d: _adaptive,
+    nn.Flatten: _flatten,
+    nn.ReLU: _relu,
+    nn.BatchNorm2d: _batchnorm,
+}
+
 
 def _converters() -> dict[type, Converter]:
     import norse.torch as nt
 
     neurons = (nt.LIFCell, nt.LIFBoxCell, nt.LICell, nt.LIBoxCell, nt.IAFCell, nt.LIF, nt.LI, nt.IAF)
     return {
-        nn.Conv2d: _conv2d,
-        nn.Linear: _linear,
-        nn.MaxPool2d: _pool,
-        nn.AvgPool2d: _pool,
-        nn.AdaptiveAvgPool2d: _adaptive,
-        nn.Flatten: _flatten,
-        nn.ReLU: _relu,
-        nn.BatchNorm2d: _batchnorm,
+        **TORCH_LAYERS,
         nt.LILinearCell: _li_linear,
         **dict.fromkeys(neurons, _neuron),
     }

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything masic needs on a fresh machine (Debian, Python 3.11, root): the aarch64 cross toolchain and
 # qemu from Debian, clang with libFuzzer and the sanitizer runtimes (the loader's fuzz targets, fuzz/), a CPU-only
-# torch pinned first (anything unpinned pulls a multi-GB CUDA build), norse without its
-# torchvision dependency, Apache TVM, and masic itself in editable mode. Safe to re-run: each step is skipped when
-# already satisfied.
+# torch pinned first (anything unpinned pulls a multi-GB CUDA build), norse without its torchvision dependency,
+# snnTorch, SpikingJelly and Sinabs without theirs, Apache TVM, and masic itself in editable mode. Safe to re-run:
+# each step is skipped when already satisfied.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +50,16 @@ if ! "$PY" -c 'import norse, nirtorch' 2>/dev/null; then
   log "installing norse, nir, nirtorch (norse without torchvision)"
   pip_install --no-deps norse==1.1.0 nirtorch==2.6
   pip_install nir==1.0.8 h5py
+fi
+FRAMEWORKS="snntorch==1.0.0 spikingjelly==2.0.0 sinabs==3.1.3 pbr==7.1.3 loguru==0.7.3"
+if ! "$PY" -c 'import sys, importlib.metadata as m
+sys.exit(any(m.version(n) != v for n, v in (p.split("==") for p in sys.argv[1:])))' $FRAMEWORKS 2>/dev/null; then
+  # The SNN frameworks masic's frontends read, without their declared dependencies, which would pull another torch
+  # (spikingjelly: torchvision, torchaudio, tensorboard; sinabs: samna, the Speck hardware library) or an older nir
+  # (sinabs: nir<=1.0.4). What they import at run time is pure Python: pbr (sinabs' version, needs setuptools) and
+  # loguru (spikingjelly's logger, no dependencies on Linux); numpy, h5py, matplotlib come with masic's own.
+  log "installing snntorch 1.0.0, spikingjelly 2.0.0, sinabs 3.1.3 (without their dependencies)"
+  pip_install --no-deps $FRAMEWORKS
 fi
 if ! "$PY" -c 'import tvm' 2>/dev/null; then
   log "installing apache-tvm 0.27"

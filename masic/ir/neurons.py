@@ -227,3 +227,8 @@ def IAF(x: Num, s: SimpleNamespace, p: SimpleNamespace, mode: SimpleNamespace) -
     v1 = v + x;  z = (v1 - v_th) > 0;  v' = z ? v_reset : v1;  output z"""
     z, v = _fire(s.v + x, p)
     return {"z": z, "v": v}
+
+
+# The families of snnTorch, SpikingJelly and Sinabs live in their own module (this one stays the home of the rules
+# and Norse's families); importing it here registers them wherever the op table is built.
+import masic.ir.framework_neurons  # noqa: E402, F401

@@ -62,8 +62,8 @@ class NeuronOp(OpDef):
     """An op with state carried across timesteps: a neuron family (element-wise over its input), or `delay`.
 
     `states` lists (state name, attribute giving its initial value, or None for zero).
-    `spiking` is true when the output is a spike (0/1) tensor. A spiking neuron with attribute `probe` (a state
-    name) outputs that state after the update instead of the spikes, to observe a membrane. A neuron with
+    `spiking` is true when the output is a spike (0/1) tensor. A neuron with attribute `probe` (a state name)
+    outputs that state after the update instead of its output, to observe a membrane. A neuron with
     `fused=true` runs as the epilogue of its operand's conv or dense kernel (`Graph.epilogue`).
     """
 
@@ -318,14 +318,25 @@ def _infer_same(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
     return TensorType(ins[0].shape)
 
 
+def _binary(name: str, doc: str) -> tuple[OpDef]:
+    """An element-wise op of two operands of one shape (masic.ir.elementwise)."""
+    return (OpDef(name, 2, (), (), _infer_same, f"element-wise {doc}"),)
+
+
+def _with_param(name: str, key: str, doc: str) -> tuple[OpDef]:
+    """An element-wise op of one operand and a parameter `key` (a float or one value per element)."""
+    return (OpDef(name, 1, (key,), (), _infer_identity, doc, (key,)),)
+
+
 def _neuron(definition: NeuronFamily) -> NeuronOp:
-    """The op of a neuron family: its parameters and modes are required attributes; a spiking neuron may probe."""
+    """The op of a neuron family: its parameters and modes are required attributes; any neuron may probe a state
+    (a count-of-spikes neuron's membrane, too)."""
     spiking = definition.spiking
     return NeuronOp(
         definition.op,
         1,
         definition.params + definition.mode_names,
-        ("probe", "fused", "layout") if spiking else ("fused", "layout"),
+        ("probe", "fused", "layout"),
         _infer_spiking if spiking else _infer_identity,
         definition.doc,
         states=definition.states,
@@ -431,6 +442,21 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 ("threshold",),
             ),
             OpDef("constant", 0, ("value",), (), _infer_declared, "value, broadcast to the declared type", ("value",)),
+            *_binary("div", "a / b"),
+            *_binary("maximum", "max(a, b) (torch.maximum)"),
+            *_binary("minimum", "min(a, b) (torch.minimum)"),
+            *_binary("ge", "a >= b ? 1 : 0"),
+            *_binary("le", "a <= b ? 1 : 0"),
+            *_binary("eq", "a == b ? 1 : 0"),
+            *_with_param("div_by", "divisor", "x / divisor"),
+            *_with_param("div_into", "dividend", "dividend / x"),
+            *_with_param("clamp_min", "min", "max(x, min) (torch.clamp_min)"),
+            *_with_param("clamp_max", "max", "min(x, max) (torch.clamp_max)"),
+            *_with_param("ge_value", "value", "x >= value ? 1 : 0"),
+            *_with_param("le_value", "value", "x <= value ? 1 : 0"),
+            *_with_param("eq_value", "value", "x == value ? 1 : 0"),
+            OpDef("exp", 1, (), (), _infer_identity, "e**x (within a few ulps of torch.exp)"),
+            OpDef("sigmoid", 1, (), (), _infer_identity, "1 / (1 + exp(-x)) (within a few ulps of torch.sigmoid)"),
             *(_neuron(definition) for definition in FAMILIES.values()),
             NeuronOp(
                 "delay",
