@@ -2,9 +2,10 @@
 
 - `*.nir`: the NIR frontend (`masic.frontends.nir`); needs `dt`.
 - `*.pt2`: the torch.export frontend (`masic.frontends.export`).
-- `package.module:factory`: by what the factory returns: a Norse model (`masic.frontends.norse`), a
-  `torch.export.ExportedProgram`, or `(module, example_inputs)` of a plain PyTorch step module (exported here).
-- any other file: a `torch.save` archive of a Norse model, read with the safe loader (`masic.frontends.norse`).
+- `package.module:factory`: by what the factory returns: a model of snnTorch, SpikingJelly or Sinabs modules
+  (`masic.frontends.frameworks`), a Norse model (`masic.frontends.norse`), a `torch.export.ExportedProgram`, or
+  `(module, example_inputs)` of a plain PyTorch step module (exported here).
+- any other file: a `torch.save` archive of such a model, read with the safe loader (`masic.frontends.safe_pickle`).
 """
 
 from __future__ import annotations
@@ -59,21 +60,28 @@ def _import_model(spec: str, options: ImportOptions) -> Graph:
         return import_export(load_export(spec), options.input_shape, options.timesteps, name)
     import torch
     from masic.frontends.export import export_module, import_export
+    from masic.frontends.frameworks import framework_of, import_framework_model
     from masic.frontends.norse import import_norse, is_norse_model, load_model
 
     if not is_factory_spec(spec):
-        return import_norse(load_model(spec, options.trust_pickle), options.input_shape, options.timesteps, name)
+        model = load_model(spec, options.trust_pickle)
+        if framework_of(model) is not None:
+            return import_framework_model(model, options.input_shape, options.timesteps, name)
+        return import_norse(model, options.input_shape, options.timesteps, name)
     made = call_factory(spec)
     if isinstance(made, torch.export.ExportedProgram):
         return import_export(made, options.input_shape, options.timesteps, name)
     if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module):
         program = export_module(made[0], tuple(made[1]), spec)
         return import_export(program, options.input_shape, options.timesteps, name)
+    if isinstance(made, torch.nn.Module) and framework_of(made) is not None:
+        return import_framework_model(made, options.input_shape, options.timesteps, name)
     if isinstance(made, torch.nn.Module) and is_norse_model(made):
         return import_norse(made, options.input_shape, options.timesteps, name)
     if isinstance(made, torch.nn.Module):
         raise FrontendError(
-            f"{spec} returned a {type(made).__qualname__}, which is neither a Norse model nor exported: for a plain "
+            f"{spec} returned a {type(made).__qualname__}, which is no Norse, snnTorch, SpikingJelly or Sinabs model "
+            "and not exported: for a plain "
             "PyTorch step module return (module, example_inputs) or a torch.export.ExportedProgram"
         )
     raise FrontendError(f"{spec} returned a {type(made).__name__}, not a model")

@@ -13,10 +13,21 @@ whose source is the matching state output: at step t it holds the state the step
 step (the state starts at zero, as snnTorch's `init_leaky` makes it).
 
 Ops: linear, conv2d, max_pool2d, avg_pool2d, adaptive_avg_pool2d, relu, flatten / view / reshape / squeeze /
-unsqueeze (order-preserving views), add, sub, rsub, mul, neg, gt, lt, where, ones_like / zeros_like / full_like,
-and no-ops (clone, detach, dropout, conversions to float32, shape assertions). Parameters, buffers and constant
-tensors fold into the ops that read them (a product with a buffer becomes a `scale` by a per-element parameter);
-alpha != 1, division, broadcasting between two runtime tensors, and any other op are refused, naming the op.
+unsqueeze (order-preserving views), add, sub, rsub, mul, div, reciprocal, neg, gt, lt, ge, le, eq, where, maximum,
+minimum, clamp, clamp_min, clamp_max, exp and sigmoid (within a few ulps of PyTorch's: the only two not bit for
+bit), ones_like / zeros_like / full_like, and no-ops (clone, detach, dropout, conversions to float32, assertions).
+Parameters, buffers and constant tensors fold into the ops that read them (a product with a buffer becomes a `scale`
+by a per-element parameter), and any op whose operands are all constants is computed by PyTorch itself at import
+(snnTorch's `beta.clamp(0, 1)`, Sinabs' `exp(-1/tau)`). State may also live in buffers that the forward updates in
+place (`self.mem.mul_(beta).add_(x)`, or `copy_`): each such buffer becomes a `delay` of its new value, and must
+start at zero. A forward that reads a buffer and assigns it a new tensor (snnTorch's `init_hidden` neurons) is
+refused, since torch.export does not record that assignment (such models are read by walking, see
+`masic.frontends.snntorch`); snnTorch neurons stepped with explicit state assign their buffers too, but read only
+the state they are given, and compile. Operands of different shapes broadcast as in PyTorch: a constant becomes a
+per-element parameter, a runtime tensor is spread by a dense layer of ones (exact for finite values; its matrix has
+at most `MAX_BROADCAST_WEIGHTS` elements, `masic.frontends.export_values`). Alpha != 1, rounding division and any
+other op are refused, naming the op and its source line. A forward that loops over time itself (snnTorch's
+tutorials) compiles one iteration of its loop (`masic.frontends.unroll`).
 
 Archives are checked before torch.export.load sees them, and it reads exactly the checked bytes
 (`masic.frontends.pt2_archive`): raw tensors, plain sample inputs and a static aten graph, so a hostile archive cannot
@@ -25,6 +36,7 @@ run code.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -33,12 +45,13 @@ from typing import Any
 import numpy as np
 import torch
 from masic.frontends.errors import FrontendError, first_line, library_warnings_silenced, well_formed
+from masic.frontends.export_values import Value, ValueOps
 from masic.frontends.graph_builder import GraphBuilder, real_float32
+from masic.frontends.limits import MAX_TENSOR_ELEMENTS
 from masic.frontends.pt2_archive import checked_archive
+from masic.frontends.unroll import Loop, unrolled_loop
 
 from masic.ir.graph import Graph, TensorType
-
-Value = str | np.ndarray  # an IR value name (a runtime tensor, per sample) or a constant (with its batch axis)
 
 
 def load_export(path: str | Path) -> torch.export.ExportedProgram:
@@ -58,15 +71,41 @@ def load_export(path: str | Path) -> torch.export.ExportedProgram:
 
 
 def export_module(module: torch.nn.Module, example_inputs: tuple[Any, ...], spec: str) -> torch.export.ExportedProgram:
-    """torch.export.export of one step, in inference mode."""
+    """torch.export.export of one step, in inference mode; refuses a forward that reads a buffer it assigns."""
     module.eval()
+    assigned = _assigned_buffers(module, tuple(example_inputs), spec)
     try:
-        with torch.no_grad():
-            return torch.export.export(module, tuple(example_inputs))
+        with torch.no_grad(), library_warnings_silenced():  # e.g. snnTorch's neurons assign tensor attributes
+            program = torch.export.export(module, tuple(example_inputs))
     except Exception as err:
         raise FrontendError(f"{spec}: torch.export failed: {first_line(err)}") from None
+    nodes = {n.name: n for n in program.graph.nodes}
+    for placeholder, target in program.graph_signature.inputs_to_buffers.items():
+        read = [u for u in nodes[placeholder].users if str(u.target) not in _SHAPE_ONLY]
+        if target in assigned and read:
+            raise FrontendError(
+                f"{spec}: forward reads buffer {target} and assigns it a new tensor, which torch.export does not "
+                "record (the state would compile as a constant); update it in place, take and return the state, or "
+                "(snnTorch init_hidden neurons) give the nn.Sequential itself"
+            )
+    return program
 
 
+def _assigned_buffers(module: torch.nn.Module, example_inputs: tuple[Any, ...], spec: str) -> set[str]:
+    """The buffers one step of the module replaces with a new tensor (`self.buf = ...`, which torch.export drops,
+    unlike an in-place update): seen by running the step on a copy of the module."""
+    twin = copy.deepcopy(module)
+    before = {name: id(buffer) for name, buffer in twin.named_buffers()}
+    try:
+        with torch.no_grad():
+            twin(*copy.deepcopy(example_inputs))
+    except Exception as err:
+        raise FrontendError(f"{spec}: the module fails on its example inputs: {first_line(err)}") from None
+    return {name for name, buffer in twin.named_buffers() if before.get(name) != id(buffer)}
+
+
+# Ops that read only their operand's shape: snnTorch's init_leaky() makes its zero state from the buffer it assigns
+_SHAPE_ONLY = {"aten.zeros_like.default", "aten.ones_like.default", "aten.full_like.default", "aten.empty_like.default"}
 _NO_OPS = {
     "aten.clone.default",
     "aten.alias.default",
@@ -93,7 +132,7 @@ _VIEWS = {
 _FILLS = {"aten.ones_like.default": 1.0, "aten.zeros_like.default": 0.0}
 
 
-class _Importer:
+class _Importer(ValueOps):
     """Walks the exported graph in its (topological) order, mapping each FX node to a Value."""
 
     def __init__(self, program: torch.export.ExportedProgram) -> None:
@@ -118,63 +157,23 @@ class _Importer:
             "aten.lt.Tensor": self._lt,
             "aten.where.self": self._where,
             "aten.full_like.default": lambda n: self.fill(n, float(n.args[1])),
+            "aten.div.Tensor": self._div,
+            "aten.reciprocal.default": lambda n: self.unary(n, "div_into", {"dividend": 1.0}),
+            "aten.ge.Scalar": lambda n: self._compare(n, "ge", "le"),
+            "aten.ge.Tensor": lambda n: self._compare(n, "ge", "le"),
+            "aten.le.Scalar": lambda n: self._compare(n, "le", "ge"),
+            "aten.le.Tensor": lambda n: self._compare(n, "le", "ge"),
+            "aten.eq.Scalar": lambda n: self._compare(n, "eq", "eq"),
+            "aten.eq.Tensor": lambda n: self._compare(n, "eq", "eq"),
+            "aten.maximum.default": lambda n: self._extremum(n, "maximum", "clamp_min", "min"),
+            "aten.minimum.default": lambda n: self._extremum(n, "minimum", "clamp_max", "max"),
+            "aten.clamp_min.default": lambda n: self._extremum(n, "maximum", "clamp_min", "min"),
+            "aten.clamp_max.default": lambda n: self._extremum(n, "minimum", "clamp_max", "max"),
+            "aten.clamp.default": self._clamp,
+            "aten.clamp.Tensor": self._clamp,
+            "aten.exp.default": lambda n: self.unary(n, "exp", {}),
+            "aten.sigmoid.default": lambda n: self.unary(n, "sigmoid", {}),
         }
-
-    # -- values --
-
-    def loc(self, node: Any) -> str:
-        trace = str(node.meta.get("stack_trace") or "").strip().splitlines()
-        where = f" at {trace[-1].strip()}" if trace else ""
-        return f"{node.target} (%{node.name}){where}"
-
-    def arg(self, node: Any, value: Any) -> Value:
-        """An argument as a Value: a runtime tensor's IR name, or a constant array (scalars included)."""
-        if isinstance(value, torch.fx.Node):
-            return self.values[value.name]
-        if isinstance(value, int | float | bool):
-            return real_float32(float(value), f"{self.loc(node)}: argument {value!r}")
-        raise FrontendError(f"{self.loc(node)}: argument {value!r} is not supported")
-
-    def out_shape(self, node: Any) -> tuple[int, ...]:
-        """The per-sample shape of a node's result (its leading batch axis must be 1)."""
-        val = node.meta.get("val")
-        if not isinstance(val, torch.Tensor) or val.dtype not in (torch.float32, torch.bool):
-            raise FrontendError(
-                f"{self.loc(node)}: only float32 tensors are supported, got {getattr(val, 'dtype', val)}"
-            )
-        if val.dim() == 0 or val.shape[0] != 1:
-            raise FrontendError(
-                f"{self.loc(node)}: result {tuple(val.shape)} has no batch axis of 1; export one sample"
-            )
-        return tuple(int(d) for d in val.shape[1:])
-
-    def const(self, node: Any, value: np.ndarray, key: str, like: str) -> float | Any:
-        """A constant operand as a float or a per-element parameter of the shape of `node`'s result."""
-        shape = self.out_shape(node)
-        if self.b.type_of(like).shape != shape:
-            raise FrontendError(f"{self.loc(node)}: a constant broadcasts %{like} to {shape}; not supported")
-        try:
-            per_sample = np.broadcast_to(value, (1, *shape))[0]
-        except ValueError:
-            raise FrontendError(f"{self.loc(node)}: constant of shape {value.shape} does not fit {shape}") from None
-        return self.b.element_param(node.name, key, per_sample, shape, self.loc(node))
-
-    def unary(self, node: Any, op: str, attrs: dict[str, Any], x: Value | None = None) -> str:
-        x = self.arg(node, node.args[0]) if x is None else x
-        if not isinstance(x, str):
-            raise FrontendError(f"{self.loc(node)}: operand is a constant; fold it before exporting")
-        return self.b.add(node.name, op, (x,), attrs, self.loc(node))
-
-    def fill(self, node: Any, value: float) -> np.ndarray:
-        return np.full((1, *self.out_shape(node)), real_float32(value, f"{self.loc(node)}: fill value"))
-
-    def materialise(self, node: Any, value: Value, role: str) -> str:
-        """A runtime value for an operand that must be one: constants become `constant` nodes."""
-        if isinstance(value, str):
-            return value
-        shape = self.out_shape(node)
-        attr = self.b.element_param(f"{node.name}.{role}", "value", np.broadcast_to(value, (1, *shape))[0], shape, "")
-        return self.b.add(f"{node.name}.{role}", "constant", (), {"value": attr}, self.loc(node), TensorType(shape))
 
     # -- ops --
 
@@ -247,77 +246,36 @@ class _Importer:
             return self.unary(node, "flatten", {})
         return self.unary(node, "reshape", {"shape": shape})
 
-    def _binary(self, node: Any, tensor_op: str, const_op: str, key: str, negate_const: bool = False) -> Value:
-        if node.kwargs.get("alpha", 1) != 1:
-            raise FrontendError(f"{self.loc(node)}: alpha != 1 is not supported")
-        if tensor_op != "mul" and node.meta["val"].dtype == torch.bool:  # logical or / xor, not arithmetic
-            raise FrontendError(f"{self.loc(node)}: {tensor_op} of bool tensors is not supported")
-        a, b = (self.arg(node, v) for v in node.args[:2])
-        if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-            with np.errstate(over="ignore", invalid="ignore"):  # an infinite result is refused where it is used
-                result = {"add": np.add, "sub": np.subtract, "mul": np.multiply}[tensor_op](a, b, dtype=np.float32)
-            return np.broadcast_to(result, (1, *self.out_shape(node))).astype(np.float32)
-        if isinstance(a, str) and isinstance(b, str):
-            if self.b.type_of(a) != self.b.type_of(b):
-                raise FrontendError(f"{self.loc(node)}: operands {self.b.type_of(a)} and {self.b.type_of(b)} differ")
-            return self.b.add(node.name, tensor_op, (a, b), {}, self.loc(node))
-        if isinstance(a, np.ndarray):  # c + x, c * x commute exactly; c - x is handled by the caller
-            a, b = b, a
-        c = -b if negate_const else b
-        return self.unary(node, const_op, {key: self.const(node, c, key, a)}, a)
+    # -- constants --
 
-    def _add(self, node: Any) -> Value:
-        return self._binary(node, "add", "offset", "value")
-
-    def _mul(self, node: Any) -> Value:
-        return self._binary(node, "mul", "scale", "factor")
-
-    def _sub(self, node: Any) -> Value:
-        a = self.arg(node, node.args[0])
-        if isinstance(a, np.ndarray) and isinstance(self.arg(node, node.args[1]), str):
-            return self._constant_minus(node, a, self.arg(node, node.args[1]))
-        return self._binary(node, "sub", "offset", "value", negate_const=True)  # x - c == x + (-c) exactly
-
-    def _rsub(self, node: Any) -> Value:
-        return self._constant_minus(node, self.arg(node, node.args[1]), self.arg(node, node.args[0]))
-
-    def _constant_minus(self, node: Any, c: np.ndarray, x: Value) -> str:
-        """c - x == (-x) + c exactly."""
-        if node.kwargs.get("alpha", 1) != 1 or not isinstance(x, str):
-            raise FrontendError(f"{self.loc(node)}: only constant - tensor with alpha 1 is supported")
-        negated = self.b.add(f"{node.name}.neg", "scale", (x,), {"factor": -1.0}, self.loc(node))
-        return self.b.add(
-            node.name, "offset", (negated,), {"value": self.const(node, c, "value", negated)}, self.loc(node)
+    def _constant_operands(self, node: Any) -> bool:
+        """Whether every operand of the node is a constant (and the op draws no random numbers)."""
+        operands: list[Any] = []
+        torch.fx.node.map_arg((node.args, node.kwargs), operands.append)
+        deterministic = torch.Tag.nondeterministic_seeded not in getattr(node.target, "tags", ())
+        return deterministic and all(
+            n.name in self.values and not isinstance(self.values[n.name], str) for n in operands
         )
 
-    def _gt(self, node: Any, swap: bool = False) -> str:
-        """a > b: threshold(a, b) for a constant b; (a - b) > 0 for two tensors (the same predicate for finite
-        floats); a constant a compares as -b > -a."""
-        a, b = (self.arg(node, v) for v in node.args[:2])
-        if swap:
-            a, b = b, a
-        if isinstance(a, str) and isinstance(b, str):
-            diff = self.b.add(f"{node.name}.diff", "sub", (a, b), {}, self.loc(node))
-            return self.b.add(node.name, "threshold", (diff,), {"threshold": 0.0}, self.loc(node))
-        if isinstance(a, np.ndarray):
-            if not isinstance(b, str):
-                raise FrontendError(f"{self.loc(node)}: comparing two constants; fold it before exporting")
-            b = self.b.add(f"{node.name}.neg", "scale", (b,), {"factor": -1.0}, self.loc(node))
-            a = -a
-            a, b = b, a
-        return self.b.add(
-            node.name, "threshold", (a,), {"threshold": self.const(node, b, "threshold", a)}, self.loc(node)
-        )
+    def _fold(self, node: Any) -> np.ndarray:
+        """The op computed by PyTorch on its constant operands, as the program would compute it at every step."""
+        val = node.meta.get("val")
+        if isinstance(val, torch.Tensor) and val.numel() > MAX_TENSOR_ELEMENTS:
+            raise FrontendError(f"{self.loc(node)}: a constant of {val.numel()} elements is beyond masic's limit")
 
-    def _lt(self, node: Any) -> str:
-        return self._gt(node, swap=True)
+        def tensor(n: Any) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(self.values[n.name]))
 
-    def _where(self, node: Any) -> str:
-        cond, a, b = (self.arg(node, v) for v in node.args[:3])
-        if not isinstance(cond, str):
-            raise FrontendError(f"{self.loc(node)}: a constant condition; fold it before exporting")
-        operands = (cond, self.materialise(node, a, "then"), self.materialise(node, b, "else"))
-        return self.b.add(node.name, "select", operands, {}, self.loc(node))
+        args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), tensor)
+        try:
+            with torch.no_grad(), library_warnings_silenced():
+                result = node.target(*args, **kwargs)
+        except Exception as err:
+            raise FrontendError(f"{self.loc(node)}: cannot compute this constant: {first_line(err)}") from None
+        if not isinstance(result, torch.Tensor):
+            raise FrontendError(f"{self.loc(node)}: the op gives a {type(result).__name__}, not a tensor")
+        array = result.detach().cpu().numpy()
+        return array if array.dtype == np.bool_ else real_float32(array, self.loc(node))
 
     # -- the walk --
 
@@ -332,6 +290,8 @@ class _Importer:
                 raise FrontendError(f"unsupported input {node.name} of the exported program")
         elif node.op == "call_function" and target in _ASSERTIONS:
             return
+        elif node.op == "call_function" and self._constant_operands(node):
+            self.values[node.name] = self._fold(node)
         elif node.op == "call_function" and target in _NO_OPS:
             self.out_shape(node)  # float32 or bool results only
             source = getattr(node.args[0], "meta", {}).get("val")
@@ -353,19 +313,28 @@ class _Importer:
 
     def _run(self, name: str, timesteps: int, input_shape: tuple[int, ...] | None) -> Graph:
         program, sig = self.program, self.program.graph_signature
-        if sig.buffers_to_mutate or getattr(sig, "user_inputs_to_mutate", None):
-            raise FrontendError("the module updates buffers or inputs in place; return the new state instead")
+        if getattr(sig, "user_inputs_to_mutate", None):
+            raise FrontendError("the module updates its inputs in place; return the new state instead")
         constants = {**program.state_dict, **program.constants}
         lifted = {**sig.inputs_to_parameters, **sig.inputs_to_buffers, **sig.inputs_to_lifted_tensor_constants}
+        state_buffers = {p: t for p, t in sig.inputs_to_buffers.items() if t in sig.buffers_to_mutate.values()}
+        nodes = {n.name: n for n in program.graph.nodes}
+        for placeholder, target in state_buffers.items():
+            del lifted[placeholder]
+            self.values[placeholder] = self._state_buffer(nodes[placeholder], target, constants[target])
         user_inputs, user_outputs = list(sig.user_inputs), list(sig.user_outputs)
         if not user_inputs:
             raise FrontendError("the exported forward takes no input")
+        loop = unrolled_loop(program, user_inputs[0])
+        if loop is not None:
+            if len(user_inputs) > 1 or state_buffers:
+                raise FrontendError("a forward that loops over time must take only its input and keep no buffers")
+            return self._run_loop(loop, name, timesteps, input_shape, lifted, constants)
         if len(user_outputs) != len(user_inputs):
             raise FrontendError(
                 f"forward takes {len(user_inputs)} tensors (input and {len(user_inputs) - 1} states) but returns "
                 f"{len(user_outputs)}; it must return (output, *new_states) with one new state per state input"
             )
-        nodes = {n.name: n for n in program.graph.nodes}
         delays: list[str] = []
         for position, placeholder in enumerate(user_inputs):
             node = nodes[placeholder]
@@ -382,12 +351,67 @@ class _Importer:
             with well_formed(self.loc(node)):
                 self.convert(node, lifted, constants)
         (returned,) = [n for n in program.graph.nodes if n.op == "output"]
-        results = [self.values[v.name] if isinstance(v, torch.fx.Node) else v for v in returned.args[0]]
-        if not all(isinstance(r, str) for r in results):
+        outputs = {
+            spec.arg.name: self.values[v.name] if isinstance(v, torch.fx.Node) else v
+            for spec, v in zip(sig.output_specs, returned.args[0], strict=True)
+        }
+        results = [outputs[n] for n in sig.user_outputs]
+        if not all(isinstance(r, str) for r in outputs.values()):
             raise FrontendError("an output or new state of the exported forward is a constant")
         for delay, new_state in zip(delays, results[1:], strict=True):
             self.b.connect_delay(delay, new_state)
+        buffers = {target: placeholder for placeholder, target in state_buffers.items()}
+        for value, target in sig.buffers_to_mutate.items():
+            self.b.connect_delay(self.values[buffers[target]], outputs[value])
         return self.b.finish(name, results[0], timesteps)
+
+    def _run_loop(
+        self,
+        loop: Loop,
+        name: str,
+        timesteps: int,
+        input_shape: tuple[int, ...] | None,
+        lifted: dict[str, str],
+        constants: dict[str, Any],
+    ) -> Graph:
+        """One iteration of the forward's own loop over time (`masic.frontends.unroll`): the values it reads from
+        the iteration before are states, and the set-up before the loop must be constants."""
+        nodes = {n.name: n for n in self.program.graph.nodes}
+        (x,) = self.program.graph_signature.user_inputs
+        taker = nodes[loop.step_input or x]
+        shape = self.out_shape(taker)
+        if input_shape is not None and tuple(input_shape) != shape:
+            raise FrontendError(f"--input-shape {input_shape} differs from the input of one step {shape}")
+        self.values[taker.name] = self.b.add(x, "input", (), {}, "model input", TensorType(shape))
+        for previous, _ in loop.states:
+            state = TensorType(self.out_shape(nodes[previous]))
+            self.values[previous] = self.b.delay(previous, state, f"state {previous} {self.loc(nodes[previous])}")
+        step, before = set(loop.step), set(loop.before)
+        for node in self.program.graph.nodes:
+            with well_formed(self.loc(node)):
+                if node.op == "placeholder" and node.name != x:
+                    self.convert(node, lifted, constants)
+                elif node.name in before and self._constant_operands(node):
+                    self.values[node.name] = self._fold(node)
+                elif node.name in step and node.name not in self.values:
+                    missing = [n.name for n in node.all_input_nodes if n.name not in self.values]
+                    if missing:
+                        raise FrontendError(f"{self.loc(node)} reads %{missing[0]}, set up before the loop at run time")
+                    self.convert(node, lifted, constants)
+        for previous, current in loop.states:
+            self.b.connect_delay(self.values[previous], self.values[current])
+        return self.b.finish(name, self.values[loop.output], timesteps)
+
+    def _state_buffer(self, node: Any, target: str, initial: torch.Tensor) -> str:
+        """A buffer the forward updates in place: a state, the delay of its new value, which must start at zero."""
+        shape = self.out_shape(node)
+        start = real_float32(initial.detach().cpu().numpy(), f"buffer {target}")
+        if np.any(start != 0):
+            raise FrontendError(
+                f"buffer {target} is updated in place as a state but starts at {start[start != 0].flat[0]:g}; "
+                "masic's states start at zero"
+            )
+        return self.b.delay(node.name, TensorType(shape), f"state buffer {target}")
 
 
 def import_export(
@@ -396,5 +420,24 @@ def import_export(
     timesteps: int = 16,
     name: str = "model",
 ) -> Graph:
-    """Lowers the exported step function (see the module docstring) to the IR."""
-    return _Importer(program).run(name, timesteps, input_shape)
+    """Lowers the exported step function (see the module docstring) to the IR, once functionalised (in-place
+    updates of buffers become new values and buffer mutations)."""
+    return _Importer(_functional(program)).run(name, timesteps, input_shape)
+
+
+def _functional(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """The program with its in-place ops (`add_`, `copy_` of a buffer) turned into new values and buffer mutations,
+    by torch's own functionalisation (which re-runs the graph on fake tensors, so only when it has such ops)."""
+    mutable = [n for n in program.graph.nodes if getattr(getattr(n.target, "_schema", None), "is_mutable", False)]
+    if not mutable:
+        return program
+    fake_log = logging.getLogger("torch._subclasses.fake_tensor")
+    level = fake_log.level
+    fake_log.setLevel(logging.CRITICAL)  # torch logs a failed re-run's traceback before raising; the error says it
+    try:
+        with library_warnings_silenced():
+            return program.run_decompositions({})
+    except Exception as err:
+        raise FrontendError(f"cannot functionalise the exported program: {first_line(err)}") from None
+    finally:
+        fake_log.setLevel(level)

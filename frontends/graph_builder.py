@@ -235,8 +235,6 @@ def padded_input(node: Node, operand: TensorType) -> TensorType:
 
 
 def _check_size(value_type: TensorType, what: str, loc: str) -> None:
-    """Every dimension at least one element, and at most `MAX_TENSOR_ELEMENTS` elements in all."""
-    if any(d < 1 for d in value_type.shape):
-        raise FrontendError(f"{loc}: {what} {value_type} has an empty or negative dimension")
+    """At most `MAX_TENSOR_ELEMENTS` elements in all (the shape rules have checked every dimension is positive)."""
     if value_type.numel > MAX_TENSOR_ELEMENTS:
         raise FrontendError(f"{loc}: {what} {value_type} has more than {MAX_TENSOR_ELEMENTS} elements, masic's limit")

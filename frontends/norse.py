@@ -193,20 +193,25 @@ def _batchnorm(b: Builder, name: str, m: nn.BatchNorm2d, loc: str) -> None:
 
 Converter = Callable[[Builder, str, nn.Module, str], None]
 
+# torch.nn layers, converted alike by every walking frontend (masic.frontends.torch_walk)
+TORCH_LAYERS: dict[type, Converter] = {
+    nn.Conv2d: _conv2d,
+    nn.Linear: _linear,
+    nn.MaxPool2d: _pool,
+    nn.AvgPool2d: _pool,
+    nn.AdaptiveAvgPool2d: _adaptive,
+    nn.Flatten: _flatten,
+    nn.ReLU: _relu,
+    nn.BatchNorm2d: _batchnorm,
+}
+
 
 def _converters() -> dict[type, Converter]:
     import norse.torch as nt
     from masic.frontends.norse_cells import cells, coba_lif, li_linear, neuron
 
     return {
-        nn.Conv2d: _conv2d,
-        nn.Linear: _linear,
-        nn.MaxPool2d: _pool,
-        nn.AvgPool2d: _pool,
-        nn.AdaptiveAvgPool2d: _adaptive,
-        nn.Flatten: _flatten,
-        nn.ReLU: _relu,
-        nn.BatchNorm2d: _batchnorm,
+        **TORCH_LAYERS,
         nt.LILinearCell: li_linear,
         nt.CobaLIFCell: coba_lif,
         **dict.fromkeys(cells(), neuron),

@@ -290,7 +290,7 @@ def coba_lif(b: Builder, name: str, m: nn.Module, loc: str) -> None:
     def value(key: str, raw: Raw) -> AttrValue:
         return b.element_param(name, key, _array(raw), hidden.shape, loc)
 
-    state = {key: b.delay(f"{name}.{key}.last", hidden, loc) for key in ("v", "g_e", "g_i", "z")}
+    state = {key: b.delay(f"{name}.{key}", hidden, loc) for key in ("v", "g_e", "g_i", "z")}  # the last step's
     weights = m.recurrent_weights.detach()
     conductance = {}
     for key, weight, tau_inv in (
@@ -301,7 +301,7 @@ def coba_lif(b: Builder, name: str, m: nn.Module, loc: str) -> None:
             f"{key}.jump", "add", (state[key], dense(b, f"{name}.{key}.recurrent", state["z"], weight, None, loc))
         )
         decay = op(f"{key}.decay", "scale", (jumped,), factor=value(f"neg_dt_{key}", -dt * tau_inv))
-        conductance[key] = op(key, "add", (jumped, decay))
+        conductance[key] = op(f"{key}.new", "add", (jumped, decay))
     negated = op("neg_v", "scale", (state["v"],), factor=-1.0)  # v_rest - v is exactly (-v) + v_rest
 
     def towards(key: str, reversal: Raw) -> str:
@@ -314,7 +314,7 @@ def coba_lif(b: Builder, name: str, m: nn.Module, loc: str) -> None:
     v1 = op("v1", "add", (state["v"], op("dv", "scale", (total,), factor=value("dt_c_m", dt * p.c_m_inv))))
     z = b.add(name, "threshold", (v1,), {"threshold": value("v_thresh", p.v_thresh)}, loc)
     reset = op("v_reset", "constant", (), value=value("v_reset", p.v_reset))
-    v = op("v", "select", (z, reset, v1))
+    v = op("v.new", "select", (z, reset, v1))
     for key, source in (("v", v), ("g_e", conductance["g_e"]), ("g_i", conductance["g_i"]), ("z", z)):
         b.connect_delay(state[key], source)
     b.current = z

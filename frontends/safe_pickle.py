@@ -1,4 +1,5 @@
-"""Reading a `torch.save` file of a Norse model without running code chosen by its author.
+"""Reading a `torch.save` file of a Norse, snnTorch, SpikingJelly or Sinabs model without running code chosen by its
+author.
 
 A pickle is a program: GLOBAL names a Python object, REDUCE calls it. PyTorch's weights-only unpickler executes only
 GLOBALs from an allowlist and REDUCEs only on allowlisted callables. Its own default list is reviewed by PyTorch; what
@@ -10,11 +11,20 @@ is given. So every callable masic allows must return only objects that are thems
 - Norse's step and reset functions (tensor arithmetic on their arguments; a cell keeps them as attributes);
 - Norse's parameter tuples (namedtuples of tensors, numbers and strings; an Izhikevich cell's spiking behaviour is
   one of its parameters and one of initial-state tensors);
+- snnTorch's, SpikingJelly's and Sinabs' module classes, as above, and the small classes their neurons keep as
+  attributes: SpikingJelly's surrogate functions and Sinabs' spike, reset and surrogate functions (dataclasses or
+  autograd Functions holding numbers, whose calls compute on tensors);
 - `builtins.getattr`, which pickle uses to save a bound method (a cell's `state_fallback` is its own
   `initial_state`). The real getattr would reach any attribute of any object, e.g. a Norse function's
   `__builtins__`, then its `get`, then `eval`: a file that runs code while it is "only" read. In its place masic
   installs `_bound_method`, which gives exactly a method that the object's allowlisted class itself defines, from a
-  short list of names (never the instance's `__dict__`, never a dunder), bound to that object.
+  short list of names (never the instance's `__dict__`, never a dunder), bound to that object: a Norse cell's
+  `initial_state`, a snnTorch neuron's state function (`_base_sub`, `_base_zero`, `_base_int`, tensor arithmetic);
+  and on a class, exactly one static method: `SpikingNeuron._surrogate_bypass` (a comparison of a tensor with 0),
+  which pickle saves as a getattr of its class.
+
+snnTorch's default surrogate gradients are closures that pickle cannot save at all, so a snnTorch model saved with
+torch.save holds neurons made with `surrogate_disable=True` (or is given as a factory).
 
 Anything else a file names is refused with that name, before any of it is used.
 """
@@ -35,8 +45,10 @@ from torch import nn
 
 PARAMETER_CLASSES = ("LIFParameters", "LIFBoxParameters", "LIParameters", "LIBoxParameters", "IAFParameters")
 
-# The methods a saved model may hold bound to one of its modules (Norse's SNNCell stores `self.initial_state`).
-BOUND_METHODS = frozenset({"initial_state"})
+# The methods a saved model may hold bound to one of its modules (Norse's SNNCell stores `self.initial_state`,
+# snnTorch's neurons `self.state_function`).
+BOUND_METHODS = frozenset({"initial_state", "_base_sub", "_base_zero", "_base_int"})
+STATIC_METHODS = frozenset({"_surrogate_bypass"})  # and the static methods a saved model may name through a class
 
 
 def install_pickle_aliases() -> None:
@@ -58,7 +70,29 @@ def _module_classes() -> list[type]:
     classes += [mobilenet.ConvBNReLU, mobilenet.InvertedResidual]
     classes += [nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout]
     classes += [nn.BatchNorm2d, nn.ReLU, nn.Identity, nn.Sequential]
-    return classes
+    return classes + _framework_classes()
+
+
+def _framework_classes() -> list[type]:
+    """The modules the snnTorch, SpikingJelly and Sinabs frontends read, and what their neurons hold."""
+    import sinabs.activation as sa
+    import sinabs.layers as sl
+    import snntorch as snn
+    from masic.frontends.spikingjelly import framework as spikingjelly_framework
+    from snntorch._neurons import rleaky, rsynaptic
+    from spikingjelly.activation_based import surrogate
+
+    classes = [snn.SpikingNeuron, snn.Leaky, snn.Synaptic, snn.Lapicque, snn.Alpha, snn.RLeaky, snn.RSynaptic]
+    classes += [rleaky.RecurrentOneToOne, rsynaptic.RecurrentOneToOne]
+    jelly = spikingjelly_framework()
+    classes += [*jelly.converters, *jelly.no_ops, *jelly.containers]
+    classes += [
+        c for c in vars(surrogate).values() if isinstance(c, type) and issubclass(c, surrogate.SurrogateFunctionBase)
+    ]
+    classes += [sl.IAF, sl.IAFSqueeze, sl.LIF, sl.LIFSqueeze, sl.ExpLeak, sl.ExpLeakSqueeze, sl.SumPool2d]
+    classes += [sa.MultiSpike, sa.MaxSpike, sa.SingleSpike, sa.MembraneSubtract, sa.MembraneReset]
+    classes += [sa.SingleExponential, sa.Heaviside, sa.PeriodicExponential, sa.Gaussian]
+    return list(dict.fromkeys(classes))
 
 
 def _functions() -> list[Any]:
@@ -105,8 +139,13 @@ class _Refusal(Exception):
 
 
 def _bound_method_of(classes: frozenset[type]) -> Any:
-    def _bound_method(obj: object, name: object) -> types.MethodType:
-        """`getattr(obj, name)` as a pickle may ask it: a method of an allowed module class, bound to `obj`."""
+    def _bound_method(obj: object, name: object) -> types.MethodType | types.FunctionType:
+        """`getattr(obj, name)` as a pickle may ask it: a method of an allowed module class, bound to `obj`, or a
+        static method of an allowed class."""
+        if isinstance(obj, type) and obj in classes and name in STATIC_METHODS:
+            function = inspect.getattr_static(obj, str(name), None)
+            if isinstance(function, staticmethod):
+                return function.__func__
         cls = type(obj)
         if cls not in classes or name not in BOUND_METHODS:
             raise _Refusal(f"getattr({cls.__module__}.{cls.__qualname__}, {str(name)!r})")

@@ -564,8 +564,9 @@ def cmd_plan_memory(args: argparse.Namespace) -> int:
     """Solves a memory-planning CSV; prints height, lower bound, ratio, method, time; writes the solution CSV."""
     from masic.memplan import read_csv, solve, write_csv
 
-    problem = read_csv(args.problem)
-    solution = solve(problem, args.capacity, args.timeout, args.alignment)
+    started = time.perf_counter()  # --timeout bounds reading the problem too
+    problem = read_csv(args.problem, None if args.timeout is None else started + args.timeout)
+    solution = solve(problem, args.capacity, args.timeout, args.alignment, started)
     print(f"buffers      {len(problem)}")
     print(f"height       {solution.height} bytes ({format_bytes(solution.height)})")
     print(f"lower bound  {solution.lower_bound} bytes ({format_bytes(solution.lower_bound)})")

@@ -85,6 +85,5 @@ def planned_latency(graph: Graph, schedule: Schedule, machine: Machine) -> float
     step = step_seconds(replace(graph, schedule=schedule), machine)
     streamed = sum(graph.param(name).type.nbytes for name in schedule.streamed)
     read = streamed / machine.read_bytes_per_second
-    full, rest = divmod(graph.timesteps, schedule.block)
-    blocks = [schedule.block] * full + ([rest] if rest else [])
-    return sum(max(steps * step, read) for steps in blocks)
+    full, rest = divmod(graph.timesteps, schedule.block)  # whole blocks, and the steps of a last partial one
+    return full * max(schedule.block * step, read) + (max(rest * step, read) if rest else 0.0)

@@ -27,7 +27,12 @@ Three kinds of values own no buffer of their own:
   read later) and has the output's size in bytes writes its output over that operand. Neuron kernels read x[j]
   before writing out[j] and are compiled without `noalias`, so this is safe; it would not be for a one-byte
   spike output over a float32 operand: a parallel task's output bytes would overwrite another task's inputs
-  (nor for bits: a word holds 32 neurons' spikes), so operand and output must also be of one type.
+  (nor for bits: a word holds 32 neurons' spikes), so operand and output must also be of one type. Nor does a
+  family with temporaries (`NeuronFamily.temporaries`, whose kernels copy old states into registers first) run in
+  place: built in one module with other kernels, its LLVM code (TVM 0.27) has been seen with `noalias` pointer
+  arguments, loading x again after the output's store (the states stored after it read x: i' = i + x).
+  Such families are all spiking, so this only concerns a probe of one (an output of one byte or bit per neuron
+  never lies over a float32 operand anyway).
 
 `lower_bound` is the peak over positions of the bytes live at once, each buffer rounded up to the alignment:
 no placement can use a smaller arena.
@@ -38,6 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from masic.ir.graph import Buffer, Graph, Node
+from masic.ir.neurons import FAMILIES
 from masic.ir.ops import WINDOW_OPS, neuron_op, pads, scratch_type, state_names, state_type
 
 VIEW_OPS = ("flatten", "reshape")
@@ -135,7 +141,7 @@ def analyse(graph: Graph, alignment: int = 16) -> Liveness:
 
 def _in_place(graph: Graph, node: Node, end: dict[str, int], root: dict[str, str], operand: str, p: int) -> bool:
     """Whether a neuron at position p may write its output over its operand (see the module's docstring)."""
-    if graph.elided(node.inputs[0]):  # its operand is never stored
+    if graph.elided(node.inputs[0]) or FAMILIES[node.op].temporaries:  # never stored; see the module docstring
         return False
     operand_type = graph.node(node.inputs[0]).type
     # of one type: a word of bits packs 32 neurons, whose operands lie beyond the word (a float32 operand of 1

@@ -14,11 +14,11 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from importlib.resources import files
 from pathlib import Path
 
 from masic.codegen.build import build_object, host_target
 from masic.codegen.lower import Kernel, emit_model_c, lower
+from masic.codegen.sources import RUNTIME_DIR, SANITIZE_ENV, SANITIZER_FLAGS, loader_paths, sanitize_requested
 from masic.codegen.weights import WeightsFile, write_weights
 from masic.early_exit import ExitRule
 from masic.errors import MasicError
@@ -29,7 +29,6 @@ from masic.targets import Target
 from masic.workdirs import BUILD_PREFIX, replacing, scratch
 
 REPORT_FILES = ("memory.png", "calibration.png")  # written beside an artifact by `masic inspect`, `masic calibrate`
-RUNTIME_SOURCES = ("loader.c", "parallel.c")
 
 
 class ArtifactError(MasicError, RuntimeError):
@@ -62,7 +61,8 @@ def build_artifact(
         (build / "model.c").write_text(model_c)
         progress(f"building {len(kernels)} kernels with TVM for {target.name}")
         build_object(kernels, tvm_target(target), build / "kernels.o")
-        progress(f"linking a static executable with {target.cc}")
+        kind = "a sanitizer build (not for deployment)" if sanitize_requested() else "a static executable"
+        progress(f"linking {kind} with {target.cc}")
         _link(target, build, folder / EXECUTABLE)
     manifest = make_manifest(graph, target, exit_rule, budget, weights, [k.symbol for k in kernels])
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -101,18 +101,26 @@ def _check_replaceable(out_dir: Path) -> None:
         raise ArtifactError(f"output folder {out_dir} holds files that are not a masic artifact; choose another -o")
 
 
+def link_flags(target: Target) -> list[str]:
+    """The C compiler's flags for the target; with MASIC_SANITIZE (host targets only) the sanitizers', without
+    -static."""
+    if not sanitize_requested():
+        return list(target.cflags)
+    if not target.is_host:
+        raise ArtifactError(f"{SANITIZE_ENV} builds only for the host target, not {target.name}")
+    return [flag for flag in target.cflags if flag != "-static"] + list(SANITIZER_FLAGS)
+
+
 def _link(target: Target, build: Path, executable: Path) -> None:
     if shutil.which(target.cc) is None:
         raise ArtifactError(f"C compiler {target.cc} not found; run scripts/setup.sh to install the toolchain")
-    runtime = files("masic.codegen") / "runtime"
-    sources = [str(runtime / name) for name in RUNTIME_SOURCES]
     command = [
         target.cc,
-        *target.cflags,
-        f"-I{runtime}",
+        *link_flags(target),
+        f"-I{RUNTIME_DIR}",
         "-o",
         str(executable),
-        *sources,
+        *map(str, loader_paths()),
         str(build / "model.c"),
         str(build / "kernels.o"),
         "-lpthread",

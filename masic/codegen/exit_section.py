@@ -57,6 +57,8 @@ def read_exit_rule(executable: Path) -> ExitRule | None:
     """The rule written into the executable, or None if it applies its compiled-in rule."""
     data = executable.read_bytes()
     _, _, is_set, rule, min_timesteps, threshold = BLOCK.unpack_from(data, block_offset(data, executable))
+    if is_set not in (0, 1):  # as the loader: any other value is damage
+        raise ExitSectionError(f"{executable}: section {SECTION} is damaged (flag {is_set}); recompile the model")
     if not is_set:
         return None
     if not 0 <= rule < len(RULES):

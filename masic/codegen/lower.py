@@ -29,6 +29,7 @@ from masic.codegen.kernels import (
 )
 from masic.codegen.weights import Segment, WeightsFile
 from masic.early_exit import ExitRule
+from masic.errors import MasicError
 from masic.ir.elementwise import FUNCTIONS
 from masic.ir.elementwise import OPS as ELEMENTWISE_OPS
 from masic.ir.graph import SPIKE_DTYPES, Graph, Node, ParamRef
@@ -43,6 +44,7 @@ from masic.ir.ops import (
     state_type,
 )
 from masic.ir.text import format_node
+from masic.ir.verify import value_bytes
 
 NO_KERNEL_OPS = ("input", "flatten", "reshape")  # the loader writes the input; flatten and reshape are views
 
@@ -185,6 +187,7 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
     calls = []
 
     values = {node.name for node in graph.nodes}
+    stored_bytes = value_bytes(graph)
     spikes = {n.name for n in graph.nodes if n.type.dtype in SPIKE_DTYPES}
     spikes |= {s for n in graph.nodes if state_type(n).dtype == "spike" for s in state_names(n)}
 
@@ -201,6 +204,16 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
             kernels[kernel] = dataclasses.replace(kernel, symbol=f"masic_{node.op}_{len(kernels)}")
         kernel = kernels[kernel]
         buffers = {p: plan.locate(binding[p]) for p in kernel.arg_names()}
+        # The shape rules (masic.ir.ops) make every kernel read and write exactly its values' elements; should one
+        # ever disagree, the kernel would read past a weight (weights.bin holds each parameter's bytes exactly) or
+        # another value, so no artifact is written.
+        for arg in (a for a in kernel.arg_names() if a != "scratch"):
+            reach = kernel.arg_bytes(arg) + (y_shift if arg == "y" else 0)
+            if reach > stored_bytes[binding[arg]]:
+                raise AssertionError(
+                    f"{node.describe()}: kernel {kernel.symbol} reaches {reach} bytes into {binding[arg]}, which "
+                    f"holds {stored_bytes[binding[arg]]}; please report this bug"
+                )
         args = tuple((p, buf.offset + (y_shift if p == "y" else 0)) for p, buf in buffers.items())
         calls.append(KernelCall(node, kernel.symbol, args, position, step, note))
 
@@ -237,9 +250,32 @@ def _step_note(call: KernelCall, graph: Graph) -> str:
     return f" (step {call.step} of the block)" if graph.schedule.block > 1 else ""
 
 
-def _c_table(ctype: str, name: str, rows: list[tuple[tuple[int, ...], str]], width: int) -> str:
-    """A static C array of `width`-field structs, one row (values, comment) each."""
-    text = "".join(f"  {{{', '.join(f'{v}u' for v in values)}}}, /* {comment} */\n" for values, comment in rows)
+class LoweringError(MasicError, ValueError):
+    """The plan holds a number the loader's C types cannot hold (a C initializer would silently wrap it)."""
+
+
+def _c_uint(value: int, bits: int, what: str) -> int:
+    """`value` if it fits in a C unsigned integer of `bits` bits."""
+    if not 0 <= value < 1 << bits:
+        raise LoweringError(f"{what} is {value}, outside the loader's {bits}-bit unsigned range")
+    return value
+
+
+def _c_int(value: int, what: str, low: int = 0, high: int = 2**31 - 1) -> int:
+    """`value` if it lies in [low, high], at most int32_t's range."""
+    if not low <= value <= high:
+        raise LoweringError(f"{what} is {value}, outside {low}..{high}, the loader's range")
+    return value
+
+
+def _c_table(ctype: str, name: str, rows: list[tuple[tuple[int | str, ...], str]], width: int) -> str:
+    """A static C array of `width`-field structs, one row (values, comment) each: ints as unsigned literals, strings
+    (enum names) as written."""
+
+    def literal(v: int | str) -> str:
+        return v if isinstance(v, str) else f"{_c_uint(v, 64, name)}u"
+
+    text = "".join(f"  {{{', '.join(map(literal, values))}}}, /* {comment} */\n" for values, comment in rows)
     text = text or f"  {{{', '.join(['0u'] * width)}}},\n"  # C forbids an empty initializer list
     return f"static const {ctype} {name}[] = {{\n{text}}};\n"
 
@@ -248,12 +284,18 @@ def _c_segments(name: str, segments: tuple[Segment, ...]) -> str:
     return _c_table("masic_segment_t", name, [((s.file_offset, s.arena_offset, s.nbytes), s.name) for s in segments], 3)
 
 
-def _load_kind(segment: Segment, state: int) -> tuple[int, int]:
-    """masic_load_t's (state, fill_bits): 0 a weight, 1 a state read from the file, 2 a state filled with the
-    float32 whose bits are fill_bits."""
+# enum masic_load_kind (runtime/masic_model.h)
+LOAD_WEIGHT, LOAD_STATE, LOAD_STATE_FILL = "MASIC_LOAD_WEIGHT", "MASIC_LOAD_STATE", "MASIC_LOAD_STATE_FILL"
+MAX_BLOCK = 65536  # MASIC_MAX_BLOCK (runtime/model_check.h)
+MAX_TIMESTEPS = 1_000_000  # MASIC_MAX_TIMESTEPS (runtime/args.h): the most timesteps one run of the loader takes
+
+
+def _load_kind(segment: Segment, state: bool) -> tuple[str, int]:
+    """masic_load_t's (kind, fill_bits): a weight, a state read from the file, or a state filled with the float32
+    whose bits are fill_bits."""
     if segment.fill is None:
-        return state, 0
-    return 2, int(np.float32(segment.fill).view(np.uint32))
+        return (LOAD_STATE if state else LOAD_WEIGHT), 0
+    return LOAD_STATE_FILL, int(np.float32(segment.fill).view(np.uint32))
 
 
 C_TYPES = {FLOAT: "float", SPIKE: "uint8_t", BITS: "uint32_t"}
@@ -288,14 +330,23 @@ def emit_model_c(
                 first_reader.setdefault(name, call.position)
     # The loads of a block: streamed weights and transient states' initial values, as (segment, buffer, is state),
     # issued in the order their buffers become free (the loading thread serves them in turn), then of first use.
-    sources = [(s, f"@{s.name}", 0) for s in weights.streamed] + [(s, s.name, 1) for s in weights.state_loads]
+    sources = [(s, f"@{s.name}", False) for s in weights.streamed] + [(s, s.name, True) for s in weights.state_loads]
     start = {buffer: plan.buffer(buffer).start for _, buffer, _ in sources}
     loads = sorted(sources, key=lambda load: (start[load[1]], first_reader[load[1]]))
     load_table = _c_table(
         "masic_load_t",
         "loads",
         [
-            ((s.file_offset, s.arena_offset, s.nbytes, start[buffer], *_load_kind(s, state)), s.name)
+            (
+                (
+                    s.file_offset,
+                    s.arena_offset,
+                    s.nbytes,
+                    _c_uint(start[buffer], 32, "a load's start"),
+                    *_load_kind(s, state),
+                ),
+                s.name,
+            )
             for s, buffer, state in loads
         ],
         6,
@@ -337,18 +388,18 @@ const masic_model_t masic_model = {{
   .input_shape = {_c_shape(input_node.type.shape)},
   .output_ndim = {len(output.type.shape)},
   .output_shape = {_c_shape(output.type.shape)},
-  .timesteps = {graph.timesteps},
+  .timesteps = {_c_int(graph.timesteps, "the number of timesteps", 1, MAX_TIMESTEPS)},
   .exit_rule = {exit_rule.c_initializer()},
   .n_resident = {len(weights.resident)}u,
   .resident = resident,
   .n_state_init = {len(weights.state_init)}u,
   .state_init = state_init,
-  .block = {block},
+  .block = {_c_int(block, "the block of timesteps", 1, MAX_BLOCK)},
   .input_offsets = input_offsets,
   .output_offsets = output_offsets,
   .n_loads = {len(loads)}u,
   .loads = loads,
-  .n_positions = {n_positions}u,
+  .n_positions = {_c_uint(n_positions, 32, "positions in a block")}u,
 }};
 
 int masic_model_block(uint8_t *arena, int32_t nsteps) {{

@@ -338,3 +338,8 @@ def IZHIKEVICH(x: Num, s: SimpleNamespace, p: SimpleNamespace, mode: SimpleNames
     u1 = s.u + p.dt_tau_a * (p.u_gain * s.v - s.u)
     fired = (v1 - p.v_th) > 0.0
     return {"z": spike(fired), "v": select(fired, p.v_reset, v1), "u": select(fired, u1 + p.u_jump, u1)}
+
+
+# The families of snnTorch, SpikingJelly and Sinabs live in their own module (this one stays the home of the rules
+# and Norse's families); importing it here registers them wherever the op table is built.
+import masic.ir.framework_neurons  # noqa: E402, F401

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from math import prod
 from types import MappingProxyType
 
-from masic.ir.graph import ACTIVATION_LAYOUT, SPIKE_DTYPES, Node, TensorType
+from masic.ir.graph import ACTIVATION_LAYOUT, SPIKE_DTYPES, Node, ParamRef, TensorType
 from masic.ir.neurons import FAMILIES, NeuronFamily
 
 
@@ -33,10 +33,20 @@ class ShapeError(ValueError):
 
 
 ShapeRule = Callable[[Node, tuple[TensorType, ...]], TensorType]
+# The shape of each parameter a node may read, by attribute, given its operands' types and its own type
+ParamRule = Callable[[Node, tuple[TensorType, ...], TensorType], Mapping[str, tuple[int, ...]]]
+
+
+def _element_shapes(node: Node, ins: tuple[TensorType, ...], out: TensorType) -> Mapping[str, tuple[int, ...]]:
+    """Per-element parameters (`float_or_param`): one value per output element."""
+    return dict.fromkeys(float_or_param(OPS[node.op]), out.shape)
 
 
 @dataclass(frozen=True)
 class OpDef:
+    """`infer` gives the node's type from its operands' (checking every attribute they must agree with); `params`
+    the shape each parameter it reads must have (`check_params`): kernels read exactly those elements."""
+
     name: str
     arity: int  # operands; VARIADIC: one or more
     required: tuple[str, ...]
@@ -44,6 +54,7 @@ class OpDef:
     infer: ShapeRule
     doc: str = ""
     element_params: tuple[str, ...] = ()  # attributes that are a float or a per-element parameter
+    params: ParamRule = _element_shapes
 
 
 @dataclass(frozen=True)
@@ -51,8 +62,8 @@ class NeuronOp(OpDef):
     """An op with state carried across timesteps: a neuron family (element-wise over its input), or `delay`.
 
     `states` lists (state name, attribute giving its initial value, or None for zero).
-    `spiking` is true when the output is a spike (0/1) tensor. A spiking neuron with attribute `probe` (a state
-    name) outputs that state after the update instead of the spikes, to observe a membrane. A neuron with
+    `spiking` is true when the output is a spike (0/1) tensor. A neuron with attribute `probe` (a state name)
+    outputs that state after the update instead of its output, to observe a membrane. A neuron with
     `fused=true` runs as the epilogue of its operand's conv or dense kernel (`Graph.epilogue`).
     """
 
@@ -60,10 +71,23 @@ class NeuronOp(OpDef):
     spiking: bool = True
 
 
-def _pair(node: Node, key: str) -> tuple[int, int]:
+def _integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _pair(node: Node, key: str, least: int = 1) -> tuple[int, int]:
+    """A pair of integers of at least `least` (1: kernels, strides, dilations, output sizes; 0: padding)."""
     value = node.attr(key)
-    if not (isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value)):
-        raise ShapeError(f"attribute {key} must be a pair of integers, got {value!r}")
+    if not (isinstance(value, tuple) and len(value) == 2 and all(_integer(v) and v >= least for v in value)):
+        raise ShapeError(f"attribute {key} must be a pair of integers of at least {least}, got {value!r}")
+    return value
+
+
+def _count(node: Node, key: str) -> int:
+    """A positive integer attribute (channels, features, groups)."""
+    value = node.attr(key)
+    if not (_integer(value) and value >= 1):
+        raise ShapeError(f"attribute {key} must be a positive integer, got {value!r}")
     return value
 
 
@@ -76,17 +100,14 @@ def row_padding(node: Node) -> tuple[int, int]:
     """(top, bottom) padded rows of a conv2d or pooling input: its `row_padding` attribute, else `padding`'s rows on
     both sides. Row patches of an image (passes/patch_rows.py) pad only at the image's true border."""
     if node.attr("row_padding") is None:
-        ph = _pair(node, "padding")[0]
+        ph = _pair(node, "padding", 0)[0]
         return ph, ph
-    top, bottom = _pair(node, "row_padding")
-    if top < 0 or bottom < 0:
-        raise ShapeError(f"row_padding must not be negative, got {(top, bottom)}")
-    return top, bottom
+    return _pair(node, "row_padding", 0)
 
 
 def pads(node: Node) -> tuple[int, int, int]:
     """(top rows, bottom rows, columns on each side) padded around a conv2d's or pooling's input."""
-    return (*row_padding(node), _pair(node, "padding")[1])
+    return (*row_padding(node), _pair(node, "padding", 0)[1])
 
 
 # Sliding-window ops: their kernels read a padded input from a copy of it (their scratch), and read an NCHW{c}c
@@ -170,6 +191,8 @@ def state_type(node: Node) -> TensorType:
 def _infer_declared(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
     if node.type is None:
         raise ShapeError(f"{node.op} nodes must declare their type")
+    if not all(_integer(d) and d >= 1 for d in node.type.shape):
+        raise ShapeError(f"{node.op} declares {node.type}: every dimension must be a positive integer")
     return node.type
 
 
@@ -177,11 +200,10 @@ def _infer_conv2d(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
     if len(ins[0].shape) != 3:
         raise ShapeError(f"conv2d expects a (C,H,W) input, got {ins[0]}")
     c, h, w = ins[0].shape
-    out_c = node.attr("out_channels")
-    groups = node.attr("groups", 1)
+    out_c, groups = _count(node, "out_channels"), _count(node, "groups")
     kh, kw = _pair(node, "kernel")
-    (sh, sw), (_, pw), (dh, dw) = _pair(node, "stride"), _pair(node, "padding"), _pair(node, "dilation")
-    if not isinstance(out_c, int) or not isinstance(groups, int) or c % groups or out_c % groups:
+    (sh, sw), (_, pw), (dh, dw) = _pair(node, "stride"), _pair(node, "padding", 0), _pair(node, "dilation")
+    if c % groups or out_c % groups:
         raise ShapeError(f"conv2d channels {c}->{out_c} do not divide into {groups} groups")
     if (out_c // groups) % weight_block(node.attr("weight_layout", CONV_LAYOUT)):
         raise ShapeError(
@@ -193,11 +215,17 @@ def _infer_conv2d(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
     return TensorType((out_c, oh, ow))
 
 
+def _conv2d_params(node: Node, ins: tuple[TensorType, ...], out: TensorType) -> Mapping[str, tuple[int, ...]]:
+    """Weight (O, C/groups, kh, kw) as torch.nn.Conv2d, in the graph's OIHW whatever weights.bin stores; bias (O,)."""
+    out_c = out.shape[0]
+    return {"weight": (out_c, ins[0].shape[0] // node.attr("groups"), *node.attr("kernel")), "bias": (out_c,)}
+
+
 def _infer_pool2d(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
     if len(ins[0].shape) != 3:
         raise ShapeError(f"pooling expects a (C,H,W) input, got {ins[0]}")
     c, h, w = ins[0].shape
-    (kh, kw), (sh, sw), (_, pw) = _pair(node, "kernel"), _pair(node, "stride"), _pair(node, "padding")
+    (kh, kw), (sh, sw), (_, pw) = _pair(node, "kernel"), _pair(node, "stride"), _pair(node, "padding", 0)
     top, bottom = row_padding(node)
     if 2 * max(top, bottom) > kh or 2 * pw > kw:  # every window must hold an element of the input
         raise ShapeError(f"pooling padding {top},{bottom},{pw} exceeds half the kernel {kh}x{kw}")
@@ -210,9 +238,27 @@ def _infer_pool2d(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
 def _infer_dense(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
     if len(ins[0].shape) != 1:
         raise ShapeError(f"dense expects a flat input, got {ins[0]} (insert a flatten)")
-    if ins[0].shape[0] != node.attr("in_features"):
+    if ins[0].shape[0] != _count(node, "in_features"):
         raise ShapeError(f"dense expects {node.attr('in_features')} input features, got {ins[0].shape[0]}")
-    return TensorType((node.attr("out_features"),))
+    return TensorType((_count(node, "out_features"),))
+
+
+def _dense_params(node: Node, ins: tuple[TensorType, ...], out: TensorType) -> Mapping[str, tuple[int, ...]]:
+    """Weight (out, in) as torch.nn.Linear, whatever weights.bin stores; bias (out,)."""
+    return {"weight": (out.shape[0], ins[0].shape[0]), "bias": out.shape}
+
+
+def _infer_batchnorm2d(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
+    if len(ins[0].shape) != 3:
+        raise ShapeError(f"batchnorm2d expects a (C,H,W) input, got {ins[0]}")
+    if not isinstance(node.attr("eps"), float):
+        raise ShapeError(f"batchnorm2d eps must be a float, got {node.attr('eps')!r}")
+    return TensorType(ins[0].shape)
+
+
+def _batchnorm2d_params(node: Node, ins: tuple[TensorType, ...], out: TensorType) -> Mapping[str, tuple[int, ...]]:
+    """One value per channel."""
+    return dict.fromkeys(("mean", "var", "gamma", "beta"), out.shape[:1])
 
 
 def _infer_flatten(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
@@ -232,8 +278,6 @@ def _infer_adaptive_pool2d(node: Node, ins: tuple[TensorType, ...]) -> TensorTyp
     if len(ins[0].shape) != 3:
         raise ShapeError(f"pooling expects a (C,H,W) input, got {ins[0]}")
     oh, ow = _pair(node, "output")
-    if oh <= 0 or ow <= 0:
-        raise ShapeError(f"adaptive pooling needs a positive output size, got {oh}x{ow}")
     return TensorType((ins[0].shape[0], oh, ow))
 
 
@@ -241,9 +285,10 @@ VARIADIC = -1
 
 
 def _infer_concat(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
+    # The kernels join whole operands one after the other (axis 0) or the rows of (C,H,W) operands (axis 1).
     axis = node.attr("axis", 0)
-    if not isinstance(axis, int) or isinstance(axis, bool) or not 0 <= axis < len(ins[0].shape):
-        raise ShapeError(f"concat axis must be a dimension of {ins[0]}, got {axis!r}")
+    if not (axis == 0 or (axis == 1 and len(ins[0].shape) == 3)) or not _integer(axis):
+        raise ShapeError(f"concat joins along axis 0, or 1 of (C,H,W) operands; got axis {axis!r} of {ins[0]}")
 
     def others(t: TensorType) -> tuple[int, ...]:
         return t.shape[:axis] + t.shape[axis + 1 :]
@@ -259,27 +304,39 @@ def _infer_crop_rows(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
     if len(ins[0].shape) != 3:
         raise ShapeError(f"crop_rows expects a (C,H,W) input, got {ins[0]}")
     c, h, w = ins[0].shape
-    lo, hi = _pair(node, "rows")
+    lo, hi = _pair(node, "rows", 0)
     if not 0 <= lo < hi <= h:
         raise ShapeError(f"crop_rows rows [{lo},{hi}) are not a non-empty range of the {h} rows of {ins[0]}")
     return TensorType((c, hi - lo, w), ins[0].dtype)
 
 
 def _infer_same(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
-    """Element-wise over operands of one shape (of either type): float32."""
+    """Element-wise over operands of one shape (of either type): float32. Nothing broadcasts: the interpreter
+    would, but the kernels read every operand element by element over the output."""
     if any(t.shape != ins[0].shape for t in ins):
         raise ShapeError(f"operands must have equal shapes, got {', '.join(map(str, ins))}")
     return TensorType(ins[0].shape)
 
 
+def _binary(name: str, doc: str) -> tuple[OpDef]:
+    """An element-wise op of two operands of one shape (masic.ir.elementwise)."""
+    return (OpDef(name, 2, (), (), _infer_same, f"element-wise {doc}"),)
+
+
+def _with_param(name: str, key: str, doc: str) -> tuple[OpDef]:
+    """An element-wise op of one operand and a parameter `key` (a float or one value per element)."""
+    return (OpDef(name, 1, (key,), (), _infer_identity, doc, (key,)),)
+
+
 def _neuron(definition: NeuronFamily) -> NeuronOp:
-    """The op of a neuron family: its parameters and modes are required attributes; a spiking neuron may probe."""
+    """The op of a neuron family: its parameters and modes are required attributes; any neuron may probe a state
+    (a count-of-spikes neuron's membrane, too)."""
     spiking = definition.spiking
     return NeuronOp(
         definition.op,
         1,
         definition.params + definition.mode_names,
-        ("probe", "fused", "layout") if spiking else ("fused", "layout"),
+        ("probe", "fused", "layout"),
         _infer_spiking if spiking else _infer_identity,
         definition.doc,
         states=definition.states,
@@ -298,7 +355,8 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 ("weight", "out_channels", "kernel", "stride", "padding", "dilation", "groups"),
                 ("bias", "row_padding", "weight_layout", "layout"),
                 _infer_conv2d,
-                "2-d cross-correlation as torch.nn.Conv2d; weight (O, C/groups, kh, kw); row_padding=(top, bottom)"
+                params=_conv2d_params,
+                doc="2-d cross-correlation as torch.nn.Conv2d; weight (O, C/groups, kh, kw); row_padding=(top, bottom)"
                 " replaces padding's rows (a row patch pads only at the image border); weight_layout: how"
                 " weights.bin stores the weight (default OIHW; the graph's weights stay OIHW); layout: how the"
                 " output is stored (default NCHW)",
@@ -311,14 +369,16 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 _infer_dense,
                 'y = W x + b; weight_layout="IO" stores W transposed in weights.bin (for the accumulate-only kernel'
                 " of a spike operand); the parameter itself stays (out, in)",
+                params=_dense_params,
             ),
             OpDef(
                 "batchnorm2d",
                 1,
                 ("mean", "var", "eps"),
                 ("gamma", "beta"),
-                _infer_identity,
+                _infer_batchnorm2d,
                 "eval-mode batch norm: (x - mean) / sqrt(var + eps) * gamma + beta, per channel",
+                params=_batchnorm2d_params,
             ),
             OpDef("maxpool2d", 1, ("kernel", "stride", "padding"), ("row_padding",), _infer_pool2d, "max over windows"),
             OpDef(
@@ -382,6 +442,21 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 ("threshold",),
             ),
             OpDef("constant", 0, ("value",), (), _infer_declared, "value, broadcast to the declared type", ("value",)),
+            *_binary("div", "a / b"),
+            *_binary("maximum", "max(a, b) (torch.maximum)"),
+            *_binary("minimum", "min(a, b) (torch.minimum)"),
+            *_binary("ge", "a >= b ? 1 : 0"),
+            *_binary("le", "a <= b ? 1 : 0"),
+            *_binary("eq", "a == b ? 1 : 0"),
+            *_with_param("div_by", "divisor", "x / divisor"),
+            *_with_param("div_into", "dividend", "dividend / x"),
+            *_with_param("clamp_min", "min", "max(x, min) (torch.clamp_min)"),
+            *_with_param("clamp_max", "max", "min(x, max) (torch.clamp_max)"),
+            *_with_param("ge_value", "value", "x >= value ? 1 : 0"),
+            *_with_param("le_value", "value", "x <= value ? 1 : 0"),
+            *_with_param("eq_value", "value", "x == value ? 1 : 0"),
+            OpDef("exp", 1, (), (), _infer_identity, "e**x (within a few ulps of torch.exp)"),
+            OpDef("sigmoid", 1, (), (), _infer_identity, "1 / (1 + exp(-x)) (within a few ulps of torch.sigmoid)"),
             *(_neuron(definition) for definition in FAMILIES.values()),
             NeuronOp(
                 "delay",
@@ -397,6 +472,35 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
         )
     }
 )
+
+
+def float_or_param(definition: OpDef) -> tuple[str, ...]:
+    """The attributes that hold a float or a per-element parameter: the op's `element_params`, and every parameter
+    of a neuron (its `reset` is a word)."""
+    if isinstance(definition, NeuronOp) and definition.name != "delay":
+        return tuple(k for k in definition.required if k != "reset")
+    return definition.element_params
+
+
+def check_params(node: Node, ins: tuple[TensorType, ...], out: TensorType, params: Mapping[str, TensorType]) -> None:
+    """Raises ShapeError unless every parameter the node reads (`params`: their types by name) is float32 of the
+    shape its op's `params` rule gives for these operands. A kernel reads exactly that many elements, so any other
+    shape would be read past its end, or read wrongly; attributes the rule names that take no float must be
+    parameters."""
+    definition = OPS[node.op]
+    shapes = definition.params(node, ins, out)
+    given = ", ".join(map(str, ins)) if ins else str(out)
+    for key, value in node.attrs:
+        if isinstance(value, ParamRef):
+            if key not in shapes:
+                raise ShapeError(f"attribute {key} of {node.op} cannot be a parameter, got @{value.name}")
+            param = params.get(value.name)
+            if param is None:
+                raise ShapeError(f"attribute {key} refers to missing parameter @{value.name}")
+            if param != (wanted := TensorType(shapes[key])):
+                raise ShapeError(f"{key} @{value.name} is {param}, but a {node.op} of {given} reads {wanted}")
+        elif key in shapes and key not in float_or_param(definition):
+            raise ShapeError(f"{node.op} {key} must be a parameter, got {value!r}")
 
 
 def neuron_op(op: str) -> NeuronOp | None:

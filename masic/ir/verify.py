@@ -21,12 +21,14 @@ from masic.ir.ops import (
     VARIADIC,
     ShapeError,
     activation_block,
+    check_params,
     neuron_op,
     state_names,
     state_type,
     weight_block,
 )
 from masic.ir.text import format_node
+from masic.limits import MAX_TIMESTEPS
 
 
 class VerifyError(MasicError, ValueError):
@@ -47,17 +49,20 @@ class VerifyError(MasicError, ValueError):
 def verify(graph: Graph) -> None:
     """Raises VerifyError on the first broken rule."""
     defined: dict[str, Node] = {}
-    params = {p.name: p for p in graph.params}
+    params = {p.name: p.type for p in graph.params}
     if not graph.nodes:
         raise VerifyError(f"graph @{graph.name} has no nodes")
-    if graph.timesteps < 1:
-        raise VerifyError(f"graph @{graph.name} has timesteps={graph.timesteps}; it must be at least 1")
+    if not 1 <= graph.timesteps <= MAX_TIMESTEPS:
+        raise VerifyError(
+            f"graph @{graph.name} has timesteps={graph.timesteps}; it must be from 1 to {MAX_TIMESTEPS} (the loader "
+            "counts timesteps in 32-bit integers)"
+        )
     for node in graph.nodes:
         _verify_node(node, defined, params, graph)
         defined[node.name] = node
         for state in state_names(node):
             defined[state] = node
-    _verify_delays(graph)
+    verify_delays(graph)
     weight_layouts(graph)
     if not graph.inputs:
         raise VerifyError(f"graph @{graph.name} has no input node")
@@ -89,7 +94,7 @@ def _verify_ports(graph: Graph) -> None:
             raise VerifyError(f"{kind} ports hold {total} elements, {kind} %{node.name} {node.type}", node)
 
 
-def _verify_node(node: Node, defined: dict[str, Node], params: dict, graph: Graph) -> None:
+def _verify_node(node: Node, defined: dict[str, Node], params: dict[str, TensorType], graph: Graph) -> None:
     if node.name in defined:
         raise VerifyError(f"value %{node.name} is defined twice", node)
     if node.type is not None and node.type.dtype not in DTYPES:
@@ -119,8 +124,8 @@ def _verify_node(node: Node, defined: dict[str, Node], params: dict, graph: Grap
         if param is None:
             raise VerifyError(f"attribute {key} refers to missing parameter @{ref.name}", node)
         array = graph.weights.get(ref.name)
-        if array is not None and tuple(array.shape) != param.type.shape:
-            raise VerifyError(f"parameter @{ref.name} holds {array.shape}, declared {param.type}", node)
+        if array is not None and tuple(array.shape) != param.shape:
+            raise VerifyError(f"parameter @{ref.name} holds {array.shape}, declared {param}", node)
     if neuron := neuron_op(node.op):
         modes = dict(FAMILIES[node.op].modes) if node.op in FAMILIES else {}
         for key, value in node.attrs:
@@ -136,11 +141,11 @@ def _verify_node(node: Node, defined: dict[str, Node], params: dict, graph: Grap
                 if value not in [s for s, _ in neuron.states]:
                     raise VerifyError(f"probe must name a state of {node.op}, got {value!r}", node)
             elif key not in ("source", "layout"):
-                _verify_element_param(node, key, value, params)
+                _verify_element_param(node, key, value)
     if node.op == "dense" and node.attr("weight_layout") not in (None, "IO"):
         raise VerifyError(f'dense weight_layout must be "IO" when given, got {node.attr("weight_layout")!r}', node)
     for key in definition.element_params:
-        _verify_element_param(node, key, node.attr(key), params)
+        _verify_element_param(node, key, node.attr(key))
     operand_types = tuple(defined[v].type for v in node.inputs)
     if node.type is not None and all(t is not None for t in operand_types):
         try:
@@ -149,6 +154,10 @@ def _verify_node(node: Node, defined: dict[str, Node], params: dict, graph: Grap
             raise VerifyError(str(err), node) from None
         if inferred != node.type:
             raise VerifyError(f"declared type {node.type} but operands give {inferred}", node)
+        try:
+            check_params(node, operand_types, node.type, params)
+        except ShapeError as err:
+            raise VerifyError(str(err), node) from None
         if node.attr("weight_layout") == "IO" and operand_types[0].dtype not in SPIKE_DTYPES:
             raise VerifyError('weight_layout "IO" is for the accumulate-only kernel of a spike operand', node)
     _verify_bits(node, operand_types, graph)
@@ -247,16 +256,14 @@ def weight_layouts(graph: Graph) -> dict[str, str | None]:
     return layouts
 
 
-def _verify_element_param(node: Node, key: str, value: object, params: dict) -> None:
-    """A float, or a parameter with one value per element (per neuron) of the node's output."""
+def _verify_element_param(node: Node, key: str, value: object) -> None:
+    """A float, or a parameter (with one value per element of the node's output: `check_params`)."""
     kind = "neuron" if neuron_op(node.op) else node.op
     if not isinstance(value, float | ParamRef):
         raise VerifyError(f"{kind} parameter {key} must be a float or a parameter, got {value!r}", node)
-    if isinstance(value, ParamRef) and node.type and params[value.name].type.shape != node.type.shape:
-        raise VerifyError(f"per-element parameter {key} must have the shape {node.type}", node)
 
 
-def _verify_delays(graph: Graph) -> None:
+def verify_delays(graph: Graph) -> None:
     """A delay's source is a value computed later in the step (its state is written after the source runs), of
     the delay's type."""
     position = {node.name: p for p, node in enumerate(graph.nodes)}
@@ -300,19 +307,25 @@ def verify_plan(graph: Graph) -> None:
                 raise VerifyError(f"plan: buffers {a.name} and {b.name} are live together and overlap in memory")
     if plan.lower_bound > plan.arena_bytes:
         raise VerifyError(f"plan: lower bound {plan.lower_bound} exceeds the arena {plan.arena_bytes}")
-    steps = range(graph.schedule.block)
-    stored = [n for n in graph.nodes if n.type is not None and not graph.elided(n.name)]
-    sizes = {graph.copy_name(n.name, t): n.type.nbytes for n in stored for t in steps}
-    sizes.update({s: state_type(n).nbytes for n in graph.nodes if n.type is not None for s in state_names(n)})
-    sizes.update({f"@{p.name}": p.type.nbytes for p in graph.params})
     placed = dict(plan.values)
-    for value, size in sizes.items():
+    for value, size in value_bytes(graph).items():
         if value not in placed:
             raise VerifyError(f"plan: value %{value} has no buffer")
         buf = buffers.get(placed[value])
         if buf is None or buf.size < size:
             raise VerifyError(f"plan: value %{value} ({size} bytes) does not fit its buffer {placed[value]}")
     _check_lifetimes(graph, buffers, placed)
+
+
+def value_bytes(graph: Graph) -> dict[str, int]:
+    """The bytes of everything a plan places, by the name it places it under: each step's copy of every stored
+    value (not those only a fused kernel's registers hold), every state, every parameter (@name)."""
+    steps = range(graph.schedule.block)
+    stored = [n for n in graph.nodes if n.type is not None and not graph.elided(n.name)]
+    sizes = {graph.copy_name(n.name, t): n.type.nbytes for n in stored for t in steps}
+    sizes.update({s: state_type(n).nbytes for n in graph.nodes if n.type is not None for s in state_names(n)})
+    sizes.update({f"@{p.name}": p.type.nbytes for p in graph.params})
+    return sizes
 
 
 def _check_lifetimes(graph: Graph, buffers: dict[str, Buffer], placed: dict[str, str]) -> None:

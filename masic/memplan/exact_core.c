@@ -40,6 +40,7 @@
 #define MEMPLAN_TIMEOUT (-1)
 #define MEMPLAN_NO_MEMORY (-2)
 #define MEMPLAN_ABORTED (-3) /* internal: the round's node limit ran out */
+#define SWEEP_CLOCK_EVERY 65536 /* events the sweep handles between deadline checks */
 
 enum { CHANGE_MIN_OFFSET, CHANGE_FLOOR };
 
@@ -146,7 +147,8 @@ static int push_int(IntVec *v, int32_t x) {
     return 1;
 }
 
-/* Fills first/last, the section and overlap CSR arrays and by_first/first_pos. Returns 0 when out of memory. */
+/* Fills first/last, the section and overlap CSR arrays and by_first/first_pos. Returns 1, or 0 when out of memory,
+ * or MEMPLAN_TIMEOUT when the deadline passes first (a sweep over 20M overlapping pairs takes a while). */
 static int sweep(Search *S) {
     int32_t n = S->n;
     Event *events = malloc(2 * (size_t)n * sizeof(Event));
@@ -160,7 +162,12 @@ static int sweep(Search *S) {
     if (ok) qsort(events, 2 * (size_t)n, sizeof(Event), compare_events);
     int32_t nactive = 0, nsec = 0;
     int64_t last_time = INT64_MIN;
+    int timed_out = 0;
     for (size_t e = 0; ok && e < 2 * (size_t)n; e++) {
+        if (e % SWEEP_CLOCK_EVERY == 0 && now_seconds() > S->deadline) {
+            timed_out = 1;
+            break;
+        }
         int32_t b = events[e].buffer;
         if (events[e].is_start) {
             for (int32_t i = 0; ok && i < nactive; i++) ok = push_int(&pairs, active[i]) && push_int(&pairs, b);
@@ -187,9 +194,9 @@ static int sweep(Search *S) {
     free(events);
     free(active);
     free(where);
-    if (!ok) {
+    if (!ok || timed_out) {
         free(pairs.data);
-        return 0;
+        return timed_out ? MEMPLAN_TIMEOUT : 0;
     }
     /* Overlaps in CSR form, both directions. */
     S->overlap_start = calloc((size_t)n + 1, sizeof(int32_t));
@@ -447,9 +454,10 @@ int memplan_search(int32_t n, const int64_t *lower, const int64_t *upper, const 
     size_t nn = (size_t)n;
     S.first = malloc(nn * sizeof(int32_t));
     S.last = malloc(nn * sizeof(int32_t));
-    if (!S.first || !S.last || !sweep(&S)) {
+    int swept = S.first && S.last ? sweep(&S) : 0;
+    if (swept != 1) {
         release(&S);
-        return MEMPLAN_NO_MEMORY;
+        return swept == MEMPLAN_TIMEOUT ? MEMPLAN_TIMEOUT : MEMPLAN_NO_MEMORY;
     }
     size_t ns = (size_t)S.sections;
     S.offset = malloc(nn * sizeof(int64_t));

@@ -68,21 +68,29 @@ PORTFOLIO: tuple[Strategy, ...] = (
 
 @dataclass(frozen=True)
 class Placement:
-    """Offsets in buffer order (int64), their height and the strategy that produced them."""
+    """Offsets in buffer order (int64), their height and the strategy that produced them. `stacked` counts the
+    buffers the strategy had not placed when its deadline passed: they are stacked above all the others, each at
+    its own addresses, so the placement is valid, only higher."""
 
     offsets: np.ndarray
     height: int
     strategy: Strategy
+    stacked: int = 0
 
     def as_dict(self, problem: Problem) -> dict[str, int]:
         """The offsets keyed by buffer id, as Python ints."""
         return {b.id: int(o) for b, o in zip(problem.buffers, self.offsets.tolist(), strict=True)}
 
 
-class _OverlapIndex:
-    """Answers "which buffers overlap [l, u) in time" with a few numpy slices (see the module docstring)."""
+class _DeadlinePassed(Exception):
+    """Raised inside a strategy's preparation when its deadline passes; the strategy then stacks every buffer."""
 
-    def __init__(self, lower: np.ndarray, upper: np.ndarray) -> None:
+
+class _OverlapIndex:
+    """Answers "which buffers overlap [l, u) in time" with a few numpy slices (see the module docstring). Building
+    it takes a numpy step per block over the buffers started before it, so it reads the clock as it goes."""
+
+    def __init__(self, lower: np.ndarray, upper: np.ndarray, deadline: float | None = None) -> None:
         self.upper = upper
         self.by_lower = np.argsort(lower, kind="stable")
         self.sorted_lower = lower[self.by_lower]
@@ -91,7 +99,9 @@ class _OverlapIndex:
         upper_by_lower = upper[self.by_lower]
         self.across: list[np.ndarray] = []  # per block: buffers alive across its start, by descending end
         self.across_neg_upper: list[np.ndarray] = []
-        for t, p in zip(self.block_time.tolist(), self.block_pos.tolist(), strict=True):
+        for k, (t, p) in enumerate(zip(self.block_time.tolist(), self.block_pos.tolist(), strict=True)):
+            if deadline is not None and k % _CLOCK_EVERY == 0 and time.perf_counter() > deadline:
+                raise _DeadlinePassed
             alive = self.by_lower[:p][upper_by_lower[:p] > t]
             alive = alive[np.argsort(-upper[alive], kind="stable")]
             self.across.append(alive)
@@ -112,7 +122,14 @@ class Instance:
 
     def __init__(self, arrays: Arrays) -> None:
         self.arrays = arrays
-        self.index = _OverlapIndex(arrays.lower, arrays.upper)
+        self._index: _OverlapIndex | None = None
+
+    def index(self, deadline: float | None = None) -> _OverlapIndex:
+        """The overlap index, built by the first strategy that places a buffer (raises _DeadlinePassed, and keeps
+        nothing, should `deadline` pass while it is built)."""
+        if self._index is None:
+            self._index = _OverlapIndex(self.arrays.lower, self.arrays.upper, deadline)
+        return self._index
 
     @cached_property
     def peak(self) -> np.ndarray:
@@ -152,8 +169,10 @@ class Instance:
         ranked = np.lexsort((np.arange(len(a)), a.lower, -tie, -self.key(order)))
         return ranked[(a.fixed[ranked] < 0) & (a.size[ranked] > 0)]
 
-    def place(self, strategy: Strategy, deadline: float | None = None) -> Placement | None:
-        """Runs one strategy; None if `deadline` (a time.perf_counter() value) passes first."""
+    def place(self, strategy: Strategy, deadline: float | None = None) -> Placement:
+        """Runs one strategy. Should `deadline` (a time.perf_counter() value) pass first (the clock is read before
+        the buffers are ordered, then every _CLOCK_EVERY buffers), the buffers not yet placed are stacked above the
+        others (`Placement.stacked`), in the problem's order if none was placed."""
         a = self.arrays
         fixed = a.fixed >= 0
         offsets = np.where(fixed, a.fixed, 0)
@@ -161,10 +180,28 @@ class Instance:
         placed = fixed & (a.size > 0)
         best_fit = strategy.fit == "best-fit"
         lower, upper, size, alignment = (x.tolist() for x in (a.lower, a.upper, a.size, a.alignment))
-        for count, i in enumerate(self.order(strategy.order).tolist()):
-            if deadline is not None and count % _CLOCK_EVERY == 0 and time.perf_counter() > deadline:
-                return None
-            others = self.index.overlapping(lower[i], upper[i])
+
+        def stacked(rest: list[int]) -> Placement:
+            top = int(tops[placed].max(initial=0))
+            for j in rest:  # each above the last: no two share an address, whatever their lifetimes
+                offset = top + -top % alignment[j]
+                offsets[j], top = offset, offset + size[j]
+            return Placement(offsets, top, strategy, len(rest))
+
+        def passed() -> bool:
+            return deadline is not None and time.perf_counter() > deadline
+
+        if passed():
+            return stacked(np.flatnonzero(~fixed & (a.size > 0)).tolist())
+        order = self.order(strategy.order).tolist()
+        try:
+            index = self.index(deadline)
+        except _DeadlinePassed:
+            return stacked(order)
+        for count, i in enumerate(order):
+            if count % _CLOCK_EVERY == 0 and passed():  # first right after ordering and indexing
+                return stacked(order[count:])
+            others = index.overlapping(lower[i], upper[i])
             others = others[placed[others]]
             starts = offsets[others]
             by_start = starts.argsort()
@@ -185,15 +222,13 @@ class Instance:
         self, target: int, deadline: float | None = None, strategies: tuple[Strategy, ...] = PORTFOLIO
     ) -> Placement:
         """The lowest placement of the strategies (the PORTFOLIO by default), tried in order until one reaches
-        `target` or the deadline passes (the first strategy always completes)."""
+        `target` or the deadline passes (the strategy it interrupts stacks the buffers it has not placed)."""
         best: Placement | None = None
         for strategy in strategies:
-            placement = self.place(strategy, deadline if best is not None else None)
-            if placement is None:
-                break
+            placement = self.place(strategy, deadline)
             if best is None or placement.height < best.height:
                 best = placement
-            if best.height <= target:
+            if best.height <= target or placement.stacked:
                 break
         assert best is not None
         return best
@@ -201,9 +236,7 @@ class Instance:
 
 def place(problem: Problem, strategy: Strategy, alignment: int = 1) -> Placement:
     """One strategy on one problem (without a deadline)."""
-    placement = Instance(problem.arrays(alignment)).place(strategy)
-    assert placement is not None
-    return placement
+    return Instance(problem.arrays(alignment)).place(strategy)
 
 
 def greedy_first_fit(problem: Problem, alignment: int = 1) -> Placement:

@@ -13,6 +13,7 @@ plus an `offset` column. Reading guarantees a valid `Problem` or a `MemplanError
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ REQUIRED_COLUMNS = ("id", "lower", "upper", "size")
 OPTIONAL_COLUMNS = ("alignment", "offset")
 # Every offset and height must fit a signed 64-bit integer (the numpy arrays and the C search use int64).
 MAX_VALUE = 2**62
+_CLOCK_EVERY = 4096  # rows read between deadline checks
 
 
 class MemplanError(MasicError, ValueError):
@@ -171,18 +173,20 @@ def overlap_degrees(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
     return np.searchsorted(starts, upper) - np.searchsorted(ends, lower, "right") - 1
 
 
-def read_csv(path: str | Path) -> Problem:
-    """Reads a problem (or a solution, whose offsets become fixed offsets) from a CSV file."""
+def read_csv(path: str | Path, deadline: float | None = None) -> Problem:
+    """Reads a problem (or a solution, whose offsets become fixed offsets) from a CSV file, UTF-8 text (see
+    parse_csv for `deadline`)."""
     path = Path(path)
     try:
         text = read_text(path)  # a regular UTF-8 file: not a FIFO that blocks, not bytes that raise
     except InputFileError as err:
         raise MemplanError(str(err)) from None
-    return parse_csv(text, str(path))
+    return parse_csv(text, str(path), deadline)
 
 
-def parse_csv(text: str, source: str = "<csv>") -> Problem:
-    """Parses CSV text; errors read `source:line: problem`."""
+def parse_csv(text: str, source: str = "<csv>", deadline: float | None = None) -> Problem:
+    """Parses CSV text; errors read `source:line: problem`. Reading stops with a MemplanError once `deadline` (a
+    time.perf_counter() value) has passed: a time limit covers reading the problem too."""
     lines = text.splitlines()
     if not lines or not lines[0].strip():
         raise MemplanError(f"{source}:1: missing header: expected {','.join(REQUIRED_COLUMNS)}")
@@ -200,6 +204,8 @@ def parse_csv(text: str, source: str = "<csv>") -> Problem:
     buffers: list[Interval] = []
     first_line: dict[str, int] = {}
     for number, line in enumerate(lines[1:], start=2):
+        if deadline is not None and number % _CLOCK_EVERY == 0 and time.perf_counter() > deadline:
+            raise MemplanError(f"{source}:{number}: the time limit passed while reading line {number} of {len(lines)}")
         if not line.strip():
             continue
         fields = [f.strip() for f in line.split(",")]

@@ -9,7 +9,9 @@
    height so far (a probe that times out counts as a failure). Only for problems of up to MAX_IMPROVE_BUFFERS.
 
 Every solution returned has passed the independent checker (check.py). Without a timeout the heuristics all run
-and a capacity search runs until it is decided.
+and a capacity search runs until it is decided. With one, every stage stops at the deadline (the heuristic it
+interrupts stacks the buffers it has not placed above the others, heuristics.Placement.stacked), and the best
+placement found so far is returned, its `method` saying so; only the check of that placement runs after it.
 """
 
 from __future__ import annotations
@@ -78,14 +80,22 @@ def _exact_fits(problem: Problem, alignment: int) -> bool:
     return int(overlap_degrees(arr.lower, arr.upper).sum()) // 2 <= MAX_EXACT_PAIRS
 
 
-def solve(problem: Problem, capacity: int | None = None, timeout: float | None = None, alignment: int = 1) -> Solution:
+def solve(
+    problem: Problem,
+    capacity: int | None = None,
+    timeout: float | None = None,
+    alignment: int = 1,
+    started: float | None = None,
+) -> Solution:
     """Places every buffer: offsets multiples of `alignment` and of the buffer's own alignment, fixed buffers where
-    they are, height at most `capacity` if given (else as low as the portfolio gets within `timeout` seconds).
+    they are, height at most `capacity` if given (else as low as the portfolio gets within `timeout` seconds,
+    counted from `started`, a time.perf_counter() value: by default now; earlier, when reading the problem counts
+    against the timeout too).
 
     Raises MemplanError for fixed offsets that conflict, and when no placement within the capacity is found:
     "no placement within capacity C found in T s (lower bound L)", or a proof that none exists.
     """
-    started = time.perf_counter()
+    started = time.perf_counter() if started is None else started
     if capacity is not None and capacity < 0:
         raise MemplanError(f"capacity {capacity} must not be negative")
     if timeout is not None and timeout <= 0:
@@ -97,6 +107,9 @@ def solve(problem: Problem, capacity: int | None = None, timeout: float | None =
         raise MemplanError(f"no placement within capacity {capacity}: the lower bound is {bound}")
     best = Instance(problem.arrays(alignment)).portfolio(bound if capacity is None else capacity, deadline)
     offsets, method = best.as_dict(problem), f"heuristic {best.strategy}"
+    if best.stacked:
+        placed = len(problem) - best.stacked
+        method += f" ({placed} of {len(problem)} buffers placed by then, the rest stacked above them)"
     if capacity is not None and best.height > capacity:
         offsets = _within_capacity(problem, capacity, deadline, alignment, bound, timeout)
         method = "exact search"
@@ -111,6 +124,8 @@ def solve(problem: Problem, capacity: int | None = None, timeout: float | None =
         if improved is not None:
             offsets, method = improved, f"{method} + exact search"
     height = check(problem, offsets, capacity, alignment)
+    if deadline is not None and time.perf_counter() > deadline and height > bound:
+        method += f"; the time limit of {timeout:g} s passed: the best placement found by then"
     return Solution(offsets, height, bound, method, time.perf_counter() - started)
 
 
@@ -122,6 +137,8 @@ def _within_capacity(
             f"no placement within capacity {capacity} found by the heuristics, and the problem is too large for "
             f"the exact search (lower bound {bound})"
         )
+    if _remaining(deadline) == 0.0:
+        raise MemplanError(f"no placement within capacity {capacity} found in {timeout:g} s (lower bound {bound})")
     result = exact_search(problem, capacity, _remaining(deadline), alignment)
     if result.status is Status.INFEASIBLE:
         raise MemplanError(

@@ -37,7 +37,7 @@ from masic.ir.graph import Graph, Schedule
 from masic.passes.assign_offsets import arena_bytes, layout, placed_bytes
 from masic.passes.base import PassOptions, require_types
 from masic.passes.check_budget import BudgetError, format_bytes
-from masic.passes.slice_layers import block_sizes, resident_bytes, smallest_plan_bytes
+from masic.passes.slice_layers import block_floor, block_sizes, resident_bytes, smallest_plan_bytes
 
 NAME = "schedule"
 MAX_PREFETCH = 4  # positions a streamed slot may be filled ahead of its first reader
@@ -74,6 +74,8 @@ def _fitting_schedule(graph: Graph, block: int, budget: int, alignment: int, bou
         planned = layout(replace(graph, schedule=streaming_all_but(names)), alignment)
         return planned.pinned_bytes, placed_bytes(planned, budget) - planned.pinned_bytes
 
+    if block_floor(replace(graph, schedule=streaming_all_but(resident)), alignment) > budget:
+        return None  # without placing, or even listing, the block's positions
     pinned, rest = place(resident)
     if pinned + rest > budget:
         return None

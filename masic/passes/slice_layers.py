@@ -36,6 +36,11 @@ SLOT_SHARE = 16  # preferred pieces are at most this fraction of the budget
 # Pieces of this many outputs (a multiple) keep the kernels fast: the layout pass stores conv weights in blocks of
 # 16 output channels, and sliced convs of 51 or 103 channels fell back to a kernel 1.3-6x slower (bench/speed.py).
 ROW_QUANTUM = 16
+# The most timesteps a block may have (a power of two). A plan holds a copy of every value per step of its block and
+# places nodes x block positions, so the planner's time and memory grow with the block: this bounds them whatever T
+# is. Beyond it a larger block saves little: streamed weights are read T / block times, 1/64 of T already, and
+# the loader can exit early only between blocks.
+MAX_BLOCK = 64
 
 
 def _sliceable(node: Node) -> bool:
@@ -116,23 +121,36 @@ def smallest_plan_bytes(graph: Graph, alignment: int, budget: int | None = None)
     tries (`block_sizes`). The pass makes weights resident only from a plan that fits, so this is the smallest
     budget under which it finds a schedule for this graph (unless every weight fits resident, `resident_bytes`).
     With a budget, as for `arena_bytes`, the result is exact only when it exceeds the budget; and a plan whose
-    pinned neuron state alone exceeds it is not analysed (that state's bytes stand for it)."""
+    `block_floor` alone exceeds it is not analysed (the floor stands for it)."""
     streamed = tuple(p.name for p in graph.params)
     sizes = []
     for block in block_sizes(graph):
         plan = replace(graph, schedule=Schedule(block, streamed))
-        pinned_state = 0 if transient_states(plan) else _state_bytes(graph, alignment)
-        over = budget is not None and pinned_state > budget
-        sizes.append(pinned_state if over else arena_bytes(plan, alignment, budget))
+        floor = block_floor(plan, alignment)
+        sizes.append(floor if budget is not None and floor > budget else arena_bytes(plan, alignment, budget))
     return min(sizes)
 
 
+def block_floor(graph: Graph, alignment: int) -> int:
+    """Bytes live at once in any plan of the graph under its schedule, found without analysing the plan: the
+    neuron state it pins, and one copy per step of the block of the input (all live at the block's first position:
+    the loader writes them before the block runs) or of the output (all live at its last: read after it). Large
+    blocks that cannot fit a budget are refused by it without placing, or even listing, their nodes x block
+    positions."""
+    pinned_state = 0 if transient_states(graph) else _state_bytes(graph, alignment)
+    inputs = sum(align_up(node.type.nbytes, alignment) for node in graph.inputs)
+    output = align_up(graph.node(graph.output).type.nbytes, alignment)
+    return pinned_state + graph.schedule.block * max(inputs, output)
+
+
 def block_sizes(graph: Graph) -> list[int]:
-    """Candidate timesteps per block, largest first: only 1 when delays carry values across steps."""
+    """Candidate timesteps per block, largest first: T (one block for the whole run) when T <= MAX_BLOCK, then the
+    powers of two below T and at most MAX_BLOCK; only 1 when delays carry values across steps."""
     if any(node.op == "delay" for node in graph.nodes):
         return [1]
-    powers = [1 << k for k in range(graph.timesteps.bit_length()) if 1 << k < graph.timesteps]
-    return [graph.timesteps, *reversed(powers)]
+    largest = min(graph.timesteps, MAX_BLOCK)
+    powers = [1 << k for k in range(largest.bit_length()) if 1 << k < largest]
+    return [largest, *reversed(powers)]
 
 
 def _state_bytes(graph: Graph, alignment: int) -> int:

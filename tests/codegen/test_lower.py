@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from masic.codegen.kernels import AdaptiveAvgPool2dKernel, Conv2dKernel, DenseKernel, Pool2dKernel
 from masic.codegen.lower import lower
+from masic.ir.graph import Param, TensorType
 from masic.ir.text import parse
 from tests.pipelines import planned
 
@@ -87,3 +90,12 @@ def test_kernel_descriptions_and_lowering_import_no_tvm() -> None:
         "assert not [m for m in sys.modules if m.split('.')[0] == 'tvm'], 'tvm imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_no_kernel_reaches_past_a_value() -> None:
+    """The last guard behind the shape rules: a kernel that would read more of a weight than weights.bin holds
+    for it (here a per-element threshold declared half as long after planning, past the verifier) stops lowering."""
+    graph = parse(GRAPH, {"t.threshold": np.linspace(0, 1, 8, dtype=np.float32)})
+    shortened = dataclasses.replace(planned(graph), params=(Param("t.threshold", TensorType((4,))),))
+    with pytest.raises(AssertionError, match=r"reaches 32 bytes into @t\.threshold, which holds 16"):
+        lower(shortened)

@@ -131,7 +131,8 @@ def test_the_executable_alone_applies_the_calibrated_rule_and_flags_override_it(
     assert (stats["exit_rule"], stats["exit_source"]) == (rule.rule, "calibrated")
     np.testing.assert_array_equal(rows, expected)
     assert stats["correct"] == int((expected[:, 0] == np.load(digits.test_y)).sum())
-    assert stats["timesteps_histogram"] == np.bincount(expected[:, 1], minlength=TIMESTEPS + 1)[1:].tolist()
+    # the histogram runs up to the most timesteps a sample used
+    assert stats["timesteps_histogram"] == np.bincount(expected[:, 1])[1:].tolist()
     assert stats["mean_timesteps"] < TIMESTEPS
 
     stats, rows = run_test_set(digits.host, digits)  # through `masic run`

@@ -1,69 +1,98 @@
-"""Norse models beyond feed-forward cells, as users write them: one case per cell and option, each run by Norse itself
-over at least 32 steps on inputs that make its output cell spike (`tests/frameworks/test_norse.py` compares them with
-masic's interpreter and compiled artifacts).
+"""Norse model zoo beyond feed-forward cells: recurrent, adaptive (LSNN), exponential (LIFEx, LIFAdEx), refractory,
+conductance-based and Izhikevich cells, their time-lifted forms and RecurrentSequential, as users write them; each a
+`Case` (tests/frameworks/cases.py) run by Norse itself, step by step from its initial state (a `SequentialState`
+called with the state it returned) or over the whole sequence in one call (time-lifted modules recording their
+states). Norse's feed-forward cells and models are tested in tests/frontends.
 
-A case builds the model (`factory`), draws its inputs (`inputs`) and says how to read its output cell's membrane and
-threshold from the state Norse returns (`tests.frameworks.compare`).
+Norse's runs give the threshold each output neuron's membrane met (`Trace.threshold`): the exponential cells'
+membranes are within an ulp of Norse's (`masic.ir.arith.exp`), and a recurrent cell adds its two synaptic inputs
+in another order than Norse, so a spike may differ where a membrane is within 1e-6 of its threshold.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import norse.torch as nt
 import numpy as np
 import torch
+from masic.frontends.norse import import_norse
 from norse.torch import SequentialState
 from torch import nn
 
-Inputs = Callable[[np.random.Generator, int, tuple[int, ...]], np.ndarray]
+from tests.frameworks.cases import Case, Trace, quantised
+
+Reader = Callable[[Any, torch.Tensor], torch.Tensor]  # (the output cell's state, its spikes) -> a value per neuron
 
 
-@dataclass(frozen=True)
-class Case:
-    """One model. `factory` builds it (seeded, in eval mode); `inputs(rng, steps, shape)` draws a (steps, *shape)
-    float32 input sequence; Norse's output spikes over the steps must number at least `min_spikes`. `lifted`: the
-    model runs a whole sequence in one call (time-lifted modules, built to record their states), else it is called
-    step by step with its state. `membrane(state)` and `threshold(state, z)` read the output cell's state after a
-    step: its membrane (before any reset where it did not spike) and the threshold it was compared with."""
-
-    name: str
-    factory: Callable[[], nn.Module]
-    input_shape: tuple[int, ...]
-    steps: int
-    inputs: Inputs
-    min_spikes: int
-    threshold: Callable[[Any, torch.Tensor], torch.Tensor]
-    membrane: Callable[[Any], torch.Tensor] = lambda state: state.v
-    lifted: bool = False
+def _cell_state(state: Any) -> Any:
+    """The output cell's state within what a model returns (a SequentialState's list, a RecurrentSequential's)."""
+    if isinstance(state, list):
+        return state[-1]
+    inner = getattr(state, "state", None)
+    return _cell_state(inner) if isinstance(inner, list) else state
 
 
-def uniform(high: float, low: float = 0.0) -> Inputs:
-    """Inputs drawn uniformly from [low, high): a drive that makes cells spike irregularly."""
+def _run(membrane: Reader, threshold: Reader, lifted: bool) -> Callable[[nn.Module, np.ndarray], Trace]:
+    """Norse's run of a model on x (steps, *shape), a batch of one: the output spikes, and the output cell's
+    membrane and the threshold it met, read from the state Norse returns after each step."""
 
-    def draw(rng: np.random.Generator, steps: int, shape: tuple[int, ...]) -> np.ndarray:
-        return rng.uniform(low, high, (steps, *shape)).astype(np.float32)
+    def run(model: nn.Module, x: np.ndarray) -> Trace:
+        flat = lambda t: torch.as_tensor(t).reshape(len(x), -1).float().numpy().copy()  # noqa: E731
+        with torch.no_grad():
+            if lifted:
+                out, state = model(torch.from_numpy(x)[:, None])  # states recorded: (steps, 1, ...)
+                cell = _cell_state(state)
+                v, th = (torch.broadcast_to(t, out.shape)[:, 0] for t in (membrane(cell, out), threshold(cell, out)))
+                return Trace(flat(out[:, 0]), flat(v), flat(th))
+            state, zs, vs, ths = None, [], [], []
+            for step in x:
+                out, state = model(torch.from_numpy(step)[None], state)
+                cell = _cell_state(state)
+                zs.append(out[0])
+                vs.append(torch.broadcast_to(membrane(cell, out), out.shape)[0])
+                ths.append(torch.broadcast_to(threshold(cell, out), out.shape)[0])
+        return Trace(flat(torch.stack(zs)), flat(torch.stack(vs)), flat(torch.stack(ths)))
 
-    return draw
+    return run
 
 
-def _seeded(seed: int, build: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
-    def factory() -> nn.Module:
-        torch.manual_seed(seed)
-        return build().eval()
-
-    return factory
-
-
-def _fixed(value: float | torch.Tensor) -> Callable[[Any, torch.Tensor], torch.Tensor]:
+def _fixed(value: float) -> Reader:
     return lambda state, z: torch.as_tensor(value)
 
 
-def _adaptive(beta: float) -> Callable[[Any, torch.Tensor], torch.Tensor]:
+def _adaptive(beta: float) -> Reader:
     """LSNN compares v with b before b jumps by beta where the neuron spikes."""
     return lambda state, z: state.b - z * beta
+
+
+def _v(state: Any, z: torch.Tensor) -> torch.Tensor:
+    return state.v
+
+
+def _refrac_v(state: Any, z: torch.Tensor) -> torch.Tensor:
+    return state.lif.v
+
+
+def _case(
+    name: str,
+    build: Callable[[], nn.Module],
+    threshold: Reader,
+    seed: int,
+    membrane: Reader = _v,
+    lifted: bool = False,
+    **kw: Any,
+) -> Case:
+    """A case whose model `build` makes (seeded, its weights on the grid) and Norse runs (`_run`); masic probes
+    the output neuron's v (CobaLIFCell's: the delay of v)."""
+
+    def make() -> nn.Module:
+        torch.manual_seed(seed)
+        return quantised(build())
+
+    run = _run(membrane, threshold, lifted)
+    return Case("Norse", name, make, (N_IN,), run, "v", importer=import_norse, **kw)
 
 
 P = torch.tensor
@@ -88,15 +117,6 @@ def _amplified(model: nn.Module, factor: float) -> nn.Module:
     return model
 
 
-def _refrac_membrane(state: Any) -> torch.Tensor:
-    return state.lif.v
-
-
-def _case(name: str, build: Callable[[], nn.Module], threshold: Any, seed: int, **kw: Any) -> Case:
-    defaults = {"input_shape": (N_IN,), "steps": 40, "inputs": uniform(2.0), "min_spikes": 40}
-    return Case(name, _seeded(seed, build), threshold=threshold, **(defaults | kw))
-
-
 def _izhikevich(behavior: Any, recurrent: bool = False, lifted: bool = False) -> Callable[[], nn.Module]:
     if lifted:
         return lambda: nn.Sequential(nt.Lift(nn.Linear(N_IN, N)), nt.Izhikevich(behavior, record_states=True))
@@ -105,7 +125,9 @@ def _izhikevich(behavior: Any, recurrent: bool = False, lifted: bool = False) ->
     return lambda: SequentialState(nn.Linear(N_IN, N), nt.IzhikevichCell(behavior))
 
 
-CASES: tuple[Case, ...] = (
+IZHIKEVICH = {"scale": 40.0, "min_spikes": 10}  # inputs in [0, 40): the model's currents are of that order
+
+CASES: list[Case] = [
     _case("lif_recurrent_cell", lambda: SequentialState(nt.LIFRecurrentCell(N_IN, N)), _fixed(1.0), 1),
     _case(
         "lif_recurrent_cell_autapses_tuned",
@@ -134,7 +156,7 @@ CASES: tuple[Case, ...] = (
         ),
         _fixed(1.0),
         4,
-        inputs=uniform(3.0),
+        scale=3.0,
         min_spikes=20,
     ),
     _case("lsnn_cell", lambda: SequentialState(nn.Linear(N_IN, N), nt.LSNNCell(LSNN_P)), _adaptive(0.3), 5),
@@ -169,12 +191,7 @@ CASES: tuple[Case, ...] = (
         lifted=True,
     ),
     _case("lif_adex_cell", lambda: SequentialState(nn.Linear(N_IN, N), nt.LIFAdExCell(ADEX)), _fixed(1.0), 13),
-    _case(
-        "lif_adex_recurrent_cell",
-        lambda: SequentialState(nt.LIFAdExRecurrentCell(N_IN, N, ADEX)),
-        _fixed(1.0),
-        14,
-    ),
+    _case("lif_adex_recurrent_cell", lambda: SequentialState(nt.LIFAdExRecurrentCell(N_IN, N, ADEX)), _fixed(1.0), 14),
     _case(
         "lif_adex_recurrent_lifted",
         lambda: nn.Sequential(nt.LIFAdExRecurrent(N_IN, N, ADEX, record_states=True)),
@@ -187,56 +204,35 @@ CASES: tuple[Case, ...] = (
         lambda: SequentialState(nn.Linear(N_IN, N), nt.LIFRefracCell(REFRAC)),
         _fixed(0.5),
         16,
-        membrane=_refrac_membrane,
+        membrane=_refrac_v,
     ),
     _case(
         "lif_refrac_recurrent_cell",
         lambda: SequentialState(nt.LIFRefracRecurrentCell(N_IN, N, REFRAC)),
         _fixed(0.5),
         17,
-        membrane=_refrac_membrane,
+        membrane=_refrac_v,
     ),
     _case(
         "lif_refrac_recurrent_lifted",
         lambda: nn.Sequential(nt.LIFRefracRecurrent(N_IN, N, REFRAC, record_states=True)),
         _fixed(0.5),
         18,
-        membrane=_refrac_membrane,
+        membrane=_refrac_v,
         lifted=True,
     ),
-    _case(
-        "izhikevich_cell",
-        _izhikevich(nt.tonic_spiking),
-        _fixed(30.0),
-        19,
-        steps=64,
-        inputs=uniform(40.0),
-        min_spikes=10,
-    ),
-    _case("izhikevich_cell_bursting", _izhikevich(nt.tonic_bursting), _fixed(30.0), 20, steps=64, inputs=uniform(40.0)),
-    _case(
-        "izhikevich_recurrent_cell",
-        _izhikevich(nt.tonic_spiking, recurrent=True),
-        _fixed(30.0),
-        21,
-        steps=64,
-        inputs=uniform(40.0),
-    ),
+    _case("izhikevich_cell", _izhikevich(nt.tonic_spiking), _fixed(30.0), 19, **IZHIKEVICH),
+    _case("izhikevich_cell_bursting", _izhikevich(nt.tonic_bursting), _fixed(30.0), 20, **IZHIKEVICH),
+    _case("izhikevich_recurrent_cell", _izhikevich(nt.tonic_spiking, recurrent=True), _fixed(30.0), 21, **IZHIKEVICH),
     _case(
         "izhikevich_lifted",
         _izhikevich(nt.phasic_bursting, lifted=True),
         _fixed(30.0),
         22,
-        steps=64,
-        inputs=uniform(40.0),
         lifted=True,
+        **IZHIKEVICH,
     ),
-    _case(
-        "coba_lif_cell",
-        lambda: SequentialState(nt.CobaLIFCell(N_IN, N, dt=5e-3)),
-        _fixed(-10.0),
-        23,
-    ),
+    _case("coba_lif_cell", lambda: SequentialState(nt.CobaLIFCell(N_IN, N, dt=5e-3)), _fixed(-10.0), 23),
     _case(
         "recurrent_sequential",  # Norse's RecurrentSequential: the output of a step added to the next step's input
         lambda: _amplified(
@@ -244,46 +240,6 @@ CASES: tuple[Case, ...] = (
         ),
         _fixed(1.0),
         24,
-        min_spikes=15,
+        min_spikes=20,
     ),
-)
-
-
-DIGITS_STEPS = 12
-DIGITS_GAIN = 4.0  # the 8x8 images (0 to 2) scaled so that the first layer spikes within a few steps
-
-
-def digits_model() -> SequentialState:
-    """A recurrent SNN for scikit-learn's 8x8 digits: an LSNN layer (adaptive thresholds, recurrent weights), then
-    a linear readout into leaky integrators whose output summed over the steps is the class score."""
-    p = nt.LSNNParameters(tau_adapt_inv=P(1 / 0.05), beta=P(0.2), v_th=P(0.5))
-    return SequentialState(nn.Flatten(), nt.LSNNRecurrentCell(64, 32, p), nn.Linear(32, 10), nt.LICell())
-
-
-def digits_scores(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """(N, 10) outputs summed over DIGITS_STEPS steps, each image presented at every step."""
-    state, total = None, 0
-    for _ in range(DIGITS_STEPS):
-        out, state = model(images * DIGITS_GAIN, state)
-        total = total + out
-    return total
-
-
-def train_digits(x: np.ndarray, y: np.ndarray, epochs: int = 6, seed: int = 0) -> SequentialState:
-    """digits_model trained with Adam on the cross-entropy of the summed output (a few seconds on one thread)."""
-    torch.manual_seed(seed)
-    model = digits_model()
-    optimiser = torch.optim.Adam(model.parameters(), lr=5e-3)
-    images, labels = torch.from_numpy(x), torch.from_numpy(y)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the batches are small: one thread is several times faster than two that share
-    try:
-        for _ in range(epochs):
-            for batch in torch.randperm(len(images)).split(128):
-                loss = nn.functional.cross_entropy(digits_scores(model, images[batch]), labels[batch])
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-    finally:
-        torch.set_num_threads(threads)
-    return model.eval()
+]

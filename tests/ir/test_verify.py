@@ -39,6 +39,7 @@ def test_valid_graph_passes() -> None:
         (_broken("%lif = lif", "%fc = lif"), "value %fc is defined twice"),
         (_broken("output %lif", "output %ghost"), "graph output %ghost"),
         (_broken("timesteps=4", "timesteps=0"), "timesteps=0"),
+        (_broken("timesteps=4", "timesteps=1000001"), "it must be from 1 to 1000000"),
     ],
 )
 def test_broken_rules_are_reported(text: str, message: str) -> None:
@@ -80,7 +81,10 @@ def test_a_recurrent_graph_passes() -> None:
             "delay source %sum is f32[3], not f32[2]",
         ),
         (_broken_recurrent('probe="v"', 'probe="i"'), "probe must name a state of iaf"),
-        (_broken_recurrent("param @s.factor : f32[3]", "param @s.factor : f32[2]"), "per-element parameter factor"),
+        (
+            _broken_recurrent("param @s.factor : f32[3]", "param @s.factor : f32[2]"),
+            "factor @s.factor is f32[2], but a scale of f32[3] reads f32[3]",
+        ),
         (_broken_recurrent("{factor=@s.factor}", '{factor="big"}'), "scale parameter factor must be a float"),
     ],
 )
@@ -88,6 +92,85 @@ def test_broken_recurrent_rules_are_reported(text: str, message: str) -> None:
     with pytest.raises(VerifyError) as info:
         verify(parse(text))
     assert message in str(info.value)
+
+
+# Every operand and parameter of every op is checked against the others (a kernel reads what the shapes say).
+SHAPES = """graph @shapes timesteps=2 {
+  param @c.w : f32[4,2,3,3]
+  param @c.b : f32[4]
+  param @bn.m : f32[4]
+  param @bn.v : f32[4]
+  param @z.th : f32[4,6,6]
+  param @fc.w : f32[5,72]
+  param @fc.b : f32[5]
+  %in = input() : f32[2,8,8]
+  %c = conv2d(%in) {weight=@c.w, bias=@c.b, out_channels=4, kernel=(3,3), stride=(1,1), padding=(0,0), \
+dilation=(1,1), groups=1} : f32[4,6,6]
+  %bn = batchnorm2d(%c) {mean=@bn.m, var=@bn.v, eps=1e-05} : f32[4,6,6]
+  %z = lif_box(%bn) {dt_tau_mem=0.5, v_leak=0.0, v_th=@z.th, v_reset=0.0, reset="value"} : f32[4,6,6]
+  %sum = add(%z, %bn) : f32[4,6,6]
+  %p = maxpool2d(%sum) {kernel=(2,2), stride=(2,2), padding=(0,0)} : f32[4,3,3]
+  %j = concat(%p, %p) {axis=1} : f32[4,6,3]
+  %f = flatten(%j) : f32[72]
+  %fc = dense(%f) {weight=@fc.w, bias=@fc.b, in_features=72, out_features=5} : f32[5]
+  output %fc
+}
+"""
+
+
+def _broken_shapes(old: str, new: str) -> str:
+    assert old in SHAPES
+    return SHAPES.replace(old, new)
+
+
+def test_the_shapes_graph_passes() -> None:
+    verify(parse(SHAPES))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (  # the digits case: an input of 3 channels for a conv of 1 (here 2) would read past the weight
+            _broken_shapes("input() : f32[2,8,8]", "input() : f32[3,8,8]"),
+            "weight @c.w is f32[4,2,3,3], but a conv2d of f32[3,8,8] reads f32[4,3,3,3]",
+        ),
+        (_broken_shapes("@c.w : f32[4,2,3,3]", "@c.w : f32[4,2,2,2]"), "a conv2d of f32[2,8,8] reads f32[4,2,3,3]"),
+        (
+            _broken_shapes("@c.b : f32[4]", "@c.b : f32[5]"),
+            "bias @c.b is f32[5], but a conv2d of f32[2,8,8] reads f32[4]",
+        ),
+        (_broken_shapes("weight=@c.w,", "weight=1.0,"), "conv2d weight must be a parameter, got 1.0"),
+        (_broken_shapes("groups=1", "groups=0"), "attribute groups must be a positive integer, got 0"),
+        (_broken_shapes("stride=(1,1), padding", "stride=(0,1), padding"), "stride must be a pair of integers of at"),
+        (_broken_shapes("padding=(0,0), dilation", "padding=(-1,0), dilation"), "padding must be a pair of integers"),
+        (_broken_shapes("@bn.m : f32[4]", "@bn.m : f32[1]"), "mean @bn.m is f32[1], but a batchnorm2d of"),
+        (_broken_shapes("@z.th : f32[4,6,6]", "@z.th : f32[4,6,5]"), "v_th @z.th is f32[4,6,5], but a lif_box of"),
+        (_broken_shapes("add(%z, %bn)", "add(%z, %in)"), "operands must have equal shapes, got f32[4,6,6], f32[2,8,8]"),
+        (_broken_shapes("kernel=(2,2), stride=(2,2)", "kernel=(8,8), stride=(2,2)"), "does not fit input 6x6"),
+        (_broken_shapes("concat(%p, %p) {axis=1}", "concat(%p, %p) {axis=2}"), "concat joins along axis 0, or 1"),
+        (_broken_shapes("@fc.w : f32[5,72]", "@fc.w : f32[5,71]"), "weight @fc.w is f32[5,71], but a dense of f32[72]"),
+        (
+            _broken_shapes("@fc.b : f32[5]", "@fc.b : f32[6]"),
+            "bias @fc.b is f32[6], but a dense of f32[72] reads f32[5]",
+        ),
+        (_broken_shapes("eps=1e-05", "eps=@bn.v"), "batchnorm2d eps must be a float"),
+        (_broken_shapes("input() : f32[2,8,8]", "input() : f32[0,8,8]"), "every dimension must be a positive integer"),
+    ],
+)
+def test_every_operand_and_parameter_is_checked(text: str, message: str) -> None:
+    with pytest.raises(VerifyError) as info:
+        verify(parse(text))
+    assert message in str(info.value)
+
+
+def test_a_parameter_only_where_the_op_reads_one() -> None:
+    """infer-shapes checks parameters before the verifier's attribute rules run: an attribute that is no parameter
+    of its op is refused."""
+    from masic.passes import infer_shapes
+    from masic.passes.base import PassError
+
+    with pytest.raises(PassError, match="attribute reset of lif_box cannot be a parameter, got @z"):
+        infer_shapes.run(parse(_broken_shapes('reset="value"', "reset=@z.th")), PassOptions())
 
 
 def test_a_delay_must_declare_its_type() -> None:

@@ -36,7 +36,7 @@ def test_valid_placement_returns_height() -> None:
         ({"a": 0, "b": 0, "c": 8}, 11, 1, "buffer 'c' (live [2, 6), bytes [8, 12)) ends past the capacity 11"),
         ({"a": 0, "b": 0}, None, 1, "buffer 'c' has no offset"),
         ({"a": 0, "b": 0, "c": 8, "d": 0}, None, 1, "offset given for unknown buffer 'd'"),
-        ({"a": -8, "b": 0, "c": 8}, None, 1, "buffer 'a' has offset -8: not a non-negative integer"),
+        ({"a": -8, "b": 0, "c": 8}, None, 1, "buffer 'a' has offset -8: not a non-negative integer below 2^62"),
         ({"a": 0.5, "b": 0, "c": 8}, None, 1, "buffer 'a' has offset 0.5"),
     ],
 )

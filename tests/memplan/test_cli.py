@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from masic.memplan import check, read_csv
@@ -71,3 +73,41 @@ def test_malformed_and_missing_files(tmp_path: Path) -> None:
     bad.write_text("id,lower,upper,size\nb1,0,3,4\nb2,5,2,4\n")
     assert_one_line_error(plan_memory(bad), f"{bad}:3: buffer 'b2': upper 2 <= lower 5")
     assert_one_line_error(plan_memory(tmp_path / "none.csv"), "cannot read")
+
+
+def test_a_file_that_is_not_utf8_is_refused_in_one_line(tmp_path: Path) -> None:
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("id,lower,upper,size\ncaf\xe9,0,3,4\n".encode("latin-1"))
+    assert_one_line_error(plan_memory(latin1), f"cannot read {latin1}: it is not UTF-8 text (byte 23 is 0xe9)")
+
+
+def _random_rows(path: Path, rows: int) -> None:
+    rng = np.random.default_rng(14)
+    lower = rng.integers(0, rows // 2, rows)
+    upper = lower + rng.integers(1, 1000, rows)
+    size = rng.integers(1, 4096, rows)
+    lines = (f"b{k},{lo},{up},{s}" for k, (lo, up, s) in enumerate(zip(lower, upper, size, strict=True)))
+    path.write_text("id,lower,upper,size\n" + "\n".join(lines) + "\n")
+
+
+def test_the_timeout_bounds_the_whole_run(tmp_path: Path) -> None:
+    """--timeout 5 took 10.3 s on 200k rows: the first heuristic ran to its end. Every stage now reads the clock
+    (reading, each heuristic every 256 buffers, the exact search at every node) and the best placement found by the
+    deadline is printed, saying so; only its check and the output follow. A bound with a wide margin (for a busy
+    machine and the interpreter's start): the heuristics alone take several times the limit on these rows."""
+    problem = tmp_path / "big.csv"
+    _random_rows(problem, 120_000)
+    started = time.perf_counter()
+    result = plan_memory(problem, "--timeout", "4", "-o", tmp_path / "solution.csv")
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 0, result.stderr
+    assert "the time limit of 4 s passed: the best placement found by then" in result.stdout
+    assert elapsed < 4 + 8, elapsed
+    solved = read_csv(tmp_path / "solution.csv")
+    assert check(read_csv(problem), {b.id: b.offset for b in solved.buffers}) > 0
+
+
+def test_reading_counts_against_the_timeout(tmp_path: Path) -> None:
+    problem = tmp_path / "big.csv"
+    _random_rows(problem, 60_000)
+    assert_one_line_error(plan_memory(problem, "--timeout", "0.001"), "the time limit passed while reading line")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from masic.memplan import PORTFOLIO, Problem, Strategy, check, greedy_first_fit, place, read_csv
-from masic.memplan.heuristics import Instance, _OverlapIndex
+from masic.memplan import PORTFOLIO, Problem, Strategy, check, greedy_first_fit, heuristics, place, read_csv
+from masic.memplan.heuristics import _CLOCK_EVERY, Instance, _OverlapIndex
 from tests.memplan.cases import DATA, challenging, problems
 
 
@@ -47,7 +50,33 @@ def test_portfolio_keeps_the_best_and_honours_the_deadline() -> None:
     instance = Instance(problem.arrays())
     heights = [instance.place(s).height for s in PORTFOLIO]
     assert instance.portfolio(target=0).height == min(heights)
-    assert instance.portfolio(target=0, deadline=0.0).strategy == PORTFOLIO[0]  # the first always completes
+    assert all(instance.place(s).stacked == 0 for s in PORTFOLIO[:2])  # no deadline: every buffer placed
+
+
+@given(st.integers(0, 700))
+def test_a_strategy_cut_short_by_its_deadline_stacks_the_rest_validly(placed: int) -> None:
+    """At the deadline the buffers a strategy has not placed go above all the others: a valid placement of every
+    buffer, the best found so far. The clock is read every _CLOCK_EVERY buffers, so at most that many more are
+    placed once it has passed: the work after a deadline is bounded, whatever the problem's size. (The clock here
+    passes the deadline once `placed` buffers are placed.)"""
+    problem = read_csv(DATA / "idealloc" / "G_1.csv")  # 816 buffers: more than are placed here before the deadline
+    instance = Instance(problem.arrays())
+    free = len(instance.order("peak"))
+    overlapping, looked_up = heuristics._OverlapIndex.overlapping, []  # one look-up per buffer placed
+
+    def counted(self, lower: int, upper: int) -> np.ndarray:
+        looked_up.append(1)
+        return overlapping(self, lower, upper)
+
+    clock = SimpleNamespace(perf_counter=lambda: 2.0 if len(looked_up) >= placed else 0.0)
+    with (
+        mock.patch.object(heuristics, "time", clock),
+        mock.patch.object(heuristics._OverlapIndex, "overlapping", counted),
+    ):
+        placement = instance.portfolio(target=0, deadline=1.0)
+    assert placement.strategy == PORTFOLIO[0]
+    assert placement.stacked == free - -(-placed // _CLOCK_EVERY) * _CLOCK_EVERY > 0
+    assert check(problem, placement.as_dict(problem)) == placement.height
 
 
 def test_greedy_first_fit_overshoots_the_challenging_problems() -> None:

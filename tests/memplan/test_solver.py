@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from masic.memplan import Interval, MemplanError, Problem, check, read_csv, solve
+from masic.memplan import PORTFOLIO, Interval, MemplanError, Problem, check, read_csv, solve
 from tests.memplan.cases import CHALLENGE_CAPACITY, DATA, challenging, guillotine, problems
 
 
@@ -59,6 +60,18 @@ def test_capacity_below_the_lower_bound() -> None:
 def test_capacity_not_reached_in_time() -> None:
     with pytest.raises(MemplanError, match=r"^no placement within capacity 1048576 found in 0.05 s \(lower bound"):
         solve(read_csv(challenging("A")), capacity=CHALLENGE_CAPACITY, timeout=0.05)
+
+
+def test_at_the_deadline_the_best_placement_so_far_is_returned_and_said_so() -> None:
+    """A time limit that passes before the heuristics start (reading the problem counts against it: `started`)
+    still yields a checked placement of every buffer, all stacked, and the method says what happened."""
+    problem = read_csv(DATA / "idealloc" / "G_1.csv")
+    solution = solve(problem, timeout=1.0, started=time.perf_counter() - 2.0)
+    assert solution.method == (
+        f"heuristic {PORTFOLIO[0]} (0 of {len(problem)} buffers placed by then, the rest stacked above them); "
+        "the time limit of 1 s passed: the best placement found by then"
+    )
+    assert solution.height == check(problem, solution.offsets) == sum(b.size for b in problem.buffers)
 
 
 def test_capacity_proved_impossible() -> None:

@@ -3,15 +3,23 @@ it: test_schedule.py)."""
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import replace
+
 import pytest
 from masic.frontends.norse import import_norse
 
 from masic.analysis.cost import Machine, node_traffic, node_work, planned_latency, step_seconds
-from masic.ir.graph import Schedule
+from masic.analysis.minimum_budget import folded, minimum_budget
+from masic.ir.graph import Graph, Schedule
+from masic.limits import MAX_TIMESTEPS
+from masic.memplan.heuristics import Instance
 from masic.opt import run_passes
 from masic.passes import PassOptions
 from masic.passes import assign_offsets as assign_offsets_module
+from masic.passes.check_budget import BudgetError
 from masic.passes.schedule import bytes_read
+from masic.passes.slice_layers import MAX_BLOCK, block_sizes
 from tests.norse_models import MODELS
 from tests.pipelines import planned
 
@@ -77,3 +85,67 @@ def test_vgg16_is_planned_with_few_placements(monkeypatch) -> None:
     weights = sum(p.type.nbytes for p in plan.params)
     assert bytes_read(plan, plan.schedule) <= weights
     assert len(calls) <= 40, len(calls)
+
+
+def test_blocks_stop_at_max_block() -> None:
+    """A run of T <= MAX_BLOCK steps may be one block (T), larger runs are planned in blocks of at most
+    MAX_BLOCK steps: the powers of two below it."""
+    graph = _conv_graph()
+    below = [MAX_BLOCK >> k for k in range(MAX_BLOCK.bit_length())]
+    assert block_sizes(replace(graph, timesteps=12)) == [12, 8, 4, 2, 1]
+    assert block_sizes(replace(graph, timesteps=MAX_BLOCK)) == below
+    for timesteps in (MAX_BLOCK + 1, 10**6, MAX_TIMESTEPS):
+        assert block_sizes(replace(graph, timesteps=timesteps)) == below
+
+
+def test_latency_is_computed_from_T_not_step_by_step() -> None:
+    """The cost model multiplies a block's latency by the blocks of the run (it used to list them: MemoryError at
+    T = 2^31)."""
+    graph = replace(_conv_graph(), timesteps=MAX_TIMESTEPS)
+    machine = Machine(1e9, 1e9, 1e9)
+    step = step_seconds(graph, machine)
+    assert planned_latency(graph, Schedule(1), machine) == pytest.approx(MAX_TIMESTEPS * step)
+    streamed = Schedule(MAX_BLOCK, tuple(p.name for p in graph.params))
+    full, rest = divmod(MAX_TIMESTEPS, MAX_BLOCK)
+    read = sum(p.type.nbytes for p in graph.params) / machine.read_bytes_per_second
+    expected = full * max(MAX_BLOCK * step, read) + max(rest * step, read)
+    assert planned_latency(graph, streamed, machine) == pytest.approx(expected)
+
+
+def _planning_work(graph, timesteps: int, budget: int, monkeypatch) -> tuple[int, int, int]:
+    """(placements, buffers placed, positions enumerated) to plan the graph run for `timesteps` steps at `budget`
+    and to find its smallest budget, as a refusal does: the planner's work, counted rather than timed."""
+    placements, buffers, positions = [], [], []
+    place, enumerate_positions = Instance.place, Graph.positions
+
+    def counted_place(self, *args, **kwargs):
+        placements.append(1)
+        buffers.append(len(self.arrays))
+        return place(self, *args, **kwargs)
+
+    def counted_positions(self):
+        result = enumerate_positions(self)
+        positions.append(len(result))
+        return result
+
+    monkeypatch.setattr(Instance, "place", counted_place)
+    monkeypatch.setattr(Graph, "positions", counted_positions)
+    run = replace(graph, timesteps=timesteps)
+    with contextlib.suppress(BudgetError):  # below the minimum: refused, as the compiler then states the minimum
+        planned(run, PassOptions(budget=budget, alignment=ALIGN))
+    minimum_budget(folded(run), ALIGN)
+    monkeypatch.undo()
+    return len(placements), sum(buffers), sum(positions)
+
+
+@pytest.mark.parametrize(("model", "share"), [("dense", 0.5), ("dense", 1.0), ("dense", 2.0), ("iaf", 1.0)])
+def test_planning_work_does_not_grow_with_T_beyond_the_largest_block(model: str, share: float, monkeypatch) -> None:
+    """Runs longer than MAX_BLOCK steps, up to the largest T accepted, are planned with exactly the same placements,
+    buffers placed and positions analysed (T = 10^6 took 258 s; T = 10^5 under a tight budget over 300 s and
+    3.7 GB), under a budget below the minimum (refused), at it and above it."""
+    factory, shape = MODELS[model]
+    graph = import_norse(factory(), shape, timesteps=2 * MAX_BLOCK)
+    budget = int(share * minimum_budget(folded(graph), ALIGN))
+    work = {t: _planning_work(graph, t, budget, monkeypatch) for t in (2 * MAX_BLOCK, 10**6, MAX_TIMESTEPS)}
+    assert work[2 * MAX_BLOCK] == work[10**6] == work[MAX_TIMESTEPS], work
+    assert work[MAX_TIMESTEPS][0] > 0

@@ -94,7 +94,7 @@ static const masic_load_t loads[] = {{.file_offset = 32, .arena_offset = SLOT_OF
                                      {.file_offset = 40, .arena_offset = SLOT_OFFSET, .nbytes = 8, .start = FAKE_LOAD1_START}};
 /* FAKE_STATE_LOADED: s may enter its slot when the block starts, and is first read at position 1. */
 static const masic_load_t state_loads[] = {
-    {.file_offset = 16, .arena_offset = S_OFFSET, .nbytes = 16, .start = 0, .state = 1}};
+    {.file_offset = 16, .arena_offset = S_OFFSET, .nbytes = 16, .start = 0, .kind = MASIC_LOAD_STATE}};
 
 const masic_model_t masic_model = {
     .name = "fake \"2x3\" model", /* the quotes check that the JSON report escapes the name */

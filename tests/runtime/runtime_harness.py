@@ -6,6 +6,7 @@ Shared by the loader's own tests and by end-to-end tests of compiled models.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -15,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-RUNTIME_DIR = Path(__file__).resolve().parents[2] / "masic" / "codegen" / "runtime"
-LOADER_C = RUNTIME_DIR / "loader.c"
+from masic.codegen.sources import LOADER_SOURCES, RUNTIME_DIR, SANITIZER_FLAGS
+
+LOADER = tuple(RUNTIME_DIR / name for name in LOADER_SOURCES)
 CFLAGS = ("-O2", "-std=c11", "-Wall", "-Wextra", "-Werror")
 LIBS = ("-lpthread", "-lm")
 
@@ -29,14 +31,22 @@ class Target:
     cc: str
     flags: tuple[str, ...] = ()
     runner: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()  # set when running its programs
 
     def missing_tools(self) -> list[str]:
         return [tool for tool in (self.cc, *self.runner[:1]) if shutil.which(tool) is None]
 
 
+# A sanitizer report aborts the program (so the test sees a failing status), and leaks count as reports.
+SANITIZER_ENV = (
+    ("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1"),
+    ("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1"),
+)
 HOST = Target("host", "cc")
 AARCH64 = Target("aarch64", "aarch64-linux-gnu-gcc", flags=("-static",), runner=("qemu-aarch64",))
-TARGETS = (HOST, AARCH64)
+# The loader with AddressSanitizer and UndefinedBehaviorSanitizer: every loader test also runs on this build.
+HOST_SANITIZED = Target("host-sanitized", "cc", flags=SANITIZER_FLAGS, env=SANITIZER_ENV)
+TARGETS = (HOST, AARCH64, HOST_SANITIZED)
 
 
 @dataclass(frozen=True)
@@ -60,15 +70,17 @@ def build_executable(
     sources: Sequence[Path],
     output: Path,
     defines: Mapping[str, str] | None = None,
+    with_loader: bool = True,
 ) -> Path:
-    """Compiles and links `sources` (loader.c is added) into one executable; raises with the compiler's output."""
+    """Compiles and links `sources` (and the loader's, unless told not to) into one executable; raises with the
+    compiler's output."""
     command = [
         target.cc,
         *CFLAGS,
         *target.flags,
         f"-I{RUNTIME_DIR}",
         *(f"-D{name}={value}" for name, value in (defines or {}).items()),
-        str(LOADER_C),
+        *map(str, LOADER if with_loader else ()),
         *map(str, sources),
         "-o",
         str(output),
@@ -90,6 +102,7 @@ def run_executable(
     done = subprocess.run(
         [*target.runner, str(executable), *map(str, args)],
         cwd=cwd,
+        env={**os.environ, **dict(target.env)} if target.env else None,
         capture_output=True,
         text=True,
         errors="replace",

@@ -90,7 +90,7 @@ def test_labelled_run_reports_accuracy_histogram_and_time(
     result, rows = labelled_run(target, fake_executable, tmp_path, x, labels.astype(np.int32), *rule.loader_flags())
 
     np.testing.assert_array_equal(rows, expected_rows(outputs, rule))
-    histogram = np.bincount(decisions.timesteps, minlength=STEPS + 1)[1:]
+    histogram = np.bincount(decisions.timesteps)[1:]  # up to the most timesteps a sample used
     report = result.report
     assert report["samples"] == N_SAMPLES and report["correct"] == N_SAMPLES - 5
     assert report["accuracy"] == pytest.approx((N_SAMPLES - 5) / N_SAMPLES, abs=1e-6)

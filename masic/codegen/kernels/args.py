@@ -57,10 +57,13 @@ class KernelArgs:
         """The same kernel with the arguments `names` (in call order) holding spikes."""
         return dataclasses.replace(self, spikes=names)
 
+    def arg_bytes(self, name: str) -> int:
+        """Bytes the kernel reads or writes through an argument."""
+        return math.prod(self.arg_shapes()[name]) * np.dtype(self.arg_dtype(name)).itemsize
+
     def scratch_bytes(self) -> int:
         """Bytes of the `scratch` workspace argument (0: the kernel takes none)."""
-        shape = self.arg_shapes().get("scratch")
-        return math.prod(shape) * np.dtype(self.arg_dtype("scratch")).itemsize if shape else 0
+        return self.arg_bytes("scratch") if "scratch" in self.arg_shapes() else 0
 
 
 class WindowArgs(KernelArgs):

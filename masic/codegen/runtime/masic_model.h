@@ -1,8 +1,10 @@
 /* masic_model.h: the contract between the code masic generates for one model (model.c) and the loader.
  *
  * The generated model.c defines `masic_model` (constants of the plan) and `masic_model_step` (one timestep, a
- * straight sequence of kernel calls at fixed arena offsets). The loader (loader.c) owns everything else: argument
- * parsing, the one arena, reading and checking weights.bin, the timestep loop, the exit rule, statistics. */
+ * straight sequence of kernel calls at fixed arena offsets). The loader owns everything else: argument parsing
+ * (args.c), the input and labels (npy.c, input.c), reading and checking weights.bin (weights.c) and the build's
+ * constants (model_check.c), the exit rule (exit_rule.c), the loading thread (stream.c), the timestep loop and the
+ * results (loader.c, report.c). */
 #ifndef MASIC_MODEL_H
 #define MASIC_MODEL_H
 #include <stddef.h>
@@ -48,6 +50,13 @@ typedef struct {
   masic_exit_rule_t rule;
 } masic_exit_override_t;
 
+/* What a load puts into its slot. */
+enum masic_load_kind {
+  MASIC_LOAD_WEIGHT = 0,     /* a streamed weight slice, read from weights.bin */
+  MASIC_LOAD_STATE = 1,      /* a neuron state's initial value, read from weights.bin */
+  MASIC_LOAD_STATE_FILL = 2, /* a uniform initial state: fill_bits written to every float32, nothing read */
+};
+
 /* A streamed weight slice, or a neuron state's initial value: read from weights.bin into its arena slot once per
  * block, by the loading thread. The slot is free (its previous occupant dead) once the compute has finished every
  * position before `start`, so the load may begin then and must be complete before the first kernel that reads it
@@ -57,9 +66,9 @@ typedef struct {
   uint64_t file_offset;
   uint64_t arena_offset;
   uint64_t nbytes;
-  uint32_t start; /* position within the block from which the slot belongs to this load */
-  uint32_t state;     /* 0: a weight; 1: a neuron state's initial value; 2: the same, uniform, filled not read */
-  uint32_t fill_bits; /* with state 2: the float32 (as its bits) written to every element; nothing is read */
+  uint32_t start;     /* position within the block from which the slot belongs to this load */
+  uint32_t kind;      /* enum masic_load_kind */
+  uint32_t fill_bits; /* MASIC_LOAD_STATE_FILL: the float32 (as its bits) written to every element */
 } masic_load_t;
 
 typedef struct {

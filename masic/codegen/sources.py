@@ -1,0 +1,47 @@
+"""The loader's C sources (masic/codegen/runtime/), listed once for every build that compiles them: artifacts
+(artifact.py), the loader's tests (tests/runtime) and the fuzzers (fuzz/). No tvm here: the tests and the fuzzers
+use this module without it.
+
+`MASIC_SANITIZE=1` in the environment builds host artifacts with AddressSanitizer and UndefinedBehaviorSanitizer
+(dynamically linked, since the sanitizers' runtimes do not link statically): the loader and the generated model.c
+are instrumented, the kernels (TVM's LLVM objects) are linked as they are.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.resources import files
+from pathlib import Path
+
+RUNTIME_DIR = Path(str(files("masic.codegen") / "runtime"))
+# Every part of the loader; loader.c holds main().
+LOADER_SOURCES = (
+    "loader.c",
+    "args.c",
+    "exit_rule.c",
+    "files.c",
+    "input.c",
+    "model_check.c",
+    "npy.c",
+    "report.c",
+    "stream.c",
+    "util.c",
+    "weights.c",
+)
+PARALLEL_SOURCE = "parallel.c"  # the thread pool behind parallel TVM kernels
+# The parsers of untrusted bytes and what they call, without main(), the loop or the loading thread: what a fuzzer
+# links.
+PARSER_SOURCES = tuple(s for s in LOADER_SOURCES if s not in ("loader.c", "report.c", "stream.c"))
+
+SANITIZE_ENV = "MASIC_SANITIZE"
+SANITIZER_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g")
+
+
+def sanitize_requested() -> bool:
+    """True if MASIC_SANITIZE asks for sanitizer builds (any value but empty or 0)."""
+    return os.environ.get(SANITIZE_ENV, "") not in ("", "0")
+
+
+def loader_paths() -> list[Path]:
+    """The loader's sources and the thread pool, as paths."""
+    return [RUNTIME_DIR / name for name in (*LOADER_SOURCES, PARALLEL_SOURCE)]
