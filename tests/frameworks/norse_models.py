@@ -130,7 +130,7 @@ IZHIKEVICH = {"scale": 40.0, "min_spikes": 10}  # inputs in [0, 40): the model's
 CASES: list[Case] = [
     _case("lif_recurrent_cell", lambda: SequentialState(nt.LIFRecurrentCell(N_IN, N)), _fixed(1.0), 1),
     _case(
-        "lif_recurrent_cell_autapses_tuned",
+        "lif_recurrent_autapses_tuned",
         lambda: SequentialState(nt.LIFRecurrentCell(N_IN, N, LIF_TUNED, autapses=True, dt=7e-4)),
         _fixed(0.4),
         2,
