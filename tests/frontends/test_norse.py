@@ -142,6 +142,19 @@ def test_saved_models_load_without_running_code(tmp_path) -> None:
     np.testing.assert_array_equal(run_norse(loaded, x), run_norse(model, x))
 
 
+def test_saved_norse_models_load_without_the_other_frameworks_installed(tmp_path, monkeypatch) -> None:
+    """snnTorch, SpikingJelly and Sinabs are optional: their classes join the allowlist only when installed."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    missing = {"snntorch", "spikingjelly", "sinabs"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else find_spec(name, *a))
+    install_pickle_aliases()
+    path = tmp_path / "model.pt"
+    torch.save(MODELS["conv"][0](), path)
+    assert isinstance(load_model(str(path)), SequentialState)
+
+
 class Sneaky(nn.Module):
     """A module class outside the allowlist: the safe loader must refuse to construct it."""
 
