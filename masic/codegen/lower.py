@@ -8,7 +8,9 @@ the whole step is readable top to bottom in the generated file, one comment per 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 
@@ -30,22 +32,12 @@ from masic.codegen.kernels import (
 from masic.codegen.weights import Segment, WeightsFile
 from masic.early_exit import ExitRule
 from masic.ir.elementwise import FUNCTIONS
-from masic.ir.elementwise import OPS as ELEMENTWISE_OPS
 from masic.ir.graph import SPIKE_DTYPES, Graph, Node, ParamRef
 from masic.ir.neurons import FAMILIES
-from masic.ir.ops import (
-    CONV_LAYOUT,
-    OPS,
-    activation_block,
-    matrix_vector,
-    row_padding,
-    state_names,
-    state_type,
-)
+from masic.ir.ops import OPS, state_names, state_type
+from masic.ir.shapes import CONV_LAYOUT, activation_block, matrix_vector, row_padding
 from masic.ir.text import format_node
 from masic.ir.verify import value_bytes
-
-NO_KERNEL_OPS = ("input", "flatten", "reshape")  # the loader writes the input; flatten and reshape are views
 
 
 @dataclass(frozen=True)
@@ -70,80 +62,124 @@ def _row_padding(node: Node) -> tuple[int, int] | None:
     return None if rows == (node.attr("padding")[0],) * 2 else rows
 
 
+def _ref(node: Node, key: str | None) -> str:
+    """The parameter an attribute refers to (as the plan names it), or "" when it holds none."""
+    value = node.attr(key) if key else None
+    return f"@{value.name}" if isinstance(value, ParamRef) else ""
+
+
+# Each kernel description's lowering (by `OpDef.kernel`): the kernel a node needs (symbol left empty), given its
+# operand, and the values its arguments beyond x, y, scratch, w and b read or write.
+Lowering = Callable[[Node, Node | None, Graph], tuple[Kernel, dict[str, str]]]
+
+
+def _conv(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
+    if matrix_vector(node, operand.type.shape) and not node.attr("weight_layout"):
+        # Its (O, I, 1, 1) weight is the dense kernel's row-major (O, I) matrix; the dense schedule vectorises along
+        # the inputs, where the conv schedule would vectorise along a single output column (bench/speed.py: 2-3x).
+        return DenseKernel("", operand.type.shape[0], node.attr("out_channels"), "bias" in dict(node.attrs)), {}
+    a = dict(node.attrs)
+    kernel = Conv2dKernel(
+        "",
+        operand.type.shape,
+        a["out_channels"],
+        a["kernel"],
+        a["stride"],
+        a["padding"],
+        a["dilation"],
+        a["groups"],
+        "bias" in a,
+        _row_padding(node),
+        a.get("weight_layout", CONV_LAYOUT),
+        in_block=activation_block(graph.layout(operand.name)),
+        out_block=activation_block(graph.layout(node.name)),
+    )
+    return kernel, {}
+
+
+def _dense(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
+    has_bias = node.attr("bias") is not None
+    if node.attr("weight_layout") == "IO":  # of spikes, unbatched (the layout pass)
+        packed = operand.type.dtype == "bits"
+        kernel = AccumulateDenseKernel("", node.attr("in_features"), node.attr("out_features"), has_bias, packed=packed)
+        return kernel, {}
+    return DenseKernel("", node.attr("in_features"), node.attr("out_features"), has_bias), {}
+
+
+def _pool(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
+    a = dict(node.attrs)
+    shape, in_block = operand.type.shape, activation_block(graph.layout(operand.name))
+    kind = OPS[node.op].pooling
+    kernel = Pool2dKernel(
+        "", kind, shape, a["kernel"], a["stride"], a["padding"], _row_padding(node), in_block=in_block
+    )
+    return kernel, {}
+
+
+def _adaptive_pool(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
+    (_, h, w), (oh, ow) = operand.type.shape, node.attr("output")
+    if h % oh == 0 and w % ow == 0:  # even bins: plain average pooling over (h/oh, w/ow) windows
+        window = (h // oh, w // ow)
+        return Pool2dKernel("", "avg", operand.type.shape, window, window), {}
+    return AdaptiveAvgPool2dKernel("", operand.type.shape, (oh, ow)), {}
+
+
+def _crop(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
+    return RowsKernel("", (operand.type.shape,), (node.attr("rows"),)), {"x0": node.inputs[0]}
+
+
+def _concat_rows(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
+    """A concat of rows (of row patches: axis 1); one of axis 0 is a copy per operand (see `lower`)."""
+    shapes = tuple(graph.node(part).type.shape for part in node.inputs)
+    kernel = RowsKernel("", shapes, tuple((0, h) for _, h, _ in shapes))
+    return kernel, {f"x{k}": part for k, part in enumerate(node.inputs)}
+
+
+def _elementwise(node: Node, operand: Node | None, graph: Graph) -> tuple[Kernel, dict[str, str]]:
+    definition = OPS[node.op]
+    if definition.function == "add":
+        return ElementwiseAddKernel("", node.type.numel), {"a": node.inputs[0], "b": node.inputs[1]}
+    fn, key = definition.function, definition.function_param
+    value = node.attr(key) if key else None
+    kernel = ElementwiseKernel("", fn, node.type.numel, None if isinstance(value, ParamRef) else value)
+    return kernel, dict(zip(FUNCTIONS[fn].operands, node.inputs, strict=True)) | {"p": _ref(node, key)}
+
+
+def _copy_state(node: Node, operand: Node | None, graph: Graph) -> tuple[Kernel, dict[str, str]]:
+    """A delay outputs its state; the state is updated after the source (see `lower`)."""
+    return ElementwiseKernel("", "copy", node.type.numel), {"x": f"{node.name}.last"}
+
+
+def _neuron(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
+    return _neuron_kernel_for(node)
+
+
+LOWERINGS: Mapping[str, Lowering] = MappingProxyType(
+    {
+        "conv": _conv,
+        "dense": _dense,
+        "pool": _pool,
+        "adaptive_pool": _adaptive_pool,
+        "crop": _crop,
+        "concat": _concat_rows,
+        "elementwise": _elementwise,
+        "copy_state": _copy_state,
+        "neuron": _neuron,
+    }
+)
+
+
 def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
     """The kernel a node needs (symbol left empty) and which value each kernel parameter reads or writes."""
     operand = graph.node(node.inputs[0]) if node.inputs else None
     binding = {"x": node.inputs[0] if node.inputs else "", "y": node.name, "scratch": f"{node.name}.scratch"}
-
-    def ref(key: str) -> str:
-        value = node.attr(key)
-        return f"@{value.name}" if isinstance(value, ParamRef) else ""
-
-    binding |= {"w": ref("weight"), "b": ref("bias")}
-    if node.op == "conv2d" and matrix_vector(node, operand.type.shape) and not node.attr("weight_layout"):
-        # Its (O, I, 1, 1) weight is the dense kernel's row-major (O, I) matrix; the dense schedule vectorises along
-        # the inputs, where the conv schedule would vectorise along a single output column (bench/speed.py: 2-3x).
-        kernel = DenseKernel("", operand.type.shape[0], node.attr("out_channels"), "bias" in dict(node.attrs))
-    elif node.op == "conv2d":
-        a = dict(node.attrs)
-        kernel = Conv2dKernel(
-            "",
-            operand.type.shape,
-            a["out_channels"],
-            a["kernel"],
-            a["stride"],
-            a["padding"],
-            a["dilation"],
-            a["groups"],
-            "bias" in a,
-            _row_padding(node),
-            a.get("weight_layout", CONV_LAYOUT),
-            in_block=activation_block(graph.layout(operand.name)),
-            out_block=activation_block(graph.layout(node.name)),
-        )
-    elif node.op == "dense" and node.attr("weight_layout") == "IO":  # of spikes, unbatched (the layout pass)
-        has_bias = node.attr("bias") is not None
-        packed = operand.type.dtype == "bits"
-        kernel = AccumulateDenseKernel("", node.attr("in_features"), node.attr("out_features"), has_bias, packed=packed)
-    elif node.op == "dense":
-        kernel = DenseKernel("", node.attr("in_features"), node.attr("out_features"), node.attr("bias") is not None)
-    elif node.op in ("maxpool2d", "avgpool2d", "sumpool2d"):
-        kind = node.op.removesuffix("pool2d")
-        a = dict(node.attrs)
-        shape, in_block = operand.type.shape, activation_block(graph.layout(operand.name))
-        kernel = Pool2dKernel(
-            "", kind, shape, a["kernel"], a["stride"], a["padding"], _row_padding(node), in_block=in_block
-        )
-    elif node.op == "adaptive_avgpool2d":
-        (_, h, w), (oh, ow) = operand.type.shape, node.attr("output")
-        if h % oh == 0 and w % ow == 0:  # even bins: plain average pooling over (h/oh, w/ow) windows
-            window = (h // oh, w // ow)
-            kernel = Pool2dKernel("", "avg", operand.type.shape, window, window)
-        else:
-            kernel = AdaptiveAvgPool2dKernel("", operand.type.shape, (oh, ow))
-    elif node.op == "crop_rows":
-        kernel = RowsKernel("", (operand.type.shape,), (node.attr("rows"),))
-        binding["x0"] = node.inputs[0]
-    elif node.op == "concat" and node.attr("axis") == 1 and len(node.type.shape) == 3:  # the rows of patches
-        shapes = tuple(graph.node(part).type.shape for part in node.inputs)
-        kernel = RowsKernel("", shapes, tuple((0, h) for _, h, _ in shapes))
-        binding |= {f"x{k}": part for k, part in enumerate(node.inputs)}
-    elif node.op == "add":
-        kernel = ElementwiseAddKernel("", node.type.numel)
-        binding |= {"a": node.inputs[0], "b": node.inputs[1]}
-    elif node.op in ELEMENTWISE_OPS:
-        fn, key = ELEMENTWISE_OPS[node.op]
-        value = node.attr(key) if key else None
-        kernel = ElementwiseKernel("", fn, node.type.numel, None if isinstance(value, ParamRef) else value)
-        binding |= dict(zip(FUNCTIONS[fn].operands, node.inputs, strict=True)) | {"p": ref(key) if key else ""}
-    elif node.op == "delay":  # outputs its state; the state is updated after the source (see `lower`)
-        kernel = ElementwiseKernel("", "copy", node.type.numel)
-        binding["x"] = f"{node.name}.last"
-    elif node.op in FAMILIES:
-        kernel, neuron_binding = _neuron_kernel_for(node)
-        binding |= neuron_binding
-    else:
-        raise NotImplementedError(f"no kernel for op {node.op!r} ({OPS[node.op].doc})")
+    binding |= {"w": _ref(node, "weight"), "b": _ref(node, "bias")}
+    definition = OPS[node.op]
+    lowering = LOWERINGS.get(definition.kernel)
+    if lowering is None:
+        raise NotImplementedError(f"no kernel for op {node.op!r} ({definition.doc})")
+    kernel, arguments = lowering(node, operand, graph)
+    binding |= arguments
     if epilogue := graph.epilogue(node):  # the fused neuron's arguments replace y
         neuron, neuron_binding = _neuron_kernel_for(epilogue)
         kernel = dataclasses.replace(kernel, neuron=neuron)
@@ -217,7 +253,8 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
         calls.append(KernelCall(node, kernel.symbol, args, position, step, note))
 
     for position, (node, step) in enumerate(graph.positions()):
-        if node.op == "concat" and node.attr("axis", 0) == 0:  # each part copied into its place in the output
+        definition = OPS[node.op]
+        if definition.kernel == "concat" and node.attr("axis", 0) == 0:  # each part copied into its place
             shift = 0
             for part in node.inputs:
                 part_type = graph.node(part).type
@@ -229,7 +266,7 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
         elif graph.batched(node):
             if step == 0:  # its other positions run nothing
                 call(node, *_batched_kernel_for(node, graph), position, step)
-        elif node.op not in NO_KERNEL_OPS and not node.attr("fused"):  # a fused neuron runs in its operand's call
+        elif definition.calls_kernel and not node.attr("fused"):  # a fused neuron runs in its operand's call
             call(node, *_kernel_for(node, graph), position, step)
         for delay in graph.delays_of(node.name):
             copy = ElementwiseKernel("", "copy", delay.type.numel)

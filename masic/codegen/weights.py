@@ -22,7 +22,8 @@ import numpy as np
 from masic.analysis.liveness import align_up, transient_states
 from masic.ir.graph import Graph
 from masic.ir.interpret import initial_state
-from masic.ir.ops import activation_block, neuron_op, weight_block
+from masic.ir.ops import neuron_op
+from masic.ir.shapes import activation_block, weight_block
 from masic.ir.verify import weight_layouts
 
 FILE_ALIGNMENT = 64

@@ -1,4 +1,5 @@
-"""Element-wise functions, written once over `masic.ir.arith`, and the IR ops that are one of them.
+"""Element-wise functions, written once over `masic.ir.arith`; an op that computes one names it in the op table
+(`OpDef.function`, `masic.ir.ops`).
 
 Each function computes one output element from its operands' elements (and a parameter `p`, a float or one value
 per element) with PyTorch's float32 rounding, one rounding per operation. The reference interpreter runs them with
@@ -36,20 +37,5 @@ FUNCTIONS: Mapping[str, ElementwiseFn] = MappingProxyType(
         "sub": ElementwiseFn(("a", "b"), False, lambda a, b: a - b),
         "mul": ElementwiseFn(("a", "b"), False, lambda a, b: a * b),
         "select": ElementwiseFn(("c", "a", "b"), False, lambda c, a, b: select(not_equal(c, 0.0), a, b)),
-    }
-)
-
-# IR op -> (its function, the attribute holding the function's parameter p, if it takes one)
-OPS: Mapping[str, tuple[str, str | None]] = MappingProxyType(
-    {
-        "add": ("add", None),
-        "sub": ("sub", None),
-        "mul": ("mul", None),
-        "select": ("select", None),
-        "relu": ("relu", None),
-        "scale": ("scale", "factor"),
-        "offset": ("offset", "value"),
-        "threshold": ("threshold", "threshold"),
-        "constant": ("fill", "value"),
     }
 )

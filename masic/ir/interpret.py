@@ -1,16 +1,14 @@
 """NumPy reference interpreter of the IR, and the plan simulator built on it.
 
-`run(graph, x)` executes the graph for T timesteps and returns the output of every step, shape (T, *output).
-Neuron updates are their families' own (`masic.ir.neurons`) and element-wise ops the functions of
-`masic.ir.elementwise`, both run by the numpy backend of `masic.ir.arith`: float32, one rounding per operation.
-Given the same synaptic input the neurons reproduce Norse bit-for-bit, and the element-wise ops PyTorch's float32
-arithmetic; the kernels, which run the same definitions, reproduce the interpreter. Convolutions, dense layers and
-pooling sums accumulate in float64 and round once, so they are at least as accurate as any float32 kernel they are
-compared with. A `delay` outputs its state, and its state takes its source's value right after the source is
-computed. Values of type `spike` are uint8 arrays of 0/1,
-as the compiled kernels store them; ops with a float32 output read them as 0.0 / 1.0. Values of type `bits` are
-held the same way (one 0/1 byte each): the interpreter computes logical values, and only the plan simulator
-stores them packed in its arena.
+`run(graph, x)` executes the graph for T timesteps and returns the output of every step, shape (T, *output). Each
+node runs its op's `interpret` hook (`masic.ir.ops`): the op's reference implementation in `masic.ir.reference`
+(neurons their families' updates, element-wise ops the functions of `masic.ir.elementwise`, both with the numpy
+backend of `masic.ir.arith`), so that given the same synaptic input the neurons reproduce Norse bit-for-bit, the
+element-wise ops PyTorch's float32 arithmetic, and the kernels, which run the same definitions, the interpreter. A
+`delay` outputs its state, and its state takes its source's value right after the source is computed. Values of
+type `spike` are uint8 arrays of 0/1, as the compiled kernels store them; ops with a float32 output read them as
+0.0 / 1.0. Values of type `bits` are held the same way (one 0/1 byte each): the interpreter computes logical
+values, and only the plan simulator stores them packed in its arena.
 
 With `simulate_plan=True` every value, state and weight lives inside one byte array at the offset the plan gives
 it, and each buffer is filled with NaN when its lifetime starts: a plan that lets two live buffers overlap, or
@@ -26,104 +24,13 @@ from collections.abc import Callable
 from functools import partial
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from masic.analysis.liveness import transient_states
-from masic.ir import arith
-from masic.ir.elementwise import FUNCTIONS
-from masic.ir.elementwise import OPS as ELEMENTWISE_OPS
 from masic.ir.graph import Buffer, Graph, Node, ParamRef, pack_bits, unpack_bits
-from masic.ir.neurons import FAMILIES
-from masic.ir.ops import adaptive_bins, neuron_op, row_padding, state_names, state_type
+from masic.ir.ops import OPS, neuron_op, state_names, state_type
+from masic.ir.reference import Step
 
 F32 = np.float32
-
-
-def _windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]) -> np.ndarray:
-    """(C, OH, OW, kh, kw) view of the windows of an already padded (C, H, W) array."""
-    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
-    view = sliding_window_view(x, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(1, 2))
-    return view[:, ::sh, ::sw, ::dh, ::dw]
-
-
-def _pad(x: np.ndarray, node: Node, value: float) -> np.ndarray:
-    """The input of a conv or pooling node with its padding: `row_padding` rows above and below, if given."""
-    pw = node.attr("padding")[1]
-    return np.pad(x, ((0, 0), row_padding(node), (pw, pw)), constant_values=value)
-
-
-def conv2d(node: Node, x: np.ndarray, p: Callable[[str], np.ndarray | None]) -> np.ndarray:
-    weight, bias, groups = p("weight"), p("bias"), node.attr("groups")
-    padded = _pad(x, node, 0.0)
-    windows = _windows(padded, node.attr("kernel"), node.attr("stride"), node.attr("dilation"))
-    c_in, out_c = x.shape[0] // groups, weight.shape[0] // groups
-    out = np.empty((weight.shape[0], *windows.shape[1:3]), dtype=np.float64)
-    for g in range(groups):
-        w = weight[g * out_c : (g + 1) * out_c].astype(np.float64)
-        win = windows[g * c_in : (g + 1) * c_in].astype(np.float64)
-        out[g * out_c : (g + 1) * out_c] = np.einsum("chwij,ocij->ohw", win, w)
-    if bias is not None:
-        out += bias.astype(np.float64)[:, None, None]
-    return out.astype(F32)
-
-
-def dense(node: Node, x: np.ndarray, p: Callable[[str], np.ndarray | None]) -> np.ndarray:
-    out = p("weight").astype(np.float64) @ x.astype(np.float64)
-    bias = p("bias")
-    return (out if bias is None else out + bias.astype(np.float64)).astype(F32)
-
-
-def pool2d(node: Node, x: np.ndarray) -> np.ndarray:
-    is_max = node.op == "maxpool2d"
-    # Spikes pad with 0: every window holds an input element (ops.py), and spikes are never below 0.
-    padded = _pad(x, node, -np.inf if is_max and x.dtype == F32 else 0.0)
-    windows = _windows(padded, node.attr("kernel"), node.attr("stride"), (1, 1))
-    if is_max:
-        return windows.max(axis=(3, 4)).astype(x.dtype)
-    reduce = np.mean if node.op == "avgpool2d" else np.sum
-    return reduce(windows.astype(np.float64), axis=(3, 4)).astype(F32)
-
-
-def adaptive_avgpool2d(node: Node, x: np.ndarray) -> np.ndarray:
-    (oh, ow), (_, h, w) = node.attr("output"), x.shape
-    out = np.empty((x.shape[0], oh, ow), dtype=F32)
-    for i, (h0, h1) in enumerate(adaptive_bins(h, oh)):
-        for j, (w0, w1) in enumerate(adaptive_bins(w, ow)):
-            out[:, i, j] = x[:, h0:h1, w0:w1].astype(np.float64).mean(axis=(1, 2))
-    return out
-
-
-def batchnorm2d(node: Node, x: np.ndarray, p: Callable[[str], np.ndarray | None]) -> np.ndarray:
-    scale = 1.0 / np.sqrt(p("var").astype(np.float64) + node.attr("eps"))
-    gamma, beta = p("gamma"), p("beta")
-    if gamma is not None:
-        scale = scale * gamma
-    y = (x - p("mean").astype(np.float64)[:, None, None]) * scale[:, None, None]
-    return (y if beta is None else y + beta[:, None, None]).astype(F32)
-
-
-def neuron_step(node: Node, x: np.ndarray, state: dict[str, np.ndarray], p: Callable[[str], np.ndarray]) -> np.ndarray:
-    """One update of a neuron family (`masic.ir.neurons`) with the numpy backend; updates `state` arrays in place,
-    returns the output (the probed state's new value, if the node probes one)."""
-    family = FAMILIES[node.op]
-    new = family.step(
-        arith.numpy(x),
-        {name: arith.numpy(array) for name, array in state.items()},
-        {name: arith.numpy(p(name)) for name in family.params},
-        {name: node.attr(name) for name in family.mode_names},
-    )
-    for name in family.state_names:
-        state[name][...] = new[name].value
-    output = new[node.attr("probe") or family.output].value
-    return np.asarray(output).astype(node.type.np_dtype)
-
-
-def elementwise(node: Node, operands: list[np.ndarray], p: Callable[[str], np.ndarray | None]) -> np.ndarray:
-    """An element-wise op (`masic.ir.elementwise`) with the numpy backend: float32, one rounding per operation as in
-    PyTorch."""
-    fn, key = ELEMENTWISE_OPS[node.op]
-    args = [arith.numpy(x) for x in operands] + ([arith.numpy(p(key))] if key else [])
-    return np.broadcast_to(FUNCTIONS[fn].body(*args).value, node.type.shape).astype(F32)
 
 
 def initial_state(graph: Graph, node: Node) -> dict[str, np.ndarray]:
@@ -269,30 +176,8 @@ def _execute(node: Node, values: _Values, sample: np.ndarray, copy: Callable[[st
     operands = [values.load(copy(v)) for v in node.inputs]
     if node.type.dtype == "f32":  # spikes read as 0.0 / 1.0
         operands = [operand.astype(F32, copy=False) for operand in operands]
-    if node.op == "input":
-        return sample
-    if node.op == "delay":
-        return values.arrays[f"{node.name}.last"].copy()
-    if node.op in ELEMENTWISE_OPS:
-        return elementwise(node, operands, param)
-    if neuron_op(node.op):
-        state = {s.split(".")[-1]: values.arrays[s] for s in state_names(node)}
-        return neuron_step(node, operands[0], state, param)
-    if node.op == "conv2d":
-        return conv2d(node, operands[0], param)
-    if node.op == "dense":
-        return dense(node, operands[0], param)
-    if node.op in ("maxpool2d", "avgpool2d", "sumpool2d"):
-        return pool2d(node, operands[0])
-    if node.op == "adaptive_avgpool2d":
-        return adaptive_avgpool2d(node, operands[0])
-    if node.op == "batchnorm2d":
-        return batchnorm2d(node, operands[0], param)
-    if node.op in ("flatten", "reshape"):
-        return operands[0].reshape(node.type.shape)
-    if node.op == "concat":
-        return np.concatenate(operands, axis=node.attr("axis", 0))
-    if node.op == "crop_rows":
-        lo, hi = node.attr("rows")
-        return operands[0][:, lo:hi].copy()
-    raise NotImplementedError(f"the interpreter has no rule for op {node.op!r}")
+    state = {s.split(".")[-1]: values.arrays[s] for s in state_names(node)}
+    implementation = OPS[node.op].interpret
+    if implementation is None:
+        raise NotImplementedError(f"the interpreter has no rule for op {node.op!r}")
+    return implementation(node, Step(operands, param, state, sample))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 from masic.analysis.liveness import Liveness, align_up, analyse
 from masic.ir.graph import Buffer, Graph, Plan
+from masic.ir.ops import OPS
 from masic.memplan.heuristics import PORTFOLIO
 from masic.memplan.problem import Interval, MemplanError, Problem
 from masic.memplan.solver import heuristic_height, solve
@@ -87,9 +88,10 @@ def placed_bytes(planned: Layout, budget: int | None = None, thorough: bool = Fa
 
 def run(graph: Graph, options: PassOptions) -> Graph:
     require_types(graph, NAME)
-    leftover = [n for n in graph.nodes if n.op == "batchnorm2d"]
+    leftover = [n for n in graph.nodes if OPS[n.op].folded_by]
     if leftover:
-        raise PassError(NAME, "batchnorm2d has no kernel; run fold-batchnorm first", leftover[0])
+        node = leftover[0]
+        raise PassError(NAME, f"{node.op} has no kernel; run {OPS[node.op].folded_by} first", node)
     planned = layout(graph, options.alignment)
     offsets, base = {}, 0  # pinned buffers stacked from 0; the rest placed above them
     for buffer in planned.pinned:

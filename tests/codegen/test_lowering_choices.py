@@ -18,7 +18,7 @@ from masic.codegen.lower import lower
 from masic.codegen.weights import stored_weight, write_weights
 from masic.ir.graph import TensorType
 from masic.ir.interpret import run
-from masic.ir.ops import activation_block
+from masic.ir.shapes import activation_block
 from masic.ir.text import parse
 from masic.opt import run_passes
 from masic.passes import PassOptions
