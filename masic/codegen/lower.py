@@ -31,8 +31,10 @@ from masic.codegen.kernels import (
 )
 from masic.codegen.weights import Segment, WeightsFile
 from masic.early_exit import ExitRule
+from masic.ir import names
 from masic.ir.elementwise import FUNCTIONS
 from masic.ir.graph import SPIKE_DTYPES, Graph, Node, ParamRef
+from masic.ir.names import BufferId
 from masic.ir.neurons import FAMILIES
 from masic.ir.ops import OPS, state_names, state_type
 from masic.ir.shapes import CONV_LAYOUT, activation_block, matrix_vector, row_padding
@@ -62,15 +64,18 @@ def _row_padding(node: Node) -> tuple[int, int] | None:
     return None if rows == (node.attr("padding")[0],) * 2 else rows
 
 
-def _ref(node: Node, key: str | None) -> str:
-    """The parameter an attribute refers to (as the plan names it), or "" when it holds none."""
+def _ref(node: Node, key: str | None) -> BufferId | None:
+    """The parameter an attribute refers to, or None when it holds none."""
     value = node.attr(key) if key else None
-    return f"@{value.name}" if isinstance(value, ParamRef) else ""
+    return names.param(value.name) if isinstance(value, ParamRef) else None
 
 
+# Which value, state, parameter or scratch each kernel argument reads or writes (None: none, an argument the
+# kernel does not take)
+Binding = dict[str, BufferId | None]
 # Each kernel description's lowering (by `OpDef.kernel`): the kernel a node needs (symbol left empty), given its
-# operand, and the values its arguments beyond x, y, scratch, w and b read or write.
-Lowering = Callable[[Node, Node | None, Graph], tuple[Kernel, dict[str, str]]]
+# operand, and what its arguments beyond x, y, scratch, w and b read or write.
+Lowering = Callable[[Node, Node | None, Graph], tuple[Kernel, Binding]]
 
 
 def _conv(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
@@ -125,29 +130,32 @@ def _adaptive_pool(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, dic
 
 
 def _crop(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
-    return RowsKernel("", (operand.type.shape,), (node.attr("rows"),)), {"x0": node.inputs[0]}
+    return RowsKernel("", (operand.type.shape,), (node.attr("rows"),)), {"x0": names.value(node.inputs[0])}
 
 
 def _concat_rows(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
     """A concat of rows (of row patches: axis 1); one of axis 0 is a copy per operand (see `lower`)."""
     shapes = tuple(graph.node(part).type.shape for part in node.inputs)
     kernel = RowsKernel("", shapes, tuple((0, h) for _, h, _ in shapes))
-    return kernel, {f"x{k}": part for k, part in enumerate(node.inputs)}
+    return kernel, {f"x{k}": names.value(part) for k, part in enumerate(node.inputs)}
 
 
 def _elementwise(node: Node, operand: Node | None, graph: Graph) -> tuple[Kernel, dict[str, str]]:
     definition = OPS[node.op]
     if definition.function == "add":
-        return ElementwiseAddKernel("", node.type.numel), {"a": node.inputs[0], "b": node.inputs[1]}
+        a, b = map(names.value, node.inputs)
+        return ElementwiseAddKernel("", node.type.numel), {"a": a, "b": b}
     fn, key = definition.function, definition.function_param
     value = node.attr(key) if key else None
     kernel = ElementwiseKernel("", fn, node.type.numel, None if isinstance(value, ParamRef) else value)
-    return kernel, dict(zip(FUNCTIONS[fn].operands, node.inputs, strict=True)) | {"p": _ref(node, key)}
+    operands = dict(zip(FUNCTIONS[fn].operands, map(names.value, node.inputs), strict=True))
+    return kernel, operands | {"p": _ref(node, key)}
 
 
 def _copy_state(node: Node, operand: Node | None, graph: Graph) -> tuple[Kernel, dict[str, str]]:
     """A delay outputs its state; the state is updated after the source (see `lower`)."""
-    return ElementwiseKernel("", "copy", node.type.numel), {"x": f"{node.name}.last"}
+    (last,) = state_names(node)
+    return ElementwiseKernel("", "copy", node.type.numel), {"x": last}
 
 
 def _neuron(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
@@ -172,8 +180,8 @@ LOWERINGS: Mapping[str, Lowering] = MappingProxyType(
 def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
     """The kernel a node needs (symbol left empty) and which value each kernel parameter reads or writes."""
     operand = graph.node(node.inputs[0]) if node.inputs else None
-    binding = {"x": node.inputs[0] if node.inputs else "", "y": node.name, "scratch": f"{node.name}.scratch"}
-    binding |= {"w": _ref(node, "weight"), "b": _ref(node, "bias")}
+    binding: Binding = {"x": names.value(node.inputs[0]) if node.inputs else None, "y": names.value(node.name)}
+    binding |= {"scratch": names.scratch(node.name), "w": _ref(node, "weight"), "b": _ref(node, "bias")}
     definition = OPS[node.op]
     lowering = LOWERINGS.get(definition.kernel)
     if lowering is None:
@@ -196,9 +204,9 @@ def _neuron_kernel_for(node: Node) -> tuple[NeuronKernel, dict[str, str]]:
     modes = tuple((name, node.attr(name)) for name in family.mode_names)
     packed = node.type.dtype == "bits"  # the layout pass's choice
     kernel = NeuronKernel("", node.op, node.type.numel, params, node.attr("probe", ""), packed=packed, modes=modes)
-    binding = {state: f"{node.name}.{state}" for state in family.state_names}
-    binding |= {family.output: node.name}
-    binding |= {k: f"@{v.name}" for k, v in values.items() if isinstance(v, ParamRef)}
+    binding: Binding = {state.field: state for state in state_names(node)}
+    binding |= {family.output: names.value(node.name)}
+    binding |= {k: names.param(v.name) for k, v in values.items() if isinstance(v, ParamRef)}
     return kernel, binding
 
 
@@ -209,7 +217,7 @@ def _batched_kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str
     kernel = dataclasses.replace(kernel, steps=graph.schedule.block)
     for arg in ("x", "y"):
         value = binding.pop(arg)
-        binding |= {name: graph.copy_name(value, t) for t, name in enumerate(kernel.step_names(arg))}
+        binding |= {name: graph.copy(value, t) for t, name in enumerate(kernel.step_names(arg))}
     return kernel, binding
 
 
@@ -221,20 +229,18 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
     kernels: dict[Kernel, Kernel] = {}
     calls = []
 
-    values = {node.name for node in graph.nodes}
     stored_bytes = value_bytes(graph)
-    spikes = {n.name for n in graph.nodes if n.type.dtype in SPIKE_DTYPES}
+    spikes = {names.value(n.name) for n in graph.nodes if n.type.dtype in SPIKE_DTYPES}
     spikes |= {s for n in graph.nodes if state_type(n).dtype == "spike" for s in state_names(n)}
 
     def call(
-        node: Node, kernel: Kernel, binding: dict[str, str], position: int, step: int, note: str = "", y_shift: int = 0
+        node: Node, kernel: Kernel, binding: Binding, position: int, step: int, note: str = "", y_shift: int = 0
     ) -> None:
-        # a batched call binds the steps' copies (value@t) of a value
-        kernel = kernel.with_spikes(tuple(p for p in kernel.arg_names() if binding.get(p, "").split("@")[0] in spikes))
-        # values and scratch exist once per step of a block; state and weights once
-        binding = {
-            k: graph.copy_name(v, step) if v in values or v.endswith(".scratch") else v for k, v in binding.items()
-        }
+        # a batched call binds the steps' copies of a value (value@t)
+        held = {p: v.at(None) for p, v in binding.items() if v is not None}
+        kernel = kernel.with_spikes(tuple(p for p in kernel.arg_names() if held.get(p) in spikes))
+        # values and scratch exist once per step of a block, state and weights once: a call binds its step's copy
+        binding = {k: graph.copy(v, step) if v and v.per_step and v.step is None else v for k, v in binding.items()}
         if kernel not in kernels:
             kernels[kernel] = dataclasses.replace(kernel, symbol=f"masic_{node.op}_{len(kernels)}")
         kernel = kernels[kernel]
@@ -261,7 +267,7 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
                 copy = ElementwiseKernel("", "copy", part_type.numel)
                 first = shift // part_type.np_dtype.itemsize
                 note = f"%{node.name}[{first}:{first + part_type.numel}] <- %{part}"
-                call(node, copy, {"x": part, "y": node.name}, position, step, note, shift)
+                call(node, copy, {"x": names.value(part), "y": names.value(node.name)}, position, step, note, shift)
                 shift += part_type.nbytes
         elif graph.batched(node):
             if step == 0:  # its other positions run nothing
@@ -270,14 +276,15 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
             call(node, *_kernel_for(node, graph), position, step)
         for delay in graph.delays_of(node.name):
             copy = ElementwiseKernel("", "copy", delay.type.numel)
-            state = f"{delay.name}.last"
-            call(delay, copy, {"x": node.name, "y": state}, position, step, f"delay state %{state} <- %{node.name}")
+            (state,) = state_names(delay)
+            binding = {"x": names.value(node.name), "y": state}
+            call(delay, copy, binding, position, step, f"delay state %{state} <- %{node.name}")
     return tuple(kernels.values()), tuple(calls)
 
 
 def _c_offsets(graph: Graph, value: str) -> str:
     """The arena offsets of a value's copies, one per step of a block, as a C initializer list."""
-    return ", ".join(f"{graph.plan.buffer_of(graph.copy_name(value, t)).offset}u" for t in range(graph.schedule.block))
+    return ", ".join(f"{graph.plan.buffer_of(graph.value_copy(value, t)).offset}u" for t in range(graph.schedule.block))
 
 
 def _step_note(call: KernelCall, graph: Graph) -> str:
@@ -329,15 +336,15 @@ def emit_model_c(
     by_symbol = {k.symbol: k for k in kernels}
     block = graph.schedule.block
     by_position: dict[int, list[KernelCall]] = {}
-    first_reader: dict[str, int] = {}  # weight (@name) or neuron state -> position of the first call reading it
+    first_reader: dict[BufferId, int] = {}  # weight or neuron state -> position of the first call reading it
     for call in calls:
         by_position.setdefault(call.position, []).append(call)
         for node in _computed(call, graph):
-            for name in (*(f"@{ref.name}" for _, ref in node.param_refs()), *state_names(node)):
+            for name in (*(names.param(ref.name) for _, ref in node.param_refs()), *state_names(node)):
                 first_reader.setdefault(name, call.position)
     # The loads of a block: streamed weights and transient states' initial values, as (segment, buffer, is state),
     # issued in the order their buffers become free (the loading thread serves them in turn), then of first use.
-    sources = [(s, f"@{s.name}", 0) for s in weights.streamed] + [(s, s.name, 1) for s in weights.state_loads]
+    sources = [(s, s.buffer, 0) for s in weights.streamed] + [(s, s.buffer, 1) for s in weights.state_loads]
     start = {buffer: plan.buffer(buffer).start for _, buffer, _ in sources}
     loads = sorted(sources, key=lambda load: (start[load[1]], first_reader[load[1]]))
     load_table = _c_table(

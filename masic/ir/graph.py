@@ -17,6 +17,8 @@ from functools import cached_property
 
 import numpy as np
 
+from masic.ir import names
+from masic.ir.names import BufferId
 from masic.ir.node import (
     ACTIVATION_LAYOUT,
     DTYPES,
@@ -67,9 +69,10 @@ BUFFER_KINDS = ("weight", "state", "activation", "scratch", "io")
 @dataclass(frozen=True)
 class Buffer:
     """A region of the arena, live over positions [start, end) of every block (Graph.positions); resident weights
-    and neuron state carried from block to block span the whole block and so stay in place for the whole run."""
+    and neuron state carried from block to block span the whole block and so stay in place for the whole run. It is
+    named by the identity it was made for (`masic.ir.names`): the value owning it, a state, parameter or scratch."""
 
-    name: str
+    name: BufferId
     kind: str
     size: int
     start: int
@@ -82,31 +85,31 @@ class Buffer:
 
 @dataclass(frozen=True)
 class Plan:
-    """Fixed arena layout: every buffer at an aligned offset. `values` maps each IR value (and state, and scratch)
-    to the buffer that holds it, so views such as flatten can share their input's buffer."""
+    """Fixed arena layout: every buffer at an aligned offset. `values` maps each value copy, state and parameter to
+    the buffer that holds it, so views such as flatten can share their input's buffer."""
 
     arena_bytes: int
     alignment: int
     lower_bound: int
     buffers: tuple[Buffer, ...]
-    values: tuple[tuple[str, str], ...]
+    values: tuple[tuple[BufferId, BufferId], ...]
 
     @cached_property
-    def _buffers_by_name(self) -> dict[str, Buffer]:
+    def _buffers_by_name(self) -> dict[BufferId, Buffer]:
         return {b.name: b for b in self.buffers}
 
     @cached_property
-    def _buffer_of_value(self) -> dict[str, str]:
+    def _buffer_of_value(self) -> dict[BufferId, BufferId]:
         return dict(self.values)
 
-    def buffer(self, name: str) -> Buffer:
+    def buffer(self, name: BufferId) -> Buffer:
         return self._buffers_by_name[name]
 
-    def buffer_of(self, value: str) -> Buffer:
+    def buffer_of(self, value: BufferId) -> Buffer:
         return self.buffer(self._buffer_of_value[value])
 
-    def locate(self, name: str) -> Buffer:
-        """The buffer holding a value, state or @parameter, or else the buffer of that name (kernel scratch)."""
+    def locate(self, name: BufferId) -> Buffer:
+        """The buffer holding a value, state or parameter, or else the buffer of that identity (kernel scratch)."""
         return self.buffer_of(name) if name in self._buffer_of_value else self.buffer(name)
 
 
@@ -216,9 +219,20 @@ class Graph:
             return position - (self._index[node.name] - self._index[node.inputs[0]]) * self.schedule.block
         return position
 
-    def copy_name(self, value: str, step: int) -> str:
-        """The name of a value's copy for one step of a block (the value itself when blocks are single steps)."""
-        return value if self.schedule.block == 1 else f"{value}@{step}"
+    def copy(self, ident: BufferId, step: int) -> BufferId:
+        """A value's or kernel scratch's copy for one step of a block (`BufferId.per_step`): the identity itself when
+        blocks are single steps."""
+        return ident if self.schedule.block == 1 else ident.at(step)
+
+    @cached_property
+    def _value_copies(self) -> dict[str, tuple[BufferId, ...]]:
+        """Each value's copies, one per step of a block: made once, as planning asks for them very often."""
+        steps = range(self.schedule.block) if self.schedule.block > 1 else (None,)
+        return {n.name: tuple(names.value(n.name, step) for step in steps) for n in self.nodes}
+
+    def value_copy(self, name: str, step: int) -> BufferId:
+        """The copy of the value of node `name` for one step of a block (`copy`)."""
+        return self._value_copies[name][step if self.schedule.block > 1 else 0]
 
     def users(self, value: str) -> tuple[Node, ...]:
         return tuple(n for n in self.nodes if value in n.inputs)

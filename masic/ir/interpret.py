@@ -26,7 +26,9 @@ from functools import partial
 import numpy as np
 
 from masic.analysis.liveness import transient_states
-from masic.ir.graph import Buffer, Graph, Node, ParamRef, pack_bits, unpack_bits
+from masic.ir import names
+from masic.ir.graph import Buffer, Graph, Node, ParamRef, TensorType, pack_bits, unpack_bits
+from masic.ir.names import BufferId
 from masic.ir.ops import OPS, neuron_op, state_names, state_type
 from masic.ir.reference import Step
 
@@ -52,24 +54,21 @@ class _Values:
     def __init__(self, graph: Graph, simulate_plan: bool) -> None:
         self.graph = graph
         self.arena: np.ndarray | None = None
-        self.arrays: dict[str, np.ndarray] = dict(graph.weights)
-        self.packed: dict[str, tuple[np.ndarray, tuple[int, ...]]] = {}  # "bits" value -> (arena bytes, shape)
+        self.arrays: dict[BufferId, np.ndarray] = {names.param(k): array for k, array in graph.weights.items()}
+        self.packed: dict[BufferId, tuple[np.ndarray, tuple[int, ...]]] = {}  # "bits" value -> (arena bytes, shape)
         # position -> buffers poisoned as their lifetime starts, then the streamed weights and transient states
-        # filled into them (array name, value)
+        # filled into them (what, value)
         self.poisoned: dict[int, list[Buffer]] = {}
-        self.filled: dict[int, list[tuple[str, np.ndarray]]] = {}
+        self.filled: dict[int, list[tuple[BufferId, np.ndarray]]] = {}
         # whether the arena gets each state's initial value at its lifetime's start rather than before the run
         self.loads_state = simulate_plan and transient_states(graph)
         if simulate_plan:
             plan = graph.plan
             if plan is None:
                 raise ValueError("simulate_plan needs a planned graph (run assign-offsets first)")
-            types = {n.name: n.type for n in graph.nodes} | {f"@{p.name}": p.type for p in graph.params}
-            types |= {s: state_type(n) for n in graph.nodes for s in state_names(n)}
             self.arena = np.full(plan.arena_bytes, 0xFF, dtype=np.uint8)
             for value, buffer in plan.values:
-                base = value if value.startswith("@") else value.split("@")[0]  # a block's copy x@t is an x
-                offset, vtype = plan.buffer(buffer).offset, types[base]
+                offset, vtype = plan.buffer(buffer).offset, _type(graph, value)
                 stored = self.arena[offset : offset + vtype.nbytes]
                 if vtype.dtype == "bits":  # words in the arena; `load` and `store` unpack and pack them
                     self.packed[value] = (stored, vtype.shape)
@@ -77,19 +76,16 @@ class _Values:
                     self.arrays[value] = stored.view(vtype.np_dtype).reshape(vtype.shape)
             for node in (n for n in graph.nodes if graph.elided(n.name)):  # kept in a fused kernel's registers
                 for t in range(graph.schedule.block):
-                    self.arrays[graph.copy_name(node.name, t)] = np.empty(node.type.shape, node.type.np_dtype)
+                    self.arrays[graph.value_copy(node.name, t)] = np.empty(node.type.shape, node.type.np_dtype)
             for param in graph.params:
-                self.arrays[param.name] = self.arrays.pop(f"@{param.name}")
-                self.arrays[param.name][...] = graph.weights[param.name]
-            loaded = {f"@{name}": (name, graph.weights[name]) for name in graph.schedule.streamed}
+                self.arrays[names.param(param.name)][...] = graph.weights[param.name]
+            loaded = {names.param(name): graph.weights[name] for name in graph.schedule.streamed}
             if self.loads_state:
                 for node in (n for n in graph.nodes if neuron_op(n.op)):
-                    loaded |= {
-                        f"{node.name}.{k}": (f"{node.name}.{k}", a) for k, a in initial_state(graph, node).items()
-                    }
+                    loaded |= {names.state(node.name, k): a for k, a in initial_state(graph, node).items()}
             for buf in plan.buffers:
                 if buf.name in loaded:
-                    self.filled.setdefault(buf.start, []).append(loaded[buf.name])
+                    self.filled.setdefault(buf.start, []).append((buf.name, loaded[buf.name]))
                 if buf.kind not in ("weight", "state") or buf.name in loaded:  # not pinned
                     self.poisoned.setdefault(buf.start, []).append(buf)
 
@@ -103,7 +99,7 @@ class _Values:
         for name, value in self.filled.get(position, []):
             self.arrays[name][...] = value
 
-    def store(self, name: str, value: np.ndarray) -> None:
+    def store(self, name: BufferId, value: np.ndarray) -> None:
         if name in self.packed:
             self.packed[name][0][...] = pack_bits(value).view(np.uint8)
         elif self.arena is None:
@@ -111,7 +107,7 @@ class _Values:
         else:
             self.arrays[name][...] = value
 
-    def load(self, name: str) -> np.ndarray:
+    def load(self, name: BufferId) -> np.ndarray:
         """A value's elements: bits unpacked to one 0/1 byte each, as the plain interpreter holds them."""
         if name in self.packed:
             return unpack_bits(*self.packed[name])
@@ -136,12 +132,12 @@ def run(graph: Graph, x: np.ndarray, timesteps: int | None = None, simulate_plan
     for node in graph.nodes:
         if neuron_op(node.op) and not values.loads_state:
             for key, array in initial_state(graph, node).items():
-                values.store(f"{node.name}.{key}", array)
+                values.store(names.state(node.name, key), array)
     # The simulator runs the plan's order (blocks of steps, layer-major inside a block, each step's copy of a value
     # where the plan put it); the plain interpreter runs step by step, which computes the same.
     block = graph.schedule.block if simulate_plan else 1
     order = graph.positions() if simulate_plan else [(node, 0) for node in graph.nodes]
-    name_of = (lambda value, t: graph.copy_name(value, t)) if simulate_plan else (lambda value, t: value)
+    name_of = graph.value_copy if simulate_plan else (lambda value, step: names.value(value))
     outputs = []
     for first in range(0, steps, block):
         count = min(block, steps - first)
@@ -153,30 +149,39 @@ def run(graph: Graph, x: np.ndarray, timesteps: int | None = None, simulate_plan
             if t >= count or (batched and t > 0) or (simulate_plan and node.attr("fused")):
                 continue
             for step in range(t, count if batched else t + 1):
-                copy = partial(name_of, t=step)
+                copy = partial(name_of, step=step)
                 sample = x[first + step] if sequence else x
                 for computed in (node, graph.epilogue(node) if simulate_plan else None):
                     if computed is not None:
                         values.store(copy(computed.name), _execute(computed, values, sample, copy))
                 for delay in graph.delays_of(node.name):
-                    values.arrays[f"{delay.name}.last"][...] = values.arrays[copy(node.name)]
-        outputs += [values.arrays[name_of(graph.output, t)].copy() for t in range(count)]
+                    (last,) = state_names(delay)
+                    values.arrays[last][...] = values.arrays[copy(node.name)]
+        outputs += [values.arrays[name_of(graph.output, step)].copy() for step in range(count)]
     return np.stack(outputs)
 
 
-def _execute(node: Node, values: _Values, sample: np.ndarray, copy: Callable[[str], str]) -> np.ndarray:
-    """Runs one node; `copy` names the copy of each value for the step being run."""
+def _type(graph: Graph, ident: BufferId) -> TensorType:
+    """The type of what a plan places: a value (any step's copy), a state or a parameter."""
+    if ident.kind == "param":
+        return graph.param(ident.node).type
+    node = graph.node(ident.node)
+    return state_type(node) if ident.kind == "state" else node.type
+
+
+def _execute(node: Node, values: _Values, sample: np.ndarray, copy: Callable[[str], BufferId]) -> np.ndarray:
+    """Runs one node; `copy` gives the copy of each value for the step being run."""
 
     def param(key: str) -> np.ndarray | None:
         value = node.attr(key)
         if value is None:
             return None
-        return values.arrays[value.name] if isinstance(value, ParamRef) else F32(value)
+        return values.arrays[names.param(value.name)] if isinstance(value, ParamRef) else F32(value)
 
     operands = [values.load(copy(v)) for v in node.inputs]
     if node.type.dtype == "f32":  # spikes read as 0.0 / 1.0
         operands = [operand.astype(F32, copy=False) for operand in operands]
-    state = {s.split(".")[-1]: values.arrays[s] for s in state_names(node)}
+    state = {s.field: values.arrays[s] for s in state_names(node)}
     implementation = OPS[node.op].interpret
     if implementation is None:
         raise NotImplementedError(f"the interpreter has no rule for op {node.op!r}")

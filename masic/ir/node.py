@@ -1,7 +1,8 @@
 """The IR's nodes and the types of their values: element types, `TensorType`, `ParamRef` and `Node`.
 
-They sit below the op table (`masic.ir.ops`), whose shape rules read nodes and make types, and below the graph
-(`masic.ir.graph`), which asks the op table about its nodes; `masic.ir.graph` exports them with the graph.
+They sit below the op table (`masic.ir.ops`) and its shape rules (`masic.ir.shapes`), which read nodes and make
+types, and below the graph (`masic.ir.graph`), which asks the op table about its nodes and exports them with the
+graph.
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ from types import MappingProxyType
 
 from masic.ir import reference
 from masic.ir.elementwise import FUNCTIONS
+from masic.ir.names import BufferId, state
 from masic.ir.neurons import FAMILIES, NeuronFamily
 from masic.ir.node import Node, ParamRef, TensorType
 from masic.ir.reference import Implementation
@@ -468,7 +469,8 @@ def state_type(node: Node) -> TensorType:
     return node.type if OPS[node.op].delay else TensorType(node.type.shape)
 
 
-def state_names(node: Node) -> tuple[str, ...]:
-    """Names of the state values of a node, e.g. ("lif1.v", "lif1.i"); empty for stateless ops."""
+def state_names(node: Node) -> tuple[BufferId, ...]:
+    """The identities of a node's states, e.g. lif1.v and lif1.i (`masic.ir.names.state`); none for stateless
+    ops."""
     definition = neuron_op(node.op)
-    return tuple(f"{node.name}.{s}" for s, _ in definition.states) if definition else ()
+    return tuple(state(node.name, field) for field, _ in definition.states) if definition else ()

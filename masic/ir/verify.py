@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from masic.analysis.liveness import transient_states
 from masic.errors import MasicError
+from masic.ir import names
 from masic.ir.graph import (
     ACTIVATION_LAYOUT,
     BUFFER_KINDS,
@@ -21,6 +22,7 @@ from masic.ir.graph import (
     ParamRef,
     TensorType,
 )
+from masic.ir.names import BufferId
 from masic.ir.ops import OPS, VARIADIC, check_params, neuron_op, state_names, state_type
 from masic.ir.shapes import CONV_LAYOUT, ShapeError, activation_block, weight_block
 from masic.ir.text import format_node
@@ -56,13 +58,13 @@ def verify(graph: Graph) -> None:
     for node in graph.nodes:
         _verify_node(node, defined, params, graph)
         defined[node.name] = node
-        for state in state_names(node):
-            defined[state] = node
+        for state in state_names(node):  # by its text, as an operand would name it
+            defined[str(state)] = node
     verify_delays(graph)
     weight_layouts(graph)
     if not graph.inputs:
         raise VerifyError(f"graph @{graph.name} has no input node")
-    if graph.output not in defined or graph.output in {s for n in graph.nodes for s in state_names(n)}:
+    if graph.output not in defined or graph.output in {str(s) for n in graph.nodes for s in state_names(n)}:
         raise VerifyError(f"graph output %{graph.output} is not a node of the graph")
     output_type = graph.node(graph.output).type
     if output_type is not None and output_type.dtype != "f32":
@@ -264,8 +266,8 @@ def verify_plan(graph: Graph) -> None:
     """Checks a memory plan independently of the planner that made it."""
     plan = graph.plan
     assert plan is not None
-    names = [b.name for b in plan.buffers]
-    if len(set(names)) != len(names):
+    texts = [str(b.name) for b in plan.buffers]  # the plan's text and the manifest name buffers by their text
+    if len(set(texts)) != len(texts):
         raise VerifyError("plan: a buffer name is used twice")
     buffers = {b.name: b for b in plan.buffers}
     for buf in plan.buffers:
@@ -297,18 +299,18 @@ def verify_plan(graph: Graph) -> None:
     _check_lifetimes(graph, buffers, placed)
 
 
-def value_bytes(graph: Graph) -> dict[str, int]:
-    """The bytes of everything a plan places, by the name it places it under: each step's copy of every stored
-    value (not those only a fused kernel's registers hold), every state, every parameter (@name)."""
+def value_bytes(graph: Graph) -> dict[BufferId, int]:
+    """The bytes of everything a plan places, by its identity: each step's copy of every stored value (not those only
+    a fused kernel's registers hold), every state, every parameter."""
     steps = range(graph.schedule.block)
     stored = [n for n in graph.nodes if n.type is not None and not graph.elided(n.name)]
-    sizes = {graph.copy_name(n.name, t): n.type.nbytes for n in stored for t in steps}
+    sizes = {graph.value_copy(n.name, t): n.type.nbytes for n in stored for t in steps}
     sizes.update({s: state_type(n).nbytes for n in graph.nodes if n.type is not None for s in state_names(n)})
-    sizes.update({f"@{p.name}": p.type.nbytes for p in graph.params})
+    sizes.update({names.param(p.name): p.type.nbytes for p in graph.params})
     return sizes
 
 
-def _check_lifetimes(graph: Graph, buffers: dict[str, Buffer], placed: dict[str, str]) -> None:
+def _check_lifetimes(graph: Graph, buffers: dict[BufferId, Buffer], placed: dict[BufferId, BufferId]) -> None:
     """Every buffer is live wherever its value is written or read: at each kernel call, for its operands, output,
     weights, state and scratch; a delay's state also where its source is copied into it. Values the loader reads or
     writes outside the block (its inputs, the outputs) are live at its start or end, and state that carries over
@@ -319,7 +321,7 @@ def _check_lifetimes(graph: Graph, buffers: dict[str, Buffer], placed: dict[str,
     n = len(order)
     carried = not transient_states(graph)
 
-    def require(value: str, p: int, node: Node, role: str) -> None:
+    def require(value: BufferId, p: int, node: Node, role: str) -> None:
         buf = buffers[placed.get(value, value)]  # scratch is a buffer of its own, not a value
         if not buf.start <= p < buf.end:
             raise VerifyError(
@@ -328,23 +330,23 @@ def _check_lifetimes(graph: Graph, buffers: dict[str, Buffer], placed: dict[str,
             )
 
     for p, (node, t) in enumerate(order):
-        name = graph.copy_name(node.name, t)
+        name = graph.value_copy(node.name, t)
         call = graph.call_position(p, node, t)
         if not graph.elided(node.name):  # a fused kernel keeps it in registers
             loaded = OPS[node.op].graph_input  # written by the loader before the block
             require(name, 0 if loaded else call, node, "input" if loaded else "output")
         for value in (v for v in node.inputs if not graph.elided(v)):
-            require(graph.copy_name(value, t), call, node, "operand")
+            require(graph.value_copy(value, t), call, node, "operand")
         for _, ref in node.param_refs():
-            require(f"@{ref.name}", call, node, "weight")
+            require(names.param(ref.name), call, node, "weight")
         states = [*state_names(node), *(state for delay in graph.delays_of(node.name) for state in state_names(delay))]
         for state in states:
             require(state, call, node, "state")
             if carried:
                 require(state, 0, node, "state carried across blocks")
                 require(state, n - 1, node, "state carried across blocks")
-        scratch = graph.copy_name(f"{node.name}.scratch", t)
+        scratch = graph.copy(names.scratch(node.name), t)
         if scratch in buffers:
             require(scratch, p, node, "scratch")
     for t in range(graph.schedule.block):
-        require(graph.copy_name(graph.output, t), n - 1, graph.node(graph.output), "output read after the block")
+        require(graph.value_copy(graph.output, t), n - 1, graph.node(graph.output), "output read after the block")

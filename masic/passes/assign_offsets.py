@@ -43,8 +43,9 @@ class Layout:
     alignment: int
 
     def rest_problem(self) -> Problem:
-        """The placement problem of the buffers that are not pinned (built only when a placement is needed)."""
-        return Problem(tuple(Interval(b.name, b.start, b.end, b.size) for b in self.rest))
+        """The placement problem of the buffers that are not pinned (built only when a placement is needed), each
+        named by its text (the solver's buffer ids are text, as in plan-memory's CSV files)."""
+        return Problem(tuple(Interval(str(b.name), b.start, b.end, b.size) for b in self.rest))
 
     @property
     def pinned_bytes(self) -> int:
@@ -105,7 +106,7 @@ def run(graph: Graph, options: PassOptions) -> Graph:
         solution = solve(planned.rest_problem(), capacity, search_seconds, options.alignment)
     except MemplanError:  # nothing fits the budget: keep the smallest plan for check-budget to report
         solution = solve(planned.rest_problem(), None, None, options.alignment)
-    offsets |= {name: base + offset for name, offset in solution.offsets.items()}
+    offsets |= {b.name: base + solution.offsets[str(b.name)] for b in planned.rest}
     liveness = planned.liveness
     buffers = tuple(replace(b, offset=offsets[b.name]) for b in liveness.buffers)
     arena = base + align_up(solution.height, options.alignment)
