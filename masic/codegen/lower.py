@@ -78,7 +78,7 @@ Binding = dict[str, BufferId | None]
 Lowering = Callable[[Node, Node | None, Graph], tuple[Kernel, Binding]]
 
 
-def _conv(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
+def _conv(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, Binding]:
     if matrix_vector(node, operand.type.shape) and not node.attr("weight_layout"):
         # Its (O, I, 1, 1) weight is the dense kernel's row-major (O, I) matrix; the dense schedule vectorises along
         # the inputs, where the conv schedule would vectorise along a single output column (bench/speed.py: 2-3x).
@@ -102,7 +102,7 @@ def _conv(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, dict[str, st
     return kernel, {}
 
 
-def _dense(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
+def _dense(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, Binding]:
     has_bias = node.attr("bias") is not None
     if node.attr("weight_layout") == "IO":  # of spikes, unbatched (the layout pass)
         packed = operand.type.dtype == "bits"
@@ -111,7 +111,7 @@ def _dense(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, dict[str, s
     return DenseKernel("", node.attr("in_features"), node.attr("out_features"), has_bias), {}
 
 
-def _pool(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
+def _pool(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, Binding]:
     a = dict(node.attrs)
     shape, in_block = operand.type.shape, activation_block(graph.layout(operand.name))
     kind = OPS[node.op].pooling
@@ -121,7 +121,7 @@ def _pool(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, dict[str, st
     return kernel, {}
 
 
-def _adaptive_pool(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
+def _adaptive_pool(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, Binding]:
     (_, h, w), (oh, ow) = operand.type.shape, node.attr("output")
     if h % oh == 0 and w % ow == 0:  # even bins: plain average pooling over (h/oh, w/ow) windows
         window = (h // oh, w // ow)
@@ -129,18 +129,18 @@ def _adaptive_pool(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, dic
     return AdaptiveAvgPool2dKernel("", operand.type.shape, (oh, ow)), {}
 
 
-def _crop(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
+def _crop(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, Binding]:
     return RowsKernel("", (operand.type.shape,), (node.attr("rows"),)), {"x0": names.value(node.inputs[0])}
 
 
-def _concat_rows(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
+def _concat_rows(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, Binding]:
     """A concat of rows (of row patches: axis 1); one of axis 0 is a copy per operand (see `lower`)."""
     shapes = tuple(graph.node(part).type.shape for part in node.inputs)
     kernel = RowsKernel("", shapes, tuple((0, h) for _, h, _ in shapes))
     return kernel, {f"x{k}": names.value(part) for k, part in enumerate(node.inputs)}
 
 
-def _elementwise(node: Node, operand: Node | None, graph: Graph) -> tuple[Kernel, dict[str, str]]:
+def _elementwise(node: Node, operand: Node | None, graph: Graph) -> tuple[Kernel, Binding]:
     definition = OPS[node.op]
     if definition.function == "add":
         a, b = map(names.value, node.inputs)
@@ -152,13 +152,13 @@ def _elementwise(node: Node, operand: Node | None, graph: Graph) -> tuple[Kernel
     return kernel, operands | {"p": _ref(node, key)}
 
 
-def _copy_state(node: Node, operand: Node | None, graph: Graph) -> tuple[Kernel, dict[str, str]]:
+def _copy_state(node: Node, operand: Node | None, graph: Graph) -> tuple[Kernel, Binding]:
     """A delay outputs its state; the state is updated after the source (see `lower`)."""
     (last,) = state_names(node)
     return ElementwiseKernel("", "copy", node.type.numel), {"x": last}
 
 
-def _neuron(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
+def _neuron(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, Binding]:
     return _neuron_kernel_for(node)
 
 
@@ -177,7 +177,7 @@ LOWERINGS: Mapping[str, Lowering] = MappingProxyType(
 )
 
 
-def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
+def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, Binding]:
     """The kernel a node needs (symbol left empty) and which value each kernel parameter reads or writes."""
     operand = graph.node(node.inputs[0]) if node.inputs else None
     binding: Binding = {"x": names.value(node.inputs[0]) if node.inputs else None, "y": names.value(node.name)}
@@ -196,7 +196,7 @@ def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
     return kernel, binding
 
 
-def _neuron_kernel_for(node: Node) -> tuple[NeuronKernel, dict[str, str]]:
+def _neuron_kernel_for(node: Node) -> tuple[NeuronKernel, Binding]:
     """A neuron node's kernel and which value each of its parameters other than x reads or writes."""
     family = FAMILIES[node.op]
     values = {name: node.attr(name) for name in family.params}
@@ -210,7 +210,7 @@ def _neuron_kernel_for(node: Node) -> tuple[NeuronKernel, dict[str, str]]:
     return kernel, binding
 
 
-def _batched_kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
+def _batched_kernel_for(node: Node, graph: Graph) -> tuple[Kernel, Binding]:
     """The kernel of a batched node (`Graph.batched`): one call computes every step of the block, each step's input
     and output copy bound to its own argument."""
     kernel, binding = _kernel_for(node, graph)

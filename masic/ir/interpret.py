@@ -182,7 +182,4 @@ def _execute(node: Node, values: _Values, sample: np.ndarray, copy: Callable[[st
     if node.type.dtype == "f32":  # spikes read as 0.0 / 1.0
         operands = [operand.astype(F32, copy=False) for operand in operands]
     state = {s.field: values.arrays[s] for s in state_names(node)}
-    implementation = OPS[node.op].interpret
-    if implementation is None:
-        raise NotImplementedError(f"the interpreter has no rule for op {node.op!r}")
-    return implementation(node, Step(operands, param, state, sample))
+    return OPS[node.op].interpret(node, Step(operands, param, state, sample))

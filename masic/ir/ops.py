@@ -45,7 +45,7 @@ state right after the source is computed, so a delay must come before its source
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from functools import partial
 from math import prod
 from types import MappingProxyType
@@ -146,7 +146,8 @@ class OpDef:
     doc: str = ""
     element_params: tuple[str, ...] = ()  # attributes that are a float or a per-element parameter
     params: ParamRule = _element_shapes
-    interpret: Implementation | None = None
+    _: KW_ONLY
+    interpret: Implementation
     kernel: str | None = None
     view: bool = False
     elementwise: bool = False

@@ -108,9 +108,9 @@ def test_the_scan_finds_each_way_of_naming_ops(source: str, names: tuple[str, ..
 
 
 @pytest.mark.parametrize("name", OPS)
-def test_every_op_runs_in_the_interpreter_and_has_a_kernel_or_none_by_its_traits(name: str) -> None:
+def test_every_op_has_a_kernel_or_none_by_its_traits(name: str) -> None:
     definition = OPS[name]
-    assert definition.name == name and definition.interpret is not None
+    assert definition.name == name
     if definition.kernel is not None:
         assert definition.kernel in LOWERINGS
     else:  # no kernel: nothing runs at its position, or a pass folds it away before planning
