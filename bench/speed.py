@@ -1187,9 +1187,9 @@ def record_values(graph, x: np.ndarray) -> dict[str, np.ndarray]:
     log: dict[str, list[np.ndarray]] = {}
 
     class Recording(interpret._Values):
-        def store(self, name: str, value: np.ndarray) -> None:
+        def store(self, name, value: np.ndarray) -> None:  # name: a masic.ir.names.BufferId, logged by its text
             super().store(name, value)
-            log.setdefault(name, []).append(np.array(value, dtype=np.float32, copy=True))
+            log.setdefault(str(name), []).append(np.array(value, dtype=np.float32, copy=True))
 
     original = interpret._Values
     interpret._Values = Recording

@@ -41,8 +41,9 @@ attribute changes.
 
 from __future__ import annotations
 
-from masic.ir.graph import Graph, Node
-from masic.ir.ops import ACTIVATION_LAYOUT, matrix_vector, neuron_op
+from masic.ir.graph import ACTIVATION_LAYOUT, Graph, Node
+from masic.ir.ops import OPS
+from masic.ir.shapes import matrix_vector
 from masic.ir.verify import fusion_problem
 from masic.passes.assign_offsets import arena_bytes
 from masic.passes.base import PassOptions, require_types
@@ -57,7 +58,7 @@ def pays(graph: Graph, neuron: Node) -> bool:
     in blocks of channels, or the accumulate-only dense kernel (vectorised along outputs). The others store one
     output at a time and the epilogue then costs more than the pass it saves (module docstring)."""
     producer = graph.node(neuron.inputs[0])
-    if producer.op == "dense":
+    if not OPS[producer.op].window:  # a dense layer: its accumulate-only kernel is vectorised along outputs
         return producer.attr("weight_layout") == "IO"
     if graph.layout(producer.name) != ACTIVATION_LAYOUT:  # NCHW{c}c: a pixel's block of outputs, one vector
         return True
@@ -71,7 +72,7 @@ def run(graph: Graph, options: PassOptions) -> Graph:
     plain = graph.with_nodes([node.with_attrs(fused=None) for node in graph.nodes])
     nodes = [
         node.with_attrs(fused=True)
-        if neuron_op(node.op) and not fusion_problem(plain, node) and pays(plain, node)
+        if OPS[node.op].family and not fusion_problem(plain, node) and pays(plain, node)
         else node
         for node in plain.nodes
     ]

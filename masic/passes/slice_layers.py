@@ -146,7 +146,7 @@ def block_floor(graph: Graph, alignment: int) -> int:
 def block_sizes(graph: Graph) -> list[int]:
     """Candidate timesteps per block, largest first: T (one block for the whole run) when T <= MAX_BLOCK, then the
     powers of two below T and at most MAX_BLOCK; only 1 when delays carry values across steps."""
-    if any(node.op == "delay" for node in graph.nodes):
+    if any(OPS[node.op].delay for node in graph.nodes):
         return [1]
     largest = min(graph.timesteps, MAX_BLOCK)
     powers = [1 << k for k in range(largest.bit_length()) if 1 << k < largest]

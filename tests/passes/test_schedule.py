@@ -45,7 +45,9 @@ def test_the_schedule_fits_the_budget_and_fills_slots_as_early_as_it_allows(grap
     before, after = _scheduled(graph, PassOptions(budget=budget, alignment=ALIGN))
     assert after.nodes == before.nodes  # only the schedule changes
     schedule, capacity = after.schedule, budget - budget % ALIGN
-    assert arena_bytes(after, ALIGN, capacity) <= capacity
+    # the all-resident plan is placed as thoroughly as assign-offsets places it (`resident_bytes`); the fewer fit
+    # heuristics of the schedule's search may need more than a budget equal to that arena
+    assert arena_bytes(after, ALIGN, capacity, thorough=not schedule.streamed) <= capacity
     assert set(schedule.streamed) <= {p.name for p in after.params}
     if resident_bytes(before, ALIGN, capacity) <= capacity:
         assert not schedule.streamed
