@@ -25,9 +25,9 @@ from masic.interrupts import handling_signals
 from masic.limits import MAX_TIMESTEPS
 from masic.manifest import EXECUTABLE, MANIFEST_FILE, WEIGHTS_FILE, Manifest, read_manifest
 from masic.passes import DEFAULT_PIPELINE, REGISTRY, PassOptions
-from masic.passes.check_budget import BudgetError, format_bytes
+from masic.passes.check_budget import BudgetError
 from masic.report import buffer_table, draw_timeline, plan_rows
-from masic.units import parse_bytes
+from masic.units import format_bytes, parse_bytes
 from masic.workdirs import BUILD_PREFIX, replacing, scratch
 
 EMIT_STAGES = ("ir", "sliced", "layout", "plan", "c")

@@ -18,9 +18,9 @@ from masic.analysis.minimum_budget import folded, minimum_budget
 from masic.ir.graph import Graph
 from masic.passes import DEFAULT_PIPELINE
 from masic.passes.base import PassOptions
-from masic.passes.check_budget import format_bytes
 from masic.passes.manager import PassManager
 from masic.passes.schedule import bytes_read
+from masic.units import format_bytes
 
 
 @dataclass(frozen=True)
