@@ -101,7 +101,11 @@ NORSE: dict[str, tuple[Callable[[], list[nn.Module]], tuple[int, ...], str]] = {
         "running_var + eps -0.99999 is not positive",
     ),
     "module-without-weight": (lambda: [_without_weight()], FLAT, "model.0 (Linear) is malformed: AttributeError"),
-    "input-of-zero-elements": (lambda: [LIFCell()], (0,), "model input: input declares f32[0]: every dimension must be a positive integer"),
+    "input-of-zero-elements": (
+        lambda: [LIFCell()],
+        (0,),
+        "model input: input declares f32[0]: every dimension must be a positive integer",
+    ),
     "input-beyond-the-tensor-limit": (lambda: [LIFCell()], (1 << 15, 1 << 14), "has more than 268435456 elements"),
     "nodes-beyond-the-limit": (
         lambda: [nn.ReLU() for _ in range(MAX_GRAPH_NODES)],
