@@ -16,7 +16,7 @@ With `simulate_plan=True` every value, state and weight lives inside one byte ar
 it, and each buffer is filled with NaN when its lifetime starts: a plan that lets two live buffers overlap, or
 that ends a lifetime too early, corrupts the result instead of passing silently (a poisoned spike byte reads as
 255, not 0 or 1; a poisoned word of bits as 32 spikes). Streamed weights and transient
-states (`masic.analysis.liveness.transient_states`) are then filled in, as the loading thread would: a plan that
+states (`masic.ir.graph.transient_states`) are then filled in, as the loading thread would: a plan that
 starts their lifetimes too late corrupts the result too.
 """
 
@@ -28,11 +28,10 @@ from functools import partial
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from masic.analysis.liveness import transient_states
 from masic.ir import arith
 from masic.ir.elementwise import FUNCTIONS
 from masic.ir.elementwise import OPS as ELEMENTWISE_OPS
-from masic.ir.graph import Buffer, Graph, Node, ParamRef, pack_bits, unpack_bits
+from masic.ir.graph import Buffer, Graph, Node, ParamRef, pack_bits, transient_states, unpack_bits
 from masic.ir.neurons import FAMILIES
 from masic.ir.ops import adaptive_bins, neuron_op, row_padding, state_names, state_type
 

@@ -110,6 +110,9 @@ def pads(node: Node) -> tuple[int, int, int]:
     return (*row_padding(node), _pair(node, "padding", 0)[1])
 
 
+# Views: they reshape their operand without moving it, so they alias its buffer
+VIEW_OPS = ("flatten", "reshape")
+
 # Sliding-window ops: their kernels read a padded input from a copy of it (their scratch), and read an NCHW{c}c
 # operand as freely as an NCHW one
 WINDOW_OPS = ("conv2d", "maxpool2d", "avgpool2d", "sumpool2d")

@@ -8,9 +8,18 @@ value placed in a buffer large enough).
 
 from __future__ import annotations
 
-from masic.analysis.liveness import VIEW_OPS, transient_states
 from masic.errors import MasicError
-from masic.ir.graph import BUFFER_KINDS, DTYPES, SPIKE_DTYPES, Buffer, Graph, Node, ParamRef, TensorType
+from masic.ir.graph import (
+    BUFFER_KINDS,
+    DTYPES,
+    SPIKE_DTYPES,
+    Buffer,
+    Graph,
+    Node,
+    ParamRef,
+    TensorType,
+    transient_states,
+)
 from masic.ir.neurons import FAMILIES
 from masic.ir.ops import (
     ACTIVATION_LAYOUT,
@@ -19,6 +28,7 @@ from masic.ir.ops import (
     LAYOUT_CARRIERS,
     OPS,
     VARIADIC,
+    VIEW_OPS,
     ShapeError,
     activation_block,
     check_params,

@@ -24,7 +24,7 @@ stores and arithmetic in a loop that stores one output at a time). So a neuron i
 kernel stores whole vectors (`pays`).
 
 Fusing moves the neuron's state use to the layer's call, where the layer's operand and scratch are live too: with
-state that lives only while its layer runs (`masic.analysis.liveness.transient_states`) the arena can grow. So the
+state that lives only while its layer runs (`masic.ir.graph.transient_states`) the arena can grow. So the
 pass fuses every neuron the rule allows only when the plan still fits: within the budget by the fit test the
 budget passes decide by (`assign_offsets.arena_bytes`, which assign-offsets then meets), and without a budget when
 the heuristic arena does not grow; otherwise it fuses none.

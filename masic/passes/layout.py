@@ -56,9 +56,16 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 
-from masic.analysis.liveness import VIEW_OPS
 from masic.ir.graph import SPIKE_DTYPES, Graph, Node, TensorType
-from masic.ir.ops import BLOCKED_READERS, CONV_LAYOUT, LAYOUT_CARRIERS, matrix_vector, row_padding, weight_block
+from masic.ir.ops import (
+    BLOCKED_READERS,
+    CONV_LAYOUT,
+    LAYOUT_CARRIERS,
+    VIEW_OPS,
+    matrix_vector,
+    row_padding,
+    weight_block,
+)
 from masic.passes.base import PassOptions, require_types
 from masic.passes.spike_dtype import spiking
 

@@ -24,8 +24,8 @@ from math import ceil
 
 import numpy as np
 
-from masic.analysis.liveness import align_up, transient_states
-from masic.ir.graph import Graph, Node, ParamRef, Schedule
+from masic.analysis.liveness import align_up
+from masic.ir.graph import Graph, Node, ParamRef, Schedule, transient_states
 from masic.ir.ops import OPS, state_names, state_type
 from masic.passes.assign_offsets import arena_bytes
 from masic.passes.base import PassOptions, require_types

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from masic.analysis.liveness import analyse, transient_states
+from masic.analysis.liveness import analyse
 from masic.analysis.minimum_budget import folded, minimum_budget
-from masic.ir.graph import Graph
+from masic.ir.graph import Graph, transient_states
 from masic.ir.interpret import run
 from masic.ir.text import parse
 from masic.ir.verify import VerifyError, verify

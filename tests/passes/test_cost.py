@@ -8,8 +8,9 @@ from dataclasses import replace
 
 import pytest
 from masic.frontends.norse import import_norse
+from masic.targets.machine import Machine
 
-from masic.analysis.cost import Machine, node_traffic, node_work, planned_latency, step_seconds
+from masic.analysis.cost import node_traffic, node_work, planned_latency, step_seconds
 from masic.analysis.minimum_budget import folded, minimum_budget
 from masic.ir.graph import Graph, Schedule
 from masic.limits import MAX_TIMESTEPS

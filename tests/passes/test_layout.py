@@ -261,7 +261,7 @@ def test_bits_exactly_where_the_rule_says(graph, cache_bytes: int) -> None:
     """On random graphs (some ending in a spiking neuron that dense layers and perhaps other nodes read),
     scheduled one step per call or in batched blocks: exactly the values the rule picks are bits, the rest of the
     spikes bytes; a second run changes nothing; the results do not change."""
-    from masic.analysis.cost import Machine
+    from masic.targets.machine import Machine
 
     options = PassOptions(alignment=16, machine=Machine(6e9, 4e9, 4e7, cache_bytes=cache_bytes))
     before, after = _laid_out(graph, options)

@@ -10,8 +10,8 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from masic.targets.machine import Machine
 
-from masic.analysis.cost import Machine
 from masic.analysis.minimum_budget import folded, minimum_budget
 from masic.ir.graph import Graph, Schedule
 from masic.opt import run_passes
