@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from masic.targets.machine import Machine
 
-from masic.analysis.minimum_budget import folded, minimum_budget
 from masic.ir.graph import Graph, transient_states
 from masic.ir.interpret import run
 from masic.ir.text import parse, print_graph
@@ -18,6 +17,7 @@ from masic.ir.verify import verify
 from masic.passes import PassOptions
 from masic.passes.check_budget import BudgetError
 from masic.passes.schedule import bytes_read
+from masic.planning.minimum_budget import folded, minimum_budget
 from tests.filecheck import filecheck
 from tests.norse_models import MODELS, random_input, wide_dense_model
 from tests.pipelines import planned, prepared

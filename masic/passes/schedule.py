@@ -22,7 +22,7 @@ plan's.
 
 Requires: typed graph without batchnorm2d.
 Ensures: `graph.schedule` is set; with a budget, the plan fits it. When no schedule fits, raises
-BudgetError naming the smallest budget that works for this (sliced) graph; `masic.analysis.minimum_budget` finds
+BudgetError naming the smallest budget that works for this (sliced) graph; `masic.planning.minimum_budget` finds
 the smallest over all slicings, which is what the compiler reports.
 """
 

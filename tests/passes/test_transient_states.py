@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from masic.analysis import liveness
 from masic.analysis.liveness import analyse
-from masic.analysis.minimum_budget import folded, minimum_budget
 from masic.ir.graph import Graph, Schedule, transient_states
 from masic.ir.interpret import run
 from masic.ir.ops import neuron_op, state_names
@@ -21,6 +20,7 @@ from masic.ir.text import parse
 from masic.ir.verify import verify
 from masic.passes import PassOptions, assign_offsets, infer_shapes
 from masic.passes.assign_offsets import arena_bytes
+from masic.planning.minimum_budget import folded, minimum_budget
 from tests.pipelines import planned as compile_plan
 from tests.strategies import graphs
 
