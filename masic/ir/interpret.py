@@ -210,8 +210,16 @@ class _Values:
         return self.arrays[name]
 
 
-def run(graph: Graph, x: np.ndarray, timesteps: int | None = None, simulate_plan: bool = False) -> np.ndarray:
-    """Runs the graph. `x` is one sample (presented at every step) or a sequence with a leading time axis."""
+def run(
+    graph: Graph,
+    x: np.ndarray,
+    timesteps: int | None = None,
+    simulate_plan: bool = False,
+    on_value: Callable[[str, np.ndarray], None] | None = None,
+) -> np.ndarray:
+    """Runs the graph. `x` is one sample (presented at every step) or a sequence with a leading time axis.
+    `on_value(name, value)`, if given, sees each value as it is computed, step after step (the name of its copy
+    in the plan's block when simulating the plan); `value` is the interpreter's own array, to copy if kept."""
     (input_node,) = graph.inputs
     sample_shape = input_node.type.shape
     x = np.asarray(x, dtype=F32)
@@ -249,7 +257,10 @@ def run(graph: Graph, x: np.ndarray, timesteps: int | None = None, simulate_plan
                 sample = x[first + step] if sequence else x
                 for computed in (node, graph.epilogue(node) if simulate_plan else None):
                     if computed is not None:
-                        values.store(copy(computed.name), _execute(computed, values, sample, copy))
+                        value = _execute(computed, values, sample, copy)
+                        values.store(copy(computed.name), value)
+                        if on_value is not None:
+                            on_value(copy(computed.name), value)
                 for delay in graph.delays_of(node.name):
                     values.arrays[f"{delay.name}.last"][...] = values.arrays[copy(node.name)]
         outputs += [values.arrays[name_of(graph.output, t)].copy() for t in range(count)]
