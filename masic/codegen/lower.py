@@ -82,7 +82,7 @@ def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
     binding |= {"w": ref("weight"), "b": ref("bias")}
     if node.op == "conv2d" and matrix_vector(node, operand.type.shape) and not node.attr("weight_layout"):
         # Its (O, I, 1, 1) weight is the dense kernel's row-major (O, I) matrix; the dense schedule vectorises along
-        # the inputs, where the conv schedule would vectorise along a single output column (bench/speed.py: 2-3x).
+        # the inputs, where the conv schedule would vectorise along a single output column (bench/speed: 2-3x).
         kernel = DenseKernel("", operand.type.shape[0], node.attr("out_channels"), "bias" in dict(node.attrs))
     elif node.op == "conv2d":
         a = dict(node.attrs)
