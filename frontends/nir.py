@@ -6,16 +6,11 @@ goes to its Input / comes from its Output node; `sub.node` names a node inside),
 values are summed in the file's edge order) and cycles. One Input and one Output node at the top level. Any other
 node type is refused with its name and type.
 
-Reading. The file must be HDF5 (checked by its signature before anything else; a pickle or ZIP is refused, never
-unpickled); `nir.serialization.hdf2dict` reads it into plain arrays and `nir.dict2NIRNode` builds the nodes with
-NIR's type checking off in every subgraph (it rejects scalar parameters, NIR issue #176). Structural problems get a
-one-line error naming the file and node: a graph without edges (a truncated export), an edge to a node that does
-not exist, a Conv without `input_shape` (the pre-1.0 schema), empty weights, unknown node types. So do values out
-of range, checked on the file's own values before NIR's constructors see them: parameters that are not real
-numbers finite in float32, integers (strides, shapes, dimensions) that are fractions or beyond int32, time constants
-that are not positive, negative delays; and files beyond the limits of `masic.frontends.limits` (HDF5 objects,
-nesting and elements; nodes and edges; steps of a Delay). The graph builder checks the rest (windows, finite
-derived coefficients, sizes of values) for every frontend.
+Reading. `masic.frontends.nir_file` reads the file as untrusted input (HDF5 only, never unpickled; no links to
+other files, no unbounded data; node types, edges and values checked on the file's own values), each refusal one
+line naming the file and node. Here the graph is checked against the limits of `masic.frontends.limits` (nodes and
+edges; steps of a Delay); the graph builder checks the rest (windows, finite derived coefficients, sizes of values)
+for every frontend.
 
 Cycles. Back edges are found by a depth-first search from the Input node (then from the remaining nodes, in file
 order): an edge to a node on the current search path. A back edge delivers its source's output of the previous
@@ -46,199 +41,21 @@ use. The golden trace of `lif_norse.nir` (Norse, dt=1e-4) is reproduced bit for 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 import numpy as np
-from masic.frontends.errors import FrontendError, first_line, library_warnings_silenced
+from masic.frontends.errors import FrontendError
 from masic.frontends.graph_builder import GraphBuilder
-from masic.frontends.limits import (
-    MAX_DELAY_STEPS,
-    MAX_FILE_ELEMENTS,
-    MAX_HDF5_DEPTH,
-    MAX_HDF5_OBJECTS,
-    MAX_NIR_EDGES,
-    MAX_NIR_NODES,
-    MAX_TENSOR_ELEMENTS,
-)
+from masic.frontends.limits import MAX_DELAY_STEPS, MAX_NIR_EDGES, MAX_NIR_NODES, MAX_TENSOR_ELEMENTS
+from masic.frontends.nir_file import read_nir
 
 from masic.ir.graph import Graph, TensorType
 
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-SUPPORTED = (
-    "Input",
-    "Output",
-    "Affine",
-    "Linear",
-    "Scale",
-    "Conv1d",
-    "Conv2d",
-    "SumPool2d",
-    "AvgPool2d",
-    "Flatten",
-    "Threshold",
-    "Delay",
-    "I",
-    "IF",
-    "LI",
-    "LIF",
-    "CubaLI",
-    "CubaLIF",
-    "NIRGraph",
-)
 _STEP_TOLERANCE = 1e-6  # relative: a delay of 3e-4 s at dt=1e-4 is 2.9999999999999996 steps
-
-
-def _signature_offsets(size: int) -> Iterator[int]:
-    """Where an HDF5 superblock may start: 0, 512, 1024, 2048, ... (after a user block)."""
-    yield 0
-    offset = 512
-    while offset + len(HDF5_SIGNATURE) <= size:
-        yield offset
-        offset *= 2
-
-
-def _check_hdf5(path: Path) -> None:
-    """Refuses anything that is not HDF5 before any library looks inside it."""
-    if not path.is_file():
-        raise FrontendError(f"NIR file {path} does not exist")
-    with path.open("rb") as f:
-        head = f.read(8)
-        size = path.stat().st_size
-        for offset in _signature_offsets(size):
-            f.seek(offset)
-            if f.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
-                return
-    kind = "a ZIP archive (such as a torch.save pickle)" if head.startswith(b"PK\x03\x04") else "not an HDF5 file"
-    raise FrontendError(f"{path} is {kind}; a NIR file is HDF5 (masic never unpickles model files)")
-
-
-def _check_hdf5_objects(f: Any, path: Path) -> None:
-    """Refuses what would make reading the file read other files or unbounded data: external links, soft links,
-    datasets stored in external files or as virtual views of other files, link cycles, oversized datasets, groups
-    nested deeper than `MAX_HDF5_DEPTH` (reading them recurses)."""
-    import h5py
-
-    stack: list[tuple[Any, str, frozenset[Any]]] = [(f, "", frozenset())]
-    seen = elements = 0
-    while stack:
-        group, where, ancestors = stack.pop()
-        for key in group:
-            name = f"{where}/{key}"
-            link = group.get(key, getlink=True)
-            if isinstance(link, h5py.ExternalLink):
-                raise FrontendError(f"{path}: {name} is an external link to {link.filename}; masic reads one file")
-            if isinstance(link, h5py.SoftLink):
-                raise FrontendError(f"{path}: {name} is a soft link; a NIR file holds none")
-            item = group[key]
-            seen += 1
-            if seen > MAX_HDF5_OBJECTS:
-                raise FrontendError(f"{path} holds more than {MAX_HDF5_OBJECTS} HDF5 objects")
-            if isinstance(item, h5py.Group):
-                if item.id in ancestors:
-                    raise FrontendError(f"{path}: {name} links back to a group that contains it")
-                if len(ancestors) >= MAX_HDF5_DEPTH:
-                    raise FrontendError(f"{path}: {name} is nested more than {MAX_HDF5_DEPTH} groups deep")
-                stack.append((item, name, ancestors | {group.id}))
-            elif isinstance(item, h5py.Dataset):
-                if item.is_virtual:
-                    raise FrontendError(f"{path}: {name} is a virtual dataset (data from other files)")
-                if item.external:
-                    raise FrontendError(f"{path}: {name} is stored in an external file ({item.external[0][0]})")
-                elements += item.size or 0
-                if (item.size or 0) > MAX_TENSOR_ELEMENTS or elements > MAX_FILE_ELEMENTS:
-                    raise FrontendError(
-                        f"{path}: {name} of shape {item.shape} is larger than masic reads "
-                        f"({MAX_TENSOR_ELEMENTS} elements a tensor, {MAX_FILE_ELEMENTS} a file)"
-                    )
-
-
-def _check_structure(data: dict[str, Any], where: str) -> None:
-    """The problems NIR's own constructors would report as assertions or missing arguments, named."""
-    import nir
-
-    if "nodes" not in data or not isinstance(data["nodes"], dict):
-        raise FrontendError(f"{where} has no nodes (a truncated or incomplete export)")
-    if "edges" not in data:
-        raise FrontendError(f"{where} has no edges (a truncated or incomplete export)")
-    for name, node in data["nodes"].items():
-        kind = node.get("type") if isinstance(node, dict) else None
-        label = f"node '{name}' ({kind}) in {where}"
-        if kind not in SUPPORTED:
-            raise FrontendError(f"unsupported NIR node '{name}' of type {kind} in {where}")
-        if kind == "NIRGraph":
-            _check_structure(node, f"subgraph '{name}'")
-            node["type_check"] = False
-        if kind in ("Conv1d", "Conv2d") and "input_shape" not in node:
-            raise FrontendError(f"{label} has no input_shape (the pre-1.0 NIR schema); re-export it with NIR >= 1.0")
-        for key in ("weight", "bias", "tau", "tau_mem", "tau_syn", "r", "v_threshold", "scale", "delay"):
-            if key in node and np.size(node[key]) == 0:
-                raise FrontendError(f"{label} has an empty {key}")
-        if kind in ("Affine", "Linear", "Conv1d", "Conv2d") and "weight" not in node:
-            raise FrontendError(f"{label} has no weight (a truncated or incomplete export)")
-        _check_numbers(node, label)
-        if kind != "NIRGraph":  # built alone here so that a failure names the node (a whole graph's would not)
-            try:
-                with library_warnings_silenced():
-                    nir.dict2NIRNode(dict(node))
-            except Exception as err:  # NIR's constructors assert, raise TypeError, ValueError, OverflowError...
-                raise FrontendError(f"{label} is not a valid NIR node: {first_line(err)}") from None
-
-
-_TEXT_KEYS = ("type", "padding", "edges")  # a conv's padding may be "same" or "valid"; edges name nodes
-
-
-def _check_numbers(node: dict[str, Any], label: str) -> None:
-    """Every parameter of a node is real numbers, finite in float32 (checked on the file's own values, so that the
-    message quotes them: 1e300 is finite in float64 but not in the float32 masic computes in)."""
-    for key, value in node.items():
-        if isinstance(value, dict) or key in _TEXT_KEYS:
-            continue  # input_type, output_type and metadata hold shapes, checked where they are read
-        array = np.asarray(value)
-        if array.dtype.kind not in "biuf":
-            raise FrontendError(f"{label} has {key} of {array.dtype} values; masic reads real numbers")
-        with np.errstate(over="ignore"):
-            bad = array[~np.isfinite(array.astype(np.float32))]
-        if bad.size:
-            raise FrontendError(
-                f"{label} has {key} {bad.flat[0]:g}, which is NaN, infinite or beyond float32's range; masic "
-                "compiles finite values only"
-            )
-
-
-def read_nir(path: Path) -> Any:
-    """The file's top NIRGraph, read without unpickling anything; every failure is a one-line FrontendError."""
-    import h5py
-    import nir
-    from nir.serialization import hdf2dict
-
-    _check_hdf5(path)
-    try:
-        with h5py.File(path, "r") as f:
-            _check_hdf5_objects(f, path)
-            if "node" not in f:
-                raise FrontendError(f"{path} is HDF5 but not a NIR graph (no 'node' group)")
-            with library_warnings_silenced():
-                data = hdf2dict(f["node"])
-    except FrontendError:
-        raise
-    except Exception as err:  # h5py reports corrupt files with many exception types
-        raise FrontendError(f"cannot read {path}: {first_line(err)}") from None
-    if data.get("type") != "NIRGraph":
-        raise FrontendError(f"{path} holds a NIR {data.get('type')}, not a NIRGraph")
-    try:
-        _check_structure(data, "the graph")
-    except FrontendError as err:
-        raise FrontendError(f"{path}: {err}") from None
-    data["type_check"] = False
-    try:
-        with library_warnings_silenced():
-            return nir.dict2NIRNode(data)
-    except Exception as err:  # NIR's constructors assert, raise TypeError, ValueError, KeyError...
-        raise FrontendError(f"{path} is not a valid NIR graph: {first_line(err)}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -380,7 +197,7 @@ class _Importer:
         )
 
     def steps(self, name: str, delay: Any) -> np.ndarray:
-        """Whole steps of dt, at most `MAX_DELAY_STEPS` (the file's values are finite: `_check_numbers`)."""
+        """Whole steps of dt, at most `MAX_DELAY_STEPS` (the file's values are finite: `masic.frontends.nir_file`)."""
         steps = np.asarray(delay, dtype=np.float64) / self.dt
         whole = np.round(steps)
         if np.any(whole < 0):

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from masic.analysis.liveness import analyse
-from masic.analysis.minimum_budget import minimum_budget
 from masic.codegen.weights import stored_weight, write_weights
 from masic.ir.interpret import run
 from masic.ir.names import scratch, state, value
 from masic.ir.text import parse
 from masic.passes import PassOptions
+from masic.planning.minimum_budget import minimum_budget
 from tests.passes.test_spike_dtype import CONVNET, LIF, inputs, spiked, typed, weights
 from tests.pipelines import planned
 

@@ -18,27 +18,18 @@ block's weights while the kernels run, so a block takes the longer of the two: r
 the streamed bytes outgrow it. A plan's latency therefore falls as
 blocks grow (fewer re-reads) and as more weights stay resident, and the cost model says by how much on each target.
 
-The machine figures are per target (`masic.targets.Target.machine`); they are sustained figures for fp32 kernels and
-for reading a file from the device's usual storage, estimates, not measurements of one board.
+The machine figures are per target (`masic.targets.Target.machine`, a `masic.targets.machine.Machine`); they are
+sustained figures for fp32 kernels and for reading a file from the device's usual storage, estimates, not
+measurements of one board.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from masic.ir.graph import Graph, Node, Schedule
 from masic.ir.ops import OPS, state_names, state_type
-
-
-@dataclass(frozen=True)
-class Machine:
-    """What the cost model knows of a target: sustained fp32 multiply-accumulates, memory traffic and file
-    reads, per second."""
-
-    macs_per_second: float
-    memory_bytes_per_second: float
-    read_bytes_per_second: float
-    cache_bytes: int = 1 << 20  # the last cache level a core can count on keeping a layer's weights in
+from masic.targets.machine import Machine
 
 
 def node_work(node: Node, graph: Graph) -> int:

@@ -7,10 +7,11 @@ then exists once per step (`Graph.value_copy`: shown `name@t`, with no suffix wh
 A buffer is live over [start, end):
 - resident weights are pinned: live over every position of every block ([0, P));
 - neuron state is pinned too, as it carries over steps and blocks, unless states are transient
-  (`transient_states`): when one block covers the whole run (block >= timesteps) and no delay carries a value
-  across steps, each node's state is needed only while that node runs its steps, so it lives like a streamed
-  weight's slot, from `prefetch` positions before the node's first position to its last, and the loading thread
-  fills it with its initial value once per block (which is once per sample: such a plan runs one block only);
+  (`masic.ir.graph.transient_states`): when one block covers the whole run (block >= timesteps) and no delay
+  carries a value across steps, each node's state is needed only while that node runs its steps, so it lives
+  like a streamed weight's slot, from `prefetch` positions before the node's first position to its last, and the
+  loading thread fills it with its initial value once per block (which is once per sample: such a plan runs one
+  block only);
 - a streamed weight has a slot, live from `prefetch` positions before its first reader (the loading thread fills
   it meanwhile) to its last reader;
 - an activation lives from the position that writes it to the last position that reads it (inclusive); a batched
@@ -38,28 +39,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from masic.ir import names
-from masic.ir.graph import Buffer, Graph, Node
+from masic.ir.graph import Buffer, Graph, Node, transient_states
 from masic.ir.names import BufferId
 from masic.ir.ops import OPS, neuron_op, state_names, state_type
 
 
 def align_up(value: int, alignment: int) -> int:
     return -(-value // alignment) * alignment
-
-
-def transient_states(graph: Graph) -> bool:
-    """Whether the graph's neuron state lives only while its node runs, rather than for the whole run.
-
-    True when one block covers the whole run (`schedule.block >= timesteps`: every node runs all its steps at once,
-    layer-major), no `delay` carries a value from one step to the next across nodes, and the schedule does not ask
-    to carry state over blocks (`Schedule.carry_state`). Liveness, code generation
-    and the plan simulator all decide by this function. Such a plan loads every state's initial value at the start
-    of its node's lifetime in each block, so it cannot run more steps than one block: state would not carry over.
-    """
-    schedule = graph.schedule
-    if schedule.carry_state or schedule.block < graph.timesteps:
-        return False
-    return not any(OPS[node.op].delay for node in graph.nodes)
 
 
 @dataclass(frozen=True)

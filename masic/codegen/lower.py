@@ -82,7 +82,7 @@ Lowering = Callable[[Node, Node | None, Graph], tuple[Kernel, Binding]]
 def _conv(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, Binding]:
     if matrix_vector(node, operand.type.shape) and not node.attr("weight_layout"):
         # Its (O, I, 1, 1) weight is the dense kernel's row-major (O, I) matrix; the dense schedule vectorises along
-        # the inputs, where the conv schedule would vectorise along a single output column (bench/speed.py: 2-3x).
+        # the inputs, where the conv schedule would vectorise along a single output column (bench/speed: 2-3x).
         return DenseKernel("", operand.type.shape[0], node.attr("out_channels"), "bias" in dict(node.attrs)), {}
     a = dict(node.attrs)
     kernel = Conv2dKernel(

@@ -3,7 +3,7 @@
 Each block starts at a multiple of 64 bytes, in plan order, so the loader reads it with one aligned pread straight
 into its arena slot. The file's CRC-32 (zlib) and size go into model.c and the manifest; the loader refuses a file
 that does not match both. Initial states are copied in before each sample (`state_init`) or, when states are
-transient (`masic.analysis.liveness.transient_states`), by the loading thread once per block like streamed
+transient (`masic.ir.graph.transient_states`), by the loading thread once per block like streamed
 weights (`state_loads`).
 
 A weight is stored in the layout its node's `weight_layout` attribute names, a per-element parameter and a neuron's
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from masic.analysis.liveness import align_up, transient_states
+from masic.analysis.liveness import align_up
 from masic.ir import names
-from masic.ir.graph import Graph
+from masic.ir.graph import Graph, transient_states
 from masic.ir.interpret import initial_state
 from masic.ir.names import BufferId
 from masic.ir.ops import neuron_op

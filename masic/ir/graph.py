@@ -123,7 +123,7 @@ class Schedule:
     weights.bin and are read into an arena slot once per block, starting `prefetch` positions before their first
     use so the read overlaps computation; all other weights are resident for the whole run. When one block covers
     the whole run (`block >= timesteps`, no delays), each layer's neuron state lives only while the layer runs and
-    is loaded like a streamed weight (`masic.analysis.liveness.transient_states`), unless `carry_state` keeps it in
+    is loaded like a streamed weight (`transient_states`), unless `carry_state` keeps it in
     place from block to block so that the artifact runs inputs longer than one block (the plan without a budget).
 
     In blocks of more than one step, a dense layer computes all the block's steps in one call at its first
@@ -254,3 +254,18 @@ class Graph:
             weights[name] = array
             params[name] = Param(name, TensorType(tuple(array.shape)))
         return replace(self, params=tuple(params.values()), weights=weights)
+
+
+def transient_states(graph: Graph) -> bool:
+    """Whether the graph's neuron state lives only while its node runs, rather than for the whole run.
+
+    True when one block covers the whole run (`schedule.block >= timesteps`: every node runs all its steps at once,
+    layer-major), no `delay` carries a value from one step to the next across nodes, and the schedule does not ask
+    to carry state over blocks (`Schedule.carry_state`). Liveness, code generation
+    and the plan simulator all decide by this function. Such a plan loads every state's initial value at the start
+    of its node's lifetime in each block, so it cannot run more steps than one block: state would not carry over.
+    """
+    schedule = graph.schedule
+    if schedule.carry_state or schedule.block < graph.timesteps:
+        return False
+    return not any(OPS[node.op].delay for node in graph.nodes)

@@ -14,7 +14,7 @@ With `simulate_plan=True` every value, state and weight lives inside one byte ar
 it, and each buffer is filled with NaN when its lifetime starts: a plan that lets two live buffers overlap, or
 that ends a lifetime too early, corrupts the result instead of passing silently (a poisoned spike byte reads as
 255, not 0 or 1; a poisoned word of bits as 32 spikes). Streamed weights and transient
-states (`masic.analysis.liveness.transient_states`) are then filled in, as the loading thread would: a plan that
+states (`masic.ir.graph.transient_states`) are then filled in, as the loading thread would: a plan that
 starts their lifetimes too late corrupts the result too.
 """
 
@@ -25,9 +25,8 @@ from functools import partial
 
 import numpy as np
 
-from masic.analysis.liveness import transient_states
 from masic.ir import names
-from masic.ir.graph import Buffer, Graph, Node, ParamRef, TensorType, pack_bits, unpack_bits
+from masic.ir.graph import Buffer, Graph, Node, ParamRef, TensorType, pack_bits, transient_states, unpack_bits
 from masic.ir.names import BufferId
 from masic.ir.ops import OPS, neuron_op, state_names, state_type
 from masic.ir.reference import Step
@@ -114,8 +113,16 @@ class _Values:
         return self.arrays[name]
 
 
-def run(graph: Graph, x: np.ndarray, timesteps: int | None = None, simulate_plan: bool = False) -> np.ndarray:
-    """Runs the graph. `x` is one sample (presented at every step) or a sequence with a leading time axis."""
+def run(
+    graph: Graph,
+    x: np.ndarray,
+    timesteps: int | None = None,
+    simulate_plan: bool = False,
+    on_value: Callable[[BufferId, np.ndarray], None] | None = None,
+) -> np.ndarray:
+    """Runs the graph. `x` is one sample (presented at every step) or a sequence with a leading time axis.
+    `on_value(name, value)`, if given, sees each value as it is computed, step after step (the name of its copy
+    in the plan's block when simulating the plan); `value` is the interpreter's own array, to copy if kept."""
     (input_node,) = graph.inputs
     sample_shape = input_node.type.shape
     x = np.asarray(x, dtype=F32)
@@ -153,7 +160,10 @@ def run(graph: Graph, x: np.ndarray, timesteps: int | None = None, simulate_plan
                 sample = x[first + step] if sequence else x
                 for computed in (node, graph.epilogue(node) if simulate_plan else None):
                     if computed is not None:
-                        values.store(copy(computed.name), _execute(computed, values, sample, copy))
+                        value = _execute(computed, values, sample, copy)
+                        values.store(copy(computed.name), value)
+                        if on_value is not None:
+                            on_value(copy(computed.name), value)
                 for delay in graph.delays_of(node.name):
                     (last,) = state_names(delay)
                     values.arrays[last][...] = values.arrays[copy(node.name)]

@@ -8,7 +8,6 @@ value placed in a buffer large enough).
 
 from __future__ import annotations
 
-from masic.analysis.liveness import transient_states
 from masic.errors import MasicError
 from masic.ir import names
 from masic.ir.graph import (
@@ -21,6 +20,7 @@ from masic.ir.graph import (
     Node,
     ParamRef,
     TensorType,
+    transient_states,
 )
 from masic.ir.names import BufferId
 from masic.ir.ops import OPS, VARIADIC, check_params, neuron_op, state_names, state_type

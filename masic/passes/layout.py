@@ -5,7 +5,7 @@ columns wide and read at stride 1 along the columns; otherwise (4x4 and 2x2 maps
 8-column maps of ConvNet4, strided convs, whose columns are gathered) the weight gets the layout "OIHW{ob}o"
 (`weight_layout`): blocks of ob output channels innermost, ob the largest of BLOCKS dividing the outputs of a group,
 so the conv kernel (`masic.codegen.tir.conv`) vectorises along output channels and keeps a tile of output pixels in
-registers. Measured against the column kernel (bench/speed.py's kernel harness; figures in docs/benchmarks.md,
+registers. Measured against the column kernel (bench/speed's kernel harness; figures in docs/benchmarks.md,
 "Convolutions vectorised along output channels"), it is faster on narrow maps (8x8 and below), on maps whose width
 is no whole number of vectors and on strided convs; as fast on 16-column 3x3 maps; slower on wide maps with short
 reductions (1x1 convs of 16x16 maps, 3x32x32 -> 64 3x3), which keep OIHW; and 1x1 convs of spikes keep OIHW (the

@@ -17,7 +17,7 @@ its state) are live at a time; the concat holds the stage end twice. Candidates 
 shortest stage) to the finest (P = MAX_PATCHES and the longest stage), among the stages that reach the node where the
 smallest plan peaks (see `peak_node`); the first whose smallest plan (as slice-layers measures it) fits the budget
 is kept. When none fits, the graph is left as it is and the schedule pass refuses the
-budget; `masic.analysis.minimum_budget` includes these candidates, so the minimum it reports stays exact.
+budget; `masic.planning.minimum_budget` includes these candidates, so the minimum it reports stays exact.
 
 Requires: typed graph without batchnorm2d.
 Ensures: with a budget whose smallest plan the graph does not fit, either the graph is unchanged or its smallest

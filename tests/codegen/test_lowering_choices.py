@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from masic.targets.machine import Machine
 
-from masic.analysis.cost import Machine
 from masic.codegen.kernels import Conv2dKernel, DenseKernel, Pool2dKernel, RowsKernel
 from masic.codegen.lower import lower
 from masic.codegen.weights import stored_weight, write_weights

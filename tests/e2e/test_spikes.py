@@ -14,12 +14,12 @@ from masic.frontends.norse import import_norse
 from masic.targets import get_target
 
 from examples.digits import digits_model
-from masic.analysis.minimum_budget import folded, minimum_budget
 from masic.codegen.artifact import generate_c
 from masic.early_exit import ExitRule
 from masic.ir.interpret import run
 from masic.ir.names import value
 from masic.passes import PassOptions
+from masic.planning.minimum_budget import folded, minimum_budget
 from tests.artifacts import compile_graph, compile_model, run_artifact, spiking_prefix
 from tests.norse_models import MODELS, random_input, run_norse
 from tests.pipelines import planned as plan

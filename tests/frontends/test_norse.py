@@ -16,9 +16,8 @@ from masic.ir.interpret import initial_state, run
 from masic.ir.ops import OPS
 from masic.ir.reference import Step
 from masic.ir.verify import verify
-from masic.passes import DEFAULT_PIPELINE, PassOptions
-from masic.passes.manager import PassManager
 from tests.norse_models import MODELS, random_input, run_norse
+from tests.pipelines import planned
 
 CELLS = {
     "lif": lambda: LIFCell(),
@@ -74,8 +73,8 @@ def test_interpreter_matches_norse_on_whole_models(name: str) -> None:
     expected = run_norse(model, x)
     graph = import_norse(model, shape if len(shape) > 1 else None, timesteps=12)
     verify(graph)
-    planned = PassManager(DEFAULT_PIPELINE, PassOptions()).run(graph)
-    for got in (run(graph, x), run(planned, x), run(planned, x, simulate_plan=True)):
+    plan = planned(graph)
+    for got in (run(graph, x), run(plan, x), run(plan, x, simulate_plan=True)):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 

@@ -11,9 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from masic.analysis.liveness import analyse, transient_states
-from masic.analysis.minimum_budget import folded, minimum_budget
-from masic.ir.graph import Graph
+from masic.analysis.liveness import analyse
+from masic.ir.graph import Graph, transient_states
 from masic.ir.interpret import run
 from masic.ir.names import state, value
 from masic.ir.text import parse
@@ -21,6 +20,7 @@ from masic.ir.verify import VerifyError, verify
 from masic.opt import run_passes
 from masic.passes import PassOptions
 from masic.passes import assign_offsets as assign_offsets_module
+from masic.planning.minimum_budget import folded, minimum_budget
 from tests.norse_models import wide_dense_model
 from tests.pipelines import planned, prepared
 from tests.strategies import graphs

@@ -10,9 +10,8 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from masic.targets.machine import Machine
 
-from masic.analysis.cost import Machine
-from masic.analysis.minimum_budget import folded, minimum_budget
 from masic.ir.graph import Graph, Schedule
 from masic.opt import run_passes
 from masic.passes import PassOptions
@@ -20,6 +19,7 @@ from masic.passes.assign_offsets import arena_bytes
 from masic.passes.check_budget import BudgetError
 from masic.passes.schedule import MAX_PREFETCH, bytes_read, fits
 from masic.passes.slice_layers import resident_bytes, smallest_plan_bytes
+from masic.planning.minimum_budget import folded, minimum_budget
 from tests.norse_models import MODELS, wide_dense_model
 from tests.pipelines import prepared
 from tests.strategies import graphs

@@ -1,5 +1,5 @@
 """Neuron state that lives only while its layer runs, in plans whose one block covers the whole run
-(`masic.analysis.liveness.transient_states`): lifetimes, the lower bound and minimum budget they allow, and the plan
+(`masic.ir.graph.transient_states`): lifetimes, the lower bound and minimum budget they allow, and the plan
 simulator, which fills each state with its initial value where its lifetime starts."""
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from masic.analysis import liveness
-from masic.analysis.liveness import analyse, transient_states
-from masic.analysis.minimum_budget import folded, minimum_budget
-from masic.ir.graph import Graph, Schedule
+from masic.analysis.liveness import analyse
+from masic.ir.graph import Graph, Schedule, transient_states
 from masic.ir.interpret import run
 from masic.ir.names import BufferId, state
 from masic.ir.ops import neuron_op, state_names
@@ -22,6 +21,7 @@ from masic.ir.text import parse
 from masic.ir.verify import verify
 from masic.passes import PassOptions, assign_offsets, infer_shapes
 from masic.passes.assign_offsets import arena_bytes
+from masic.planning.minimum_budget import folded, minimum_budget
 from tests.pipelines import planned as compile_plan
 from tests.strategies import graphs
 
