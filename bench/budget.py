@@ -3,7 +3,7 @@
 1. Imports the model spec (default `tests.zoo_models:vgg16`: Norse's vgg16, 10 classes, weights scaled so spikes
    propagate; input 3,32,32; T = 4) and prints its parameter count and weight bytes.
 2. Finds the smallest budget that works, as `masic compile` does when it refuses one
-   (`masic.analysis.minimum_budget` on the graph as slice-layers receives it: `minimum_budget.folded`).
+   (`masic.planning.minimum_budget` on the graph as slice-layers receives it: `minimum_budget.folded`).
 3. For each budget (--budgets; "none" is always run, first, as the reference): times the planning, i.e. the pass
    pipeline `masic.passes.DEFAULT_PIPELINE` (slice-layers + schedule + assign-offsets; no kernel build) with the
    x86_64 target's alignment and cost-model machine, best of --plan-repeats; compiles the artifact with
@@ -41,16 +41,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from masic.frontends.dispatch import ImportOptions, import_model
+from masic.frontends.dispatch import ImportOptions
 from masic.targets import get_target
 
-from masic.analysis.minimum_budget import folded, minimum_budget
+from masic import driver
 from masic.cli import positive_arg, shape_arg
 from masic.errors import MasicError
 from masic.ir.graph import Graph
 from masic.ir.ops import state_names
-from masic.passes import PassOptions
-from masic.sweep import SweepRow, plan_row
+from masic.planning.minimum_budget import folded, minimum_budget
+from masic.planning.sweep import SweepRow, plan_row
 from masic.units import parse_bytes
 
 TARGET = "x86_64"
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def import_graph(spec: str, shape: tuple[int, ...], timesteps: int) -> Graph:
-    return import_model(spec, ImportOptions(shape, timesteps, None, None, False))
+    return driver.import_model(spec, ImportOptions(shape, timesteps))
 
 
 def smallest_budget(graph: Graph, alignment: int) -> int:
@@ -174,8 +174,7 @@ def largest_working_set(graph: Graph) -> tuple[int, str]:
 def plan(graph: Graph, budget: int | None, repeats: int = 1) -> tuple[Graph, SweepRow]:
     """The planned graph at a budget (the whole default pipeline, x86_64 options) and its figures, as
     `masic compile --budget-sweep` reports them; the planning time is the best of `repeats` runs."""
-    target = get_target(TARGET)
-    return plan_row(graph, budget, PassOptions(budget, target.alignment, target.machine), repeats)
+    return plan_row(graph, budget, driver.options_for(get_target(TARGET), budget), repeats)
 
 
 def _cli(*args: str):

@@ -37,6 +37,8 @@ from fake_model import INPUT_SHAPE, build_artifact, weights_bin  # noqa: E402
 from npy_headers import generated, mutated, numpy_verdict  # noqa: E402
 from runtime_harness import HOST_SANITIZED, run_executable  # noqa: E402
 
+from bench.machine import cpu_model  # noqa: E402
+
 
 @dataclass(frozen=True)
 class Case:
@@ -46,14 +48,7 @@ class Case:
 
 
 def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor(),
-    )
+    cpu = cpu_model()
     clang = subprocess.run([driver.CLANG, "--version"], capture_output=True, text=True, check=False).stdout
     return (
         f"{os.cpu_count()}-core {platform.machine()} ({cpu}), Linux {platform.release()}, "

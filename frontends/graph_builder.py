@@ -28,10 +28,10 @@ from masic.frontends.errors import FrontendError
 from masic.frontends.limits import MAX_GRAPH_NODES, MAX_TENSOR_ELEMENTS, MAX_WINDOW
 
 from masic.ir.graph import AttrValue, Graph, Node, ParamRef, Port, TensorType
-from masic.ir.ops import OPS, ShapeError, row_padding
+from masic.ir.ops import OPS
+from masic.ir.shapes import ShapeError, row_padding
 from masic.ir.verify import verify
 
-WINDOW_OPS = ("conv2d", "maxpool2d", "avgpool2d", "sumpool2d")
 _WINDOW_LEAST = {"kernel": 1, "stride": 1, "dilation": 1, "padding": 0}
 
 
@@ -111,7 +111,7 @@ class GraphBuilder:
         except ShapeError as err:
             raise FrontendError(f"{loc}: {err}") from None
         _check_size(node_type, "its output", loc)
-        if op in WINDOW_OPS:
+        if OPS[op].window:
             _check_size(padded_input(node, operand_types[0]), "its padded input", loc)
         self.nodes[node.name] = Node(node.name, op, inputs, node.attrs, node_type, loc)
         return node.name
@@ -130,7 +130,7 @@ class GraphBuilder:
                     f"{node.loc}: {key} holds {bad} (NaN, infinite, or beyond float32's range); masic compiles "
                     "finite values only"
                 )
-        if node.op in WINDOW_OPS:
+        if OPS[node.op].window:
             for key, least in _WINDOW_LEAST.items():
                 value = node.attr(key)
                 if isinstance(value, tuple) and any(not least <= v <= MAX_WINDOW for v in value):
@@ -210,9 +210,9 @@ class GraphBuilder:
         order.add_nodes_from(self.nodes)
         for node in self.nodes.values():
             order.add_edges_from((operand, node.name) for operand in node.inputs)
-            if node.op == "delay" and node.attr("source") not in self.nodes:
+            if OPS[node.op].delay and node.attr("source") not in self.nodes:
                 raise FrontendError(f"{node.loc}: the delayed value was never connected (a frontend bug)")
-            if node.op == "delay":
+            if OPS[node.op].delay:
                 order.add_edge(node.name, node.attr("source"))
         try:
             ordered = list(nx.lexicographical_topological_sort(order, key=index.__getitem__))

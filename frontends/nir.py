@@ -10,7 +10,11 @@ either are packed into the graph's one input and one output (`masic.ir.graph.Por
 another), which is what the loader reads and writes each step, and `masic run` takes and gives as .npz files of
 named arrays.
 
-Reading: `masic.frontends.nir_file`.
+Reading. `masic.frontends.nir_file` reads the file as untrusted input (HDF5 only, never unpickled; no links to
+other files, no unbounded data; node types, edges and values checked on the file's own values), each refusal one
+line naming the file and node. Here the graph is checked against the limits of `masic.frontends.limits` (nodes and
+edges; steps of a Delay); the graph builder checks the rest (windows, finite derived coefficients, sizes of values)
+for every frontend.
 
 Cycles. Back edges are found by a depth-first search from the Input nodes (then from the remaining nodes, in file
 order): an edge to a node on the current search path. A back edge delivers its source's output of the previous
@@ -201,7 +205,7 @@ class _Importer:
         )
 
     def steps(self, name: str, delay: Any) -> np.ndarray:
-        """Whole steps of dt, at most `MAX_DELAY_STEPS` (the file's values are finite: `_check_numbers`)."""
+        """Whole steps of dt, at most `MAX_DELAY_STEPS` (the file's values are finite: `masic.frontends.nir_file`)."""
         steps = np.asarray(delay, dtype=np.float64) / self.dt
         whole = np.round(steps)
         if np.any(whole < 0):

@@ -1,15 +1,12 @@
-"""Reading a NIR file (HDF5) without trusting it: `read_nir` gives its top NIRGraph, or refuses it in one line.
+"""Reading a NIR file (HDF5) as untrusted input: `read_nir` returns its top NIRGraph, or refuses the file in one line.
 
-The file must be HDF5 (checked by its signature before anything else; a pickle or ZIP is refused, never
-unpickled); `nir.serialization.hdf2dict` reads it into plain arrays and `nir.dict2NIRNode` builds the nodes with
-NIR's type checking off in every subgraph (it rejects scalar parameters, NIR issue #176). Structural problems get a
-one-line error naming the file and node: a graph without edges (a truncated export), an edge to a node that does
-not exist, a Conv without `input_shape` (the pre-1.0 schema), empty weights, unknown node types. So do values out
-of range, checked on the file's own values before NIR's constructors see them: parameters that are not real
-numbers finite in float32, integers (strides, shapes, dimensions) that are fractions or beyond int32, time constants
-that are not positive, negative delays; and files beyond the limits of `masic.frontends.limits` (HDF5 objects,
-nesting and elements; nodes and edges; steps of a Delay). The graph builder checks the rest (windows, finite
-derived coefficients, sizes of values) for every frontend.
+The file must be HDF5, checked by its signature before any library looks inside (a pickle or ZIP is refused, never
+unpickled). Its HDF5 objects are walked before anything is read: links to other files, soft links, datasets stored
+in other files or as virtual views, link cycles and sizes beyond `masic.frontends.limits` are refused. Then
+`nir.serialization.hdf2dict` reads it into plain arrays, and the structure and every value are checked on the file's
+own values before NIR's constructors see them (`nir.dict2NIRNode`, with NIR's type checking off in every subgraph:
+it rejects scalar parameters, NIR issue #176): node types masic imports, edges, a Conv's `input_shape`, non-empty
+weights, parameters that are real numbers finite in float32. Each refusal names the file and the node.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ Anything else a file names is refused with that name, before any of it is used.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import pickletools
 import re
@@ -74,25 +75,39 @@ def _module_classes() -> list[type]:
 
 
 def _framework_classes() -> list[type]:
-    """The modules the snnTorch, SpikingJelly and Sinabs frontends read, and what their neurons hold."""
-    import sinabs.activation as sa
-    import sinabs.layers as sl
+    """The modules the snnTorch, SpikingJelly and Sinabs frontends read, and what their neurons hold, for each of
+    those frameworks that is installed (a file that names a class of a missing one is refused naming the class)."""
+    readers = {"snntorch": _snntorch_classes, "spikingjelly": _spikingjelly_classes, "sinabs": _sinabs_classes}
+    classes = [c for name, read in readers.items() if importlib.util.find_spec(name) is not None for c in read()]
+    return list(dict.fromkeys(classes))
+
+
+def _snntorch_classes() -> list[type]:
     import snntorch as snn
-    from masic.frontends.spikingjelly import framework as spikingjelly_framework
     from snntorch._neurons import rleaky, rsynaptic
-    from spikingjelly.activation_based import surrogate
 
     classes = [snn.SpikingNeuron, snn.Leaky, snn.Synaptic, snn.Lapicque, snn.Alpha, snn.RLeaky, snn.RSynaptic]
-    classes += [rleaky.RecurrentOneToOne, rsynaptic.RecurrentOneToOne]
+    return [*classes, rleaky.RecurrentOneToOne, rsynaptic.RecurrentOneToOne]
+
+
+def _spikingjelly_classes() -> list[type]:
+    from masic.frontends.spikingjelly import framework as spikingjelly_framework
+    from spikingjelly.activation_based import surrogate
+
     jelly = spikingjelly_framework()
-    classes += [*jelly.converters, *jelly.no_ops, *jelly.containers]
-    classes += [
+    classes = [*jelly.converters, *jelly.no_ops, *jelly.containers]
+    return classes + [
         c for c in vars(surrogate).values() if isinstance(c, type) and issubclass(c, surrogate.SurrogateFunctionBase)
     ]
-    classes += [sl.IAF, sl.IAFSqueeze, sl.LIF, sl.LIFSqueeze, sl.ExpLeak, sl.ExpLeakSqueeze, sl.SumPool2d]
+
+
+def _sinabs_classes() -> list[type]:
+    import sinabs.activation as sa
+    import sinabs.layers as sl
+
+    classes = [sl.IAF, sl.IAFSqueeze, sl.LIF, sl.LIFSqueeze, sl.ExpLeak, sl.ExpLeakSqueeze, sl.SumPool2d]
     classes += [sa.MultiSpike, sa.MaxSpike, sa.SingleSpike, sa.MembraneSubtract, sa.MembraneReset]
-    classes += [sa.SingleExponential, sa.Heaviside, sa.PeriodicExponential, sa.Gaussian]
-    return list(dict.fromkeys(classes))
+    return [*classes, sa.SingleExponential, sa.Heaviside, sa.PeriodicExponential, sa.Gaussian]
 
 
 def _functions() -> list[Any]:

@@ -26,19 +26,14 @@ from masic.interrupts import handling_signals
 from masic.limits import MAX_TIMESTEPS
 from masic.manifest import EXECUTABLE, MANIFEST_FILE, WEIGHTS_FILE, Manifest, read_manifest
 from masic.passes import DEFAULT_PIPELINE, REGISTRY, PassOptions
-from masic.passes.check_budget import BudgetError, format_bytes
+from masic.passes.check_budget import BudgetError
 from masic.port_files import check_output, packed_input, split_output
 from masic.report import buffer_table, draw_timeline, plan_rows
-from masic.units import parse_bytes
-from masic.workdirs import BUILD_PREFIX, replacing, scratch
+from masic.units import format_bytes, parse_bytes
+from masic.workdirs import replacing, scratch
 
+# What --emit prints: the imported IR, the IR after a stage of `masic.driver.STAGES`, or the generated C
 EMIT_STAGES = ("ir", "sliced", "layout", "plan", "c")
-# How many passes of the pipeline run before an --emit stage is printed ("ir" prints the frontend's graph).
-STAGE_PASSES = {
-    "sliced": DEFAULT_PIPELINE.index("patch-rows") + 1,
-    "layout": DEFAULT_PIPELINE.index("layout") + 1,
-    "plan": len(DEFAULT_PIPELINE),
-}
 DEFAULT_ACCURACY_DROP = 0.5  # percentage points that `masic calibrate` may lose by default
 EX_SOFTWARE = 70  # sysexits.h: an internal software error
 CALIBRATION_PLOT = "calibration.png"
@@ -292,65 +287,51 @@ def _progress(message: str) -> None:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from masic.frontends.dispatch import ImportOptions, import_model, model_name
+    """The compiler's stages (`masic.driver`): import, plan (through the --emit stage), build."""
+    from masic import driver
+    from masic.frontends.dispatch import ImportOptions, model_name
     from masic.frontends.errors import FrontendWarning
     from masic.ir.text import print_graph
-    from masic.passes.layout import summary as layout_summary
-    from masic.passes.manager import PassManager
     from masic.targets import get_target
 
     target = get_target(args.target)
     exit_rule = _exit_rule(args)
     started = time.perf_counter()
-    _progress(f"importing {args.model}")
     name = args.name or model_name(args.model)
-    options = ImportOptions(args.input_shape, args.timesteps, args.dt, name, args.trust_pickle)
+    imported = ImportOptions(args.input_shape, args.timesteps, args.dt, name, args.trust_pickle)
     with warnings.catch_warnings(record=True) as caught:  # a frontend's warnings, each one `masic: warning:` line
         warnings.simplefilter("always", FrontendWarning)
-        graph = import_model(args.model, options)
+        graph = driver.import_model(args.model, imported, _progress)
     for warning in caught:
         if issubclass(warning.category, FrontendWarning):
             _progress(f"warning: {warning.message}")
     if args.emit == "ir":
         print(print_graph(graph), end="")
         return 0
-    options = PassOptions(budget=args.budget, alignment=target.alignment, machine=target.machine)
+    options = driver.options_for(target, args.budget)
     if args.budget_sweep:
         return _budget_sweep(graph, args, options, f"{name} ({target.name})")
-    passes = DEFAULT_PIPELINE[: STAGE_PASSES.get(args.emit, len(DEFAULT_PIPELINE))]
-    manager = PassManager(
-        passes,
-        options,
-        print_after_all=args.print_after_all,
-        dump_dir=args.dump_passes,
-    )
     within = f"within {format_bytes(args.budget)}" if args.budget else "without a budget"
     _progress(f"planning {len(graph.nodes)} nodes {within} for {target.name}")
+    instruments = driver.Instruments(args.print_after_all, args.dump_passes, args.time_passes, progress=_progress)
+    stop_after = args.emit if args.emit in driver.STAGES else None
     try:
-        graph = manager.run(graph)
+        graph = driver.plan(graph, options, stop_after=stop_after, instruments=instruments).graph
     except BudgetError:
         raise UsageError(_budget_refusal(graph, args.budget, target.alignment)) from None
-    if args.time_passes:
-        for pass_name, seconds in manager.timings:
-            print(f"masic: pass {pass_name:<16} {seconds * 1e3:8.2f} ms", file=sys.stderr)
-    if "layout" in passes:
-        _progress(layout_summary(graph))
-    if args.emit in ("sliced", "layout", "plan"):
+    if args.emit in driver.STAGES:
         print(print_graph(graph), end="")
         return 0
-
-    from masic.codegen.artifact import build_artifact, generate_c, staged
-
     if args.emit == "c":
-        with scratch(BUILD_PREFIX) as folder:
-            print(generate_c(graph, exit_rule, folder / WEIGHTS_FILE)[0], end="")
+        print(driver.emit_c(graph, exit_rule), end="")
         return 0
-    # Built, and calibrated if asked, in a staging folder that replaces the output folder in one step at the end.
-    with staged(args.output) as folder:
-        manifest = build_artifact(graph, target, folder, exit_rule, args.budget, _progress)
-        if args.calibrate:
-            drop = DEFAULT_ACCURACY_DROP if args.max_accuracy_drop is None else args.max_accuracy_drop
-            _calibrate(read_manifest(folder), args.calibrate, drop, folder / CALIBRATION_PLOT, args.output)
+
+    def calibrate(folder: Path) -> None:  # in the staging folder, before it replaces the output folder
+        drop = DEFAULT_ACCURACY_DROP if args.max_accuracy_drop is None else args.max_accuracy_drop
+        _calibrate(read_manifest(folder), args.calibrate, drop, folder / CALIBRATION_PLOT, args.output)
+
+    then = calibrate if args.calibrate else None
+    manifest = driver.build(graph, target, args.output, exit_rule, args.budget, _progress, then)
     if args.report:
         write_report(graph, args.report, f"{name} ({target.name})", args.budget)
         _progress(f"memory report written to {args.report}/")
@@ -367,7 +348,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 def _budget_sweep(graph, args: argparse.Namespace, options: PassOptions, title: str) -> int:
     """--budget-sweep: the planner's table and plot across budgets, without building kernels."""
-    from masic.sweep import draw_sweep, sweep, sweep_table
+    from masic.planning.sweep import draw_sweep, sweep, sweep_table
 
     if args.budget is not None or args.emit:
         raise UsageError("--budget-sweep plans at many budgets; drop --budget and --emit")
@@ -416,7 +397,7 @@ def write_report(graph, folder: Path, title: str, budget: int | None) -> None:
 
 def _budget_refusal(graph, budget: int, alignment: int) -> str:
     """The one-line refusal of a budget no plan meets, with the smallest budget that works."""
-    from masic.analysis.minimum_budget import folded, minimum_budget
+    from masic.planning.minimum_budget import folded, minimum_budget
 
     _progress(f"the budget {format_bytes(budget)} does not fit; finding the smallest that does")
     smallest = minimum_budget(folded(graph), alignment)
@@ -544,6 +525,7 @@ def cmd_passes(args: argparse.Namespace) -> int:
 
 def cmd_opt(args: argparse.Namespace) -> int:
     """Runs the named passes on an .ir file (`masic.opt`) and prints or writes the resulting IR."""
+    from masic.driver import options_for
     from masic.ir.text import print_graph
     from masic.opt import pass_list, read_graph, run_passes
     from masic.targets import get_target
@@ -551,8 +533,7 @@ def cmd_opt(args: argparse.Namespace) -> int:
     target = get_target(args.target)
     names = pass_list(args.passes)
     graph = read_graph(args.file, args.weights)
-    options = PassOptions(budget=args.budget, alignment=target.alignment, machine=target.machine)
-    text = print_graph(run_passes(graph, names, options))
+    text = print_graph(run_passes(graph, names, options_for(target, args.budget)))
     if args.output:
         args.output.write_text(text)
     else:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from masic.ir import names
 from masic.ir.graph import Graph
+from masic.ir.names import BufferId
 from masic.ir.ops import state_names
 
 KIND_COLOURS = {
@@ -21,27 +23,27 @@ KIND_COLOURS = {
 }
 
 
-def buffer_labels(graph: Graph) -> dict[str, str]:
-    """Buffer name -> the layer(s) whose values it holds (origin in the source model, else the node name);
-    a buffer shared in place, e.g. a dense output overwritten by its neuron, names both."""
+def buffer_labels(graph: Graph) -> dict[BufferId, str]:
+    """Buffer -> the layer(s) whose values it holds (origin in the source model, else the node name), else its
+    name; a buffer shared in place, e.g. a dense output overwritten by its neuron, names both."""
     plan = graph.plan
     assert plan is not None, "buffer_labels needs a planned graph"
-    layer_of: dict[str, str] = {}
+    layer_of: dict[BufferId, str] = {}
     for node in graph.nodes:
         layer = node.loc or f"%{node.name}"
         for key in (
-            node.name,
-            f"{node.name}.scratch",
+            names.value(node.name),
+            names.scratch(node.name),
             *state_names(node),
-            *(f"@{r.name}" for _, r in node.param_refs()),
+            *(names.param(r.name) for _, r in node.param_refs()),
         ):
             layer_of.setdefault(key, layer)
-    layers: dict[str, list[str]] = {b.name: [] for b in plan.buffers}
+    layers: dict[BufferId, list[str]] = {b.name: [] for b in plan.buffers}
     for value, buffer in (*plan.values, *((b.name, b.name) for b in plan.buffers)):
         layer = layer_of.get(value)
         if layer and layer not in layers[buffer]:
             layers[buffer].append(layer)
-    return {name: " / ".join(found) or name for name, found in layers.items()}
+    return {name: " / ".join(found) or str(name) for name, found in layers.items()}
 
 
 def plan_rows(graph: Graph) -> list[dict[str, object]]:
@@ -49,7 +51,7 @@ def plan_rows(graph: Graph) -> list[dict[str, object]]:
     labels = buffer_labels(graph)
     return [
         {
-            "name": b.name,
+            "name": str(b.name),
             "kind": b.kind,
             "bytes": b.size,
             "offset": b.offset,
@@ -96,7 +98,7 @@ def draw_timeline(
         if size >= 0.03 * max(arena_bytes, 1):
             label = str(row.get("layer", row["name"])).split(" (")[0]
             if row["kind"] in ("state", "weight", "scratch"):
-                label += f" {str(row['name']).rsplit('.', 1)[-1]}"  # which of the layer's buffers: v, i, weight...
+                label += f" {names.role(str(row['name']))}"  # which of the layer's buffers: v, i, weight...
             ax.text(start + 0.05, offset + size / 2, label, fontsize=7, va="center", clip_on=True)
     # A budget far above the arena would flatten the plan into a sliver: keep the plan readable, say where it is.
     budget_on_chart = budget is not None and budget <= 1.5 * arena_bytes

@@ -1,4 +1,5 @@
-"""Byte quantities on the command line: 64MB (10^6), 64MiB (2^20), 1.5GB, 4096."""
+"""Byte quantities: read from the command line (64MB is 10^6 bytes, 64MiB 2^20, also 1.5GB, 4096) and written in
+messages and tables (1.5KiB)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,14 @@ def parse_bytes(text: str) -> int:
     if value > MAX_BYTES:
         raise ValueError(f"byte count {text!r} exceeds the largest masic handles, {MAX_BYTES} bytes (2^63 - 1)")
     return int(value)
+
+
+def format_bytes(n: int, exact: bool = True) -> str:
+    """1536 -> '1.5KiB'; with exact=False rounds up so the printed figure is never below n."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            value = n / size
+            if not exact:
+                value = -(-n * 10 // size) / 10
+            return f"{value:.1f}{unit}"
+    return f"{n}B"

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from masic.analysis.cost import Machine
+from masic.targets.machine import DEFAULT_MACHINE, Machine
+
 from masic.errors import MasicError
-from masic.passes.base import DEFAULT_MACHINE
 
 
 @dataclass(frozen=True)

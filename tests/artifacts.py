@@ -62,13 +62,10 @@ def compile_graph(graph: Graph, target: str, out: Path) -> Path:
     """Compiles an IR graph (as a frontend returned it, perhaps edited by the test) into `out`, in this process."""
     from masic.targets import get_target
 
-    from masic.codegen.artifact import write_artifact
-    from masic.early_exit import ExitRule
-    from masic.passes import PassOptions
-    from tests.pipelines import planned as plan
+    from masic import driver
 
-    planned = plan(graph, PassOptions(alignment=get_target(target).alignment))
-    write_artifact(planned, get_target(target), out, ExitRule(), None)
+    chosen = get_target(target)
+    driver.build(driver.plan(graph, driver.options_for(chosen)).graph, chosen, out)
     return out
 
 

@@ -7,11 +7,18 @@ import numpy as np
 from hypothesis import strategies as st
 
 from masic.ir.graph import Graph, Node, ParamRef, TensorType
-from masic.ir.ops import OPS, ShapeError
+from masic.ir.neurons import FAMILIES
+from masic.ir.ops import OPS
+from masic.ir.shapes import ShapeError
 
-NEURONS = ("lif", "lif_box", "li", "li_box", "iaf")
-ELEMENTWISE = ("scale", "offset", "threshold", "relu")
-BINARY = ("add", "sub", "mul", "select")
+# The ops drawn, from the op table: a new element-wise op or pooling is drawn too, and so is a new neuron family
+# whose attributes are among those `_neuron_attrs` draws.
+NEURON_ATTRS = ("dt_tau_mem", "neg_dt_tau_syn", "v_leak", "v_th", "v_reset", "reset")
+NEURONS = tuple(op for op, f in FAMILIES.items() if set(f.params + f.mode_names) <= set(NEURON_ATTRS))
+ELEMENTWISE = tuple(op.name for op in OPS.values() if op.function and op.arity == 1)
+BINARY = tuple(op.name for op in OPS.values() if op.function and op.arity == 2)
+TERNARY = tuple(op.name for op in OPS.values() if op.function and op.arity == 3)
+POOLS = tuple(op.name for op in OPS.values() if op.pooling)
 
 
 def _neuron_attrs(draw: st.DrawFn, op: str) -> dict:
@@ -85,7 +92,7 @@ def graphs(draw: st.DrawFn, max_layers: int = 6) -> Graph:
         name = f"n{len(nodes)}"
         if kind == "elementwise":
             op = draw(st.sampled_from(ELEMENTWISE))
-            key = {"scale": "factor", "offset": "value", "threshold": "threshold"}.get(op)
+            key = OPS[op].function_param
             push(op, {key: element_param(f"{name}.{key}")} if key else {})
         elif kind == "binary":
             x = nodes[-1]
@@ -93,9 +100,9 @@ def graphs(draw: st.DrawFn, max_layers: int = 6) -> Graph:
                 push("constant", {"value": element_param(f"{name}.value")}, (), x.type)
             else:
                 push("scale", {"factor": element_param(f"{name}.factor")})
-            op = draw(st.sampled_from(BINARY))
+            op = draw(st.sampled_from(BINARY + TERNARY))
             other = nodes[-1].name
-            push(op, {}, (x.name, other, x.name) if op == "select" else (x.name, other))
+            push(op, {}, (x.name, other, x.name)[: OPS[op].arity])
         elif kind == "delay":  # an integrator: s = x + s(previous step); the delay comes before its source
             x = nodes[-1]
             push("delay", {"source": f"n{len(nodes) + 1}"}, (), x.type)
@@ -131,7 +138,7 @@ def graphs(draw: st.DrawFn, max_layers: int = 6) -> Graph:
         elif kind == "pool":
             c, h, w = current
             k = draw(st.integers(1, min(2, h, w)))
-            op = draw(st.sampled_from(["maxpool2d", "avgpool2d", "sumpool2d", "adaptive_avgpool2d"]))
+            op = draw(st.sampled_from([*POOLS, "adaptive_avgpool2d"]))
             if op == "adaptive_avgpool2d":
                 push(op, {"output": (draw(st.integers(1, h + 2)), draw(st.integers(1, w + 2)))})
             else:
@@ -186,14 +193,14 @@ def conv_stages(draw: st.DrawFn, max_layers: int = 6, outputs: tuple[int, ...] =
                 chain.push("conv2d", conv(name, c, out, kernel, groups, **window))
             elif kind == "pool":
                 k = draw(st.integers(1, 3))
-                op = draw(st.sampled_from(["maxpool2d", "avgpool2d", "sumpool2d"]))
+                op = draw(st.sampled_from(POOLS))
                 window = {"kernel": (k, k), "stride": (draw(st.integers(1, 2)),) * 2}
                 chain.push(op, {**window, "padding": (draw(st.integers(0, k // 2)), 0)})
             elif kind == "neuron":
                 neuron()
             elif kind == "elementwise":
                 op = draw(st.sampled_from(ELEMENTWISE))
-                key = {"scale": "factor", "offset": "value", "threshold": "threshold"}.get(op)
+                key = OPS[op].function_param
                 chain.push(op, {key: chain.element_param(f"{name}.{key}")} if key else {})
             elif kind == "residual":  # x + f(x), f a conv keeping the shape: odd kernel, "same" padding
                 x = chain.nodes[-1]
@@ -207,7 +214,7 @@ def conv_stages(draw: st.DrawFn, max_layers: int = 6, outputs: tuple[int, ...] =
             else:
                 x = chain.nodes[-1]
                 chain.push("constant", {"value": chain.element_param(f"{name}.value")}, (), x.type)
-                chain.push(draw(st.sampled_from(BINARY[:3])), {}, (x.name, chain.nodes[-1].name))
+                chain.push(draw(st.sampled_from(BINARY)), {}, (x.name, chain.nodes[-1].name))
         except ShapeError:  # a window larger than what is left of the image: try another layer
             del chain.nodes[start:]
     if outputs and draw(st.booleans()):  # a reader of the last conv's output other than the graph's output

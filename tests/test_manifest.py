@@ -23,10 +23,10 @@ from masic.cli import main
 from masic.codegen.artifact import generate_c, make_manifest
 from masic.early_exit import ExitRule
 from masic.manifest import read_manifest
-from masic.passes import DEFAULT_PIPELINE, PassOptions
-from masic.passes.manager import PassManager
+from masic.passes import PassOptions
 from tests.artifacts import write_fake_artifact
 from tests.norse_models import MODELS
+from tests.pipelines import planned
 
 Key = tuple[str | int, ...]
 # Keys whose strings are drawn from a fixed set (or a pattern): a string outside it is out of range.
@@ -49,7 +49,7 @@ def _real_manifest(exit_rule: ExitRule, budget: int | None) -> dict:
     """The manifest masic writes for the dense test model (weights.bin is written and discarded)."""
     factory, shape = MODELS["dense"]
     options = PassOptions(budget=budget, alignment=64)
-    graph = PassManager(DEFAULT_PIPELINE, options).run(import_norse(factory(), shape, timesteps=8))
+    graph = planned(import_norse(factory(), shape, timesteps=8), options)
     with tempfile.TemporaryDirectory() as scratch:
         _, kernels, weights = generate_c(graph, exit_rule, Path(scratch) / "weights.bin")
     return make_manifest(graph, get_target("x86_64"), exit_rule, budget, weights, [k.symbol for k in kernels])

@@ -8,17 +8,16 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from masic.targets.machine import Machine
 
-from masic.analysis.cost import Machine
-from masic.analysis.liveness import transient_states
-from masic.analysis.minimum_budget import folded, minimum_budget
-from masic.ir.graph import Graph
+from masic.ir.graph import Graph, transient_states
 from masic.ir.interpret import run
 from masic.ir.text import parse, print_graph
 from masic.ir.verify import verify
 from masic.passes import PassOptions
 from masic.passes.check_budget import BudgetError
 from masic.passes.schedule import bytes_read
+from masic.planning.minimum_budget import folded, minimum_budget
 from tests.filecheck import filecheck
 from tests.norse_models import MODELS, random_input, wide_dense_model
 from tests.pipelines import planned, prepared

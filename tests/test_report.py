@@ -8,6 +8,7 @@ import pytest
 from masic.frontends.norse import import_norse
 
 from examples.digits import digits_model
+from masic.ir.names import param, state, value
 from masic.passes import PassOptions
 from masic.report import buffer_labels, buffer_table, draw_timeline, plan_rows
 from tests.artifacts import compile_model, masic_cli
@@ -22,10 +23,10 @@ def _planned(factory, shape, alignment: int = 64, without: tuple[str, ...] = ())
 
 def test_labels_name_the_layers_sharing_a_buffer() -> None:
     labels = buffer_labels(_planned(*MODELS["dense"], without=("fuse-neurons",)))
-    assert labels["@0.weight"] == "model.0 (Linear)"
-    assert labels["1.v"] == "model.1 (LIFCell)"
-    assert labels["3"] == "model.3 (Linear) / model.4 (LICell)"  # the LI updates in place over the dense output
-    assert labels["1"] == "model.1 (LIFCell)"  # one-byte spikes are not written over the float32 dense output
+    assert labels[param("0.weight")] == "model.0 (Linear)"
+    assert labels[state("1", "v")] == "model.1 (LIFCell)"
+    assert labels[value("3")] == "model.3 (Linear) / model.4 (LICell)"  # the LI updates over the dense output
+    assert labels[value("1")] == "model.1 (LIFCell)"  # one-byte spikes are not written over the float32 dense output
 
 
 def test_table_lists_every_buffer_sorted_by_offset() -> None:

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from masic.analysis.liveness import analyse
-from masic.analysis.minimum_budget import minimum_budget
 from masic.codegen.weights import stored_weight, write_weights
 from masic.ir.interpret import run
+from masic.ir.names import scratch, state, value
 from masic.ir.text import parse
 from masic.passes import PassOptions
+from masic.planning.minimum_budget import minimum_budget
 from tests.passes.test_spike_dtype import CONVNET, LIF, inputs, spiked, typed, weights
 from tests.pipelines import planned
 
@@ -38,18 +39,20 @@ def test_a_delay_of_spikes_holds_bytes_and_a_dense_layer_of_them_accumulates() -
 """
     plan = _planned(text)
     assert plan.node("r").attr("weight_layout") == "IO"  # spikes, one step per call: the accumulate kernel
-    assert plan.plan.buffer_of("d.last").size == 5  # one byte per spike
+    assert plan.plan.buffer_of(state("d", "last")).size == 5  # one byte per spike
     x = inputs(plan)
     np.testing.assert_array_equal(run(plan, x, simulate_plan=True), run(typed(text), x))
 
 
 def test_the_planner_sees_one_byte_per_spike() -> None:
     with_spikes, without = _planned(CONVNET), _planned(CONVNET, "spike-dtype")
-    assert with_spikes.plan.buffer_of("z1").size == 4 * 6 * 6  # bytes, not 4 * 144
-    assert without.plan.buffer_of("z1").size == 4 * 4 * 6 * 6
-    assert with_spikes.plan.buffer_of("f").size == 36  # the flattened max pool's bytes
-    assert with_spikes.plan.buffer_of("z2").size == 4  # read only by an accumulating dense layer: one word of bits
-    assert with_spikes.plan.buffer_of("z1.v").size == 4 * 4 * 6 * 6  # neuron state stays float32
+    assert with_spikes.plan.buffer_of(value("z1")).size == 4 * 6 * 6  # bytes, not 4 * 144
+    assert without.plan.buffer_of(value("z1")).size == 4 * 4 * 6 * 6
+    assert with_spikes.plan.buffer_of(value("f")).size == 36  # the flattened max pool's bytes
+    assert (
+        with_spikes.plan.buffer_of(value("z2")).size == 4
+    )  # read only by an accumulating dense layer: one word of bits
+    assert with_spikes.plan.buffer_of(state("z1", "v")).size == 4 * 4 * 6 * 6  # neuron state stays float32
     # Resident weights dominate this small model's unbounded plan; the smallest budget it compiles under (weights
     # streamed, the leading stage in row patches) is where the smaller activations show.
     assert minimum_budget(spiked(CONVNET), 16) < minimum_budget(typed(CONVNET), 16)
@@ -64,7 +67,7 @@ def test_a_padded_convolution_of_spikes_pads_float32() -> None:
     )
     plan = _planned(text.replace("in_features=36", "in_features=18"))
     assert plan.node("p").type.dtype == "spike"
-    assert plan.plan.buffer("c2.scratch").size == 4 * 5 * 5 * 4
+    assert plan.plan.buffer(scratch("c2")).size == 4 * 5 * 5 * 4
 
 
 def test_neurons_write_in_place_only_over_operands_of_their_size() -> None:
@@ -72,8 +75,8 @@ def test_neurons_write_in_place_only_over_operands_of_their_size() -> None:
     (a neuron reading a max pool of spikes) can share the buffer."""
     text = CONVNET.replace("%f = flatten(%p) : ?", f"%z3 = lif(%p) {{{LIF}}} : ?\n  %f = flatten(%z3) : ?")
     values = dict(analyse(spiked(text)).values)
-    assert values["z1"] == "z1" and values["z3"] == "p"
-    assert dict(analyse(typed(text)).values)["z1"] == "c"
+    assert values[value("z1")] == value("z1") and values[value("z3")] == value("p")
+    assert dict(analyse(typed(text)).values)[value("z1")] == value("c")
 
 
 def test_spikes_are_bytes_in_the_interpreter_and_the_simulator() -> None:
@@ -118,4 +121,4 @@ def test_a_probe_of_a_family_with_temporaries_is_not_written_over_its_operand() 
 }}
 """
     values = dict(analyse(typed(text)).values)
-    assert values["v1"] == "a" and values["v2"] == "v2"
+    assert values[value("v1")] == value("a") and values[value("v2")] == value("v2")

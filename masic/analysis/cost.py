@@ -4,9 +4,10 @@
     read(block)   = bytes of the weights streamed into slots / read_bytes_per_second
     latency       = sum over the blocks of max(steps(block) * compute(step), read(block))
 
-`work` is multiply-accumulates for conv2d and dense, and one operation per output element (neurons, pools, adds,
-copies) for the rest; `traffic` is the bytes a call moves through memory (its weights, operands, output and
-state), which bounds layers such as large dense ones that do little work per weight. A layer's output that a
+`work` is each op's own (`OpDef.work`): multiply-accumulates for conv2d and dense, one operation per tap of a
+pooling window, and one per output element (neurons, adds, copies) for the rest; `traffic` is the bytes a call
+moves through memory (its weights, operands, output and state), which bounds layers such as large dense ones that
+do little work per weight. A layer's output that a
 fused neuron takes in registers (`Graph.elided`) is neither written nor read back: the schedule pass, which runs
 before fuse-neurons, ranks plans without that saving; plans of fused graphs (`masic compile --budget-sweep`) count
 it. Weights that fit the cache
@@ -17,41 +18,24 @@ block's weights while the kernels run, so a block takes the longer of the two: r
 the streamed bytes outgrow it. A plan's latency therefore falls as
 blocks grow (fewer re-reads) and as more weights stay resident, and the cost model says by how much on each target.
 
-The machine figures are per target (`masic.targets.Target.machine`); they are sustained figures for fp32 kernels and
-for reading a file from the device's usual storage, estimates, not measurements of one board.
+The machine figures are per target (`masic.targets.Target.machine`, a `masic.targets.machine.Machine`); they are
+sustained figures for fp32 kernels and for reading a file from the device's usual storage, estimates, not
+measurements of one board.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from math import prod
+from dataclasses import replace
 
 from masic.ir.graph import Graph, Node, Schedule
-from masic.ir.ops import state_names, state_type
-
-
-@dataclass(frozen=True)
-class Machine:
-    """What the cost model knows of a target: sustained fp32 multiply-accumulates, memory traffic and file
-    reads, per second."""
-
-    macs_per_second: float
-    memory_bytes_per_second: float
-    read_bytes_per_second: float
-    cache_bytes: int = 1 << 20  # the last cache level a core can count on keeping a layer's weights in
+from masic.ir.ops import OPS, state_names, state_type
+from masic.targets.machine import Machine
 
 
 def node_work(node: Node, graph: Graph) -> int:
     """Multiply-accumulates of one call of a node (one operation per output element for element-wise work)."""
     assert node.type is not None
-    if node.op == "dense":
-        return node.type.numel * graph.param(node.attr("weight").name).type.shape[1]
-    if node.op == "conv2d":
-        _, per_group, kh, kw = graph.param(node.attr("weight").name).type.shape
-        return node.type.numel * per_group * kh * kw
-    if node.op in ("maxpool2d", "avgpool2d", "sumpool2d"):
-        return node.type.numel * prod(node.attr("kernel"))
-    return node.type.numel
+    return OPS[node.op].work(node, tuple(graph.node(value).type for value in node.inputs))
 
 
 def node_traffic(node: Node, graph: Graph, machine: Machine) -> float:
@@ -68,15 +52,15 @@ def node_traffic(node: Node, graph: Graph, machine: Machine) -> float:
 
 
 def step_seconds(graph: Graph, machine: Machine) -> float:
-    """Compute time of one timestep under the graph's schedule: each node bound by its arithmetic or by its memory
-    traffic."""
+    """Compute time of one timestep under the graph's schedule: each node that runs a kernel call bound by its
+    arithmetic or by its memory traffic."""
     return sum(
         max(
             node_work(node, graph) / machine.macs_per_second,
             node_traffic(node, graph, machine) / machine.memory_bytes_per_second,
         )
         for node in graph.nodes
-        if node.op not in ("input", "flatten", "reshape")
+        if OPS[node.op].calls_kernel
     )
 
 

@@ -78,19 +78,6 @@ def staged(out_dir: Path) -> Iterator[Path]:
         yield folder
 
 
-def write_artifact(
-    graph: Graph,
-    target: Target,
-    out_dir: Path,
-    exit_rule: ExitRule,
-    budget: int | None,
-    progress: Callable[[str], None] = lambda _: None,
-) -> dict[str, object]:
-    """Builds the artifact for a planned graph and puts it at `out_dir`; returns the manifest."""
-    with staged(out_dir) as folder:
-        return build_artifact(graph, target, folder, exit_rule, budget, progress)
-
-
 def _check_replaceable(out_dir: Path) -> None:
     if not out_dir.exists():
         return

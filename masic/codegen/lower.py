@@ -8,7 +8,9 @@ the whole step is readable top to bottom in the generated file, one comment per 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 
@@ -30,23 +32,15 @@ from masic.codegen.kernels import (
 from masic.codegen.weights import Segment, WeightsFile
 from masic.early_exit import ExitRule
 from masic.errors import MasicError
+from masic.ir import names
 from masic.ir.elementwise import FUNCTIONS
-from masic.ir.elementwise import OPS as ELEMENTWISE_OPS
 from masic.ir.graph import SPIKE_DTYPES, Graph, Node, ParamRef
+from masic.ir.names import BufferId
 from masic.ir.neurons import FAMILIES
-from masic.ir.ops import (
-    CONV_LAYOUT,
-    OPS,
-    activation_block,
-    matrix_vector,
-    row_padding,
-    state_names,
-    state_type,
-)
+from masic.ir.ops import OPS, state_names, state_type
+from masic.ir.shapes import CONV_LAYOUT, activation_block, matrix_vector, row_padding
 from masic.ir.text import format_node
 from masic.ir.verify import value_bytes
-
-NO_KERNEL_OPS = ("input", "flatten", "reshape")  # the loader writes the input; flatten and reshape are views
 
 
 @dataclass(frozen=True)
@@ -71,80 +65,130 @@ def _row_padding(node: Node) -> tuple[int, int] | None:
     return None if rows == (node.attr("padding")[0],) * 2 else rows
 
 
-def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
-    """The kernel a node needs (symbol left empty) and which value each kernel parameter reads or writes."""
-    operand = graph.node(node.inputs[0]) if node.inputs else None
-    binding = {"x": node.inputs[0] if node.inputs else "", "y": node.name, "scratch": f"{node.name}.scratch"}
+def _ref(node: Node, key: str | None) -> BufferId | None:
+    """The parameter an attribute refers to, or None when it holds none."""
+    value = node.attr(key) if key else None
+    return names.param(value.name) if isinstance(value, ParamRef) else None
 
-    def ref(key: str) -> str:
-        value = node.attr(key)
-        return f"@{value.name}" if isinstance(value, ParamRef) else ""
 
-    binding |= {"w": ref("weight"), "b": ref("bias")}
-    if node.op == "conv2d" and matrix_vector(node, operand.type.shape) and not node.attr("weight_layout"):
+# Which value, state, parameter or scratch each kernel argument reads or writes (None: none, an argument the
+# kernel does not take)
+Binding = dict[str, BufferId | None]
+# Each kernel description's lowering (by `OpDef.kernel`): the kernel a node needs (symbol left empty), given its
+# operand, and what its arguments beyond x, y, scratch, w and b read or write.
+Lowering = Callable[[Node, Node | None, Graph], tuple[Kernel, Binding]]
+
+
+def _conv(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, Binding]:
+    if matrix_vector(node, operand.type.shape) and not node.attr("weight_layout"):
         # Its (O, I, 1, 1) weight is the dense kernel's row-major (O, I) matrix; the dense schedule vectorises along
-        # the inputs, where the conv schedule would vectorise along a single output column (bench/speed.py: 2-3x).
-        kernel = DenseKernel("", operand.type.shape[0], node.attr("out_channels"), "bias" in dict(node.attrs))
-    elif node.op == "conv2d":
-        a = dict(node.attrs)
-        kernel = Conv2dKernel(
-            "",
-            operand.type.shape,
-            a["out_channels"],
-            a["kernel"],
-            a["stride"],
-            a["padding"],
-            a["dilation"],
-            a["groups"],
-            "bias" in a,
-            _row_padding(node),
-            a.get("weight_layout", CONV_LAYOUT),
-            in_block=activation_block(graph.layout(operand.name)),
-            out_block=activation_block(graph.layout(node.name)),
-        )
-    elif node.op == "dense" and node.attr("weight_layout") == "IO":  # of spikes, unbatched (the layout pass)
-        has_bias = node.attr("bias") is not None
+        # the inputs, where the conv schedule would vectorise along a single output column (bench/speed: 2-3x).
+        return DenseKernel("", operand.type.shape[0], node.attr("out_channels"), "bias" in dict(node.attrs)), {}
+    a = dict(node.attrs)
+    kernel = Conv2dKernel(
+        "",
+        operand.type.shape,
+        a["out_channels"],
+        a["kernel"],
+        a["stride"],
+        a["padding"],
+        a["dilation"],
+        a["groups"],
+        "bias" in a,
+        _row_padding(node),
+        a.get("weight_layout", CONV_LAYOUT),
+        in_block=activation_block(graph.layout(operand.name)),
+        out_block=activation_block(graph.layout(node.name)),
+    )
+    return kernel, {}
+
+
+def _dense(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, Binding]:
+    has_bias = node.attr("bias") is not None
+    if node.attr("weight_layout") == "IO":  # of spikes, unbatched (the layout pass)
         packed = operand.type.dtype == "bits"
         kernel = AccumulateDenseKernel("", node.attr("in_features"), node.attr("out_features"), has_bias, packed=packed)
-    elif node.op == "dense":
-        kernel = DenseKernel("", node.attr("in_features"), node.attr("out_features"), node.attr("bias") is not None)
-    elif node.op in ("maxpool2d", "avgpool2d", "sumpool2d"):
-        kind = node.op.removesuffix("pool2d")
-        a = dict(node.attrs)
-        shape, in_block = operand.type.shape, activation_block(graph.layout(operand.name))
-        kernel = Pool2dKernel(
-            "", kind, shape, a["kernel"], a["stride"], a["padding"], _row_padding(node), in_block=in_block
-        )
-    elif node.op == "adaptive_avgpool2d":
-        (_, h, w), (oh, ow) = operand.type.shape, node.attr("output")
-        if h % oh == 0 and w % ow == 0:  # even bins: plain average pooling over (h/oh, w/ow) windows
-            window = (h // oh, w // ow)
-            kernel = Pool2dKernel("", "avg", operand.type.shape, window, window)
-        else:
-            kernel = AdaptiveAvgPool2dKernel("", operand.type.shape, (oh, ow))
-    elif node.op == "crop_rows":
-        kernel = RowsKernel("", (operand.type.shape,), (node.attr("rows"),))
-        binding["x0"] = node.inputs[0]
-    elif node.op == "concat" and node.attr("axis") == 1 and len(node.type.shape) == 3:  # the rows of patches
-        shapes = tuple(graph.node(part).type.shape for part in node.inputs)
-        kernel = RowsKernel("", shapes, tuple((0, h) for _, h, _ in shapes))
-        binding |= {f"x{k}": part for k, part in enumerate(node.inputs)}
-    elif node.op == "add":
-        kernel = ElementwiseAddKernel("", node.type.numel)
-        binding |= {"a": node.inputs[0], "b": node.inputs[1]}
-    elif node.op in ELEMENTWISE_OPS:
-        fn, key = ELEMENTWISE_OPS[node.op]
-        value = node.attr(key) if key else None
-        kernel = ElementwiseKernel("", fn, node.type.numel, None if isinstance(value, ParamRef) else value)
-        binding |= dict(zip(FUNCTIONS[fn].operands, node.inputs, strict=True)) | {"p": ref(key) if key else ""}
-    elif node.op == "delay":  # outputs its state; the state is updated after the source (see `lower`)
-        kernel = ElementwiseKernel("", "copy", node.type.numel)
-        binding["x"] = f"{node.name}.last"
-    elif node.op in FAMILIES:
-        kernel, neuron_binding = _neuron_kernel_for(node)
-        binding |= neuron_binding
-    else:
-        raise NotImplementedError(f"no kernel for op {node.op!r} ({OPS[node.op].doc})")
+        return kernel, {}
+    return DenseKernel("", node.attr("in_features"), node.attr("out_features"), has_bias), {}
+
+
+def _pool(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, Binding]:
+    a = dict(node.attrs)
+    shape, in_block = operand.type.shape, activation_block(graph.layout(operand.name))
+    kind = OPS[node.op].pooling
+    kernel = Pool2dKernel(
+        "", kind, shape, a["kernel"], a["stride"], a["padding"], _row_padding(node), in_block=in_block
+    )
+    return kernel, {}
+
+
+def _adaptive_pool(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, Binding]:
+    (_, h, w), (oh, ow) = operand.type.shape, node.attr("output")
+    if h % oh == 0 and w % ow == 0:  # even bins: plain average pooling over (h/oh, w/ow) windows
+        window = (h // oh, w // ow)
+        return Pool2dKernel("", "avg", operand.type.shape, window, window), {}
+    return AdaptiveAvgPool2dKernel("", operand.type.shape, (oh, ow)), {}
+
+
+def _crop(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, Binding]:
+    return RowsKernel("", (operand.type.shape,), (node.attr("rows"),)), {"x0": names.value(node.inputs[0])}
+
+
+def _concat_rows(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, Binding]:
+    """A concat of rows (of row patches: axis 1); one of axis 0 is a copy per operand (see `lower`)."""
+    shapes = tuple(graph.node(part).type.shape for part in node.inputs)
+    kernel = RowsKernel("", shapes, tuple((0, h) for _, h, _ in shapes))
+    return kernel, {f"x{k}": names.value(part) for k, part in enumerate(node.inputs)}
+
+
+def _elementwise(node: Node, operand: Node | None, graph: Graph) -> tuple[Kernel, Binding]:
+    definition = OPS[node.op]
+    if definition.function == "add":
+        a, b = map(names.value, node.inputs)
+        return ElementwiseAddKernel("", node.type.numel), {"a": a, "b": b}
+    fn, key = definition.function, definition.function_param
+    value = node.attr(key) if key else None
+    kernel = ElementwiseKernel("", fn, node.type.numel, None if isinstance(value, ParamRef) else value)
+    operands = dict(zip(FUNCTIONS[fn].operands, map(names.value, node.inputs), strict=True))
+    return kernel, operands | {"p": _ref(node, key)}
+
+
+def _copy_state(node: Node, operand: Node | None, graph: Graph) -> tuple[Kernel, Binding]:
+    """A delay outputs its state; the state is updated after the source (see `lower`)."""
+    (last,) = state_names(node)
+    return ElementwiseKernel("", "copy", node.type.numel), {"x": last}
+
+
+def _neuron(node: Node, operand: Node, graph: Graph) -> tuple[Kernel, Binding]:
+    return _neuron_kernel_for(node)
+
+
+LOWERINGS: Mapping[str, Lowering] = MappingProxyType(
+    {
+        "conv": _conv,
+        "dense": _dense,
+        "pool": _pool,
+        "adaptive_pool": _adaptive_pool,
+        "crop": _crop,
+        "concat": _concat_rows,
+        "elementwise": _elementwise,
+        "copy_state": _copy_state,
+        "neuron": _neuron,
+    }
+)
+
+
+def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, Binding]:
+    """The kernel a node needs (symbol left empty) and which value each kernel parameter reads or writes."""
+    operand = graph.node(node.inputs[0]) if node.inputs else None
+    binding: Binding = {"x": names.value(node.inputs[0]) if node.inputs else None, "y": names.value(node.name)}
+    binding |= {"scratch": names.scratch(node.name), "w": _ref(node, "weight"), "b": _ref(node, "bias")}
+    definition = OPS[node.op]
+    lowering = LOWERINGS.get(definition.kernel)
+    if lowering is None:
+        raise NotImplementedError(f"no kernel for op {node.op!r} ({definition.doc})")
+    kernel, arguments = lowering(node, operand, graph)
+    binding |= arguments
     if epilogue := graph.epilogue(node):  # the fused neuron's arguments replace y
         neuron, neuron_binding = _neuron_kernel_for(epilogue)
         kernel = dataclasses.replace(kernel, neuron=neuron)
@@ -153,7 +197,7 @@ def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
     return kernel, binding
 
 
-def _neuron_kernel_for(node: Node) -> tuple[NeuronKernel, dict[str, str]]:
+def _neuron_kernel_for(node: Node) -> tuple[NeuronKernel, Binding]:
     """A neuron node's kernel and which value each of its parameters other than x reads or writes."""
     family = FAMILIES[node.op]
     values = {name: node.attr(name) for name in family.params}
@@ -161,20 +205,20 @@ def _neuron_kernel_for(node: Node) -> tuple[NeuronKernel, dict[str, str]]:
     modes = tuple((name, node.attr(name)) for name in family.mode_names)
     packed = node.type.dtype == "bits"  # the layout pass's choice
     kernel = NeuronKernel("", node.op, node.type.numel, params, node.attr("probe", ""), packed=packed, modes=modes)
-    binding = {state: f"{node.name}.{state}" for state in family.state_names}
-    binding |= {family.output: node.name}
-    binding |= {k: f"@{v.name}" for k, v in values.items() if isinstance(v, ParamRef)}
+    binding: Binding = {state.field: state for state in state_names(node)}
+    binding |= {family.output: names.value(node.name)}
+    binding |= {k: names.param(v.name) for k, v in values.items() if isinstance(v, ParamRef)}
     return kernel, binding
 
 
-def _batched_kernel_for(node: Node, graph: Graph) -> tuple[Kernel, dict[str, str]]:
+def _batched_kernel_for(node: Node, graph: Graph) -> tuple[Kernel, Binding]:
     """The kernel of a batched node (`Graph.batched`): one call computes every step of the block, each step's input
     and output copy bound to its own argument."""
     kernel, binding = _kernel_for(node, graph)
     kernel = dataclasses.replace(kernel, steps=graph.schedule.block)
     for arg in ("x", "y"):
         value = binding.pop(arg)
-        binding |= {name: graph.copy_name(value, t) for t, name in enumerate(kernel.step_names(arg))}
+        binding |= {name: graph.copy(value, t) for t, name in enumerate(kernel.step_names(arg))}
     return kernel, binding
 
 
@@ -186,20 +230,18 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
     kernels: dict[Kernel, Kernel] = {}
     calls = []
 
-    values = {node.name for node in graph.nodes}
     stored_bytes = value_bytes(graph)
-    spikes = {n.name for n in graph.nodes if n.type.dtype in SPIKE_DTYPES}
+    spikes = {names.value(n.name) for n in graph.nodes if n.type.dtype in SPIKE_DTYPES}
     spikes |= {s for n in graph.nodes if state_type(n).dtype == "spike" for s in state_names(n)}
 
     def call(
-        node: Node, kernel: Kernel, binding: dict[str, str], position: int, step: int, note: str = "", y_shift: int = 0
+        node: Node, kernel: Kernel, binding: Binding, position: int, step: int, note: str = "", y_shift: int = 0
     ) -> None:
-        # a batched call binds the steps' copies (value@t) of a value
-        kernel = kernel.with_spikes(tuple(p for p in kernel.arg_names() if binding.get(p, "").split("@")[0] in spikes))
-        # values and scratch exist once per step of a block; state and weights once
-        binding = {
-            k: graph.copy_name(v, step) if v in values or v.endswith(".scratch") else v for k, v in binding.items()
-        }
+        # a batched call binds the steps' copies of a value (value@t)
+        held = {p: v.at(None) for p, v in binding.items() if v is not None}
+        kernel = kernel.with_spikes(tuple(p for p in kernel.arg_names() if held.get(p) in spikes))
+        # values and scratch exist once per step of a block, state and weights once: a call binds its step's copy
+        binding = {k: graph.copy(v, step) if v and v.per_step and v.step is None else v for k, v in binding.items()}
         if kernel not in kernels:
             kernels[kernel] = dataclasses.replace(kernel, symbol=f"masic_{node.op}_{len(kernels)}")
         kernel = kernels[kernel]
@@ -218,30 +260,32 @@ def lower(graph: Graph) -> tuple[tuple[Kernel, ...], tuple[KernelCall, ...]]:
         calls.append(KernelCall(node, kernel.symbol, args, position, step, note))
 
     for position, (node, step) in enumerate(graph.positions()):
-        if node.op == "concat" and node.attr("axis", 0) == 0:  # each part copied into its place in the output
+        definition = OPS[node.op]
+        if definition.kernel == "concat" and node.attr("axis", 0) == 0:  # each part copied into its place
             shift = 0
             for part in node.inputs:
                 part_type = graph.node(part).type
                 copy = ElementwiseKernel("", "copy", part_type.numel)
                 first = shift // part_type.np_dtype.itemsize
                 note = f"%{node.name}[{first}:{first + part_type.numel}] <- %{part}"
-                call(node, copy, {"x": part, "y": node.name}, position, step, note, shift)
+                call(node, copy, {"x": names.value(part), "y": names.value(node.name)}, position, step, note, shift)
                 shift += part_type.nbytes
         elif graph.batched(node):
             if step == 0:  # its other positions run nothing
                 call(node, *_batched_kernel_for(node, graph), position, step)
-        elif node.op not in NO_KERNEL_OPS and not node.attr("fused"):  # a fused neuron runs in its operand's call
+        elif definition.calls_kernel and not node.attr("fused"):  # a fused neuron runs in its operand's call
             call(node, *_kernel_for(node, graph), position, step)
         for delay in graph.delays_of(node.name):
             copy = ElementwiseKernel("", "copy", delay.type.numel)
-            state = f"{delay.name}.last"
-            call(delay, copy, {"x": node.name, "y": state}, position, step, f"delay state %{state} <- %{node.name}")
+            (state,) = state_names(delay)
+            binding = {"x": names.value(node.name), "y": state}
+            call(delay, copy, binding, position, step, f"delay state %{state} <- %{node.name}")
     return tuple(kernels.values()), tuple(calls)
 
 
 def _c_offsets(graph: Graph, value: str) -> str:
     """The arena offsets of a value's copies, one per step of a block, as a C initializer list."""
-    return ", ".join(f"{graph.plan.buffer_of(graph.copy_name(value, t)).offset}u" for t in range(graph.schedule.block))
+    return ", ".join(f"{graph.plan.buffer_of(graph.value_copy(value, t)).offset}u" for t in range(graph.schedule.block))
 
 
 def _step_note(call: KernelCall, graph: Graph) -> str:
@@ -322,15 +366,15 @@ def emit_model_c(
     by_symbol = {k.symbol: k for k in kernels}
     block = graph.schedule.block
     by_position: dict[int, list[KernelCall]] = {}
-    first_reader: dict[str, int] = {}  # weight (@name) or neuron state -> position of the first call reading it
+    first_reader: dict[BufferId, int] = {}  # weight or neuron state -> position of the first call reading it
     for call in calls:
         by_position.setdefault(call.position, []).append(call)
         for node in _computed(call, graph):
-            for name in (*(f"@{ref.name}" for _, ref in node.param_refs()), *state_names(node)):
+            for name in (*(names.param(ref.name) for _, ref in node.param_refs()), *state_names(node)):
                 first_reader.setdefault(name, call.position)
     # The loads of a block: streamed weights and transient states' initial values, as (segment, buffer, is state),
     # issued in the order their buffers become free (the loading thread serves them in turn), then of first use.
-    sources = [(s, f"@{s.name}", False) for s in weights.streamed] + [(s, s.name, True) for s in weights.state_loads]
+    sources = [(s, s.buffer, False) for s in weights.streamed] + [(s, s.buffer, True) for s in weights.state_loads]
     start = {buffer: plan.buffer(buffer).start for _, buffer, _ in sources}
     loads = sorted(sources, key=lambda load: (start[load[1]], first_reader[load[1]]))
     load_table = _c_table(

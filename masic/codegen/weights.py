@@ -3,7 +3,7 @@
 Each block starts at a multiple of 64 bytes, in plan order, so the loader reads it with one aligned pread straight
 into its arena slot. The file's CRC-32 (zlib) and size go into model.c and the manifest; the loader refuses a file
 that does not match both. Initial states are copied in before each sample (`state_init`) or, when states are
-transient (`masic.analysis.liveness.transient_states`), by the loading thread once per block like streamed
+transient (`masic.ir.graph.transient_states`), by the loading thread once per block like streamed
 weights (`state_loads`).
 
 A weight is stored in the layout its node's `weight_layout` attribute names, a per-element parameter and a neuron's
@@ -19,10 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from masic.analysis.liveness import align_up, transient_states
-from masic.ir.graph import Graph
+from masic.analysis.liveness import align_up
+from masic.ir import names
+from masic.ir.graph import Graph, transient_states
 from masic.ir.interpret import initial_state
-from masic.ir.ops import activation_block, neuron_op, weight_block
+from masic.ir.names import BufferId
+from masic.ir.ops import neuron_op
+from masic.ir.shapes import activation_block, weight_block
 from masic.ir.verify import weight_layouts
 
 FILE_ALIGNMENT = 64
@@ -59,9 +62,11 @@ def stored_weight(array: np.ndarray, layout: str | None) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Segment:
-    """Bytes for an arena slot: read from weights.bin at `file_offset`, or, with `fill` set, that float32 value in
-    every element, with nothing stored in the file (a transient state's uniform initial value)."""
+    """Bytes for the arena slot of `buffer` (a parameter or a state; `name` its text, but a parameter's without the
+    "@"): read from weights.bin at `file_offset`, or, with `fill` set, that float32 value in every element, with
+    nothing stored in the file (a transient state's uniform initial value)."""
 
+    buffer: BufferId
     name: str
     file_offset: int
     arena_offset: int
@@ -83,26 +88,25 @@ def write_weights(graph: Graph, path: Path) -> WeightsFile:
     """Writes weights.bin for a planned graph and returns its layout."""
     plan = graph.plan
     assert plan is not None, "write_weights needs a planned graph"
-    blocks = [(p.name, graph.weights[p.name]) for p in graph.params]
-    states: list[tuple[str, np.ndarray]] = []
+    blocks = [(names.param(p.name), p.name, graph.weights[p.name]) for p in graph.params]
+    states: list[tuple[BufferId, str, np.ndarray]] = []
     for node in graph.nodes:
         if neuron_op(node.op):  # a neuron's state is stored in its output's layout
             layout = node.attr("layout")
-            states += [
-                (f"{node.name}.{key}", stored_weight(array, layout))
-                for key, array in initial_state(graph, node).items()
-            ]
+            for key, array in initial_state(graph, node).items():
+                ident = names.state(node.name, key)
+                states.append((ident, str(ident), stored_weight(array, layout)))
     streamed_names = set(graph.schedule.streamed)
     layouts = weight_layouts(graph)
     transient = transient_states(graph)
     resident, streamed, state_init, state_loads, offset, crc = [], [], [], [], 0, 0
     with path.open("wb") as out:
         for kind, items in (("weight", blocks), ("state", states)):
-            for name, array in items:
+            for ident, name, array in items:
                 if kind == "state" and transient and array.size and (array == array.flat[0]).all():
                     # Filled by the loading thread, not read: patched and sliced graphs have many such states.
-                    buffer_offset = plan.buffer_of(name).offset
-                    state_loads.append(Segment(name, 0, buffer_offset, array.nbytes, float(array.flat[0])))
+                    buffer_offset = plan.buffer_of(ident).offset
+                    state_loads.append(Segment(ident, name, 0, buffer_offset, array.nbytes, float(array.flat[0])))
                     continue
                 stored = stored_weight(array, layouts.get(name)) if kind == "weight" else array
                 # weights are float32; states in their own type (a delay of spikes holds bytes)
@@ -111,8 +115,7 @@ def write_weights(graph: Graph, path: Path) -> WeightsFile:
                 out.write(padding)
                 crc = zlib.crc32(data, zlib.crc32(padding, crc))
                 offset += len(padding)
-                buffer = plan.buffer_of(f"@{name}" if kind == "weight" else name)
-                segment = Segment(name, offset, buffer.offset, len(data))
+                segment = Segment(ident, name, offset, plan.buffer_of(ident).offset, len(data))
                 if kind == "state":
                     (state_loads if transient else state_init).append(segment)
                 else:

@@ -1,4 +1,5 @@
-"""Element-wise functions, written once over `masic.ir.arith`, and the IR ops that are one of them.
+"""Element-wise functions, written once over `masic.ir.arith`; an op that computes one names it in the op table
+(`OpDef.function`, `masic.ir.ops`).
 
 Each function computes one output element from its operands' elements (and a parameter `p`, a float or one value
 per element) with PyTorch's float32 rounding, one rounding per operation. The reference interpreter runs them with
@@ -54,35 +55,5 @@ FUNCTIONS: Mapping[str, ElementwiseFn] = MappingProxyType(
         "eq_value": ElementwiseFn(("x",), True, lambda x, p: spike(equal(x, p))),
         "exp": ElementwiseFn(("x",), False, exp),
         "sigmoid": ElementwiseFn(("x",), False, lambda x: 1.0 / (1.0 + exp(-x))),
-    }
-)
-
-# IR op -> (its function, the attribute holding the function's parameter p, if it takes one)
-OPS: Mapping[str, tuple[str, str | None]] = MappingProxyType(
-    {
-        "add": ("add", None),
-        "sub": ("sub", None),
-        "mul": ("mul", None),
-        "select": ("select", None),
-        "relu": ("relu", None),
-        "scale": ("scale", "factor"),
-        "offset": ("offset", "value"),
-        "threshold": ("threshold", "threshold"),
-        "constant": ("fill", "value"),
-        "div": ("div", None),
-        "div_by": ("div_by", "divisor"),
-        "div_into": ("div_into", "dividend"),
-        "maximum": ("maximum", None),
-        "minimum": ("minimum", None),
-        "clamp_min": ("clamp_min", "min"),
-        "clamp_max": ("clamp_max", "max"),
-        "ge": ("ge", None),
-        "le": ("le", None),
-        "eq": ("eq", None),
-        "ge_value": ("ge_value", "value"),
-        "le_value": ("le_value", "value"),
-        "eq_value": ("eq_value", "value"),
-        "exp": ("exp", None),
-        "sigmoid": ("sigmoid", None),
     }
 )

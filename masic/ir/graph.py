@@ -11,116 +11,51 @@ After planning, `Graph.plan` holds every buffer's kind, size, lifetime and arena
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from math import prod
-from types import MappingProxyType
 
 import numpy as np
 
-# Element types: "spike" holds 0 or 1, one byte each (what spiking neurons output and max pools, views, crops,
-# concats and delays of spikes pass on); "bits" holds 0 or 1 too, bit-packed (the layout pass's choice for spikes
-# that only accumulating dense layers read): element k is bit k % 32 of the little-endian 32-bit word k // 32,
-# the last word's unused bits zero. Everything else is float32. The numpy type is an element's as the interpreter
-# holds it (bits unpacked, one uint8 0/1 each); `TensorType.nbytes` is what the arena stores.
-DTYPES: Mapping[str, np.dtype] = MappingProxyType(
-    {"f32": np.dtype(np.float32), "spike": np.dtype(np.uint8), "bits": np.dtype(np.uint8)}
+from masic.ir import names
+from masic.ir.names import BufferId
+from masic.ir.node import (
+    ACTIVATION_LAYOUT,
+    DTYPES,
+    SPIKE_DTYPES,
+    WORD_BITS,
+    AttrValue,
+    Node,
+    ParamRef,
+    TensorType,
+    pack_bits,
+    unpack_bits,
+    words,
 )
-SPIKE_DTYPES = ("spike", "bits")  # the element types holding spikes
-ACTIVATION_LAYOUT = "NCHW"  # how a value is stored unless its producer's `layout` attribute says otherwise
-WORD_BITS = 32  # elements per word of a "bits" value
+from masic.ir.ops import OPS
 
-
-def words(numel: int) -> int:
-    """32-bit words holding `numel` bit-packed elements."""
-    return -(-numel // WORD_BITS)
-
-
-def pack_bits(values: np.ndarray) -> np.ndarray:
-    """The "bits" storage of 0/1 values (any shape, flattened): little-endian uint32 words, unused bits zero."""
-    flat = np.asarray(values).reshape(-1).astype(bool)
-    padded = np.zeros(words(flat.size) * WORD_BITS, dtype=bool)
-    padded[: flat.size] = flat
-    return np.packbits(padded, bitorder="little").view("<u4")
-
-
-def unpack_bits(stored: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """The 0/1 values (uint8, `shape`) of "bits" storage (uint32 words, or their bytes)."""
-    as_bytes = np.ascontiguousarray(stored).view(np.uint8)
-    return np.unpackbits(as_bytes, bitorder="little")[: prod(shape)].reshape(shape)
-
-
-@dataclass(frozen=True)
-class TensorType:
-    """Shape (per sample, no batch dimension) and element type of a value."""
-
-    shape: tuple[int, ...]
-    dtype: str = "f32"
-
-    @property
-    def numel(self) -> int:
-        return prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        if self.dtype == "bits":
-            return 4 * words(self.numel)
-        return self.numel * DTYPES[self.dtype].itemsize
-
-    @property
-    def np_dtype(self) -> np.dtype:
-        return DTYPES[self.dtype]
-
-    def __str__(self) -> str:
-        return f"{self.dtype}[{','.join(map(str, self.shape))}]"
-
-
-@dataclass(frozen=True)
-class ParamRef:
-    """A reference from a node attribute to a graph parameter (weights, biases, per-neuron constants)."""
-
-    name: str
-
-    def __str__(self) -> str:
-        return f"@{self.name}"
-
-
-AttrValue = int | float | str | bool | tuple[int, ...] | ParamRef
-
-
-@dataclass(frozen=True)
-class Node:
-    """One op. `loc` names where it came from in the source model (module path and type), for diagnostics."""
-
-    name: str
-    op: str
-    inputs: tuple[str, ...] = ()
-    attrs: tuple[tuple[str, AttrValue], ...] = ()
-    type: TensorType | None = None
-    loc: str = ""
-
-    def attr(self, key: str, default: AttrValue | None = None) -> AttrValue | None:
-        return dict(self.attrs).get(key, default)
-
-    def param_refs(self) -> Iterator[tuple[str, ParamRef]]:
-        for key, value in self.attrs:
-            if isinstance(value, ParamRef):
-                yield key, value
-
-    def with_attrs(self, **changes: AttrValue | None) -> Node:
-        """A copy with attributes replaced, added, or removed (value None)."""
-        merged = dict(self.attrs)
-        for key, value in changes.items():
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = value
-        return replace(self, attrs=tuple(merged.items()))
-
-    def describe(self) -> str:
-        origin = f" (from {self.loc})" if self.loc else ""
-        return f"node %{self.name} ({self.op}){origin}"
+# The graph module is where the IR's types are imported from: nodes and value types are defined in masic.ir.node,
+# below the op table, and exported here with the graph.
+__all__ = [
+    "ACTIVATION_LAYOUT",
+    "BUFFER_KINDS",
+    "DTYPES",
+    "SPIKE_DTYPES",
+    "WORD_BITS",
+    "AttrValue",
+    "Buffer",
+    "Graph",
+    "Node",
+    "Param",
+    "ParamRef",
+    "Plan",
+    "Schedule",
+    "TensorType",
+    "pack_bits",
+    "unpack_bits",
+    "words",
+]
 
 
 @dataclass(frozen=True)
@@ -135,9 +70,10 @@ BUFFER_KINDS = ("weight", "state", "activation", "scratch", "io")
 @dataclass(frozen=True)
 class Buffer:
     """A region of the arena, live over positions [start, end) of every block (Graph.positions); resident weights
-    and neuron state carried from block to block span the whole block and so stay in place for the whole run."""
+    and neuron state carried from block to block span the whole block and so stay in place for the whole run. It is
+    named by the identity it was made for (`masic.ir.names`): the value owning it, a state, parameter or scratch."""
 
-    name: str
+    name: BufferId
     kind: str
     size: int
     start: int
@@ -150,31 +86,31 @@ class Buffer:
 
 @dataclass(frozen=True)
 class Plan:
-    """Fixed arena layout: every buffer at an aligned offset. `values` maps each IR value (and state, and scratch)
-    to the buffer that holds it, so views such as flatten can share their input's buffer."""
+    """Fixed arena layout: every buffer at an aligned offset. `values` maps each value copy, state and parameter to
+    the buffer that holds it, so views such as flatten can share their input's buffer."""
 
     arena_bytes: int
     alignment: int
     lower_bound: int
     buffers: tuple[Buffer, ...]
-    values: tuple[tuple[str, str], ...]
+    values: tuple[tuple[BufferId, BufferId], ...]
 
     @cached_property
-    def _buffers_by_name(self) -> dict[str, Buffer]:
+    def _buffers_by_name(self) -> dict[BufferId, Buffer]:
         return {b.name: b for b in self.buffers}
 
     @cached_property
-    def _buffer_of_value(self) -> dict[str, str]:
+    def _buffer_of_value(self) -> dict[BufferId, BufferId]:
         return dict(self.values)
 
-    def buffer(self, name: str) -> Buffer:
+    def buffer(self, name: BufferId) -> Buffer:
         return self._buffers_by_name[name]
 
-    def buffer_of(self, value: str) -> Buffer:
+    def buffer_of(self, value: BufferId) -> Buffer:
         return self.buffer(self._buffer_of_value[value])
 
-    def locate(self, name: str) -> Buffer:
-        """The buffer holding a value, state or @parameter, or else the buffer of that name (kernel scratch)."""
+    def locate(self, name: BufferId) -> Buffer:
+        """The buffer holding a value, state or parameter, or else the buffer of that identity (kernel scratch)."""
         return self.buffer_of(name) if name in self._buffer_of_value else self.buffer(name)
 
 
@@ -188,7 +124,7 @@ class Schedule:
     weights.bin and are read into an arena slot once per block, starting `prefetch` positions before their first
     use so the read overlaps computation; all other weights are resident for the whole run. When one block covers
     the whole run (`block >= timesteps`, no delays), each layer's neuron state lives only while the layer runs and
-    is loaded like a streamed weight (`masic.analysis.liveness.transient_states`), unless `carry_state` keeps it in
+    is loaded like a streamed weight (`transient_states`), unless `carry_state` keeps it in
     place from block to block so that the artifact runs inputs longer than one block (the plan without a budget).
 
     In blocks of more than one step, a dense layer computes all the block's steps in one call at its first
@@ -248,7 +184,7 @@ class Graph:
 
     @property
     def inputs(self) -> tuple[Node, ...]:
-        return tuple(n for n in self.nodes if n.op == "input")
+        return tuple(n for n in self.nodes if OPS[n.op].graph_input)
 
     def positions(self) -> list[tuple[Node, int]]:
         """One block's kernel calls in execution order, (node, step within the block): layer-major."""
@@ -262,7 +198,7 @@ class Graph:
     def _delays(self) -> dict[str, tuple[Node, ...]]:
         delays: dict[str, tuple[Node, ...]] = {}
         for node in self.nodes:
-            if node.op == "delay":
+            if OPS[node.op].delay:
                 delays[node.attr("source")] = (*delays.get(node.attr("source"), ()), node)
         return delays
 
@@ -289,10 +225,11 @@ class Graph:
         return self.node(value).attr("layout", ACTIVATION_LAYOUT)
 
     def batched(self, node: Node) -> bool:
-        """Whether the node computes every step of a block in one call, at its first position (step 0): dense layers
-        in blocks of several steps, which then read their weights once per block. Its positions for steps 1.. run
+        """Whether the node computes every step of a block in one call, at its first position (step 0): ops that
+        batch (`OpDef.batches`: dense layers) in blocks of several steps, which then read their weights once per
+        block. Its positions for steps 1.. run
         nothing; it reads all its operands' copies and writes all its outputs' copies at the first."""
-        return self.schedule.block > 1 and node.op == "dense"
+        return self.schedule.block > 1 and OPS[node.op].batches
 
     def call_position(self, position: int, node: Node, step: int) -> int:
         """The position whose kernel call computes `node` for `step`, given the node's position for that step: a
@@ -303,9 +240,20 @@ class Graph:
             return position - (self._index[node.name] - self._index[node.inputs[0]]) * self.schedule.block
         return position
 
-    def copy_name(self, value: str, step: int) -> str:
-        """The name of a value's copy for one step of a block (the value itself when blocks are single steps)."""
-        return value if self.schedule.block == 1 else f"{value}@{step}"
+    def copy(self, ident: BufferId, step: int) -> BufferId:
+        """A value's or kernel scratch's copy for one step of a block (`BufferId.per_step`): the identity itself when
+        blocks are single steps."""
+        return ident if self.schedule.block == 1 else ident.at(step)
+
+    @cached_property
+    def _value_copies(self) -> dict[str, tuple[BufferId, ...]]:
+        """Each value's copies, one per step of a block: made once, as planning asks for them very often."""
+        steps = range(self.schedule.block) if self.schedule.block > 1 else (None,)
+        return {n.name: tuple(names.value(n.name, step) for step in steps) for n in self.nodes}
+
+    def value_copy(self, name: str, step: int) -> BufferId:
+        """The copy of the value of node `name` for one step of a block (`copy`)."""
+        return self._value_copies[name][step if self.schedule.block > 1 else 0]
 
     def users(self, value: str) -> tuple[Node, ...]:
         return tuple(n for n in self.nodes if value in n.inputs)
@@ -327,3 +275,18 @@ class Graph:
             weights[name] = array
             params[name] = Param(name, TensorType(tuple(array.shape)))
         return replace(self, params=tuple(params.values()), weights=weights)
+
+
+def transient_states(graph: Graph) -> bool:
+    """Whether the graph's neuron state lives only while its node runs, rather than for the whole run.
+
+    True when one block covers the whole run (`schedule.block >= timesteps`: every node runs all its steps at once,
+    layer-major), no `delay` carries a value from one step to the next across nodes, and the schedule does not ask
+    to carry state over blocks (`Schedule.carry_state`). Liveness, code generation
+    and the plan simulator all decide by this function. Such a plan loads every state's initial value at the start
+    of its node's lifetime in each block, so it cannot run more steps than one block: state would not carry over.
+    """
+    schedule = graph.schedule
+    if schedule.carry_state or schedule.block < graph.timesteps:
+        return False
+    return not any(OPS[node.op].delay for node in graph.nodes)

@@ -35,10 +35,14 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 
+from masic.ir import names
 from masic.ir.graph import DTYPES, AttrValue, Buffer, Graph, Node, Param, ParamRef, Plan, Port, Schedule, TensorType
+from masic.ir.names import BufferId
+from masic.ir.ops import state_names
 
 _NAME = r"[A-Za-z0-9_.\-]+"
 
@@ -70,8 +74,9 @@ def format_node(node: Node) -> str:
     return text
 
 
-def _sigil(value: str) -> str:
-    return value if value.startswith("@") else f"%{value}"
+def _sigil(value: BufferId) -> str:
+    """A placed thing as the plan's text shows it: a parameter by its `@name`, anything else as a `%value`."""
+    return str(value) if value.kind == "param" else f"%{value}"
 
 
 def print_graph(graph: Graph) -> str:
@@ -188,8 +193,9 @@ def parse(text: str, weights: Mapping[str, np.ndarray] | None = None) -> Graph:
     params: list[Param] = []
     nodes: list[Node] = []
     plan_head: re.Match[str] | None = None
-    buffers: list[Buffer] = []
-    values: list[tuple[str, str]] = []
+    # The plan's lines as written (line number, line, names and figures): names resolve once the graph is known
+    buffers: list[tuple[int, str, str, str, int, int, int, int]] = []
+    values: list[tuple[int, str, str, str]] = []
     section = "top"
     for line_no, raw in lines:
         line = raw.strip()
@@ -218,31 +224,53 @@ def parse(text: str, weights: Mapping[str, np.ndarray] | None = None) -> Graph:
             elif section == "top" and (m := _PLAN.match(line)):
                 plan_head, section = m, "plan"
             elif section == "plan" and (m := _BUFFER.match(line)):
-                buffers.append(
-                    Buffer(m["name"], m["kind"], int(m["size"]), int(m["start"]), int(m["end"]), int(m["offset"]))
-                )
+                sizes = (int(m["size"]), int(m["start"]), int(m["end"]), int(m["offset"]))
+                buffers.append((line_no, raw, m["name"], m["kind"], *sizes))
             elif section == "plan" and (m := _VALUE.match(line)):
-                values.append((m["value"] or m["param"], m["buffer"]))
+                values.append((line_no, raw, m["value"] or m["param"], m["buffer"]))
             else:
                 raise ValueError("unexpected line")
         except ValueError as err:
             raise ParseError(line_no, raw, str(err)) from None
     if "name" not in graph or "output" not in graph:
         raise ParseError(len(text.splitlines()), "", "incomplete graph: missing header or output line")
-    plan = None
-    if plan_head is not None:
-        plan = Plan(
-            int(plan_head["arena"]), int(plan_head["align"]), int(plan_head["lb"]), tuple(buffers), tuple(values)
-        )
-    return Graph(
+    parsed = Graph(
         name=graph["name"],
         nodes=tuple(nodes),
         output=graph["output"],
         params=tuple(params),
         timesteps=graph["timesteps"],
-        plan=plan,
         schedule=graph.get("schedule", Schedule()),
         input_ports=graph.get("input_ports", ()),
         output_ports=graph.get("output_ports", ()),
         weights={**weights, **{p.name: random_weight(p) for p in params if p.name not in weights}},
     )
+    if plan_head is None:
+        return parsed
+    known = placeable(parsed)
+
+    def resolve(line_no: int, raw: str, text: str) -> BufferId:
+        if text not in known:
+            raise ParseError(line_no, raw, f"{text} is no value, state, parameter or scratch of the graph")
+        return known[text]
+
+    placed = tuple(Buffer(resolve(n, raw, name), *rest) for n, raw, name, *rest in buffers)
+    mapping = tuple((resolve(n, raw, value), resolve(n, raw, buffer)) for n, raw, value, buffer in values)
+    head = (int(plan_head["arena"]), int(plan_head["align"]), int(plan_head["lb"]))
+    return replace(parsed, plan=Plan(*head, placed, mapping))
+
+
+def placeable(graph: Graph) -> dict[str, BufferId]:
+    """Everything a plan of the graph may place, by its text (`masic.ir.names`): each value's and kernel scratch's
+    copies for the steps of a block, each state and each parameter. Should two have one text (a node named like
+    another's state), the first listed wins: values, then states, scratch and parameters."""
+    steps = range(graph.schedule.block)
+    found: dict[str, BufferId] = {}
+    for ident in (
+        *(graph.value_copy(node.name, t) for node in graph.nodes for t in steps),
+        *(state for node in graph.nodes for state in state_names(node)),
+        *(graph.copy(names.scratch(node.name), t) for node in graph.nodes for t in steps),
+        *(names.param(p.name) for p in graph.params),
+    ):
+        found.setdefault(str(ident), ident)
+    return found

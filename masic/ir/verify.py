@@ -8,25 +8,23 @@ value placed in a buffer large enough).
 
 from __future__ import annotations
 
-from masic.analysis.liveness import VIEW_OPS, transient_states
 from masic.errors import MasicError
-from masic.ir.graph import BUFFER_KINDS, DTYPES, SPIKE_DTYPES, Buffer, Graph, Node, ParamRef, TensorType
-from masic.ir.neurons import FAMILIES
-from masic.ir.ops import (
+from masic.ir import names
+from masic.ir.graph import (
     ACTIVATION_LAYOUT,
-    BLOCKED_READERS,
-    CONV_LAYOUT,
-    LAYOUT_CARRIERS,
-    OPS,
-    VARIADIC,
-    ShapeError,
-    activation_block,
-    check_params,
-    neuron_op,
-    state_names,
-    state_type,
-    weight_block,
+    BUFFER_KINDS,
+    DTYPES,
+    SPIKE_DTYPES,
+    Buffer,
+    Graph,
+    Node,
+    ParamRef,
+    TensorType,
+    transient_states,
 )
+from masic.ir.names import BufferId
+from masic.ir.ops import OPS, VARIADIC, check_params, neuron_op, state_names, state_type
+from masic.ir.shapes import CONV_LAYOUT, ShapeError, activation_block, weight_block
 from masic.ir.text import format_node
 from masic.limits import MAX_TIMESTEPS
 
@@ -60,13 +58,13 @@ def verify(graph: Graph) -> None:
     for node in graph.nodes:
         _verify_node(node, defined, params, graph)
         defined[node.name] = node
-        for state in state_names(node):
-            defined[state] = node
+        for state in state_names(node):  # by its text, as an operand would name it
+            defined[str(state)] = node
     verify_delays(graph)
     weight_layouts(graph)
     if not graph.inputs:
         raise VerifyError(f"graph @{graph.name} has no input node")
-    if graph.output not in defined or graph.output in {s for n in graph.nodes for s in state_names(n)}:
+    if graph.output not in defined or graph.output in {str(s) for n in graph.nodes for s in state_names(n)}:
         raise VerifyError(f"graph output %{graph.output} is not a node of the graph")
     output_type = graph.node(graph.output).type
     if output_type is not None and output_type.dtype != "f32":
@@ -99,11 +97,11 @@ def _verify_node(node: Node, defined: dict[str, Node], params: dict[str, TensorT
         raise VerifyError(f"value %{node.name} is defined twice", node)
     if node.type is not None and node.type.dtype not in DTYPES:
         raise VerifyError(f"unknown element type {node.type.dtype!r}", node)
-    if node.op == "input" and node.type is not None and node.type.dtype != "f32":
-        raise VerifyError(f"input is {node.type}: the loader writes float32", node)
     definition = OPS.get(node.op)
     if definition is None:
         raise VerifyError(f"unknown op {node.op!r}", node)
+    if definition.graph_input and node.type is not None and node.type.dtype != "f32":
+        raise VerifyError(f"input is {node.type}: the loader writes float32", node)
     variadic = definition.arity == VARIADIC
     if (variadic and not node.inputs) or (not variadic and len(node.inputs) != definition.arity):
         wanted = "one or more" if variadic else definition.arity
@@ -127,7 +125,7 @@ def _verify_node(node: Node, defined: dict[str, Node], params: dict[str, TensorT
         if array is not None and tuple(array.shape) != param.shape:
             raise VerifyError(f"parameter @{ref.name} holds {array.shape}, declared {param}", node)
     if neuron := neuron_op(node.op):
-        modes = dict(FAMILIES[node.op].modes) if node.op in FAMILIES else {}
+        modes = dict(definition.family.modes) if definition.family else {}
         for key, value in node.attrs:
             if key in modes:
                 if value not in (allowed := modes[key]):
@@ -142,8 +140,8 @@ def _verify_node(node: Node, defined: dict[str, Node], params: dict[str, TensorT
                     raise VerifyError(f"probe must name a state of {node.op}, got {value!r}", node)
             elif key not in ("source", "layout"):
                 _verify_element_param(node, key, value)
-    if node.op == "dense" and node.attr("weight_layout") not in (None, "IO"):
-        raise VerifyError(f'dense weight_layout must be "IO" when given, got {node.attr("weight_layout")!r}', node)
+    if problem := definition.check_attrs(node):
+        raise VerifyError(problem, node)
     for key in definition.element_params:
         _verify_element_param(node, key, node.attr(key))
     operand_types = tuple(defined[v].type for v in node.inputs)
@@ -168,7 +166,7 @@ def _verify_node(node: Node, defined: dict[str, Node], params: dict[str, TensorT
 def _verify_bits(node: Node, operand_types: tuple[TensorType | None, ...], graph: Graph) -> None:
     """Bit-packed spikes are written only by spiking neurons (views share their buffer) and read only by views and
     the accumulate-only dense kernel of one step per call: no other kernel reads or writes words of bits."""
-    view = node.op in VIEW_OPS
+    view = OPS[node.op].view
     spiking = (definition := neuron_op(node.op)) is not None and definition.spiking
     if node.type is not None and node.type.dtype == "bits" and not (view or spiking):
         raise VerifyError(f"{node.op} cannot output bits: only spiking neurons (and views of them) do", node)
@@ -178,19 +176,18 @@ def _verify_bits(node: Node, operand_types: tuple[TensorType | None, ...], graph
             raise VerifyError(f"{node.op} cannot read bits: only the accumulating dense layer of one step does", node)
 
 
-FUSING_OPS = ("conv2d", "dense")  # the kernels that can run a neuron update as their epilogue
-
-
 def fusion_problem(graph: Graph, neuron: Node) -> str | None:
     """Why `neuron` cannot run as the epilogue of its operand's kernel (`Graph.epilogue`), or None if it can: the
-    operand must be a conv2d or a dense layer running one step per call, whose value nothing else needs stored
+    operand must be an op whose kernel can run a neuron update as its epilogue (`OpDef.fusable`: a conv2d, or a
+    dense layer) running one step per call, whose value nothing else needs stored
     (no other reader, not the graph output, not a delay's source), and the neuron no delay's source (a delay copies
     its source at the source's own position) and its spikes not bit-packed (the layout pass's choice)."""
-    if not neuron_op(neuron.op) or neuron.op == "delay":
+    if OPS[neuron.op].family is None:
         return f"{neuron.op} is not a neuron"
     producer = graph.node(neuron.inputs[0])
-    if producer.op not in FUSING_OPS:
-        return f"its operand %{producer.name} is a {producer.op}, not one of {', '.join(FUSING_OPS)}"
+    if not OPS[producer.op].fusable:
+        fusing = ", ".join(op.name for op in OPS.values() if op.fusable)
+        return f"its operand %{producer.name} is a {producer.op}, not one of {fusing}"
     if graph.batched(producer):
         return f"its operand %{producer.name} computes a block's steps in one call"
     if [user.name for user in graph.users(producer.name)] != [neuron.name]:
@@ -208,10 +205,11 @@ def layout_problem(graph: Graph, node: Node) -> str | None:
     """Why `node` cannot store its output in its `layout` or read its operands as they are stored, or None.
 
     A value stored "NCHW{c}c" (blocks of c channels innermost: `activation_block`) has the shape (C, H, W) with c
-    dividing C, and is written by a conv2d whose weight is blocked alike ("OIHW{c}o"), or by an element-wise op of
-    one operand (`LAYOUT_CARRIERS`) whose operand is stored so (a neuron fused into the conv's kernel too). It is
-    neither the graph output (the loader reads NCHW) nor a delay's source, and only such carriers and the convs and
-    pools that read any layout (`BLOCKED_READERS`) read it."""
+    dividing C, and is written by a conv2d whose weight is blocked alike ("OIHW{c}o", `OpDef.blocked_weight`), or by
+    an element-wise op of one operand (`OpDef.layout_carrier`) whose operand is stored so (a neuron fused into the
+    conv's kernel too). It is neither the graph output (the loader reads NCHW) nor a delay's source, and only such
+    carriers and the convs and pools that read any layout (`OpDef.reads_blocked`) read it."""
+    definition = OPS[node.op]
     if (layout := node.attr("layout")) is not None:
         try:
             block = activation_block(layout)
@@ -221,10 +219,10 @@ def layout_problem(graph: Graph, node: Node) -> str | None:
             return f"{ACTIVATION_LAYOUT} is the default: leave the attribute out"
         if node.type is not None and (len(node.type.shape) != 3 or node.type.shape[0] % block):
             return f"{layout} needs (C, H, W) with C a multiple of {block}, not {node.type}"
-        if node.op == "conv2d":
+        if definition.blocked_weight:
             if weight_block(node.attr("weight_layout", CONV_LAYOUT)) != block:
                 return f"a conv stores {layout} only with its weight in OIHW{block}o"
-        elif node.op in LAYOUT_CARRIERS:
+        elif definition.layout_carrier:
             if graph.layout(node.inputs[0]) != layout:
                 return f"its operand %{node.inputs[0]} is stored {graph.layout(node.inputs[0])}, not {layout}"
         else:
@@ -233,24 +231,25 @@ def layout_problem(graph: Graph, node: Node) -> str | None:
             return "the graph output and delay sources are stored NCHW"
     for value in node.inputs:
         stored = graph.layout(value)
-        if stored not in (ACTIVATION_LAYOUT, layout) and node.op not in BLOCKED_READERS:
+        if stored not in (ACTIVATION_LAYOUT, layout) and not definition.reads_blocked:
             return f"{node.op} reads %{value}, stored {stored}, as {layout or ACTIVATION_LAYOUT}"
     return None
 
 
 def weight_layouts(graph: Graph) -> dict[str, str | None]:
-    """The layout weights.bin stores each parameter in (`masic.codegen.weights.stored_weight`): the `weight_layout`
-    of the nodes that read it as their weight (a conv's default OIHW), the `layout` of an element-wise op reading it
-    as a per-element parameter, None for every other parameter. weights.bin stores a parameter once, so all its
-    readers (the row patches of one conv share their weight) must agree."""
+    """The layout weights.bin stores each parameter in (`masic.codegen.weights.stored_weight`): the `weight_layout` of
+    the nodes that read it as their weight (by default OIHW for an op whose weight may be blocked, a conv's), the
+    `layout` of an element-wise op reading it as a per-element parameter, None for every other parameter. weights.bin
+    stores a parameter once, so all its readers (the row patches of one conv share their weight) must agree."""
     layouts: dict[str, str | None] = {}
     for node in graph.nodes:
-        default = CONV_LAYOUT if node.op == "conv2d" else None
+        definition = OPS[node.op]
+        default = CONV_LAYOUT if definition.blocked_weight else None
         for key, ref in node.param_refs():
             if key == "weight":
                 layout = node.attr("weight_layout", default)
             else:
-                layout = node.attr("layout") if node.op in LAYOUT_CARRIERS else None
+                layout = node.attr("layout") if definition.layout_carrier else None
             if layouts.setdefault(ref.name, layout) != layout:
                 raise VerifyError(f"weight @{ref.name} is read as {layouts[ref.name]} and as {layout}", node)
     return layouts
@@ -268,7 +267,7 @@ def verify_delays(graph: Graph) -> None:
     the delay's type."""
     position = {node.name: p for p, node in enumerate(graph.nodes)}
     for p, node in enumerate(graph.nodes):
-        if node.op != "delay":
+        if not OPS[node.op].delay:
             continue
         source = node.attr("source")
         if source not in position:
@@ -284,8 +283,8 @@ def verify_plan(graph: Graph) -> None:
     """Checks a memory plan independently of the planner that made it."""
     plan = graph.plan
     assert plan is not None
-    names = [b.name for b in plan.buffers]
-    if len(set(names)) != len(names):
+    texts = [str(b.name) for b in plan.buffers]  # the plan's text and the manifest name buffers by their text
+    if len(set(texts)) != len(texts):
         raise VerifyError("plan: a buffer name is used twice")
     buffers = {b.name: b for b in plan.buffers}
     for buf in plan.buffers:
@@ -317,18 +316,18 @@ def verify_plan(graph: Graph) -> None:
     _check_lifetimes(graph, buffers, placed)
 
 
-def value_bytes(graph: Graph) -> dict[str, int]:
-    """The bytes of everything a plan places, by the name it places it under: each step's copy of every stored
-    value (not those only a fused kernel's registers hold), every state, every parameter (@name)."""
+def value_bytes(graph: Graph) -> dict[BufferId, int]:
+    """The bytes of everything a plan places, by its identity: each step's copy of every stored value (not those only
+    a fused kernel's registers hold), every state, every parameter."""
     steps = range(graph.schedule.block)
     stored = [n for n in graph.nodes if n.type is not None and not graph.elided(n.name)]
-    sizes = {graph.copy_name(n.name, t): n.type.nbytes for n in stored for t in steps}
+    sizes = {graph.value_copy(n.name, t): n.type.nbytes for n in stored for t in steps}
     sizes.update({s: state_type(n).nbytes for n in graph.nodes if n.type is not None for s in state_names(n)})
-    sizes.update({f"@{p.name}": p.type.nbytes for p in graph.params})
+    sizes.update({names.param(p.name): p.type.nbytes for p in graph.params})
     return sizes
 
 
-def _check_lifetimes(graph: Graph, buffers: dict[str, Buffer], placed: dict[str, str]) -> None:
+def _check_lifetimes(graph: Graph, buffers: dict[BufferId, Buffer], placed: dict[BufferId, BufferId]) -> None:
     """Every buffer is live wherever its value is written or read: at each kernel call, for its operands, output,
     weights, state and scratch; a delay's state also where its source is copied into it. Values the loader reads or
     writes outside the block (its inputs, the outputs) are live at its start or end, and state that carries over
@@ -339,7 +338,7 @@ def _check_lifetimes(graph: Graph, buffers: dict[str, Buffer], placed: dict[str,
     n = len(order)
     carried = not transient_states(graph)
 
-    def require(value: str, p: int, node: Node, role: str) -> None:
+    def require(value: BufferId, p: int, node: Node, role: str) -> None:
         buf = buffers[placed.get(value, value)]  # scratch is a buffer of its own, not a value
         if not buf.start <= p < buf.end:
             raise VerifyError(
@@ -348,22 +347,23 @@ def _check_lifetimes(graph: Graph, buffers: dict[str, Buffer], placed: dict[str,
             )
 
     for p, (node, t) in enumerate(order):
-        name = graph.copy_name(node.name, t)
+        name = graph.value_copy(node.name, t)
         call = graph.call_position(p, node, t)
         if not graph.elided(node.name):  # a fused kernel keeps it in registers
-            require(name, 0 if node.op == "input" else call, node, "input" if node.op == "input" else "output")
+            loaded = OPS[node.op].graph_input  # written by the loader before the block
+            require(name, 0 if loaded else call, node, "input" if loaded else "output")
         for value in (v for v in node.inputs if not graph.elided(v)):
-            require(graph.copy_name(value, t), call, node, "operand")
+            require(graph.value_copy(value, t), call, node, "operand")
         for _, ref in node.param_refs():
-            require(f"@{ref.name}", call, node, "weight")
+            require(names.param(ref.name), call, node, "weight")
         states = [*state_names(node), *(state for delay in graph.delays_of(node.name) for state in state_names(delay))]
         for state in states:
             require(state, call, node, "state")
             if carried:
                 require(state, 0, node, "state carried across blocks")
                 require(state, n - 1, node, "state carried across blocks")
-        scratch = graph.copy_name(f"{node.name}.scratch", t)
+        scratch = graph.copy(names.scratch(node.name), t)
         if scratch in buffers:
             require(scratch, p, node, "scratch")
     for t in range(graph.schedule.block):
-        require(graph.copy_name(graph.output, t), n - 1, graph.node(graph.output), "output read after the block")
+        require(graph.value_copy(graph.output, t), n - 1, graph.node(graph.output), "output read after the block")

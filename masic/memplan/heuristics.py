@@ -17,8 +17,8 @@ deterministic:
 Finding the placed buffers that overlap a lifetime [l, u) is the costly step, done with numpy on an index built
 once per problem: the buffers sorted by start, cut into blocks of 128, and for each block start t the buffers
 alive across t sorted by end. The buffers overlapping [l, u) are those alive across the block start t <= l that end
-after l (a prefix), those starting in [t, l) that end after l, and those starting in [l, u) (a slice). A placement
-of the 62,185 buffers of idealloc's Y_1 takes about 4 s.
+after l (a prefix), those starting in [t, l) that end after l, and those starting in [l, u) (a slice). Placement
+times on real traces: docs/benchmarks.md, "Memory planner".
 """
 
 from __future__ import annotations

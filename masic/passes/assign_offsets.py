@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 from masic.analysis.liveness import Liveness, align_up, analyse
 from masic.ir.graph import Buffer, Graph, Plan
+from masic.ir.ops import OPS
 from masic.memplan.heuristics import PORTFOLIO
 from masic.memplan.problem import Interval, MemplanError, Problem
 from masic.memplan.solver import heuristic_height, solve
@@ -42,8 +43,9 @@ class Layout:
     alignment: int
 
     def rest_problem(self) -> Problem:
-        """The placement problem of the buffers that are not pinned (built only when a placement is needed)."""
-        return Problem(tuple(Interval(b.name, b.start, b.end, b.size) for b in self.rest))
+        """The placement problem of the buffers that are not pinned (built only when a placement is needed), each
+        named by its text (the solver's buffer ids are text, as in plan-memory's CSV files)."""
+        return Problem(tuple(Interval(str(b.name), b.start, b.end, b.size) for b in self.rest))
 
     @property
     def pinned_bytes(self) -> int:
@@ -87,9 +89,10 @@ def placed_bytes(planned: Layout, budget: int | None = None, thorough: bool = Fa
 
 def run(graph: Graph, options: PassOptions) -> Graph:
     require_types(graph, NAME)
-    leftover = [n for n in graph.nodes if n.op == "batchnorm2d"]
+    leftover = [n for n in graph.nodes if OPS[n.op].folded_by]
     if leftover:
-        raise PassError(NAME, "batchnorm2d has no kernel; run fold-batchnorm first", leftover[0])
+        node = leftover[0]
+        raise PassError(NAME, f"{node.op} has no kernel; run {OPS[node.op].folded_by} first", node)
     planned = layout(graph, options.alignment)
     offsets, base = {}, 0  # pinned buffers stacked from 0; the rest placed above them
     for buffer in planned.pinned:
@@ -103,7 +106,7 @@ def run(graph: Graph, options: PassOptions) -> Graph:
         solution = solve(planned.rest_problem(), capacity, search_seconds, options.alignment)
     except MemplanError:  # nothing fits the budget: keep the smallest plan for check-budget to report
         solution = solve(planned.rest_problem(), None, None, options.alignment)
-    offsets |= {name: base + offset for name, offset in solution.offsets.items()}
+    offsets |= {b.name: base + solution.offsets[str(b.name)] for b in planned.rest}
     liveness = planned.liveness
     buffers = tuple(replace(b, offset=offsets[b.name]) for b in liveness.buffers)
     arena = base + align_up(solution.height, options.alignment)

@@ -5,12 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from masic.analysis.cost import Machine
 from masic.ir.graph import Graph, Node
 from masic.ir.verify import VerifyError
-
-# The cost model's machine when no target gives one: a Raspberry Pi 4 class board (1 MB of L2) reading from an SD card.
-DEFAULT_MACHINE = Machine(6e9, 4e9, read_bytes_per_second=40e6, cache_bytes=1 << 20)
+from masic.targets.machine import DEFAULT_MACHINE, Machine
 
 
 @dataclass(frozen=True)

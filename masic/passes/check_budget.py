@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from masic.ir.graph import Graph
 from masic.passes.base import PassError, PassOptions
+from masic.units import format_bytes
 
 NAME = "check-budget"
 
@@ -31,14 +32,3 @@ def run(graph: Graph, options: PassOptions) -> Graph:
             f"use --budget {format_bytes(plan.arena_bytes, exact=False)} or more",
         )
     return graph
-
-
-def format_bytes(n: int, exact: bool = True) -> str:
-    """1536 -> '1.5KiB'; with exact=False rounds up so the printed figure is never below n."""
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            value = n / size
-            if not exact:
-                value = -(-n * 10 // size) / 10
-            return f"{value:.1f}{unit}"
-    return f"{n}B"

@@ -16,6 +16,7 @@ from dataclasses import replace
 import numpy as np
 
 from masic.ir.graph import Graph, Node, ParamRef
+from masic.ir.ops import OPS
 from masic.passes.base import PassError, PassOptions, require_types
 
 NAME = "fold-batchnorm"
@@ -55,7 +56,7 @@ def run(graph: Graph, options: PassOptions) -> Graph:
     retargeted = {
         n.name: n.with_attrs(source=renamed[n.attr("source")])
         for n in graph.nodes
-        if n.op == "delay" and n.attr("source") in renamed
+        if OPS[n.op].delay and n.attr("source") in renamed
     }
     nodes.update(retargeted)
     moved = {name: d for name, d in retargeted.items() if position[name] > position[d.attr("source")]}

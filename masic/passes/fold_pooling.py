@@ -23,7 +23,7 @@ from dataclasses import replace
 import numpy as np
 
 from masic.ir.graph import Graph, Node, ParamRef, TensorType
-from masic.ir.ops import adaptive_bins
+from masic.ir.shapes import adaptive_bins
 from masic.passes.base import PassOptions, require_types
 
 NAME = "fold-pooling"
@@ -41,8 +41,7 @@ def _pooling_matrix(h: int, w: int, oh: int, ow: int) -> np.ndarray:
 def _only_reader(graph: Graph, value: str) -> Node | None:
     """The single node that reads `value`, if exactly one does and nothing else needs it (output, delays)."""
     users = graph.users(value)
-    delayed = any(n.op == "delay" and n.attr("source") == value for n in graph.nodes)
-    return users[0] if len(users) == 1 and value != graph.output and not delayed else None
+    return users[0] if len(users) == 1 and value != graph.output and not graph.delays_of(value) else None
 
 
 def _foldable(graph: Graph, pool: Node) -> tuple[Node, Node] | None:

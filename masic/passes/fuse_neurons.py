@@ -16,7 +16,7 @@ Where it pays: the epilogue runs in the layer's output loop, which is vectorised
 columns, in the accumulate-only dense kernel, and in a conv vectorised along output channels (blocked weights,
 "OIHW{ob}o") that stores its output NCHW{ob}c (the layout pass's choice: a pixel's ob outputs, one vector). A
 blocked conv storing NCHW has a tile of channels x pixels whose outputs lie a map apart, and the dense kernel sums
-rows of partial sums: both store one output at a time. Measured with bench/speed.py part 1b (the fused kernel
+rows of partial sums: both store one output at a time. Measured with bench/speed part 1b (the fused kernel
 against the layer's and the neuron's own kernels; figures in docs/benchmarks.md, "Fused neurons"): column convs
 with rows of 8 or more columns and blocked convs storing NCHW{ob}c run as fast or faster fused; blocked convs
 storing NCHW, the dense kernel and column convs on maps of 4 columns or fewer run slower fused (the neuron's loads,
@@ -24,7 +24,7 @@ stores and arithmetic in a loop that stores one output at a time). So a neuron i
 kernel stores whole vectors (`pays`).
 
 Fusing moves the neuron's state use to the layer's call, where the layer's operand and scratch are live too: with
-state that lives only while its layer runs (`masic.analysis.liveness.transient_states`) the arena can grow. So the
+state that lives only while its layer runs (`masic.ir.graph.transient_states`) the arena can grow. So the
 pass fuses every neuron the rule allows only when the plan still fits: within the budget by the fit test the
 budget passes decide by (`assign_offsets.arena_bytes`, which assign-offsets then meets), and without a budget when
 the heuristic arena does not grow; otherwise it fuses none.
@@ -41,14 +41,15 @@ attribute changes.
 
 from __future__ import annotations
 
-from masic.ir.graph import Graph, Node
-from masic.ir.ops import ACTIVATION_LAYOUT, matrix_vector, neuron_op
+from masic.ir.graph import ACTIVATION_LAYOUT, Graph, Node
+from masic.ir.ops import OPS
+from masic.ir.shapes import matrix_vector
 from masic.ir.verify import fusion_problem
 from masic.passes.assign_offsets import arena_bytes
 from masic.passes.base import PassOptions, require_types
 
 NAME = "fuse-neurons"
-MIN_COLUMNS = 8  # output columns a conv's vectors must span for its epilogue to pay (bench/speed.py part 1b)
+MIN_COLUMNS = 8  # output columns a conv's vectors must span for its epilogue to pay (bench/speed part 1b)
 
 
 def pays(graph: Graph, neuron: Node) -> bool:
@@ -57,7 +58,7 @@ def pays(graph: Graph, neuron: Node) -> bool:
     in blocks of channels, or the accumulate-only dense kernel (vectorised along outputs). The others store one
     output at a time and the epilogue then costs more than the pass it saves (module docstring)."""
     producer = graph.node(neuron.inputs[0])
-    if producer.op == "dense":
+    if not OPS[producer.op].window:  # a dense layer: its accumulate-only kernel is vectorised along outputs
         return producer.attr("weight_layout") == "IO"
     if graph.layout(producer.name) != ACTIVATION_LAYOUT:  # NCHW{c}c: a pixel's block of outputs, one vector
         return True
@@ -71,7 +72,7 @@ def run(graph: Graph, options: PassOptions) -> Graph:
     plain = graph.with_nodes([node.with_attrs(fused=None) for node in graph.nodes])
     nodes = [
         node.with_attrs(fused=True)
-        if neuron_op(node.op) and not fusion_problem(plain, node) and pays(plain, node)
+        if OPS[node.op].family and not fusion_problem(plain, node) and pays(plain, node)
         else node
         for node in plain.nodes
     ]

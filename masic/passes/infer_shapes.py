@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from masic.ir.graph import Graph, TensorType
-from masic.ir.ops import OPS, ShapeError, check_params
+from masic.ir.ops import OPS, check_params
+from masic.ir.shapes import ShapeError
 from masic.ir.verify import VerifyError, verify_delays
 from masic.passes.base import PassError, PassOptions
 

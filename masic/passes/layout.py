@@ -5,7 +5,7 @@ columns wide and read at stride 1 along the columns; otherwise (4x4 and 2x2 maps
 8-column maps of ConvNet4, strided convs, whose columns are gathered) the weight gets the layout "OIHW{ob}o"
 (`weight_layout`): blocks of ob output channels innermost, ob the largest of BLOCKS dividing the outputs of a group,
 so the conv kernel (`masic.codegen.tir.conv`) vectorises along output channels and keeps a tile of output pixels in
-registers. Measured against the column kernel (bench/speed.py's kernel harness; figures in docs/benchmarks.md,
+registers. Measured against the column kernel (bench/speed's kernel harness; figures in docs/benchmarks.md,
 "Convolutions vectorised along output channels"), it is faster on narrow maps (8x8 and below), on maps whose width
 is no whole number of vectors and on strided convs; as fast on 16-column 3x3 maps; slower on wide maps with short
 reductions (1x1 convs of 16x16 maps, 3x32x32 -> 64 3x3), which keep OIHW; and 1x1 convs of spikes keep OIHW (the
@@ -32,7 +32,7 @@ bound.
 A conv whose weight is blocked by ob (above) stores its output "NCHW{ob}c" (`blocked_activations`): blocks of ob
 channels innermost, so its kernel stores each pixel's ob outputs as one vector, where in NCHW they lie a map apart
 and are stored one at a time. The layout passes on through the element-wise ops of one operand that read it
-(neurons, relu, scale, ...: `LAYOUT_CARRIERS`, which store their output, state and per-element parameters alike),
+(neurons, relu, scale, ...: `OpDef.layout_carrier`, which store their output, state and per-element parameters alike),
 and is chosen only if every other reader of those values reads it at no cost: a conv with a blocked weight
 (it broadcasts one input element at a time, from wherever it is stored), a padded conv (its padding stage copies
 the input into an NCHW scratch anyway) and the pools (they write NCHW). So no transpose ever runs: the layout
@@ -56,9 +56,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 
-from masic.analysis.liveness import VIEW_OPS
 from masic.ir.graph import SPIKE_DTYPES, Graph, Node, TensorType
-from masic.ir.ops import BLOCKED_READERS, CONV_LAYOUT, LAYOUT_CARRIERS, matrix_vector, row_padding, weight_block
+from masic.ir.ops import OPS
+from masic.ir.shapes import CONV_LAYOUT, matrix_vector, row_padding, weight_block
 from masic.passes.base import PassOptions, require_types
 from masic.passes.spike_dtype import spiking
 
@@ -100,7 +100,7 @@ def reads_blocked_freely(graph: Graph, reader: Node) -> bool:
     if reader.op == "conv2d":
         blocked = weight_block(reader.attr("weight_layout", CONV_LAYOUT)) > 1
         return blocked or row_padding(reader) != (0, 0) or reader.attr("padding")[1] != 0
-    return reader.op in BLOCKED_READERS
+    return OPS[reader.op].reads_blocked
 
 
 def blocked_activations(graph: Graph) -> dict[str, str]:
@@ -121,7 +121,7 @@ def blocked_activations(graph: Graph) -> dict[str, str]:
         for node in group:  # grows as carriers are found
             fits &= node.name != graph.output and not graph.delays_of(node.name)
             for reader in readers.get(node.name, ()):
-                if reader.op in LAYOUT_CARRIERS:
+                if OPS[reader.op].layout_carrier:
                     group.append(reader)
                 else:
                     fits &= reads_blocked_freely(graph, reader)
@@ -144,7 +144,7 @@ def bit_packed(graph: Graph) -> set[str]:
         shared, consumers = [node.name], []  # the values sharing the neuron's buffer, and their other readers
         for value in shared:  # grows as views are found
             for reader in readers.get(value, ()):
-                if reader.op in VIEW_OPS:
+                if OPS[reader.op].view:
                     shared.append(reader.name)
                 else:
                     consumers.append(reader)
@@ -161,10 +161,10 @@ def summary(graph: Graph) -> str:
     bit-packed."""
     counts = Counter(n.attr("weight_layout", CONV_LAYOUT) for n in graph.nodes if n.op == "conv2d")
     weights = ", ".join(f"{count} {layout}" for layout, count in sorted(counts.items())) or "no convs"
-    stored = Counter(graph.layout(n.name) for n in graph.nodes if n.op not in (*VIEW_OPS, "input"))
+    stored = Counter(graph.layout(n.name) for n in graph.nodes if OPS[n.op].calls_kernel)
     activations = ", ".join(f"{count} {layout}" for layout, count in sorted(stored.items()))
     line = f"layout: activations {activations}; conv weights: {weights}"
-    spikes = Counter(n.type.dtype for n in graph.nodes if n.type.dtype in SPIKE_DTYPES and n.op not in VIEW_OPS)
+    spikes = Counter(n.type.dtype for n in graph.nodes if n.type.dtype in SPIKE_DTYPES and not OPS[n.op].view)
     if spikes:
         line += f"; spike buffers: {spikes['bits']} bit-packed, {spikes['spike']} one byte per spike"
     return line

@@ -2,22 +2,22 @@
 
 Patch-based inference as in MCUNetV2, for a graph whose smallest plan does not fit the budget.
 The stage is a prefix of the graph, from the input, of ops on (C,H,W) values whose output rows depend on a bounded
-window of input rows (conv2d, pooling, neuron ops, element-wise ops, channel concat), that the rest of the graph
-reads only through its last node, the stage end. The stage end's rows are split into P patches. For each patch a
-backward walk finds the rows every stage node must compute (the receptive field, united over the node's users and
-clipped to the image), and a copy of the node computes exactly those rows: it reads the input through `crop_rows`
-(and an operand computed on more rows than it needs likewise), a convolution or pool pads its rows only at the
-image's true border (`row_padding`), and per-element parameters (neuron parameters, thresholds, ...) are cut to its
-rows. A `concat` along the rows joins the stage end's patches under its name, so its users are unchanged. Every row
-is computed from all the rows it depends on, so halo rows, which two patches compute, hold the same values in both,
-neuron state included.
+window of input rows (`OpDef.row_local`: conv2d, pooling, neuron ops, element-wise ops, channel concat), that the rest
+of the graph reads only through its last node, the stage end. The stage end's rows are split into P patches. For each
+patch a backward walk finds the rows every stage node must compute (the receptive field, united over the node's users
+and clipped to the image), and a copy of the node computes exactly those rows: it reads the input through `crop_rows`
+(and an operand computed on more rows than it needs likewise), a convolution or pool pads its rows only at the image's
+true border (`row_padding`), and per-element parameters (neuron parameters, thresholds, ...) are cut to its rows. A
+`concat` along the rows joins the stage end's patches under its name, so its users are unchanged. Every row is computed
+from all the rows it depends on, so halo rows, which two patches compute, hold the same values in both, neuron state
+included.
 
 The patches run one after the other, so only one patch's values (and, in a plan whose neuron state is transient,
 its state) are live at a time; the concat holds the stage end twice. Candidates go from the coarsest (P = 2 and the
 shortest stage) to the finest (P = MAX_PATCHES and the longest stage), among the stages that reach the node where the
 smallest plan peaks (see `peak_node`); the first whose smallest plan (as slice-layers measures it) fits the budget
 is kept. When none fits, the graph is left as it is and the schedule pass refuses the
-budget; `masic.analysis.minimum_budget` includes these candidates, so the minimum it reports stays exact.
+budget; `masic.planning.minimum_budget` includes these candidates, so the minimum it reports stays exact.
 
 Requires: typed graph without batchnorm2d.
 Ensures: with a budget whose smallest plan the graph does not fit, either the graph is unchanged or its smallest
@@ -35,14 +35,13 @@ import numpy as np
 
 from masic.analysis.liveness import analyse, peak_live
 from masic.ir.graph import AttrValue, Graph, Node, ParamRef, Schedule, TensorType
-from masic.ir.ops import OPS, neuron_op, row_padding
+from masic.ir.ops import OPS, float_or_param
+from masic.ir.shapes import row_padding
 from masic.passes.base import PassOptions, require_types
 from masic.passes.slice_layers import block_sizes, resident_bytes, smallest_plan_bytes
 
 NAME = "patch-rows"
 MAX_PATCHES = 16  # finer patches recompute ever more halo rows, each a kernel call per stage node
-WINDOW_OPS = ("conv2d", "maxpool2d", "avgpool2d", "sumpool2d")
-ROW_WISE_OPS = ("add", "sub", "mul", "select", "relu", "scale", "offset", "threshold", "constant")
 Rows = tuple[int, int]  # [lo, hi)
 
 
@@ -50,14 +49,12 @@ def _row_local(node: Node) -> bool:
     """Whether each output row of the node depends on a bounded window of its operands' rows only."""
     if node.type is None or len(node.type.shape) != 3:
         return False
-    if node.op == "concat":  # of channels: row r from row r of each part
-        return node.attr("axis", 0) == 0
-    return node.op in WINDOW_OPS + ROW_WISE_OPS or (neuron_op(node.op) is not None and node.op != "delay")
+    return OPS[node.op].row_local(node)
 
 
 def stage_ends(graph: Graph) -> list[int]:
     """Positions of the nodes that can end a stage (the input is at 0), nearest the input first."""
-    if not graph.nodes or graph.nodes[0].op != "input":
+    if not graph.nodes or not OPS[graph.nodes[0].op].graph_input:
         return []
     last_read: dict[str, int] = {}
     for position, node in enumerate(graph.nodes):
@@ -76,8 +73,8 @@ def stage_ends(graph: Graph) -> list[int]:
 
 def _reads(node: Node, rows: Rows, height: int) -> tuple[Rows, Rows]:
     """The rows of an operand (of `height` rows) a node reads to compute its output rows, and the padding rows
-    (top, bottom) its window then needs: none but for convolutions and pools."""
-    if node.op not in WINDOW_OPS:
+    (top, bottom) its window then needs: none but for windows (convolutions and pools)."""
+    if not OPS[node.op].window:
         return rows, (0, 0)
     kernel, stride, dilation = node.attr("kernel")[0], node.attr("stride")[0], node.attr("dilation", (1, 1))[0]
     start = rows[0] * stride - row_padding(node)[0]
@@ -124,11 +121,11 @@ def _patch(
         reads = [_reads(node, (lo, hi), graph.node(value).type.shape[1]) for value in node.inputs]
         inputs = [operand(value, wanted) for value, (wanted, _) in zip(node.inputs, reads, strict=True)]
         changes: dict[str, AttrValue | None] = {}
-        if node.op in WINDOW_OPS:  # no attribute when the rows are padded as `padding` says
+        if OPS[node.op].window:  # no attribute when the rows are padded as `padding` says
             pads = reads[0][1]
             changes["row_padding"] = None if pads == (node.attr("padding")[0],) * 2 else pads
         for key, ref in node.param_refs():
-            if key in OPS[node.op].element_params or neuron_op(node.op):  # one value per element: cut to the rows
+            if key in float_or_param(OPS[node.op]):  # one value per element: cut to the rows
                 changes[key] = ParamRef(f"{ref.name}.rows{lo}_{hi}")
                 weights[changes[key].name] = graph.weights[ref.name][:, lo:hi]
         name = f"{node.name}.patch{k}"

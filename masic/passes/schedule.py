@@ -22,7 +22,7 @@ plan's.
 
 Requires: typed graph without batchnorm2d.
 Ensures: `graph.schedule` is set; with a budget, the plan fits it. When no schedule fits, raises
-BudgetError naming the smallest budget that works for this (sliced) graph; `masic.analysis.minimum_budget` finds
+BudgetError naming the smallest budget that works for this (sliced) graph; `masic.planning.minimum_budget` finds
 the smallest over all slicings, which is what the compiler reports.
 """
 
@@ -36,8 +36,9 @@ from masic.analysis.liveness import align_up
 from masic.ir.graph import Graph, Schedule
 from masic.passes.assign_offsets import arena_bytes, layout, placed_bytes
 from masic.passes.base import PassOptions, require_types
-from masic.passes.check_budget import BudgetError, format_bytes
+from masic.passes.check_budget import BudgetError
 from masic.passes.slice_layers import block_floor, block_sizes, resident_bytes, smallest_plan_bytes
+from masic.units import format_bytes
 
 NAME = "schedule"
 MAX_PREFETCH = 4  # positions a streamed slot may be filled ahead of its first reader

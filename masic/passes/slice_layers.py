@@ -24,8 +24,8 @@ from math import ceil
 
 import numpy as np
 
-from masic.analysis.liveness import align_up, transient_states
-from masic.ir.graph import Graph, Node, ParamRef, Schedule
+from masic.analysis.liveness import align_up
+from masic.ir.graph import Graph, Node, ParamRef, Schedule, transient_states
 from masic.ir.ops import OPS, state_names, state_type
 from masic.passes.assign_offsets import arena_bytes
 from masic.passes.base import PassOptions, require_types
@@ -34,7 +34,7 @@ NAME = "slice-layers"
 MAX_PIECES = 64  # per layer: finer slicing costs a kernel call and a concat copy per piece for little memory
 SLOT_SHARE = 16  # preferred pieces are at most this fraction of the budget
 # Pieces of this many outputs (a multiple) keep the kernels fast: the layout pass stores conv weights in blocks of
-# 16 output channels, and sliced convs of 51 or 103 channels fell back to a kernel 1.3-6x slower (bench/speed.py).
+# 16 output channels, and sliced convs of 51 or 103 channels fell back to a kernel 1.3-6x slower (bench/speed).
 ROW_QUANTUM = 16
 # The most timesteps a block may have (a power of two). A plan holds a copy of every value per step of its block and
 # places nodes x block positions, so the planner's time and memory grow with the block: this bounds them whatever T
@@ -146,7 +146,7 @@ def block_floor(graph: Graph, alignment: int) -> int:
 def block_sizes(graph: Graph) -> list[int]:
     """Candidate timesteps per block, largest first: T (one block for the whole run) when T <= MAX_BLOCK, then the
     powers of two below T and at most MAX_BLOCK; only 1 when delays carry values across steps."""
-    if any(node.op == "delay" for node in graph.nodes):
+    if any(OPS[node.op].delay for node in graph.nodes):
         return [1]
     largest = min(graph.timesteps, MAX_BLOCK)
     powers = [1 << k for k in range(largest.bit_length()) if 1 << k < largest]

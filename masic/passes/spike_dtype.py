@@ -1,8 +1,9 @@
 """spike-dtype: store spikes as one byte each.
 
 A spiking neuron's output (lif, lif_box, iaf; not a probe, not li / li_box, which output voltages) becomes a
-`spike` value (0 or 1 in a uint8), and so does every value that passes spikes on unchanged: max pooling, views
-(flatten, reshape), crop_rows and concat of spikes only, and a delay whose source is spikes. Every other op keeps
+`spike` value (0 or 1 in a uint8), and so does every value of an op that passes spikes on unchanged
+(`OpDef.passes_spikes`) whose operands are all spikes: max pooling, views (flatten, reshape), crop_rows, concat,
+and a delay whose source is spikes. Every other op keeps
 its float32 output and reads spike operands as 0.0 / 1.0 (whether a dense layer of spikes accumulates rather than
 multiplies is the layout pass's choice, once the schedule is known).
 
@@ -26,11 +27,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from masic.ir.graph import Graph, Node, TensorType
-from masic.ir.ops import neuron_op
+from masic.ir.ops import OPS, neuron_op
 from masic.passes.base import PassOptions, require_types
 
 NAME = "spike-dtype"
-PASSES_ON = ("maxpool2d", "flatten", "reshape", "crop_rows", "concat")  # spikes in, spikes out (delay: its source)
 
 
 def spiking(node: Node) -> bool:
@@ -41,13 +41,13 @@ def spiking(node: Node) -> bool:
 
 def _sources(node: Node) -> tuple[str, ...]:
     """The values whose type a spike-passing node takes on."""
-    return (node.attr("source"),) if node.op == "delay" else node.inputs
+    return (node.attr("source"),) if OPS[node.op].delay else node.inputs
 
 
 def _spike_values(graph: Graph, kept: set[str]) -> set[str]:
     """The largest set of values, none in `kept`, that can be spikes: spiking neurons, and spike-passing nodes whose
     sources are all in the set (largest, so that a delay's cycle through its source stays spikes)."""
-    candidates = (n for n in graph.nodes if spiking(n) or n.op in (*PASSES_ON, "delay"))
+    candidates = (n for n in graph.nodes if spiking(n) or OPS[n.op].passes_spikes)
     spikes = {n.name for n in candidates if n.name not in kept}
     changed = True
     while changed:
@@ -66,7 +66,7 @@ def _behind(graph: Graph, value: str) -> set[str]:
         node = graph.node(todo.pop())
         if node.name not in seen:
             seen.add(node.name)
-            todo += [] if spiking(node) or node.op not in (*PASSES_ON, "delay") else _sources(node)
+            todo += [] if spiking(node) or not OPS[node.op].passes_spikes else _sources(node)
     return seen
 
 
@@ -77,7 +77,8 @@ def spike_values(graph: Graph) -> set[str]:
         spikes = _spike_values(graph, kept)
         must_float = [graph.output] if graph.output in spikes else []
         for node in graph.nodes:
-            if node.op == "concat" and node.name not in spikes:
+            # an op passing spikes on outputs its operands' one type (for one operand, this holds already)
+            if OPS[node.op].passes_spikes and node.name not in spikes:
                 must_float += [v for v in node.inputs if v in spikes]
         if not must_float:
             return spikes
@@ -89,7 +90,7 @@ def run(graph: Graph, options: PassOptions) -> Graph:
     spikes = spike_values(graph)
     nodes = []
     for node in graph.nodes:
-        if spiking(node) or node.op in (*PASSES_ON, "delay"):
+        if spiking(node) or OPS[node.op].passes_spikes:
             node = replace(node, type=TensorType(node.type.shape, "spike" if node.name in spikes else "f32"))
         nodes.append(node)
     return replace(graph, nodes=tuple(nodes))

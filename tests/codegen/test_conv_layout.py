@@ -18,7 +18,7 @@ from masic.codegen.build import host_target
 from masic.codegen.kernels import Conv2dKernel
 from masic.codegen.tir import prim_func
 from masic.codegen.weights import stored_weight
-from masic.ir.ops import ShapeError, weight_block
+from masic.ir.shapes import ShapeError, weight_block
 from tests.codegen.test_kernels import _check, _conv_case, _run
 
 _symbols = itertools.count()

@@ -33,8 +33,9 @@ from masic.codegen.tir import prim_func
 from masic.codegen.weights import stored_weight
 from masic.ir.elementwise import FUNCTIONS
 from masic.ir.graph import Node, TensorType, pack_bits
-from masic.ir.interpret import conv2d, neuron_step, pool2d
 from masic.ir.neurons import FAMILIES, NeuronFamily
+from masic.ir.ops import OPS
+from masic.ir.reference import Step
 
 RUNTIME = Path(__file__).resolve().parents[2] / "masic" / "codegen" / "runtime"
 AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "mattr": ["+neon"]}
@@ -166,7 +167,8 @@ def _neuron_reference(
     (of IR type `dtype`)."""
     family, modes = NEURONS[kind]
     node = Node("n", family, attrs=modes, type=TensorType(x.shape, dtype))
-    state[FAMILIES[family].output] = neuron_step(node, x.astype(np.float32), state, p.__getitem__)
+    x = x.astype(np.float32)
+    state[FAMILIES[family].output] = OPS[family].interpret(node, Step([x], p.__getitem__, state, x))
 
 
 NEURON_VALUES = {"dt_tau_mem": 0.1, "neg_dt_tau_syn": -0.2, "v_leak": 0.0, "v_th": 1.0, "v_reset": 0.0}
@@ -298,9 +300,9 @@ def _interpreted(case: Case) -> Case:
     if isinstance(k, Conv2dKernel):
         node = Node("n", "conv2d", attrs=tuple((attrs | {"dilation": k.dilation, "groups": k.groups}).items()))
         params = {"weight": a["w"], "bias": a.get("b")}
-        return replace(case, expected=lambda: {"y": conv2d(node, a["x"], params.get)})
-    node = Node("n", f"{k.kind}pool2d", attrs=tuple(attrs.items()))
-    return replace(case, expected=lambda: {"y": pool2d(node, a["x"])})
+    else:
+        node, params = Node("n", f"{k.kind}pool2d", attrs=tuple(attrs.items())), {}
+    return replace(case, expected=lambda: {"y": OPS[node.op].interpret(node, Step([a["x"]], params.get, {}, a["x"]))})
 
 
 def _patch_cases(rng: np.random.Generator, big: bool) -> list[Case]:

@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from masic.targets.machine import Machine
 
-from masic.analysis.cost import Machine
 from masic.codegen.kernels import Conv2dKernel, DenseKernel, Pool2dKernel, RowsKernel
 from masic.codegen.lower import lower
 from masic.codegen.weights import stored_weight, write_weights
 from masic.ir.graph import TensorType
 from masic.ir.interpret import run
-from masic.ir.ops import activation_block
+from masic.ir.names import value
+from masic.ir.shapes import activation_block
 from masic.ir.text import parse
 from masic.opt import run_passes
 from masic.passes import PassOptions
@@ -75,8 +76,8 @@ def test_dense_layers_of_spikes_accumulate_unless_batched(cache_bytes: int, bloc
 
 def test_bit_packed_spikes_take_a_word_per_32_in_the_plan_and_the_kernels() -> None:
     plan = planned(_bits_graph(), PassOptions(alignment=16))
-    assert plan.plan.buffer_of("f") == plan.plan.buffer_of("z1")  # views share the words
-    assert plan.plan.buffer_of("z1").size == 8  # 40 spikes: two 32-bit words
+    assert plan.plan.buffer_of(value("f")) == plan.plan.buffer_of(value("z1"))  # views share the words
+    assert plan.plan.buffer_of(value("z1")).size == 8  # 40 spikes: two 32-bit words
     by_node = _kernels_by_node(plan)
     assert by_node["z1"].packed and by_node["z1"].arg_dtype("z") == "uint32"
     assert by_node["fc1"].packed and by_node["fc1"].arg_shapes()["x"] == (2,)
@@ -94,7 +95,7 @@ def test_a_bits_buffer_holds_4_bytes_per_32_spikes_and_simulates_exactly(graph, 
     options = PassOptions(alignment=16, machine=Machine(6e9, 4e9, 4e7, cache_bytes=cache_bytes))
     plan = planned(graph, options)
     for node in (n for n in plan.nodes if n.type.dtype == "bits"):
-        assert plan.plan.buffer_of(node.name).size == 4 * -(-node.type.numel // 32)
+        assert plan.plan.buffer_of(value(node.name)).size == 4 * -(-node.type.numel // 32)
     x = np.random.default_rng(1).uniform(0, 3, (graph.timesteps, *graph.inputs[0].type.shape)).astype(np.float32)
     np.testing.assert_array_equal(run(plan, x, simulate_plan=True), run(prepared(graph, "spike-dtype"), x))
 

@@ -16,6 +16,7 @@ from masic.codegen import lower
 from masic.codegen.lower import LoweringError, _c_int, _c_uint, _load_kind
 from masic.codegen.sources import LOADER_SOURCES, PARALLEL_SOURCE, PARSER_SOURCES, RUNTIME_DIR
 from masic.codegen.weights import Segment
+from masic.ir import names
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,10 +44,10 @@ def test_every_runtime_file_is_compiled_and_shipped() -> None:
 
 
 def test_load_kinds_are_emitted_by_name() -> None:
-    weight = Segment("w", 0, 64, 64)
+    weight = Segment(names.param("w"), "w", 0, 64, 64)
     assert _load_kind(weight, state=False) == ("MASIC_LOAD_WEIGHT", 0)
     assert _load_kind(weight, state=True) == ("MASIC_LOAD_STATE", 0)
-    filled = Segment("v", 0, 64, 64, fill=-0.5)
+    filled = Segment(names.state("n", "v"), "n.v", 0, 64, 64, fill=-0.5)
     assert _load_kind(filled, state=True) == ("MASIC_LOAD_STATE_FILL", int(np.float32(-0.5).view(np.uint32)))
 
 

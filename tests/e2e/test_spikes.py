@@ -14,11 +14,12 @@ from masic.frontends.norse import import_norse
 from masic.targets import get_target
 
 from examples.digits import digits_model
-from masic.analysis.minimum_budget import folded, minimum_budget
 from masic.codegen.artifact import generate_c
 from masic.early_exit import ExitRule
 from masic.ir.interpret import run
+from masic.ir.names import value
 from masic.passes import PassOptions
+from masic.planning.minimum_budget import folded, minimum_budget
 from tests.artifacts import compile_graph, compile_model, run_artifact, spiking_prefix
 from tests.norse_models import MODELS, random_input, run_norse
 from tests.pipelines import planned as plan
@@ -44,11 +45,11 @@ def test_compiled_spiking_models_match_the_interpreter_and_norse(name: str, targ
     graph = import_norse(model, shape, timesteps=TIMESTEPS)
     planned = plan(graph, PassOptions(alignment=get_target(target).alignment))
     spikes = [n for n in planned.nodes if n.type.dtype in ("spike", "bits")]
-    assert spikes and all(planned.plan.buffer_of(n.name).size <= n.type.numel for n in spikes)
+    assert spikes and all(planned.plan.buffer_of(value(n.name)).size <= n.type.numel for n in spikes)
     owned = [n for n in planned.nodes if n.type.dtype == "bits" and n.op not in ("flatten", "reshape")]
     assert [n.type.numel for n in owned] == BIT_PACKED[name]
     for node in owned:  # 32 spikes to a 4-byte word
-        assert planned.plan.buffer_of(node.name).size == 4 * math.ceil(node.type.numel / 32)
+        assert planned.plan.buffer_of(value(node.name)).size == 4 * math.ceil(node.type.numel / 32)
     model_c, _, _ = generate_c(planned, ExitRule(), tmp_path / "weights.bin")
     for node in (n for n in planned.nodes if n.attr("weight_layout") == "IO"):
         # the accumulate-only kernel reads bytes or words of bits, and the weights stored (in, out)

@@ -17,10 +17,9 @@ from masic.frontends.export import export_module, import_export, load_export
 from torch import nn
 
 from masic.ir.interpret import run
-from masic.passes import DEFAULT_PIPELINE, PassOptions
-from masic.passes.manager import PassManager
 from tests.artifacts import compile_spec, masic_cli, run_artifact
 from tests.export_models import conv_snn, neurons, run_eager
+from tests.pipelines import planned
 
 STEPS = 40
 
@@ -44,9 +43,9 @@ def test_element_wise_updates_are_bit_exact_against_pytorch() -> None:
     assert [n.op for n in graph.nodes if n.op == "delay"] == ["delay"] * 3
     x = _input((64,))
     expected = run_eager(module, example, x)
-    planned = PassManager(DEFAULT_PIPELINE, PassOptions()).run(graph)
+    plan = planned(graph)
     np.testing.assert_array_equal(run(graph, x), expected)
-    np.testing.assert_array_equal(run(planned, x, simulate_plan=True), expected)
+    np.testing.assert_array_equal(run(plan, x, simulate_plan=True), expected)
 
 
 def test_state_inputs_become_delays_of_the_new_state() -> None:

@@ -17,10 +17,9 @@ from masic.frontends.nir import import_nir
 
 from masic.ir.graph import Graph
 from masic.ir.interpret import run
-from masic.passes import DEFAULT_PIPELINE, PassOptions
-from masic.passes.manager import PassManager
 from tests.artifacts import compile_graph, compile_spec, masic_cli, run_artifact
 from tests.nir_reference import NIRReference
+from tests.pipelines import planned
 
 MODELS = Path(__file__).resolve().parents[2] / ".." / "shared" / "models" / "nir"
 BAD = {
@@ -68,8 +67,8 @@ def test_shared_graphs_match_the_reference_simulation(name: str) -> None:
     x = _spikes(shape, timesteps, 0.3)
     graph = import_nir(MODELS / f"{name}.nir", dt, timesteps)
     expected = _reference(MODELS / f"{name}.nir", dt, x)
-    planned = PassManager(DEFAULT_PIPELINE, PassOptions()).run(graph)
-    for got in (run(graph, x), run(planned, x, simulate_plan=True)):
+    plan = planned(graph)
+    for got in (run(graph, x), run(plan, x, simulate_plan=True)):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     if name == "cnn_sinabs":
         assert expected.sum() >= 3, "the input must make the network spike"

@@ -12,11 +12,12 @@ from norse.torch.functional.reset import reset_subtract
 from torch import nn
 
 from masic.ir.graph import Node
-from masic.ir.interpret import initial_state, neuron_step, run
+from masic.ir.interpret import initial_state, run
+from masic.ir.ops import OPS
+from masic.ir.reference import Step
 from masic.ir.verify import verify
-from masic.passes import DEFAULT_PIPELINE, PassOptions
-from masic.passes.manager import PassManager
 from tests.norse_models import MODELS, random_input, run_norse
+from tests.pipelines import planned
 
 CELLS = {
     "lif": lambda: LIFCell(),
@@ -57,7 +58,7 @@ def test_neuron_updates_match_norse_bit_for_bit(cell: str) -> None:
         for _ in range(200):
             x = rng.uniform(-0.5, 3.0, 4096).astype(np.float32)
             expected, state_ref = module(torch.from_numpy(x), state_ref)
-            got = neuron_step(node, x, state, param)
+            got = OPS[node.op].interpret(node, Step([x], param, state, x))
             np.testing.assert_array_equal(got, expected.numpy())
             np.testing.assert_array_equal(state["v"], np.broadcast_to(state_ref.v.numpy(), state["v"].shape))
             spikes += int(got.sum()) if node.op in ("lif", "lif_box", "iaf") else 0
@@ -72,8 +73,8 @@ def test_interpreter_matches_norse_on_whole_models(name: str) -> None:
     expected = run_norse(model, x)
     graph = import_norse(model, shape if len(shape) > 1 else None, timesteps=12)
     verify(graph)
-    planned = PassManager(DEFAULT_PIPELINE, PassOptions()).run(graph)
-    for got in (run(graph, x), run(planned, x), run(planned, x, simulate_plan=True)):
+    plan = planned(graph)
+    for got in (run(graph, x), run(plan, x), run(plan, x, simulate_plan=True)):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
@@ -140,6 +141,19 @@ def test_saved_models_load_without_running_code(tmp_path) -> None:
     loaded = load_model(str(path))
     x = random_input((2, 12, 12), 3)
     np.testing.assert_array_equal(run_norse(loaded, x), run_norse(model, x))
+
+
+def test_saved_norse_models_load_without_the_other_frameworks_installed(tmp_path, monkeypatch) -> None:
+    """snnTorch, SpikingJelly and Sinabs are optional: their classes join the allowlist only when installed."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    missing = {"snntorch", "spikingjelly", "sinabs"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else find_spec(name, *a))
+    install_pickle_aliases()
+    path = tmp_path / "model.pt"
+    torch.save(MODELS["conv"][0](), path)
+    assert isinstance(load_model(str(path)), SequentialState)
 
 
 class Sneaky(nn.Module):

@@ -14,9 +14,8 @@ from norse.torch import MobileNetV2
 from norse.torch.models.mobilenet import InvertedResidual
 
 from masic.ir.interpret import run
-from masic.passes import DEFAULT_PIPELINE, PassOptions
-from masic.passes.manager import PassManager
 from tests.artifacts import compile_spec, run_artifact
+from tests.pipelines import planned
 from tests.zoo_models import ZOO, run_zoo, zoo_input
 
 # Interpreting VGG's convolutions in float64 takes 10-20 s per model; the compiled tests below cover all of them.
@@ -40,9 +39,9 @@ def test_interpreter_and_plan_match_norse(name: str) -> None:
     model, graph = _import(name)
     x = zoo_input(name)
     expected = run_zoo(model, x)
-    planned = PassManager(DEFAULT_PIPELINE, PassOptions()).run(graph)
+    plan = planned(graph)
     _assert_matches_norse(run(graph, x), expected)
-    _assert_matches_norse(run(planned, x, simulate_plan=True), expected)
+    _assert_matches_norse(run(plan, x, simulate_plan=True), expected)
 
 
 def test_mobilenet_residual_blocks_become_adds() -> None:
@@ -62,8 +61,8 @@ def test_vgg_structure() -> None:
     assert ops.count("conv2d") == 8 and ops.count("batchnorm2d") == 8 and ops.count("lif") == 10
     (pool,) = [n for n in graph.nodes if n.op == "adaptive_avgpool2d"]
     assert pool.type.shape == (512, 7, 7) and graph.node(pool.inputs[0]).type.shape == (512, 1, 1)
-    planned = PassManager(DEFAULT_PIPELINE, PassOptions()).run(graph)
-    assert "batchnorm2d" not in [n.op for n in planned.nodes]
+    plan = planned(graph)
+    assert "batchnorm2d" not in [n.op for n in plan.nodes]
     assert graph.node(graph.output).op == "dense" and graph.node(graph.output).type.shape == (10,)
 
 

@@ -11,9 +11,9 @@ import pytest
 from masic.ir import arith
 from masic.ir.arith import Num
 from masic.ir.graph import Node, TensorType
-from masic.ir.interpret import neuron_step
 from masic.ir.neurons import FAMILIES, NeuronFamily, _temporaries
-from masic.ir.ops import LAYOUT_CARRIERS, OPS, neuron_op
+from masic.ir.ops import OPS, neuron_op
+from masic.ir.reference import Step
 
 
 @pytest.mark.parametrize("op", FAMILIES)
@@ -23,7 +23,7 @@ def test_the_op_table_takes_each_neuron_op_from_its_family(op: str) -> None:
     assert neuron.required == definition.params + definition.mode_names
     assert (neuron.states, neuron.spiking, neuron.doc) == (definition.states, definition.spiking, definition.doc)
     assert "probe" in neuron.optional  # any neuron may output a state instead (a count neuron's membrane)
-    assert op in LAYOUT_CARRIERS
+    assert neuron.layout_carrier and neuron.family is definition
 
 
 def test_modes_choose_a_variant_and_are_checked() -> None:
@@ -35,7 +35,7 @@ def test_modes_choose_a_variant_and_are_checked() -> None:
     for reset in ("value", "subtract"):
         node = Node("n", "lif_box", attrs=(("reset", reset),), type=TensorType((2,)))
         state = {"v": np.array([0.5, 0.5], np.float32)}
-        assert list(neuron_step(node, x, state, params.__getitem__)) == [1.0, 0.0]
+        assert list(OPS["lif_box"].interpret(node, Step([x], params.__getitem__, state, x))) == [1.0, 0.0]
         after[reset] = state["v"][0]
     v1 = np.float32(0.5) + np.float32(0.1) * ((np.float32(20.0) + np.float32(0.0)) - np.float32(0.5))
     assert (after["value"], after["subtract"]) == (np.float32(-0.5), v1 - np.float32(1.0))

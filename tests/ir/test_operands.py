@@ -14,10 +14,9 @@ from hypothesis import strategies as st
 
 from masic.codegen.lower import lower
 from masic.ir.graph import Graph, Node, TensorType
-from masic.passes import DEFAULT_PIPELINE
 from masic.passes.base import PassError
-from masic.passes.manager import PassManager
 from tests.artifacts import masic_cli
+from tests.pipelines import planned
 from tests.strategies import BINARY, graphs
 
 
@@ -39,7 +38,7 @@ def perturbed(draw: st.DrawFn, shape: tuple[int, ...]) -> tuple[int, ...]:
 def _plan(graph: Graph) -> Graph | PassError:
     """The graph planned without a budget, or the refusal."""
     try:
-        return PassManager(DEFAULT_PIPELINE).run(graph)
+        return planned(graph)
     except PassError as err:
         return err
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from masic.ir.graph import Buffer
+from masic.ir.names import state, value
 from masic.ir.text import parse
 from masic.ir.verify import VerifyError, verify
 from masic.passes import PassOptions
@@ -200,8 +201,9 @@ FUSED = TEXT.replace("v_reset=0.0}", "v_reset=0.0, fused=true}")  # the LIF in t
 
 
 def _with_buffer(graph, name: str, **changes):
-    assert name in {b.name for b in graph.plan.buffers}
-    buffers = tuple(replace(b, **changes) if b.name == name else b for b in graph.plan.buffers)
+    """The graph with the buffer whose text is `name` changed."""
+    assert name in {str(b.name) for b in graph.plan.buffers}
+    buffers = tuple(replace(b, **changes) if str(b.name) == name else b for b in graph.plan.buffers)
     return replace(graph, plan=replace(graph.plan, buffers=buffers))
 
 
@@ -221,14 +223,14 @@ def test_plan_checker_rejects_broken_buffers(changes: dict, message: str) -> Non
 
 def test_plan_checker_rejects_overlap_of_live_buffers() -> None:
     graph = _planned()
-    other = graph.plan.buffer("lif.i")
+    other = graph.plan.buffer(state("lif", "i"))
     with pytest.raises(VerifyError, match="live together and overlap"):
         verify(_with_buffer(graph, "lif.v", offset=other.offset))
 
 
 def test_plan_checker_rejects_unplaced_values() -> None:
     graph = _planned()
-    values = tuple(v for v in graph.plan.values if v[0] != "fc")
+    values = tuple(v for v in graph.plan.values if v[0] != value("fc"))
     with pytest.raises(VerifyError, match="value %fc has no buffer"):
         verify(replace(graph, plan=replace(graph.plan, values=values)))
 
@@ -292,5 +294,5 @@ def test_plan_checker_requires_carried_state_over_the_whole_block() -> None:
 
 
 def test_buffers_dead_at_different_times_may_share_memory() -> None:
-    a, b = Buffer("a", "activation", 64, 0, 2), Buffer("b", "activation", 64, 2, 4)
+    a, b = Buffer(value("a"), "activation", 64, 0, 2), Buffer(value("b"), "activation", 64, 2, 4)
     assert not a.overlaps_in_time(b)

@@ -11,15 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from masic.analysis.liveness import analyse, transient_states
-from masic.analysis.minimum_budget import folded, minimum_budget
-from masic.ir.graph import Graph
+from masic.analysis.liveness import analyse
+from masic.ir.graph import Graph, transient_states
 from masic.ir.interpret import run
+from masic.ir.names import state, value
 from masic.ir.text import parse
 from masic.ir.verify import VerifyError, verify
 from masic.opt import run_passes
 from masic.passes import PassOptions
 from masic.passes import assign_offsets as assign_offsets_module
+from masic.planning.minimum_budget import folded, minimum_budget
 from tests.norse_models import wide_dense_model
 from tests.pipelines import planned, prepared
 from tests.strategies import graphs
@@ -79,8 +80,8 @@ def test_batched_layers_read_and_write_every_step_at_their_first_position() -> N
     dense = after.node("2")
     first = next(p for p, (node, _) in enumerate(after.positions()) if node is dense)
     for t in range(4):
-        operand = after.plan.buffer_of(after.copy_name(dense.inputs[0], t))
-        output = after.plan.buffer_of(after.copy_name("2", t))
+        operand = after.plan.buffer_of(after.value_copy(dense.inputs[0], t))
+        output = after.plan.buffer_of(after.value_copy("2", t))
         assert operand.start <= first < operand.end and output.start == first
         assert not (operand.offset < output.offset + output.size and output.offset < operand.offset + operand.size)
 
@@ -102,7 +103,9 @@ def test_the_simulator_exposes_a_plan_that_overlaps_live_buffers() -> None:
     graph = parse(CONV)
     after = run_passes(graph, ["assign-offsets"], PassOptions(alignment=ALIGN))
     plan = after.plan
-    moved = tuple(replace(b, offset=plan.buffer("z.v").offset) if b.name == "c" else b for b in plan.buffers)
+    moved = tuple(
+        replace(b, offset=plan.buffer(state("z", "v")).offset) if b.name == value("c") else b for b in plan.buffers
+    )
     broken = replace(after, plan=replace(plan, buffers=moved))
     with pytest.raises(VerifyError, match="live together and overlap"):
         verify(broken)

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from masic.ir.graph import Graph
 from masic.opt import run_passes
 from masic.passes import PassOptions
-from masic.passes.check_budget import BudgetError, format_bytes
+from masic.passes.check_budget import BudgetError
+from masic.units import format_bytes
 from tests.pipelines import planned
 from tests.strategies import graphs
 
@@ -28,8 +29,3 @@ def test_the_arena_is_the_smallest_budget_that_passes(graph: Graph) -> None:
     )
     with pytest.raises(BudgetError, match=message):
         run_passes(plan, ["check-budget"], PassOptions(budget=arena - 1, alignment=16))
-
-
-@pytest.mark.parametrize(("n", "exact", "rounded"), [(1536, "1.5KiB", "1.5KiB"), (1025, "1.0KiB", "1.1KiB")])
-def test_figures_are_never_rounded_below_the_bytes_needed(n: int, exact: str, rounded: str) -> None:
-    assert format_bytes(n) == exact and format_bytes(n, exact=False) == rounded

@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import pytest
 from masic.frontends.norse import import_norse
+from masic.targets.machine import Machine
 
-from masic.analysis.cost import Machine, node_traffic, node_work, planned_latency, step_seconds
-from masic.analysis.minimum_budget import folded, minimum_budget
+from masic.analysis.cost import node_traffic, node_work, planned_latency, step_seconds
 from masic.ir.graph import Graph, Schedule
 from masic.limits import MAX_TIMESTEPS
 from masic.memplan.heuristics import Instance
@@ -20,6 +20,7 @@ from masic.passes import assign_offsets as assign_offsets_module
 from masic.passes.check_budget import BudgetError
 from masic.passes.schedule import bytes_read
 from masic.passes.slice_layers import MAX_BLOCK, block_sizes
+from masic.planning.minimum_budget import folded, minimum_budget
 from tests.norse_models import MODELS
 from tests.pipelines import planned
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from masic.ir.graph import Graph, Node, TensorType
 from masic.ir.interpret import run
+from masic.ir.neurons import FAMILIES
 from masic.ir.text import parse, print_graph
 from masic.ir.verify import VerifyError, verify
 from masic.opt import run_passes
@@ -261,7 +262,7 @@ def test_bits_exactly_where_the_rule_says(graph, cache_bytes: int) -> None:
     """On random graphs (some ending in a spiking neuron that dense layers and perhaps other nodes read),
     scheduled one step per call or in batched blocks: exactly the values the rule picks are bits, the rest of the
     spikes bytes; a second run changes nothing; the results do not change."""
-    from masic.analysis.cost import Machine
+    from masic.targets.machine import Machine
 
     options = PassOptions(alignment=16, machine=Machine(6e9, 4e9, 4e7, cache_bytes=cache_bytes))
     before, after = _laid_out(graph, options)
@@ -278,7 +279,8 @@ def _rule_blocked(graph: Graph) -> dict[str, str]:
     than one pixel, and the element-wise ops of one operand downstream of it, are stored NCHW{c}c exactly when none
     of them is the output or a delay's source, every other reader is a pool, a padded conv or a conv with a blocked
     weight (random graphs share no parameters, so the rule's clause on them is not restated)."""
-    carriers = ("relu", "scale", "offset", "threshold", "lif", "lif_box", "li", "li_box", "iaf")
+    carriers = ("relu", "scale", "offset", "threshold", "div_by", "div_into", "clamp_min", "clamp_max", "exp")
+    carriers += ("ge_value", "le_value", "eq_value", "sigmoid", *FAMILIES)  # every neuron family
     root: dict[str, str] = {}  # value -> the conv whose output reaches it through carriers only
     for node in graph.nodes:
         if node.op == "conv2d":

@@ -10,9 +10,8 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from masic.targets.machine import Machine
 
-from masic.analysis.cost import Machine
-from masic.analysis.minimum_budget import folded, minimum_budget
 from masic.ir.graph import Graph, Schedule
 from masic.opt import run_passes
 from masic.passes import PassOptions
@@ -20,6 +19,7 @@ from masic.passes.assign_offsets import arena_bytes
 from masic.passes.check_budget import BudgetError
 from masic.passes.schedule import MAX_PREFETCH, bytes_read, fits
 from masic.passes.slice_layers import resident_bytes, smallest_plan_bytes
+from masic.planning.minimum_budget import folded, minimum_budget
 from tests.norse_models import MODELS, wide_dense_model
 from tests.pipelines import prepared
 from tests.strategies import graphs
@@ -45,7 +45,9 @@ def test_the_schedule_fits_the_budget_and_fills_slots_as_early_as_it_allows(grap
     before, after = _scheduled(graph, PassOptions(budget=budget, alignment=ALIGN))
     assert after.nodes == before.nodes  # only the schedule changes
     schedule, capacity = after.schedule, budget - budget % ALIGN
-    assert arena_bytes(after, ALIGN, capacity) <= capacity
+    # the all-resident plan is placed as thoroughly as assign-offsets places it (`resident_bytes`); the fewer fit
+    # heuristics of the schedule's search may need more than a budget equal to that arena
+    assert arena_bytes(after, ALIGN, capacity, thorough=not schedule.streamed) <= capacity
     assert set(schedule.streamed) <= {p.name for p in after.params}
     if resident_bytes(before, ALIGN, capacity) <= capacity:
         assert not schedule.streamed

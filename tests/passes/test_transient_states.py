@@ -1,5 +1,5 @@
 """Neuron state that lives only while its layer runs, in plans whose one block covers the whole run
-(`masic.analysis.liveness.transient_states`): lifetimes, the lower bound and minimum budget they allow, and the plan
+(`masic.ir.graph.transient_states`): lifetimes, the lower bound and minimum budget they allow, and the plan
 simulator, which fills each state with its initial value where its lifetime starts."""
 
 from __future__ import annotations
@@ -12,15 +12,16 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from masic.analysis import liveness
-from masic.analysis.liveness import analyse, transient_states
-from masic.analysis.minimum_budget import folded, minimum_budget
-from masic.ir.graph import Graph, Schedule
+from masic.analysis.liveness import analyse
+from masic.ir.graph import Graph, Schedule, transient_states
 from masic.ir.interpret import run
+from masic.ir.names import BufferId, state
 from masic.ir.ops import neuron_op, state_names
 from masic.ir.text import parse
 from masic.ir.verify import verify
 from masic.passes import PassOptions, assign_offsets, infer_shapes
 from masic.passes.assign_offsets import arena_bytes
+from masic.planning.minimum_budget import folded, minimum_budget
 from tests.pipelines import planned as compile_plan
 from tests.strategies import graphs
 
@@ -57,7 +58,7 @@ def planned(graph: Graph, schedule: Schedule) -> Graph:
     return assign_offsets.run(replace(graph, schedule=schedule), PassOptions(alignment=ALIGN))
 
 
-def state_lifetimes(graph: Graph) -> dict[str, tuple[int, int]]:
+def state_lifetimes(graph: Graph) -> dict[BufferId, tuple[int, int]]:
     return {b.name: (b.start, b.end) for b in analyse(graph, ALIGN).buffers if b.kind == "state"}
 
 
@@ -131,7 +132,7 @@ def test_layer_major_plans_with_transient_states_simulate_exactly(graph: Graph, 
 def test_simulator_exposes_a_state_loaded_after_its_first_reader() -> None:
     graph = typed(DEEP)
     plan = planned(graph, Schedule(graph.timesteps, ("w",)))
-    late = tuple(replace(b, start=b.start + 2) if b.name == "b.v" else b for b in plan.plan.buffers)
+    late = tuple(replace(b, start=b.start + 2) if b.name == state("b", "v") else b for b in plan.plan.buffers)
     broken = replace(plan, plan=replace(plan.plan, buffers=late))
     x = inputs(graph, graph.timesteps)
     assert not np.array_equal(run(broken, x, simulate_plan=True), run(graph, x), equal_nan=True)

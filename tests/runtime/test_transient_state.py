@@ -1,5 +1,5 @@
 """Neuron state loaded once per block in loader.c, as plans whose one block covers the whole run make it
-(`masic.analysis.liveness.transient_states`), with a variant of the fake model, on the host and on ARM64 under qemu.
+(`masic.ir.graph.transient_states`), with a variant of the fake model, on the host and on ARM64 under qemu.
 
 The state then comes from weights.bin through the loading thread at the start of every block instead of being copied
 in before each sample: the outputs must not change, every sample must start from the initial state again, and a run

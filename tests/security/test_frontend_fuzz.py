@@ -45,13 +45,12 @@ from torch import nn
 
 from masic.ir.graph import Graph
 from masic.ir.interpret import run
-from masic.passes import DEFAULT_PIPELINE, PassOptions
-from masic.passes.manager import PassManager
 from tests.artifacts import masic_cli
 from tests.export_models import conv_snn, neurons
 from tests.hostile_models import build_all
 from tests.nir_reference import NIRReference
 from tests.norse_models import run_norse
+from tests.pipelines import planned
 
 DECISION_LIMIT_S = 30  # for one file: import and plan (the limits of masic.frontends.limits keep it far below)
 RUN_LIMIT = 1 << 20  # values a step of an accepted graph holds, at most, for it to be run (a mutated shape may be big)
@@ -91,7 +90,7 @@ def compile_in_process(path: Path, options: ImportOptions) -> Compiled | str:
         warnings.simplefilter("always")
         try:
             graph = import_model(str(path), options)
-            outcome: Compiled | str = Compiled(graph, PassManager(DEFAULT_PIPELINE, PassOptions()).run(graph))
+            outcome: Compiled | str = Compiled(graph, planned(graph))
         except FrontendError as err:
             outcome = str(err)
             assert outcome and "\n" not in outcome, f"not one line: {outcome!r}"

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from masic.ir.graph import TensorType
-from masic.ir.ops import scratch_type, window_out
+from masic.ir.ops import scratch_type
+from masic.ir.shapes import window_out
 
 if TYPE_CHECKING:
     from masic.codegen.kernels.pointwise import NeuronKernel
@@ -82,7 +83,7 @@ class WindowArgs(KernelArgs):
 
     @property
     def window_op(self) -> str:
-        """The IR op the kernel computes (`masic.ir.ops.WINDOW_OPS`)."""
+        """The IR op the kernel computes (a window op, `OpDef.window`)."""
         raise NotImplementedError
 
     def _check_in_block(self) -> None:

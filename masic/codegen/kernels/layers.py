@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from masic.codegen.kernels.args import SPIKE, EpilogueArgs, KernelArgs, StepArgs, WindowArgs, stored_shape
 from masic.ir.graph import words
-from masic.ir.ops import CONV_LAYOUT, weight_block
+from masic.ir.shapes import CONV_LAYOUT, weight_block
 
 if TYPE_CHECKING:
     from masic.codegen.kernels.pointwise import NeuronKernel

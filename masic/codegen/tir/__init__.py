@@ -22,6 +22,9 @@ computes give them (`common.OUTPUT_BLOCK`, `common.ACC_BLOCK`, ...). Kernels who
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
 from tvm import tirx
 
 from masic.codegen import kernels as K
@@ -31,27 +34,28 @@ from masic.codegen.tir.elementwise import elementwise, rows
 from masic.codegen.tir.neuron import neuron
 from masic.codegen.tir.pool import adaptive_avgpool2d, pool2d
 
+# The builder of each kind of kernel description (the descriptions are final classes: no kind derives from another)
+BUILDERS: Mapping[type[K.Kernel], Callable[..., tirx.PrimFunc]] = MappingProxyType(
+    {
+        K.Conv2dKernel: conv2d,
+        K.DenseKernel: dense,
+        K.AccumulateDenseKernel: accumulate_dense,
+        K.Pool2dKernel: pool2d,
+        K.AdaptiveAvgPool2dKernel: adaptive_avgpool2d,
+        K.NeuronKernel: neuron,
+        K.ElementwiseKernel: elementwise,
+        K.ElementwiseAddKernel: elementwise,
+        K.RowsKernel: rows,
+    }
+)
+
 
 def prim_func(kernel: K.Kernel, lanes: int) -> tirx.PrimFunc:
     """The scheduled plain-C-ABI PrimFunc of `kernel` for a target with `lanes` float32 vector lanes."""
-    match kernel:
-        case K.Conv2dKernel():
-            return conv2d(kernel, lanes)
-        case K.DenseKernel():
-            return dense(kernel, lanes)
-        case K.AccumulateDenseKernel():
-            return accumulate_dense(kernel, lanes)
-        case K.Pool2dKernel():
-            return pool2d(kernel, lanes)
-        case K.AdaptiveAvgPool2dKernel():
-            return adaptive_avgpool2d(kernel, lanes)
-        case K.NeuronKernel():
-            return neuron(kernel, lanes)
-        case K.ElementwiseKernel() | K.ElementwiseAddKernel():
-            return elementwise(kernel, lanes)
-        case K.RowsKernel():
-            return rows(kernel, lanes)
-    raise TypeError(f"not a kernel: {kernel!r}")
+    builder = BUILDERS.get(type(kernel))
+    if builder is None:
+        raise TypeError(f"not a kernel: {kernel!r}")
+    return builder(kernel, lanes)
 
 
 __all__ = ["prim_func"]

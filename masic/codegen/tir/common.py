@@ -22,7 +22,7 @@ MAX_ACC_VECTORS = 16
 # work it would share.
 PARALLEL_MIN_ELEMENTS = 1 << 15
 # Likewise reductions (conv, dense, pooling) of fewer multiply-accumulates: waking the pool for a 64x8x8 max pool
-# made it far slower than on one thread (bench/speed.py), while a 1024x1024 dense gains from a second core.
+# made it far slower than on one thread (bench/speed), while a 1024x1024 dense gains from a second core.
 PARALLEL_MIN_WORK = 1 << 16
 
 # Block names the schedules refer to: each is the name of the TE compute (or IR-builder block) that makes it

@@ -12,7 +12,7 @@ from masic.codegen.kernels.args import stored_shape
 from masic.codegen.tir.common import ACC_BLOCK, MAX_ACC_VECTORS, MAX_TILE_FLOATS, as_float, placeholder, to_c_abi
 from masic.codegen.tir.neuron import output_stage
 from masic.codegen.tir.window import schedule_pad, window_source, windowed
-from masic.ir.ops import weight_block
+from masic.ir.shapes import weight_block
 
 # The conv vectorised along output channels does several times the multiply-accumulates per microsecond of the
 # column kernel on the small maps it runs, so it needs more work before a second thread pays (MobileNetV2's 1x1

@@ -11,7 +11,7 @@ from masic.codegen.kernels import FLOAT, AdaptiveAvgPool2dKernel, Pool2dKernel
 from masic.codegen.tir.arith import f32
 from masic.codegen.tir.common import ACC_BLOCK, OUTPUT_BLOCK, PARALLEL_MIN_WORK, as_float, placeholder, to_c_abi
 from masic.codegen.tir.window import window_source, windowed
-from masic.ir.ops import adaptive_bins
+from masic.ir.shapes import adaptive_bins
 
 
 def pool2d(k: Pool2dKernel, lanes: int) -> tirx.PrimFunc:

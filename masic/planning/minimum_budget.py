@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from itertools import chain
 
+from masic.driver import plan
 from masic.ir.graph import Graph
-from masic.passes import DEFAULT_PIPELINE
-from masic.passes.manager import PassManager
 from masic.passes.patch_rows import candidates
 from masic.passes.slice_layers import candidate_limits, resident_bytes, slice_to, smallest_plan_bytes
 
@@ -22,7 +21,7 @@ from masic.passes.slice_layers import candidate_limits, resident_bytes, slice_to
 def folded(graph: Graph) -> Graph:
     """An imported graph as slice-layers receives it (typed, batch norm and pooling folded, spikes one byte each),
     the graph `minimum_budget` takes."""
-    return PassManager(DEFAULT_PIPELINE[: DEFAULT_PIPELINE.index("slice-layers")]).run(graph)
+    return plan(graph, stop_after="folded").graph
 
 
 def minimum_budget(graph: Graph, alignment: int) -> int:

@@ -10,17 +10,16 @@ table is printed and drawn (latency and bytes read against the budget).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from masic.analysis.cost import planned_latency
-from masic.analysis.minimum_budget import folded, minimum_budget
+from masic.driver import plan
 from masic.ir.graph import Graph
-from masic.passes import DEFAULT_PIPELINE
 from masic.passes.base import PassOptions
-from masic.passes.check_budget import format_bytes
-from masic.passes.manager import PassManager
 from masic.passes.schedule import bytes_read
+from masic.planning.minimum_budget import folded, minimum_budget
+from masic.units import format_bytes
 
 
 @dataclass(frozen=True)
@@ -43,12 +42,12 @@ def plan_row(graph: Graph, budget: int | None, options: PassOptions, repeats: in
     planning time is the fastest of `repeats` runs."""
     fastest, passes, planned = float("inf"), (), graph
     for _ in range(repeats):
-        manager = PassManager(DEFAULT_PIPELINE, PassOptions(budget, options.alignment, options.machine))
         started = time.perf_counter()
-        planned = manager.run(graph)
+        result = plan(graph, replace(options, budget=budget))
         seconds = time.perf_counter() - started
+        planned = result.graph
         if seconds < fastest:
-            fastest, passes = seconds, tuple(manager.timings)
+            fastest, passes = seconds, result.timings
     schedule = planned.schedule
     row = SweepRow(
         budget,
