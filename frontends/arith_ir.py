@@ -86,7 +86,7 @@ class IRBackend(Backend):
     def _none(self, *operands: Any) -> Any:
         raise FrontendError(f"{self.loc}: this operation has no element-wise IR op")
 
-    minimum = maximum = exp = floor = both = either = negate = div = _none
+    minimum = maximum = exp = floor = fma = pow2 = both = either = negate = div = _none
 
 
 def emit_update(

@@ -12,6 +12,10 @@ class FrontendError(MasicError, ValueError):
     """A model file or module that masic cannot import; the message names the file, module path or node."""
 
 
+class FrontendWarning(UserWarning):
+    """Something a user should know about how a model compiles (the CLI prints it as one `masic: warning:` line)."""
+
+
 def first_line(err: BaseException) -> str:
     """The first line of a library's exception message (or its type), for a one-line error about a model file."""
     text = str(err).strip()

@@ -5,6 +5,8 @@ each node's type (errors name the source location), keeps names unique and valid
 turns per-element parameters that hold one value into float attributes. `delay` nodes may be added before their
 source exists (`delay`, then `connect_delay`); `finish` orders the nodes so that operands come before their users and
 every delay before its source (a topological order that keeps the order of insertion where it can), and verifies.
+A model with several inputs or outputs gets one input node and one output value holding their concatenation
+(`masic.ir.graph.Port`): `inputs` makes the input node and a view of each part, `outputs` the concatenation.
 
 The builder is also where every frontend's values are checked against what a model may ask of masic
 (`masic.frontends.limits`), since model files are untrusted: each node's parameters and float attributes must be
@@ -25,7 +27,7 @@ import numpy as np
 from masic.frontends.errors import FrontendError
 from masic.frontends.limits import MAX_GRAPH_NODES, MAX_TENSOR_ELEMENTS, MAX_WINDOW
 
-from masic.ir.graph import AttrValue, Graph, Node, ParamRef, TensorType
+from masic.ir.graph import AttrValue, Graph, Node, ParamRef, Port, TensorType
 from masic.ir.ops import OPS
 from masic.ir.shapes import ShapeError, row_padding
 from masic.ir.verify import verify
@@ -165,9 +167,44 @@ class GraphBuilder:
             return float(array.flat[0])
         return self.param(f"{name}.{key}", broadcast)
 
-    def finish(self, name: str, output: str, timesteps: int) -> Graph:
+    def inputs(self, ports: tuple[Port, ...], loc: str) -> dict[str, str]:
+        """The value of each of the model's inputs: one input node named after the only port, or, for several, one
+        input node `input` of their concatenation, each port a view of its rows (`crop_rows` copies them out)."""
+        if len(ports) == 1:
+            (port,) = ports
+            return {port.name: self.add(port.name, "input", (), {}, loc, TensorType(port.shape))}
+        total = sum(p.numel for p in ports)
+        packed = self.add("input", "input", (), {}, loc, TensorType((total,)))
+        rows = self.add("input.rows", "reshape", (packed,), {"shape": (1, total, 1)}, loc)
+        values, start = {}, 0
+        for port in ports:
+            crop = self.add(f"{port.name}.rows", "crop_rows", (rows,), {"rows": (start, start + port.numel)}, loc)
+            values[port.name] = self.add(port.name, "reshape", (crop,), {"shape": port.shape}, loc)
+            start += port.numel
+        return values
+
+    def outputs(self, values: list[tuple[Port, str]], loc: str) -> str:
+        """The graph's output: the only value, or the concatenation of several, each flattened."""
+        if len(values) == 1:
+            return values[0][1]
+        flat = [
+            value
+            if len(port.shape) == 1
+            else self.add(f"{value}.flat", "reshape", (value,), {"shape": (port.numel,)}, loc)
+            for port, value in values
+        ]
+        return self.add("output", "concat", tuple(flat), {"axis": 0}, loc)
+
+    def finish(
+        self,
+        name: str,
+        output: str,
+        timesteps: int,
+        input_ports: tuple[Port, ...] = (),
+        output_ports: tuple[Port, ...] = (),
+    ) -> Graph:
         """The graph in an order where operands precede users and each delay precedes its source, verified;
-        parameters no node uses are dropped."""
+        parameters no node uses are dropped. Ports are given when there are several (`inputs`, `outputs`)."""
         order = nx.DiGraph()
         index = {node: i for i, node in enumerate(self.nodes)}
         order.add_nodes_from(self.nodes)
@@ -182,7 +219,9 @@ class GraphBuilder:
         except nx.NetworkXUnfeasible:
             loop = " -> ".join(f"%{u}" for u, _ in nx.find_cycle(order))
             raise FrontendError(f"the model has a loop made only of delays ({loop}): no value starts it") from None
-        graph = Graph(name=ir_name(name), nodes=(), output=output, timesteps=timesteps)
+        several = {"input_ports": input_ports, "output_ports": output_ports}
+        ports = {key: value if len(value) > 1 else () for key, value in several.items()}
+        graph = Graph(name=ir_name(name), nodes=(), output=output, timesteps=timesteps, **ports)
         graph = graph.with_params(self.weights).with_nodes([self.nodes[n] for n in ordered])
         verify(graph)
         return graph

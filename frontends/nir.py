@@ -3,8 +3,12 @@
 Covers NIR 1.0 graphs of Input, Output, Affine, Linear, Scale, Conv1d, Conv2d, SumPool2d, AvgPool2d, Flatten,
 Threshold, Delay, I, IF, LI, LIF, CubaLI and CubaLIF nodes, nested NIRGraph subgraphs (an edge to or from a subgraph
 goes to its Input / comes from its Output node; `sub.node` names a node inside), several edges into one node (their
-values are summed in the file's edge order) and cycles. One Input and one Output node at the top level. Any other
-node type is refused with its name and type.
+values are summed in the file's edge order) and cycles. Any other node type is refused with its name and type.
+
+Inputs and outputs. The Input and Output nodes of the top level, in the file's order, are the model's; several of
+either are packed into the graph's one input and one output (`masic.ir.graph.Port`: each flattened, one after
+another), which is what the loader reads and writes each step, and `masic run` takes and gives as .npz files of
+named arrays.
 
 Reading. `masic.frontends.nir_file` reads the file as untrusted input (HDF5 only, never unpickled; no links to
 other files, no unbounded data; node types, edges and values checked on the file's own values), each refusal one
@@ -12,12 +16,14 @@ line naming the file and node. Here the graph is checked against the limits of `
 edges; steps of a Delay); the graph builder checks the rest (windows, finite derived coefficients, sizes of values)
 for every frontend.
 
-Cycles. Back edges are found by a depth-first search from the Input node (then from the remaining nodes, in file
+Cycles. Back edges are found by a depth-first search from the Input nodes (then from the remaining nodes, in file
 order): an edge to a node on the current search path. A back edge delivers its source's output of the previous
-step (zeros at the first step), as nirtorch does; it becomes a `delay` node. Nodes from which the Output cannot be
-reached do not influence it and are left out.
+step (zeros at the first step), as nirtorch does; it becomes a `delay` node. Nodes from which no Output can be
+reached do not influence the outputs and are left out.
 
-Discretisation. NIR is continuous-time and stores no time step: the caller gives `dt`. Each ODE takes one forward
+Discretisation. NIR is continuous-time and stores no time step: the caller gives `dt` (`masic.frontends.nir_time`
+reads the one the exporter meant from the graph's parameters, for the error without it and a warning against a
+contradicting one). Each ODE takes one forward
 Euler step of `dt`, in float32. Coefficients are folded in float32 the way Norse folds `dt * tau_mem_inv`:
 `a = f32(dt) * (1 / f32(tau))`, `b = f32(dt) * f32(r)`. Parameters may be scalars or per-neuron arrays (broadcast).
 With input x (the sum of the incoming edges), per step:
@@ -41,6 +47,7 @@ use. The golden trace of `lif_norse.nir` (Norse, dt=1e-4) is reproduced bit for 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,12 +55,13 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
-from masic.frontends.errors import FrontendError
-from masic.frontends.graph_builder import GraphBuilder
+from masic.frontends.errors import FrontendError, FrontendWarning
+from masic.frontends.graph_builder import GraphBuilder, ir_name
 from masic.frontends.limits import MAX_DELAY_STEPS, MAX_NIR_EDGES, MAX_NIR_NODES, MAX_TENSOR_ELEMENTS
 from masic.frontends.nir_file import read_nir
+from masic.frontends.nir_time import dt_warning, suggested_dt
 
-from masic.ir.graph import Graph, TensorType
+from masic.ir.graph import Graph, Port, TensorType
 
 _STEP_TOLERANCE = 1e-6  # relative: a delay of 3e-4 s at dt=1e-4 is 2.9999999999999996 steps
 
@@ -419,44 +427,58 @@ def _padding(value: Any, kernel: tuple[int, ...], dilation: tuple[int, ...], loc
 
 
 def import_nir(path: str | Path, dt: float | None, timesteps: int = 16, name: str | None = None) -> Graph:
-    """Reads a NIR file and discretises it with forward Euler steps of `dt` seconds."""
+    """Reads a NIR file and discretises it with forward Euler steps of `dt` seconds. Without `dt` the error
+    suggests the one the graph's parameters imply; a `dt` they contradict gets a warning
+    (`masic.frontends.nir_time`)."""
     path = Path(path)
-    if dt is None:
-        raise FrontendError(f"{path}: NIR graphs are continuous-time and store no time step; pass --dt (e.g. 1e-4)")
-    if not 0 < dt < float("inf"):
+    if dt is not None and not 0 < dt < float("inf"):
         raise FrontendError(f"--dt must be positive and finite, got {dt}")
     graph = read_nir(path)
     try:
-        return _import_graph(graph, dt, timesteps, name or path.stem)
+        flat = _Flat({}, [])
+        _flatten(graph, "", flat)
+        if dt is None:
+            value, reason = suggested_dt(flat.nodes)
+            raise FrontendError(
+                f"NIR graphs are continuous-time and store no time step; pass --dt (this one suggests --dt {value:g}: "
+                f"{reason})"
+            )
+        imported = _import_graph(graph, flat, dt, timesteps, name or path.stem)  # its values checked first
+        if (warning := dt_warning(flat.nodes, dt)) is not None:
+            warnings.warn(f"{path}: {warning}", FrontendWarning, stacklevel=2)
+        return imported
     except FrontendError as err:
         raise FrontendError(f"{path}: {err}") from None
 
 
-def _import_graph(graph: Any, dt: float, timesteps: int, name: str) -> Graph:
-    flat = _Flat({}, [])
-    _flatten(graph, "", flat)
+def _import_graph(graph: Any, flat: _Flat, dt: float, timesteps: int, name: str) -> Graph:
     inputs = [n for n in graph.nodes if type(graph.nodes[n]).__name__ == "Input"]
     outputs = [n for n in graph.nodes if type(graph.nodes[n]).__name__ == "Output"]
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise FrontendError(f"masic compiles graphs with one Input and one Output (inputs {inputs}, outputs {outputs})")
-    (input_name,), (output_name,) = inputs, outputs
-    back = _back_edges(list(flat.nodes), flat.edges, [input_name])
+    if not inputs or not outputs:
+        raise FrontendError(
+            f"the graph has {len(inputs)} Input and {len(outputs)} Output nodes; masic needs one of each at least"
+        )
+    back = _back_edges(list(flat.nodes), flat.edges, inputs)
     full = nx.DiGraph(flat.edges)
     full.add_nodes_from(flat.nodes)
-    needed = nx.ancestors(full, output_name) | {output_name}
+    needed = set(outputs).union(*(nx.ancestors(full, output) for output in outputs))
     forward = nx.DiGraph([e for e in flat.edges if e not in back])
     forward.add_nodes_from(flat.nodes)
     index = {n: i for i, n in enumerate(flat.nodes)}
     importer = _Importer(flat, dt)
     b = importer.b
-    shape = _integers(graph.nodes[input_name].input_type["input"], None, f"NIR input '{input_name}': shape")
-    importer.value[input_name] = b.add(input_name, "input", (), {}, f"NIR input '{input_name}'", TensorType(shape))
+    input_ports = tuple(
+        Port(ir_name(n), _integers(graph.nodes[n].input_type["input"], None, f"NIR input '{n}': shape")) for n in inputs
+    )
+    where = f"NIR input '{inputs[0]}'" if len(inputs) == 1 else f"NIR inputs {', '.join(map(repr, inputs))}"
+    values = b.inputs(input_ports, where)
+    importer.value.update({n: values[port.name] for n, port in zip(inputs, input_ports, strict=True)})
     pending: list[tuple[str, str]] = []  # (delay, NIR source) of back edges
     incoming: dict[str, list[str]] = {}
     for source, target in flat.edges:
         incoming.setdefault(target, []).append(source)
     for flat_name in nx.lexicographical_topological_sort(forward, key=index.__getitem__):
-        if flat_name == input_name or flat_name not in needed:
+        if flat_name in inputs or flat_name not in needed:
             continue
         if flat_name not in incoming:
             raise FrontendError(f"{importer.loc(flat_name)} has no incoming edge")
@@ -476,7 +498,9 @@ def _import_graph(graph: Any, dt: float, timesteps: int, name: str) -> Graph:
         importer.value[flat_name] = importer.convert(flat_name, flat.nodes[flat_name], x)
     for delayed, source in pending:
         b.connect_delay(delayed, importer.value[source])
-    return b.finish(name, importer.value[output_name], timesteps)
+    ports = [(Port(ir_name(n), b.type_of(importer.value[n]).shape), importer.value[n]) for n in outputs]
+    output = b.outputs(ports, f"NIR outputs {', '.join(map(repr, outputs))}")
+    return b.finish(name, output, timesteps, input_ports, tuple(port for port, _ in ports))
 
 
 def _own_type(node: Any, importer: _Importer, name: str) -> TensorType:

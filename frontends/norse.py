@@ -2,14 +2,16 @@
 
 Covers (by module walking; every step-wise module becomes the IR of one timestep):
 - `norse.torch.SequentialState` of layers and neuron cells, run on one timestep;
-- `torch.nn.Sequential` (and subclasses that keep its forward) of `Lift(layer)` and the time-lifted neurons
-  `LIF`, `LI`, `IAF`, which run over a sequence: one step of them is one step of the IR;
+- `norse.torch.RecurrentSequential`: its layers on the input plus the output of one of them at the previous step;
+- `torch.nn.Sequential` (and subclasses that keep its forward) of `Lift(layer)` and time-lifted neurons (`LIF`,
+  `LSNN`, `LIFRecurrent`, ...), which run over a sequence: one step of them is one step of the IR;
 - `norse.torch.models` (see `masic.frontends.norse_zoo`): `VGG` (vgg11..vgg19, with and without batch norm),
   `MobileNetV2`, `ConvNet`, `ConvNet4`.
 Layers: `Conv2d`, `Linear`, `MaxPool2d`, `AvgPool2d`, `AdaptiveAvgPool2d`, `Flatten`, `ReLU`, `Dropout` and
-`Identity` (no-ops in inference), `BatchNorm2d` (folded into the preceding conv). Neurons: `LIFCell`/`LIF`,
-`LIFBoxCell` (reset to value or by subtraction), `LICell`/`LI`, `LIBoxCell`, `IAFCell`/`IAF`, `LILinearCell`, with
-any parameter values (scalars or per-neuron tensors). Anything else is refused with its path in the model.
+`Identity` (no-ops in inference), `BatchNorm2d` (folded into the preceding conv). Neurons (`masic.frontends.
+norse_cells`): the LIF, LI, IAF, LSNN, LIFEx, LIFAdEx, LIFRefrac and Izhikevich cells, feed-forward and recurrent,
+and their time-lifted forms, `LILinearCell` and `CobaLIFCell`, with any parameter values (scalars or per-neuron
+tensors). Anything else is refused with its path in the model.
 
 Models come from a file written by `torch.save(model)` or from a `package.module:factory` spec. Files are read by
 torch's weights-only unpickler with an allowlist of exactly the classes this frontend supports, so a hostile file
@@ -19,7 +21,8 @@ cost of running whatever code the pickle names. Norse 1.1.0 pickles its paramete
 both saving and loading work.
 
 Neuron coefficients are computed exactly as Norse computes them (`dt * p.tau_mem_inv` with the same Python/torch
-operand types) and rounded to float32 once, so the IR's neuron updates match Norse bit-for-bit.
+operand types) and rounded to float32 once, so the IR's neuron updates match Norse bit-for-bit (the exponential
+cells' within an ulp of torch.exp).
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ import numpy as np
 import torch
 from masic.frontends.errors import FrontendError, first_line, well_formed
 from masic.frontends.factory import call_factory, is_factory_spec
-from masic.frontends.graph_builder import GraphBuilder, real_float32
+from masic.frontends.graph_builder import GraphBuilder
 from masic.frontends.limits import check_archive_size
+from masic.frontends.norse_cells import positive
 from masic.frontends.safe_pickle import install_pickle_aliases, load_trusted, load_untrusted
 from torch import nn
 
@@ -114,21 +118,21 @@ def _conv2d(b: Builder, name: str, m: nn.Conv2d, loc: str) -> None:
     b.then(name, "conv2d", attrs, loc)
 
 
-def dense(b: Builder, name: str, weight: torch.Tensor, bias: torch.Tensor | None, loc: str) -> None:
-    """y = weight @ x (+ bias) on the current value, which must be flat."""
-    if len(b.shape) != 1:
-        raise FrontendError(f"{loc}: Linear after a {b.type_of(b.current)} value; add nn.Flatten() before it")
+def dense(b: Builder, name: str, x: str, weight: torch.Tensor, bias: torch.Tensor | None, loc: str) -> str:
+    """y = weight @ x (+ bias), x a flat value; returns y."""
+    if len(b.type_of(x).shape) != 1:
+        raise FrontendError(f"{loc}: Linear after a {b.type_of(x)} value; add nn.Flatten() before it")
     attrs = {
         "weight": b.param(f"{name}.weight", weight),
         "bias": b.param(f"{name}.bias", bias) if bias is not None else None,
         "in_features": int(weight.shape[1]),
         "out_features": int(weight.shape[0]),
     }
-    b.then(name, "dense", attrs, loc)
+    return b.add(name, "dense", (x,), attrs, loc)
 
 
 def _linear(b: Builder, name: str, m: nn.Linear, loc: str) -> None:
-    dense(b, name, m.weight, m.bias, loc)
+    b.current = dense(b, name, b.current, m.weight, m.bias, loc)
 
 
 def pool(b: Builder, name: str, op: str, kernel: object, stride: object, padding: object, loc: str) -> None:
@@ -176,7 +180,7 @@ def _relu(b: Builder, name: str, m: nn.ReLU, loc: str) -> None:
 def _batchnorm(b: Builder, name: str, m: nn.BatchNorm2d, loc: str) -> None:
     if m.running_mean is None or m.running_var is None:
         raise FrontendError(f"{loc}: BatchNorm2d without running statistics cannot be folded")
-    _positive(loc, **{"running_var + eps": m.running_var + m.eps})  # folding divides by its square root
+    positive(loc, **{"running_var + eps": m.running_var + m.eps})  # folding divides by its square root
     attrs = {
         "mean": b.param(f"{name}.mean", m.running_mean),
         "var": b.param(f"{name}.var", m.running_var),
@@ -185,60 +189,6 @@ def _batchnorm(b: Builder, name: str, m: nn.BatchNorm2d, loc: str) -> None:
         "beta": b.param(f"{name}.beta", m.bias) if m.bias is not None else None,
     }
     b.then(name, "batchnorm2d", attrs, loc)
-
-
-def _neuron(b: Builder, name: str, m: nn.Module, loc: str) -> None:
-    import norse.torch as nt
-    from norse.torch.functional import reset
-
-    p, dt = m.p, m.dt
-
-    def value(key: str, raw: torch.Tensor | float) -> AttrValue:
-        array = raw.detach().cpu().numpy() if isinstance(raw, torch.Tensor) else raw
-        return b.element_param(name, key, array, b.shape, loc)
-
-    # The products below are evaluated with Norse's own operand types and order, then rounded to float32.
-    attrs: dict[str, AttrValue]
-    if isinstance(m, nt.LIFCell | nt.LICell | nt.LIF | nt.LI | nt.LILinearCell):
-        _positive(loc, dt=dt, tau_mem_inv=p.tau_mem_inv, tau_syn_inv=p.tau_syn_inv)
-        attrs = {"dt_tau_mem": value("dt_tau_mem", dt * p.tau_mem_inv)}
-        attrs["neg_dt_tau_syn"] = value("neg_dt_tau_syn", -dt * p.tau_syn_inv)
-        attrs["v_leak"] = value("v_leak", p.v_leak)
-        if isinstance(m, nt.LIFCell | nt.LIF):
-            attrs |= {"v_th": value("v_th", p.v_th), "v_reset": value("v_reset", p.v_reset)}
-        op = "lif" if isinstance(m, nt.LIFCell | nt.LIF) else "li"
-    elif isinstance(m, nt.LIFBoxCell):
-        if p.reset_method not in (reset.reset_value, reset.reset_subtract):
-            raise FrontendError(f"{loc}: LIFBoxCell with a custom reset_method is not supported")
-        _positive(loc, dt=dt, tau_mem_inv=p.tau_mem_inv)
-        attrs = {"dt_tau_mem": value("dt_tau_mem", dt * p.tau_mem_inv), "v_leak": value("v_leak", p.v_leak)}
-        attrs |= {"v_th": value("v_th", p.v_th), "v_reset": value("v_reset", p.v_reset)}
-        attrs["reset"] = "subtract" if p.reset_method is reset.reset_subtract else "value"
-        op = "lif_box"
-    elif isinstance(m, nt.LIBoxCell):
-        _positive(loc, dt=dt, tau_mem_inv=p.tau_mem_inv)
-        attrs = {"dt_tau_mem": value("dt_tau_mem", dt * p.tau_mem_inv), "v_leak": value("v_leak", p.v_leak)}
-        op = "li_box"
-    else:
-        attrs = {"v_th": value("v_th", p.v_th), "v_reset": value("v_reset", p.v_reset)}
-        op = "iaf"
-    b.then(name, op, attrs, loc)
-
-
-def _positive(loc: str, **values: torch.Tensor | float) -> None:
-    """Time steps, inverse time constants and batch-norm variances must be positive and finite: an inverse time
-    constant of 0 is an infinite time constant, a negative one makes the membrane grow without bound."""
-    for key, raw in values.items():
-        array = real_float32(raw.detach().cpu().numpy() if isinstance(raw, torch.Tensor) else raw, f"{loc}: {key}")
-        bad = array[~(np.isfinite(array) & (array > 0))]
-        if bad.size:
-            raise FrontendError(f"{loc}: {key} {bad.flat[0]:g} is not positive and finite")
-
-
-def _li_linear(b: Builder, name: str, m: nn.Module, loc: str) -> None:
-    """LILinearCell: the current jumps by input_weights @ x, then a leaky integrator (Norse's li_step)."""
-    dense(b, f"{name}.input", m.input_weights, None, loc)
-    _neuron(b, name, m, loc)
 
 
 Converter = Callable[[Builder, str, nn.Module, str], None]
@@ -258,12 +208,13 @@ TORCH_LAYERS: dict[type, Converter] = {
 
 def _converters() -> dict[type, Converter]:
     import norse.torch as nt
+    from masic.frontends.norse_cells import cells, coba_lif, li_linear, neuron
 
-    neurons = (nt.LIFCell, nt.LIFBoxCell, nt.LICell, nt.LIBoxCell, nt.IAFCell, nt.LIF, nt.LI, nt.IAF)
     return {
         **TORCH_LAYERS,
-        nt.LILinearCell: _li_linear,
-        **dict.fromkeys(neurons, _neuron),
+        nt.LILinearCell: li_linear,
+        nt.CobaLIFCell: coba_lif,
+        **dict.fromkeys(cells(), neuron),
     }
 
 
@@ -300,7 +251,11 @@ class Walker:
         name = path.removeprefix("model.").removeprefix("model") or "model"
         if type(m) in self.recipes:
             self.recipes[type(m)](self, m, path)
+        elif type(m) is nt.RecurrentSequential:
+            self._recurrent_sequential(m, path, loc)
         elif _is_container(m):
+            if getattr(m, "return_hidden", False):
+                raise FrontendError(f"{loc}: return_hidden=True outputs every layer's value; masic compiles one output")
             for child, layer in m.named_children():
                 self.walk(layer, f"{path}.{child}")
         elif isinstance(m, nt.Lift):  # a layer applied to every step: one step of it is the layer itself
@@ -312,12 +267,41 @@ class Walker:
         else:
             raise FrontendError(f"unsupported module {loc}: {type(m).__module__}.{type(m).__qualname__}")
 
+    def _recurrent_sequential(self, m: nn.Module, path: str, loc: str) -> None:
+        """RecurrentSequential: its layers run on x plus the output of layer `output_modules` of the previous step
+        (nothing at the first step: adding zeros), which is its output."""
+        if not isinstance(m.output_modules, int):
+            raise FrontendError(
+                f"{loc}: output_modules={m.output_modules!r} outputs several layers' values; masic compiles one output"
+            )
+        x = self.b.current
+        fed_back = self.b.delay(f"{path.removeprefix('model.')}.feedback", self.b.type_of(x), loc)
+        self.b.current = self.b.add(f"{path.removeprefix('model.')}.input", "add", (x, fed_back), {}, loc)
+        outputs = []
+        for child, layer in m.module.named_children():
+            self.walk(layer, f"{path}.module.{child}")
+            outputs.append(self.b.current)
+        try:
+            output = outputs[m.output_modules]
+        except IndexError:
+            raise FrontendError(
+                f"{loc}: output_modules={m.output_modules} is not one of its {len(outputs)} layers"
+            ) from None
+        if self.b.type_of(output) != self.b.type_of(x):
+            raise FrontendError(
+                f"{loc}: its output {self.b.type_of(output)} cannot be added to its input {self.b.type_of(x)}"
+            )
+        self.b.connect_delay(fed_back, output)
+        self.b.current = output
+
 
 def _leaves(m: nn.Module, path: str) -> Iterator[tuple[str, nn.Module]]:
-    """The modules a walk reaches first, in order (through containers and Lift)."""
+    """The modules a walk reaches first, in order (through containers, RecurrentSequential and Lift)."""
     import norse.torch as nt
 
-    if _is_container(m):
+    if type(m) is nt.RecurrentSequential:
+        yield from _leaves(m.module, f"{path}.module")
+    elif _is_container(m):
         for child, layer in m.named_children():
             yield from _leaves(layer, f"{path}.{child}")
     elif isinstance(m, nt.Lift):
@@ -327,10 +311,14 @@ def _leaves(m: nn.Module, path: str) -> Iterator[tuple[str, nn.Module]]:
 
 
 def _implied_input_shape(model: nn.Module) -> tuple[int, ...] | None:
-    """(in_features,) when the first layer that is not a no-op is a Linear."""
+    """(in_features,) when the first layer that is not a no-op is a Linear or a cell with input weights (recurrent
+    cells, LILinearCell)."""
     for path, layer in _leaves(model, "model"):
         if isinstance(layer, nn.Linear):
             return (layer.in_features,)
+        weights = getattr(layer, "input_weights", None)
+        if isinstance(weights, torch.Tensor) and weights.ndim == 2:
+            return (int(weights.shape[1]),)
         if not isinstance(layer, _SKIPPED):
             raise FrontendError(
                 f"the model starts with {type(layer).__name__} ({path}), whose input size is not implied; "
@@ -344,7 +332,8 @@ def is_norse_model(model: nn.Module) -> bool:
     import norse.torch as nt
     from masic.frontends.norse_zoo import recipes
 
-    return _is_container(model) or isinstance(model, nt.Lift) or type(model) in recipes()
+    recurrent = type(model) is nt.RecurrentSequential
+    return _is_container(model) or recurrent or isinstance(model, nt.Lift) or type(model) in recipes()
 
 
 def import_norse(

@@ -9,7 +9,8 @@ is given. So every callable masic allows must return only objects that are thems
 
 - module classes (constructing a layer or cell builds tensors and submodules, nothing else);
 - Norse's step and reset functions (tensor arithmetic on their arguments; a cell keeps them as attributes);
-- Norse's parameter tuples (namedtuples of tensors and strings);
+- Norse's parameter tuples (namedtuples of tensors, numbers and strings; an Izhikevich cell's spiking behaviour is
+  one of its parameters and one of initial-state tensors);
 - snnTorch's, SpikingJelly's and Sinabs' module classes, as above, and the small classes their neurons keep as
   attributes: SpikingJelly's surrogate functions and Sinabs' spike, reset and surrogate functions (dataclasses or
   autograd Functions holding numbers, whose calls compute on tensors);
@@ -62,10 +63,11 @@ def install_pickle_aliases() -> None:
 
 def _module_classes() -> list[type]:
     import norse.torch as nt
+    from masic.frontends.norse_cells import cells
     from norse.torch.models import mobilenet
 
-    classes = [nt.SequentialState, nt.LIFCell, nt.LIFBoxCell, nt.LICell, nt.LIBoxCell, nt.IAFCell, nt.LILinearCell]
-    classes += [nt.Lift, nt.LIF, nt.LI, nt.IAF, nt.VGG, nt.MobileNetV2, nt.ConvNet, nt.ConvNet4]
+    classes = [nt.SequentialState, nt.RecurrentSequential, *cells(), nt.LILinearCell, nt.CobaLIFCell, nt.Lift]
+    classes += [nt.VGG, nt.MobileNetV2, nt.ConvNet, nt.ConvNet4]
     classes += [mobilenet.ConvBNReLU, mobilenet.InvertedResidual]
     classes += [nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout]
     classes += [nn.BatchNorm2d, nn.ReLU, nn.Identity, nn.Sequential]
@@ -109,21 +111,42 @@ def _sinabs_classes() -> list[type]:
 
 
 def _functions() -> list[Any]:
+    """The step functions a cell keeps as `activation` (and `activation_sparse`), whichever it was built with, and
+    the parameter tuples."""
     import norse.torch as nt
     import norse.torch.functional as nf
     from norse.torch.functional import reset
+    from norse.torch.functional.adjoint import lif_adjoint, lif_refrac_adjoint, lsnn_adjoint
 
+    lif = [nf.lif.lif_feed_forward_step, nf.lif.lif_feed_forward_step_sparse, nf.lif.lif_step, nf.lif.lif_step_sparse]
+    lif += [
+        getattr(lif_adjoint, f"lif{kind}_adjoint_step{s}") for kind in ("", "_feed_forward") for s in ("", "_sparse")
+    ]
+    refrac = [nf.lif_refrac.lif_refrac_feed_forward_step, nf.lif_refrac.lif_refrac_step]
+    refrac += [nf.lif_refrac.lif_refrac_step_sparse, lif_refrac_adjoint.lif_refrac_feed_forward_adjoint_step]
+    refrac += [lif_refrac_adjoint.lif_refrac_adjoint_step, lif_refrac_adjoint.lif_refrac_adjoint_step_sparse]
+    lsnn = [nf.lsnn.lsnn_feed_forward_step, nf.lsnn.lsnn_step]
+    lsnn += [lsnn_adjoint.lsnn_feed_forward_adjoint_step, lsnn_adjoint.lsnn_adjoint_step]
     steps = [
-        nf.lif.lif_feed_forward_step,
-        nf.lif.lif_feed_forward_step_sparse,
+        *lif,
+        *refrac,
+        *lsnn,
         nf.lif_box.lif_box_feed_forward_step,
         nf.leaky_integrator.li_feed_forward_step,
         nf.leaky_integrator_box.li_box_feed_forward_step,
         nf.iaf.iaf_feed_forward_step,
+        nf.lif_ex.lif_ex_feed_forward_step,
+        nf.lif_ex.lif_ex_step,
+        nf.lif_adex.lif_adex_feed_forward_step,
+        nf.lif_adex.lif_adex_step,
+        nf.izhikevich.izhikevich_feed_forward_step,
+        nf.izhikevich.izhikevich_recurrent_step,
         reset.reset_value,
         reset.reset_subtract,
     ]
-    return steps + [getattr(nt, name) for name in PARAMETER_CLASSES]
+    tuples = [nt.LSNNParameters, nt.LIFExParameters, nt.LIFAdExParameters, nt.LIFRefracParameters]
+    tuples += [nt.CobaLIFParameters, nt.IzhikevichParameters, nt.IzhikevichState, nt.IzhikevichSpikingBehavior]
+    return steps + tuples + [getattr(nt, name) for name in PARAMETER_CLASSES]
 
 
 class _Refusal(Exception):

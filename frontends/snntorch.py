@@ -111,7 +111,7 @@ def _recurrent(b: Builder, name: str, m: nn.Module, spikes: str, loc: str) -> st
     layer, current = m.recurrent, b.current
     b.current = spikes
     if isinstance(layer, nn.Linear):
-        dense(b, f"{name}.recurrent", layer.weight, layer.bias, loc)
+        b.current = dense(b, f"{name}.recurrent", spikes, layer.weight, layer.bias, loc)
     elif isinstance(layer, nn.Conv2d):
         _conv2d(b, f"{name}.recurrent", layer, loc)
     elif isinstance(layer, LeakyOneToOne | SynapticOneToOne):

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,9 +27,10 @@ from masic.limits import MAX_TIMESTEPS
 from masic.manifest import EXECUTABLE, MANIFEST_FILE, WEIGHTS_FILE, Manifest, read_manifest
 from masic.passes import DEFAULT_PIPELINE, REGISTRY, PassOptions
 from masic.passes.check_budget import BudgetError
+from masic.port_files import check_output, packed_input, split_output
 from masic.report import buffer_table, draw_timeline, plan_rows
 from masic.units import format_bytes, parse_bytes
-from masic.workdirs import replacing
+from masic.workdirs import replacing, scratch
 
 # What --emit prints: the imported IR, the IR after a stage of `masic.driver.STAGES`, or the generated C
 EMIT_STAGES = ("ir", "sliced", "layout", "plan", "c")
@@ -176,9 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a compiled folder here (natively, or under qemu for ARM targets)")
     run.add_argument("artifact", type=Path)
-    run.add_argument("--input", required=True, type=Path, help="float32 .npy: one sample or (T, *sample)")
+    run.add_argument(
+        "--input", required=True, type=Path, help="float32 .npy: one sample or (T, *sample); .npz: one per input port"
+    )
     run.add_argument("--labels", type=Path, help="int .npy (N,): --input holds N samples; report accuracy")
-    run.add_argument("--output", type=Path, help="write every step's output to this .npy")
+    run.add_argument("--output", type=Path, help="write every step's output to this .npy (.npz: one per output port)")
     run.add_argument("--predictions", type=Path, help="with --labels: write (N, 2) prediction, timesteps")
     run.add_argument("--timesteps", type=_steps)
     run.add_argument("--threads", type=positive_arg)
@@ -286,6 +290,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     """The compiler's stages (`masic.driver`): import, plan (through the --emit stage), build."""
     from masic import driver
     from masic.frontends.dispatch import ImportOptions, model_name
+    from masic.frontends.errors import FrontendWarning
     from masic.ir.text import print_graph
     from masic.targets import get_target
 
@@ -294,7 +299,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     name = args.name or model_name(args.model)
     imported = ImportOptions(args.input_shape, args.timesteps, args.dt, name, args.trust_pickle)
-    graph = driver.import_model(args.model, imported, _progress)
+    with warnings.catch_warnings(record=True) as caught:  # a frontend's warnings, each one `masic: warning:` line
+        warnings.simplefilter("always", FrontendWarning)
+        graph = driver.import_model(args.model, imported, _progress)
+    for warning in caught:
+        if issubclass(warning.category, FrontendWarning):
+            _progress(f"warning: {warning.message}")
     if args.emit == "ir":
         print(print_graph(graph), end="")
         return 0
@@ -421,14 +431,21 @@ RUN_FLAGS = (
 def cmd_run(args: argparse.Namespace) -> int:
     manifest = read_manifest(args.artifact)
     _check_runnable(manifest)
-    command = [*manifest.command(), "--input", str(args.input)]
-    for flag in RUN_FLAGS:
-        value = getattr(args, flag)
-        if value is not None:
-            command += [f"--{flag.replace('_', '-')}", str(value)]
-    if args.no_exit:
-        command.append("--no-exit")
-    return subprocess.run(command, check=False).returncode
+    with scratch("masic-run-") as folder:  # the packed input and output of a model with ports (.npz files)
+        command = [*manifest.command(), "--input", str(packed_input(manifest.input_ports, args.input, folder))]
+        named_output = args.output is not None and args.output.suffix == ".npz"
+        if named_output:
+            check_output(manifest.output_ports, args.output)
+        for flag in RUN_FLAGS:
+            value = folder / "output.npy" if flag == "output" and named_output else getattr(args, flag)
+            if value is not None:
+                command += [f"--{flag.replace('_', '-')}", str(value)]
+        if args.no_exit:
+            command.append("--no-exit")
+        status = subprocess.run(command, check=False).returncode
+        if named_output and status == 0:
+            split_output(manifest.output_ports, folder / "output.npy", args.output)
+        return status
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -480,6 +497,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     budget = manifest.budget_bytes
     print(f"model      {manifest.name} for {manifest.target.name} ({manifest.target.description})")
     print(f"input      float32{list(manifest.input_shape)}   output float32{list(manifest.output_shape)}")
+    for kind, ports in (("inputs", manifest.input_ports), ("outputs", manifest.output_ports)):
+        if ports:  # the parts of a packed input or output, in order (`masic run` takes and writes them as .npz)
+            print(f"{kind:<10} " + ", ".join(f"{p.name}{list(p.shape)}" for p in ports))
     print(f"timesteps  {manifest.timesteps}   exit rule {manifest.exit_rule.describe()} ({manifest.exit_source})")
     arena, lower_bound = manifest.arena_bytes, manifest.lower_bound_bytes
     print(

@@ -24,7 +24,7 @@ from typing import NoReturn
 from masic.early_exit import RULES, THRESHOLD_NAMES, ExitRule
 from masic.errors import MasicError
 from masic.files import read_text
-from masic.ir.graph import BUFFER_KINDS
+from masic.ir.graph import BUFFER_KINDS, Port
 from masic.limits import MAX_BYTES, MAX_MANIFEST_BYTES, MAX_TIMESTEPS
 from masic.targets import TARGETS, Target
 
@@ -54,6 +54,8 @@ class Manifest:
     weights_crc32: str
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
+    input_ports: tuple[Port, ...]  # the named parts of the input, when it packs several (`masic.ir.graph.Port`)
+    output_ports: tuple[Port, ...]
     timesteps: int
     exit_rule: ExitRule
     exit_source: str
@@ -165,11 +167,12 @@ def read_manifest(folder: Path) -> Manifest:
     crc32 = keys.string(weights, key, "crc32")
     if not re.fullmatch(r"[0-9a-f]{8}", crc32):
         keys.fail(f"{key}.crc32", f"must be 8 lowercase hexadecimal digits, got {_show(crc32)}")
-    shapes = []
+    shapes, ports = [], []
     for name in ("input", "output"):
         entry, key = keys.mapping(data, "", name)
         shapes.append(keys.shape(entry, key, "shape"))
         keys.string(entry, key, "dtype", ("float32",))
+        ports.append(_ports(keys, entry, key, shapes[-1]))
     timesteps = keys.integer(data, "", "timesteps", 1, MAX_TIMESTEPS)
     exit_rule, exit_source = _exit_rule(keys, data)
     kernels, key = keys.array(data, "", "kernels")
@@ -187,6 +190,8 @@ def read_manifest(folder: Path) -> Manifest:
         weights_crc32=crc32,
         input_shape=shapes[0],
         output_shape=shapes[1],
+        input_ports=ports[0],
+        output_ports=ports[1],
         timesteps=timesteps,
         exit_rule=exit_rule,
         exit_source=exit_source,
@@ -195,6 +200,22 @@ def read_manifest(folder: Path) -> Manifest:
     )
     _check_files(manifest)
     return manifest
+
+
+def _ports(keys: _Keys, entry: Mapping[str, object], key: str, shape: tuple[int, ...]) -> tuple[Port, ...]:
+    """The optional `ports` of the input or output: named parts whose sizes add up to the shape's."""
+    if "ports" not in entry:
+        return ()
+    rows, key = keys.array(entry, key, "ports")
+    ports = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            keys.fail(f"{key}[{i}]", f"must be a JSON object, got {_show(row)}")
+        ports.append(Port(keys.string(row, f"{key}[{i}]", "name"), keys.shape(row, f"{key}[{i}]", "shape")))
+    names = [port.name for port in ports]
+    if len(ports) < 2 or len(set(names)) != len(names) or sum(p.numel for p in ports) != math.prod(shape):
+        keys.fail(key, f"must name two or more distinct parts whose sizes add up to {math.prod(shape)}")
+    return tuple(ports)
 
 
 def _target(keys: _Keys, data: Mapping[str, object]) -> Target:

@@ -2,8 +2,8 @@
 
 It shares no code with masic: it walks the `nir` objects itself, computes each node with torch operations written
 from the NIR equations (forward Euler with step dt), sums several inputs, and delivers each back edge (an edge to a
-node on the depth-first search path from the Input, then from the remaining nodes in file order) from the previous
-step. nirtorch cannot serve here: it loops forever on feedback_graph.nir, whose cycle has no node with two inputs.
+node on the depth-first search path from the Inputs, then from the remaining nodes in file order) from the previous
+step. A graph with several Input and Output nodes takes and gives one array for each, by name. nirtorch cannot serve here: it loops forever on feedback_graph.nir, whose cycle has no node with two inputs.
 Coefficients are folded as the documented convention says (`dt * (1/tau)` in float32, as Norse does); the LIF
 membrane is written in NIR's order `(v_leak - v) + r*x`, which equals masic's `(r*x + v_leak) - v` when v_leak = 0.
 """
@@ -34,8 +34,8 @@ class NIRReference:
         self.nodes: dict[str, Any] = {}
         self.edges: list[tuple[str, str]] = []
         self._collect(graph, "")
-        (self.input,) = [k for k, n in graph.nodes.items() if isinstance(n, nir.Input)]
-        (self.output,) = [k for k, n in graph.nodes.items() if isinstance(n, nir.Output)]
+        self.inputs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Input)]
+        self.outputs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Output)]
         self.back = self._back_edges()
         self.order = self._order()
 
@@ -69,7 +69,7 @@ class NIRReference:
                     visit(b)
             path.pop()
 
-        for root in [self.input, *self.nodes]:
+        for root in [*self.inputs, *self.nodes]:
             if root not in visited:
                 visit(root)
         return back
@@ -82,15 +82,18 @@ class NIRReference:
             done.append(ready)
         return done
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def run(self, x: np.ndarray | dict[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
+        """Outputs (steps, *shape) for inputs (steps, *shape): one array, or for several Inputs and Outputs one for
+        each, by name."""
+        xs = x if isinstance(x, dict) else {self.inputs[0]: x}
         state: dict[str, dict[str, torch.Tensor]] = {name: {} for name in self.nodes}
         previous: dict[str, torch.Tensor] = {}
-        outputs = []
-        for step in x:
+        outputs: dict[str, list[np.ndarray]] = {name: [] for name in self.outputs}
+        for t in range(len(next(iter(xs.values())))):
             values: dict[str, torch.Tensor] = {}
             for name in self.order:
-                if name == self.input:
-                    values[name] = _t(step)
+                if name in self.inputs:
+                    values[name] = _t(xs[name][t])
                     continue
                 inputs = [
                     previous.get(a, torch.zeros(tuple(self.nodes[a].output_type["output"]), dtype=F32))
@@ -104,8 +107,10 @@ class NIRReference:
                     total = total + other
                 values[name] = self._node(self.nodes[name], total, state[name])
             previous = values
-            outputs.append(values[self.output].numpy().copy())
-        return np.stack(outputs)
+            for name in self.outputs:
+                outputs[name].append(values[name].numpy().copy())
+        stacked = {name: np.stack(steps) for name, steps in outputs.items()}
+        return stacked if isinstance(x, dict) else stacked[self.outputs[0]]
 
     def _node(self, node: Any, x: torch.Tensor, s: dict[str, torch.Tensor]) -> torch.Tensor:
         dt = torch.tensor(self.dt, dtype=F32)

@@ -29,8 +29,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "masic.memplan",
     ),
     "ir": ("masic.ir",),
-    # beside the IR: model files -> IR, what a target is, the artifact's manifest format
-    "beside ir": ("masic.frontends", "masic.targets", "masic.manifest"),
+    # beside the IR: model files -> IR, what a target is, the artifact's manifest format, the .npz files of a model's
+    # input and output ports
+    "beside ir": ("masic.frontends", "masic.targets", "masic.manifest", "masic.port_files"),
     "analysis": ("masic.analysis", "masic.report"),
     "passes": ("masic.passes",),
     "codegen": ("masic.codegen",),

@@ -8,6 +8,7 @@ import copy
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -296,3 +297,30 @@ def test_run_starts_the_targets_own_emulator_not_the_manifests(
         "(aarch64, cortex-a72, cortex-a76, x86_64)"
     ]
     assert not (tmp_path / "emulator-ran").exists() and not (tmp_path / "ran.txt").exists()
+
+
+@pytest.mark.parametrize(
+    ("ports", "message"),
+    [
+        ([{"name": "a", "shape": [4, 2]}, {"name": "b", "shape": [13]}], "input.ports must name two or more"),
+        ([{"name": "a", "shape": [20]}], "input.ports must name two or more distinct parts"),
+        ([{"name": "a", "shape": [10]}, {"name": "a", "shape": [10]}], "input.ports must name two or more distinct"),
+        ([{"name": "a", "shape": [4, 2]}, {"shape": [12]}], r"input.ports\[1\].name is missing"),
+        ([{"name": "a", "shape": [4, 0]}, {"name": "b", "shape": [20]}], r"input.ports\[0\].shape\[1\] must be"),
+        ([["a", [20]], {"name": "b", "shape": [0]}], r"input.ports\[0\] must be a JSON object"),
+        ({"a": [20]}, "input.ports must be a JSON list"),
+    ],
+)
+def test_ports_are_checked(
+    manifests: dict[str, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str], ports: object, message: str
+) -> None:
+    """The optional ports of the input (output) name parts whose sizes add up to its size (`masic.ir.graph.Port`);
+    `inspect` lists them."""
+    manifest = copy.deepcopy(manifests["margin"])
+    manifest["input"]["ports"] = [{"name": "a", "shape": [4, 2]}, {"name": "b", "shape": [12]}]
+    folder = write_fake_artifact(tmp_path / "good", manifest)
+    assert [(p.name, p.shape) for p in read_manifest(folder).input_ports] == [("a", (4, 2)), ("b", (12,))]
+    assert main(["inspect", str(folder)]) == 0 and "inputs     a[4, 2], b[12]" in capsys.readouterr().out
+    manifest["input"]["ports"] = ports
+    status, lines = _refusal(capsys, ["inspect", str(write_fake_artifact(tmp_path / "bad", manifest))])
+    assert status == 2 and len(lines) == 1 and re.search(message, lines[0]), lines

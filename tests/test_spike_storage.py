@@ -104,3 +104,21 @@ def test_weights_of_accumulate_dense_layers_are_stored_transposed(tmp_path: Path
     conv_layout = plan.node("c").attr("weight_layout")  # the layout pass's choice for the conv
     np.testing.assert_array_equal(stored["c.w"], stored_weight(plan.weights["c.w"], conv_layout).ravel())
     assert plan.weights["fc1.w"].shape == (16, 36)  # the IR keeps the logical layout
+
+
+def test_a_probe_of_a_family_with_temporaries_is_not_written_over_its_operand() -> None:
+    """A probe (a float32 output) may lie over a float32 operand, but not that of a family whose kernels copy old
+    states into registers first (masic.analysis.liveness: LLVM has been seen to load x after the output's store)."""
+    lsnn = "dt_tau_mem=0.1, neg_dt_tau_syn=-0.2, dt_tau_adapt=0.02, v_leak=0.0, v_th=0.5, v_reset=0.0, beta=0.3"
+    text = f"""graph @probes timesteps=3 {{
+  %in = input() : f32[5]
+  %a = relu(%in) : ?
+  %b = relu(%in) : ?
+  %v1 = lif(%a) {{{LIF}, probe="v"}} : ?
+  %v2 = lsnn(%b) {{{lsnn}, probe="v"}} : ?
+  %o = add(%v1, %v2) : ?
+  output %o
+}}
+"""
+    values = dict(analyse(typed(text)).values)
+    assert values[value("v1")] == value("a") and values[value("v2")] == value("v2")

@@ -28,7 +28,12 @@ Three kinds of values own no buffer of their own:
   read later) and has the output's size in bytes writes its output over that operand. Neuron kernels read x[j]
   before writing out[j] and are compiled without `noalias`, so this is safe; it would not be for a one-byte
   spike output over a float32 operand: a parallel task's output bytes would overwrite another task's inputs
-  (nor for bits: a word holds 32 neurons' spikes), so operand and output must also be of one type.
+  (nor for bits: a word holds 32 neurons' spikes), so operand and output must also be of one type. Nor does a
+  family with temporaries (`NeuronFamily.temporaries`, whose kernels copy old states into registers first) run in
+  place: built in one module with other kernels, its LLVM code (TVM 0.27) has been seen with `noalias` pointer
+  arguments, loading x again after the output's store (the states stored after it read x: i' = i + x).
+  Such families are all spiking, so this only concerns a probe of one (an output of one byte or bit per neuron
+  never lies over a float32 operand anyway).
 
 `lower_bound` is the peak over positions of the bytes live at once, each buffer rounded up to the alignment:
 no placement can use a smaller arena.
@@ -41,6 +46,7 @@ from dataclasses import dataclass
 from masic.ir import names
 from masic.ir.graph import Buffer, Graph, Node, transient_states
 from masic.ir.names import BufferId
+from masic.ir.neurons import FAMILIES
 from masic.ir.ops import OPS, neuron_op, state_names, state_type
 
 
@@ -123,7 +129,7 @@ def _in_place(
     graph: Graph, node: Node, end: dict[BufferId, int], root: dict[BufferId, BufferId], operand: BufferId, p: int
 ) -> bool:
     """Whether a neuron at position p may write its output over its operand (see the module's docstring)."""
-    if graph.elided(node.inputs[0]):  # its operand is never stored
+    if graph.elided(node.inputs[0]) or FAMILIES[node.op].temporaries:  # never stored; see the module docstring
         return False
     operand_type = graph.node(node.inputs[0]).type
     # of one type: a word of bits packs 32 neurons, whose operands lie beyond the word (a float32 operand of 1

@@ -22,7 +22,7 @@ from masic.codegen.sources import RUNTIME_DIR, SANITIZE_ENV, SANITIZER_FLAGS, lo
 from masic.codegen.weights import WeightsFile, write_weights
 from masic.early_exit import ExitRule
 from masic.errors import MasicError
-from masic.ir.graph import Graph
+from masic.ir.graph import Graph, Port
 from masic.manifest import ARTIFACT_FILES, EXECUTABLE, MANIFEST_FILE, MANIFEST_FORMAT, WEIGHTS_FILE
 from masic.report import plan_rows
 from masic.targets import Target
@@ -119,6 +119,14 @@ def _link(target: Target, build: Path, executable: Path) -> None:
         raise ArtifactError(f"linking with {target.cc} failed: {first}")
 
 
+def _io(shape: tuple[int, ...], ports: tuple[Port, ...]) -> dict[str, object]:
+    """The manifest's entry of the input or the output: its shape and type, and its ports if it packs several."""
+    entry: dict[str, object] = {"shape": list(shape), "dtype": "float32"}
+    if ports:
+        entry["ports"] = [{"name": port.name, "shape": list(port.shape)} for port in ports]
+    return entry
+
+
 def make_manifest(
     graph: Graph, target: Target, exit_rule: ExitRule, budget: int | None, weights: WeightsFile, kernels: list[str]
 ) -> dict[str, object]:
@@ -139,8 +147,8 @@ def make_manifest(
             "bytes": weights.nbytes,
             "crc32": f"{weights.crc32:08x}",
         },
-        "input": {"shape": list(input_node.type.shape), "dtype": "float32"},
-        "output": {"shape": list(output.type.shape), "dtype": "float32"},
+        "input": _io(input_node.type.shape, graph.input_ports),
+        "output": _io(output.type.shape, graph.output_ports),
         "timesteps": graph.timesteps,
         "exit_rule": {**exit_rule.to_manifest(), "source": "compiled"},
         "kernels": kernels,

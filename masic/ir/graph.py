@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from math import prod
 
 import numpy as np
 
@@ -137,7 +138,25 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class Port:
+    """One named tensor of a model's interface when it has several inputs or several outputs (a NIR graph's Input
+    and Output nodes). The graph keeps one input node and one output value, the loader one input and one output
+    buffer a step: each is the concatenation of its ports, in the order listed, each flattened in C order
+    (`Graph.input_ports`, `Graph.output_ports`; `masic.ir.ports` packs and splits them)."""
+
+    name: str
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        return prod(self.shape)
+
+
+@dataclass(frozen=True)
 class Graph:
+    """One timestep of a model (module docstring). `input_ports` / `output_ports` name the parts of the input and
+    the output when the model has several (`Port`); empty, the input and the output are one tensor each."""
+
     name: str
     nodes: tuple[Node, ...]
     output: str
@@ -146,6 +165,8 @@ class Graph:
     plan: Plan | None = None
     schedule: Schedule = Schedule()
     weights: Mapping[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    input_ports: tuple[Port, ...] = ()
+    output_ports: tuple[Port, ...] = ()
 
     @cached_property
     def _nodes_by_name(self) -> dict[str, Node]:

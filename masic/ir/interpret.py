@@ -20,7 +20,7 @@ starts their lifetimes too late corrupts the result too.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 
 import numpy as np
@@ -29,6 +29,7 @@ from masic.ir import names
 from masic.ir.graph import Buffer, Graph, Node, ParamRef, TensorType, pack_bits, transient_states, unpack_bits
 from masic.ir.names import BufferId
 from masic.ir.ops import OPS, neuron_op, state_names, state_type
+from masic.ir.ports import pack
 from masic.ir.reference import Step
 
 F32 = np.float32
@@ -115,14 +116,18 @@ class _Values:
 
 def run(
     graph: Graph,
-    x: np.ndarray,
+    x: np.ndarray | Mapping[str, np.ndarray],
     timesteps: int | None = None,
     simulate_plan: bool = False,
     on_value: Callable[[BufferId, np.ndarray], None] | None = None,
 ) -> np.ndarray:
-    """Runs the graph. `x` is one sample (presented at every step) or a sequence with a leading time axis.
+    """Runs the graph. `x` is one sample (presented at every step) or a sequence with a leading time axis; for a
+    graph with input ports, it may be one such array per port, by name (packed by `masic.ir.ports.pack`). The
+    output of a graph with output ports is packed (`masic.ir.ports.split` names its parts).
     `on_value(name, value)`, if given, sees each value as it is computed, step after step (the name of its copy
     in the plan's block when simulating the plan); `value` is the interpreter's own array, to copy if kept."""
+    if isinstance(x, Mapping):
+        x = pack(graph.input_ports, x)
     (input_node,) = graph.inputs
     sample_shape = input_node.type.shape
     x = np.asarray(x, dtype=F32)

@@ -24,7 +24,9 @@ reads as 0 / 1; a non-spiking family outputs a float32 value `out`. So a multi-s
 for counts. A spiking neuron's `probe` attribute names a state to output instead of the spikes.
 
 The kernels store the new values in that order, each state in place over the old, computing each value from the
-old states: so no value may read a state listed before it (checked when a family is defined).
+old states. Where a value reads a state stored before it (LSNN's membrane and adaptive threshold read each other,
+so no order works), the kernels first copy that state's old value into a temporary, a register: the family's
+`temporaries`, found by tracing the update when the family is defined. Families that need none compile as before.
 
 How to add a neuron family: write its update below with `@family(op, params=..., states=..., modes=...)` and the
 equations in its docstring (one float32 operation per operator, in the source framework's order; `arith` has exp,
@@ -37,14 +39,14 @@ interpreter (tests/codegen/test_kernels.py lists cases by family).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import product
 from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from masic.ir.arith import Backend, Num, select, spike
+from masic.ir.arith import Backend, Num, exp, maximum, select, spike
 
 Update = Callable[[Num, SimpleNamespace, SimpleNamespace, SimpleNamespace], dict[str, Num]]
 
@@ -62,6 +64,7 @@ class NeuronFamily:
     doc: str
     spiking: bool = True
     modes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    temporaries: tuple[str, ...] = ()  # states whose old value a value stored after them reads (`_temporaries`)
 
     @property
     def output(self) -> str:
@@ -110,7 +113,10 @@ class _Reads(Backend):
     def neg(self, a: Any) -> Any:
         return a
 
-    exp = floor = negate = neg
+    floor = pow2 = opaque = negate = neg
+
+    def fma(self, a: Any, b: Any, c: Any) -> Any:
+        return self._union(a, b, c)
 
     def compare(self, op: str, a: Any, b: Any) -> Any:
         return self._union(a, b)
@@ -119,22 +125,24 @@ class _Reads(Backend):
         return self._union(cond, a, b)
 
 
-def _check_store_order(definition: NeuronFamily) -> None:
-    """Raises unless every stored value reads only states stored after it (or itself): the kernels store the
-    output, then each state in place, in order."""
+def _temporaries(definition: NeuronFamily) -> tuple[str, ...]:
+    """The states (in the order listed) that some value reads after they are stored, in any mode: the kernels
+    store the output, then each state in place, in order, so these must be read into temporaries first."""
     reads = _Reads()
+    clobbered: set[str] = set()
     for modes in definition.mode_choices():
         state = {name: Num(reads, frozenset({name})) for name in definition.state_names}
         params = {name: Num(reads, frozenset()) for name in definition.params}
         stored: set[str] = set()
         for name, value in definition.step(Num(reads, frozenset()), state, params, modes).items():
-            if clobbered := (value.value & stored) - {name}:
-                raise ValueError(
-                    f"{definition.op}: the update of {name} reads {sorted(clobbered)}, stored before it in place;"
-                    " list the states so that none reads a state listed before it"
-                )
+            clobbered |= (value.value & stored) - {name}
             stored.add(name)
+    return tuple(name for name in definition.state_names if name in clobbered)
 
+
+# The arguments of the conv and dense kernels a neuron runs in as an epilogue, besides the neuron's own (its
+# states and per-neuron parameters, by name): a family's names must differ from them.
+KERNEL_ARGUMENTS = ("x", "w", "b", "y", "z", "out", "scratch")
 
 _FAMILIES: dict[str, NeuronFamily] = {}
 FAMILIES: Mapping[str, NeuronFamily] = MappingProxyType(_FAMILIES)  # op -> family, in definition order
@@ -155,8 +163,10 @@ def family(
         unknown = {init for _, init in states if init is not None} - set(params)
         if unknown:
             raise ValueError(f"{op}: initial values from unknown parameters {sorted(unknown)}")
+        if taken := {name for name, _ in states}.union(params) & set(KERNEL_ARGUMENTS):
+            raise ValueError(f"{op}: {sorted(taken)} would name a kernel argument of the layer a neuron fuses into")
         definition = NeuronFamily(op, params, states, update, update.__doc__ or "", spiking, modes)
-        _check_store_order(definition)
+        definition = replace(definition, temporaries=_temporaries(definition))
         _FAMILIES[op] = definition
         return definition
 
@@ -227,6 +237,107 @@ def IAF(x: Num, s: SimpleNamespace, p: SimpleNamespace, mode: SimpleNamespace) -
     v1 = v + x;  z = (v1 - v_th) > 0;  v' = z ? v_reset : v1;  output z"""
     z, v = _fire(s.v + x, p)
     return {"z": z, "v": v}
+
+
+# Norse's other cells. Each update follows its Norse step function's float32 operations in order (the functional
+# code in norse/torch/functional); Norse's `(1 - z) * a + z * b` is `z ? b : a` (equal for finite values).
+
+
+@family(
+    "lsnn",
+    params=("dt_tau_mem", "neg_dt_tau_syn", "dt_tau_adapt", "v_leak", "v_th", "v_reset", "beta"),
+    states=(("v", "v_leak"), ("i", None), ("theta", "v_th")),
+)
+def LSNN(x: Num, s: SimpleNamespace, p: SimpleNamespace, mode: SimpleNamespace) -> dict[str, Num]:
+    """Leaky integrate-and-fire with an adaptive threshold theta (Norse's b: LSNNCell, LSNNRecurrentCell).
+    v1 = v + dt_tau_mem*((v_leak - v) + i);  i1 = i + neg_dt_tau_syn*i;  theta1 = theta + dt_tau_adapt*(v_th - theta)
+    z = (v1 - theta1) > 0;  v' = z ? v_reset : v1;  theta' = theta1 + z*beta;  i' = i1 + x;  output z
+    (the current jumps after the membrane has integrated it: the input reaches v one step later)"""
+    v1 = s.v + p.dt_tau_mem * ((p.v_leak - s.v) + s.i)
+    theta1 = s.theta + p.dt_tau_adapt * (p.v_th - s.theta)
+    fired = (v1 - theta1) > 0.0
+    z = spike(fired)
+    i = (s.i + p.neg_dt_tau_syn * s.i) + x
+    return {"z": z, "v": select(fired, p.v_reset, v1), "i": i, "theta": theta1 + z * p.beta}
+
+
+def _exp_drive(s: SimpleNamespace, p: SimpleNamespace) -> Num:
+    """(v_leak - v) + delta_T*exp((v - v_th)/delta_T), the leak and exponential terms of LIFEx and LIFAdEx."""
+    return (p.v_leak - s.v) + p.delta_T * exp((s.v - p.v_th) / p.delta_T)
+
+
+@family(
+    "lif_ex",
+    params=("dt_tau_mem", "neg_dt_tau_syn", "delta_T", "v_leak", "v_th", "v_reset"),
+    states=(("v", "v_leak"), ("i", None)),
+)
+def LIF_EX(x: Num, s: SimpleNamespace, p: SimpleNamespace, mode: SimpleNamespace) -> dict[str, Num]:
+    """Exponential integrate-and-fire with a current synapse (Norse LIFExCell, LIFExRecurrentCell).
+    i1 = i + x;  v1 = v + dt_tau_mem*(((v_leak - v) + delta_T*exp((v - v_th)/delta_T)) + i1)
+    i' = i1 + neg_dt_tau_syn*i1;  z = (v1 - v_th) > 0;  v' = z ? v_reset : v1;  output z
+    (exp: `masic.ir.arith.exp`, within 1 ulp of torch.exp)"""
+    i1 = s.i + x
+    z, v = _fire(s.v + p.dt_tau_mem * (_exp_drive(s, p) + i1), p)
+    return {"z": z, "v": v, "i": i1 + p.neg_dt_tau_syn * i1}
+
+
+@family(
+    "lif_adex",
+    params=(
+        "dt_tau_mem",
+        "neg_dt_tau_syn",
+        "dt_tau_ada",
+        "delta_T",
+        "v_leak",
+        "v_th",
+        "v_reset",
+        "adaptation_current",
+        "adaptation_spike",
+    ),
+    states=(("v", "v_leak"), ("i", None), ("a", None)),
+)
+def LIF_ADEX(x: Num, s: SimpleNamespace, p: SimpleNamespace, mode: SimpleNamespace) -> dict[str, Num]:
+    """Adaptive exponential integrate-and-fire (Norse LIFAdExCell, LIFAdExRecurrentCell).
+    i1 = i + x;  v1 = v + dt_tau_mem*((((v_leak - v) + delta_T*exp((v - v_th)/delta_T)) + i1) - a)
+    i' = i1 + neg_dt_tau_syn*i1;  a1 = a + dt_tau_ada*(adaptation_current*(v - v_leak) - a)
+    z = (v1 - v_th) > 0;  v' = z ? v_reset : v1;  a' = a1 + z*adaptation_spike;  output z"""
+    i1 = s.i + x
+    z, v = _fire(s.v + p.dt_tau_mem * ((_exp_drive(s, p) + i1) - s.a), p)
+    a1 = s.a + p.dt_tau_ada * (p.adaptation_current * (s.v - p.v_leak) - s.a)
+    return {"z": z, "v": v, "i": i1 + p.neg_dt_tau_syn * i1, "a": a1 + z * p.adaptation_spike}
+
+
+@family(
+    "lif_refrac",
+    params=("dt_tau_mem", "neg_dt_tau_syn", "v_leak", "v_th", "v_reset", "rho_reset"),
+    states=(("v", "v_leak"), ("i", None), ("rho", None)),
+)
+def LIF_REFRAC(x: Num, s: SimpleNamespace, p: SimpleNamespace, mode: SimpleNamespace) -> dict[str, Num]:
+    """LIF with a refractory period of rho_reset steps (Norse LIFRefracCell, LIFRefracRecurrentCell): the LIF
+    update (z_lif, v_lif, i' as "lif"), then, while the refractory count rho is positive, no spike and v held:
+    r = rho > 0;  v' = r ? v : v_lif;  z = r ? 0 : z_lif;  rho' = z ? rho_reset : max(rho - r, 0);  output z"""
+    lif = LIF.update(x, s, p, mode)
+    refractory = s.rho > 0.0
+    z = select(refractory, 0.0, lif["z"])
+    rho = select(z > 0.0, p.rho_reset, maximum(s.rho - spike(refractory), 0.0))
+    return {"z": z, "v": select(refractory, s.v, lif["v"]), "i": lif["i"], "rho": rho}
+
+
+@family(
+    "izhikevich",
+    params=("dt_tau", "sq", "mn", "bias", "dt_tau_a", "u_gain", "v_th", "v_reset", "u_jump", "v_rest", "u_rest"),
+    states=(("v", "v_rest"), ("u", "u_rest")),
+)
+def IZHIKEVICH(x: Num, s: SimpleNamespace, p: SimpleNamespace, mode: SimpleNamespace) -> dict[str, Num]:
+    """Izhikevich's model (Norse IzhikevichCell, IzhikevichRecurrentCell; Norse's b, c, d are u_gain, v_reset,
+    u_jump), dt_tau = tau_inv*dt and dt_tau_a = tau_inv*dt*a folded as Norse's Python floats are (in double, then
+    rounded once).
+    v1 = v + dt_tau*((((sq*(v*v) + mn*v) + bias) - u) + x);  u1 = u + dt_tau_a*(u_gain*v - u)
+    z = (v1 - v_th) > 0;  v' = z ? v_reset : v1;  u' = z ? u1 + u_jump : u1;  output z"""
+    v1 = s.v + p.dt_tau * ((((p.sq * (s.v * s.v) + p.mn * s.v) + p.bias) - s.u) + x)
+    u1 = s.u + p.dt_tau_a * (p.u_gain * s.v - s.u)
+    fired = (v1 - p.v_th) > 0.0
+    return {"z": spike(fired), "v": select(fired, p.v_reset, v1), "u": select(fired, u1 + p.u_jump, u1)}
 
 
 # The families of snnTorch, SpikingJelly and Sinabs live in their own module (this one stays the home of the rules

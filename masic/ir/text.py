@@ -13,6 +13,9 @@
       value %fc1 -> fc1
     }
 
+A graph whose input or output packs several named tensors (`masic.ir.graph.Port`) lists them after its output
+line, `ports input a[3] b[2,5]` and `ports output p[10] q[1]`, in order.
+
 Types are an element type and a shape: `f32[128]`, `spike[64,8,8]` for spikes stored one byte each, or
 `bits[1024]` for spikes bit-packed 32 to a 32-bit word (`masic.ir.graph.DTYPES`).
 Floats are printed with Python's shortest repr, which parses back to the same value exactly.
@@ -37,7 +40,7 @@ from dataclasses import replace
 import numpy as np
 
 from masic.ir import names
-from masic.ir.graph import DTYPES, AttrValue, Buffer, Graph, Node, Param, ParamRef, Plan, Schedule, TensorType
+from masic.ir.graph import DTYPES, AttrValue, Buffer, Graph, Node, Param, ParamRef, Plan, Port, Schedule, TensorType
 from masic.ir.names import BufferId
 from masic.ir.ops import state_names
 
@@ -81,6 +84,9 @@ def print_graph(graph: Graph) -> str:
     lines += [f"  param @{p.name} : {p.type}" for p in graph.params]
     lines += [f"  {format_node(n)}" for n in graph.nodes]
     lines.append(f"  output %{graph.output}")
+    for kind, ports in (("input", graph.input_ports), ("output", graph.output_ports)):
+        if ports:
+            lines.append(f"  ports {kind} " + " ".join(f"{p.name}[{','.join(map(str, p.shape))}]" for p in ports))
     if graph.schedule != Schedule():
         s = graph.schedule
         streamed = ", ".join(f"@{p}" for p in s.streamed)
@@ -111,6 +117,8 @@ _NODE = re.compile(
     r"(?: \{(?P<attrs>.*)\})? : (?P<type>\S+)(?: loc\((?P<loc>\".*\")\))?$"
 )
 _OUTPUT = re.compile(rf"^output %(?P<name>{_NAME})$")
+_PORTS = re.compile(rf"^ports (?P<kind>input|output)(?P<ports>(?: {_NAME}\[[0-9,]+\])+)$")
+_PORT = re.compile(rf" (?P<name>{_NAME})\[(?P<shape>[0-9,]+)\]")
 _SCHEDULE = re.compile(
     r"^schedule block=(?P<block>\d+) prefetch=(?P<prefetch>\d+) streamed=\((?P<streamed>[^)]*)\)"
     r"(?P<carry> carry_state)?$"
@@ -206,6 +214,11 @@ def parse(text: str, weights: Mapping[str, np.ndarray] | None = None) -> Graph:
                 graph["schedule"] = Schedule(int(m["block"]), streamed, int(m["prefetch"]), m["carry"] is not None)
             elif section == "graph" and (m := _OUTPUT.match(line)):
                 graph["output"] = m["name"]
+            elif section == "graph" and (m := _PORTS.match(line)):
+                ports = (
+                    Port(p["name"], tuple(int(d) for d in p["shape"].split(","))) for p in _PORT.finditer(m["ports"])
+                )
+                graph[f"{m['kind']}_ports"] = tuple(ports)
             elif section in ("graph", "plan") and line == "}":
                 section = "top"
             elif section == "top" and (m := _PLAN.match(line)):
@@ -228,6 +241,8 @@ def parse(text: str, weights: Mapping[str, np.ndarray] | None = None) -> Graph:
         params=tuple(params),
         timesteps=graph["timesteps"],
         schedule=graph.get("schedule", Schedule()),
+        input_ports=graph.get("input_ports", ()),
+        output_ports=graph.get("output_ports", ()),
         weights={**weights, **{p.name: random_weight(p) for p in params if p.name not in weights}},
     )
     if plan_head is None:

@@ -71,8 +71,25 @@ def verify(graph: Graph) -> None:
         raise VerifyError(
             f"graph output %{graph.output} is {output_type}: the loader reads float32", graph.node(graph.output)
         )
+    _verify_ports(graph)
     if graph.plan is not None:
         verify_plan(graph)
+
+
+def _verify_ports(graph: Graph) -> None:
+    """Ports (`masic.ir.graph.Port`) pack the one input, and the output: their sizes add up to its size."""
+    for kind, ports, values in (("input", graph.input_ports, graph.inputs), ("output", graph.output_ports, ())):
+        if not ports:
+            continue
+        names = [p.name for p in ports]
+        if len(set(names)) != len(names) or len(ports) < 2:
+            raise VerifyError(f"graph @{graph.name}: {kind} ports {names} must be two or more, each named once")
+        if kind == "input" and len(values) != 1:
+            raise VerifyError(f"graph @{graph.name} has input ports and {len(values)} input nodes, not one")
+        node = values[0] if values else graph.node(graph.output)
+        total = sum(p.numel for p in ports)
+        if node.type is not None and node.type.numel != total:
+            raise VerifyError(f"{kind} ports hold {total} elements, {kind} %{node.name} {node.type}", node)
 
 
 def _verify_node(node: Node, defined: dict[str, Node], params: dict[str, TensorType], graph: Graph) -> None:

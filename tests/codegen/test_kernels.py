@@ -141,6 +141,11 @@ NEURONS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
     "li": ("li", ()),
     "li_box": ("li_box", ()),
     "iaf": ("iaf", ()),
+    "lsnn": ("lsnn", ()),
+    "lif_ex": ("lif_ex", ()),
+    "lif_adex": ("lif_adex", ()),
+    "lif_refrac": ("lif_refrac", ()),
+    "izhikevich": ("izhikevich", ()),
 }
 
 
@@ -167,6 +172,13 @@ def _neuron_reference(
 
 
 NEURON_VALUES = {"dt_tau_mem": 0.1, "neg_dt_tau_syn": -0.2, "v_leak": 0.0, "v_th": 1.0, "v_reset": 0.0}
+# the other families' parameters: adaptation that changes the rate, an exponential term near threshold, a refractory
+# period of a few steps, an Izhikevich neuron scaled to threshold 1
+NEURON_VALUES |= {"dt_tau_adapt": 0.05, "beta": 0.3, "delta_T": 0.5, "dt_tau_ada": 0.05, "adaptation_current": 0.5}
+NEURON_VALUES |= {"adaptation_spike": 0.2, "rho_reset": 3.0, "dt_tau": 0.1, "sq": 0.04, "mn": -2.0, "bias": 0.5}
+NEURON_VALUES |= {"dt_tau_a": 0.02, "u_gain": 0.2, "u_jump": 0.5, "v_rest": 0.0, "u_rest": 0.0}
+# the input range (0 to twice this) that brings each kind's membranes around threshold
+NEURON_DRIVE = {"lif_box": 10.0, "lif_box_subtract": 10.0, "li_box": 10.0, "iaf": 0.1, "izhikevich": 2.0}
 
 
 def _neuron_case(
@@ -185,7 +197,7 @@ def _neuron_case(
     names = _family(kind).params
     params = tuple((p, None if p in per_neuron else NEURON_VALUES[p]) for p in names)
     k = _neuron_kernel(symbol, kind, n, params, probe, spikes)
-    drive = 0.5 if kind in ("lif", "li") else (10.0 if kind in ("lif_box", "lif_box_subtract", "li_box") else 0.1)
+    drive = NEURON_DRIVE.get(kind, 0.5)
     x = (rng.uniform(0.0, 2.0 * drive, size=(NEURON_STEPS, n))).astype(np.float32)
     if "x" in spikes:
         x = _spikes(rng, NEURON_STEPS, n)
@@ -422,6 +434,7 @@ def _bit_cases(rng: np.random.Generator, big: bool) -> list[Case]:
     """Neuron kernels packing their spikes (n around one word) and accumulate-only dense layers reading bits (odd
     sizes, no bias, no spikes, all spikes, whole words), each with its twin over bytes."""
     neurons = [("lif", 1), ("lif", 31), ("iaf", 32), ("lif_box_subtract", 33), ("lif", 1000), ("lif_box", 1000)]
+    neurons += [("lsnn", 70), ("lif_refrac", 64)]  # temporaries beside packing
     if big:  # words packed in parallel
         neurons.append(("lif", 40000))
     cases = [_neuron_case(rng, f"{kind}_{n}_z", kind, n, {"v_th"}, spikes=("z",)) for kind, n in neurons]
@@ -505,7 +518,7 @@ def _fused_cases(
     x = _spikes(rng, FUSED_STEPS, *shapes["x"]) if inputs else _rand(rng, FUSED_STEPS, *shapes["x"])
     if layer.packed_args():  # words of bit-packed spikes
         x = np.stack([pack_bits(_spikes(rng, layer.in_features)) for _ in range(FUSED_STEPS)])
-    drive = {"lif_box": 10, "lif_box_subtract": 10, "lif": 5}.get(kind, 2)  # brings membranes to threshold
+    drive = {"lif_box": 10, "lif_box_subtract": 10, "lif": 5, "izhikevich": 30}.get(kind, 2)  # to threshold
     outputs = getattr(layer, "out_channels", None) or layer.out_features
     w = _rand(rng, *shapes["w"], scale=drive / math.sqrt(math.prod(shapes["w"]) / outputs))
     data = {"x": x, "w": w, "b": _rand(rng, *shapes.get("b", (0,))), "scratch": _scratch(layer)}
@@ -559,6 +572,11 @@ def _all_fused_cases(rng: np.random.Generator, big: bool) -> list[Case]:
         *_fused_cases(rng, AccumulateDenseKernel("facc", 64, 24), "lif", set(), spikes=True),
         *_fused_cases(rng, AccumulateDenseKernel("facc_nobias", 37, 5, bias=False), "iaf", {"v_reset"}),
         *_fused_cases(rng, AccumulateDenseKernel("facc_bits", 70, 24, packed=True), "li", set()),
+        # temporaries in an epilogue, and a family's per-neuron parameters and states beside the layer's arguments
+        *_fused_cases(rng, DenseKernel("fdense_lsnn", 48, 20), "lsnn", {"beta"}, spikes=True),
+        *_fused_cases(rng, DenseKernel("fdense_lsnn_probe", 16, 32), "lsnn", set(), probe="v"),
+        *_fused_cases(rng, Conv2dKernel("fconv_adex", (3, 9, 9), 8, (3, 3), padding=(1, 1)), "lif_adex", set()),
+        *_fused_cases(rng, AccumulateDenseKernel("facc_izhikevich", 40, 16), "izhikevich", {"u_gain"}, spikes=True),
     ]
     if big:  # above the parallel thresholds
         big_conv = Conv2dKernel("fconv_big", (64, 32, 32), 64, (3, 3), padding=(1, 1))
@@ -618,8 +636,16 @@ def _cases(big: bool) -> list[Case]:
         ("li", 64, {"dt_tau_mem", "v_leak"}),
         ("li_box", 100, set()),
         ("iaf", 333, {"v_th", "v_reset"}),
+        # families whose states read each other (copied into temporaries first), and an exp term
+        ("lsnn", 300, {"beta"}),
+        ("lif_ex", 257, set()),
+        ("lif_adex", 129, {"adaptation_spike"}),
+        ("lif_refrac", 200, {"rho_reset"}),
+        ("izhikevich", 100, {"u_jump"}),
     ]
     cases.append(_neuron_case(rng, "lif_box_probe_v_257", "lif_box", 257, set(), probe="v"))
+    cases.append(_neuron_case(rng, "lsnn_probe_theta_64", "lsnn", 64, set(), probe="theta"))
+    cases.append(_neuron_case(rng, "lsnn_probe_v_32", "lsnn", 32, set(), probe="v"))
     if big:
         neurons.append(("lif", 40000, set()))  # above the parallel threshold
     cases += [_neuron_case(rng, f"{kind}_{n}", kind, n, per) for kind, n, per in neurons]

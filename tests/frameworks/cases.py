@@ -3,8 +3,11 @@ bench/frontends.py do with a case: run it in its framework, import it, and compi
 
 A `Case` is one of the framework's own modules and how that framework runs it step by step from its initial state
 (`run` returns the output of the model's last neuron and that neuron's membrane at every step). Weights, biases and
-inputs are multiples of 1/16 (`quantised`, `case_input`), so every sum a dense or conv layer forms is exact in any
+inputs are multiples of 1/16 (`quantised`, `Case.input`), so every sum a dense or conv layer forms is exact in any
 order: the compiled model must then reproduce the framework exactly, and a difference can only come from a neuron.
+Where a neuron's float32 operations are not exactly the framework's (Norse's exponential cells, and its recurrent
+cells, which add their two synaptic inputs in another order), the framework's run also gives the threshold each
+membrane met, and `check` explains each differing spike by a membrane at its threshold.
 
 `merged` puts many cases into one graph, so that one compile per target checks a whole zoo: the cases read parts of
 one flat input (crop_rows, reshape) and their outputs and membranes are concatenated (a neuron family's membrane is
@@ -40,6 +43,7 @@ class Trace:
 
     output: np.ndarray
     membrane: np.ndarray
+    threshold: np.ndarray | None = None  # the threshold the neuron's membrane met, where spikes may differ (check)
 
 
 @dataclass(frozen=True)
@@ -81,13 +85,15 @@ class Case:
 
 
 def quantised(model: nn.Module) -> nn.Module:
-    """The model with every conv and linear weight and bias rounded to the 1/GRID grid (module docstring)."""
+    """The model with every conv and linear weight and bias, and every recurrent cell's input and recurrent weights
+    (Norse's), rounded to the 1/GRID grid (module docstring)."""
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, nn.Conv2d | nn.Linear):
-                m.weight.copy_(torch.round(m.weight * GRID) / GRID)
-                if m.bias is not None:
-                    m.bias.copy_(torch.round(m.bias * GRID) / GRID)
+            names = ("weight", "bias") if isinstance(m, nn.Conv2d | nn.Linear) else ()
+            for name in (*names, "input_weights", "recurrent_weights"):
+                weight = getattr(m, name, None)
+                if isinstance(weight, torch.Tensor):
+                    weight.copy_(torch.round(weight * GRID) / GRID)
     return model.eval()
 
 
@@ -233,13 +239,41 @@ def compare(expected: Trace, got: Trace) -> Comparison:
     )
 
 
+SPIKES_DIFFERING = 1e-3  # the share of outputs that may differ where the framework's run gives its thresholds
+NEAR_THRESHOLD = 1e-6  # relative to the threshold (at least 1)
+
+
 def check(case: Case, expected: Trace, got: Trace) -> None:
-    """What issue 18 asks of every case: it spikes, its outputs are identical (the sums being exact, no spike near a
-    threshold may differ) and its membrane is within rtol 1e-5."""
+    """What issue 18 asks of every case: it spikes, its outputs are identical and its membrane is within rtol 1e-5
+    (absolutely within 1e-6 of its largest magnitude, at least 1). The sums of the dense and conv layers being exact,
+    no spike near a threshold may differ, but where a neuron's own float32 operations are not the framework's (an
+    exponential within an ulp of torch.exp, a recurrent cell's input summed in another order) and the framework's
+    run says what threshold each membrane met (`Trace.threshold`): below 0.1% of the outputs may differ, each one
+    explained by a membrane within 1e-6 of its threshold on the side that did not spike; membranes are compared up
+    to the first difference (a spike resets one membrane and not the other)."""
     result = compare(expected, got)
     assert result.spikes >= case.min_spikes, f"{case.label}: the input made only {result.spikes} spikes"
-    assert result.differing == 0, f"{case.label}: {result.differing} of {result.compared} outputs differ"
-    np.testing.assert_allclose(got.membrane, expected.membrane, rtol=1e-5, atol=1e-6, err_msg=case.label)
+    steps = len(expected.output)
+    differ = np.argwhere(got.output.reshape(steps, -1) != expected.output.reshape(steps, -1))
+    if expected.threshold is None or len(differ) == 0:
+        assert result.differing == 0, f"{case.label}: {result.differing} of {result.compared} outputs differ"
+    else:
+        assert result.differing <= SPIKES_DIFFERING * result.compared, (
+            f"{case.label}: {result.differing} of {result.compared} outputs differ"
+        )
+        threshold = expected.threshold.reshape(steps, -1)
+        fired = expected.output.reshape(steps, -1)
+        for t, j in differ:  # the side that did not spike holds its membrane as it met the threshold
+            membrane = (expected if fired[t, j] == 0 else got).membrane.reshape(steps, -1)[t, j]
+            gap = abs(float(membrane) - float(threshold[t, j]))
+            assert gap <= NEAR_THRESHOLD * max(1.0, abs(float(threshold[t, j]))), (
+                f"{case.label}: output {j} at step {t} differs, its membrane {gap:g} from its threshold"
+            )
+    agree = steps if len(differ) == 0 else int(differ[:, 0].min())
+    scale = max(1.0, float(np.abs(expected.membrane).max()))
+    np.testing.assert_allclose(
+        got.membrane[:agree], expected.membrane[:agree], rtol=1e-5, atol=1e-6 * scale, err_msg=case.label
+    )
 
 
 def zoos() -> dict[str, list[Case]]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import masic.frontends.spikingjelly  # noqa: F401  (quiets torch's Triton warnings before SpikingJelly loads)
+import norse.torch as nt
 import numpy as np
 import pytest
 import sinabs.layers as sl
@@ -16,10 +17,13 @@ import snntorch as snn
 import snntorch.utils
 import torch
 from masic.frontends.frameworks import import_framework_model
+from masic.frontends.norse import import_norse
+from norse.torch import SequentialState
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from torch import nn
 
 from examples.digits import load_data
+from masic.ir.graph import Graph
 from tests.artifacts import compile_graph, masic_cli
 
 pytestmark = pytest.mark.slow
@@ -33,6 +37,7 @@ class Recipe:
 
     make: Callable[[], nn.Module]
     outputs: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    importer: Callable[[nn.Module, tuple[int, ...], int], Graph] = import_framework_model
 
 
 def _snntorch_model() -> nn.Module:
@@ -87,10 +92,28 @@ def _sinabs_outputs(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return out.reshape(len(images), STEPS, -1).transpose(0, 1)
 
 
+def _norse_model() -> nn.Module:
+    """A recurrent SNN: an LSNN layer (adaptive thresholds, recurrent weights), then a linear readout into leaky
+    integrators, whose membranes summed over the steps are the class scores."""
+    p = nt.LSNNParameters(tau_adapt_inv=torch.tensor(1 / 0.05), beta=torch.tensor(0.2), v_th=torch.tensor(0.5))
+    return SequentialState(
+        nn.Flatten(), nt.LSNNRecurrentCell(64, 32, p, dt=5e-3), nn.Linear(32, 10), nt.LICell(dt=5e-3)
+    )
+
+
+def _norse_outputs(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    state, outputs = None, []
+    for _ in range(STEPS):
+        out, state = model(images, state)
+        outputs.append(out)
+    return torch.stack(outputs)
+
+
 RECIPES = {
     "snnTorch": Recipe(_snntorch_model, _snntorch_outputs),
     "SpikingJelly": Recipe(_spikingjelly_model, _spikingjelly_outputs),
     "Sinabs": Recipe(_sinabs_model, _sinabs_outputs),
+    "Norse": Recipe(_norse_model, _norse_outputs, import_norse),
 }
 
 
@@ -118,7 +141,7 @@ def test_a_trained_digits_model_keeps_its_accuracy(framework: str, tmp_path: Pat
         expected = recipe.outputs(model, torch.from_numpy(x_test)).sum(0).argmax(1).numpy()
     accuracy = float(np.mean(expected == y_test))
     assert accuracy > 0.5, f"{framework}: trained to only {accuracy:.1%}"
-    out = compile_graph(import_framework_model(model, (1, 8, 8), STEPS), "x86_64", tmp_path / "out")
+    out = compile_graph(recipe.importer(model, (1, 8, 8), STEPS), "x86_64", tmp_path / "out")
     np.save(tmp_path / "x.npy", x_test)
     np.save(tmp_path / "y.npy", y_test.astype(np.int64))
     run = masic_cli(

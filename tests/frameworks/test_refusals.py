@@ -1,5 +1,6 @@
-"""Every construct the snnTorch, SpikingJelly and Sinabs frontends and the export frontend refuse: one line that
-names its place in the model (module path or source line) and the cause; through `masic compile`, exit status 2."""
+"""Every construct the snnTorch, SpikingJelly, Sinabs and Norse frontends (Norse's beyond its feed-forward cells:
+tests/frontends has those) and the export frontend refuse: one line that names its place in the model (module path
+or source line) and the cause; through `masic compile`, exit status 2."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import masic.frontends.spikingjelly  # noqa: F401  (quiets torch's Triton warnings before SpikingJelly loads)
+import norse.torch as nt
 import pytest
 import sinabs.layers as sl
 import snntorch as snn
@@ -16,6 +18,8 @@ from masic.frontends.dispatch import ImportOptions, import_model
 from masic.frontends.errors import FrontendError
 from masic.frontends.export import export_module, import_export
 from masic.frontends.frameworks import import_framework_model
+from masic.frontends.norse import import_norse
+from norse.torch import SequentialState
 from sinabs.activation import MembraneReset, SingleSpike
 from spikingjelly.activation_based import layer, neuron, surrogate
 from torch import nn
@@ -36,6 +40,13 @@ class _OwnForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lif(self.fc(x))[0]
+
+
+def _lsnn_with_lif_step() -> SequentialState:
+    """A Norse cell whose activation is not its own step (a pickle can set any allowed function there)."""
+    cell = nt.LSNNCell()
+    cell.activation = nt.functional.lif.lif_feed_forward_step
+    return SequentialState(nn.Linear(4, 4), cell)
 
 
 class _NotASpike:
@@ -121,6 +132,39 @@ WALKED = {
         lambda: _dense(lambda: sl.IAFRecurrent(rec_connect=nn.Linear(4, 4))),
         r"unsupported module model\.1 \(IAFRecurrent\)",
     ),
+    "norse_adex_refrac": (
+        lambda: SequentialState(nn.Linear(4, 4), nt.LIFAdExRefracCell()),
+        r"unsupported module model\.1 \(LIFAdExRefracCell\): norse\.torch\.module\.lif_adex_refrac\.LIFAdExRefracCell",
+    ),
+    "norse_multicompartment": (
+        lambda: SequentialState(nt.LIFRecurrentCell(4, 4), nt.LIFMCRecurrentCell(4, 4)),
+        r"unsupported module model\.1 \(LIFMCRecurrentCell\)",
+    ),
+    "norse_activation": (
+        _lsnn_with_lif_step,
+        r"model\.1 \(LSNNCell\): its activation norse\.torch\.functional\.lif\.lif_feed_forward_step is not "
+        r"lsnn_feed_forward_step",
+    ),
+    "norse_tau_adapt": (
+        lambda: SequentialState(nn.Linear(4, 4), nt.LSNNCell(nt.LSNNParameters(tau_adapt_inv=torch.tensor(-1.0)))),
+        r"model\.1 \(LSNNCell\): tau_adapt_inv -1 is not positive and finite",
+    ),
+    "norse_delta_T": (
+        lambda: SequentialState(nn.Linear(4, 4), nt.LIFExCell(nt.LIFExParameters(delta_T=torch.tensor(0.0)))),
+        r"model\.1 \(LIFExCell\): delta_T 0 is not positive and finite",
+    ),
+    "norse_return_hidden": (
+        lambda: SequentialState(nn.Linear(4, 4), nt.LIFCell(), return_hidden=True),
+        r"model \(SequentialState\): return_hidden=True outputs every layer's value",
+    ),
+    "norse_output_modules": (
+        lambda: nt.RecurrentSequential(nn.Linear(4, 4), nt.LIFCell(), output_modules=[0, 1]),
+        r"model \(RecurrentSequential\): output_modules=\[0, 1\] outputs several layers' values",
+    ),
+    "norse_feedback": (
+        lambda: nt.RecurrentSequential(nn.Linear(4, 6), nt.LIFCell()),
+        r"model \(RecurrentSequential\): its output f32\[6\] cannot be added to its input f32\[4\]",
+    ),
 }
 
 
@@ -128,8 +172,9 @@ WALKED = {
 def test_walked_models_refuse_what_they_cannot_reproduce(name: str) -> None:
     make, message = WALKED[name]
     shape = (1, 6, 6) if name == "sum_pool_ceil" else (4,)
+    importer = import_norse if name.startswith("norse_") else import_framework_model
     with pytest.raises(FrontendError, match=message) as refusal:
-        import_framework_model(make(), shape)
+        importer(make(), shape)
     assert "\n" not in str(refusal.value)
 
 
@@ -222,10 +267,14 @@ def test_the_command_line_refuses_in_one_line_with_status_2(tmp_path: Path) -> N
         "        return mem, mem\n"
         "def step():\n"
         "    return Step(), (torch.zeros(1, 4), torch.zeros(1, 4))\n"
+        "def norse():\n"
+        "    import norse.torch as nt\n"
+        "    return nt.SequentialState(torch.nn.Linear(4, 4), nt.LIFAdExRefracCell())\n"
     )
     torch.save(_dense(lambda: sl.IAF(spike_fn=_NotASpike)), tmp_path / "sinabs.pt")
     expected = {
         "refused:leaky": r"refused:leaky: model\.1 \(Leaky\): reset_delay=False is not supported",
+        "refused:norse": r"refused:norse: unsupported module model\.1 \(LIFAdExRefracCell\)",
         "refused:step": r"unsupported op aten\.tanh\.default \(%tanh\) at mem = torch\.tanh\(mem\) \+ x",
         str(tmp_path / "sinabs.pt"): r"names tests\.frameworks\.test_refusals\._NotASpike, which masic's safe loader",
     }

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from masic.frontends.dispatch import ImportOptions, import_model
+from masic.frontends.norse import install_pickle_aliases
 
 from masic.ir.interpret import run
 from tests.frameworks.cases import STEPS, Case, Trace, check, membrane_value, merged, zoos
@@ -38,21 +39,24 @@ def test_each_zoo_merged_runs_in_its_planned_arena(zoo: str) -> None:
 
 
 SAVED = {
-    "snntorch_models": "conv_net",
-    "spikingjelly_models": "conv_net_m",
-    "sinabs_models": "conv_net",
+    "snntorch_models": ("conv_net",),
+    "spikingjelly_models": ("conv_net_m",),
+    "sinabs_models": ("conv_net",),
+    "norse_models": tuple(c.name for c in ZOOS["norse_models"]),  # every cell: its step functions and parameters
 }
 
 
-@pytest.mark.parametrize("zoo", SAVED)
-def test_saved_models_load_without_running_code(zoo: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("zoo", "name"), [(zoo, name) for zoo, names in SAVED.items() for name in names])
+def test_saved_models_load_without_running_code(zoo: str, name: str, tmp_path: Path) -> None:
     """torch.save files of each framework's model load through the safe unpickler into the same graph (snnTorch's
-    neurons made with surrogate_disable=True: its default surrogates are closures, which pickle cannot save)."""
-    case = next(c for c in ZOOS[zoo] if c.name == SAVED[zoo])
+    neurons made with surrogate_disable=True: its default surrogates are closures, which pickle cannot save; Norse's
+    parameter tuples saved with masic's aliases, norse issue #414)."""
+    case = next(c for c in ZOOS[zoo] if c.name == name)
     model = case.make()
     for m in model.modules():
         if hasattr(m, "surrogate_disable"):
             m.spike_grad = m._surrogate_bypass
+    install_pickle_aliases()
     torch.save(model, tmp_path / "model.pt")
     options = ImportOptions(input_shape=case.input_shape, timesteps=STEPS)
     loaded = import_model(str(tmp_path / "model.pt"), options)

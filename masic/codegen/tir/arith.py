@@ -61,8 +61,17 @@ class _Tir(Backend):
     def maximum(self, a: Any, b: Any) -> Any:
         return tirx.max(a, b)
 
-    def exp(self, a: Any) -> Any:
-        return tirx.exp(a)
+    def fma(self, a: Any, b: Any, c: Any) -> Any:
+        """LLVM's fma rounds once on every target (an instruction where the CPU has one, else libm's fmaf)."""
+        return tirx.call_llvm_pure_intrin(FLOAT, "llvm.fma", a, b, c)
+
+    def opaque(self, a: Any) -> Any:
+        """A fence: TVM's simplifier cannot see through the call, nor LLVM through the intrinsic."""
+        return no_contract(a)
+
+    def pow2(self, k: Any) -> Any:
+        """The float32 whose exponent field is k + 127 and mantissa zero."""
+        return tirx.reinterpret(FLOAT, tirx.shift_left(tirx.Cast("int32", k) + 127, 23))
 
     def floor(self, a: Any) -> Any:
         return tirx.floor(a)

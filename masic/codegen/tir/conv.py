@@ -115,5 +115,6 @@ def _conv2d_blocked(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
     sch.unroll(acc_w)
     sch.unroll(acc_h)
     sch.decompose_reduction(acc_block, reduction[0])
+    stage.place_copies(sch)
     args = [*(t.op.name for t in inputs), *(["scratch"] if padded else []), *stage.names]
     return to_c_abi(sch.mod["main"], k.symbol, args, noalias=k.neuron is None)

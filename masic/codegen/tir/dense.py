@@ -24,7 +24,7 @@ from masic.codegen.tir.common import (
     to_c_abi,
     vector_tile,
 )
-from masic.codegen.tir.neuron import neuron_values, output_stage
+from masic.codegen.tir.neuron import neuron_values, old_block, output_stage
 from masic.ir.graph import WORD_BITS, words
 
 PART_BLOCK = "part"  # a dense layer's interleaved partial sums
@@ -67,6 +67,7 @@ def dense(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
     sch.vectorize(lane_loop)
     sch.unroll(ji)
     sch.decompose_reduction(part_block, ko_loop)
+    stage.place_copies(sch)
     args = [*(t.op.name for t in inputs), *stage.names]
     return to_c_abi(sch.mod["main"], k.symbol, args, noalias=k.neuron is None)
 
@@ -195,7 +196,8 @@ def _walk_words(x: tirx.Buffer, n_in: int, add_row: Callable[..., None]) -> None
 
 def _store(k: AccumulateDenseKernel, a: dict[str, tirx.Buffer], acc: tirx.Buffer, jo: tirx.Var, width: int) -> None:
     """Stores a tile of the accumulate-only kernel's sums plus bias: each step's `y` in a loop of its own, or through
-    the neuron epilogue (`neuron_values`, from the state and per-neuron parameters loaded at each output)."""
+    the neuron epilogue (`neuron_values`, from the state and per-neuron parameters loaded at each output). The
+    family's temporaries (`masic.codegen.tir.neuron`) are copied for the whole tile first, a vector's worth."""
 
     def sums(t: int, ji: tirx.Var) -> ir.Expr:
         return acc[t, ji] + a["b"][jo * width + ji] if k.bias else acc[t, ji]
@@ -207,10 +209,16 @@ def _store(k: AccumulateDenseKernel, a: dict[str, tirx.Buffer], acc: tirx.Buffer
                 T.buffer_store(a[y], sums(t, ji), [jo * width + ji])
         return
     definition = k.neuron.definition
+    old = {name: IRBuilder.name(old_block(name), T.alloc_buffer((width,), FLOAT)) for name in definition.temporaries}
+    if old:
+        with T.vectorized(width) as ji:
+            IRBuilder.name("ji", ji)
+            for name, copy in old.items():
+                T.buffer_store(copy, a[name][jo * width + ji], [ji])
     with T.vectorized(width) as ji:
         IRBuilder.name("ji", ji)
         out = jo * width + ji
-        state = {name: a[name][out] for name in definition.state_names}
+        state = {name: old[name][ji] if name in old else a[name][out] for name in definition.state_names}
         per_neuron = {name: a[name][out] for name, value in k.neuron.params if value is None}
         for name, value in neuron_values(k, k.neuron, sums(0, ji), state, per_neuron).items():
             T.buffer_store(a[name], value, [out])

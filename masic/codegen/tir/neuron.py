@@ -3,12 +3,22 @@ the neuron kernel, and the neuron kernel that packs its spikes into bits.
 
 The update is the family's own (`masic.ir.neurons`), run by the TIR backend (`masic.codegen.tir.arith`): the same
 float32 operations in the same order as the reference interpreter, so the kernels reproduce it bit for bit.
+
+Each stored value is a block of its own, and the blocks share one loop nest (`merge_stores`): at each element the
+output is stored, then each state in place over its old value. A family whose values read a state after it is
+stored (`NeuronFamily.temporaries`) first copies that state's old value in a block `old_<state>`, and every value
+reads the copy. Once the kernel's loops are scheduled, `OutputStage.place_copies` moves each copy into the stores'
+loop nest, just outside their vectorised loop (one vector of old values, copied as a vector) or inside their
+innermost loop (one element): the copy's buffer is then that small, registers, never an array. (Merged into the
+stores' loop like them, a copy would be compacted to one element even where the loop is vectorised, and TVM's
+vectoriser then stores every lane into that element.) Families without temporaries get exactly the kernels they
+had before.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tvm import ir, s_tir, te, tirx
 from tvm.s_tir.schedule import SBlockRV
@@ -30,6 +40,23 @@ from masic.ir.graph import WORD_BITS, words
 def next_block(state: str) -> str:
     """The block storing a neuron's new value of `state`."""
     return f"next_{state}"
+
+
+def old_block(state: str) -> str:
+    """The block copying the old value of `state`, a temporary of its family."""
+    return f"old_{state}"
+
+
+def _copy(buffer: te.Tensor) -> Callable[..., ir.Expr]:
+    return lambda *index: buffer[index]
+
+
+def state_reads(neuron: NeuronKernel, state: dict[str, te.Tensor]) -> tuple[dict[str, te.Tensor], list[str]]:
+    """What the stored values read for each state (the state's own tensor, or for a temporary of the family the
+    copy of its old value), and the blocks making the copies (`place_copies` puts them in place)."""
+    temporaries = neuron.definition.temporaries
+    copies = {name: te.compute(state[name].shape, _copy(state[name]), name=old_block(name)) for name in temporaries}
+    return {name: copies.get(name, tensor) for name, tensor in state.items()}, [old_block(n) for n in temporaries]
 
 
 def neuron_values(
@@ -64,16 +91,34 @@ def merge_stores(sch: s_tir.Schedule, blocks: list[str]) -> SBlockRV:
 class OutputStage:
     """The stage that stores a kernel's results (`output_stage`): the tensors that follow the kernel's inputs
     among the PrimFunc's buffers, their argument names for `to_c_abi` (a new state shares its old state's name, and
-    so its pointer: the PrimFunc must then be built without `noalias`), and the blocks storing them,
-    `OUTPUT_BLOCK` first."""
+    so its pointer: the PrimFunc must then be built without `noalias`), the blocks storing them, `OUTPUT_BLOCK`
+    first, and those copying a family's temporaries (`state_reads`)."""
 
     tensors: list[te.Tensor]
     names: list[str]
     blocks: list[str]
+    copies: list[str] = field(default_factory=list)
 
     def scheduled_block(self, sch: s_tir.Schedule) -> SBlockRV:
         """The output block, with every store in its loop nest (`merge_stores`)."""
         return merge_stores(sch, self.blocks)
+
+    def place_copies(self, sch: s_tir.Schedule) -> None:
+        """Once the kernel's loops are scheduled (module docstring)."""
+        place_copies(sch, self.copies, self.blocks[0])
+
+
+def place_copies(sch: s_tir.Schedule, copies: list[str], stores: str) -> None:
+    """Moves each copy of a temporary into the loop nest of the block `stores` (module docstring): just outside its
+    vectorised loop, the copy vectorised too, or else inside its innermost loop."""
+    loops = sch.get_loops(sch.get_sblock(stores))
+    vector = next((k for k, loop in enumerate(loops) if sch.get(loop).kind == tirx.ForKind.VECTORIZED), None)
+    at = loops[-1] if vector is None else loops[vector - 1]
+    for name in copies:
+        block = sch.get_sblock(name)
+        sch.compute_at(block, at, preserve_unit_loops=True)
+        if vector is not None:
+            sch.vectorize(sch.get_loops(block)[-1])
 
 
 def output_stage(
@@ -87,10 +132,11 @@ def output_stage(
     definition = neuron.definition
     state = {name: te.placeholder(shape, FLOAT, name=name) for name in definition.state_names}
     per_neuron = {name: te.placeholder(shape, FLOAT, name=name) for name, v in neuron.params if v is None}
+    reads, copies = state_reads(neuron, state)
 
     def stored(name: str) -> Callable[..., ir.Expr]:
         def at(*index: tirx.Var) -> ir.Expr:
-            read = {state_name: buf[index] for state_name, buf in state.items()}
+            read = {state_name: buf[index] for state_name, buf in reads.items()}
             params = {param: buf[index] for param, buf in per_neuron.items()}
             return neuron_values(k, neuron, value(*index), read, params)[name]
 
@@ -103,6 +149,7 @@ def output_stage(
         [*state.values(), output, *per_neuron.values(), *new_state],
         [*definition.state_names, definition.output, *per_neuron, *definition.state_names],
         blocks,
+        copies,
     )
 
 
@@ -118,26 +165,30 @@ def neuron(k: NeuronKernel, lanes: int) -> tirx.PrimFunc:
         stage = output_stage(k, (k.n,), lambda j: as_float(x[j]), k)
         sch = s_tir.Schedule(te.create_prim_func([x, *stage.tensors]))
         vectorize_flat(sch, stage.scheduled_block(sch), lanes, k.n)
+        stage.place_copies(sch)
         return to_c_abi(sch.mod["main"], k.symbol, ["x", *stage.names], noalias=False)
     definition = k.definition
     states = definition.state_names
     state = {name: te.placeholder((k.n,), FLOAT, name=name) for name in states}
     per_neuron = {name: te.placeholder((k.n,), FLOAT, name=name) for name, value in k.params if value is None}
 
-    def new_values(j: ir.Expr) -> dict[str, ir.Expr]:
-        read = {name: buf[j] for name, buf in state.items()}
+    reads, copies = state_reads(k, state)
+
+    def new_values(j: ir.Expr, read_from: dict[str, te.Tensor]) -> dict[str, ir.Expr]:
+        read = {name: buf[j] for name, buf in read_from.items()}
         return neuron_values(k, k, as_float(x[j]), read, {name: buf[j] for name, buf in per_neuron.items()})
 
-    output = packed_spikes(k, lambda j: new_values(j)["z"])
+    output = packed_spikes(k, lambda j: new_values(j, state)["z"])  # its own loop, before any state is stored
 
     def new_state(name: str) -> Callable[[tirx.Var], ir.Expr]:
-        return lambda j: new_values(j)[name]
+        return lambda j: new_values(j, reads)[name]
 
     updates = [te.compute((k.n,), new_state(name), name=next_block(name)) for name in states]
     sch = s_tir.Schedule(te.create_prim_func([x, *state.values(), output, *per_neuron.values(), *updates]))
     if k.n >= PARALLEL_MIN_ELEMENTS:
         sch.parallel(sch.get_loops(sch.get_sblock(OUTPUT_BLOCK))[0])
     vectorize_flat(sch, merge_stores(sch, [next_block(s) for s in states]), lanes, k.n)
+    place_copies(sch, copies, next_block(states[0]))
     return to_c_abi(sch.mod["main"], k.symbol, ["x", *states, "z", *per_neuron, *states], noalias=False)
 
 

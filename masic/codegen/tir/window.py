@@ -108,5 +108,6 @@ def windowed(
     if padded:
         schedule_pad(sch, parallel)
     schedule_tiled_reduction(sch, stage.scheduled_block(sch), lanes, parallel)
+    stage.place_copies(sch)
     args = [*(t.op.name for t in inputs), *(["scratch"] if padded else []), *stage.names]
     return to_c_abi(sch.mod["main"], k.symbol, args, noalias=neuron is None)
