@@ -23,6 +23,25 @@ import torch
 from masic.ir.arith import COMPARISONS, Backend, Num
 from masic.ir.neurons import NeuronFamily
 
+
+def _fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """a*b + c rounded once, as the numpy backend computes it (`masic.ir.arith`): the float64 sum rounded to odd,
+    then to float32."""
+    product = a.double() * b.double()
+    addend = c.double()
+    total = product + addend
+    back = total - product
+    error = (product - (total - back)) + (addend - back)  # total's rounding error, exactly (TwoSum)
+    even = (total.view(torch.int64) & 1) == 0
+    odd = torch.nextafter(total, torch.where(error > 0, torch.inf, -torch.inf).double())
+    return torch.where(torch.isfinite(error) & (error != 0) & even, odd, total).float()
+
+
+def _pow2(k: torch.Tensor) -> torch.Tensor:
+    """2**k, exactly, for a float32 holding a whole number from -126 to 127 (the exponent field written)."""
+    return ((k.to(torch.int32) + 127) << 23).view(torch.float32)
+
+
 # The torch function of each `Backend` operation (torch names its functions as numpy does)
 FUNCTIONS: Mapping[str, Callable[..., Any]] = {
     "add": operator.add,
@@ -38,6 +57,8 @@ FUNCTIONS: Mapping[str, Callable[..., Any]] = {
     "either": torch.logical_or,
     "negate": torch.logical_not,
     "select": torch.where,
+    "fma": _fma,
+    "pow2": _pow2,
 }
 
 Step = tuple[int, Callable[..., Any], tuple[int, ...]]  # the slot written, the function, the slots read
