@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,8 +23,13 @@ from tvm.target import codegen
 
 from masic.codegen.kernels import Kernel
 from masic.codegen.tir import prim_func
+from masic.errors import MasicError
 
 Target = dict[str, Any]
+
+
+class BuildError(MasicError, RuntimeError):
+    """The kernels could not be turned into an object file."""
 
 
 def host_target() -> Target:
@@ -41,25 +47,35 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MASIC_CACHE_DIR", Path.home() / ".cache" / "masic" / "kernels"))
 
 
-def _module(kernels: Sequence[Kernel], target: Target) -> tvm.IRModule:
-    """One IRModule holding every kernel's scheduled PrimFunc, keyed by its C symbol."""
+def _modules(kernels: Sequence[Kernel], target: Target) -> list[tvm.IRModule]:
+    """The kernels' scheduled PrimFuncs, keyed by their C symbols, in one IRModule per `tirx.noalias` setting.
+
+    TVM 0.27's LLVM backend gives every function of a module the same `noalias` pointer attributes, whatever each
+    function's own `tirx.noalias` says (found with Norse's LSNN readout: built alone its kernel had none, built with
+    the model's convs it had them, and LLVM then read its input after writing its output over it). Kernels whose
+    arguments may overlap (a neuron writing its output over its input) must never get them, so each setting gets
+    its own module; tests/codegen/test_build.py checks the attributes in the LLVM IR."""
     lanes = vector_lanes(target)
-    funcs = {}
+    groups: dict[bool, dict[str, object]] = {}
     for kernel in kernels:
-        if kernel.symbol in funcs:
+        func = prim_func(kernel, lanes)
+        noalias = bool(func.attrs and func.attrs.get("tirx.noalias", False))
+        if any(kernel.symbol in group for group in groups.values()):
             raise ValueError(f"duplicate kernel symbol {kernel.symbol!r}")
-        funcs[kernel.symbol] = prim_func(kernel, lanes)
-    return tvm.IRModule(funcs)
+        groups.setdefault(noalias, {})[kernel.symbol] = func
+    return [tvm.IRModule(groups[noalias]) for noalias in sorted(groups)]
 
 
-def _cache_key(module: tvm.IRModule, target: Target) -> str:
-    """Content hash of the module's TVMScript (deterministic, unlike save_json which crashes in 0.27), the target
+def _cache_key(modules: Sequence[tvm.IRModule], target: Target) -> str:
+    """Content hash of the modules' TVMScript (deterministic, unlike save_json which crashes in 0.27), the target
     and the TVM version."""
     digest = hashlib.sha256()
     digest.update(tvm.__version__.encode())
     digest.update(json.dumps(target, sort_keys=True).encode())
-    for gv in sorted(module.functions, key=lambda gv: gv.name_hint):
-        digest.update(module[gv].script().encode())
+    for module in modules:
+        digest.update(b"\0module")
+        for gv in sorted(module.functions, key=lambda gv: gv.name_hint):
+            digest.update(module[gv].script().encode())
     return digest.hexdigest()
 
 
@@ -69,19 +85,34 @@ def build_object(kernels: Sequence[Kernel], target: Target, out_path: Path) -> N
     The object needs only ``__TVMBackendParallelLaunch`` from the loader (runtime/parallel.c), and only when some
     kernel has a parallel loop.
     """
-    module = _module(kernels, target)
-    cached = cache_dir() / f"{_cache_key(module, target)}.o"
+    modules = _modules(kernels, target)
+    cached = cache_dir() / f"{_cache_key(modules, target)}.o"
     if not cached.exists():
         cached.parent.mkdir(parents=True, exist_ok=True)
-        lib = tvm.tirx.build(module, tvm.target.Target(target))
         # Write next to the cache entry and rename, so concurrent builds never see a partial object; an interrupted
         # write leaves no temporary file (after the rename there is none to remove).
-        fd, tmp = tempfile.mkstemp(suffix=".o", dir=cached.parent)
-        os.close(fd)
-        try:
-            lib.write_to_file(tmp)
-            os.replace(tmp, cached)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        with tempfile.TemporaryDirectory(dir=cached.parent) as scratch:
+            parts = [Path(scratch) / f"part{k}.o" for k in range(len(modules))]
+            for module, part in zip(modules, parts, strict=True):
+                tvm.tirx.build(module, tvm.target.Target(target)).write_to_file(str(part))
+            joined = Path(scratch) / "kernels.o"
+            _join_objects(parts, target, joined)
+            os.replace(joined, cached)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(cached, out_path)
+
+
+def _join_objects(parts: Sequence[Path], target: Target, out_path: Path) -> None:
+    """One relocatable object of `parts` (the linker's `-r`: a partial link, symbols left for the final one)."""
+    if len(parts) == 1:
+        os.replace(parts[0], out_path)
+        return
+    linker = f"{target['mtriple']}-ld"
+    if shutil.which(linker) is None:
+        raise BuildError(f"linker {linker} not found; run scripts/setup.sh to install the toolchain")
+    result = subprocess.run(
+        [linker, "-r", "-o", str(out_path), *map(str, parts)], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        first = (result.stderr.strip().splitlines() or ["no output"])[0]
+        raise BuildError(f"joining the kernels' objects with {linker} failed: {first}")
