@@ -504,7 +504,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         f"arena      {arena} bytes (lower bound {lower_bound}, ratio {arena / max(lower_bound, 1):.3f}, "
         f"budget {budget if budget is not None else 'none'})"
     )
-    print(f"weights    {manifest.weights_bytes} bytes, crc32 {manifest.weights_crc32}")
+    print(f"weights    {manifest.weights_bytes} bytes in {manifest.weights_pieces} pieces, each with its CRC-32C")
     rows = list(manifest.buffers)
     print(f"\n{buffer_table(rows)}")
     png = args.png or args.artifact / "memory.png"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from masic.ir.graph import BUFFER_KINDS
 from masic.limits import MAX_BYTES, MAX_MANIFEST_BYTES, MAX_TIMESTEPS
 from masic.targets import TARGETS, Target
 
-MANIFEST_FORMAT = "masic-artifact/1"
+MANIFEST_FORMAT = "masic-artifact/2"  # 2: weights.bin checked by pieces, CRC-32C
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.bin"
 EXECUTABLE = "model"
@@ -51,7 +50,7 @@ class Manifest:
     arena_bytes: int
     lower_bound_bytes: int
     weights_bytes: int
-    weights_crc32: str
+    weights_pieces: int  # pieces of weights.bin with a CRC-32C of their own, checked by the loader as it reads them
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
     timesteps: int
@@ -162,9 +161,7 @@ def read_manifest(folder: Path) -> Manifest:
     weights, key = keys.mapping(data, "", "weights")
     keys.string(weights, key, "file", (WEIGHTS_FILE,))
     weights_bytes = keys.integer(weights, key, "bytes", 0, MAX_BYTES)
-    crc32 = keys.string(weights, key, "crc32")
-    if not re.fullmatch(r"[0-9a-f]{8}", crc32):
-        keys.fail(f"{key}.crc32", f"must be 8 lowercase hexadecimal digits, got {_show(crc32)}")
+    pieces = keys.integer(weights, key, "pieces", 0, MAX_BYTES)
     shapes = []
     for name in ("input", "output"):
         entry, key = keys.mapping(data, "", name)
@@ -184,7 +181,7 @@ def read_manifest(folder: Path) -> Manifest:
         arena_bytes=arena,
         lower_bound_bytes=lower_bound,
         weights_bytes=weights_bytes,
-        weights_crc32=crc32,
+        weights_pieces=pieces,
         input_shape=shapes[0],
         output_shape=shapes[1],
         timesteps=timesteps,

@@ -150,7 +150,7 @@ def make_manifest(
         "weights": {
             "file": WEIGHTS_FILE,
             "bytes": weights.nbytes,
-            "crc32": f"{weights.crc32:08x}",
+            "pieces": len(weights.pieces),
         },
         "input": {"shape": list(input_node.type.shape), "dtype": "float32"},
         "output": {"shape": list(output.type.shape), "dtype": "float32"},

@@ -281,7 +281,8 @@ def _c_table(ctype: str, name: str, rows: list[tuple[tuple[int | str, ...], str]
 
 
 def _c_segments(name: str, segments: tuple[Segment, ...]) -> str:
-    return _c_table("masic_segment_t", name, [((s.file_offset, s.arena_offset, s.nbytes), s.name) for s in segments], 3)
+    rows = [((s.file_offset, s.arena_offset, s.nbytes, s.crc32c), s.name) for s in segments]
+    return _c_table("masic_segment_t", name, rows, 4)
 
 
 # enum masic_load_kind (runtime/masic_model.h)
@@ -344,12 +345,13 @@ def emit_model_c(
                     s.nbytes,
                     _c_uint(start[buffer], 32, "a load's start"),
                     *_load_kind(s, state),
+                    s.crc32c,
                 ),
                 s.name,
             )
             for s, buffer, state in loads
         ],
-        6,
+        7,
     )
     waits: dict[int, list[int]] = {}  # position -> loads its calls need first
     for k, (_, buffer, _) in enumerate(loads):
@@ -383,7 +385,6 @@ const masic_model_t masic_model = {{
   .arena_bytes = {plan.arena_bytes}u,
   .arena_alignment = {plan.alignment}u,
   .weights_bytes = {weights.nbytes}u,
-  .weights_crc32 = 0x{weights.crc32:08x}u,
   .input_ndim = {len(input_node.type.shape)},
   .input_shape = {_c_shape(input_node.type.shape)},
   .output_ndim = {len(output.type.shape)},

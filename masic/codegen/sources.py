@@ -18,6 +18,7 @@ RUNTIME_DIR = Path(str(files("masic.codegen") / "runtime"))
 LOADER_SOURCES = (
     "loader.c",
     "args.c",
+    "crc32c.c",
     "exit_rule.c",
     "files.c",
     "input.c",

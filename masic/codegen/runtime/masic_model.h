@@ -12,11 +12,12 @@
 
 #define MASIC_MAX_NDIM 8
 
-/* A byte range copied from weights.bin into the arena. */
+/* A byte range copied from weights.bin into the arena, checked against its CRC-32C (crc32c.h) as it is read. */
 typedef struct {
   uint64_t file_offset;
   uint64_t arena_offset;
   uint64_t nbytes;
+  uint32_t crc32c; /* of the nbytes bytes at file_offset */
 } masic_segment_t;
 
 enum masic_exit_rule {
@@ -69,14 +70,14 @@ typedef struct {
   uint32_t start;     /* position within the block from which the slot belongs to this load */
   uint32_t kind;      /* enum masic_load_kind */
   uint32_t fill_bits; /* MASIC_LOAD_STATE_FILL: the float32 (as its bits) written to every element */
+  uint32_t crc32c;    /* of the bytes read (not MASIC_LOAD_STATE_FILL): checked by the loading thread */
 } masic_load_t;
 
 typedef struct {
   const char *name;
   uint64_t arena_bytes;     /* size of the single arena (all model data: weights, state, activations, scratch) */
   uint64_t arena_alignment; /* the arena base is aligned to this many bytes */
-  uint64_t weights_bytes;   /* exact size of weights.bin */
-  uint32_t weights_crc32;   /* zlib CRC-32 of the whole of weights.bin */
+  uint64_t weights_bytes;   /* exact size of weights.bin; each piece read from it carries its own CRC-32C */
   /* per-sample input (float32, no batch dimension); one slot per timestep of a block */
   int32_t input_ndim;
   int64_t input_shape[MASIC_MAX_NDIM];

@@ -72,13 +72,14 @@ static long long peak_rss_bytes(void) {
   return kib * 1024;
 }
 
-/* weight_bytes_read counts resident and streamed weights (not the CRC pass, which weight_bytes_checked counts);
+/* start_bytes_read counts what was read from weights.bin at start, before the first sample: the resident weights,
+ * each checked as it was read (no other pass reads the file); weight_bytes_read counts resident and streamed weights;
  * state_bytes_read counts the initial neuron state read from weights.bin, whether before each sample or by the
  * loading thread; load_wait_s is the time the compute waited for loads (weights or state). */
 static void print_resources_json(const masic_model_t *m, double load_s, int threads) {
   const masic_weight_io_t *io = &masic_weight_io;
   printf(", \"block\": %d, \"load_s\": %.6f, \"load_wait_s\": %.6f", m->block, load_s, io->load_wait_s);
-  printf(", \"weight_bytes_checked\": %llu, \"weight_bytes_read\": %llu", (unsigned long long)io->checked,
+  printf(", \"start_bytes_read\": %llu, \"weight_bytes_read\": %llu", (unsigned long long)io->resident,
          (unsigned long long)(io->resident + io->streamed));
   printf(", \"state_bytes_read\": %llu", (unsigned long long)io->state);
   printf(", \"arena_bytes\": %llu, \"weights_bytes\": %llu", (unsigned long long)m->arena_bytes,

@@ -68,8 +68,8 @@ static bool await_position(uint32_t position) {
   return go;
 }
 
-/* In the loading thread: reads load k into its slot and publishes it. weights.bin passed its size and CRC check at
- * start, so a short read means the file was changed or replaced while the model ran. */
+/* In the loading thread: reads load k into its slot, checks its CRC-32C and publishes it. weights.bin passed its size
+ * check at start, so a short read means the file was changed or replaced while the model ran. */
 static void read_load(uint32_t k) {
   const masic_load_t *load = &stream.model->loads[k];
   if (load->kind == MASIC_LOAD_STATE_FILL) {
@@ -84,6 +84,11 @@ static void read_load(uint32_t k) {
     if ((uint64_t)got < load->nbytes)
       masic_die(MASIC_EXIT_USER, "weights file %s changed while the model was running (streamed load %u is past its "
                 "end); %s", stream.path, k, MASIC_WEIGHTS_REMEDY);
+    masic_error_t err;
+    if (!masic_weights_check_piece(stream.path, load->kind == MASIC_LOAD_STATE ? "streamed state" : "streamed weight",
+                                   load->file_offset, stream.arena + load->arena_offset, load->nbytes, load->crc32c,
+                                   &err))
+      masic_die_with(&err);
   }
   pthread_mutex_lock(&stream.mutex);
   if (load->kind == MASIC_LOAD_WEIGHT) masic_weight_io.streamed += load->nbytes;
