@@ -1,4 +1,4 @@
-"""The `masic` command: compile, run, calibrate, inspect, passes, opt, plan-memory.
+"""The `masic` command: compile, run, deploy, calibrate, inspect, passes, opt, plan-memory.
 
 User errors (bad model files, unsupported modules, impossible budgets, bad options, altered artifacts) print one
 line `masic: error: ...` and exit with status 2; no traceback. SIGINT and SIGTERM print `masic: interrupted` and
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from masic.deploy import deploy
 from masic.early_exit import ExitRule
 from masic.errors import MasicError
 from masic.interrupts import handling_signals
@@ -26,6 +28,7 @@ from masic.limits import MAX_TIMESTEPS
 from masic.manifest import EXECUTABLE, MANIFEST_FILE, WEIGHTS_FILE, Manifest, read_manifest
 from masic.passes import DEFAULT_PIPELINE, REGISTRY, PassOptions
 from masic.passes.check_budget import BudgetError, format_bytes
+from masic.remote import Remote
 from masic.report import buffer_table, draw_timeline, plan_rows
 from masic.units import parse_bytes
 from masic.workdirs import BUILD_PREFIX, replacing, scratch
@@ -193,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-exit", action="store_true", help="run every timestep")
     run.add_argument("--min-timesteps", type=_steps)
 
+    deploy = sub.add_parser("deploy", help="copy a compiled folder to a device over SSH, checked there")
+    deploy.add_argument("artifact", type=Path)
+    deploy.add_argument("destination", help="[user@]host[:folder] (default folder: the artifact folder's name)")
+    _ssh_arguments(deploy)
+
     calibrate = sub.add_parser(
         "calibrate", help="choose the fastest early-exit rule within an accuracy drop, on labelled data"
     )
@@ -239,6 +247,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _ssh_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options passed through to ssh and scp, and the runner of remote model commands."""
+    parser.add_argument("-p", "--port", type=_int_in(1, 65535, "a port from 1 to 65535"), help="ssh port")
+    parser.add_argument("-i", "--identity", type=Path, metavar="KEY", help="ssh private key")
+    parser.add_argument(
+        "-o", "--option", action="append", default=[], metavar="OPTION", help="ssh option, e.g. -o Port=2222 (repeat)"
+    )
+    parser.add_argument(
+        "--runner", type=shlex.split, default=[], metavar="CMD", help="prefix of model commands there (qemu-aarch64)"
+    )
+
+
+def _remote(args: argparse.Namespace, default_folder: str) -> Remote:
+    return Remote.parse(
+        args.destination,
+        default_folder,
+        port=args.port,
+        identity=args.identity,
+        options=tuple(args.option),
+        runner=tuple(args.runner),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command; returns the exit status. Without `argv` it is the process itself (the console script,
     `python -m masic.cli`), which ignores SIGINT and SIGTERM once the command is over (see handling_signals)."""
@@ -248,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             commands = {
                 "compile": cmd_compile,
                 "run": cmd_run,
+                "deploy": cmd_deploy,
                 "calibrate": cmd_calibrate,
                 "inspect": cmd_inspect,
                 "passes": cmd_passes,
@@ -447,6 +479,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.no_exit:
         command.append("--no-exit")
     return subprocess.run(command, check=False).returncode
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    remote = _remote(args, args.artifact.resolve().name)
+    command = deploy(args.artifact, remote)
+    print(f"masic: deployed {args.artifact} to {remote.host}:{remote.folder}, checked there; run it with:")
+    print(command)
+    return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
