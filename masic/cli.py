@@ -1,4 +1,4 @@
-"""The `masic` command: compile, run, deploy, calibrate, inspect, passes, opt, plan-memory.
+"""The `masic` command: compile, run, deploy, profile, calibrate, inspect, passes, opt, plan-memory.
 
 User errors (bad model files, unsupported modules, impossible budgets, bad options, altered artifacts) print one
 line `masic: error: ...` and exit with status 2; no traceback. SIGINT and SIGTERM print `masic: interrupted` and
@@ -28,6 +28,7 @@ from masic.limits import MAX_TIMESTEPS
 from masic.manifest import EXECUTABLE, MANIFEST_FILE, WEIGHTS_FILE, Manifest, read_manifest
 from masic.passes import DEFAULT_PIPELINE, REGISTRY, PassOptions
 from masic.passes.check_budget import BudgetError, format_bytes
+from masic.profile import PROFILE_FILE, collect, summary
 from masic.remote import Remote
 from masic.report import buffer_table, draw_timeline, plan_rows
 from masic.units import parse_bytes
@@ -201,6 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("destination", help="[user@]host[:folder] (default folder: the artifact folder's name)")
     _ssh_arguments(deploy)
 
+    profile = sub.add_parser("profile", help="where a compiled folder's time goes, here or on a device over SSH")
+    profile.add_argument("artifact", type=Path)
+    profile.add_argument(
+        "--host", dest="destination", metavar="DEST", help="[user@]host[:folder] where masic deploy put the artifact"
+    )
+    profile.add_argument("--input", type=Path, help="float32 .npy input (default: uniform [0, 1), seed 0)")
+    profile.add_argument("--runs", type=positive_arg, default=3, help="profiled runs, merged by median (3)")
+    _ssh_arguments(profile)
+
     calibrate = sub.add_parser(
         "calibrate", help="choose the fastest early-exit rule within an accuracy drop, on labelled data"
     )
@@ -280,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "compile": cmd_compile,
                 "run": cmd_run,
                 "deploy": cmd_deploy,
+                "profile": cmd_profile,
                 "calibrate": cmd_calibrate,
                 "inspect": cmd_inspect,
                 "passes": cmd_passes,
@@ -486,6 +497,17 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     command = deploy(args.artifact, remote)
     print(f"masic: deployed {args.artifact} to {remote.host}:{remote.folder}, checked there; run it with:")
     print(command)
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    manifest = read_manifest(args.artifact)
+    remote = _remote(args, args.artifact.resolve().name) if args.destination else None
+    if remote is None:
+        _check_runnable(manifest)
+    merged = collect(manifest, remote, args.input, args.runs, _progress)
+    print(summary(merged, manifest))
+    print(f"\nprofile written to {args.artifact / PROFILE_FILE}")
     return 0
 
 

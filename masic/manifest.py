@@ -57,6 +57,8 @@ class Manifest:
     exit_rule: ExitRule
     exit_source: str
     buffers: tuple[Mapping[str, object], ...]  # rows as `masic.report.plan_rows` writes them
+    planned_read_bytes_per_second: float  # the cost model's figure for the target's storage
+    planned_node_us: Mapping[str, float]  # planned compute time of one inference per node a kernel call computes
     data: Mapping[str, object]
 
     @property
@@ -173,6 +175,17 @@ def read_manifest(folder: Path) -> Manifest:
     for i, symbol in enumerate(kernels):
         if not isinstance(symbol, str):
             keys.fail(f"{key}[{i}]", f"must be a string, got {_show(symbol)}")
+    planned, key = keys.mapping(data, "", "planned")
+    finite_positive = "a finite number > 0"
+    read_rate = keys.number(planned, key, "read_bytes_per_second", lambda x: 0 < x < math.inf, finite_positive)
+    rows, rows_key = keys.array(planned, key, "nodes")
+    node_us = {}
+    for i, row in enumerate(rows):
+        row_key = f"{rows_key}[{i}]"
+        if not isinstance(row, dict):
+            keys.fail(row_key, f"must be a JSON object, got {_show(row)}")
+        name = keys.string(row, row_key, "node")
+        node_us[name] = keys.number(row, row_key, "us", lambda x: 0 <= x < math.inf, "a finite number >= 0")
     manifest = Manifest(
         folder=folder,
         name=keys.string(data, "", "name"),
@@ -188,6 +201,8 @@ def read_manifest(folder: Path) -> Manifest:
         exit_rule=exit_rule,
         exit_source=exit_source,
         buffers=_buffers(keys, data, arena),
+        planned_read_bytes_per_second=read_rate,
+        planned_node_us=node_us,
         data=data,
     )
     _check_files(manifest)

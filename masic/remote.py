@@ -32,7 +32,15 @@ class Remote:
     runner: tuple[str, ...] = ()  # prefix of commands that run a model there
 
     @classmethod
-    def parse(cls, destination: str, default_folder: str, **kwargs: object) -> Remote:
+    def parse(
+        cls,
+        destination: str,
+        default_folder: str,
+        port: int | None = None,
+        identity: Path | None = None,
+        options: tuple[str, ...] = (),
+        runner: tuple[str, ...] = (),
+    ) -> Remote:
         """`[user@]host[:folder]`; the folder defaults to `default_folder` (relative to the remote home)."""
         match = re.fullmatch(r"([^:/\s]+)(?::(.*))?", destination)
         if not match:
@@ -41,7 +49,7 @@ class Remote:
         folder = folder.removeprefix("~/")  # the remote shell's home: relative paths start there
         if not folder or folder in (".", ".."):
             raise RemoteError(f"destination {destination!r} names no folder to put the model in")
-        return cls(host, folder, **kwargs)  # type: ignore[arg-type]
+        return cls(host, folder, port, identity, options, runner)
 
     def _common(self) -> list[str]:
         flags: list[str] = []

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from masic.analysis.cost import inference_seconds_per_call_site
 from masic.codegen.build import build_object, host_target
 from masic.codegen.lower import Kernel, emit_model_c, lower
 from masic.codegen.sources import RUNTIME_DIR, SANITIZE_ENV, SANITIZER_FLAGS, loader_paths, sanitize_requested
@@ -28,7 +29,8 @@ from masic.report import plan_rows
 from masic.targets import Target
 from masic.workdirs import BUILD_PREFIX, replacing, scratch
 
-REPORT_FILES = ("memory.png", "calibration.png")  # written beside an artifact by `masic inspect`, `masic calibrate`
+# written beside an artifact by `masic inspect`, `masic calibrate`, `masic profile`
+REPORT_FILES = ("memory.png", "calibration.png", "profile.json")
 
 
 class ArtifactError(MasicError, RuntimeError):
@@ -158,4 +160,11 @@ def make_manifest(
         "exit_rule": {**exit_rule.to_manifest(), "source": "compiled"},
         "kernels": kernels,
         "buffers": plan_rows(graph),
+        "planned": {
+            "read_bytes_per_second": target.machine.read_bytes_per_second,
+            "nodes": [
+                {"node": name, "us": 1e6 * seconds}
+                for name, seconds in inference_seconds_per_call_site(graph, target.machine).items()
+            ],
+        },
     }

@@ -8,6 +8,7 @@ the whole step is readable top to bottom in the generated file, one comment per 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -302,6 +303,12 @@ def _load_kind(segment: Segment, state: bool) -> tuple[str, int]:
 C_TYPES = {FLOAT: "float", SPIKE: "uint8_t", BITS: "uint32_t"}
 
 
+def _c_sites(sites: list[tuple[str, str]]) -> str:
+    """The kernel call sites of a block (IR node, kernel symbol) as masic_site_t rows, for --profile."""
+    rows = "".join(f"  {{{json.dumps(node)}, {json.dumps(kernel)}}},\n" for node, kernel in sites)
+    return f"static const masic_site_t sites[] = {{\n{rows or '  {0, 0},' + chr(10)}}};\n"
+
+
 def _c_type(kernel: Kernel, arg: str) -> str:
     """The C element type of a kernel argument: spikes are bytes, or words of 32 when bit-packed."""
     return C_TYPES[kernel.arg_dtype(arg)]
@@ -357,6 +364,7 @@ def emit_model_c(
     for k, (_, buffer, _) in enumerate(loads):
         waits.setdefault(first_reader[buffer], []).append(k)
     body = ""
+    sites = []  # (node, kernel) of each call, in order: masic_site_done's index
     n_positions = len(graph.nodes) * block
     for position in range(n_positions):
         for k in waits.get(position, []):
@@ -364,10 +372,13 @@ def emit_model_c(
         for call in by_position.get(position, []):
             kernel = by_symbol[call.symbol]
             args = ", ".join(f"({_c_type(kernel, p)} *)(arena + {offset}u)" for p, offset in call.args)
-            guard = f"if ({call.step} < nsteps && " if call.step else "if ("
+            guard = f"{call.step} < nsteps" if call.step else ""
             text = call.note or "\n   * then ".join(map(format_node, _computed(call, graph)))
+            body += "  start = masic_site_start();\n"
             body += f"  /* {text.replace('*/', '* /')}{_step_note(call, graph)} */\n"
-            body += f"  {guard}(rc = {call.symbol}({args})) != 0) return rc;\n"
+            body += f"  if ({guard + ' && ' if guard else ''}(rc = {call.symbol}({args})) != 0) return rc;\n"
+            body += f"  {f'if ({guard}) ' if guard else ''}masic_site_done({len(sites)}u, start);\n"
+            sites.append((call.node.name, call.symbol))
         if loads:
             body += f"  masic_reached({position + 1}u);\n"
     input_offsets = _c_offsets(graph, input_node.name)
@@ -378,7 +389,7 @@ def emit_model_c(
 {prototypes}
 {_c_segments("resident", weights.resident)}
 {_c_segments("state_init", weights.state_init)}
-{load_table}static const uint64_t input_offsets[] = {{{input_offsets}}};
+{load_table}{_c_sites(sites)}static const uint64_t input_offsets[] = {{{input_offsets}}};
 static const uint64_t output_offsets[] = {{{output_offsets}}};
 const masic_model_t masic_model = {{
   .name = "{graph.name}",
@@ -401,10 +412,13 @@ const masic_model_t masic_model = {{
   .n_loads = {len(loads)}u,
   .loads = loads,
   .n_positions = {_c_uint(n_positions, 32, "positions in a block")}u,
+  .n_sites = {_c_uint(len(sites), 32, "kernel calls in a block")}u,
+  .sites = sites,
 }};
 
 int masic_model_block(uint8_t *arena, int32_t nsteps) {{
   int32_t rc;
+  double start;
   (void)nsteps;
 {body}  return 0;
 }}

@@ -200,4 +200,29 @@ def _fake_manifest() -> dict:
         "exit_rule": {"rule": "none", "min_timesteps": 1, "source": "compiled"},
         "kernels": [],
         "buffers": [],
+        "planned": {"read_bytes_per_second": 1e9, "nodes": []},
     }
+
+
+@pytest.mark.slow
+def test_profile_over_ssh_brings_the_profile_back(sshd: SshServer, artifacts: dict[str, Path], tmp_path: Path) -> None:
+    folder = tmp_path / "device" / "model"
+    assert deploy(sshd, artifacts["x86_64"], folder).returncode == 0
+    run = masic_cli(
+        "profile", str(artifacts["x86_64"]), "--host", f"{sshd.host}:{folder}", "--runs", "2", *sshd.flags()
+    )
+    assert run.returncode == 0, run.stderr
+    profile = json.loads((artifacts["x86_64"] / "profile.json").read_text())
+    assert profile["runs"] == 2 and profile["machine"] == "x86_64" and profile["sites"]
+    assert sorted(p.name for p in folder.iterdir()) == ARTIFACT_FILES, "the run leaves nothing in the model's folder"
+
+
+def test_profile_refuses_a_folder_that_holds_another_artifact(sshd: SshServer, tmp_path: Path) -> None:
+    artifact = write_fake_artifact(tmp_path / "out", _fake_manifest())
+    folder = tmp_path / "device" / "empty"
+    folder.mkdir(parents=True)
+    run = masic_cli("profile", str(artifact), "--host", f"{sshd.host}:{folder}", *sshd.flags())
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"masic: error: {sshd.host}:{folder} does not hold {artifact}; run masic deploy {artifact} first"
+    )

@@ -33,6 +33,7 @@
 #include "masic_model.h"
 #include "model_check.h"
 #include "npy.h"
+#include "profile.h"
 #include "report.h"
 #include "stream.h"
 #include "util.h"
@@ -67,6 +68,7 @@ typedef struct {
   int64_t *labels;   /* NULL: one unlabelled sample */
   FILE *output;      /* --output, or NULL */
   FILE *predictions; /* --predictions, or NULL */
+  FILE *profile;     /* --profile, or NULL */
 } run_files_t;
 
 static void check(bool ok, const masic_error_t *err) {
@@ -284,7 +286,7 @@ static void write_sample_outputs(FILE *f, const char *path, const run_buffers_t 
 static run_files_t open_run_files(const masic_options_t *opt, const masic_input_t *in, const weights_t *weights) {
   masic_error_t err;
   run_files_t files = {0};
-  masic_named_file_t read[4] = {{"--input", in->path, in->id}, {"the weights file", weights->path, weights->id}};
+  masic_named_file_t read[5] = {{"--input", in->path, in->id}, {"the weights file", weights->path, weights->id}};
   size_t n_read = 2;
   if (opt->labels_path) {
     int fd;
@@ -303,8 +305,12 @@ static run_files_t open_run_files(const masic_options_t *opt, const masic_input_
     check(masic_open_output("--output", opt->output_path, read, n_read, &files.output, &id, &err), &err);
     read[n_read++] = (masic_named_file_t){"--output", opt->output_path, id};
   }
-  if (opt->predictions_path)
+  if (opt->predictions_path) {
     check(masic_open_output("--predictions", opt->predictions_path, read, n_read, &files.predictions, &id, &err), &err);
+    read[n_read++] = (masic_named_file_t){"--predictions", opt->predictions_path, id};
+  }
+  if (opt->profile_path)
+    check(masic_open_output("--profile", opt->profile_path, read, n_read, &files.profile, &id, &err), &err);
   return files;
 }
 
@@ -425,23 +431,30 @@ int main(int argc, char **argv) {
   check(masic_input_open(&masic_model, opt.input_path, opt.labels_path != NULL, &in, &err), &err);
   masic_schedule_t schedule = make_schedule(&opt, &in);
 
+  if (opt.profile_path) masic_profile_begin(&masic_model);
   double load_start = masic_now_s();
   check(masic_open_regular(weights.path, "weights file", MASIC_WEIGHTS_REMEDY, &weights.fd, &weights.size,
                            &weights.id, &err),
         &err);
+  masic_startup.open_s = masic_now_s() - load_start;
   run_files_t files = open_run_files(&opt, &in, &weights);
   uint8_t *arena = load_arena(&weights);
   double load_s = masic_now_s() - load_start;
+  masic_startup.read_s = masic_weight_io.read_s;
+  masic_startup.check_s = masic_weight_io.check_s;
 
   if (masic_parallel_init(opt.threads) != 0)
     masic_die(MASIC_EXIT_SYSTEM, "cannot start the worker threads (--threads %d)", opt.threads);
   int threads = masic_parallel_num_threads();
   masic_stream_start(&masic_model, weights.fd, weights.path, arena);
+  double run_start = masic_now_s();
   if (files.labels)
     run_batch(&opt, &schedule, &in, &files, &weights, arena, load_s, threads);
   else
     run_single(&opt, &schedule, &in, &files, &weights, arena, load_s, threads);
+  double run_s = masic_now_s() - run_start;
   masic_stream_stop();
+  if (files.profile) check(masic_profile_write(files.profile, opt.profile_path, run_s, threads, &err), &err);
   masic_parallel_shutdown();
 
   close(in.fd);

@@ -55,7 +55,7 @@ static void print_exit_json(const masic_exit_rule_t *r, const char *source) {
 /* The peak resident memory of this program. getrusage's ru_maxrss is not it: Linux carries the high-water mark over
  * exec, so a program started by vfork or posix_spawn (Python's subprocess) reports at least its parent's peak. The
  * VmHWM line of /proc/self/status belongs to this image alone; ru_maxrss is the fallback where it is missing. */
-static long long peak_rss_bytes(void) {
+long long masic_peak_rss_bytes(void) {
   FILE *f = fopen("/proc/self/status", "r");
   long long kib = -1;
   if (f) {
@@ -84,7 +84,7 @@ static void print_resources_json(const masic_model_t *m, double load_s, int thre
   printf(", \"state_bytes_read\": %llu", (unsigned long long)io->state);
   printf(", \"arena_bytes\": %llu, \"weights_bytes\": %llu", (unsigned long long)m->arena_bytes,
          (unsigned long long)m->weights_bytes);
-  printf(", \"peak_rss_bytes\": %lld, \"threads\": %d}\n", peak_rss_bytes(), threads);
+  printf(", \"peak_rss_bytes\": %lld, \"threads\": %d}\n", masic_peak_rss_bytes(), threads);
 }
 
 void masic_print_report(const masic_model_t *m, const masic_schedule_t *s, const masic_sample_result_t *r,

@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "profile.h"
 #include "util.h"
 #include "weights.h"
 
@@ -72,6 +73,7 @@ static bool await_position(uint32_t position) {
  * check at start, so a short read means the file was changed or replaced while the model ran. */
 static void read_load(uint32_t k) {
   const masic_load_t *load = &stream.model->loads[k];
+  double start = masic_site_start(); /* the clock only when profiling */
   if (load->kind == MASIC_LOAD_STATE_FILL) {
     float value;
     memcpy(&value, &load->fill_bits, sizeof value);
@@ -90,6 +92,7 @@ static void read_load(uint32_t k) {
                                    &err))
       masic_die_with(&err);
   }
+  if (masic_profiling()) masic_profile_load(k, masic_now_s() - start);
   pthread_mutex_lock(&stream.mutex);
   if (load->kind == MASIC_LOAD_WEIGHT) masic_weight_io.streamed += load->nbytes;
   if (load->kind == MASIC_LOAD_STATE) masic_weight_io.state += load->nbytes;
@@ -193,5 +196,7 @@ void masic_wait_load(uint32_t k) {
       pthread_cond_wait(&stream.to_compute, &stream.mutex);
     pthread_mutex_unlock(&stream.mutex);
   }
-  masic_weight_io.load_wait_s += masic_now_s() - start;
+  double waited = masic_now_s() - start;
+  masic_weight_io.load_wait_s += waited;
+  masic_profile_wait(k, waited);
 }

@@ -46,9 +46,13 @@ bool masic_weights_load(int fd, const char *path, const char *what, uint8_t *are
                         uint32_t n, uint64_t *bytes, masic_error_t *err) {
   for (uint32_t i = 0; i < n; i++) {
     uint8_t *slot = arena + segs[i].arena_offset;
-    if (!read_exactly(fd, path, slot, (size_t)segs[i].nbytes, segs[i].file_offset, err) ||
-        !masic_weights_check_piece(path, what, segs[i].file_offset, slot, segs[i].nbytes, segs[i].crc32c, err))
+    double start = masic_now_s();
+    if (!read_exactly(fd, path, slot, (size_t)segs[i].nbytes, segs[i].file_offset, err)) return false;
+    double read = masic_now_s();
+    if (!masic_weights_check_piece(path, what, segs[i].file_offset, slot, segs[i].nbytes, segs[i].crc32c, err))
       return false;
+    masic_weight_io.read_s += read - start;
+    masic_weight_io.check_s += masic_now_s() - read;
     *bytes += segs[i].nbytes;
   }
   return true;

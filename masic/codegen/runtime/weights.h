@@ -20,6 +20,8 @@ typedef struct {
   uint64_t streamed;  /* by streamed weight loads, once per block */
   uint64_t state;     /* initial neuron state: per sample (state_init), or by state loads once per block */
   double load_wait_s; /* time the compute spent waiting in masic_wait_load */
+  double read_s;      /* reading segments (masic_weights_load) */
+  double check_s;     /* checking their CRC-32C */
 } masic_weight_io_t;
 
 extern masic_weight_io_t masic_weight_io;
