@@ -10,6 +10,7 @@ MASIC_DEBUG=1. Progress of long steps goes to stderr.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import shutil
@@ -23,12 +24,13 @@ from pathlib import Path
 from masic.deploy import deploy
 from masic.early_exit import ExitRule
 from masic.errors import MasicError
+from masic.files import read_text
 from masic.interrupts import handling_signals
-from masic.limits import MAX_TIMESTEPS
+from masic.limits import MAX_MANIFEST_BYTES, MAX_TIMESTEPS
 from masic.manifest import EXECUTABLE, MANIFEST_FILE, WEIGHTS_FILE, Manifest, read_manifest
 from masic.passes import DEFAULT_PIPELINE, REGISTRY, PassOptions
 from masic.passes.check_budget import BudgetError, format_bytes
-from masic.profile import PROFILE_FILE, collect, summary
+from masic.profile import ESTIMATES, PROFILE_FILE, collect, measured_machine, read_profile, summary
 from masic.remote import Remote
 from masic.report import buffer_table, draw_timeline, plan_rows
 from masic.units import parse_bytes
@@ -177,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-accuracy-drop", type=_points, help=f"with --calibrate: points of accuracy ({DEFAULT_ACCURACY_DROP})"
     )
     compile_.add_argument("--name", help="model name (default: the file's stem)")
+    compile_.add_argument(
+        "--profile",
+        type=Path,
+        metavar="PROFILE.json",
+        help="plan with what masic profile measured on the device (an artifact of the same target)",
+    )
     compile_.add_argument(
         "--trust-pickle",
         action="store_true",
@@ -346,6 +354,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.emit == "ir":
         print(print_graph(graph), end="")
         return 0
+    planned_by = ESTIMATES
+    if args.profile:
+        source = f"profile {args.profile}"
+        machine = measured_machine(target, read_profile(read_text(args.profile, MAX_MANIFEST_BYTES), source), source)
+        target, planned_by = dataclasses.replace(target, machine=machine), f"{source}, measured on {target.name}"
     options = PassOptions(budget=args.budget, alignment=target.alignment, machine=target.machine)
     if args.budget_sweep:
         return _budget_sweep(graph, args, options, f"{name} ({target.name})")
@@ -379,7 +392,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         return 0
     # Built, and calibrated if asked, in a staging folder that replaces the output folder in one step at the end.
     with staged(args.output) as folder:
-        manifest = build_artifact(graph, target, folder, exit_rule, args.budget, _progress)
+        manifest = build_artifact(graph, target, folder, exit_rule, args.budget, _progress, planned_by)
         if args.calibrate:
             drop = DEFAULT_ACCURACY_DROP if args.max_accuracy_drop is None else args.max_accuracy_drop
             _calibrate(read_manifest(folder), args.calibrate, drop, folder / CALIBRATION_PLOT, args.output)

@@ -57,6 +57,7 @@ class Manifest:
     exit_rule: ExitRule
     exit_source: str
     buffers: tuple[Mapping[str, object], ...]  # rows as `masic.report.plan_rows` writes them
+    planned_by: str  # where the cost model's figures came from: the target's estimates, or a profile
     planned_read_bytes_per_second: float  # the cost model's figure for the target's storage
     planned_node_us: Mapping[str, float]  # planned compute time of one inference per node a kernel call computes
     data: Mapping[str, object]
@@ -176,6 +177,7 @@ def read_manifest(folder: Path) -> Manifest:
         if not isinstance(symbol, str):
             keys.fail(f"{key}[{i}]", f"must be a string, got {_show(symbol)}")
     planned, key = keys.mapping(data, "", "planned")
+    planned_by = keys.string(planned, key, "by")
     finite_positive = "a finite number > 0"
     read_rate = keys.number(planned, key, "read_bytes_per_second", lambda x: 0 < x < math.inf, finite_positive)
     rows, rows_key = keys.array(planned, key, "nodes")
@@ -201,6 +203,7 @@ def read_manifest(folder: Path) -> Manifest:
         exit_rule=exit_rule,
         exit_source=exit_source,
         buffers=_buffers(keys, data, arena),
+        planned_by=planned_by,
         planned_read_bytes_per_second=read_rate,
         planned_node_us=node_us,
         data=data,

@@ -17,16 +17,20 @@ import statistics
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from masic.analysis.cost import Machine
 from masic.errors import MasicError
 from masic.manifest import MANIFEST_FILE, Manifest
 from masic.remote import Remote, last_line
+from masic.targets import Target
 
 PROFILE_FILE = "profile.json"
+ESTIMATES = "the target's estimated figures"  # what planned an artifact compiled without --profile
 PROFILE_FORMAT = "masic-profile/1"
 TABLE_ROWS = 15
 
@@ -166,6 +170,36 @@ def _ms(us: float) -> str:
     return f"{us / 1e3:.3f} ms"
 
 
+def measured_machine(target: Target, profile: Profile, source: str) -> Machine:
+    """The target's cost-model figures corrected by a profile of one of its artifacts (`masic compile --profile`):
+    the compute figures divided by the median over the layers of measured / planned time (each layer's planned
+    time scales by exactly that), the read figure replaced by the measured bandwidth when the run streamed."""
+    if profile.get("target") != target.name:
+        raise ProfileError(
+            f"{source} was measured for target {profile.get('target')}, not {target.name}; "
+            f"profile an artifact built for {target.name}"
+        )
+    measured, planned = by_node(profile), profile.get("planned_us")
+    if not isinstance(planned, dict):
+        raise ProfileError(f"{source} is not a profile masic profile wrote: planned_us is missing")
+    ratios = [
+        measured[name] / planned[name]
+        for name in measured
+        if isinstance(planned.get(name), float | int) and planned[name] > 0
+    ]
+    if not ratios:
+        raise ProfileError(f"{source} times no layer the cost model plans")
+    ratio = statistics.median(ratios)
+    machine = target.machine
+    read = profile["read"]["mb_per_s"] * 1e6 if profile["read"]["bytes"] else machine.read_bytes_per_second
+    return replace(
+        machine,
+        macs_per_second=machine.macs_per_second / ratio,
+        memory_bytes_per_second=machine.memory_bytes_per_second / ratio,
+        read_bytes_per_second=read,
+    )
+
+
 def collect(
     manifest: Manifest, remote: Remote | None, x: Path | None, runs: int, progress: Callable[[str], None]
 ) -> Profile:
@@ -175,6 +209,6 @@ def collect(
         where = f"{remote.host}:{remote.folder}" if remote else "here"
         progress(f"profiling {manifest.folder} {where}, {runs} run(s)")
         profiles = profile_remotely(manifest, remote, x, runs) if remote else profile_locally(manifest, x, runs)
-    merged = merge(profiles)
+    merged = {**merge(profiles), "target": manifest.target.name, "planned_us": dict(manifest.planned_node_us)}
     (manifest.folder / PROFILE_FILE).write_text(json.dumps(merged, indent=1) + "\n")
     return merged

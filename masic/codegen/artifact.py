@@ -25,6 +25,7 @@ from masic.early_exit import ExitRule
 from masic.errors import MasicError
 from masic.ir.graph import Graph
 from masic.manifest import ARTIFACT_FILES, EXECUTABLE, MANIFEST_FILE, MANIFEST_FORMAT, WEIGHTS_FILE
+from masic.profile import ESTIMATES
 from masic.report import plan_rows
 from masic.targets import Target
 from masic.workdirs import BUILD_PREFIX, replacing, scratch
@@ -56,8 +57,10 @@ def build_artifact(
     exit_rule: ExitRule,
     budget: int | None,
     progress: Callable[[str], None] = lambda _: None,
+    planned_by: str = ESTIMATES,
 ) -> dict[str, object]:
-    """Builds the artifact for a planned graph into the empty folder `folder`; returns the manifest."""
+    """Builds the artifact for a planned graph into the empty folder `folder`; returns the manifest. `planned_by`
+    says where the cost model's figures (target.machine) came from."""
     with scratch(BUILD_PREFIX) as build:
         model_c, kernels, weights = generate_c(graph, exit_rule, folder / WEIGHTS_FILE)
         (build / "model.c").write_text(model_c)
@@ -66,7 +69,7 @@ def build_artifact(
         kind = "a sanitizer build (not for deployment)" if sanitize_requested() else "a static executable"
         progress(f"linking {kind} with {target.cc}")
         _link(target, build, folder / EXECUTABLE)
-    manifest = make_manifest(graph, target, exit_rule, budget, weights, [k.symbol for k in kernels])
+    manifest = make_manifest(graph, target, exit_rule, budget, weights, [k.symbol for k in kernels], planned_by)
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -135,7 +138,13 @@ def _link(target: Target, build: Path, executable: Path) -> None:
 
 
 def make_manifest(
-    graph: Graph, target: Target, exit_rule: ExitRule, budget: int | None, weights: WeightsFile, kernels: list[str]
+    graph: Graph,
+    target: Target,
+    exit_rule: ExitRule,
+    budget: int | None,
+    weights: WeightsFile,
+    kernels: list[str],
+    planned_by: str = ESTIMATES,
 ) -> dict[str, object]:
     """manifest.json of a planned graph's artifact (`masic.manifest.read_manifest` checks every key written here)."""
     plan = graph.plan
@@ -161,6 +170,7 @@ def make_manifest(
         "kernels": kernels,
         "buffers": plan_rows(graph),
         "planned": {
+            "by": planned_by,
             "read_bytes_per_second": target.machine.read_bytes_per_second,
             "nodes": [
                 {"node": name, "us": 1e6 * seconds}

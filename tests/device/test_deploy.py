@@ -200,7 +200,7 @@ def _fake_manifest() -> dict:
         "exit_rule": {"rule": "none", "min_timesteps": 1, "source": "compiled"},
         "kernels": [],
         "buffers": [],
-        "planned": {"read_bytes_per_second": 1e9, "nodes": []},
+        "planned": {"by": "estimates", "read_bytes_per_second": 1e9, "nodes": []},
     }
 
 

@@ -87,7 +87,7 @@ def fake_artifact(tmp_path: Path) -> Path:
         "exit_rule": {"rule": "none", "min_timesteps": 1, "source": "compiled"},
         "kernels": [],
         "buffers": [],
-        "planned": {"read_bytes_per_second": 1e9, "nodes": []},
+        "planned": {"by": "estimates", "read_bytes_per_second": 1e9, "nodes": []},
     }
     return write_fake_artifact(tmp_path, manifest)
 
