@@ -7,8 +7,9 @@ core) and prints one table: the planned compute time of one inference (the sum o
 `planned.nodes`, the cost model's time per kernel call site with the target's estimated figures), the kernels'
 measured time, their ratio, the median over the layers of measured / planned, the streamed bytes with the time
 planned to read them (target figure) and the measured read time and bandwidth, the time the kernels waited for
-loads, and the whole run's wall time. These are the estimates before profiling; planning with the measured
-figures (`masic compile --profile`) is not built yet.
+loads, and the whole run's wall time. Each case is planned twice: with the target's estimated figures, and again
+with `masic compile --profile` of the first artifact's profile (compute figures scaled by the median measured /
+planned ratio, the measured read bandwidth), then profiled the same way.
 
     python bench/profile.py [--workdir build/profile] [--runs 5]
 """
@@ -30,10 +31,14 @@ CASES = (
 )
 
 
-def compiled(workdir: Path, spec: str, shape: str, timesteps: str, budget: str | None) -> Path:
-    out = workdir / f"{spec.split(':')[1]}-{shape.replace(',', 'x')}-{budget or 'none'}"
+def compiled(
+    workdir: Path, spec: str, shape: str, timesteps: str, budget: str | None, profile: Path | None = None
+) -> Path:
+    suffix = "-profiled" if profile else ""
+    out = workdir / f"{spec.split(':')[1]}-{shape.replace(',', 'x')}-{budget or 'none'}{suffix}"
     if not (out / "manifest.json").exists():
         flags = ["--target", "x86_64", "--input-shape", shape, "--timesteps", timesteps, "-o", str(out)]
+        flags += ["--profile", str(profile)] if profile else []
         subprocess.run(
             [sys.executable, "-m", "masic.cli", "compile", spec, *flags, *(["--budget", budget] * bool(budget))],
             check=True,
@@ -54,8 +59,9 @@ def row(name: str, budget: str | None, out: Path, runs: int) -> str:
     plan_ms, kernels_ms = sum(planned.values()) / 1e3, sum(measured.values()) / 1e3
     read = profile["read"]
     plan_read_ms = 1e3 * read["bytes"] / manifest["planned"]["read_bytes_per_second"]
+    figures = "profile" if "profile" in manifest["planned"]["by"] else "target"
     return (
-        f"{name:<10} {budget or 'none':>6} {plan_ms:9.2f} {kernels_ms:9.2f} {kernels_ms / plan_ms:6.2f} "
+        f"{name:<10} {budget or 'none':>6} {figures:>8} {plan_ms:9.2f} {kernels_ms:9.2f} {kernels_ms / plan_ms:6.2f} "
         f"{statistics.median(ratios):7.2f} {read['bytes'] / 1e6:8.1f} {plan_read_ms:8.2f} {read['us'] / 1e3:8.2f} "
         f"{read['mb_per_s']:8.0f} {read['wait_us'] / 1e3:7.2f} {profile['run_us'] / 1e3:8.2f}"
     )
@@ -67,13 +73,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    rows = [
-        row(name, budget, compiled(args.workdir, spec, shape, t, budget), args.runs)
-        for name, spec, shape, t, budget in CASES
-    ]
+    rows = []
+    for name, spec, shape, t, budget in CASES:
+        estimated = compiled(args.workdir, spec, shape, t, budget)
+        rows.append(row(name, budget, estimated, args.runs))
+        profiled = compiled(args.workdir, spec, shape, t, budget, estimated / "profile.json")
+        rows.append(row(name, budget, profiled, args.runs))
     print(
-        f"{'model':<10} {'budget':>6} {'plan ms':>9} {'kern ms':>9} {'x':>6} {'med x':>7} {'read MB':>8} "
-        f"{'plan rd':>8} {'read ms':>8} {'MB/s':>8} {'wait ms':>7} {'run ms':>8}"
+        f"{'model':<10} {'budget':>6} {'figures':>8} {'plan ms':>9} {'kern ms':>9} {'x':>6} {'med x':>7} "
+        f"{'read MB':>8} {'plan rd':>8} {'read ms':>8} {'MB/s':>8} {'wait ms':>7} {'run ms':>8}"
     )
     print("\n".join(rows))
 
