@@ -205,7 +205,9 @@ def _fake_manifest() -> dict:
 
 
 @pytest.mark.slow
-def test_profile_over_ssh_brings_the_profile_back(sshd: SshServer, artifacts: dict[str, Path], tmp_path: Path) -> None:
+def test_profile_over_ssh_brings_the_profile_back_to_plan_with(
+    sshd: SshServer, artifacts: dict[str, Path], tmp_path: Path
+) -> None:
     folder = tmp_path / "device" / "model"
     assert deploy(sshd, artifacts["x86_64"], folder).returncode == 0
     run = masic_cli(
@@ -215,6 +217,12 @@ def test_profile_over_ssh_brings_the_profile_back(sshd: SshServer, artifacts: di
     profile = json.loads((artifacts["x86_64"] / "profile.json").read_text())
     assert profile["runs"] == 2 and profile["machine"] == "x86_64" and profile["sites"]
     assert sorted(p.name for p in folder.iterdir()) == ARTIFACT_FILES, "the run leaves nothing in the model's folder"
+    # ... and the model recompiles with what the device measured
+    factory, shape = MODELS["iaf"]
+    profile_path = artifacts["x86_64"] / "profile.json"
+    replanned = compile_model(factory(), shape, "x86_64", tmp_path, "--timesteps", "4", "--profile", str(profile_path))
+    planned = json.loads((replanned / "manifest.json").read_text())["planned"]
+    assert planned["by"] == f"profile {profile_path}, measured on x86_64"
 
 
 def test_profile_refuses_a_folder_that_holds_another_artifact(sshd: SshServer, tmp_path: Path) -> None:

@@ -1,8 +1,6 @@
 /* profile.c: see profile.h. Every call's time is kept (a run makes few calls per site: one per block), so the
  * median is exact. Sites are timed by the compute thread, loads by the loading thread, waits by the compute: each
  * array has one writer, and the profile is written after the loading thread has stopped. */
-#define _GNU_SOURCE /* uname's machine field */
-
 #include "profile.h"
 
 #include <errno.h>

@@ -73,7 +73,7 @@ static bool await_position(uint32_t position) {
  * check at start, so a short read means the file was changed or replaced while the model ran. */
 static void read_load(uint32_t k) {
   const masic_load_t *load = &stream.model->loads[k];
-  double start = masic_site_start(); /* the clock only when profiling */
+  double start = masic_profiling() ? masic_now_s() : 0.0;
   if (load->kind == MASIC_LOAD_STATE_FILL) {
     float value;
     memcpy(&value, &load->fill_bits, sizeof value);
