@@ -3,6 +3,7 @@ authorized key and configuration, and the client options that reach it with them
 
 from __future__ import annotations
 
+import getpass
 import socket
 import subprocess
 import time
@@ -20,12 +21,12 @@ START_TIMEOUT_S = 20
 @dataclass(frozen=True)
 class SshServer:
     port: int
-    key: Path  # the client's private key, authorized for root
+    key: Path  # the client's private key, authorized for this user (root, as the tests run)
     known_hosts: Path  # holds the server's host key
 
     @property
     def host(self) -> str:
-        return "root@127.0.0.1"
+        return f"{getpass.getuser()}@127.0.0.1"
 
     def flags(self) -> list[str]:
         """masic deploy / profile options that reach this server, host key checked, never a prompt."""
