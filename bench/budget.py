@@ -45,7 +45,7 @@ from masic.frontends.dispatch import ImportOptions
 from masic.targets import get_target
 
 from masic import driver
-from masic.cli import positive_arg, shape_arg
+from masic.arguments import positive_arg, shape_arg
 from masic.errors import MasicError
 from masic.ir.graph import Graph
 from masic.ir.ops import state_names

@@ -23,7 +23,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   case MASIC_ARGS_ERROR: fuzz_check_error(&err); break;
   case MASIC_ARGS_HELP: break;
   case MASIC_ARGS_OK:
-    if (!opt.input_path || (opt.predictions_path && !opt.labels_path)) abort();
+    /* --check runs without an input and takes no file but --weights */
+    if (opt.check && (opt.input_path || opt.labels_path || opt.output_path || opt.predictions_path ||
+                      opt.profile_path))
+      abort();
+    if ((!opt.check && !opt.input_path) || (opt.predictions_path && !opt.labels_path)) abort();
     if (opt.timesteps < 0 || opt.timesteps > MASIC_MAX_TIMESTEPS) abort();
     if (opt.threads < 0 || opt.threads > MASIC_MAX_THREADS_OPTION || opt.min_timesteps < -1) abort();
     if (opt.exit_flag && masic_exit_rule_problem(&opt.exit_rule)) abort();

@@ -1,10 +1,13 @@
 /* fuzz_weights.c: the build's constants (runtime/model_check.c) and weights.bin (runtime/weights.c) together. The
- * first bytes describe a model (arena, weights size and CRC, block, input and output slots, resident and state
- * segments, streamed loads, exit rule), the rest is weights.bin. A model masic_model_check accepts is then run
- * through everything the loader does with it: the size and CRC check, the resident and initial-state segments, every
- * load of a block (as the loading thread reads or fills it), and the input and output slots, all inside an arena
- * of exactly arena_bytes, so any range the check let through wrongly is an AddressSanitizer report. */
+ * first bytes describe a model (arena, weights size, block, input and output slots, resident and state segments,
+ * streamed loads, exit rule), the rest is weights.bin. A model masic_model_check accepts is then run through
+ * everything the loader does with it: `model --check`, the size check, the resident and initial-state segments
+ * checked as they are read, every load of a block (as the loading thread reads and checks or fills it), and the
+ * input and output slots, all inside an arena of exactly arena_bytes, so any range the check let through wrongly is
+ * an AddressSanitizer report. Each piece's CRC-32C is right, or (one time in four) not. */
 #include "fuzz_common.h"
+/* after fuzz_common.h, which chooses the C library's feature macros */
+#include "crc32c.h"
 #include "model_check.h"
 #include "weights.h"
 
@@ -20,7 +23,13 @@ static uint64_t number(fuzz_bytes_t *b, uint8_t flags, int bit) {
 static void segments(fuzz_bytes_t *b, masic_segment_t *segs, uint32_t *n, uint8_t flags) {
   *n = fuzz_u8(b) % (MAX_SEGMENTS + 1);
   for (uint32_t i = 0; i < *n; i++)
-    segs[i] = (masic_segment_t){number(b, flags, 1), number(b, flags, 2), number(b, flags, 3)};
+    segs[i] = (masic_segment_t){number(b, flags, 1), number(b, flags, 2), number(b, flags, 3), 0}; /* CRC set below */
+}
+
+/* The CRC-32C of a piece of the file, or a wrong one when the mode says so (or the piece lies outside the file). */
+static uint32_t piece_crc(fuzz_bytes_t file, uint64_t offset, uint64_t nbytes, uint8_t crc_mode) {
+  if (crc_mode & 2 || !masic_range_fits(offset, nbytes, file.n)) return 0x5eed;
+  return masic_crc32c(0, file.p + offset, (size_t)nbytes);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -57,10 +66,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   m.loads = m.n_loads ? loads : NULL;
   m.n_positions = fuzz_u8(&b);
   uint8_t crc_mode = fuzz_u8(&b);
-  /* The rest is weights.bin; its recorded size and CRC are right, or (one time in four each) not. */
-  masic_crc32_init();
+  /* The rest is weights.bin; its recorded size and the pieces' CRCs are right, or (one time in four each) not. */
   m.weights_bytes = crc_mode & 1 ? b.n + (crc_mode >> 4) : b.n;
-  m.weights_crc32 = crc_mode & 2 ? fuzz_u32(&(fuzz_bytes_t){data, size}) : masic_crc32_update(0, b.p, b.n);
+  for (uint32_t i = 0; i < m.n_resident; i++) resident[i].crc32c = piece_crc(b, resident[i].file_offset,
+                                                                             resident[i].nbytes, crc_mode);
+  for (uint32_t i = 0; i < m.n_state_init; i++) state_init[i].crc32c = piece_crc(b, state_init[i].file_offset,
+                                                                                 state_init[i].nbytes, crc_mode);
+  for (uint32_t k = 0; k < m.n_loads; k++) loads[k].crc32c = piece_crc(b, loads[k].file_offset, loads[k].nbytes,
+                                                                       crc_mode);
 
   masic_error_t err;
   if (!masic_model_check(&m, &err)) {
@@ -71,10 +84,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   uint8_t *arena = malloc(m.arena_bytes ? m.arena_bytes : 1); /* exactly the arena: ASan guards its ends */
   int fd = fuzz_file(b.p, b.n);
   uint8_t buf[4096];
-  uint64_t bytes = 0;
-  bool ok = masic_weights_verify(fd, "weights.bin", b.n, m.weights_bytes, m.weights_crc32, buf, sizeof buf, &err) &&
-            masic_weights_load(fd, "weights.bin", arena, m.resident, m.n_resident, &bytes, &err) &&
-            masic_weights_load(fd, "weights.bin", arena, m.state_init, m.n_state_init, &bytes, &err);
+  uint64_t bytes = 0, checked = 0;
+  bool ok = masic_weights_verify(fd, "weights.bin", b.n, &m, buf, sizeof buf, &checked, &err) &&
+            masic_weights_load(fd, "weights.bin", "resident weight", arena, m.resident, m.n_resident, &bytes, &err) &&
+            masic_weights_load(fd, "weights.bin", "initial state", arena, m.state_init, m.n_state_init, &bytes, &err);
   if (!ok) fuzz_check_error(&err);
   for (uint32_t k = 0; ok && k < m.n_loads; k++) { /* as stream.c reads or fills them */
     const masic_load_t *load = &m.loads[k];
@@ -86,6 +99,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     } else if (masic_pread_full(fd, arena + load->arena_offset, (size_t)load->nbytes, load->file_offset) !=
                (int64_t)load->nbytes) {
       abort(); /* the file passed its size check: a checked load lies inside it */
+    } else if (!masic_weights_check_piece("weights.bin", "streamed weight", load->file_offset,
+                                          arena + load->arena_offset, load->nbytes, load->crc32c, &err)) {
+      abort(); /* --check passed, so every piece is intact */
     }
   }
   /* Each step's input written into its slot and output read from its slot, as loader.c does. */

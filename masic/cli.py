@@ -1,4 +1,4 @@
-"""The `masic` command: compile, run, calibrate, inspect, passes, opt, plan-memory.
+"""The `masic` command: compile, run, deploy, profile, calibrate, inspect, passes, opt, plan-memory.
 
 User errors (bad model files, unsupported modules, impossible budgets, bad options, altered artifacts) print one
 line `masic: error: ...` and exit with status 2; no traceback. SIGINT and SIGTERM print `masic: interrupted` and
@@ -10,26 +10,45 @@ MASIC_DEBUG=1. Progress of long steps goes to stderr.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from masic.arguments import (
+    budget_arg,
+    budget_range,
+    confidence_arg,
+    int_in,
+    margin_arg,
+    png_arg,
+    points_arg,
+    positive_arg,
+    seconds_arg,
+    shape_arg,
+    steps_arg,
+)
+from masic.deploy import deploy
 from masic.early_exit import ExitRule
 from masic.errors import MasicError
+from masic.files import read_text
 from masic.interrupts import handling_signals
-from masic.limits import MAX_TIMESTEPS
-from masic.manifest import EXECUTABLE, MANIFEST_FILE, WEIGHTS_FILE, Manifest, read_manifest
+from masic.limits import MAX_MANIFEST_BYTES, MAX_TIMESTEPS
+from masic.manifest import ESTIMATES, EXECUTABLE, MANIFEST_FILE, WEIGHTS_FILE, Manifest, read_manifest
 from masic.passes import DEFAULT_PIPELINE, REGISTRY, PassOptions
 from masic.passes.check_budget import BudgetError
 from masic.port_files import check_output, packed_input, split_output
+from masic.profile import PROFILE_FILE, collect, measured_machine, read_profile, summary
+from masic.remote import Remote
 from masic.report import buffer_table, draw_timeline, plan_rows
-from masic.units import format_bytes, parse_bytes
+from masic.units import format_bytes
 from masic.workdirs import replacing, scratch
 
 # What --emit prints: the imported IR, the IR after a stage of `masic.driver.STAGES`, or the generated C
@@ -41,80 +60,6 @@ CALIBRATION_PLOT = "calibration.png"
 
 class UsageError(MasicError, ValueError):
     """A command-line value that makes no sense."""
-
-
-def shape_arg(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(s) for s in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"malformed shape {text!r}: expected integers like 2,16,16") from None
-    if not shape or any(s <= 0 for s in shape):
-        raise argparse.ArgumentTypeError(f"shape {text!r} must have positive sizes")
-    return shape
-
-
-def budget_arg(text: str) -> int:
-    try:
-        return parse_bytes(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def _budget_range(text: str) -> tuple[int, int]:
-    low, sep, high = text.partition(":")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected LO:HI, e.g. 16MB:1GB, got {text!r}")
-    low_bytes, high_bytes = budget_arg(low), budget_arg(high)
-    if not 0 < low_bytes <= high_bytes:
-        raise argparse.ArgumentTypeError(f"expected 0 < LO <= HI, got {text!r}")
-    return low_bytes, high_bytes
-
-
-def _int_in(low: int, high: int, expected: str) -> Callable[[str], int]:
-    """An argparse type for an integer from low to high; `expected` says what was wanted in the error."""
-
-    def parse(text: str) -> int:
-        # ASCII digits only ('³' is a digit to str.isdigit, not to int), and few enough for int() to convert
-        if not (text.isascii() and text.isdigit() and len(text) <= len(str(high)) and low <= int(text) <= high):
-            shown = text if len(text) <= 40 else text[:37] + "..."
-            raise argparse.ArgumentTypeError(f"expected {expected} from {low} to {high}, got {shown!r}")
-        return int(text)
-
-    return parse
-
-
-positive_arg = _int_in(1, 2**62, "a positive integer")
-_steps = _int_in(1, MAX_TIMESTEPS, "a number of timesteps")  # the limit: masic.limits.MAX_TIMESTEPS
-
-
-def _float_in(low: float, high: float, expected: str, include_low: bool = False, include_high: bool = True):
-    """An argparse type for a float in a range, e.g. (0, 1]; `expected` says what was wanted in the error."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = float("nan")
-        above = value >= low if include_low else value > low
-        below = value <= high if include_high else value < high
-        if not (above and below):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        return value
-
-    return parse
-
-
-_seconds = _float_in(0.0, float("inf"), "a positive number of seconds", include_high=False)
-_confidence = _float_in(0.0, 1.0, "a confidence in (0, 1]")
-_margin = _float_in(0.0, float("inf"), "a margin > 0", include_high=False)
-_points = _float_in(0.0, 100.0, "percentage points from 0 to 100", include_low=True)
-
-
-def png_arg(text: str) -> Path:
-    """A path for a drawing: matplotlib picks the format from the suffix, and masic draws PNGs."""
-    if Path(text).suffix.lower() != ".png":
-        raise argparse.ArgumentTypeError(f"expected a file name ending in .png, got {text!r}")
-    return Path(text)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -139,15 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--target", default="aarch64", help=f"one of {', '.join([*TARGETS, *ALIASES])} (default aarch64)"
     )
     compile_.add_argument(
-        "--timesteps", type=_steps, default=16, help=f"default timesteps per inference (16; at most {MAX_TIMESTEPS})"
+        "--timesteps", type=steps_arg, default=16, help=f"default timesteps per inference (16; at most {MAX_TIMESTEPS})"
     )
     compile_.add_argument("--input-shape", type=shape_arg, help="per-sample input shape, e.g. 2,16,16 (no batch)")
-    compile_.add_argument("--dt", type=_seconds, help="time step in seconds for NIR graphs (required for .nir)")
+    compile_.add_argument("--dt", type=seconds_arg, help="time step in seconds for NIR graphs (required for .nir)")
     compile_.add_argument("-o", "--output", type=Path, default=Path("out"), help="output folder (default out/)")
     compile_.add_argument("--emit", choices=EMIT_STAGES, help="stop after a stage and print it")
     compile_.add_argument(
         "--budget-sweep",
-        type=_budget_range,
+        type=budget_range,
         metavar="LO:HI",
         help="plan at budgets from LO to HI (e.g. 16MB:1GB) instead of compiling; print a table, plot it to -o",
     )
@@ -157,19 +102,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compile_.add_argument("--dump-passes", type=Path, metavar="DIR", help="write the IR after each pass to DIR")
     compile_.add_argument("--time-passes", action="store_true", help="print how long each pass took")
-    compile_.add_argument("--exit-confidence", type=_confidence, help="early exit: stop at this softmax confidence")
-    compile_.add_argument("--exit-margin", type=_margin, help="early exit: stop once the top output leads by this")
-    compile_.add_argument("--exit-stable", type=_steps, help="early exit: stop once the argmax held this many steps")
+    compile_.add_argument("--exit-confidence", type=confidence_arg, help="early exit: stop at this softmax confidence")
+    compile_.add_argument("--exit-margin", type=margin_arg, help="early exit: stop once the top output leads by this")
+    compile_.add_argument("--exit-stable", type=steps_arg, help="early exit: stop once the argmax held this many steps")
     compile_.add_argument(
-        "--min-timesteps", type=_steps, default=1, help="early exit: never before this step (at most --timesteps)"
+        "--min-timesteps", type=steps_arg, default=1, help="early exit: never before this step (at most --timesteps)"
     )
     compile_.add_argument(
         "--calibrate", type=Path, metavar="DATA", help="then calibrate the exit rule on DATA.npz (see masic calibrate)"
     )
     compile_.add_argument(
-        "--max-accuracy-drop", type=_points, help=f"with --calibrate: points of accuracy ({DEFAULT_ACCURACY_DROP})"
+        "--max-accuracy-drop", type=points_arg, help=f"with --calibrate: points of accuracy ({DEFAULT_ACCURACY_DROP})"
     )
     compile_.add_argument("--name", help="model name (default: the file's stem)")
+    compile_.add_argument(
+        "--profile",
+        type=Path,
+        metavar="PROFILE.json",
+        help="plan with what masic profile measured on the device (an artifact of the same target)",
+    )
     compile_.add_argument(
         "--trust-pickle",
         action="store_true",
@@ -184,13 +135,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--labels", type=Path, help="int .npy (N,): --input holds N samples; report accuracy")
     run.add_argument("--output", type=Path, help="write every step's output to this .npy (.npz: one per output port)")
     run.add_argument("--predictions", type=Path, help="with --labels: write (N, 2) prediction, timesteps")
-    run.add_argument("--timesteps", type=_steps)
+    run.add_argument("--timesteps", type=steps_arg)
     run.add_argument("--threads", type=positive_arg)
-    run.add_argument("--exit-confidence", type=_confidence)
-    run.add_argument("--exit-margin", type=_margin)
-    run.add_argument("--exit-stable", type=_steps)
+    run.add_argument("--exit-confidence", type=confidence_arg)
+    run.add_argument("--exit-margin", type=margin_arg)
+    run.add_argument("--exit-stable", type=steps_arg)
     run.add_argument("--no-exit", action="store_true", help="run every timestep")
-    run.add_argument("--min-timesteps", type=_steps)
+    run.add_argument("--min-timesteps", type=steps_arg)
+
+    deploy = sub.add_parser("deploy", help="copy a compiled folder to a device over SSH, checked there")
+    deploy.add_argument("artifact", type=Path)
+    deploy.add_argument("destination", help="[user@]host[:folder] (default folder: the artifact folder's name)")
+    _ssh_arguments(deploy)
+
+    profile = sub.add_parser("profile", help="where a compiled folder's time goes, here or on a device over SSH")
+    profile.add_argument("artifact", type=Path)
+    profile.add_argument(
+        "--host", dest="destination", metavar="DEST", help="[user@]host[:folder] where masic deploy put the artifact"
+    )
+    profile.add_argument("--input", type=Path, help="float32 .npy input (default: uniform [0, 1), seed 0)")
+    profile.add_argument("--runs", type=positive_arg, default=3, help="profiled runs, merged by median (3)")
+    _ssh_arguments(profile)
 
     calibrate = sub.add_parser(
         "calibrate", help="choose the fastest early-exit rule within an accuracy drop, on labelled data"
@@ -199,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--data", required=True, type=Path, help=".npz with x (N, *input) or (N, S, *input), y (N,)")
     calibrate.add_argument(
         "--max-accuracy-drop",
-        type=_points,
+        type=points_arg,
         default=DEFAULT_ACCURACY_DROP,
         help=f"percentage points below full-T accuracy ({DEFAULT_ACCURACY_DROP})",
     )
@@ -230,12 +195,35 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--capacity", type=budget_arg, help="the placement must fit these bytes, e.g. 1MiB")
     plan.add_argument(
         "--timeout",
-        type=_seconds,
+        type=seconds_arg,
         help="seconds to spend (default: with --capacity, search until decided; without, heuristics only)",
     )
     plan.add_argument("--alignment", type=positive_arg, default=1, help="every offset a multiple of this (default 1)")
     plan.add_argument("-o", "--output", type=Path, help="write the solution CSV (the rows plus an offset column)")
     return parser
+
+
+def _ssh_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options passed through to ssh and scp, and the runner of remote model commands."""
+    parser.add_argument("-p", "--port", type=int_in(1, 65535, "a port from 1 to 65535"), help="ssh port")
+    parser.add_argument("-i", "--identity", type=Path, metavar="KEY", help="ssh private key")
+    parser.add_argument(
+        "-o", "--option", action="append", default=[], metavar="OPTION", help="ssh option, e.g. -o Port=2222 (repeat)"
+    )
+    parser.add_argument(
+        "--runner", type=shlex.split, default=[], metavar="CMD", help="prefix of model commands there (qemu-aarch64)"
+    )
+
+
+def _remote(args: argparse.Namespace, default_folder: str) -> Remote:
+    return Remote.parse(
+        args.destination,
+        default_folder,
+        port=args.port,
+        identity=args.identity,
+        options=tuple(args.option),
+        runner=tuple(args.runner),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -247,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             commands = {
                 "compile": cmd_compile,
                 "run": cmd_run,
+                "deploy": cmd_deploy,
+                "profile": cmd_profile,
                 "calibrate": cmd_calibrate,
                 "inspect": cmd_inspect,
                 "passes": cmd_passes,
@@ -308,6 +298,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.emit == "ir":
         print(print_graph(graph), end="")
         return 0
+    planned_by = ESTIMATES
+    if args.profile:
+        source = f"profile {args.profile}"
+        machine = measured_machine(target, read_profile(read_text(args.profile, MAX_MANIFEST_BYTES), source), source)
+        target, planned_by = dataclasses.replace(target, machine=machine), f"{source}, measured on {target.name}"
     options = driver.options_for(target, args.budget)
     if args.budget_sweep:
         return _budget_sweep(graph, args, options, f"{name} ({target.name})")
@@ -331,7 +326,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         _calibrate(read_manifest(folder), args.calibrate, drop, folder / CALIBRATION_PLOT, args.output)
 
     then = calibrate if args.calibrate else None
-    manifest = driver.build(graph, target, args.output, exit_rule, args.budget, _progress, then)
+    manifest = driver.build(graph, target, args.output, exit_rule, args.budget, _progress, then, planned_by)
     if args.report:
         write_report(graph, args.report, f"{name} ({target.name})", args.budget)
         _progress(f"memory report written to {args.report}/")
@@ -448,6 +443,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         return status
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    remote = _remote(args, args.artifact.resolve().name)
+    command = deploy(args.artifact, remote)
+    print(f"masic: deployed {args.artifact} to {remote.host}:{remote.folder}, checked there; run it with:")
+    print(command)
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    manifest = read_manifest(args.artifact)
+    remote = _remote(args, args.artifact.resolve().name) if args.destination else None
+    if remote is None:
+        _check_runnable(manifest)
+    merged = collect(manifest, remote, args.input, args.runs, _progress)
+    print(summary(merged, manifest))
+    print(f"\nprofile written to {args.artifact / PROFILE_FILE}")
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Calibrates a copy of the artifact folder, which then replaces it in one step."""
     published = read_manifest(args.artifact)
@@ -506,7 +520,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         f"arena      {arena} bytes (lower bound {lower_bound}, ratio {arena / max(lower_bound, 1):.3f}, "
         f"budget {budget if budget is not None else 'none'})"
     )
-    print(f"weights    {manifest.weights_bytes} bytes, crc32 {manifest.weights_crc32}")
+    print(f"weights    {manifest.weights_bytes} bytes in {manifest.weights_pieces} pieces, each with its CRC-32C")
     rows = list(manifest.buffers)
     print(f"\n{buffer_table(rows)}")
     png = args.png or args.artifact / "memory.png"

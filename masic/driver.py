@@ -28,6 +28,7 @@ from masic.early_exit import ExitRule
 from masic.frontends.dispatch import ImportOptions
 from masic.frontends.dispatch import import_model as import_with_frontend
 from masic.ir.graph import Graph
+from masic.manifest import ESTIMATES
 from masic.passes import DEFAULT_PIPELINE, PassOptions
 from masic.passes.layout import summary as layout_summary
 from masic.passes.manager import PassManager
@@ -143,15 +144,16 @@ def build(
     budget: int | None = None,
     progress: Progress = quiet,
     then: Callable[[Path], None] | None = None,
+    planned_by: str = ESTIMATES,
 ) -> dict[str, object]:
     """Builds the artifact of a planned graph (kernels, loader, weights.bin, manifest.json) in a staging folder,
     runs `then` on that folder, and puts it in the place of `output` (missing, empty or a previous artifact) in
     one step; returns the manifest. `exit_rule` is compiled in (default: every timestep runs) and `budget`
-    recorded in the manifest."""
+    recorded in the manifest, with `planned_by`: where the cost model's figures came from."""
     from masic.codegen.artifact import build_artifact, staged
 
     with staged(output) as folder:
-        manifest = build_artifact(graph, target, folder, exit_rule or ExitRule(), budget, progress)
+        manifest = build_artifact(graph, target, folder, exit_rule or ExitRule(), budget, progress, planned_by)
         if then is not None:
             then(folder)
     return manifest

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,8 @@ from masic.ir.graph import BUFFER_KINDS, Port
 from masic.limits import MAX_BYTES, MAX_MANIFEST_BYTES, MAX_TIMESTEPS
 from masic.targets import TARGETS, Target
 
-MANIFEST_FORMAT = "masic-artifact/1"
+MANIFEST_FORMAT = "masic-artifact/2"  # 2: weights.bin checked by pieces, CRC-32C
+ESTIMATES = "the target's estimated figures"  # what planned an artifact compiled without --profile (`planned.by`)
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.bin"
 EXECUTABLE = "model"
@@ -51,7 +51,7 @@ class Manifest:
     arena_bytes: int
     lower_bound_bytes: int
     weights_bytes: int
-    weights_crc32: str
+    weights_pieces: int  # pieces of weights.bin with a CRC-32C of their own, checked by the loader as it reads them
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
     input_ports: tuple[Port, ...]  # the named parts of the input, when it packs several (`masic.ir.graph.Port`)
@@ -60,6 +60,9 @@ class Manifest:
     exit_rule: ExitRule
     exit_source: str
     buffers: tuple[Mapping[str, object], ...]  # rows as `masic.report.plan_rows` writes them
+    planned_by: str  # where the cost model's figures came from: the target's estimates, or a profile
+    planned_read_bytes_per_second: float  # the cost model's figure for the target's storage
+    planned_node_us: Mapping[str, float]  # planned compute time of one inference per node a kernel call computes
     data: Mapping[str, object]
 
     @property
@@ -164,9 +167,7 @@ def read_manifest(folder: Path) -> Manifest:
     weights, key = keys.mapping(data, "", "weights")
     keys.string(weights, key, "file", (WEIGHTS_FILE,))
     weights_bytes = keys.integer(weights, key, "bytes", 0, MAX_BYTES)
-    crc32 = keys.string(weights, key, "crc32")
-    if not re.fullmatch(r"[0-9a-f]{8}", crc32):
-        keys.fail(f"{key}.crc32", f"must be 8 lowercase hexadecimal digits, got {_show(crc32)}")
+    pieces = keys.integer(weights, key, "pieces", 0, MAX_BYTES)
     shapes, ports = [], []
     for name in ("input", "output"):
         entry, key = keys.mapping(data, "", name)
@@ -179,6 +180,18 @@ def read_manifest(folder: Path) -> Manifest:
     for i, symbol in enumerate(kernels):
         if not isinstance(symbol, str):
             keys.fail(f"{key}[{i}]", f"must be a string, got {_show(symbol)}")
+    planned, key = keys.mapping(data, "", "planned")
+    planned_by = keys.string(planned, key, "by")
+    finite_positive = "a finite number > 0"
+    read_rate = keys.number(planned, key, "read_bytes_per_second", lambda x: 0 < x < math.inf, finite_positive)
+    rows, rows_key = keys.array(planned, key, "nodes")
+    node_us = {}
+    for i, row in enumerate(rows):
+        row_key = f"{rows_key}[{i}]"
+        if not isinstance(row, dict):
+            keys.fail(row_key, f"must be a JSON object, got {_show(row)}")
+        name = keys.string(row, row_key, "node")
+        node_us[name] = keys.number(row, row_key, "us", lambda x: 0 <= x < math.inf, "a finite number >= 0")
     manifest = Manifest(
         folder=folder,
         name=keys.string(data, "", "name"),
@@ -187,7 +200,7 @@ def read_manifest(folder: Path) -> Manifest:
         arena_bytes=arena,
         lower_bound_bytes=lower_bound,
         weights_bytes=weights_bytes,
-        weights_crc32=crc32,
+        weights_pieces=pieces,
         input_shape=shapes[0],
         output_shape=shapes[1],
         input_ports=ports[0],
@@ -196,6 +209,9 @@ def read_manifest(folder: Path) -> Manifest:
         exit_rule=exit_rule,
         exit_source=exit_source,
         buffers=_buffers(keys, data, arena),
+        planned_by=planned_by,
+        planned_read_bytes_per_second=read_rate,
+        planned_node_us=node_us,
         data=data,
     )
     _check_files(manifest)

@@ -14,6 +14,9 @@ need_apt=()
 command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 [ -e /usr/aarch64-linux-gnu/lib/libc.a ] || need_apt+=(libc6-dev-arm64-cross)
 command -v qemu-aarch64 >/dev/null || need_apt+=(qemu-user)
+# masic deploy and profile use the system's OpenSSH client; their tests start a real sshd on 127.0.0.1
+command -v ssh >/dev/null && command -v scp >/dev/null || need_apt+=(openssh-client)
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 # clang, and compiler-rt's libFuzzer and sanitizer runtimes of the same version (libclang-rt-N-dev from Debian 12 on,
 # part of libclang-common-N-dev before). gcc's own sanitizer runtimes (libasan, libubsan) come with gcc.
 clang_major() {

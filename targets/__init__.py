@@ -32,6 +32,11 @@ class Target:
     def is_host(self) -> bool:
         return self.llvm.get("mcpu") == "host"
 
+    @property
+    def arch(self) -> str:
+        """The machine name `uname -m` prints on a device that runs this target's executables."""
+        return str(self.llvm["mtriple"]).split("-")[0]
+
 
 _AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}
 

@@ -16,7 +16,8 @@ ROOTS = {"masic": REPO / "masic", "masic.frontends": REPO / "frontends", "masic.
 # package's own __init__: every other module is listed by its package or name).
 LAYERS: dict[str, tuple[str, ...]] = {
     # what everything may use: errors, limits, files, byte counts, signals, work folders, the exit rule's
-    # arithmetic, the memory placement solver (a problem of lifetimes and sizes, no IR)
+    # arithmetic, the memory placement solver (a problem of lifetimes and sizes, no IR), the command line's argument
+    # types, the SSH client
     "base": (
         "masic",
         "masic.errors",
@@ -27,6 +28,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "masic.workdirs",
         "masic.early_exit",
         "masic.memplan",
+        "masic.arguments",
+        "masic.remote",
     ),
     "ir": ("masic.ir",),
     # beside the IR: model files -> IR, what a target is, the artifact's manifest format, the .npz files of a model's
@@ -35,8 +38,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "analysis": ("masic.analysis", "masic.report"),
     "passes": ("masic.passes",),
     "codegen": ("masic.codegen",),
-    # the stages as functions, and the tools built on them: searches over plans, `masic opt`, calibration
-    "driver": ("masic.driver", "masic.planning", "masic.opt", "masic.calibrate"),
+    # the stages as functions, and the tools built on them: searches over plans, `masic opt`, calibration, deploying
+    # to a device and profiling there
+    "driver": ("masic.driver", "masic.planning", "masic.opt", "masic.calibrate", "masic.deploy", "masic.profile"),
     "cli": ("masic.cli",),
 }
 RANK = {prefix: rank for rank, prefixes in enumerate(LAYERS.values()) for prefix in prefixes}

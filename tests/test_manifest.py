@@ -34,7 +34,6 @@ ENUMERATED = {
     "format",
     "target.name",
     "weights.file",
-    "weights.crc32",
     "input.dtype",
     "output.dtype",
     "exit_rule.rule",
@@ -223,7 +222,7 @@ def _set(manifest: dict, key: str, value: object) -> dict:
         ("budget_bytes", 1, "budget_bytes must be an integer from"),  # below the arena
         ("input.shape", [], "input.shape must list at least one dimension"),
         ("input.shape", [2**40, 2**40], "input.shape holds"),
-        ("weights.crc32", "B2EF51C5", "weights.crc32 must be 8 lowercase hexadecimal digits"),
+        ("weights.pieces", -1, "weights.pieces must be an integer from 0 to"),
         ("exit_rule.min_timesteps", True, "exit_rule.min_timesteps must be an integer"),
         ("exit_rule.margin", 0, "exit_rule.margin must be a finite margin > 0"),
     ],
@@ -239,11 +238,11 @@ def test_values_of_the_right_type_but_inconsistent_are_refused(
 @pytest.mark.parametrize(
     ("alter", "message"),
     [
-        (lambda f: (f / "manifest.json").write_text('{"format": "masic-artifact/1", '), "not a masic artifact folder"),
+        (lambda f: (f / "manifest.json").write_text('{"format": "masic-artifact/2", '), "not a masic artifact folder"),
         (lambda f: (f / "manifest.json").write_bytes(b'{"name": "\xff"}'), "not UTF-8 text"),
         (lambda f: (f / "manifest.json").write_text("[" * 100_000), "maximum recursion depth exceeded"),
-        (lambda f: (f / "manifest.json").write_text("[]"), "format must be 'masic-artifact/1', got not a JSON"),
-        (lambda f: (f / "manifest.json").write_text('{"format": 1}'), "format must be 'masic-artifact/1', got 1"),
+        (lambda f: (f / "manifest.json").write_text("[]"), "format must be 'masic-artifact/2', got not a JSON"),
+        (lambda f: (f / "manifest.json").write_text('{"format": 1}'), "format must be 'masic-artifact/2', got 1"),
         (lambda f: (f / "weights.bin").unlink(), "weights.bin is missing or not a file"),
         (lambda f: (f / "model").unlink(), "model is missing or not a file"),
         (lambda f: (f / "weights.bin").write_bytes(b"\0" * 10), "holds 10 bytes; the manifest's weights.bytes says"),

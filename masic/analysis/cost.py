@@ -51,17 +51,30 @@ def node_traffic(node: Node, graph: Graph, machine: Machine) -> float:
     return weights + sum(t.nbytes for t in stored) + 2 * len(state_names(node)) * state_type(node).nbytes
 
 
-def step_seconds(graph: Graph, machine: Machine) -> float:
-    """Compute time of one timestep under the graph's schedule: each node that runs a kernel call bound by its
-    arithmetic or by its memory traffic."""
-    return sum(
-        max(
-            node_work(node, graph) / machine.macs_per_second,
-            node_traffic(node, graph, machine) / machine.memory_bytes_per_second,
-        )
-        for node in graph.nodes
-        if OPS[node.op].calls_kernel
+def node_seconds(node: Node, graph: Graph, machine: Machine) -> float:
+    """Compute time of one step of a node: bound by its arithmetic or by its memory traffic."""
+    if not OPS[node.op].calls_kernel:  # the loader writes the input; views cost nothing
+        return 0.0
+    return max(
+        node_work(node, graph) / machine.macs_per_second,
+        node_traffic(node, graph, machine) / machine.memory_bytes_per_second,
     )
+
+
+def step_seconds(graph: Graph, machine: Machine) -> float:
+    """Compute time of one timestep under the graph's schedule: the sum of its nodes'."""
+    return sum(node_seconds(node, graph, machine) for node in graph.nodes)
+
+
+def inference_seconds_per_call_site(graph: Graph, machine: Machine) -> dict[str, float]:
+    """Planned compute time of one inference (graph.timesteps steps) per node that the artifact calls a kernel
+    for, a fused neuron's counted with the layer whose call computes it: what `masic profile` sets against the
+    measured times."""
+    return {
+        node.name: graph.timesteps * sum(node_seconds(n, graph, machine) for n in (node, graph.epilogue(node)) if n)
+        for node in graph.nodes
+        if OPS[node.op].calls_kernel and not node.attr("fused")
+    }
 
 
 def planned_latency(graph: Graph, schedule: Schedule, machine: Machine) -> float:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from masic.analysis.cost import inference_seconds_per_call_site
 from masic.codegen.build import build_object, host_target
 from masic.codegen.lower import Kernel, emit_model_c, lower
 from masic.codegen.sources import RUNTIME_DIR, SANITIZE_ENV, SANITIZER_FLAGS, loader_paths, sanitize_requested
@@ -23,12 +24,13 @@ from masic.codegen.weights import WeightsFile, write_weights
 from masic.early_exit import ExitRule
 from masic.errors import MasicError
 from masic.ir.graph import Graph, Port
-from masic.manifest import ARTIFACT_FILES, EXECUTABLE, MANIFEST_FILE, MANIFEST_FORMAT, WEIGHTS_FILE
+from masic.manifest import ARTIFACT_FILES, ESTIMATES, EXECUTABLE, MANIFEST_FILE, MANIFEST_FORMAT, WEIGHTS_FILE
 from masic.report import plan_rows
 from masic.targets import Target
 from masic.workdirs import BUILD_PREFIX, replacing, scratch
 
-REPORT_FILES = ("memory.png", "calibration.png")  # written beside an artifact by `masic inspect`, `masic calibrate`
+# written beside an artifact by `masic inspect`, `masic calibrate`, `masic profile`
+REPORT_FILES = ("memory.png", "calibration.png", "profile.json")
 
 
 class ArtifactError(MasicError, RuntimeError):
@@ -54,8 +56,10 @@ def build_artifact(
     exit_rule: ExitRule,
     budget: int | None,
     progress: Callable[[str], None] = lambda _: None,
+    planned_by: str = ESTIMATES,
 ) -> dict[str, object]:
-    """Builds the artifact for a planned graph into the empty folder `folder`; returns the manifest."""
+    """Builds the artifact for a planned graph into the empty folder `folder`; returns the manifest. `planned_by`
+    says where the cost model's figures (target.machine) came from."""
     with scratch(BUILD_PREFIX) as build:
         model_c, kernels, weights = generate_c(graph, exit_rule, folder / WEIGHTS_FILE)
         (build / "model.c").write_text(model_c)
@@ -64,7 +68,7 @@ def build_artifact(
         kind = "a sanitizer build (not for deployment)" if sanitize_requested() else "a static executable"
         progress(f"linking {kind} with {target.cc}")
         _link(target, build, folder / EXECUTABLE)
-    manifest = make_manifest(graph, target, exit_rule, budget, weights, [k.symbol for k in kernels])
+    manifest = make_manifest(graph, target, exit_rule, budget, weights, [k.symbol for k in kernels], planned_by)
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -128,7 +132,13 @@ def _io(shape: tuple[int, ...], ports: tuple[Port, ...]) -> dict[str, object]:
 
 
 def make_manifest(
-    graph: Graph, target: Target, exit_rule: ExitRule, budget: int | None, weights: WeightsFile, kernels: list[str]
+    graph: Graph,
+    target: Target,
+    exit_rule: ExitRule,
+    budget: int | None,
+    weights: WeightsFile,
+    kernels: list[str],
+    planned_by: str = ESTIMATES,
 ) -> dict[str, object]:
     """manifest.json of a planned graph's artifact (`masic.manifest.read_manifest` checks every key written here)."""
     plan = graph.plan
@@ -145,7 +155,7 @@ def make_manifest(
         "weights": {
             "file": WEIGHTS_FILE,
             "bytes": weights.nbytes,
-            "crc32": f"{weights.crc32:08x}",
+            "pieces": len(weights.pieces),
         },
         "input": _io(input_node.type.shape, graph.input_ports),
         "output": _io(output.type.shape, graph.output_ports),
@@ -153,4 +163,12 @@ def make_manifest(
         "exit_rule": {**exit_rule.to_manifest(), "source": "compiled"},
         "kernels": kernels,
         "buffers": plan_rows(graph),
+        "planned": {
+            "by": planned_by,
+            "read_bytes_per_second": target.machine.read_bytes_per_second,
+            "nodes": [
+                {"node": name, "us": 1e6 * seconds}
+                for name, seconds in inference_seconds_per_call_site(graph, target.machine).items()
+            ],
+        },
     }

@@ -8,6 +8,7 @@ the whole step is readable top to bottom in the generated file, one comment per 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -325,7 +326,8 @@ def _c_table(ctype: str, name: str, rows: list[tuple[tuple[int | str, ...], str]
 
 
 def _c_segments(name: str, segments: tuple[Segment, ...]) -> str:
-    return _c_table("masic_segment_t", name, [((s.file_offset, s.arena_offset, s.nbytes), s.name) for s in segments], 3)
+    rows = [((s.file_offset, s.arena_offset, s.nbytes, s.crc32c), s.name) for s in segments]
+    return _c_table("masic_segment_t", name, rows, 4)
 
 
 # enum masic_load_kind (runtime/masic_model.h)
@@ -343,6 +345,12 @@ def _load_kind(segment: Segment, state: bool) -> tuple[str, int]:
 
 
 C_TYPES = {FLOAT: "float", SPIKE: "uint8_t", BITS: "uint32_t"}
+
+
+def _c_sites(sites: list[tuple[str, str]]) -> str:
+    """The kernel call sites of a block (IR node, kernel symbol) as masic_site_t rows, for --profile."""
+    rows = "".join(f"  {{{json.dumps(node)}, {json.dumps(kernel)}}},\n" for node, kernel in sites)
+    return f"static const masic_site_t sites[] = {{\n{rows or '  {0, 0},' + chr(10)}}};\n"
 
 
 def _c_type(kernel: Kernel, arg: str) -> str:
@@ -388,17 +396,19 @@ def emit_model_c(
                     s.nbytes,
                     _c_uint(start[buffer], 32, "a load's start"),
                     *_load_kind(s, state),
+                    s.crc32c,
                 ),
                 s.name,
             )
             for s, buffer, state in loads
         ],
-        6,
+        7,
     )
     waits: dict[int, list[int]] = {}  # position -> loads its calls need first
     for k, (_, buffer, _) in enumerate(loads):
         waits.setdefault(first_reader[buffer], []).append(k)
     body = ""
+    sites = []  # (node, kernel) of each call, in order: masic_site_done's index
     n_positions = len(graph.nodes) * block
     for position in range(n_positions):
         for k in waits.get(position, []):
@@ -406,10 +416,13 @@ def emit_model_c(
         for call in by_position.get(position, []):
             kernel = by_symbol[call.symbol]
             args = ", ".join(f"({_c_type(kernel, p)} *)(arena + {offset}u)" for p, offset in call.args)
-            guard = f"if ({call.step} < nsteps && " if call.step else "if ("
+            guard = f"{call.step} < nsteps" if call.step else ""
             text = call.note or "\n   * then ".join(map(format_node, _computed(call, graph)))
+            body += "  start = masic_site_start();\n"
             body += f"  /* {text.replace('*/', '* /')}{_step_note(call, graph)} */\n"
-            body += f"  {guard}(rc = {call.symbol}({args})) != 0) return rc;\n"
+            body += f"  if ({guard + ' && ' if guard else ''}(rc = {call.symbol}({args})) != 0) return rc;\n"
+            body += f"  {f'if ({guard}) ' if guard else ''}masic_site_done({len(sites)}u, start);\n"
+            sites.append((call.node.name, call.symbol))
         if loads:
             body += f"  masic_reached({position + 1}u);\n"
     input_offsets = _c_offsets(graph, input_node.name)
@@ -420,14 +433,13 @@ def emit_model_c(
 {prototypes}
 {_c_segments("resident", weights.resident)}
 {_c_segments("state_init", weights.state_init)}
-{load_table}static const uint64_t input_offsets[] = {{{input_offsets}}};
+{load_table}{_c_sites(sites)}static const uint64_t input_offsets[] = {{{input_offsets}}};
 static const uint64_t output_offsets[] = {{{output_offsets}}};
 const masic_model_t masic_model = {{
   .name = "{graph.name}",
   .arena_bytes = {plan.arena_bytes}u,
   .arena_alignment = {plan.alignment}u,
   .weights_bytes = {weights.nbytes}u,
-  .weights_crc32 = 0x{weights.crc32:08x}u,
   .input_ndim = {len(input_node.type.shape)},
   .input_shape = {_c_shape(input_node.type.shape)},
   .output_ndim = {len(output.type.shape)},
@@ -444,10 +456,13 @@ const masic_model_t masic_model = {{
   .n_loads = {len(loads)}u,
   .loads = loads,
   .n_positions = {_c_uint(n_positions, 32, "positions in a block")}u,
+  .n_sites = {_c_uint(len(sites), 32, "kernel calls in a block")}u,
+  .sites = sites,
 }};
 
 int masic_model_block(uint8_t *arena, int32_t nsteps) {{
   int32_t rc;
+  double start;
   (void)nsteps;
 {body}  return 0;
 }}

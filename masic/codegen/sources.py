@@ -18,11 +18,13 @@ RUNTIME_DIR = Path(str(files("masic.codegen") / "runtime"))
 LOADER_SOURCES = (
     "loader.c",
     "args.c",
+    "crc32c.c",
     "exit_rule.c",
     "files.c",
     "input.c",
     "model_check.c",
     "npy.c",
+    "profile.c",
     "report.c",
     "stream.c",
     "util.c",
@@ -31,7 +33,7 @@ LOADER_SOURCES = (
 PARALLEL_SOURCE = "parallel.c"  # the thread pool behind parallel TVM kernels
 # The parsers of untrusted bytes and what they call, without main(), the loop or the loading thread: what a fuzzer
 # links.
-PARSER_SOURCES = tuple(s for s in LOADER_SOURCES if s not in ("loader.c", "report.c", "stream.c"))
+PARSER_SOURCES = tuple(s for s in LOADER_SOURCES if s not in ("loader.c", "profile.c", "report.c", "stream.c"))
 
 SANITIZE_ENV = "MASIC_SANITIZE"
 SANITIZER_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g")

@@ -2,8 +2,8 @@
  * (see fake_model.py).
  *
  * weights.bin: w[4] at 0, the initial state s[4] at 16, with FAKE_STREAMED the streamed weights u[4] at 32, then
- * FAKE_PAD_BYTES of padding that nothing reads; all float32. Its CRC-32 is only known once the test has written the
- * file, hence FAKE_WEIGHTS_CRC32.
+ * FAKE_PAD_BYTES of padding that nothing reads; all float32. The CRC-32C of each piece is only known once the test
+ * has written the file, hence FAKE_CRC_W, FAKE_CRC_S, FAKE_CRC_U0 and FAKE_CRC_U1.
  * Arena (FAKE_ARENA_BYTES, at least 256): the input slots x_t (2x3) at 32 t, w at 128, s at 144, the streamed slot
  * (2 floats) at 160, the block's input sums at 176, the output slots (4) at 192 + 16 t.
  * Step: out[k] = sum(x) * w[k] + s[k] + u[k], then s[k] += 1 (u = 0 without FAKE_STREAMED).
@@ -21,8 +21,8 @@
 
 #include "masic_model.h"
 
-#ifndef FAKE_WEIGHTS_CRC32
-#error "compile with -DFAKE_WEIGHTS_CRC32=<zlib CRC-32 of weights.bin>"
+#if !defined(FAKE_CRC_W) || !defined(FAKE_CRC_S) || !defined(FAKE_CRC_U0) || !defined(FAKE_CRC_U1)
+#error "compile with -DFAKE_CRC_W=... (the CRC-32C of w, s, u[0..1] and u[2..3] in weights.bin)"
 #endif
 /* The default exit rule can be changed per build to test the model's own rule. */
 #ifndef FAKE_EXIT_RULE
@@ -87,21 +87,24 @@ enum { STEP_NAN_INPUT = 7, STEP_MISALIGNED_ARENA = 8 };
 static const uint64_t input_offsets[] = {X_OFFSET, X_OFFSET + X_STRIDE, X_OFFSET + 2 * X_STRIDE, X_OFFSET + 3 * X_STRIDE};
 static const uint64_t output_offsets[] = {OUT_OFFSET, OUT_OFFSET + OUT_STRIDE, OUT_OFFSET + 2 * OUT_STRIDE,
                                           OUT_OFFSET + 3 * OUT_STRIDE};
-static const masic_segment_t resident[] = {{.file_offset = 0, .arena_offset = W_OFFSET, .nbytes = 16}};
-static const masic_segment_t state_init[] = {{.file_offset = 16, .arena_offset = S_OFFSET, .nbytes = 16}};
+static const masic_segment_t resident[] = {
+    {.file_offset = 0, .arena_offset = W_OFFSET, .nbytes = 16, .crc32c = FAKE_CRC_W}};
+static const masic_segment_t state_init[] = {
+    {.file_offset = 16, .arena_offset = S_OFFSET, .nbytes = 16, .crc32c = FAKE_CRC_S}};
 /* u[0..1] may enter the slot when the block starts; u[2..3] once position 1, the last reader of u[0..1], is done. */
-static const masic_load_t loads[] = {{.file_offset = 32, .arena_offset = SLOT_OFFSET, .nbytes = 8, .start = 0},
-                                     {.file_offset = 40, .arena_offset = SLOT_OFFSET, .nbytes = 8, .start = FAKE_LOAD1_START}};
+static const masic_load_t loads[] = {
+    {.file_offset = 32, .arena_offset = SLOT_OFFSET, .nbytes = 8, .start = 0, .crc32c = FAKE_CRC_U0},
+    {.file_offset = 40, .arena_offset = SLOT_OFFSET, .nbytes = 8, .start = FAKE_LOAD1_START, .crc32c = FAKE_CRC_U1}};
 /* FAKE_STATE_LOADED: s may enter its slot when the block starts, and is first read at position 1. */
 static const masic_load_t state_loads[] = {
-    {.file_offset = 16, .arena_offset = S_OFFSET, .nbytes = 16, .start = 0, .kind = MASIC_LOAD_STATE}};
+    {.file_offset = 16, .arena_offset = S_OFFSET, .nbytes = 16, .start = 0, .kind = MASIC_LOAD_STATE,
+     .crc32c = FAKE_CRC_S}};
 
 const masic_model_t masic_model = {
     .name = "fake \"2x3\" model", /* the quotes check that the JSON report escapes the name */
     .arena_bytes = FAKE_ARENA_BYTES,
     .arena_alignment = ALIGNMENT,
     .weights_bytes = WEIGHTS_BYTES,
-    .weights_crc32 = FAKE_WEIGHTS_CRC32,
     .input_ndim = 2,
     .input_shape = {2, 3},
     .output_ndim = 1,

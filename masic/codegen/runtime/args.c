@@ -11,7 +11,8 @@
 const char masic_usage_text[] =
     "usage: model --input x.npy [--labels y.npy] [--output out.npy] [--predictions p.npy] [--timesteps N]\n"
     "             [--threads N] [--exit-confidence X | --exit-margin M | --exit-stable K | --no-exit]\n"
-    "             [--min-timesteps N] [--weights PATH] [--help]\n"
+    "             [--min-timesteps N] [--weights PATH] [--profile FILE.json] [--help]\n"
+    "       model --check [--weights PATH]\n"
     "\n"
     "Runs the compiled spiking network on one input and prints its prediction and a JSON line of statistics;\n"
     "with --labels, on many samples (neuron state reset before each) and prints accuracy, timesteps used,\n"
@@ -32,6 +33,9 @@ const char masic_usage_text[] =
     "  --no-exit              run every timestep\n"
     "  --min-timesteps N      never stop early before N timesteps\n"
     "  --weights PATH         weights file (default: weights.bin beside the executable)\n"
+    "  --profile FILE.json    write where the run's time went (per kernel call, per streamed load, start-up)\n"
+    "                         to FILE.json and a short table to stderr\n"
+    "  --check                verify the weights file (its size and the CRC-32C of every piece) and exit 0\n"
     "\n"
     "Without an exit flag the executable's own rule applies: the one masic calibrate wrote into it, else the\n"
     "one it was compiled with. --min-timesteps alone changes that rule's minimum.\n"
@@ -56,11 +60,13 @@ enum option_id {
   OPT_EXIT_STABLE,
   OPT_NO_EXIT,
   OPT_MIN_TIMESTEPS,
+  OPT_CHECK,
+  OPT_PROFILE,
   N_OPTIONS
 };
 static const char *const option_names[N_OPTIONS] = {
     "--input",   "--labels",          "--output",      "--predictions", "--weights", "--timesteps",
-    "--threads", "--exit-confidence", "--exit-margin", "--exit-stable", "--no-exit", "--min-timesteps"};
+    "--threads", "--exit-confidence", "--exit-margin", "--exit-stable", "--no-exit", "--min-timesteps", "--check", "--profile"};
 
 bool masic_parse_integer(const char *text, int64_t min, int64_t max, int64_t *value) {
   const char *p = text;
@@ -124,6 +130,7 @@ static bool parse_option(masic_options_t *opt, enum option_id id, const char *na
   case OPT_OUTPUT: opt->output_path = value; return true;
   case OPT_PREDICTIONS: opt->predictions_path = value; return true;
   case OPT_WEIGHTS: opt->weights_path = value; return true;
+  case OPT_PROFILE: opt->profile_path = value; return true;
   case OPT_TIMESTEPS: return parse_int(name, value, 1, MASIC_MAX_TIMESTEPS, &opt->timesteps, err);
   case OPT_THREADS: return parse_int(name, value, 0, MASIC_MAX_THREADS_OPTION, &opt->threads, err);
   case OPT_EXIT_CONFIDENCE:
@@ -137,6 +144,7 @@ static bool parse_option(masic_options_t *opt, enum option_id id, const char *na
            choose_exit_rule(opt, name, MASIC_EXIT_STABLE_ARGMAX, n, err);
   case OPT_MIN_TIMESTEPS: return parse_int(name, value, 0, INT_MAX, &opt->min_timesteps, err);
   case OPT_NO_EXIT:
+  case OPT_CHECK:
   case N_OPTIONS: break;
   }
   return true;
@@ -158,12 +166,15 @@ masic_args_status_t masic_parse_args(int argc, char **argv, masic_options_t *opt
       return MASIC_ARGS_ERROR;
     }
     const char *name = option_names[id];
-    if (id == OPT_NO_EXIT) {
+    if (id == OPT_NO_EXIT || id == OPT_CHECK) {
       if (eq) {
         masic_fail(err, MASIC_EXIT_USER, "%s takes no value; run model --help for usage", name);
         return MASIC_ARGS_ERROR;
       }
-      if (!choose_exit_rule(opt, name, MASIC_EXIT_NONE, 0.0, err)) return MASIC_ARGS_ERROR;
+      if (id == OPT_CHECK)
+        opt->check = true;
+      else if (!choose_exit_rule(opt, name, MASIC_EXIT_NONE, 0.0, err))
+        return MASIC_ARGS_ERROR;
       continue;
     }
     const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
@@ -172,6 +183,13 @@ masic_args_status_t masic_parse_args(int argc, char **argv, masic_options_t *opt
       return MASIC_ARGS_ERROR;
     }
     if (!parse_option(opt, (enum option_id)id, name, value, err)) return MASIC_ARGS_ERROR;
+  }
+  if (opt->check) {
+    if (opt->input_path || opt->labels_path || opt->output_path || opt->predictions_path || opt->profile_path) {
+      masic_fail(err, MASIC_EXIT_USER, "--check takes only --weights; run model --help for usage");
+      return MASIC_ARGS_ERROR;
+    }
+    return MASIC_ARGS_OK;
   }
   if (!opt->input_path) {
     masic_fail(err, MASIC_EXIT_USER, "missing --input x.npy; run model --help for usage");

@@ -23,6 +23,8 @@ typedef struct {
   const char *exit_flag;       /* the exit-rule flag given, or NULL */
   masic_exit_rule_t exit_rule; /* the rule that flag chose (its min_timesteps is not used) */
   int min_timesteps;           /* -1: not given */
+  bool check;                  /* --check: verify weights.bin and exit */
+  const char *profile_path;    /* --profile: where to write the profile, or NULL */
 } masic_options_t;
 
 typedef enum { MASIC_ARGS_OK, MASIC_ARGS_HELP, MASIC_ARGS_ERROR } masic_args_status_t;

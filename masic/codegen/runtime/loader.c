@@ -26,12 +26,14 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "crc32c.h"
 #include "exit_rule.h"
 #include "files.h"
 #include "input.h"
 #include "masic_model.h"
 #include "model_check.h"
 #include "npy.h"
+#include "profile.h"
 #include "report.h"
 #include "stream.h"
 #include "util.h"
@@ -40,8 +42,7 @@
 /* Inputs, outputs and weights are copied byte for byte between files and the arena. */
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "masic targets little-endian machines only");
 
-#define IO_CHUNK_BYTES ((size_t)1 << 20)         /* pread size of the CRC pass */
-#define CRC_MIN_ARENA_BUFFER ((uint64_t)1 << 16) /* smaller arenas: a buffer of this size */
+#define CHECK_CHUNK_BYTES ((size_t)1 << 20) /* pread size of --check */
 #define MIN_ARENA_ALIGNMENT 64
 
 typedef struct {
@@ -67,6 +68,7 @@ typedef struct {
   int64_t *labels;   /* NULL: one unlabelled sample */
   FILE *output;      /* --output, or NULL */
   FILE *predictions; /* --predictions, or NULL */
+  FILE *profile;     /* --profile, or NULL */
 } run_files_t;
 
 static void check(bool ok, const masic_error_t *err) {
@@ -217,8 +219,8 @@ static void run_block(const masic_input_t *in, int64_t sample, uint8_t *arena, i
 static masic_sample_result_t run_sample(const masic_schedule_t *s, const masic_input_t *in, int64_t sample,
                                         const weights_t *weights, uint8_t *arena, run_buffers_t *b) {
   masic_error_t err;
-  check(masic_weights_load(weights->fd, weights->path, arena, masic_model.state_init, masic_model.n_state_init,
-                           &masic_weight_io.state, &err),
+  check(masic_weights_load(weights->fd, weights->path, "initial state", arena, masic_model.state_init,
+                           masic_model.n_state_init, &masic_weight_io.state, &err),
         &err);
   size_t n = b->out_numel;
   for (size_t k = 0; k < n; k++) b->acc[k] = 0;
@@ -284,7 +286,7 @@ static void write_sample_outputs(FILE *f, const char *path, const run_buffers_t 
 static run_files_t open_run_files(const masic_options_t *opt, const masic_input_t *in, const weights_t *weights) {
   masic_error_t err;
   run_files_t files = {0};
-  masic_named_file_t read[4] = {{"--input", in->path, in->id}, {"the weights file", weights->path, weights->id}};
+  masic_named_file_t read[5] = {{"--input", in->path, in->id}, {"the weights file", weights->path, weights->id}};
   size_t n_read = 2;
   if (opt->labels_path) {
     int fd;
@@ -303,8 +305,12 @@ static run_files_t open_run_files(const masic_options_t *opt, const masic_input_
     check(masic_open_output("--output", opt->output_path, read, n_read, &files.output, &id, &err), &err);
     read[n_read++] = (masic_named_file_t){"--output", opt->output_path, id};
   }
-  if (opt->predictions_path)
+  if (opt->predictions_path) {
     check(masic_open_output("--predictions", opt->predictions_path, read, n_read, &files.predictions, &id, &err), &err);
+    read[n_read++] = (masic_named_file_t){"--predictions", opt->predictions_path, id};
+  }
+  if (opt->profile_path)
+    check(masic_open_output("--profile", opt->profile_path, read, n_read, &files.profile, &id, &err), &err);
   return files;
 }
 
@@ -373,31 +379,32 @@ static uint8_t *alloc_arena(void) {
   return arena;
 }
 
-/* Checks weights.bin and returns the arena filled with the resident weights. The file stays open: the initial state
- * is copied from it before each sample, and streamed weights during each block. */
+/* Returns the arena filled with the resident weights, each checked as it is read: weights.bin is read once, never
+ * in a pass of its own. The file stays open: the initial state is copied from it before each sample, and streamed
+ * weights during each block, each piece checked by its reader. */
 static uint8_t *load_arena(const weights_t *weights) {
   masic_error_t err;
+  check(masic_weights_check_size(weights->path, weights->size, masic_model.weights_bytes, &err), &err);
   uint8_t *arena = alloc_arena();
-  /* The CRC pass borrows the arena, which is not in use yet, as its buffer when it is big enough: a separate buffer
-   * would add up to IO_CHUNK_BYTES to the peak memory of every run. */
-  if (masic_model.arena_bytes >= CRC_MIN_ARENA_BUFFER) {
-    size_t cap = masic_model.arena_bytes < IO_CHUNK_BYTES ? (size_t)masic_model.arena_bytes : IO_CHUNK_BYTES;
-    check(masic_weights_verify(weights->fd, weights->path, weights->size, masic_model.weights_bytes,
-                               masic_model.weights_crc32, arena, cap, &err),
-          &err);
-    memset(arena, 0, cap); /* the plan may rely on a zeroed arena */
-  } else {
-    size_t cap = weights->size < CRC_MIN_ARENA_BUFFER ? (size_t)weights->size : (size_t)CRC_MIN_ARENA_BUFFER;
-    uint8_t *chunk = masic_xmalloc(cap);
-    check(masic_weights_verify(weights->fd, weights->path, weights->size, masic_model.weights_bytes,
-                               masic_model.weights_crc32, chunk, cap, &err),
-          &err);
-    free(chunk);
-  }
-  check(masic_weights_load(weights->fd, weights->path, arena, masic_model.resident, masic_model.n_resident,
-                           &masic_weight_io.resident, &err),
+  check(masic_weights_load(weights->fd, weights->path, "resident weight", arena, masic_model.resident,
+                           masic_model.n_resident, &masic_weight_io.resident, &err),
         &err);
   return arena;
+}
+
+/* model --check: the size of weights.bin and the CRC-32C of every piece, read once; prints one line, exits 0. */
+static int check_weights(const weights_t *weights) {
+  masic_error_t err;
+  uint8_t *buf = masic_xmalloc(CHECK_CHUNK_BYTES);
+  uint64_t checked = 0;
+  check(masic_weights_verify(weights->fd, weights->path, weights->size, &masic_model, buf, CHECK_CHUNK_BYTES, &checked,
+                             &err),
+        &err);
+  free(buf);
+  printf("weights file %s is intact: %llu bytes, %llu of them in checksummed pieces (CRC-32C, %s)\n", weights->path,
+         (unsigned long long)weights->size, (unsigned long long)checked,
+         masic_crc32c_hardware() ? "CPU instructions" : "portable table");
+  return 0;
 }
 
 int main(int argc, char **argv) {
@@ -409,30 +416,45 @@ int main(int argc, char **argv) {
   case MASIC_ARGS_OK: break;
   }
   check(masic_model_check(&masic_model, &err), &err);
+  char *default_path = opt.weights_path ? NULL : default_weights_path();
+  weights_t weights = {.path = default_path ? default_path : opt.weights_path};
+  if (opt.check) {
+    check(masic_open_regular(weights.path, "weights file", MASIC_WEIGHTS_REMEDY, &weights.fd, &weights.size,
+                             &weights.id, &err),
+          &err);
+    int status = check_weights(&weights);
+    close(weights.fd);
+    free(default_path);
+    return status;
+  }
   masic_input_t in;
   check(masic_input_open(&masic_model, opt.input_path, opt.labels_path != NULL, &in, &err), &err);
   masic_schedule_t schedule = make_schedule(&opt, &in);
 
+  if (opt.profile_path) masic_profile_begin(&masic_model);
   double load_start = masic_now_s();
-  masic_crc32_init();
-  char *default_path = opt.weights_path ? NULL : default_weights_path();
-  weights_t weights = {.path = default_path ? default_path : opt.weights_path};
   check(masic_open_regular(weights.path, "weights file", MASIC_WEIGHTS_REMEDY, &weights.fd, &weights.size,
                            &weights.id, &err),
         &err);
+  masic_startup.open_s = masic_now_s() - load_start;
   run_files_t files = open_run_files(&opt, &in, &weights);
   uint8_t *arena = load_arena(&weights);
   double load_s = masic_now_s() - load_start;
+  masic_startup.read_s = masic_weight_io.read_s;
+  masic_startup.check_s = masic_weight_io.check_s;
 
   if (masic_parallel_init(opt.threads) != 0)
     masic_die(MASIC_EXIT_SYSTEM, "cannot start the worker threads (--threads %d)", opt.threads);
   int threads = masic_parallel_num_threads();
   masic_stream_start(&masic_model, weights.fd, weights.path, arena);
+  double run_start = masic_now_s();
   if (files.labels)
     run_batch(&opt, &schedule, &in, &files, &weights, arena, load_s, threads);
   else
     run_single(&opt, &schedule, &in, &files, &weights, arena, load_s, threads);
+  double run_s = masic_now_s() - run_start;
   masic_stream_stop();
+  if (files.profile) check(masic_profile_write(files.profile, opt.profile_path, run_s, threads, &err), &err);
   masic_parallel_shutdown();
 
   close(in.fd);

@@ -12,11 +12,12 @@
 
 #define MASIC_MAX_NDIM 8
 
-/* A byte range copied from weights.bin into the arena. */
+/* A byte range copied from weights.bin into the arena, checked against its CRC-32C (crc32c.h) as it is read. */
 typedef struct {
   uint64_t file_offset;
   uint64_t arena_offset;
   uint64_t nbytes;
+  uint32_t crc32c; /* of the nbytes bytes at file_offset */
 } masic_segment_t;
 
 enum masic_exit_rule {
@@ -69,14 +70,20 @@ typedef struct {
   uint32_t start;     /* position within the block from which the slot belongs to this load */
   uint32_t kind;      /* enum masic_load_kind */
   uint32_t fill_bits; /* MASIC_LOAD_STATE_FILL: the float32 (as its bits) written to every element */
+  uint32_t crc32c;    /* of the bytes read (not MASIC_LOAD_STATE_FILL): checked by the loading thread */
 } masic_load_t;
+
+/* A kernel call of masic_model_block (one IR node, or a neuron fused into its layer's call), for --profile. */
+typedef struct {
+  const char *node;   /* the IR node it computes */
+  const char *kernel; /* the kernel's symbol */
+} masic_site_t;
 
 typedef struct {
   const char *name;
   uint64_t arena_bytes;     /* size of the single arena (all model data: weights, state, activations, scratch) */
   uint64_t arena_alignment; /* the arena base is aligned to this many bytes */
-  uint64_t weights_bytes;   /* exact size of weights.bin */
-  uint32_t weights_crc32;   /* zlib CRC-32 of the whole of weights.bin */
+  uint64_t weights_bytes;   /* exact size of weights.bin; each piece read from it carries its own CRC-32C */
   /* per-sample input (float32, no batch dimension); one slot per timestep of a block */
   int32_t input_ndim;
   int64_t input_shape[MASIC_MAX_NDIM];
@@ -102,18 +109,24 @@ typedef struct {
   uint32_t n_loads;
   const masic_load_t *loads;
   uint32_t n_positions; /* positions (kernel calls) in one block; masic_reached takes 0..n_positions */
+  uint32_t n_sites;     /* kernel calls in masic_model_block, in order */
+  const masic_site_t *sites;
 } masic_model_t;
 
 extern const masic_model_t masic_model;
 
 /* Runs `nsteps` (1..block) timesteps on `arena`: step t reads its input at input_offsets[t] and writes its output at
  * output_offsets[t]; neuron state is updated in place. Returns 0, or the non-zero status of the kernel that failed.
- * It calls masic_wait_load(k) before the first kernel reading load k, and masic_reached(p) after position p-1. */
+ * It calls masic_wait_load(k) before the first kernel reading load k, and masic_reached(p) after position p-1,
+ * and brackets kernel call site s with masic_site_start() and masic_site_done(s, start). */
 int masic_model_block(uint8_t *arena, int32_t nsteps);
 
 /* Provided by the loader for the generated code (no-ops when the model has no loads). */
 void masic_wait_load(uint32_t k);
 void masic_reached(uint32_t position);
+/* Around each kernel call: the clock when profiling (else 0, at once), and the call's time recorded for `site`. */
+double masic_site_start(void);
+void masic_site_done(uint32_t site, double start);
 
 /* Thread pool used by parallel TVM kernels (runtime/parallel.c). num_threads <= 0 means one per online core.
  * Returns 0 on success. */

@@ -55,7 +55,7 @@ static void print_exit_json(const masic_exit_rule_t *r, const char *source) {
 /* The peak resident memory of this program. getrusage's ru_maxrss is not it: Linux carries the high-water mark over
  * exec, so a program started by vfork or posix_spawn (Python's subprocess) reports at least its parent's peak. The
  * VmHWM line of /proc/self/status belongs to this image alone; ru_maxrss is the fallback where it is missing. */
-static long long peak_rss_bytes(void) {
+long long masic_peak_rss_bytes(void) {
   FILE *f = fopen("/proc/self/status", "r");
   long long kib = -1;
   if (f) {
@@ -72,18 +72,19 @@ static long long peak_rss_bytes(void) {
   return kib * 1024;
 }
 
-/* weight_bytes_read counts resident and streamed weights (not the CRC pass, which weight_bytes_checked counts);
+/* start_bytes_read counts what was read from weights.bin at start, before the first sample: the resident weights,
+ * each checked as it was read (no other pass reads the file); weight_bytes_read counts resident and streamed weights;
  * state_bytes_read counts the initial neuron state read from weights.bin, whether before each sample or by the
  * loading thread; load_wait_s is the time the compute waited for loads (weights or state). */
 static void print_resources_json(const masic_model_t *m, double load_s, int threads) {
   const masic_weight_io_t *io = &masic_weight_io;
   printf(", \"block\": %d, \"load_s\": %.6f, \"load_wait_s\": %.6f", m->block, load_s, io->load_wait_s);
-  printf(", \"weight_bytes_checked\": %llu, \"weight_bytes_read\": %llu", (unsigned long long)io->checked,
+  printf(", \"start_bytes_read\": %llu, \"weight_bytes_read\": %llu", (unsigned long long)io->resident,
          (unsigned long long)(io->resident + io->streamed));
   printf(", \"state_bytes_read\": %llu", (unsigned long long)io->state);
   printf(", \"arena_bytes\": %llu, \"weights_bytes\": %llu", (unsigned long long)m->arena_bytes,
          (unsigned long long)m->weights_bytes);
-  printf(", \"peak_rss_bytes\": %lld, \"threads\": %d}\n", peak_rss_bytes(), threads);
+  printf(", \"peak_rss_bytes\": %lld, \"threads\": %d}\n", masic_peak_rss_bytes(), threads);
 }
 
 void masic_print_report(const masic_model_t *m, const masic_schedule_t *s, const masic_sample_result_t *r,

@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "profile.h"
 #include "util.h"
 #include "weights.h"
 
@@ -68,10 +69,11 @@ static bool await_position(uint32_t position) {
   return go;
 }
 
-/* In the loading thread: reads load k into its slot and publishes it. weights.bin passed its size and CRC check at
- * start, so a short read means the file was changed or replaced while the model ran. */
+/* In the loading thread: reads load k into its slot, checks its CRC-32C and publishes it. weights.bin passed its size
+ * check at start, so a short read means the file was changed or replaced while the model ran. */
 static void read_load(uint32_t k) {
   const masic_load_t *load = &stream.model->loads[k];
+  double start = masic_profiling() ? masic_now_s() : 0.0;
   if (load->kind == MASIC_LOAD_STATE_FILL) {
     float value;
     memcpy(&value, &load->fill_bits, sizeof value);
@@ -84,7 +86,13 @@ static void read_load(uint32_t k) {
     if ((uint64_t)got < load->nbytes)
       masic_die(MASIC_EXIT_USER, "weights file %s changed while the model was running (streamed load %u is past its "
                 "end); %s", stream.path, k, MASIC_WEIGHTS_REMEDY);
+    masic_error_t err;
+    if (!masic_weights_check_piece(stream.path, load->kind == MASIC_LOAD_STATE ? "streamed state" : "streamed weight",
+                                   load->file_offset, stream.arena + load->arena_offset, load->nbytes, load->crc32c,
+                                   &err))
+      masic_die_with(&err);
   }
+  if (masic_profiling()) masic_profile_load(k, masic_now_s() - start);
   pthread_mutex_lock(&stream.mutex);
   if (load->kind == MASIC_LOAD_WEIGHT) masic_weight_io.streamed += load->nbytes;
   if (load->kind == MASIC_LOAD_STATE) masic_weight_io.state += load->nbytes;
@@ -188,5 +196,7 @@ void masic_wait_load(uint32_t k) {
       pthread_cond_wait(&stream.to_compute, &stream.mutex);
     pthread_mutex_unlock(&stream.mutex);
   }
-  masic_weight_io.load_wait_s += masic_now_s() - start;
+  double waited = masic_now_s() - start;
+  masic_weight_io.load_wait_s += waited;
+  masic_profile_wait(k, waited);
 }

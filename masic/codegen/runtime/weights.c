@@ -2,44 +2,13 @@
 #include "weights.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <string.h>
+
+#include "crc32c.h"
 
 masic_weight_io_t masic_weight_io;
 
-static uint32_t crc_table[8][256];
-static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
-
-static void crc32_build(void) {
-  for (uint32_t n = 0; n < 256; n++) {
-    uint32_t c = n;
-    for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-    crc_table[0][n] = c;
-  }
-  /* Tables 1..7 advance a byte through 1..7 more zero bytes, which lets crc32_update consume 8 bytes per step. */
-  for (uint32_t n = 0; n < 256; n++)
-    for (int s = 1; s < 8; s++) crc_table[s][n] = (crc_table[s - 1][n] >> 8) ^ crc_table[0][crc_table[s - 1][n] & 0xff];
-}
-
-void masic_crc32_init(void) { pthread_once(&crc_once, crc32_build); }
-
-uint32_t masic_crc32_update(uint32_t crc, const uint8_t *p, size_t n) {
-  crc = ~crc;
-  for (; n >= 8; p += 8, n -= 8) {
-    uint32_t lo, hi;
-    memcpy(&lo, p, 4);
-    memcpy(&hi, p + 4, 4);
-    lo ^= crc;
-    crc = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^ crc_table[5][(lo >> 16) & 0xff] ^
-          crc_table[4][lo >> 24] ^ crc_table[3][hi & 0xff] ^ crc_table[2][(hi >> 8) & 0xff] ^
-          crc_table[1][(hi >> 16) & 0xff] ^ crc_table[0][hi >> 24];
-  }
-  for (; n; p++, n--) crc = crc_table[0][(crc ^ *p) & 0xff] ^ (crc >> 8);
-  return ~crc;
-}
-
-bool masic_weights_verify(int fd, const char *path, uint64_t size, uint64_t expected_size, uint32_t expected_crc,
-                          uint8_t *buf, size_t cap, masic_error_t *err) {
+bool masic_weights_check_size(const char *path, uint64_t size, uint64_t expected_size, masic_error_t *err) {
   if (size < expected_size)
     return masic_fail(err, MASIC_EXIT_USER, "weights file %s is truncated (%llu of %llu bytes); %s", path,
                       (unsigned long long)size, (unsigned long long)expected_size, MASIC_WEIGHTS_REMEDY);
@@ -47,34 +16,83 @@ bool masic_weights_verify(int fd, const char *path, uint64_t size, uint64_t expe
     return masic_fail(err, MASIC_EXIT_USER,
                       "weights file %s is too large (%llu bytes, expected %llu); it belongs to another build, %s", path,
                       (unsigned long long)size, (unsigned long long)expected_size, MASIC_WEIGHTS_REMEDY);
-  if (size && !cap) return masic_fail(err, MASIC_EXIT_SYSTEM, "no buffer to check weights file %s", path);
-  uint32_t crc = 0;
-  for (uint64_t offset = 0; offset < size;) {
-    size_t want = size - offset < cap ? (size_t)(size - offset) : cap;
-    int64_t got = masic_pread_full(fd, buf, want, offset);
-    if (got < 0) return masic_fail(err, MASIC_EXIT_SYSTEM, "cannot read %s: %s", path, strerror(errno));
-    if ((size_t)got < want)
-      return masic_fail(err, MASIC_EXIT_USER, "weights file %s shrank while being read; %s", path,
-                        MASIC_WEIGHTS_REMEDY);
-    crc = masic_crc32_update(crc, buf, want);
-    offset += want;
-  }
-  masic_weight_io.checked = size;
-  if (crc != expected_crc)
-    return masic_fail(err, MASIC_EXIT_USER, "weights file %s is corrupted (CRC-32 %08x, expected %08x); %s", path,
-                      (unsigned)crc, (unsigned)expected_crc, MASIC_WEIGHTS_REMEDY);
   return true;
 }
 
-bool masic_weights_load(int fd, const char *path, uint8_t *arena, const masic_segment_t *segs, uint32_t n,
-                        uint64_t *bytes, masic_error_t *err) {
+static bool piece_mismatch(const char *path, const char *what, uint64_t file_offset, uint64_t n, uint32_t crc,
+                           uint32_t expected_crc, masic_error_t *err) {
+  return masic_fail(err, MASIC_EXIT_USER,
+                    "weights file %s is corrupted (%s at bytes %llu..%llu: CRC-32C %08x, expected %08x); %s", path,
+                    what, (unsigned long long)file_offset, (unsigned long long)(file_offset + n), (unsigned)crc,
+                    (unsigned)expected_crc, MASIC_WEIGHTS_REMEDY);
+}
+
+bool masic_weights_check_piece(const char *path, const char *what, uint64_t file_offset, const uint8_t *bytes,
+                               uint64_t n, uint32_t expected_crc, masic_error_t *err) {
+  uint32_t crc = masic_crc32c(0, bytes, (size_t)n);
+  return crc == expected_crc || piece_mismatch(path, what, file_offset, n, crc, expected_crc, err);
+}
+
+/* Reads n bytes at offset into buf; a short read means the file shrank after its size was checked. */
+static bool read_exactly(int fd, const char *path, uint8_t *buf, size_t n, uint64_t offset, masic_error_t *err) {
+  int64_t got = masic_pread_full(fd, buf, n, offset);
+  if (got < 0) return masic_fail(err, MASIC_EXIT_SYSTEM, "cannot read %s: %s", path, strerror(errno));
+  if ((size_t)got < n)
+    return masic_fail(err, MASIC_EXIT_USER, "weights file %s shrank while being read; %s", path, MASIC_WEIGHTS_REMEDY);
+  return true;
+}
+
+bool masic_weights_load(int fd, const char *path, const char *what, uint8_t *arena, const masic_segment_t *segs,
+                        uint32_t n, uint64_t *bytes, masic_error_t *err) {
   for (uint32_t i = 0; i < n; i++) {
-    int64_t got = masic_pread_full(fd, arena + segs[i].arena_offset, (size_t)segs[i].nbytes, segs[i].file_offset);
-    if (got < 0) return masic_fail(err, MASIC_EXIT_SYSTEM, "cannot read %s: %s", path, strerror(errno));
-    if ((uint64_t)got < segs[i].nbytes)
-      return masic_fail(err, MASIC_EXIT_USER, "weights file %s shrank while being read; %s", path,
-                        MASIC_WEIGHTS_REMEDY);
+    uint8_t *slot = arena + segs[i].arena_offset;
+    double start = masic_now_s();
+    if (!read_exactly(fd, path, slot, (size_t)segs[i].nbytes, segs[i].file_offset, err)) return false;
+    double read = masic_now_s();
+    if (!masic_weights_check_piece(path, what, segs[i].file_offset, slot, segs[i].nbytes, segs[i].crc32c, err))
+      return false;
+    masic_weight_io.read_s += read - start;
+    masic_weight_io.check_s += masic_now_s() - read;
     *bytes += segs[i].nbytes;
+  }
+  return true;
+}
+
+/* One piece read through buf in chunks and checked. */
+static bool verify_piece(int fd, const char *path, const char *what, uint64_t file_offset, uint64_t n,
+                         uint32_t expected_crc, uint8_t *buf, size_t cap, uint64_t *checked, masic_error_t *err) {
+  uint32_t crc = 0;
+  for (uint64_t done = 0; done < n;) {
+    size_t want = n - done < cap ? (size_t)(n - done) : cap;
+    if (!read_exactly(fd, path, buf, want, file_offset + done, err)) return false;
+    crc = masic_crc32c(crc, buf, want);
+    done += want;
+  }
+  *checked += n;
+  return crc == expected_crc || piece_mismatch(path, what, file_offset, n, crc, expected_crc, err);
+}
+
+bool masic_weights_verify(int fd, const char *path, uint64_t size, const masic_model_t *m, uint8_t *buf, size_t cap,
+                          uint64_t *checked, masic_error_t *err) {
+  if (!masic_weights_check_size(path, size, m->weights_bytes, err)) return false;
+  if (!cap) return masic_fail(err, MASIC_EXIT_SYSTEM, "no buffer to check weights file %s", path);
+  struct {
+    const char *what;
+    const masic_segment_t *segs;
+    uint32_t n;
+  } groups[] = {{"resident weight", m->resident, m->n_resident}, {"initial state", m->state_init, m->n_state_init}};
+  for (size_t g = 0; g < sizeof groups / sizeof *groups; g++)
+    for (uint32_t i = 0; i < groups[g].n; i++) {
+      const masic_segment_t *s = &groups[g].segs[i];
+      if (!verify_piece(fd, path, groups[g].what, s->file_offset, s->nbytes, s->crc32c, buf, cap, checked, err))
+        return false;
+    }
+  for (uint32_t k = 0; k < m->n_loads; k++) {
+    const masic_load_t *load = &m->loads[k];
+    if (load->kind != MASIC_LOAD_STATE_FILL &&
+        !verify_piece(fd, path, load->kind == MASIC_LOAD_STATE ? "streamed state" : "streamed weight", load->file_offset, load->nbytes, load->crc32c, buf, cap, checked,
+                      err))
+      return false;
   }
   return true;
 }

@@ -1,6 +1,7 @@
-/* weights.h: reading and checking weights.bin. The file holds the weights in load order and nothing else: it is
- * checked by its exact size and its CRC-32 against the values the build recorded, before any byte is used, and
- * then copied into the arena by the segments of the plan (already checked by model_check.c to lie inside it). */
+/* weights.h: reading and checking weights.bin. The file holds the weights in load order and nothing else. Its size
+ * is checked at start; every piece of it (a resident weight, an initial state, a streamed load) carries its own
+ * CRC-32C in the build's tables and is checked right after it is read into the arena, so that no byte is read twice
+ * to be checked. The segments and loads were checked by model_check.c to lie inside the file and the arena. */
 #ifndef MASIC_WEIGHTS_H
 #define MASIC_WEIGHTS_H
 #include <stdbool.h>
@@ -15,28 +16,30 @@
 /* Bytes read from weights.bin, for the report. `streamed` and `state` grow in the loading thread, under its mutex;
  * the compute thread reads them only between blocks, while that thread is idle (see stream.c). */
 typedef struct {
-  uint64_t checked;   /* by the CRC pass at start */
-  uint64_t resident;  /* by resident segments, once per run */
+  uint64_t resident;  /* by resident segments, once per run, at start */
   uint64_t streamed;  /* by streamed weight loads, once per block */
   uint64_t state;     /* initial neuron state: per sample (state_init), or by state loads once per block */
   double load_wait_s; /* time the compute spent waiting in masic_wait_load */
+  double read_s;      /* reading segments (masic_weights_load) */
+  double check_s;     /* checking their CRC-32C */
 } masic_weight_io_t;
 
 extern masic_weight_io_t masic_weight_io;
 
-/* zlib-compatible CRC-32 (slicing-by-8); start with crc = 0. masic_crc32_init must have run (it is idempotent). */
-void masic_crc32_init(void);
-uint32_t masic_crc32_update(uint32_t crc, const uint8_t *p, size_t n);
+/* Checks that weights.bin, of `size` bytes, has exactly the size the build expects. */
+bool masic_weights_check_size(const char *path, uint64_t size, uint64_t expected_size, masic_error_t *err);
 
-/* Checks that the file of `size` bytes open on fd is the one the build expects: exactly `expected_size` bytes and
- * CRC-32 `expected_crc`, streamed through buf[0..cap) (weights may be far larger than memory, so they are never
- * mapped or held whole). */
-bool masic_weights_verify(int fd, const char *path, uint64_t size, uint64_t expected_size, uint32_t expected_crc,
-                          uint8_t *buf, size_t cap, masic_error_t *err);
+/* Checks `n` bytes just read from file_offset against their CRC-32C; `what` names the piece ("resident weight"). */
+bool masic_weights_check_piece(const char *path, const char *what, uint64_t file_offset, const uint8_t *bytes,
+                               uint64_t n, uint32_t expected_crc, masic_error_t *err);
 
-/* Copies n segments from the file into the arena; adds the bytes read to *bytes. The segments must have passed
- * masic_model_check for this arena and file size. */
-bool masic_weights_load(int fd, const char *path, uint8_t *arena, const masic_segment_t *segs, uint32_t n,
-                        uint64_t *bytes, masic_error_t *err);
+/* Copies n segments from the file into the arena, checking each; adds the bytes read to *bytes. */
+bool masic_weights_load(int fd, const char *path, const char *what, uint8_t *arena, const masic_segment_t *segs,
+                        uint32_t n, uint64_t *bytes, masic_error_t *err);
+
+/* `model --check`: the size of the file and the CRC-32C of every piece the model reads, streamed through
+ * buf[0..cap) (weights may be far larger than memory, so they are never held whole); *checked counts the bytes. */
+bool masic_weights_verify(int fd, const char *path, uint64_t size, const masic_model_t *m, uint8_t *buf, size_t cap,
+                          uint64_t *checked, masic_error_t *err);
 
 #endif
