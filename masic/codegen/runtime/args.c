@@ -12,6 +12,7 @@ const char masic_usage_text[] =
     "usage: model --input x.npy [--labels y.npy] [--output out.npy] [--predictions p.npy] [--timesteps N]\n"
     "             [--threads N] [--exit-confidence X | --exit-margin M | --exit-stable K | --no-exit]\n"
     "             [--min-timesteps N] [--weights PATH] [--help]\n"
+    "       model --stream | --stream-samples [--timesteps N] [--threads N] [exit flags] [--weights PATH]\n"
     "\n"
     "Runs the compiled spiking network on one input and prints its prediction and a JSON line of statistics;\n"
     "with --labels, on many samples (neuron state reset before each) and prints accuracy, timesteps used,\n"
@@ -32,6 +33,11 @@ const char masic_usage_text[] =
     "  --no-exit              run every timestep\n"
     "  --min-timesteps N      never stop early before N timesteps\n"
     "  --weights PATH         weights file (default: weights.bin beside the executable)\n"
+    "  --stream               read raw float32 frames on stdin, one timestep's input each, and write one line\n"
+    "                         per step on stdout: step prediction exit y0 y1 ... (step counts from 1 in the\n"
+    "                         sample; after a line with exit 1, or the last timestep, a new sample starts)\n"
+    "  --stream-samples       read one frame per sample (presented at every timestep) and write one line per\n"
+    "                         sample: prediction timesteps\n"
     "\n"
     "Without an exit flag the executable's own rule applies: the one masic calibrate wrote into it, else the\n"
     "one it was compiled with. --min-timesteps alone changes that rule's minimum.\n"
@@ -56,11 +62,14 @@ enum option_id {
   OPT_EXIT_STABLE,
   OPT_NO_EXIT,
   OPT_MIN_TIMESTEPS,
+  OPT_STREAM,
+  OPT_STREAM_SAMPLES,
   N_OPTIONS
 };
 static const char *const option_names[N_OPTIONS] = {
     "--input",   "--labels",          "--output",      "--predictions", "--weights", "--timesteps",
-    "--threads", "--exit-confidence", "--exit-margin", "--exit-stable", "--no-exit", "--min-timesteps"};
+    "--threads", "--exit-confidence", "--exit-margin", "--exit-stable", "--no-exit", "--min-timesteps",
+    "--stream",  "--stream-samples"};
 
 bool masic_parse_integer(const char *text, int64_t min, int64_t max, int64_t *value) {
   const char *p = text;
@@ -114,6 +123,15 @@ static bool choose_exit_rule(masic_options_t *opt, const char *flag, int rule, d
   return true;
 }
 
+static bool choose_stream(masic_options_t *opt, const char *flag, masic_stream_mode_t mode, masic_error_t *err) {
+  if (opt->stream && opt->stream != mode)
+    return masic_fail(err, MASIC_EXIT_USER, "%s and %s stream different things; pass only one", opt->stream_flag,
+                      flag);
+  opt->stream = mode;
+  opt->stream_flag = flag;
+  return true;
+}
+
 static bool parse_option(masic_options_t *opt, enum option_id id, const char *name, const char *value,
                          masic_error_t *err) {
   double x = 0;
@@ -137,6 +155,8 @@ static bool parse_option(masic_options_t *opt, enum option_id id, const char *na
            choose_exit_rule(opt, name, MASIC_EXIT_STABLE_ARGMAX, n, err);
   case OPT_MIN_TIMESTEPS: return parse_int(name, value, 0, INT_MAX, &opt->min_timesteps, err);
   case OPT_NO_EXIT:
+  case OPT_STREAM:
+  case OPT_STREAM_SAMPLES:
   case N_OPTIONS: break;
   }
   return true;
@@ -158,12 +178,15 @@ masic_args_status_t masic_parse_args(int argc, char **argv, masic_options_t *opt
       return MASIC_ARGS_ERROR;
     }
     const char *name = option_names[id];
-    if (id == OPT_NO_EXIT) {
+    if (id == OPT_NO_EXIT || id == OPT_STREAM || id == OPT_STREAM_SAMPLES) {
       if (eq) {
         masic_fail(err, MASIC_EXIT_USER, "%s takes no value; run model --help for usage", name);
         return MASIC_ARGS_ERROR;
       }
-      if (!choose_exit_rule(opt, name, MASIC_EXIT_NONE, 0.0, err)) return MASIC_ARGS_ERROR;
+      if (id == OPT_NO_EXIT && !choose_exit_rule(opt, name, MASIC_EXIT_NONE, 0.0, err)) return MASIC_ARGS_ERROR;
+      if (id != OPT_NO_EXIT && !choose_stream(opt, name, id == OPT_STREAM ? MASIC_STREAM_STEPS : MASIC_STREAM_SAMPLES,
+                                              err))
+        return MASIC_ARGS_ERROR;
       continue;
     }
     const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
@@ -173,8 +196,13 @@ masic_args_status_t masic_parse_args(int argc, char **argv, masic_options_t *opt
     }
     if (!parse_option(opt, (enum option_id)id, name, value, err)) return MASIC_ARGS_ERROR;
   }
-  if (!opt->input_path) {
-    masic_fail(err, MASIC_EXIT_USER, "missing --input x.npy; run model --help for usage");
+  if (opt->stream && (opt->input_path || opt->labels_path || opt->output_path || opt->predictions_path)) {
+    masic_fail(err, MASIC_EXIT_USER, "%s reads standard input and writes standard output; it takes no --input, "
+               "--labels, --output or --predictions", opt->stream_flag);
+    return MASIC_ARGS_ERROR;
+  }
+  if (!opt->input_path && !opt->stream) {
+    masic_fail(err, MASIC_EXIT_USER, "missing --input x.npy (or --stream); run model --help for usage");
     return MASIC_ARGS_ERROR;
   }
   if (opt->predictions_path && !opt->labels_path) {

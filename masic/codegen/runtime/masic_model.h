@@ -106,14 +106,20 @@ typedef struct {
 
 extern const masic_model_t masic_model;
 
-/* Runs `nsteps` (1..block) timesteps on `arena`: step t reads its input at input_offsets[t] and writes its output at
- * output_offsets[t]; neuron state is updated in place. Returns 0, or the non-zero status of the kernel that failed.
- * It calls masic_wait_load(k) before the first kernel reading load k, and masic_reached(p) after position p-1. */
-int masic_model_block(uint8_t *arena, int32_t nsteps);
+/* The loading thread of one open model (stream.c); NULL when the model has no loads. Every open model has its own,
+ * so the generated code keeps no state of its own: two instances of a model run side by side in one process. */
+typedef struct masic_stream masic_stream_t;
 
-/* Provided by the loader for the generated code (no-ops when the model has no loads). */
-void masic_wait_load(uint32_t k);
-void masic_reached(uint32_t position);
+/* Runs `nsteps` (1..block) timesteps on `arena`: step t reads its input at input_offsets[t] and writes its output at
+ * output_offsets[t]; neuron state is updated in place. Returns 0, or the non-zero status of the kernel or load that
+ * failed. It calls masic_wait_load(stream, k) before the first kernel reading load k, and
+ * masic_reached(stream, p) after position p-1. */
+int masic_model_block(uint8_t *arena, int32_t nsteps, masic_stream_t *stream);
+
+/* Provided by the loader for the generated code (no-ops when stream is NULL). masic_wait_load returns 0 once load k
+ * is in its slot, or non-zero if it cannot be (the stream records why; see stream.h). */
+int masic_wait_load(masic_stream_t *stream, uint32_t k);
+void masic_reached(masic_stream_t *stream, uint32_t position);
 
 /* Thread pool used by parallel TVM kernels (runtime/parallel.c). num_threads <= 0 means one per online core.
  * Returns 0 on success. */

@@ -75,8 +75,7 @@ static long long peak_rss_bytes(void) {
 /* weight_bytes_read counts resident and streamed weights (not the CRC pass, which weight_bytes_checked counts);
  * state_bytes_read counts the initial neuron state read from weights.bin, whether before each sample or by the
  * loading thread; load_wait_s is the time the compute waited for loads (weights or state). */
-static void print_resources_json(const masic_model_t *m, double load_s, int threads) {
-  const masic_weight_io_t *io = &masic_weight_io;
+static void print_resources_json(const masic_model_t *m, const masic_weight_io_t *io, double load_s, int threads) {
   printf(", \"block\": %d, \"load_s\": %.6f, \"load_wait_s\": %.6f", m->block, load_s, io->load_wait_s);
   printf(", \"weight_bytes_checked\": %llu, \"weight_bytes_read\": %llu", (unsigned long long)io->checked,
          (unsigned long long)(io->resident + io->streamed));
@@ -87,7 +86,8 @@ static void print_resources_json(const masic_model_t *m, double load_s, int thre
 }
 
 void masic_print_report(const masic_model_t *m, const masic_schedule_t *s, const masic_sample_result_t *r,
-                        const double *acc, size_t out_numel, double wall_s, double load_s, int threads) {
+                        const double *acc, size_t out_numel, const masic_weight_io_t *io, double wall_s, double load_s,
+                        int threads) {
   double confidence = masic_max_softmax(acc, out_numel, r->prediction);
   printf("prediction: %zu\n", r->prediction);
   printf("{\"model\": ");
@@ -102,7 +102,7 @@ void masic_print_report(const masic_model_t *m, const masic_schedule_t *s, const
   else
     printf(", \"confidence\": null");
   printf(", \"wall_s\": %.6f", wall_s);
-  print_resources_json(m, load_s, threads);
+  print_resources_json(m, io, load_s, threads);
 }
 
 static void describe_exit_rule(char *buf, size_t cap, const masic_exit_rule_t *r) {
@@ -124,7 +124,7 @@ static const char histogram_bar[] = "###########################################
 /* Accuracy, timesteps used (mean and histogram, one row per step count from the fewest to the most used), time per
  * sample; then everything as one JSON line, with totals over the samples and their means per sample. */
 void masic_print_batch_report(const masic_model_t *m, const masic_schedule_t *s, const masic_batch_totals_t *totals,
-                              double wall_s, double load_s, int threads) {
+                              const masic_weight_io_t *io, double wall_s, double load_s, int threads) {
   int64_t n_samples = totals->n_samples, correct = totals->correct, total_steps = 0, peak = 0;
   const int64_t *histogram = totals->histogram;
   int fewest = totals->most, most = totals->most;
@@ -164,7 +164,7 @@ void masic_print_batch_report(const masic_model_t *m, const masic_schedule_t *s,
   print_exit_json(&s->exit, s->exit_source);
   printf(", \"wall_s\": %.6f, \"wall_s_per_sample\": %.9f", wall_s, wall_s / n);
   /* Resident weights are read once per run, streamed ones once per block: only the latter scale with the samples. */
-  printf(", \"load_wait_s_per_sample\": %.9f, \"streamed_bytes_per_sample\": %.1f", masic_weight_io.load_wait_s / n,
-         (double)masic_weight_io.streamed / n);
-  print_resources_json(m, load_s, threads);
+  printf(", \"load_wait_s_per_sample\": %.9f, \"streamed_bytes_per_sample\": %.1f", io->load_wait_s / n,
+         (double)io->streamed / n);
+  print_resources_json(m, io, load_s, threads);
 }

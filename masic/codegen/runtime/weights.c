@@ -5,8 +5,6 @@
 #include <pthread.h>
 #include <string.h>
 
-masic_weight_io_t masic_weight_io;
-
 static uint32_t crc_table[8][256];
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
@@ -59,7 +57,6 @@ bool masic_weights_verify(int fd, const char *path, uint64_t size, uint64_t expe
     crc = masic_crc32_update(crc, buf, want);
     offset += want;
   }
-  masic_weight_io.checked = size;
   if (crc != expected_crc)
     return masic_fail(err, MASIC_EXIT_USER, "weights file %s is corrupted (CRC-32 %08x, expected %08x); %s", path,
                       (unsigned)crc, (unsigned)expected_crc, MASIC_WEIGHTS_REMEDY);

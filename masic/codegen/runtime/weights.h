@@ -12,8 +12,9 @@
 
 #define MASIC_WEIGHTS_REMEDY "re-copy the artifact folder"
 
-/* Bytes read from weights.bin, for the report. `streamed` and `state` grow in the loading thread, under its mutex;
- * the compute thread reads them only between blocks, while that thread is idle (see stream.c). */
+/* Bytes read from weights.bin by one open model, for its statistics. `streamed` and `state` grow in the loading
+ * thread, under its mutex; the compute thread reads them only between blocks, while that thread is idle (see
+ * stream.c). */
 typedef struct {
   uint64_t checked;   /* by the CRC pass at start */
   uint64_t resident;  /* by resident segments, once per run */
@@ -21,8 +22,6 @@ typedef struct {
   uint64_t state;     /* initial neuron state: per sample (state_init), or by state loads once per block */
   double load_wait_s; /* time the compute spent waiting in masic_wait_load */
 } masic_weight_io_t;
-
-extern masic_weight_io_t masic_weight_io;
 
 /* zlib-compatible CRC-32 (slicing-by-8); start with crc = 0. masic_crc32_init must have run (it is idempotent). */
 void masic_crc32_init(void);
