@@ -4,26 +4,22 @@ digits model resident with an early exit and with its weights streamed under a s
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 from masic.targets import get_target
 
 from masic.codegen.sources import SANITIZE_ENV, SANITIZER_FLAGS
-from tests.artifacts import compile_spec
+from tests.artifacts import build_embed_example, compile_spec, import_runtime
 from tests.runtime.runtime_harness import SANITIZER_ENV
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "embed"
 CHECK_SOURCE = Path(__file__).with_name("embed_check.c")
 MODEL = "examples.digits:digits_model"
 SHAPE = (1, 8, 8)
@@ -105,10 +101,8 @@ def test_c_example_equals_the_executable(
 ) -> None:
     out = artifacts[target, kind]
     _, x_npy, x_raw = frames
-    cc = get_target(target).cc
-    build = _run(["make", "-C", str(EXAMPLE), f"ARTIFACT={out}", f"CC={cc}", f"BUILD={tmp_path}"])
-    assert build.returncode == 0, build.stderr
-    run = _run([*get_target(target).emulator, str(tmp_path / "predict"), str(out / "weights.bin"), str(x_raw)])
+    predict = build_embed_example(out, get_target(target).cc, tmp_path)
+    run = _run([*get_target(target).emulator, str(predict), str(out / "weights.bin"), str(x_raw)])
     assert run.returncode == 0, run.stderr
     outputs, prediction, steps = _first_sample(run.stdout)
     stats, expected = _batch(out, x_npy, tmp_path)
@@ -224,17 +218,9 @@ def test_stream_reports_a_closed_pipe(artifacts: _Artifacts, frames: tuple) -> N
 # ---- masic_runtime.py ----
 
 
-def _runtime(out: Path) -> ModuleType:
-    """The artifact's own masic_runtime.py, imported from the artifact folder as a device would."""
-    spec = importlib.util.spec_from_file_location(f"masic_runtime_{out.parent.name}", out / "masic_runtime.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_python_runtime_run_step_reset(artifacts: _Artifacts, frames: tuple, tmp_path: Path) -> None:
     out = artifacts["x86_64", "early-exit"]
-    runtime = _runtime(out)
+    runtime = import_runtime(out)
     x, x_npy, _ = frames
     stats, expected = _batch(out, x_npy, tmp_path)
     with runtime.Model(str(out)) as model:
@@ -260,10 +246,10 @@ def test_python_runtime_two_models_side_by_side(artifacts: _Artifacts, frames: t
     folders = [artifacts["x86_64", kind] for kind in sorted(KINDS)]
     alone = []
     for out in folders:
-        with _runtime(out).Model(str(out)) as model:
+        with import_runtime(out).Model(str(out)) as model:
             model.set_exit_rule("none")
             alone.append(np.stack([model.step(frame)[0] for frame in x]))
-    models = [_runtime(out).Model(str(out)) for out in folders]
+    models = [import_runtime(out).Model(str(out)) for out in folders]
     for model in models:
         model.set_exit_rule("none")
     together: list[list[np.ndarray]] = [[], []]
@@ -281,7 +267,7 @@ def test_python_runtime_names_a_corrupted_weights_file(artifacts: _Artifacts, tm
     data = bytearray((out / "weights.bin").read_bytes())
     data[len(data) // 2] ^= 0xFF
     damaged.write_bytes(bytes(data))
-    runtime = _runtime(out)
+    runtime = import_runtime(out)
     with pytest.raises(runtime.MasicError, match=r"weights file .*weights.bin is corrupted \(CRC-32") as error:
         runtime.Model(str(out), weights=str(damaged))
     assert error.value.status == 2
