@@ -1,7 +1,7 @@
 """Lowering of a planned graph to kernel calls, and the C source of one timestep (model.c).
 
 `lower(graph)` picks one kernel per node (identical signatures share one kernel) and binds each kernel parameter to
-an arena offset. `emit_model_c` writes `masic_model` and `masic_model_step`, the straight sequence of those calls:
+an arena offset. `emit_model_c` writes `masic_model` and `masic_model_block`, the straight sequence of those calls:
 the whole step is readable top to bottom in the generated file, one comment per IR node.
 """
 

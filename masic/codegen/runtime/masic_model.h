@@ -1,10 +1,11 @@
 /* masic_model.h: the contract between the code masic generates for one model (model.c) and the loader.
  *
- * The generated model.c defines `masic_model` (constants of the plan) and `masic_model_step` (one timestep, a
- * straight sequence of kernel calls at fixed arena offsets). The loader owns everything else: argument parsing
- * (args.c), the input and labels (npy.c, input.c), reading and checking weights.bin (weights.c) and the build's
- * constants (model_check.c), the exit rule (exit_rule.c), the loading thread (stream.c), the timestep loop and the
- * results (loader.c, report.c). */
+ * The generated model.c defines `masic_model` (constants of the plan) and `masic_model_block` (one block of
+ * timesteps, a straight sequence of kernel calls at fixed arena offsets). The loader owns everything else. Its library
+ * part (lib/libmasic_model.a, API in masic_runtime.h): an open model and the timestep loop (session.c), reading and
+ * checking weights.bin (weights.c) and the build's constants (model_check.c), the exit rule (exit_rule.c), the
+ * loading thread (stream.c). The executable's part: argument parsing (args.c), the input and labels (npy.c,
+ * input.c), standard input and output (pipe.c), the results (loader.c, report.c). */
 #ifndef MASIC_MODEL_H
 #define MASIC_MODEL_H
 #include <stddef.h>
