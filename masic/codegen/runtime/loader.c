@@ -168,9 +168,11 @@ typedef struct {
   run_buffers_t *buffers;
 } file_sample_t;
 
+/* One input presented at every step is read once, at the sample's first step (which is always fetched first). */
 static const float *read_step_input(void *ctx, int32_t step) {
   const file_sample_t *f = ctx;
   const masic_input_t *in = f->in;
+  if (in->sequence_length == 0 && step > 0) return f->buffers->frame;
   int64_t got = masic_pread_full(in->fd, f->buffers->frame, (size_t)in->sample_bytes,
                                  masic_input_offset(in, f->sample, step));
   if (got < 0) masic_die(MASIC_EXIT_SYSTEM, "cannot read input %s: %s", in->path, strerror(errno));
