@@ -4,11 +4,12 @@
  *
  * FRAMES holds STEPS raw float32 inputs. With the exit rule off, the outputs of STEPS steps of one session are the
  * reference; every other way of running the same steps must give the same bytes: two sessions stepped in turn, a
- * session reset after other steps, masic_run, and a session opened on a descriptor with the caller's arena. Then
- * calls the library must refuse are made, each checked for its status. Prints "ok: N checks", or the first
- * difference and exits 1. */
+ * session reset after other steps, masic_run, two sessions running masic_run at the same time in two threads, and a
+ * session opened on a descriptor with the caller's arena. Then calls the library must refuse are made, each checked
+ * for its status. Prints "ok: N checks", or the first difference and exits 1. */
 #define _POSIX_C_SOURCE 200809L
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,20 @@ static void same(const float *a, const float *b, int steps, const char *what) {
           t + 1);
 }
 
+typedef struct {
+  masic_session_t *session;
+  const float *x;
+  float *y;
+  int steps;
+  masic_status_t status;
+} run_job_t;
+
+static void *run_in_thread(void *arg) {
+  run_job_t *job = arg;
+  job->status = masic_run(job->session, job->x, job->steps, job->steps, job->y, NULL);
+  return NULL;
+}
+
 int main(int argc, char **argv) {
   if (argc != 4) {
     fprintf(stderr, "usage: embed_check WEIGHTS FRAMES STEPS\n");
@@ -92,6 +107,17 @@ int main(int argc, char **argv) {
   CHECK(masic_run(b, x, steps, steps, got, &stats) == MASIC_OK, "%s", masic_last_error(b));
   CHECK(stats.steps_run == steps && !stats.exited_early, "masic_run ran %d steps", stats.steps_run);
   same(ref, got, steps, "masic_run");
+
+  /* Two sessions computing at the same time (no worker pool: each runs its kernels on its own thread). */
+  run_job_t jobs[2] = {{b, x, got, steps, MASIC_OK}, {c, x, other, steps, MASIC_OK}};
+  pthread_t threads[2];
+  for (int k = 0; k < 2; k++) CHECK(!pthread_create(&threads[k], NULL, run_in_thread, &jobs[k]), "pthread_create");
+  for (int k = 0; k < 2; k++) {
+    pthread_join(threads[k], NULL);
+    CHECK(jobs[k].status == MASIC_OK, "masic_run in thread %d: %s", k, masic_last_error(jobs[k].session));
+  }
+  same(ref, got, steps, "the first of two sessions run in two threads at once");
+  same(ref, other, steps, "the second of two sessions run in two threads at once");
 
   /* A descriptor and the caller's arena. */
   int fd = open(weights, O_RDONLY);

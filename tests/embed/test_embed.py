@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 from masic.targets import get_target
 
 from masic.codegen.sources import SANITIZE_ENV, SANITIZER_FLAGS
-from tests.artifacts import build_embed_example, compile_spec, import_runtime
+from tests.artifacts import EMBED_EXAMPLE, build_embed_example, compile_spec, import_runtime
 from tests.runtime.runtime_harness import SANITIZER_ENV
 
 pytestmark = pytest.mark.slow
@@ -238,6 +239,16 @@ def test_python_runtime_run_step_reset(artifacts: _Artifacts, frames: tuple, tmp
         assert model.stats()["prediction"] == stats["prediction"]
         with pytest.raises(runtime.MasicError, match="the input holds 3 values; the model takes 64"):
             model.step([1.0, 2.0, 3.0])
+
+
+def test_python_example_equals_the_executable(artifacts: _Artifacts, frames: tuple, tmp_path: Path) -> None:
+    out = artifacts["x86_64", "early-exit"]
+    run = _run([sys.executable, str(EMBED_EXAMPLE / "predict.py"), str(out), str(frames[2])])
+    assert run.returncode == 0, run.stderr
+    outputs, prediction, steps = _first_sample(run.stdout)
+    stats, expected = _batch(out, frames[1], tmp_path)
+    assert (prediction, steps) == (stats["prediction"], stats["timesteps"])
+    assert outputs.tobytes() == expected.tobytes()
 
 
 def test_python_runtime_two_models_side_by_side(artifacts: _Artifacts, frames: tuple) -> None:
