@@ -251,6 +251,27 @@ def test_python_example_equals_the_executable(artifacts: _Artifacts, frames: tup
     assert outputs.tobytes() == expected.tobytes()
 
 
+def test_python_runtime_without_numpy(artifacts: _Artifacts, frames: tuple) -> None:
+    """masic_runtime on a device without numpy: lists in, lists out, the same floats."""
+    out = artifacts["x86_64", "early-exit"]
+    x = frames[0]
+    script = (
+        "import json, sys; sys.modules['numpy'] = None; sys.path.insert(0, sys.argv[1]); import masic_runtime\n"
+        "model = masic_runtime.Model(sys.argv[1]); frame = json.loads(sys.argv[2])\n"
+        "y, exit_now = model.step(frame); stats = model.run(frame, steps=4, outputs=True)\n"
+        "print(json.dumps([y, exit_now, stats['outputs'], stats['steps_run']]))"
+    )
+    run = _run([sys.executable, "-c", script, str(out), json.dumps(x[0].tolist())])
+    assert run.returncode == 0, run.stderr
+    y, exit_now, outputs, steps_run = json.loads(run.stdout)
+    with import_runtime(out).Model(str(out)) as model:
+        expected_y, expected_exit = model.step(x[0])
+        expected = model.run(x[0], steps=4, outputs=True)
+    assert np.array(y, dtype=np.float32).tobytes() == expected_y.tobytes() and exit_now == expected_exit
+    assert np.array(outputs, dtype=np.float32).tobytes() == expected["outputs"].tobytes()
+    assert isinstance(outputs[0], list) and steps_run == expected["steps_run"]
+
+
 def test_python_runtime_two_models_side_by_side(artifacts: _Artifacts, frames: tuple) -> None:
     """Two artifacts' libraries (same symbol names, different plans) in one process, stepped in turn."""
     x = frames[0]

@@ -9,7 +9,7 @@
  *     if (masic_step(model, x, y, &exit_now) != MASIC_OK) { fprintf(stderr, "%s\n", masic_last_error(model)); ... }
  *   masic_close(model);
  *
- * Memory: masic_open allocates the session (a few hundred bytes plus the output's size in doubles) and, unless the
+ * Memory: masic_open allocates the session (about 1 KB plus the output's size in doubles and floats) and, unless the
  * caller supplies one, the arena (masic_arena_bytes(), aligned to masic_arena_alignment()); a model whose weights
  * stream also starts one loading thread there. After masic_open nothing allocates, opens files or starts threads:
  * step, run and reset only read weights.bin (streamed weights, the initial neuron state) through the descriptor
