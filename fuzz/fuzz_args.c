@@ -1,5 +1,6 @@
 /* fuzz_args.c: the executable's command line (runtime/args.c): the bytes, split at NULs, are the arguments. Parsed
- * options must be within their documented ranges and name an exit rule the loader can apply. */
+ * options must be within their documented ranges and name an exit rule the loader can apply; a run reads either
+ * --input or, with --stream / --stream-samples, standard input and no files. */
 #include "fuzz_common.h" /* first: it asks for _GNU_SOURCE */
 
 #include <limits.h>
@@ -23,7 +24,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   case MASIC_ARGS_ERROR: fuzz_check_error(&err); break;
   case MASIC_ARGS_HELP: break;
   case MASIC_ARGS_OK:
-    if (!opt.input_path || (opt.predictions_path && !opt.labels_path)) abort();
+    if (!opt.input_path == !opt.stream || (opt.predictions_path && !opt.labels_path)) abort();
+    if (opt.stream && (opt.labels_path || opt.output_path || !opt.stream_flag)) abort();
     if (opt.timesteps < 0 || opt.timesteps > MASIC_MAX_TIMESTEPS) abort();
     if (opt.threads < 0 || opt.threads > MASIC_MAX_THREADS_OPTION || opt.min_timesteps < -1) abort();
     if (opt.exit_flag && masic_exit_rule_problem(&opt.exit_rule)) abort();
