@@ -85,9 +85,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   int fd = fuzz_file(b.p, b.n);
   uint8_t buf[4096];
   uint64_t bytes = 0, checked = 0;
+  masic_weight_io_t io = {0};
   bool ok = masic_weights_verify(fd, "weights.bin", b.n, &m, buf, sizeof buf, &checked, &err) &&
-            masic_weights_load(fd, "weights.bin", "resident weight", arena, m.resident, m.n_resident, &bytes, &err) &&
-            masic_weights_load(fd, "weights.bin", "initial state", arena, m.state_init, m.n_state_init, &bytes, &err);
+            masic_weights_load(fd, "weights.bin", "resident weight", arena, m.resident, m.n_resident, &io, &bytes, &err) &&
+            masic_weights_load(fd, "weights.bin", "initial state", arena, m.state_init, m.n_state_init, &io, &bytes,
+                               &err);
   if (!ok) fuzz_check_error(&err);
   for (uint32_t k = 0; ok && k < m.n_loads; k++) { /* as stream.c reads or fills them */
     const masic_load_t *load = &m.loads[k];

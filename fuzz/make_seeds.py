@@ -126,6 +126,7 @@ def seeds() -> dict[str, dict[str, bytes]]:
             "rules": b"--input\0x\0--exit-stable\0003\0--min-timesteps\0002147483647\0--threads\0004",
             "margin": b"--exit-margin=1e-3\0--input\0x\0--weights\0w.bin",
             "help": b"--help",
+            "stream": b"--stream\0--timesteps\00016\0--no-exit",
         },
         "weights": {
             "resident": weights_seed(256, 1, (2, 3), [(0, 192, 16)], [], payload),

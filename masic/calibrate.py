@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from masic.codegen.exit_section import write_exit_rule
+from masic.codegen.exit_section import write_archive_exit_rule, write_exit_rule
 from masic.early_exit import RULES, ExitRule, accumulate, decide, exit_steps, first_argmax, step_scores
 from masic.errors import MasicError
-from masic.manifest import MANIFEST_FILE, WEIGHTS_FILE, Manifest
+from masic.manifest import LIB_DIR, MANIFEST_FILE, SHARED_LIBRARY, STATIC_LIBRARY, WEIGHTS_FILE, Manifest
 from masic.workdirs import scratch
 
 SCORED_RULES = ("softmax_confidence", "margin", "stable_argmax")
@@ -263,6 +263,16 @@ def _check_same_decisions(rows: np.ndarray, expected: np.ndarray, what: str) -> 
         )
 
 
+def _write_library_rules(folder: Path, rule: ExitRule) -> None:
+    """Writes the rule into the artifact's libraries too, so that embedding programs apply it (artifacts built before
+    masic shipped the libraries have none)."""
+    shared, static = folder / LIB_DIR / SHARED_LIBRARY, folder / LIB_DIR / STATIC_LIBRARY
+    if shared.exists():
+        write_exit_rule(shared, rule)
+    if static.exists():
+        write_archive_exit_rule(static, rule)
+
+
 def calibrate_artifact(
     manifest: Manifest,
     data: Path,
@@ -271,7 +281,8 @@ def calibrate_artifact(
     progress: Callable[[str], None] = lambda _: None,
 ) -> Calibration:
     """Calibrates the exit rule of the checked artifact folder `manifest.folder` on `data` (see the module
-    docstring), writes it into the folder's model and manifest.json and draws the candidates to `plot_path`.
+    docstring), writes it into the folder's model, its libraries and manifest.json and draws the candidates to
+    `plot_path`.
 
     The files are rewritten in place: give it a folder no one else reads, which then replaces the published one
     in one step (the CLI calibrates a staged folder, `masic.workdirs.replacing`). Returns the calibration."""
@@ -307,6 +318,7 @@ def calibrate_artifact(
         expected = np.stack([decisions.predictions, decisions.timesteps], axis=1)
         _check_same_decisions(np.load(predictions), expected, "the calibrated executable's decision")
         shutil.copy2(patched, executable)
+        _write_library_rules(manifest.folder, rule)
     chosen, full = calibration.chosen, calibration.full
     record = {
         "data": str(data),

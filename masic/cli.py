@@ -41,7 +41,7 @@ from masic.errors import MasicError
 from masic.files import read_text
 from masic.interrupts import handling_signals
 from masic.limits import MAX_MANIFEST_BYTES, MAX_TIMESTEPS
-from masic.manifest import ESTIMATES, EXECUTABLE, MANIFEST_FILE, WEIGHTS_FILE, Manifest, read_manifest
+from masic.manifest import ESTIMATES, EXECUTABLE, LIB_DIR, MANIFEST_FILE, WEIGHTS_FILE, Manifest, read_manifest
 from masic.passes import DEFAULT_PIPELINE, REGISTRY, PassOptions
 from masic.passes.check_budget import BudgetError
 from masic.port_files import check_output, packed_input, split_output
@@ -503,7 +503,8 @@ def _calibrate(manifest: Manifest, data: Path, max_accuracy_drop: float, png: Pa
     print(format_table(calibration))
     print(summary(calibration))
     shown_png = published / png.name if png.parent == manifest.folder else png
-    print(f"wrote the rule into {published / EXECUTABLE} and {published / MANIFEST_FILE}; plot: {shown_png}")
+    written = f"{published / EXECUTABLE}, the libraries in {published / LIB_DIR} and {published / MANIFEST_FILE}"
+    print(f"wrote the rule into {written}; plot: {shown_png}")
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

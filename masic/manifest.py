@@ -32,7 +32,13 @@ ESTIMATES = "the target's estimated figures"  # what planned an artifact compile
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.bin"
 EXECUTABLE = "model"
-ARTIFACT_FILES = (EXECUTABLE, WEIGHTS_FILE, MANIFEST_FILE)
+INCLUDE_DIR = "include"  # the library's header, masic_runtime.h
+LIB_DIR = "lib"
+STATIC_LIBRARY = "libmasic_model.a"  # in LIB_DIR: the model as a C library for the artifact's target
+SHARED_LIBRARY = "libmasic_model.so"
+PYTHON_RUNTIME = "masic_runtime.py"  # ctypes over lib/libmasic_model.so
+# What an artifact folder holds at its top level.
+ARTIFACT_FILES = (EXECUTABLE, WEIGHTS_FILE, MANIFEST_FILE, INCLUDE_DIR, LIB_DIR, PYTHON_RUNTIME)
 EXIT_SOURCES = ("compiled", "calibrated")
 
 

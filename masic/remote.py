@@ -65,7 +65,8 @@ class Remote:
 
     def scp_argv(self, files: Sequence[Path], folder: str) -> list[str]:
         port = ["-P", str(self.port)] if self.port else []
-        return ["scp", "-q", *port, *self._common(), *map(str, files), f"{self.host}:{folder}/"]
+        # -r: an artifact holds folders too (lib/, include/)
+        return ["scp", "-q", "-r", *port, *self._common(), *map(str, files), f"{self.host}:{folder}/"]
 
     def run(self, command: str, what: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Runs `command` on the device; a failed connection (or, with `check`, a failed command) is refused in one

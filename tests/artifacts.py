@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -16,6 +18,7 @@ from norse.torch import SequentialState
 from masic.ir.graph import Graph
 
 SPIKING_CELLS = ("LIFCell", "LIFBoxCell", "IAFCell")
+EMBED_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "embed"
 
 
 @dataclass(frozen=True)
@@ -96,3 +99,20 @@ def spiking_prefix(model: SequentialState) -> SequentialState:
     layers = list(model)
     last = max(i for i, m in enumerate(layers) if type(m).__name__ in SPIKING_CELLS)
     return SequentialState(*layers[: last + 1])
+
+
+def import_runtime(out: Path) -> ModuleType:
+    """The artifact's own masic_runtime.py, imported from the artifact folder as on a device."""
+    spec = importlib.util.spec_from_file_location(f"masic_runtime_{out.parent.name}", out / "masic_runtime.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_embed_example(out: Path, cc: str, build: Path) -> Path:
+    """examples/embed/predict built with its Makefile against the artifact's static library, into `build`."""
+    command = ["make", "-C", str(EMBED_EXAMPLE), f"ARTIFACT={out}", f"CC={cc}", f"BUILD={build}"]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise AssertionError(f"building examples/embed failed: {result.stderr}")
+    return build / "predict"

@@ -1,4 +1,7 @@
-"""Writes a deployable artifact folder: `model` (static executable), `weights.bin`, `manifest.json`.
+"""Writes a deployable artifact folder: `model` (static executable), `weights.bin`, `manifest.json`, and the same model
+as a library for programs that embed it: `include/masic_runtime.h`, `lib/libmasic_model.a`, `lib/libmasic_model.so`
+and `masic_runtime.py` (ctypes over the shared library). `model` is linked from the static library, so the
+executable and an embedding program run one implementation.
 
 `build_artifact` fills an empty folder; `staged` hands out such a folder beside the output folder and, when the
 block completes, swaps it into place in one step (`masic.workdirs.replacing`), so that readers of the output folder
@@ -19,12 +22,33 @@ from pathlib import Path
 from masic.analysis.cost import inference_seconds_per_call_site
 from masic.codegen.build import build_object, host_target
 from masic.codegen.lower import Kernel, emit_model_c, lower
-from masic.codegen.sources import RUNTIME_DIR, SANITIZE_ENV, SANITIZER_FLAGS, loader_paths, sanitize_requested
+from masic.codegen.sources import (
+    LIBRARY_SOURCES,
+    PARALLEL_SOURCE,
+    PROGRAM_SOURCES,
+    PUBLIC_HEADER,
+    RUNTIME_DIR,
+    SANITIZE_ENV,
+    SANITIZER_FLAGS,
+    sanitize_requested,
+)
 from masic.codegen.weights import WeightsFile, write_weights
 from masic.early_exit import ExitRule
 from masic.errors import MasicError
 from masic.ir.graph import Graph, Port
-from masic.manifest import ARTIFACT_FILES, ESTIMATES, EXECUTABLE, MANIFEST_FILE, MANIFEST_FORMAT, WEIGHTS_FILE
+from masic.manifest import (
+    ARTIFACT_FILES,
+    ESTIMATES,
+    EXECUTABLE,
+    INCLUDE_DIR,
+    LIB_DIR,
+    MANIFEST_FILE,
+    MANIFEST_FORMAT,
+    PYTHON_RUNTIME,
+    SHARED_LIBRARY,
+    STATIC_LIBRARY,
+    WEIGHTS_FILE,
+)
 from masic.report import plan_rows
 from masic.targets import Target
 from masic.workdirs import BUILD_PREFIX, replacing, scratch
@@ -66,8 +90,8 @@ def build_artifact(
         progress(f"building {len(kernels)} kernels with TVM for {target.name}")
         build_object(kernels, tvm_target(target), build / "kernels.o")
         kind = "a sanitizer build (not for deployment)" if sanitize_requested() else "a static executable"
-        progress(f"linking {kind} with {target.cc}")
-        _link(target, build, folder / EXECUTABLE)
+        progress(f"linking {kind} and the model's library with {target.cc}")
+        _link(target, build, folder)
     manifest = make_manifest(graph, target, exit_rule, budget, weights, [k.symbol for k in kernels], planned_by)
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -102,25 +126,75 @@ def link_flags(target: Target) -> list[str]:
     return [flag for flag in target.cflags if flag != "-static"] + list(SANITIZER_FLAGS)
 
 
-def _link(target: Target, build: Path, executable: Path) -> None:
-    if shutil.which(target.cc) is None:
-        raise ArtifactError(f"C compiler {target.cc} not found; run scripts/setup.sh to install the toolchain")
-    command = [
-        target.cc,
-        *link_flags(target),
-        f"-I{RUNTIME_DIR}",
-        "-o",
-        str(executable),
-        *map(str, loader_paths()),
-        str(build / "model.c"),
-        str(build / "kernels.o"),
-        "-lpthread",
-        "-lm",
-    ]
+# The functions libmasic_model.so exports (masic_runtime.h); every other symbol binds within the library, so that
+# two models' libraries loaded side by side (RTLD_LOCAL) never resolve to each other's kernels or plan.
+EXPORTED_FUNCTIONS = (
+    "masic_model_name",
+    "masic_arena_bytes",
+    "masic_arena_alignment",
+    "masic_input_floats",
+    "masic_output_floats",
+    "masic_default_timesteps",
+    "masic_max_timesteps",
+    "masic_open",
+    "masic_step",
+    "masic_run",
+    "masic_reset",
+    "masic_stats",
+    "masic_set_exit_rule",
+    "masic_close",
+    "masic_last_error",
+    "masic_status_name",
+    "masic_workers_start",
+    "masic_workers_count",
+    "masic_workers_stop",
+)
+
+
+def _archiver(target: Target) -> str:
+    """The `ar` of the target's toolchain (aarch64-linux-gnu-gcc -> aarch64-linux-gnu-ar), which indexes its
+    objects' symbols."""
+    return target.cc.removesuffix("gcc") + "ar" if target.cc.endswith("-gcc") else "ar"
+
+
+def _run_tool(command: list[str], what: str) -> None:
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         first = (result.stderr.strip().splitlines() or ["no output"])[0]
-        raise ArtifactError(f"linking with {target.cc} failed: {first}")
+        raise ArtifactError(f"{what} with {command[0]} failed: {first}")
+
+
+def _link(target: Target, build: Path, folder: Path) -> None:
+    """Builds lib/libmasic_model.a and .so from the library sources, model.c and the kernels, links `model` from the
+    static library, and copies the header and the Python runtime."""
+    for tool in (target.cc, _archiver(target)):
+        if shutil.which(tool) is None:
+            raise ArtifactError(f"{tool} not found; run scripts/setup.sh to install the toolchain")
+    flags = link_flags(target)
+    compile_flags = [f for f in flags if f != "-static"]
+    objects = []
+    for source in (*(RUNTIME_DIR / name for name in (*LIBRARY_SOURCES, PARALLEL_SOURCE)), build / "model.c"):
+        obj = build / f"{source.stem}.o"
+        _run_tool(
+            [target.cc, *compile_flags, "-fPIC", f"-I{RUNTIME_DIR}", "-c", "-o", str(obj), str(source)], "compiling"
+        )
+        objects.append(str(obj))
+    objects.append(str(build / "kernels.o"))
+    (folder / LIB_DIR).mkdir()
+    (folder / INCLUDE_DIR).mkdir()
+    archive = folder / LIB_DIR / STATIC_LIBRARY
+    _run_tool([_archiver(target), "rcs", str(archive), *objects], "archiving the library")
+    exports = build / "exports.map"
+    exports.write_text(
+        "{\n  global:\n" + "".join(f"    {name};\n" for name in EXPORTED_FUNCTIONS) + "  local: *;\n};\n"
+    )
+    shared = [target.cc, *compile_flags, "-shared", "-Wl,-Bsymbolic", f"-Wl,--version-script={exports}"]
+    _run_tool([*shared, "-o", str(folder / LIB_DIR / SHARED_LIBRARY), *objects, "-lpthread", "-lm"], "linking")
+    program = [str(RUNTIME_DIR / name) for name in PROGRAM_SOURCES]
+    command = [target.cc, *flags, f"-I{RUNTIME_DIR}", "-o", str(folder / EXECUTABLE), *program, str(archive)]
+    _run_tool([*command, "-lpthread", "-lm"], "linking")
+    shutil.copyfile(RUNTIME_DIR / PUBLIC_HEADER, folder / INCLUDE_DIR / PUBLIC_HEADER)
+    shutil.copyfile(RUNTIME_DIR / PYTHON_RUNTIME, folder / PYTHON_RUNTIME)
 
 
 def _io(shape: tuple[int, ...], ports: tuple[Port, ...]) -> dict[str, object]:

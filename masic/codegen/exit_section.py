@@ -1,10 +1,12 @@
-"""The exit-rule block of a built executable: read it, and rewrite it in place.
+"""The exit-rule block of a built executable and of the model's libraries: read it, and rewrite it in place.
 
 The loader defines one `masic_exit_override_t` (runtime/masic_model.h), alone in the ELF section `.masic_exit`:
 magic, version, a `set` flag and a `masic_exit_rule_t`. Rewriting that block is how `masic calibrate` changes the
 rule an executable applies without recompiling kernels or relinking (no toolchain needed), so the executable alone,
 copied to a device, carries it. The section is found through the ELF section headers, and its size, magic and
-version are checked before a byte is written.
+version are checked before a byte is written. The static library holds the block in its member exit_rule.o (an ELF
+object inside an `ar` archive), the shared library as the executable does, so that a program embedding the model
+applies the calibrated rule too.
 """
 
 from __future__ import annotations
@@ -67,8 +69,42 @@ def read_exit_rule(executable: Path) -> ExitRule | None:
 
 
 def write_exit_rule(executable: Path, rule: ExitRule) -> None:
-    """Rewrites the executable's exit-rule block in place so that it applies `rule` when no flag overrides it."""
+    """Rewrites the executable's (or shared library's) exit-rule block in place so that it applies `rule` when no
+    flag overrides it."""
     data = bytearray(executable.read_bytes())
-    offset = block_offset(bytes(data), executable)
-    BLOCK.pack_into(data, offset, MAGIC, VERSION, 1, RULES.index(rule.rule), rule.min_timesteps, rule.threshold)
+    _pack(data, block_offset(bytes(data), executable), rule)
     executable.write_bytes(bytes(data))
+
+
+def _pack(data: bytearray, offset: int, rule: ExitRule) -> None:
+    BLOCK.pack_into(data, offset, MAGIC, VERSION, 1, RULES.index(rule.rule), rule.min_timesteps, rule.threshold)
+
+
+AR_MAGIC = b"!<arch>\n"
+_AR_HEADER = 60  # name[16] mtime[12] uid[6] gid[6] mode[8] size[10] "`\n"
+EXIT_MEMBER = b"exit_rule.o/"  # the object defining the block, as GNU ar names it
+
+
+def archive_block_offset(data: bytes, path: Path) -> int:
+    """File offset of the exit-rule block in a static library: in its member exit_rule.o."""
+    if not data.startswith(AR_MAGIC):
+        raise ExitSectionError(f"{path} is not an ar archive")
+    offset = len(AR_MAGIC)
+    while offset + _AR_HEADER <= len(data):
+        header = data[offset : offset + _AR_HEADER]
+        field = header[48:58].strip()
+        size = int(field) if field.isdigit() else -1
+        start = offset + _AR_HEADER
+        if header[58:60] != b"`\n" or size < 0 or start + size > len(data):
+            raise ExitSectionError(f"{path} is a damaged ar archive; recompile the model")
+        if header[:16].rstrip() == EXIT_MEMBER:
+            return start + block_offset(data[start : start + size], path)
+        offset = start + size + (size & 1)
+    raise ExitSectionError(f"{path} has no member {EXIT_MEMBER.decode()[:-1]}: recompile the model")
+
+
+def write_archive_exit_rule(archive: Path, rule: ExitRule) -> None:
+    """Rewrites the exit-rule block of a static library in place (see write_exit_rule)."""
+    data = bytearray(archive.read_bytes())
+    _pack(data, archive_block_offset(bytes(data), archive), rule)
+    archive.write_bytes(bytes(data))

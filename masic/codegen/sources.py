@@ -14,26 +14,31 @@ from importlib.resources import files
 from pathlib import Path
 
 RUNTIME_DIR = Path(str(files("masic.codegen") / "runtime"))
-# Every part of the loader; loader.c holds main().
-LOADER_SOURCES = (
-    "loader.c",
-    "args.c",
+# The library an artifact ships (lib/libmasic_model.a and .so, with the generated model.c, the kernels and the thread
+# pool): an open model, its timestep loop, the loading thread, checking weights.bin (CRC-32C) and the build, and the
+# profiler out/model --profile switches on (process-wide).
+LIBRARY_SOURCES = (
+    "session.c",
     "crc32c.c",
     "exit_rule.c",
     "files.c",
-    "input.c",
     "model_check.c",
-    "npy.c",
     "profile.c",
-    "report.c",
     "stream.c",
     "util.c",
     "weights.c",
 )
+PUBLIC_HEADER = "masic_runtime.h"  # the library's API, shipped as include/masic_runtime.h
+# out/model: the command line, .npy inputs and the reports, on top of the library; loader.c holds main().
+PROGRAM_SOURCES = ("loader.c", "args.c", "input.c", "npy.c", "pipe.c", "report.c")
+# Every part of the loader.
+LOADER_SOURCES = (*PROGRAM_SOURCES, *LIBRARY_SOURCES)
 PARALLEL_SOURCE = "parallel.c"  # the thread pool behind parallel TVM kernels
 # The parsers of untrusted bytes and what they call, without main(), the loop or the loading thread: what a fuzzer
 # links.
-PARSER_SOURCES = tuple(s for s in LOADER_SOURCES if s not in ("loader.c", "profile.c", "report.c", "stream.c"))
+PARSER_SOURCES = tuple(
+    s for s in LOADER_SOURCES if s not in ("loader.c", "pipe.c", "profile.c", "report.c", "session.c", "stream.c")
+)
 
 SANITIZE_ENV = "MASIC_SANITIZE"
 SANITIZER_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g")
@@ -42,8 +47,3 @@ SANITIZER_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", 
 def sanitize_requested() -> bool:
     """True if MASIC_SANITIZE asks for sanitizer builds (any value but empty or 0)."""
     return os.environ.get(SANITIZE_ENV, "") not in ("", "0")
-
-
-def loader_paths() -> list[Path]:
-    """The loader's sources and the thread pool, as paths."""
-    return [RUNTIME_DIR / name for name in (*LOADER_SOURCES, PARALLEL_SOURCE)]

@@ -18,12 +18,18 @@ import pytest
 import torch
 from norse.torch import LICell, SequentialState
 
+from masic import manifest
 from tests.artifacts import compile_model, masic_cli, write_fake_artifact
 from tests.device.sshd import SshServer, free_port
 from tests.norse_models import MODELS, random_input
 
 HERE = Path(__file__).resolve().parent
-ARTIFACT_FILES = ["manifest.json", "model", "weights.bin"]
+ARTIFACT_FILES = sorted(manifest.ARTIFACT_FILES)  # what a deployed folder holds, and nothing else
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    """Every file of an artifact folder (lib/ and include/ too) by its path inside it, and its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +81,7 @@ def test_x86_64_artifact_is_deployed_and_runs_there(
     done = deploy(sshd, artifacts["x86_64"], folder)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in folder.iterdir()) == ARTIFACT_FILES and leftovers(folder) == []
-    for name in ARTIFACT_FILES:
-        assert (folder / name).read_bytes() == (artifacts["x86_64"] / name).read_bytes()
+    assert contents(folder) == contents(artifacts["x86_64"])
     printed = done.stdout.strip().splitlines()[-1]
     assert printed.startswith("ssh -p ") and printed.endswith(shlex.quote(f"{folder}/model --input x.npy"))
     x = input_file(tmp_path)
@@ -132,7 +137,7 @@ def test_a_deploy_killed_midway_leaves_the_previous_model_runnable(
 ) -> None:
     folder = tmp_path / "device" / "model"
     assert deploy(sshd, artifacts["x86_64"], folder).returncode == 0
-    previous = {name: (folder / name).read_bytes() for name in ARTIFACT_FILES}
+    previous = contents(folder)
     # A bigger artifact over a link of 200 kB/s: its copy takes seconds.
     big = compile_model(*_big_model(), "x86_64", tmp_path, "--timesteps", "2")
     proxy = f"ProxyCommand={sys.executable} {HERE / 'throttle.py'} 127.0.0.1 {sshd.port} 200000"
@@ -147,7 +152,7 @@ def test_a_deploy_killed_midway_leaves_the_previous_model_runnable(
     finally:
         os.killpg(deploying.pid, signal.SIGKILL)  # masic and the scp and ssh it started
         deploying.wait()
-    assert {name: (folder / name).read_bytes() for name in ARTIFACT_FILES} == previous
+    assert contents(folder) == previous
     assert sshd.ssh(f"{folder}/model --check").returncode == 0
     x = input_file(tmp_path)
     assert sshd.ssh(f"{folder}/model --input {x}").returncode == 0

@@ -33,7 +33,7 @@ def test_options_reach_ssh_and_scp() -> None:
     remote = Remote.parse("pi@device:m", "out", port=2222, identity=Path("k"), options=("A=b",), runner=("qemu",))
     assert remote.ssh_argv("uname -m") == ["ssh", "-p", "2222", "-i", "k", "-o", "A=b", "pi@device", "uname -m"]
     assert remote.scp_argv([Path("x/model")], "m.tmp") == [
-        *("scp", "-q", "-P", "2222", "-i", "k", "-o", "A=b"),
+        *("scp", "-q", "-r", "-P", "2222", "-i", "k", "-o", "A=b"),
         *("x/model", "pi@device:m.tmp/"),
     ]
     assert remote.model_command("m b", "--input", "x.npy") == "qemu 'm b/model' --input x.npy"

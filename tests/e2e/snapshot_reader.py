@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import sys
 import threading
 import time
@@ -31,6 +32,26 @@ def _digest(name: str, folder_fd: int) -> str | None:
         return hashlib.sha256(file.read()).hexdigest()
 
 
+def _digests(folder_fd: int, prefix: str = "") -> dict[str, str | None]:
+    """SHA-256 of every file under the open folder (an artifact has lib/ and include/), by its relative path."""
+    files: dict[str, str | None] = {}
+    for name in os.listdir(folder_fd):
+        try:
+            is_folder = stat.S_ISDIR(os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_mode)
+        except FileNotFoundError:
+            files[prefix + name] = None
+            continue
+        if not is_folder:
+            files[prefix + name] = _digest(name, folder_fd)
+            continue
+        sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=folder_fd)
+        try:
+            files |= _digests(sub, f"{prefix}{name}/")
+        finally:
+            os.close(sub)
+    return files
+
+
 def snapshot(out: Path, references: dict[str, dict[str, str]]) -> str:
     """The generation OUT holds, "superseded", or a failure starting with "FAIL"."""
     try:
@@ -41,7 +62,7 @@ def snapshot(out: Path, references: dict[str, dict[str, str]]) -> str:
     try:
         if os.fstat(fd).st_ino != before.st_ino:
             return "superseded"
-        files = {name: _digest(name, fd) for name in os.listdir(fd)}
+        files = _digests(fd)
         try:
             after = os.stat(out)
         except FileNotFoundError:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from masic.manifest import ARTIFACT_FILES
 from tests.artifacts import compile_model, run_artifact, spiking_prefix
 from tests.norse_models import MODELS, random_input, run_norse
 
@@ -81,7 +82,7 @@ def test_artifact_copied_alone_runs_and_detects_corrupt_weights(target: str, tmp
     deployed = tmp_path / "device" / "model"
     shutil.copytree(out, deployed)
     shutil.rmtree(out)
-    assert sorted(p.name for p in deployed.iterdir()) == ["manifest.json", "model", "weights.bin"]
+    assert sorted(p.name for p in deployed.iterdir()) == sorted(ARTIFACT_FILES)
     x = random_input(shape, 4)
     run, outputs = run_artifact(deployed, x, tmp_path)
     assert run.returncode == 0, run.stderr

@@ -43,6 +43,13 @@ SIGNAL_TRIALS = (
 KILL_TRIALS = ("first-write", "writing", "anywhere")
 
 
+def _digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under an artifact folder (it has lib/ and include/), by its relative path."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
+
+
 @dataclass(frozen=True)
 class Workspace:
     out: Path
@@ -51,7 +58,7 @@ class Workspace:
     seconds: float  # how long one compile took, start to exit
 
     def generation(self) -> str | None:
-        files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in self.out.iterdir()}
+        files = _digests(self.out)
         return next((g for g, ref in json.loads(self.references.read_text()).items() if ref == files), None)
 
     def start(self, generation: str) -> subprocess.Popen:
@@ -77,10 +84,7 @@ def references(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, fl
         _, stderr = workspace.start(generation).communicate()
         assert "masic: wrote" in stderr, stderr
         seconds = time.perf_counter() - started
-    digests = {
-        g: {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
-        for g, folder in folders.items()
-    }
+    digests = {g: _digests(folder) for g, folder in folders.items()}
     assert digests["a"]["weights.bin"] != digests["b"]["weights.bin"]
     (root / "references.json").write_text(json.dumps(digests))
     return folders["a"], root / "references.json", seconds

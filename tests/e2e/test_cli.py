@@ -79,7 +79,7 @@ def test_emit_c_prints_one_call_per_node_or_fused_pair() -> None:
         CHECK: int32_t masic_dense_2(uint32_t *x, float *w, float *b, float *v, float *i, float *out);
         CHECK: const masic_model_t masic_model = {
         CHECK: .input_shape = {20},
-        CHECK: int masic_model_block(uint8_t *arena, int32_t nsteps) {
+        CHECK: int masic_model_block(uint8_t *arena, int32_t nsteps, masic_stream_t *stream) {
         CHECK: /* %0 = dense(%input)
         CHECK-NEXT: if ((rc = masic_dense_0(
         CHECK: /* %1 = lif(%0)

@@ -21,7 +21,7 @@ from masic.targets import get_target
 from examples.digits import TIMESTEPS, load_splits, train
 from masic.codegen.exit_section import read_exit_rule
 from masic.early_exit import ExitRule, decide
-from tests.artifacts import Run, masic_cli
+from tests.artifacts import Run, build_embed_example, import_runtime, masic_cli
 
 pytestmark = pytest.mark.slow
 CALIBRATION_SAMPLES, TEST_SAMPLES = 150, 60
@@ -142,6 +142,22 @@ def test_the_executable_alone_applies_the_calibrated_rule_and_flags_override_it(
     assert stats["exit_source"] == "command_line" and (rows[:, 1] == TIMESTEPS).all()
     _, rows = run_test_set(digits.host, digits, "--exit-stable", "3", "--min-timesteps", "2")
     np.testing.assert_array_equal(rows, decisions(np.load(outputs), ExitRule("stable_argmax", 3.0, 2)))
+
+
+def test_the_libraries_apply_the_calibrated_rule(digits: Digits, tmp_path: Path) -> None:
+    """masic calibrate wrote the rule into lib/libmasic_model.so (masic_runtime) and .a (examples/embed) too."""
+    _, expected = run_test_set(digits.host, digits)
+    x = np.load(digits.test_x)
+    with import_runtime(digits.host).Model(str(digits.host)) as model:
+        rows = [(r["prediction"], r["steps_run"]) for r in (model.run(sample, steps=TIMESTEPS) for sample in x)]
+    np.testing.assert_array_equal(rows, expected)
+    assert (expected[:, 1] < TIMESTEPS).any()  # the rule stops some samples early
+    np.repeat(x[:1], TIMESTEPS, axis=0).tofile(tmp_path / "frames.raw")
+    predict = build_embed_example(digits.host, "cc", tmp_path)
+    run = subprocess.run([str(predict), str(digits.host / "weights.bin"), str(tmp_path / "frames.raw")],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    first = next(line for line in run.stdout.splitlines() if line.startswith("prediction"))
+    assert first == f"prediction {expected[0, 0]} after {expected[0, 1]} steps"
 
 
 def test_host_and_aarch64_make_the_same_exit_decisions(digits: Digits) -> None:

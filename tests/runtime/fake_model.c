@@ -158,18 +158,18 @@ static void truncate_weights_if_asked(void) {
   if (FAKE_TRUNCATE_AT_BLOCK && ++calls == FAKE_TRUNCATE_AT_BLOCK && truncate("weights.bin", 40) != 0) _exit(99);
 }
 
-int masic_model_block(uint8_t *arena, int32_t nsteps) {
+int masic_model_block(uint8_t *arena, int32_t nsteps, masic_stream_t *stream) {
   if ((uintptr_t)arena % ALIGNMENT) return STEP_MISALIGNED_ARENA;
   int status = sum_inputs(arena, nsteps);
   if (status) return status;
   truncate_weights_if_asked();
-  masic_reached(1);
-  if (FAKE_WAIT_TOO_EARLY) masic_wait_load(1);
-  if (FAKE_STREAMED || FAKE_STATE_LOADED) masic_wait_load(0);
+  masic_reached(stream, 1);
+  if (FAKE_WAIT_TOO_EARLY && (status = masic_wait_load(stream, 1))) return status;
+  if ((FAKE_STREAMED || FAKE_STATE_LOADED) && (status = masic_wait_load(stream, 0))) return status;
   neurons(arena, nsteps, 0);
-  masic_reached(2);
-  if (FAKE_STREAMED) masic_wait_load(1);
+  masic_reached(stream, 2);
+  if (FAKE_STREAMED && (status = masic_wait_load(stream, 1))) return status;
   neurons(arena, nsteps, 2);
-  masic_reached(3);
+  masic_reached(stream, 3);
   return 0;
 }

@@ -12,6 +12,7 @@ const char masic_usage_text[] =
     "usage: model --input x.npy [--labels y.npy] [--output out.npy] [--predictions p.npy] [--timesteps N]\n"
     "             [--threads N] [--exit-confidence X | --exit-margin M | --exit-stable K | --no-exit]\n"
     "             [--min-timesteps N] [--weights PATH] [--profile FILE.json] [--help]\n"
+    "       model --stream | --stream-samples [--timesteps N] [--threads N] [exit flags] [--weights PATH]\n"
     "       model --check [--weights PATH]\n"
     "\n"
     "Runs the compiled spiking network on one input and prints its prediction and a JSON line of statistics;\n"
@@ -36,6 +37,11 @@ const char masic_usage_text[] =
     "  --profile FILE.json    write where the run's time went (per kernel call, per streamed load, start-up)\n"
     "                         to FILE.json and a short table to stderr\n"
     "  --check                verify the weights file (its size and the CRC-32C of every piece) and exit 0\n"
+    "  --stream               read raw float32 frames on stdin, one timestep's input each, and write one line\n"
+    "                         per step on stdout: step prediction exit y0 y1 ... (step counts from 1 in the\n"
+    "                         sample; after a line with exit 1, or the last timestep, a new sample starts)\n"
+    "  --stream-samples       read one frame per sample (presented at every timestep) and write one line per\n"
+    "                         sample: prediction timesteps\n"
     "\n"
     "Without an exit flag the executable's own rule applies: the one masic calibrate wrote into it, else the\n"
     "one it was compiled with. --min-timesteps alone changes that rule's minimum.\n"
@@ -62,11 +68,14 @@ enum option_id {
   OPT_MIN_TIMESTEPS,
   OPT_CHECK,
   OPT_PROFILE,
+  OPT_STREAM,
+  OPT_STREAM_SAMPLES,
   N_OPTIONS
 };
 static const char *const option_names[N_OPTIONS] = {
     "--input",   "--labels",          "--output",      "--predictions", "--weights", "--timesteps",
-    "--threads", "--exit-confidence", "--exit-margin", "--exit-stable", "--no-exit", "--min-timesteps", "--check", "--profile"};
+    "--threads", "--exit-confidence", "--exit-margin", "--exit-stable", "--no-exit", "--min-timesteps",
+    "--check",   "--profile",         "--stream",      "--stream-samples"};
 
 bool masic_parse_integer(const char *text, int64_t min, int64_t max, int64_t *value) {
   const char *p = text;
@@ -120,6 +129,15 @@ static bool choose_exit_rule(masic_options_t *opt, const char *flag, int rule, d
   return true;
 }
 
+static bool choose_stream(masic_options_t *opt, const char *flag, masic_stream_mode_t mode, masic_error_t *err) {
+  if (opt->stream && opt->stream != mode)
+    return masic_fail(err, MASIC_EXIT_USER, "%s and %s stream different things; pass only one", opt->stream_flag,
+                      flag);
+  opt->stream = mode;
+  opt->stream_flag = flag;
+  return true;
+}
+
 static bool parse_option(masic_options_t *opt, enum option_id id, const char *name, const char *value,
                          masic_error_t *err) {
   double x = 0;
@@ -145,6 +163,8 @@ static bool parse_option(masic_options_t *opt, enum option_id id, const char *na
   case OPT_MIN_TIMESTEPS: return parse_int(name, value, 0, INT_MAX, &opt->min_timesteps, err);
   case OPT_NO_EXIT:
   case OPT_CHECK:
+  case OPT_STREAM:
+  case OPT_STREAM_SAMPLES:
   case N_OPTIONS: break;
   }
   return true;
@@ -166,14 +186,18 @@ masic_args_status_t masic_parse_args(int argc, char **argv, masic_options_t *opt
       return MASIC_ARGS_ERROR;
     }
     const char *name = option_names[id];
-    if (id == OPT_NO_EXIT || id == OPT_CHECK) {
+    if (id == OPT_NO_EXIT || id == OPT_CHECK || id == OPT_STREAM || id == OPT_STREAM_SAMPLES) {
       if (eq) {
         masic_fail(err, MASIC_EXIT_USER, "%s takes no value; run model --help for usage", name);
         return MASIC_ARGS_ERROR;
       }
-      if (id == OPT_CHECK)
+      if (id == OPT_CHECK) {
         opt->check = true;
-      else if (!choose_exit_rule(opt, name, MASIC_EXIT_NONE, 0.0, err))
+        continue;
+      }
+      if (id == OPT_NO_EXIT && !choose_exit_rule(opt, name, MASIC_EXIT_NONE, 0.0, err)) return MASIC_ARGS_ERROR;
+      if (id != OPT_NO_EXIT && !choose_stream(opt, name, id == OPT_STREAM ? MASIC_STREAM_STEPS : MASIC_STREAM_SAMPLES,
+                                              err))
         return MASIC_ARGS_ERROR;
       continue;
     }
@@ -185,14 +209,21 @@ masic_args_status_t masic_parse_args(int argc, char **argv, masic_options_t *opt
     if (!parse_option(opt, (enum option_id)id, name, value, err)) return MASIC_ARGS_ERROR;
   }
   if (opt->check) {
-    if (opt->input_path || opt->labels_path || opt->output_path || opt->predictions_path || opt->profile_path) {
+    if (opt->input_path || opt->labels_path || opt->output_path || opt->predictions_path || opt->profile_path ||
+        opt->stream) {
       masic_fail(err, MASIC_EXIT_USER, "--check takes only --weights; run model --help for usage");
       return MASIC_ARGS_ERROR;
     }
     return MASIC_ARGS_OK;
   }
-  if (!opt->input_path) {
-    masic_fail(err, MASIC_EXIT_USER, "missing --input x.npy; run model --help for usage");
+  if (opt->stream && (opt->input_path || opt->labels_path || opt->output_path || opt->predictions_path ||
+                      opt->profile_path)) {
+    masic_fail(err, MASIC_EXIT_USER, "%s reads standard input and writes standard output; it takes no --input, "
+               "--labels, --output, --predictions or --profile", opt->stream_flag);
+    return MASIC_ARGS_ERROR;
+  }
+  if (!opt->input_path && !opt->stream) {
+    masic_fail(err, MASIC_EXIT_USER, "missing --input x.npy (or --stream); run model --help for usage");
     return MASIC_ARGS_ERROR;
   }
   if (opt->predictions_path && !opt->labels_path) {

@@ -12,8 +12,12 @@
 #define MASIC_MAX_TIMESTEPS 1000000
 #define MASIC_MAX_THREADS_OPTION 4096
 
+/* --stream: frames of one timestep on stdin, a line per step on stdout; --stream-samples: a frame and a line per
+ * sample. */
+typedef enum { MASIC_STREAM_NONE, MASIC_STREAM_STEPS, MASIC_STREAM_SAMPLES } masic_stream_mode_t;
+
 typedef struct {
-  const char *input_path;
+  const char *input_path; /* NULL with --stream */
   const char *labels_path; /* NULL: one sample */
   const char *output_path;
   const char *predictions_path;
@@ -25,6 +29,8 @@ typedef struct {
   int min_timesteps;           /* -1: not given */
   bool check;                  /* --check: verify weights.bin and exit */
   const char *profile_path;    /* --profile: where to write the profile, or NULL */
+  masic_stream_mode_t stream;
+  const char *stream_flag; /* the stream flag given, or NULL */
 } masic_options_t;
 
 typedef enum { MASIC_ARGS_OK, MASIC_ARGS_HELP, MASIC_ARGS_ERROR } masic_args_status_t;

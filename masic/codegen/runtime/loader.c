@@ -4,7 +4,9 @@
  * program that runs from a folder holding it, weights.bin and manifest.json. It checks weights.bin against the build,
  * fills the one arena, presents a .npy input for a number of timesteps, applies the early-exit rule and reports one
  * line of JSON. With --labels it runs many samples, resetting the neuron state before each, and reports accuracy and
- * timesteps used. Timesteps run in blocks of masic_model.block (the model computes a block of steps layer by layer);
+ * timesteps used; with --stream or --stream-samples it runs frames from standard input (pipe.c). The model itself,
+ * its timestep loop and the exit rule are the library's (session.c, masic_runtime.h), which embedding programs
+ * link too. Timesteps run in blocks of masic_model.block (the model computes a block of steps layer by layer);
  * weights that do not fit in the arena are streamed from weights.bin once per block by a loading thread that runs
  * ahead of the compute (stream.c). When one block covers the whole run, the plan may also keep each neuron's state
  * only while its layer runs: the loading thread then fills the state with its initial value in every block, and a
@@ -31,11 +33,13 @@
 #include "files.h"
 #include "input.h"
 #include "masic_model.h"
+#include "masic_runtime.h"
 #include "model_check.h"
 #include "npy.h"
 #include "profile.h"
+#include "pipe.h"
 #include "report.h"
-#include "stream.h"
+#include "session.h"
 #include "util.h"
 #include "weights.h"
 
@@ -43,11 +47,10 @@
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "masic targets little-endian machines only");
 
 #define CHECK_CHUNK_BYTES ((size_t)1 << 20) /* pread size of --check */
-#define MIN_ARENA_ALIGNMENT 64
 
 typedef struct {
   const char *path;
-  int fd; /* kept open: the initial state is read again before each sample */
+  int fd; /* kept open by the session: the initial state is read again before each sample */
   uint64_t size;
   masic_file_id_t id;
 } weights_t;
@@ -55,11 +58,10 @@ typedef struct {
 /* Buffers of a run, allocated once and reused for every sample. */
 typedef struct {
   size_t out_numel;
-  double *acc;        /* sum of the outputs of the current sample's steps so far */
   bool keep_history;  /* --output: every step's output is kept */
   float *history;     /* every step's output of the current sample, grown with the steps computed */
   size_t history_cap; /* steps the history holds */
-  float *scratch;     /* the current step's output otherwise */
+  float *frame;       /* the current step's input, read from the input file */
 } run_buffers_t;
 
 /* What a run reads and writes besides the input, opened before the weights are loaded so that a bad path fails in
@@ -138,12 +140,10 @@ static masic_schedule_t make_schedule(const masic_options_t *opt, const masic_in
 }
 
 static run_buffers_t alloc_run_buffers(bool keep_history) {
-  size_t out_numel = (size_t)masic_shape_numel(masic_model.output_ndim, masic_model.output_shape);
   return (run_buffers_t){
-      .out_numel = out_numel,
-      .acc = masic_xmalloc(out_numel * sizeof(double)),
+      .out_numel = masic_output_floats(),
       .keep_history = keep_history,
-      .scratch = masic_xmalloc(out_numel * sizeof(float)),
+      .frame = masic_xmalloc(masic_input_floats() * sizeof(float)),
   };
 }
 
@@ -162,85 +162,46 @@ static void reserve_history(run_buffers_t *b, size_t steps) {
 }
 
 static void free_run_buffers(run_buffers_t *b) {
-  free(b->acc);
   free(b->history);
-  free(b->scratch);
+  free(b->frame);
 }
 
-/* The exit rule's view of a sample so far. */
+/* One sample of the input file, as the session fetches its steps. */
 typedef struct {
-  int steps;   /* steps accumulated */
-  size_t best; /* argmax of acc */
-  int run;     /* consecutive steps, ending now, with argmax `best` */
-} exit_state_t;
+  const masic_input_t *in;
+  int64_t sample;
+  run_buffers_t *buffers;
+} file_sample_t;
 
-/* Adds one step's output to acc and returns true if the rule says to stop after it. */
-static bool accumulate_step(const masic_schedule_t *s, run_buffers_t *b, exit_state_t *e, const float *out) {
-  size_t n = b->out_numel;
-  for (size_t k = 0; k < n; k++) b->acc[k] += out[k];
-  e->steps++;
-  size_t previous = e->best;
-  e->best = masic_argmax(b->acc, n);
-  e->run = e->steps > 1 && e->best == previous ? e->run + 1 : 1;
-  return s->exit.rule != MASIC_EXIT_NONE && e->steps >= s->exit.min_timesteps &&
-         masic_exit_score(s->exit.rule, b->acc, n, e->best, e->run) >= s->exit.threshold;
+/* One input presented at every step is read once, at the sample's first step (which is always fetched first). */
+static const float *read_step_input(void *ctx, int32_t step) {
+  const file_sample_t *f = ctx;
+  const masic_input_t *in = f->in;
+  if (in->sequence_length == 0 && step > 0) return f->buffers->frame;
+  int64_t got = masic_pread_full(in->fd, f->buffers->frame, (size_t)in->sample_bytes,
+                                 masic_input_offset(in, f->sample, step));
+  if (got < 0) masic_die(MASIC_EXIT_SYSTEM, "cannot read input %s: %s", in->path, strerror(errno));
+  if ((uint64_t)got < in->sample_bytes)
+    masic_die(MASIC_EXIT_USER, "input %s shrank while the model was running", in->path);
+  return f->buffers->frame;
 }
 
-/* Copies the inputs of steps first..first+n-1 into the block's input slots. They are copied anew for every block:
- * the arena planner may reuse an input slot once the kernels that read it have run. */
-static void read_block_inputs(const masic_input_t *in, int64_t sample, int first, int n, uint8_t *arena) {
-  for (int t = 0; t < n; t++) {
-    int64_t got = masic_pread_full(in->fd, arena + masic_model.input_offsets[t], (size_t)in->sample_bytes,
-                                   masic_input_offset(in, sample, first + t));
-    if (got < 0) masic_die(MASIC_EXIT_SYSTEM, "cannot read input %s: %s", in->path, strerror(errno));
-    if ((uint64_t)got < in->sample_bytes)
-      masic_die(MASIC_EXIT_USER, "input %s shrank while the model was running", in->path);
-  }
+static void keep_step_output(void *ctx, int32_t step, const float *y) {
+  run_buffers_t *b = ((file_sample_t *)ctx)->buffers;
+  reserve_history(b, (size_t)step + 1);
+  memcpy(b->history + (size_t)step * b->out_numel, y, b->out_numel * sizeof *y);
 }
 
-/* Runs steps first..first+n-1 as one block. Its loads may begin while its inputs are read: the previous block's
- * outputs have been copied out, so nothing of that block is live any more. */
-static void run_block(const masic_input_t *in, int64_t sample, uint8_t *arena, int first, int n, int max_steps) {
-  masic_stream_begin_block();
-  read_block_inputs(in, sample, first, n, arena);
-  int status = masic_model_block(arena, n);
-  masic_stream_end_block();
-  if (status && n == 1)
-    masic_die(MASIC_EXIT_STEP, "timestep %d of %d failed with status %d", first + 1, max_steps, status);
-  if (status)
-    masic_die(MASIC_EXIT_STEP, "timesteps %d to %d of %d (one block) failed with status %d", first + 1, first + n,
-              max_steps, status);
-}
-
-/* Runs one sample from the initial neuron state until the last step or until the exit rule holds. The rule is
- * applied after each step, exactly as if steps ran one at a time, but it can only stop the model at the end of a
- * block: the steps of the block after the one that fired were computed in vain and are discarded (not accumulated,
- * not in --output), so up to block - 1 extra steps may be computed. */
+/* Runs one sample from the initial neuron state until the last step or until the exit rule holds (see
+ * masic_session_run_sample: up to block - 1 steps past the one that fired are computed in vain). */
 static masic_sample_result_t run_sample(const masic_schedule_t *s, const masic_input_t *in, int64_t sample,
-                                        const weights_t *weights, uint8_t *arena, run_buffers_t *b) {
-  masic_error_t err;
-  check(masic_weights_load(weights->fd, weights->path, "initial state", arena, masic_model.state_init,
-                           masic_model.n_state_init, &masic_weight_io.state, &err),
-        &err);
-  size_t n = b->out_numel;
-  for (size_t k = 0; k < n; k++) b->acc[k] = 0;
-  exit_state_t e = {0};
-  int computed = 0;
-  bool stop = false;
-  while (!stop && computed < s->max_steps) {
-    int first = computed;
-    int steps = s->max_steps - first < masic_model.block ? s->max_steps - first : masic_model.block;
-    run_block(in, sample, arena, first, steps, s->max_steps);
-    computed += steps;
-    if (b->keep_history) reserve_history(b, (size_t)computed);
-    for (int t = 0; t < steps && !stop; t++) {
-      /* Copied out rather than cast, so an output offset that is not float-aligned cannot fault. */
-      float *out = b->keep_history ? b->history + (size_t)(first + t) * n : b->scratch;
-      memcpy(out, arena + masic_model.output_offsets[t], n * sizeof(float));
-      stop = accumulate_step(s, b, &e, out);
-    }
-  }
-  return (masic_sample_result_t){.steps_run = e.steps, .steps_computed = computed, .prediction = e.best};
+                                        masic_session_t *session, run_buffers_t *b) {
+  file_sample_t f = {in, sample, b};
+  masic_sample_io_t io = {read_step_input, b->keep_history ? keep_step_output : NULL, &f};
+  masic_stats_t stats;
+  masic_check_session(masic_session_run_sample(session, s->max_steps, &io, &stats), session);
+  return (masic_sample_result_t){
+      .steps_run = stats.steps_run, .steps_computed = stats.steps_computed, .prediction = (size_t)stats.prediction};
 }
 
 /* ---- results ---- */
@@ -316,7 +277,7 @@ static run_files_t open_run_files(const masic_options_t *opt, const masic_input_
 
 /* Runs every sample of a labelled input, writes --output and --predictions, and prints the batch report. */
 static void run_batch(const masic_options_t *opt, const masic_schedule_t *s, const masic_input_t *in,
-                      const run_files_t *files, const weights_t *weights, uint8_t *arena, double load_s, int threads) {
+                      const run_files_t *files, masic_session_t *session, double load_s, int threads) {
   FILE *output = files->output, *predictions = files->predictions;
   if (output) write_outputs_header(output, opt->output_path, true, in->n_samples, s->max_steps);
   /* The input file holds at least 4 bytes per sample, so these rows are bounded by its size. */
@@ -326,7 +287,7 @@ static void run_batch(const masic_options_t *opt, const masic_schedule_t *s, con
   double wall_s = 0;
   for (int64_t i = 0; i < in->n_samples; i++) {
     double start = masic_now_s();
-    masic_sample_result_t r = run_sample(s, in, i, weights, arena, &buffers);
+    masic_sample_result_t r = run_sample(s, in, i, session, &buffers);
     wall_s += masic_now_s() - start;
     totals.correct += (int64_t)r.prediction == files->labels[i];
     totals.steps_computed += r.steps_computed;
@@ -344,7 +305,7 @@ static void run_batch(const masic_options_t *opt, const masic_schedule_t *s, con
     write_or_die(predictions, opt->predictions_path, rows, (size_t)in->n_samples * 2 * sizeof *rows);
     close_output(predictions, opt->predictions_path);
   }
-  masic_print_batch_report(&masic_model, s, &totals, wall_s, load_s, threads);
+  masic_print_batch_report(&masic_model, s, &totals, masic_session_io(session), wall_s, load_s, threads);
   free_run_buffers(&buffers);
   free(totals.histogram);
   free(rows);
@@ -352,44 +313,20 @@ static void run_batch(const masic_options_t *opt, const masic_schedule_t *s, con
 
 /* Runs the one sample of an unlabelled input, writes --output and prints the single-sample report. */
 static void run_single(const masic_options_t *opt, const masic_schedule_t *s, const masic_input_t *in,
-                       const run_files_t *files, const weights_t *weights, uint8_t *arena, double load_s, int threads) {
+                       const run_files_t *files, masic_session_t *session, double load_s, int threads) {
   FILE *output = files->output;
   run_buffers_t buffers = alloc_run_buffers(output != NULL);
   double start = masic_now_s();
-  masic_sample_result_t r = run_sample(s, in, 0, weights, arena, &buffers);
+  masic_sample_result_t r = run_sample(s, in, 0, session, &buffers);
   double wall_s = masic_now_s() - start;
   if (output) {
     write_outputs_header(output, opt->output_path, false, 1, r.steps_run);
     write_sample_outputs(output, opt->output_path, &buffers, r.steps_run, r.steps_run);
     close_output(output, opt->output_path);
   }
-  masic_print_report(&masic_model, s, &r, buffers.acc, buffers.out_numel, wall_s, load_s, threads);
+  masic_print_report(&masic_model, s, &r, masic_session_sums(session), buffers.out_numel, masic_session_io(session),
+                     wall_s, load_s, threads);
   free_run_buffers(&buffers);
-}
-
-static uint8_t *alloc_arena(void) {
-  size_t alignment = masic_model.arena_alignment > MIN_ARENA_ALIGNMENT ? (size_t)masic_model.arena_alignment
-                                                                       : MIN_ARENA_ALIGNMENT;
-  size_t bytes = masic_model.arena_bytes ? (size_t)masic_model.arena_bytes : 1;
-  void *arena = NULL;
-  if (posix_memalign(&arena, alignment, bytes) != 0)
-    masic_die(MASIC_EXIT_SYSTEM, "out of memory allocating the %llu-byte arena",
-              (unsigned long long)masic_model.arena_bytes);
-  memset(arena, 0, bytes);
-  return arena;
-}
-
-/* Returns the arena filled with the resident weights, each checked as it is read: weights.bin is read once, never
- * in a pass of its own. The file stays open: the initial state is copied from it before each sample, and streamed
- * weights during each block, each piece checked by its reader. */
-static uint8_t *load_arena(const weights_t *weights) {
-  masic_error_t err;
-  check(masic_weights_check_size(weights->path, weights->size, masic_model.weights_bytes, &err), &err);
-  uint8_t *arena = alloc_arena();
-  check(masic_weights_load(weights->fd, weights->path, "resident weight", arena, masic_model.resident,
-                           masic_model.n_resident, &masic_weight_io.resident, &err),
-        &err);
-  return arena;
 }
 
 /* model --check: the size of weights.bin and the CRC-32C of every piece, read once; prints one line, exits 0. */
@@ -427,8 +364,8 @@ int main(int argc, char **argv) {
     free(default_path);
     return status;
   }
-  masic_input_t in;
-  check(masic_input_open(&masic_model, opt.input_path, opt.labels_path != NULL, &in, &err), &err);
+  masic_input_t in = {.path = "standard input", .fd = -1};
+  if (!opt.stream) check(masic_input_open(&masic_model, opt.input_path, opt.labels_path != NULL, &in, &err), &err);
   masic_schedule_t schedule = make_schedule(&opt, &in);
 
   if (opt.profile_path) masic_profile_begin(&masic_model);
@@ -437,30 +374,37 @@ int main(int argc, char **argv) {
                            &weights.id, &err),
         &err);
   masic_startup.open_s = masic_now_s() - load_start;
-  run_files_t files = open_run_files(&opt, &in, &weights);
-  uint8_t *arena = load_arena(&weights);
+  run_files_t files = opt.stream ? (run_files_t){0} : open_run_files(&opt, &in, &weights);
+  masic_session_t *session;
+  masic_open_options_t options = {.weights_path = weights.path, .weights_fd = weights.fd};
+  char why[MASIC_ERROR_BYTES];
+  masic_status_t status = masic_open(&options, &session, why, sizeof why);
+  if (status != MASIC_OK) masic_die(status, "%s", why);
+  masic_check_session(masic_set_exit_rule(session, (masic_rule_t)schedule.exit.rule, schedule.exit.threshold,
+                                          schedule.exit.min_timesteps),
+                      session);
   double load_s = masic_now_s() - load_start;
-  masic_startup.read_s = masic_weight_io.read_s;
-  masic_startup.check_s = masic_weight_io.check_s;
+  masic_startup.read_s = masic_session_io(session)->read_s;
+  masic_startup.check_s = masic_session_io(session)->check_s;
 
-  if (masic_parallel_init(opt.threads) != 0)
+  if (masic_workers_start(opt.threads) != MASIC_OK)
     masic_die(MASIC_EXIT_SYSTEM, "cannot start the worker threads (--threads %d)", opt.threads);
-  int threads = masic_parallel_num_threads();
-  masic_stream_start(&masic_model, weights.fd, weights.path, arena);
+  int threads = masic_workers_count();
   double run_start = masic_now_s();
-  if (files.labels)
-    run_batch(&opt, &schedule, &in, &files, &weights, arena, load_s, threads);
+  if (opt.stream)
+    masic_run_pipe(opt.stream, &schedule, session);
+  else if (files.labels)
+    run_batch(&opt, &schedule, &in, &files, session, load_s, threads);
   else
-    run_single(&opt, &schedule, &in, &files, &weights, arena, load_s, threads);
+    run_single(&opt, &schedule, &in, &files, session, load_s, threads);
   double run_s = masic_now_s() - run_start;
-  masic_stream_stop();
+  masic_close(session);
   if (files.profile) check(masic_profile_write(files.profile, opt.profile_path, run_s, threads, &err), &err);
-  masic_parallel_shutdown();
+  masic_workers_stop();
 
-  close(in.fd);
+  if (in.fd >= 0) close(in.fd);
   close(weights.fd);
   free(files.labels);
-  free(arena);
   free(default_path);
   return 0;
 }

@@ -1,10 +1,11 @@
 /* masic_model.h: the contract between the code masic generates for one model (model.c) and the loader.
  *
- * The generated model.c defines `masic_model` (constants of the plan) and `masic_model_step` (one timestep, a
- * straight sequence of kernel calls at fixed arena offsets). The loader owns everything else: argument parsing
- * (args.c), the input and labels (npy.c, input.c), reading and checking weights.bin (weights.c) and the build's
- * constants (model_check.c), the exit rule (exit_rule.c), the loading thread (stream.c), the timestep loop and the
- * results (loader.c, report.c). */
+ * The generated model.c defines `masic_model` (constants of the plan) and `masic_model_block` (one block of
+ * timesteps, a straight sequence of kernel calls at fixed arena offsets). The loader owns everything else. Its library
+ * part (lib/libmasic_model.a, API in masic_runtime.h): an open model and the timestep loop (session.c), reading and
+ * checking weights.bin (weights.c) and the build's constants (model_check.c), the exit rule (exit_rule.c), the
+ * loading thread (stream.c). The executable's part: argument parsing (args.c), the input and labels (npy.c,
+ * input.c), standard input and output (pipe.c), the results (loader.c, report.c). */
 #ifndef MASIC_MODEL_H
 #define MASIC_MODEL_H
 #include <stddef.h>
@@ -115,16 +116,22 @@ typedef struct {
 
 extern const masic_model_t masic_model;
 
-/* Runs `nsteps` (1..block) timesteps on `arena`: step t reads its input at input_offsets[t] and writes its output at
- * output_offsets[t]; neuron state is updated in place. Returns 0, or the non-zero status of the kernel that failed.
- * It calls masic_wait_load(k) before the first kernel reading load k, and masic_reached(p) after position p-1,
- * and brackets kernel call site s with masic_site_start() and masic_site_done(s, start). */
-int masic_model_block(uint8_t *arena, int32_t nsteps);
+/* The loading thread of one open model (stream.c); NULL when the model has no loads. Every open model has its own,
+ * so the generated code keeps no state of its own: two instances of a model run side by side in one process. */
+typedef struct masic_stream masic_stream_t;
 
-/* Provided by the loader for the generated code (no-ops when the model has no loads). */
-void masic_wait_load(uint32_t k);
-void masic_reached(uint32_t position);
-/* Around each kernel call: the clock when profiling (else 0, at once), and the call's time recorded for `site`. */
+/* Runs `nsteps` (1..block) timesteps on `arena`: step t reads its input at input_offsets[t] and writes its output at
+ * output_offsets[t]; neuron state is updated in place. Returns 0, or the non-zero status of the kernel or load that
+ * failed. It calls masic_wait_load(stream, k) before the first kernel reading load k, and
+ * masic_reached(stream, p) after position p-1. */
+int masic_model_block(uint8_t *arena, int32_t nsteps, masic_stream_t *stream);
+
+/* Provided by the loader for the generated code (no-ops when stream is NULL). masic_wait_load returns 0 once load k
+ * is in its slot, or non-zero if it cannot be (the stream records why; see stream.h). */
+int masic_wait_load(masic_stream_t *stream, uint32_t k);
+void masic_reached(masic_stream_t *stream, uint32_t position);
+/* Around each kernel call: the clock when profiling (else 0, at once), and the call's time recorded for `site`
+ * (profile.c: process-wide, switched on only by out/model --profile). */
 double masic_site_start(void);
 void masic_site_done(uint32_t site, double start);
 

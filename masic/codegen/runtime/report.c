@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include "exit_rule.h"
 #include "util.h"
@@ -52,32 +51,11 @@ static void print_exit_json(const masic_exit_rule_t *r, const char *source) {
   printf("}, \"exit_source\": \"%s\"", source);
 }
 
-/* The peak resident memory of this program. getrusage's ru_maxrss is not it: Linux carries the high-water mark over
- * exec, so a program started by vfork or posix_spawn (Python's subprocess) reports at least its parent's peak. The
- * VmHWM line of /proc/self/status belongs to this image alone; ru_maxrss is the fallback where it is missing. */
-long long masic_peak_rss_bytes(void) {
-  FILE *f = fopen("/proc/self/status", "r");
-  long long kib = -1;
-  if (f) {
-    char line[256];
-    while (kib < 0 && fgets(line, sizeof line, f))
-      if (sscanf(line, "VmHWM: %lld kB", &kib) != 1) kib = -1;
-    fclose(f);
-  }
-  if (kib < 0) {
-    struct rusage usage;
-    getrusage(RUSAGE_SELF, &usage);
-    kib = usage.ru_maxrss;
-  }
-  return kib * 1024;
-}
-
 /* start_bytes_read counts what was read from weights.bin at start, before the first sample: the resident weights,
  * each checked as it was read (no other pass reads the file); weight_bytes_read counts resident and streamed weights;
  * state_bytes_read counts the initial neuron state read from weights.bin, whether before each sample or by the
  * loading thread; load_wait_s is the time the compute waited for loads (weights or state). */
-static void print_resources_json(const masic_model_t *m, double load_s, int threads) {
-  const masic_weight_io_t *io = &masic_weight_io;
+static void print_resources_json(const masic_model_t *m, const masic_weight_io_t *io, double load_s, int threads) {
   printf(", \"block\": %d, \"load_s\": %.6f, \"load_wait_s\": %.6f", m->block, load_s, io->load_wait_s);
   printf(", \"start_bytes_read\": %llu, \"weight_bytes_read\": %llu", (unsigned long long)io->resident,
          (unsigned long long)(io->resident + io->streamed));
@@ -88,7 +66,8 @@ static void print_resources_json(const masic_model_t *m, double load_s, int thre
 }
 
 void masic_print_report(const masic_model_t *m, const masic_schedule_t *s, const masic_sample_result_t *r,
-                        const double *acc, size_t out_numel, double wall_s, double load_s, int threads) {
+                        const double *acc, size_t out_numel, const masic_weight_io_t *io, double wall_s, double load_s,
+                        int threads) {
   double confidence = masic_max_softmax(acc, out_numel, r->prediction);
   printf("prediction: %zu\n", r->prediction);
   printf("{\"model\": ");
@@ -103,7 +82,7 @@ void masic_print_report(const masic_model_t *m, const masic_schedule_t *s, const
   else
     printf(", \"confidence\": null");
   printf(", \"wall_s\": %.6f", wall_s);
-  print_resources_json(m, load_s, threads);
+  print_resources_json(m, io, load_s, threads);
 }
 
 static void describe_exit_rule(char *buf, size_t cap, const masic_exit_rule_t *r) {
@@ -125,7 +104,7 @@ static const char histogram_bar[] = "###########################################
 /* Accuracy, timesteps used (mean and histogram, one row per step count from the fewest to the most used), time per
  * sample; then everything as one JSON line, with totals over the samples and their means per sample. */
 void masic_print_batch_report(const masic_model_t *m, const masic_schedule_t *s, const masic_batch_totals_t *totals,
-                              double wall_s, double load_s, int threads) {
+                              const masic_weight_io_t *io, double wall_s, double load_s, int threads) {
   int64_t n_samples = totals->n_samples, correct = totals->correct, total_steps = 0, peak = 0;
   const int64_t *histogram = totals->histogram;
   int fewest = totals->most, most = totals->most;
@@ -165,7 +144,7 @@ void masic_print_batch_report(const masic_model_t *m, const masic_schedule_t *s,
   print_exit_json(&s->exit, s->exit_source);
   printf(", \"wall_s\": %.6f, \"wall_s_per_sample\": %.9f", wall_s, wall_s / n);
   /* Resident weights are read once per run, streamed ones once per block: only the latter scale with the samples. */
-  printf(", \"load_wait_s_per_sample\": %.9f, \"streamed_bytes_per_sample\": %.1f", masic_weight_io.load_wait_s / n,
-         (double)masic_weight_io.streamed / n);
-  print_resources_json(m, load_s, threads);
+  printf(", \"load_wait_s_per_sample\": %.9f, \"streamed_bytes_per_sample\": %.1f", io->load_wait_s / n,
+         (double)io->streamed / n);
+  print_resources_json(m, io, load_s, threads);
 }

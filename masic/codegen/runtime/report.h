@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "masic_model.h"
+#include "weights.h"
 
 /* The timestep loop's plan for every sample of a run. */
 typedef struct {
@@ -34,12 +35,10 @@ typedef struct {
 /* Counts one sample that used `steps` (1..max) steps, growing the histogram as needed. */
 void masic_totals_add(masic_batch_totals_t *t, int steps);
 
-/* The peak resident memory of this program, in bytes. */
-long long masic_peak_rss_bytes(void);
-
 void masic_print_report(const masic_model_t *m, const masic_schedule_t *s, const masic_sample_result_t *r,
-                        const double *acc, size_t out_numel, double wall_s, double load_s, int threads);
+                        const double *acc, size_t out_numel, const masic_weight_io_t *io, double wall_s, double load_s,
+                        int threads);
 void masic_print_batch_report(const masic_model_t *m, const masic_schedule_t *s, const masic_batch_totals_t *totals,
-                              double wall_s, double load_s, int threads);
+                              const masic_weight_io_t *io, double wall_s, double load_s, int threads);
 
 #endif

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -76,4 +77,24 @@ const char *masic_format_shape(char *buf, size_t cap, const char *lead, int ndim
   int total_ndim = ndim + (lead != NULL);
   if (len < cap) snprintf(buf + len, cap - len, "%s", total_ndim == 1 ? ",)" : ")");
   return buf;
+}
+
+/* The peak resident memory of this program. getrusage's ru_maxrss is not it: Linux carries the high-water mark over
+ * exec, so a program started by vfork or posix_spawn (Python's subprocess) reports at least its parent's peak. The
+ * VmHWM line of /proc/self/status belongs to this image alone; ru_maxrss is the fallback where it is missing. */
+long long masic_peak_rss_bytes(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  long long kib = -1;
+  if (f) {
+    char line[256];
+    while (kib < 0 && fgets(line, sizeof line, f))
+      if (sscanf(line, "VmHWM: %lld kB", &kib) != 1) kib = -1;
+    fclose(f);
+  }
+  if (kib < 0) {
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    kib = usage.ru_maxrss;
+  }
+  return kib * 1024;
 }

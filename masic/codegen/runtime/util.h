@@ -50,4 +50,7 @@ int64_t masic_pread_full(int fd, void *buf, size_t n, uint64_t offset);
 /* Formats a shape the way numpy prints it; `lead` names an extra leading dimension, as in (S, 2, 3). */
 const char *masic_format_shape(char *buf, size_t cap, const char *lead, int ndim, const int64_t *shape);
 
+/* The peak resident memory of this program, in bytes. */
+long long masic_peak_rss_bytes(void);
+
 #endif

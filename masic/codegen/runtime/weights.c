@@ -6,8 +6,6 @@
 
 #include "crc32c.h"
 
-masic_weight_io_t masic_weight_io;
-
 bool masic_weights_check_size(const char *path, uint64_t size, uint64_t expected_size, masic_error_t *err) {
   if (size < expected_size)
     return masic_fail(err, MASIC_EXIT_USER, "weights file %s is truncated (%llu of %llu bytes); %s", path,
@@ -43,7 +41,7 @@ static bool read_exactly(int fd, const char *path, uint8_t *buf, size_t n, uint6
 }
 
 bool masic_weights_load(int fd, const char *path, const char *what, uint8_t *arena, const masic_segment_t *segs,
-                        uint32_t n, uint64_t *bytes, masic_error_t *err) {
+                        uint32_t n, masic_weight_io_t *io, uint64_t *bytes, masic_error_t *err) {
   for (uint32_t i = 0; i < n; i++) {
     uint8_t *slot = arena + segs[i].arena_offset;
     double start = masic_now_s();
@@ -51,8 +49,8 @@ bool masic_weights_load(int fd, const char *path, const char *what, uint8_t *are
     double read = masic_now_s();
     if (!masic_weights_check_piece(path, what, segs[i].file_offset, slot, segs[i].nbytes, segs[i].crc32c, err))
       return false;
-    masic_weight_io.read_s += read - start;
-    masic_weight_io.check_s += masic_now_s() - read;
+    io->read_s += read - start;
+    io->check_s += masic_now_s() - read;
     *bytes += segs[i].nbytes;
   }
   return true;

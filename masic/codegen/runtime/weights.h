@@ -13,8 +13,9 @@
 
 #define MASIC_WEIGHTS_REMEDY "re-copy the artifact folder"
 
-/* Bytes read from weights.bin, for the report. `streamed` and `state` grow in the loading thread, under its mutex;
- * the compute thread reads them only between blocks, while that thread is idle (see stream.c). */
+/* Bytes read from weights.bin by one open model, for its statistics. `streamed` and `state` grow in the loading
+ * thread, under its mutex; the compute thread reads them only between blocks, while that thread is idle (see
+ * stream.c). */
 typedef struct {
   uint64_t resident;  /* by resident segments, once per run, at start */
   uint64_t streamed;  /* by streamed weight loads, once per block */
@@ -24,8 +25,6 @@ typedef struct {
   double check_s;     /* checking their CRC-32C */
 } masic_weight_io_t;
 
-extern masic_weight_io_t masic_weight_io;
-
 /* Checks that weights.bin, of `size` bytes, has exactly the size the build expects. */
 bool masic_weights_check_size(const char *path, uint64_t size, uint64_t expected_size, masic_error_t *err);
 
@@ -33,9 +32,10 @@ bool masic_weights_check_size(const char *path, uint64_t size, uint64_t expected
 bool masic_weights_check_piece(const char *path, const char *what, uint64_t file_offset, const uint8_t *bytes,
                                uint64_t n, uint32_t expected_crc, masic_error_t *err);
 
-/* Copies n segments from the file into the arena, checking each; adds the bytes read to *bytes. */
+/* Copies n segments from the file into the arena, checking each; adds the bytes read to *bytes (a counter of io) and
+ * the time spent reading and checking to io. */
 bool masic_weights_load(int fd, const char *path, const char *what, uint8_t *arena, const masic_segment_t *segs,
-                        uint32_t n, uint64_t *bytes, masic_error_t *err);
+                        uint32_t n, masic_weight_io_t *io, uint64_t *bytes, masic_error_t *err);
 
 /* `model --check`: the size of the file and the CRC-32C of every piece the model reads, streamed through
  * buf[0..cap) (weights may be far larger than memory, so they are never held whole); *checked counts the bytes. */
