@@ -89,8 +89,9 @@ int32_t masic_default_timesteps(void);
  * one block (a layer-major plan under a budget), else 1,000,000. */
 int32_t masic_max_timesteps(void);
 
-/* Opens the model: checks weights.bin (size and CRC-32), allocates or takes the arena, reads the resident weights and
- * the initial neuron state, and starts the loading thread if weights stream. The exit rule is the one written into
+/* Opens the model: checks weights.bin's size, allocates or takes the arena, reads the resident weights and the initial
+ * neuron state (each piece checked against its CRC-32C as it is read), and starts the loading thread if weights
+ * stream (which checks each streamed piece as it reads it). The exit rule is the one written into
  * the library by masic calibrate, else the one it was compiled with. On failure *session is NULL and `error` (of
  * error_bytes, may be NULL) holds the reason. */
 masic_status_t masic_open(const masic_open_options_t *options, masic_session_t **session, char *error,
