@@ -72,6 +72,27 @@ def compile_graph(graph: Graph, target: str, out: Path) -> Path:
     return out
 
 
+def fake_manifest(input_shape: tuple[int, ...], output_shape: tuple[int, ...], timesteps: int) -> dict:
+    """A complete manifest of an x86_64 artifact without weights, kernels or buffers (for `write_fake_artifact`)."""
+    return {
+        "format": "masic-artifact/2",
+        "name": "fake",
+        "target": {"name": "x86_64", "description": "", "emulator": []},
+        "budget_bytes": None,
+        "arena_bytes": 0,
+        "lower_bound_bytes": 0,
+        "alignment": 64,
+        "weights": {"file": "weights.bin", "bytes": 0, "pieces": 0},
+        "input": {"shape": list(input_shape), "dtype": "float32"},
+        "output": {"shape": list(output_shape), "dtype": "float32"},
+        "timesteps": timesteps,
+        "exit_rule": {"rule": "none", "min_timesteps": 1, "source": "compiled"},
+        "kernels": [],
+        "buffers": [],
+        "planned": {"by": "estimates", "read_bytes_per_second": 1e9, "nodes": []},
+    }
+
+
 def write_fake_artifact(folder: Path, manifest: dict, model_script: str = "#!/bin/sh\nexit 0\n") -> Path:
     """An artifact folder holding `manifest`, a shell script as its `model` and zeros of the size the manifest
     records as weights.bin: enough for the tools that check an artifact before they run it."""

@@ -19,7 +19,7 @@ import torch
 from norse.torch import LICell, SequentialState
 
 from masic import manifest
-from tests.artifacts import compile_model, masic_cli, write_fake_artifact
+from tests.artifacts import compile_model, fake_manifest, masic_cli, write_fake_artifact
 from tests.device.sshd import SshServer, free_port
 from tests.norse_models import MODELS, random_input
 
@@ -169,7 +169,7 @@ def _big_model() -> tuple[SequentialState, tuple[int, ...]]:
 
 
 def test_a_folder_in_the_way_is_refused(sshd: SshServer, tmp_path: Path) -> None:
-    artifact = write_fake_artifact(tmp_path / "out", _fake_manifest())
+    artifact = write_fake_artifact(tmp_path / "out", fake_manifest((4,), (2,), 4))
     folder = tmp_path / "device" / "notes"
     folder.mkdir(parents=True)
     (folder / "diary.txt").write_text("mine")
@@ -182,31 +182,11 @@ def test_a_folder_in_the_way_is_refused(sshd: SshServer, tmp_path: Path) -> None
 
 
 def test_an_unreachable_device_is_refused_in_one_line(tmp_path: Path) -> None:
-    artifact = write_fake_artifact(tmp_path / "out", _fake_manifest())
+    artifact = write_fake_artifact(tmp_path / "out", fake_manifest((4,), (2,), 4))
     run = masic_cli("deploy", str(artifact), "root@127.0.0.1:model", "-p", str(free_port()), "-o", "BatchMode=yes")
     assert run.returncode == 2
     (line,) = run.stderr.strip().splitlines()
     assert line.startswith("masic: error: asking the machine's architecture on root@127.0.0.1 failed: ssh: connect")
-
-
-def _fake_manifest() -> dict:
-    return {
-        "format": "masic-artifact/2",
-        "name": "fake",
-        "target": {"name": "x86_64", "description": "", "emulator": []},
-        "budget_bytes": None,
-        "arena_bytes": 0,
-        "lower_bound_bytes": 0,
-        "alignment": 64,
-        "weights": {"file": "weights.bin", "bytes": 0, "pieces": 0},
-        "input": {"shape": [4], "dtype": "float32"},
-        "output": {"shape": [2], "dtype": "float32"},
-        "timesteps": 4,
-        "exit_rule": {"rule": "none", "min_timesteps": 1, "source": "compiled"},
-        "kernels": [],
-        "buffers": [],
-        "planned": {"by": "estimates", "read_bytes_per_second": 1e9, "nodes": []},
-    }
 
 
 @pytest.mark.slow
@@ -231,7 +211,7 @@ def test_profile_over_ssh_brings_the_profile_back_to_plan_with(
 
 
 def test_profile_refuses_a_folder_that_holds_another_artifact(sshd: SshServer, tmp_path: Path) -> None:
-    artifact = write_fake_artifact(tmp_path / "out", _fake_manifest())
+    artifact = write_fake_artifact(tmp_path / "out", fake_manifest((4,), (2,), 4))
     folder = tmp_path / "device" / "empty"
     folder.mkdir(parents=True)
     run = masic_cli("profile", str(artifact), "--host", f"{sshd.host}:{folder}", *sshd.flags())

@@ -9,7 +9,7 @@ import pytest
 
 from masic.calibrate import format_table, search
 from masic.early_exit import decide
-from tests.artifacts import masic_cli, write_fake_artifact
+from tests.artifacts import fake_manifest, masic_cli, write_fake_artifact
 
 N_EASY, N_HARD, STEPS, CLASSES = 90, 10, 8, 10
 
@@ -72,24 +72,7 @@ def test_search_falls_back_to_every_timestep() -> None:
 @pytest.fixture
 def fake_artifact(tmp_path: Path) -> Path:
     """A complete manifest beside a stand-in executable: calibration data is checked before the executable runs."""
-    manifest = {
-        "format": "masic-artifact/2",
-        "name": "fake",
-        "target": {"name": "x86_64", "description": "", "emulator": []},
-        "budget_bytes": None,
-        "arena_bytes": 0,
-        "lower_bound_bytes": 0,
-        "alignment": 64,
-        "weights": {"file": "weights.bin", "bytes": 0, "pieces": 0},
-        "input": {"shape": [1, 8, 8], "dtype": "float32"},
-        "output": {"shape": [10], "dtype": "float32"},
-        "timesteps": 16,
-        "exit_rule": {"rule": "none", "min_timesteps": 1, "source": "compiled"},
-        "kernels": [],
-        "buffers": [],
-        "planned": {"by": "estimates", "read_bytes_per_second": 1e9, "nodes": []},
-    }
-    return write_fake_artifact(tmp_path, manifest)
+    return write_fake_artifact(tmp_path, fake_manifest((1, 8, 8), (10,), 16))
 
 
 def write_npz(path: Path, **arrays: np.ndarray) -> Path:
