@@ -40,6 +40,7 @@ from masic.early_exit import ExitRule
 from masic.errors import MasicError
 from masic.files import read_text
 from masic.interrupts import handling_signals
+from masic.ir.weight_formats import FORMATS, WeightChoice
 from masic.limits import MAX_MANIFEST_BYTES, MAX_TIMESTEPS
 from masic.manifest import ESTIMATES, EXECUTABLE, LIB_DIR, MANIFEST_FILE, WEIGHTS_FILE, Manifest, read_manifest
 from masic.passes import DEFAULT_PIPELINE, REGISTRY, PassOptions
@@ -185,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights", type=Path, help=".npz of parameter values, keys the parameter names (default: random values)"
     )
     opt.add_argument("--budget", type=budget_arg, help="memory budget, as for masic compile (default: no limit)")
+    opt.add_argument(
+        "--weight-format",
+        choices=tuple(FORMATS),
+        default="float32",
+        help="the format compress-weights stores every conv2d and dense weight in (float32)",
+    )
     opt.add_argument(
         "--target", default="aarch64", help="the target whose alignment and machine figures the passes use (aarch64)"
     )
@@ -548,7 +555,8 @@ def cmd_opt(args: argparse.Namespace) -> int:
     target = get_target(args.target)
     names = pass_list(args.passes)
     graph = read_graph(args.file, args.weights)
-    text = print_graph(run_passes(graph, names, options_for(target, args.budget)))
+    options = options_for(target, args.budget, WeightChoice(args.weight_format))
+    text = print_graph(run_passes(graph, names, options))
     if args.output:
         args.output.write_text(text)
     else:

@@ -28,6 +28,7 @@ from masic.early_exit import ExitRule
 from masic.frontends.dispatch import ImportOptions
 from masic.frontends.dispatch import import_model as import_with_frontend
 from masic.ir.graph import Graph
+from masic.ir.weight_formats import FLOAT32_WEIGHTS, WeightChoice
 from masic.manifest import ESTIMATES
 from masic.passes import DEFAULT_PIPELINE, PassOptions
 from masic.passes.layout import summary as layout_summary
@@ -81,9 +82,10 @@ def import_model(spec: str, options: ImportOptions | None = None, progress: Prog
     return import_with_frontend(spec, options or ImportOptions())
 
 
-def options_for(target: Target, budget: int | None = None) -> PassOptions:
-    """The passes' options for compiling for `target` within `budget` bytes (None: no limit)."""
-    return PassOptions(budget, target.alignment, target.machine)
+def options_for(target: Target, budget: int | None = None, weights: WeightChoice = FLOAT32_WEIGHTS) -> PassOptions:
+    """The passes' options for compiling for `target` within `budget` bytes (None: no limit), storing each layer's
+    weight as `weights` chooses."""
+    return PassOptions(budget, target.alignment, target.machine, weights)
 
 
 def passes_until(stop_after: str | None, passes: Sequence[str] = DEFAULT_PIPELINE) -> tuple[str, ...]:

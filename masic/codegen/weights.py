@@ -118,8 +118,10 @@ def write_weights(graph: Graph, path: Path) -> WeightsFile:
                     state_loads.append(Segment(ident, name, 0, buffer_offset, array.nbytes, fill=float(array.flat[0])))
                     continue
                 stored = stored_weight(array, layouts.get(name)) if kind == "weight" else array
-                # weights are float32; states in their own type (a delay of spikes holds bytes)
-                data = np.ascontiguousarray(stored, dtype=np.float32 if kind == "weight" else array.dtype)
+                # weights in their stored type (masic.ir.weight_formats); states in their own (a delay of spikes
+                # holds bytes)
+                dtype = graph.param(name).type.np_dtype if kind == "weight" else array.dtype
+                data = np.ascontiguousarray(stored, dtype=dtype)
                 padding = b"\0" * (align_up(offset, FILE_ALIGNMENT) - offset)
                 out.write(padding)
                 offset += len(padding)

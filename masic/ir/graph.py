@@ -24,6 +24,7 @@ from masic.ir.node import (
     ACTIVATION_LAYOUT,
     DTYPES,
     SPIKE_DTYPES,
+    WEIGHT_DTYPES,
     WORD_BITS,
     AttrValue,
     Node,
@@ -42,6 +43,7 @@ __all__ = [
     "BUFFER_KINDS",
     "DTYPES",
     "SPIKE_DTYPES",
+    "WEIGHT_DTYPES",
     "WORD_BITS",
     "AttrValue",
     "Buffer",
@@ -56,6 +58,9 @@ __all__ = [
     "unpack_bits",
     "words",
 ]
+
+
+_COMPRESSED = {DTYPES[dtype]: dtype for dtype in WEIGHT_DTYPES if dtype != "f32"}
 
 
 @dataclass(frozen=True)
@@ -267,13 +272,15 @@ class Graph:
         return replace(self, nodes=nodes, params=params, weights=weights)
 
     def with_params(self, new: Mapping[str, np.ndarray]) -> Graph:
-        """A copy with parameters added or replaced (float32, type taken from the array)."""
+        """A copy with parameters added or replaced, type taken from the array: float32, or a compressed weight's
+        float16 or int8 (`masic.ir.weight_formats`) kept as it is."""
         weights = dict(self.weights)
         params = {p.name: p for p in self.params}
         for name, array in new.items():
-            array = np.ascontiguousarray(array, dtype=np.float32)
+            dtype = _COMPRESSED.get(np.dtype(array.dtype), "f32")
+            array = np.ascontiguousarray(array, dtype=DTYPES[dtype])
             weights[name] = array
-            params[name] = Param(name, TensorType(tuple(array.shape)))
+            params[name] = Param(name, TensorType(tuple(array.shape), dtype))
         return replace(self, params=tuple(params.values()), weights=weights)
 
 

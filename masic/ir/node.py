@@ -17,12 +17,21 @@ import numpy as np
 # Element types: "spike" holds 0 or 1, one byte each (what spiking neurons output and max pools, views, crops,
 # concats and delays of spikes pass on); "bits" holds 0 or 1 too, bit-packed (the layout pass's choice for spikes
 # that only accumulating dense layers read): element k is bit k % 32 of the little-endian 32-bit word k // 32,
-# the last word's unused bits zero. Everything else is float32. The numpy type is an element's as the interpreter
-# holds it (bits unpacked, one uint8 0/1 each); `TensorType.nbytes` is what the arena stores.
+# the last word's unused bits zero. "f16" (IEEE half) and "i8" (symmetric int8 with a float32 scale per output
+# channel) are compressed weights only (`masic.ir.weight_formats`). Everything else is float32. The numpy type is
+# an element's as the interpreter holds it (bits unpacked, one uint8 0/1 each); `TensorType.nbytes` is what the
+# arena stores.
 DTYPES: Mapping[str, np.dtype] = MappingProxyType(
-    {"f32": np.dtype(np.float32), "spike": np.dtype(np.uint8), "bits": np.dtype(np.uint8)}
+    {
+        "f32": np.dtype(np.float32),
+        "spike": np.dtype(np.uint8),
+        "bits": np.dtype(np.uint8),
+        "f16": np.dtype(np.float16),
+        "i8": np.dtype(np.int8),
+    }
 )
 SPIKE_DTYPES = ("spike", "bits")  # the element types holding spikes
+WEIGHT_DTYPES = ("f32", "f16", "i8")  # the element types a conv2d or dense weight may be stored in
 ACTIVATION_LAYOUT = "NCHW"  # how a value is stored unless its producer's `layout` attribute says otherwise
 WORD_BITS = 32  # elements per word of a "bits" value
 

@@ -54,7 +54,7 @@ from masic.ir import reference
 from masic.ir.elementwise import FUNCTIONS
 from masic.ir.names import BufferId, state
 from masic.ir.neurons import FAMILIES, NeuronFamily
-from masic.ir.node import Node, ParamRef, TensorType
+from masic.ir.node import WEIGHT_DTYPES, Node, ParamRef, TensorType
 from masic.ir.reference import Implementation
 from masic.ir.shapes import (
     ParamRule,
@@ -293,13 +293,13 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 "conv2d",
                 1,
                 ("weight", "out_channels", "kernel", "stride", "padding", "dilation", "groups"),
-                ("bias", "row_padding", "weight_layout", "layout"),
+                ("bias", "row_padding", "weight_layout", "layout", "weight_scale"),
                 infer_conv2d,
                 params=conv2d_params,
                 doc="2-d cross-correlation as torch.nn.Conv2d; weight (O, C/groups, kh, kw); row_padding=(top, bottom)"
                 " replaces padding's rows (a row patch pads only at the image border); weight_layout: how"
                 " weights.bin stores the weight (default OIHW; the graph's weights stay OIHW); layout: how the"
-                " output is stored (default NCHW)",
+                " output is stored (default NCHW); an int8 weight's scale per output channel: weight_scale",
                 interpret=reference.conv2d,
                 kernel="conv",
                 window=True,
@@ -315,10 +315,11 @@ OPS: Mapping[str, OpDef] = MappingProxyType(
                 "dense",
                 1,
                 ("weight", "in_features", "out_features"),
-                ("bias", "weight_layout"),
+                ("bias", "weight_layout", "weight_scale"),
                 infer_dense,
                 'y = W x + b; weight_layout="IO" stores W transposed in weights.bin (for the accumulate-only kernel'
-                " of a spike operand); the parameter itself stays (out, in)",
+                " of a spike operand); the parameter itself stays (out, in); an int8 weight's scale per output:"
+                " weight_scale",
                 params=dense_params,
                 interpret=reference.dense,
                 kernel="dense",
@@ -452,9 +453,10 @@ def float_or_param(definition: OpDef) -> tuple[str, ...]:
 
 def check_params(node: Node, ins: tuple[TensorType, ...], out: TensorType, params: Mapping[str, TensorType]) -> None:
     """Raises ShapeError unless every parameter the node reads (`params`: their types by name) is float32 of the
-    shape its op's `params` rule gives for these operands. A kernel reads exactly that many elements, so any other
-    shape would be read past its end, or read wrongly; attributes the rule names that take no float must be
-    parameters."""
+    shape its op's `params` rule gives for these operands (a layer's `weight` may be stored compressed,
+    `WEIGHT_DTYPES`, an int8 one with its `weight_scale` and only then). A kernel reads exactly that many elements,
+    so any other shape would be read past its end, or read wrongly; attributes the rule names that take no float
+    must be parameters."""
     definition = OPS[node.op]
     shapes = definition.params(node, ins, out)
     given = ", ".join(map(str, ins)) if ins else str(out)
@@ -465,10 +467,21 @@ def check_params(node: Node, ins: tuple[TensorType, ...], out: TensorType, param
             param = params.get(value.name)
             if param is None:
                 raise ShapeError(f"attribute {key} refers to missing parameter @{value.name}")
-            if param != (wanted := TensorType(shapes[key])):
+            dtype = param.dtype if key == "weight" and param.dtype in WEIGHT_DTYPES else "f32"
+            if param != (wanted := TensorType(shapes[key], dtype)):
                 raise ShapeError(f"{key} @{value.name} is {param}, but a {node.op} of {given} reads {wanted}")
         elif key in shapes and key not in float_or_param(definition):
             raise ShapeError(f"{node.op} {key} must be a parameter, got {value!r}")
+    if "weight_scale" in shapes:
+        weight = params.get(node.attr("weight").name)
+        if weight is not None and (weight.dtype == "i8") != (node.attr("weight_scale") is not None):
+            raise ShapeError(f"{node.op}: an int8 weight, and only an int8 weight, needs a weight_scale parameter")
+
+
+def compressible(op: str) -> bool:
+    """Whether the op's weight may be stored compressed (float16 or int8 with a `weight_scale`,
+    `masic.ir.weight_formats`): conv2d and dense."""
+    return "weight_scale" in OPS[op].optional
 
 
 def neuron_op(op: str) -> NeuronOp | None:

@@ -4,7 +4,9 @@ table's `interpret` hook of every op (`masic.ir.ops`).
 Neuron updates are their families' own (`masic.ir.neurons`) and element-wise ops the functions of
 `masic.ir.elementwise`, both run by the numpy backend of `masic.ir.arith`: float32, one rounding per operation, as
 the kernels, which run the same definitions. Convolutions, dense layers and pooling sums accumulate in float64 and
-round once, so they are at least as accurate as any float32 kernel they are compared with.
+round once, so they are at least as accurate as any float32 kernel they are compared with; with int8 weights
+(`masic.ir.weight_formats`) the rounded sum is then scaled and the bias added in float32, as their kernels do (over
+spikes the sum is an exact integer, so those layers match their kernels bit for bit).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from masic.ir.elementwise import ElementwiseFn
 from masic.ir.neurons import NeuronFamily
 from masic.ir.node import Node
 from masic.ir.shapes import adaptive_bins, row_padding
+from masic.ir.weight_formats import int8_output
 
 F32 = np.float32
 
@@ -72,6 +75,8 @@ def conv2d(node: Node, step: Step) -> np.ndarray:
         w = weight[g * out_c : (g + 1) * out_c].astype(np.float64)
         win = windows[g * c_in : (g + 1) * c_in].astype(np.float64)
         out[g * out_c : (g + 1) * out_c] = np.einsum("chwij,ocij->ohw", win, w)
+    if (scale := p("weight_scale")) is not None:  # int8 (masic.ir.weight_formats)
+        return int8_output(out, scale, bias)
     if bias is not None:
         out += bias.astype(np.float64)[:, None, None]
     return out.astype(F32)
@@ -81,6 +86,8 @@ def dense(node: Node, step: Step) -> np.ndarray:
     (x,), p = step.operands, step.param
     out = p("weight").astype(np.float64) @ x.astype(np.float64)
     bias = p("bias")
+    if (scale := p("weight_scale")) is not None:  # int8 (masic.ir.weight_formats)
+        return int8_output(out, scale, bias)
     return (out if bias is None else out + bias.astype(np.float64)).astype(F32)
 
 

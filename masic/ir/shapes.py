@@ -137,9 +137,11 @@ def infer_conv2d(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
 
 
 def conv2d_params(node: Node, ins: tuple[TensorType, ...], out: TensorType) -> Mapping[str, tuple[int, ...]]:
-    """Weight (O, C/groups, kh, kw) as torch.nn.Conv2d, in the graph's OIHW whatever weights.bin stores; bias (O,)."""
+    """Weight (O, C/groups, kh, kw) as torch.nn.Conv2d, in the graph's OIHW whatever weights.bin stores; bias and
+    an int8 weight's scale (O,)."""
     out_c = out.shape[0]
-    return {"weight": (out_c, ins[0].shape[0] // node.attr("groups"), *node.attr("kernel")), "bias": (out_c,)}
+    weight = (out_c, ins[0].shape[0] // node.attr("groups"), *node.attr("kernel"))
+    return {"weight": weight, "bias": (out_c,), "weight_scale": (out_c,)}
 
 
 def infer_pool2d(node: Node, ins: tuple[TensorType, ...], keeps_type: bool = False) -> TensorType:
@@ -167,8 +169,8 @@ def infer_dense(node: Node, ins: tuple[TensorType, ...]) -> TensorType:
 
 
 def dense_params(node: Node, ins: tuple[TensorType, ...], out: TensorType) -> Mapping[str, tuple[int, ...]]:
-    """Weight (out, in) as torch.nn.Linear, whatever weights.bin stores; bias (out,)."""
-    return {"weight": (out.shape[0], ins[0].shape[0]), "bias": out.shape}
+    """Weight (out, in) as torch.nn.Linear, whatever weights.bin stores; bias and an int8 weight's scale (out,)."""
+    return {"weight": (out.shape[0], ins[0].shape[0]), "bias": out.shape, "weight_scale": out.shape}
 
 
 def infer_batchnorm2d(node: Node, ins: tuple[TensorType, ...]) -> TensorType:

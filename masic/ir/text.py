@@ -17,7 +17,8 @@ A graph whose input or output packs several named tensors (`masic.ir.graph.Port`
 line, `ports input a[3] b[2,5]` and `ports output p[10] q[1]`, in order.
 
 Types are an element type and a shape: `f32[128]`, `spike[64,8,8]` for spikes stored one byte each, or
-`bits[1024]` for spikes bit-packed 32 to a 32-bit word (`masic.ir.graph.DTYPES`).
+`bits[1024]` for spikes bit-packed 32 to a 32-bit word (`masic.ir.graph.DTYPES`); a compressed weight is
+`f16[...]` or `i8[...]` (`masic.ir.weight_formats`).
 Floats are printed with Python's shortest repr, which parses back to the same value exactly.
 
 Weights are referred to by name: a `param @name : f32[shape]` line declares one, and attributes refer to it as
@@ -43,6 +44,7 @@ from masic.ir import names
 from masic.ir.graph import DTYPES, AttrValue, Buffer, Graph, Node, Param, ParamRef, Plan, Port, Schedule, TensorType
 from masic.ir.names import BufferId
 from masic.ir.ops import state_names
+from masic.ir.weight_formats import INT8_LEVELS
 
 _NAME = r"[A-Za-z0-9_.\-]+"
 
@@ -174,9 +176,13 @@ def _parse_attrs(text: str | None) -> tuple[tuple[str, AttrValue], ...]:
 
 
 def random_weight(param: Param) -> np.ndarray:
-    """The values a parameter gets when none are given: float32 uniform on [0, 1), seeded by its name."""
+    """The values a parameter gets when none are given: float32 uniform on [0, 1) (rounded to half for a float16
+    weight; an int8 weight's uniform on [-127, 127]), seeded by its name."""
     seed = int.from_bytes(hashlib.sha256(param.name.encode()).digest()[:8], "little")
-    return np.random.default_rng(seed).random(param.type.shape, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    if param.type.dtype == "i8":
+        return rng.integers(-INT8_LEVELS, INT8_LEVELS, param.type.shape, dtype=np.int8, endpoint=True)
+    return rng.random(param.type.shape, dtype=np.float32).astype(param.type.np_dtype)
 
 
 def _is_code(line: str) -> bool:

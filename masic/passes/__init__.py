@@ -8,6 +8,7 @@ from types import MappingProxyType
 from masic.passes import (
     assign_offsets,
     check_budget,
+    compress_weights,
     fold_batchnorm,
     fold_pooling,
     fuse_neurons,
@@ -33,6 +34,7 @@ REGISTRY = MappingProxyType(
             infer_shapes,
             fold_batchnorm,
             fold_pooling,
+            compress_weights,
             spike_dtype,
             slice_layers,
             patch_rows,
@@ -49,6 +51,7 @@ DEFAULT_PIPELINE = (
     "infer-shapes",
     "fold-batchnorm",
     "fold-pooling",
+    "compress-weights",
     "spike-dtype",
     "slice-layers",
     "patch-rows",

@@ -7,17 +7,19 @@ from dataclasses import dataclass
 
 from masic.ir.graph import Graph, Node
 from masic.ir.verify import VerifyError
+from masic.ir.weight_formats import FLOAT32_WEIGHTS, WeightChoice
 from masic.targets.machine import DEFAULT_MACHINE, Machine
 
 
 @dataclass(frozen=True)
 class PassOptions:
     """Options shared by all passes. `budget` is in bytes (None: unbounded); `alignment` of arena offsets;
-    `machine`, the target's figures for the cost model."""
+    `machine`, the target's figures for the cost model; `weights`, the format each layer's weight is stored in."""
 
     budget: int | None = None
     alignment: int = 16
     machine: Machine = DEFAULT_MACHINE
+    weights: WeightChoice = FLOAT32_WEIGHTS
 
     @property
     def capacity(self) -> int | None:

@@ -2,13 +2,13 @@
 
 A dense layer is split along its output neurons, a conv2d (groups = 1) along its output channels, into pieces of at
 most L bytes of weight each (never less than one output row or channel; a multiple of ROW_QUANTUM rows where that
-adds no piece beyond MAX_PIECES, the last piece the rest); each piece is a layer of its own with its
-own weight (and bias) slices, and a `concat` joins their outputs in order, keeping the original layer's name so its
+adds no piece beyond MAX_PIECES, the last piece the rest); each piece is a layer of its own with its own weight (and
+bias, and int8 scale) slices, and a `concat` joins their outputs in order, keeping the original layer's name so its
 users are unchanged. Nothing is sliced when every weight fits resident. Otherwise the piece size L follows from the
 budget: a power of two, preferably at most 1/SLOT_SHARE of the budget (streamed pieces occupy slots, and slot bytes
 are bytes no resident weight can have), for which the plan with every weight streamed (the smallest plan the
-schedule pass can make, as placed) fits the budget; when none fits, the finest slicing is kept and the schedule
-pass refuses the budget. Every candidate is tried before refusing, so every budget from the minimum up fits.
+schedule pass can make, as placed) fits the budget; when none fits, the finest slicing is kept and the schedule pass
+refuses the budget. Every candidate is tried before refusing, so every budget from the minimum up fits.
 
 Requires: typed graph without batchnorm2d.
 Ensures: with a budget, every weight of a dense or ungrouped conv2d is at most L bytes or one output row / channel
@@ -57,7 +57,7 @@ def _split(node: Node, graph: Graph, per_piece: int, weights: dict[str, np.ndarr
     parts = []
     for index, (lo, hi) in enumerate(pairwise(bounds)):
         changes: dict[str, object] = {count_key: int(hi - lo)}
-        for key in ("weight", "bias"):
+        for key in ("weight", "bias", "weight_scale"):
             ref = node.attr(key)
             if isinstance(ref, ParamRef):
                 weights[f"{ref.name}.part{index}"] = graph.weights[ref.name][lo:hi]
