@@ -193,6 +193,12 @@ def _layers(rng: np.random.Generator) -> list[Case]:
         (AccumulateDenseKernel("qacc_4_steps", 64, 24, steps=4), [_spikes(rng, 64, rate=0.2) for _ in range(4)]),
     ]
     cases += [_accumulate_case(k, xs, rng) for k, xs in accumulate]
+    # int8 partial sums in int16 over chunks of inputs: several chunks and a tail, and every weight at 127 (the
+    # largest partial sums)
+    chunks = AccumulateDenseKernel("qacc_600_2_steps", 600, 40, steps=2)
+    cases.append(_accumulate_case(chunks, [_spikes(rng, 600, rate=0.5), np.ones(600, np.uint8)], rng))
+    largest = _accumulate_case(AccumulateDenseKernel("qacc_largest", 700, 16), [np.ones(700, np.uint8)], rng)
+    cases.append(replace(largest, args=largest.args | {"w": np.ones_like(largest.args["w"])}))
     bits = AccumulateDenseKernel("qacc_bits_1000_24", 1000, 24, packed=True)
     x = _spikes(rng, 1000, rate=0.1)
     case = _accumulate_case(replace(bits, packed=False), [x], rng)
