@@ -77,10 +77,11 @@ class Conv2dKernel(WeightArgs, WindowArgs, EpilogueArgs):
         return self.in_shape[0] // self.groups * self.kernel[0] * self.kernel[1]
 
     def float_sums_exact(self) -> bool:
-        # The column kernel broadcasts each weight (float32 sums: one conversion, then float multiply-adds); the
-        # blocked one loads a vector of weights, whose conversion to float32 costs more than int32 multiply-adds
-        # (bench/compressed_arm.py: 0.54 against 0.47 instructions per MAC on aarch64)
-        return weight_block(self.weight_layout) == 1 and self.terms() <= EXACT_FLOAT_TERMS
+        # Float32 sums: a weight converted once per tile, then the float32 conv's multiply-adds. int32 ones cost
+        # more: x86-64's vpmulld is a slow multi-uop instruction (a blocked 256-channel 28x28 conv over spikes took
+        # 1.6x float32's time with int32 sums, 1.08x with float32 ones); NEON's mla is as fast as fmla but the
+        # widening of the weights and inputs takes instructions of its own.
+        return self.terms() <= EXACT_FLOAT_TERMS
 
     def out_shape(self) -> tuple[int, int, int]:
         """Output shape (O, OH, OW) by PyTorch's formula."""
