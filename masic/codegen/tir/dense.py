@@ -11,24 +11,28 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
 from masic.codegen.kernels import BITS, FLOAT, SPIKE, AccumulateDenseKernel, DenseKernel
-from masic.codegen.tir.arith import f32
 from masic.codegen.tir.common import (
     ACC_BLOCK,
     MAX_ACC_VECTORS,
     MAX_TILE_FLOATS,
     PARALLEL_MIN_WORK,
-    as_float,
     built,
+    layer_output,
     placeholder,
+    product,
+    summand,
     tile,
     to_c_abi,
     vector_tile,
+    zero,
 )
 from masic.codegen.tir.neuron import neuron_values, old_block, output_stage
 from masic.ir.graph import WORD_BITS, words
 
 PART_BLOCK = "part"  # a dense layer's interleaved partial sums
 STEP_GROUP = 4  # timesteps a batched dense kernel computes together (see `dense_steps`)
+NARROW = "int16"  # the partial sums of an int8 accumulate-only layer (`_narrow_chunks`)
+NARROW_ROWS = 256  # inputs per chunk of int16 partial sums: 256 * 127 = 32512 fits; whole words of bits
 
 
 def dense(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
@@ -42,19 +46,18 @@ def dense(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
         return dense_steps(k, lanes)
     n_in, n_out = k.in_features, k.out_features
     step = math.gcd(n_in, lanes)
-    x = placeholder(k, "x")
-    w = te.placeholder((n_out, n_in), FLOAT, name="w")
-    b = te.placeholder((n_out,), FLOAT, name="b")
+    x, w = placeholder(k, "x"), placeholder(k, "w")
+    params = {name: te.placeholder((n_out,), FLOAT, name=name) for name in ("scale", "b") if name in k.arg_shapes()}
     ko = te.reduce_axis((0, n_in // step), "ko")
     part = te.compute(
         (n_out, step),
-        lambda j, lane: te.sum(as_float(x[ko * step + lane]) * w[j, ko * step + lane], axis=ko),
+        lambda j, lane: te.sum(product(k, x[ko * step + lane], w[j, ko * step + lane]), axis=ko),
         name=PART_BLOCK,
     )
     lane = te.reduce_axis((0, step), "lane")
     acc = te.compute((n_out,), lambda j: te.sum(part[j, lane], axis=lane), name=ACC_BLOCK)
-    stage = output_stage(k, (n_out,), lambda j: acc[j] + b[j] if k.bias else acc[j], k.neuron)
-    inputs = [x, w, *([b] if k.bias else [])]
+    stage = output_stage(k, (n_out,), lambda j: layer_output(k, acc[j], params, j), k.neuron)
+    inputs = [x, w, *params.values()]
     sch = s_tir.Schedule(te.create_prim_func([*inputs, *stage.tensors]))
     jo, _ = sch.split(sch.get_loops(stage.scheduled_block(sch))[0], [None, tile(n_out, 4)])
     if n_in * n_out >= PARALLEL_MIN_WORK:
@@ -95,16 +98,16 @@ def dense_steps(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
             IRBuilder.name("jo", jo)
             for first in range(0, n_steps, group):
                 steps = range(first, min(first + group, n_steps))
-                acc = {t: IRBuilder.name(f"acc{t}", T.alloc_buffer((rows, step), FLOAT)) for t in steps}
+                acc = {t: IRBuilder.name(f"acc{t}", T.alloc_buffer((rows, step), k.sum_dtype)) for t in steps}
                 with T.unroll(rows) as ji, T.vectorized(step) as lane:
                     IRBuilder.name_many(["ji", "lane"], [ji, lane])
                     for t in steps:
-                        T.buffer_store(acc[t], f32(0.0), [ji, lane])
+                        T.buffer_store(acc[t], zero(k.sum_dtype), [ji, lane])
                 with T.serial(n_in // step) as ko, T.unroll(rows) as ji, T.vectorized(step) as lane:
                     IRBuilder.name_many(["ko", "ji", "lane"], [ko, ji, lane])
                     weight = w[jo * rows + ji, ko * step + lane]
-                    for t in steps:  # spikes are bytes, read as 0.0 / 1.0
-                        term = as_float(a[xs[t]][ko * step + lane]) * weight
+                    for t in steps:  # spikes are bytes, read as 0.0 / 1.0 (or 0 / 1 into int32 sums)
+                        term = product(k, a[xs[t]][ko * step + lane], weight)
                         T.buffer_store(acc[t], acc[t][ji, lane] + term, [ji, lane])
                 with T.unroll(rows) as ji:
                     IRBuilder.name("ji", ji)
@@ -113,7 +116,7 @@ def dense_steps(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
                         total = acc[t][ji, 0]
                         for lane in range(1, step):
                             total = total + acc[t][ji, lane]
-                        T.buffer_store(a[ys[t]], total + a["b"][row] if k.bias else total, [row])
+                        T.buffer_store(a[ys[t]], layer_output(k, total, a, row), [row])
 
     return built(k, body, noalias=True)
 
@@ -129,33 +132,77 @@ def accumulate_dense(k: AccumulateDenseKernel, lanes: int) -> tirx.PrimFunc:
     builder; it has no scalar temporaries in vectorized loops (see the TVM notes).
     """
     n_in, n_out, steps = k.in_features, k.out_features, k.steps
-    width = vector_tile(n_out, lanes, MAX_TILE_FLOATS // steps)
+    # int16 partial sums hold twice the lanes of a vector of floats, and wider tiles test each input fewer times:
+    # 8 float vectors' worth (on NEON 128 outputs, 16 registers of sums) took 0.40 instructions per row addition
+    # against 0.79 with 2 (bench/compressed_arm.py)
+    width = vector_tile(n_out, 8 * lanes if k.integer_sums else lanes, MAX_TILE_FLOATS // steps)
     loop = T.parallel if n_in * n_out >= PARALLEL_MIN_WORK else T.serial
 
     def body(a: dict[str, tirx.Buffer]) -> None:
         xs, w = [a[name] for name in k.step_names("x")], a["w"]
+
+        def walk(first: int | ir.Expr, count: int, add_row: Callable[..., None]) -> None:
+            """Adds the rows of the active inputs among inputs [first, first + count) (`first`: a whole word)."""
+            if k.packed:
+                _walk_words(xs[0], first // WORD_BITS, words(count), lambda row: add_row(0, row))
+            else:
+                with T.serial(count) as i:
+                    IRBuilder.name("k", i)
+                    _add_active_rows(xs, i if isinstance(first, int) and first == 0 else first + i, add_row)
+
         with loop(n_out // width) as jo:
             IRBuilder.name("jo", jo)
-            acc = IRBuilder.name("acc", T.alloc_buffer((steps, width), FLOAT))
+            acc = IRBuilder.name("acc", T.alloc_buffer((steps, width), k.sum_dtype))
             with T.grid(steps, width) as (t, ji):
                 IRBuilder.name_many(["t", "ji"], [t, ji])
-                T.buffer_store(acc, f32(0.0), [t, ji])
+                T.buffer_store(acc, zero(k.sum_dtype), [t, ji])
 
             def add_row(t: int, row: ir.Expr) -> None:
                 """acc[t] += row `row` of W^T."""
                 with T.vectorized(width) as ji:
                     IRBuilder.name("ji", ji)
-                    T.buffer_store(acc, acc[t, ji] + w[row, jo * width + ji], [t, ji])
+                    T.buffer_store(acc, acc[t, ji] + summand(k, w[row, jo * width + ji]), [t, ji])
 
-            if k.packed:
-                _walk_words(xs[0], n_in, lambda row: add_row(0, row))
+            if k.integer_sums:
+                _narrow_chunks(k, w, acc, jo, width, walk)
             else:
-                with T.serial(n_in) as i:
-                    IRBuilder.name("k", i)
-                    _add_active_rows(xs, i, add_row)
+                walk(0, n_in, add_row)
             _store(k, a, acc, jo, width)
 
     return built(k, body)
+
+
+def _narrow_chunks(
+    k: AccumulateDenseKernel, w: tirx.Buffer, acc: tirx.Buffer, jo: tirx.Var, width: int, walk: Callable[..., None]
+) -> None:
+    """The input loop of an int8 accumulate-only layer: the rows of each `NARROW_ROWS` inputs are added into int16
+    partial sums, and those into the int32 sums `acc`. A vector add then takes twice the weights (on NEON one
+    `saddw` adds 8 int8 weights into 8 int16 sums), and the sums stay exact: `NARROW_ROWS` weights of at most 127 in
+    magnitude never leave int16's range."""
+    part = IRBuilder.name("part", T.alloc_buffer((k.steps, width), NARROW))
+
+    def add_row(t: int, row: ir.Expr) -> None:
+        with T.vectorized(width) as ji:
+            IRBuilder.name("ji", ji)
+            T.buffer_store(part, part[t, ji] + tirx.Cast(NARROW, w[row, jo * width + ji]), [t, ji])
+
+    def chunk(first: int | ir.Expr, count: int) -> None:
+        with T.grid(k.steps, width) as (t, ji):
+            IRBuilder.name_many(["t", "ji"], [t, ji])
+            T.buffer_store(part, tirx.const(0, NARROW), [t, ji])
+        walk(first, count, add_row)
+        for t in range(k.steps):
+            with T.vectorized(width) as ji:
+                IRBuilder.name("ji", ji)
+                T.buffer_store(acc, acc[t, ji] + tirx.Cast(k.sum_dtype, part[t, ji]), [t, ji])
+
+    full, tail = divmod(k.in_features, NARROW_ROWS)
+    if full:
+        with T.serial(full) as c:
+            IRBuilder.name("chunk", c)
+            chunk(c * NARROW_ROWS, NARROW_ROWS)
+    if tail:
+        chunk(full * NARROW_ROWS, tail)
 
 
 def _add_active_rows(xs: list[tirx.Buffer], i: tirx.Var, add_row: Callable[..., None]) -> None:
@@ -178,15 +225,18 @@ def _add_active_rows(xs: list[tirx.Buffer], i: tirx.Var, add_row: Callable[..., 
         per_step()
 
 
-def _walk_words(x: tirx.Buffer, n_in: int, add_row: Callable[..., None]) -> None:
-    """The input loop of the accumulate-only kernel over bit-packed spikes `x` (one step): a zero word skips its 32
-    inputs at once; a non-zero one is walked from its lowest set bit up (count trailing zeros, then clear that bit),
-    so rows are added in increasing input order, as over bytes, and the sums are the same floats. The bits of the
-    last word past the last input must be 0, as the "bits" dtype says: they would index rows past W^T."""
+def _walk_words(x: tirx.Buffer, first: int | ir.Expr, n_words: int, add_row: Callable[..., None]) -> None:
+    """The input loop of the accumulate-only kernel over `n_words` words of bit-packed spikes `x` (one step) from
+    word `first`: a zero word skips its 32 inputs at once; a non-zero one is walked from its lowest set bit up
+    (count trailing zeros, then clear that bit), so rows are added in increasing input order, as over bytes, and the
+    sums are the same floats. The bits of the last word past the last input must be 0, as the "bits" dtype says:
+    they would index rows past W^T."""
     zero = tirx.const(0, BITS)
     left = IRBuilder.name("left", T.alloc_buffer((1,), BITS))
-    with T.serial(words(n_in)) as word:
+    with T.serial(n_words) as word:
         IRBuilder.name("word", word)
+        if not (isinstance(first, int) and first == 0):
+            word = first + word
         T.buffer_store(left, x[word], [0])
         with T.While(left[0] != zero):
             lowest = tirx.call_llvm_pure_intrin(BITS, "llvm.cttz", left[0], tirx.const(True, "bool"))
@@ -200,7 +250,7 @@ def _store(k: AccumulateDenseKernel, a: dict[str, tirx.Buffer], acc: tirx.Buffer
     family's temporaries (`masic.codegen.tir.neuron`) are copied for the whole tile first, a vector's worth."""
 
     def sums(t: int, ji: tirx.Var) -> ir.Expr:
-        return acc[t, ji] + a["b"][jo * width + ji] if k.bias else acc[t, ji]
+        return layer_output(k, acc[t, ji], a, jo * width + ji)
 
     if k.neuron is None:
         for t, y in enumerate(k.step_names("y")):
