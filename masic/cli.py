@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from masic.analysis.cost import measured_call_sites
 from masic.arguments import (
     budget_arg,
     budget_range,
@@ -305,7 +306,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         target, planned_by = dataclasses.replace(target, machine=machine), f"{source}, measured on {target.name}"
     options = driver.options_for(target, args.budget)
     if args.budget_sweep:
-        return _budget_sweep(graph, args, options, f"{name} ({target.name})")
+        return _budget_sweep(graph, args, options, f"{name} ({target.name}, planned by {planned_by})")
     within = f"within {format_bytes(args.budget)}" if args.budget else "without a budget"
     _progress(f"planning {len(graph.nodes)} nodes {within} for {target.name}")
     instruments = driver.Instruments(args.print_after_all, args.dump_passes, args.time_passes, progress=_progress)
@@ -314,6 +315,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         graph = driver.plan(graph, options, stop_after=stop_after, instruments=instruments).graph
     except BudgetError:
         raise UsageError(_budget_refusal(graph, args.budget, target.alignment)) from None
+    if args.profile and args.emit not in driver.STAGES and not measured_call_sites(graph, target.machine):
+        raise UsageError(f"profile {args.profile} times no kernel of {name}; profile an artifact of this model")
     if args.emit in driver.STAGES:
         print(print_graph(graph), end="")
         return 0

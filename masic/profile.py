@@ -27,7 +27,7 @@ from masic.errors import MasicError
 from masic.manifest import MANIFEST_FILE, Manifest
 from masic.remote import Remote, last_line
 from masic.targets import Target
-from masic.targets.machine import Machine
+from masic.targets.machine import Machine, Measured
 
 PROFILE_FILE = "profile.json"
 PROFILE_FORMAT = "masic-profile/1"
@@ -170,33 +170,34 @@ def _ms(us: float) -> str:
 
 
 def measured_machine(target: Target, profile: Profile, source: str) -> Machine:
-    """The target's cost-model figures corrected by a profile of one of its artifacts (`masic compile --profile`):
-    the compute figures divided by the median over the layers of measured / planned time (each layer's planned
-    time scales by exactly that), the read figure replaced by the measured bandwidth when the run streamed."""
+    """The target's cost-model figures with what a profile of one of its artifacts measured (`masic compile
+    --profile`): a table of seconds per timestep by kernel description key (the median over the call sites with
+    that key: pieces of a sliced layer and identical layers share one), the median over the call sites of measured
+    / estimated time (how much slower or faster than the estimate the device is, for the kernels it did not
+    run), and the read figure replaced by the measured bandwidth when the run streamed."""
     if profile.get("target") != target.name:
         raise ProfileError(
             f"{source} was measured for target {profile.get('target')}, not {target.name}; "
             f"profile an artifact built for {target.name}"
         )
-    measured, planned = by_node(profile), profile.get("planned_us")
-    if not isinstance(planned, dict):
-        raise ProfileError(f"{source} is not a profile masic profile wrote: planned_us is missing")
-    ratios = [
-        measured[name] / planned[name]
-        for name in measured
-        if isinstance(planned.get(name), float | int) and planned[name] > 0
-    ]
-    if not ratios:
-        raise ProfileError(f"{source} times no layer the cost model plans")
-    ratio = statistics.median(ratios)
+    keys, estimated, timesteps = profile.get("keys"), profile.get("estimated_us"), profile.get("timesteps")
+    if not isinstance(keys, dict) or not isinstance(estimated, dict) or not isinstance(timesteps, int):
+        raise ProfileError(f"{source} is not a profile masic profile wrote: keys, estimated_us or timesteps missing")
+    per_key: dict[str, list[float]] = {}
+    ratios = []
+    for name, total_us in by_node(profile).items():
+        if isinstance(keys.get(name), str):
+            per_key.setdefault(keys[name], []).append(total_us / 1e6 / timesteps)
+        if isinstance(estimated.get(name), float | int) and estimated[name] > 0:
+            ratios.append(total_us / estimated[name])
+    if not per_key or not ratios:
+        raise ProfileError(f"{source} times no kernel call the cost model plans")
+    table = {key: statistics.median(seconds) for key, seconds in per_key.items()}
     machine = target.machine
     read = profile["read"]["mb_per_s"] * 1e6 if profile["read"]["bytes"] else machine.read_bytes_per_second
-    return replace(
-        machine,
-        macs_per_second=machine.macs_per_second / ratio,
-        memory_bytes_per_second=machine.memory_bytes_per_second / ratio,
-        read_bytes_per_second=read,
-    )
+    outside_us = profile["run_us"] - profile["kernels_us"] - profile["read"]["wait_us"]
+    measured = Measured(table, statistics.median(ratios), int(profile.get("threads", 1)), max(outside_us, 0.0) / 1e6)
+    return replace(machine, read_bytes_per_second=read, measured=measured)
 
 
 def collect(
@@ -208,6 +209,13 @@ def collect(
         where = f"{remote.host}:{remote.folder}" if remote else "here"
         progress(f"profiling {manifest.folder} {where}, {runs} run(s)")
         profiles = profile_remotely(manifest, remote, x, runs) if remote else profile_locally(manifest, x, runs)
-    merged = {**merge(profiles), "target": manifest.target.name, "planned_us": dict(manifest.planned_node_us)}
+    merged = {
+        **merge(profiles),
+        "target": manifest.target.name,
+        "timesteps": manifest.timesteps,
+        "planned_us": dict(manifest.planned_node_us),
+        "estimated_us": dict(manifest.planned_node_estimated_us),
+        "keys": dict(manifest.planned_node_keys),
+    }
     (manifest.folder / PROFILE_FILE).write_text(json.dumps(merged, indent=1) + "\n")
     return merged
