@@ -14,12 +14,16 @@ class Measured:
     site by its description key (`masic.analysis.kernel_key.site_key`), at `threads` threads, and `scale`, the
     median over those call sites of measured / estimated time, by which the cost model's estimate of a call with no
     measured match is multiplied; `overhead_seconds`, the time of one inference spent outside the kernels and the
-    waits for reads (the loop, reading the input, writing the output), which the plan adds once per inference."""
+    waits for reads (the loop, reading the input, writing the output), which the plan adds once per inference;
+    `wait_per_load_seconds`, the kernels' measured wait per streamed weight read beyond what the read bandwidth
+    explains (handing each piece over from the loading thread costs time even when the bandwidth keeps up), which
+    the plan adds per read."""
 
     seconds: Mapping[str, float] = field(hash=False)
     scale: float = 1.0
     threads: int = 1
     overhead_seconds: float = 0.0
+    wait_per_load_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

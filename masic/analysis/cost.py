@@ -30,8 +30,15 @@ and its read bandwidth; then a node's compute time is
                    = scale * compute(node)   otherwise (scale: the median measured / estimated over the matches)
 
 so that a plan of the profiled artifact reproduces its measured kernel times, and the reads take the measured
-bandwidth. The latency then also counts the measured time of an inference spent outside kernels and read waits
-(`Measured.overhead_seconds`: the loop, the input and the output), once per inference.
+bandwidth. The latency then also counts what the profile measured outside the kernels:
+
+    latency += overhead + reads * wait_per_load
+
+`overhead`, the time of an inference outside the kernels and read waits (the loop, the input and the output), and
+`wait_per_load`, the kernels' wait per streamed weight read beyond the reads' excess over the kernels' time, times
+the reads of the plan (streamed weights times blocks): on a loaded or small machine the hand-over of each piece
+from the loading thread costs more than its bytes at the measured bandwidth (docs/benchmarks.md, "Planned against
+measured").
 """
 
 from __future__ import annotations
@@ -114,7 +121,13 @@ def planned_latency(graph: Graph, schedule: Schedule, machine: Machine) -> float
     streamed = sum(graph.param(name).type.nbytes for name in schedule.streamed)
     read = streamed / machine.read_bytes_per_second
     full, rest = divmod(graph.timesteps, schedule.block)  # whole blocks, and the steps of a last partial one
-    overhead = machine.measured.overhead_seconds if machine.measured else 0.0
+    blocks = full + (rest > 0)
+    measured = machine.measured
+    overhead = (
+        measured.overhead_seconds + blocks * len(schedule.streamed) * measured.wait_per_load_seconds
+        if measured
+        else 0.0
+    )
     return full * max(schedule.block * step, read) + (max(rest * step, read) if rest else 0.0) + overhead
 
 

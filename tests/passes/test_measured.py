@@ -54,6 +54,12 @@ def test_every_matched_call_site_takes_its_measured_time_and_a_fused_neuron_none
     step = sum(table[site_key(graph.node(name), graph)] for name in planned_sites)
     assert step_seconds(graph, machine) == pytest.approx(step)
     assert planned_latency(graph, graph.schedule, machine) == pytest.approx(graph.timesteps * step + 0.25)
+    # each read of a streamed weight adds the measured hand-over wait (reads themselves take no time here)
+    waits = replace(machine, read_bytes_per_second=1e30, measured=replace(machine.measured, wait_per_load_seconds=0.5))
+    streamed = replace(graph.schedule, streamed=tuple(p.name for p in graph.params[:2]))
+    blocks = -(-graph.timesteps // streamed.block)
+    extra = planned_latency(graph, streamed, waits) - planned_latency(graph, graph.schedule, waits)
+    assert extra == pytest.approx(blocks * 2 * 0.5)
 
 
 def test_the_schedule_pass_sees_the_same_times_before_fusion_and_layouts() -> None:
@@ -104,6 +110,7 @@ def test_a_profile_gives_seconds_per_step_by_key_the_median_ratio_and_the_read_r
     assert machine.measured.scale == pytest.approx(statistics.median([50 / 100, 40 / 10]))
     assert machine.measured.overhead_seconds == pytest.approx((100 - 90 - 0.5) * 1e-6)
     assert machine.read_bytes_per_second == 128e6
+    assert machine.measured.wait_per_load_seconds == pytest.approx(0.5e-6 / 2)  # 2 reads; the bandwidth kept up
     assert machine.macs_per_second == target.machine.macs_per_second  # the estimates stay for what did not run
     other = measured_machine(target, _collected(keys={"conv": "K", "cat": "L"}), "p.json")
     assert other.measured is not None and other.measured.seconds == {"K": 25e-6, "L": 20e-6}
