@@ -69,6 +69,25 @@ def test_a_profile_from_the_same_artifact_reproduces_its_measured_kernel_times(t
     assert replanned.planned_latency_us == pytest.approx(sum(replanned.planned_node_us.values()) + max(outside, 0))
 
     spec = f"{tmp_path / 'model.pt'}"
+    shape_flags = ("--input-shape", ",".join(map(str, shape)))
+    sweep = masic_cli(
+        "compile",
+        spec,
+        "--target",
+        "x86_64",
+        "--budget-sweep",
+        "16MB:32MB",
+        "-o",
+        str(tmp_path / "sweep"),
+        *shape_flags,
+        *flags,
+        "--profile",
+        str(profile_path),
+    )
+    assert sweep.returncode == 0, sweep.stderr
+    assert f"planned by profile {profile_path}, measured on x86_64" in sweep.stdout.splitlines()[0]
+    latency_ms = sweep.stdout.splitlines()[-1].split()[-2]  # everything resident, as without a budget
+    assert latency_ms == f"{replanned.planned_latency_us / 1e3:.2f}"
     arm = masic_cli(
         "compile",
         spec,
