@@ -3,18 +3,19 @@ estimated figures and after `masic profile`, and whether profile-guided plans ru
 
 For each model and budget point (ConvNet4 at 1x16x16, T = 8; VGG16 at 3x32x32, T = 4; MobileNetV2 at 3x224x224 and
 VGG16 at 3x224x224, T = 2; each without a budget and under two budgets), it compiles the artifact for x86_64 with
-the target's estimated figures (`masic compile`, into WORKDIR, kept for the next run), profiles it with
-`masic profile OUT --runs N` (each figure the median of N runs of one inference, --no-exit, every core), compiles
-it again with `--profile` of that profile (kernel times matched by description key, the rest scaled, the measured
-read bandwidth, time outside the kernels and wait per streamed read), then profiles the two artifacts twice more,
-alternately. Each artifact's measured latency is the median of its profiles, the noise the larger of the two
-artifacts' spreads (largest - smallest) / smallest over their profiles. Planned latency is the manifest's
-`planned.latency_us` (the cost model's latency of one inference under the plan); measured latency is the
-profile's `run_us` (the inference loop's wall time). It prints one row per point and, per model, the median over
-its points of |planned / measured - 1| for both kinds of plan, and the profile-guided plan's measured latency
-against the estimate-guided one's.
+the target's estimated figures (`masic compile`, into WORKDIR, kept for the next run), profiles it with `masic
+profile OUT --runs N --threads M` (each figure the median of N runs of one inference, --no-exit; M = 1 by default:
+on a shared machine a thread descheduled at a kernel's barrier stalls the others for a time slice, so several
+threads measure the load more than the plan), compiles it again with `--profile` of that profile (kernel times
+matched by description key, the rest scaled, the measured read bandwidth, time outside the kernels and wait per
+streamed read), then profiles the two artifacts twice more, alternately. Each artifact's measured latency is the
+median of its profiles, the noise the larger of the two artifacts' spreads (largest - smallest) / smallest over
+their profiles. Planned latency is the manifest's `planned.latency_us` (the cost model's latency of one inference
+under the plan); measured latency is the profile's `run_us` (the inference loop's wall time). It prints one row per
+point and, per model, the median over its points of |planned / measured - 1| for both kinds of plan, and the
+profile-guided plan's measured latency against the estimate-guided one's.
 
-    python bench/profile.py [--workdir build/profile] [--runs 3] [--models convnet4,vgg16-32,...]
+    python bench/profile.py [--workdir build/profile] [--runs 3] [--threads 1] [--models convnet4,vgg16-32,...]
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class Case:
 CASES = (
     Case("convnet4", "tests.zoo_models:convnet4", "1,16,16", 8, (None, "400KB", "300KB")),
     Case("vgg16-32", "tests.zoo_models:vgg16", "3,32,32", 4, (None, "64MB", "32MB")),
-    Case("mobilenetv2-224", "tests.zoo_models:mobilenet_v2", "3,224,224", 2, (None, "8MB", "4MB")),
+    Case("mobilenetv2-224", "tests.zoo_models:mobilenet_v2", "3,224,224", 2, (None, "12MB", "6MB")),
     Case("vgg16-224", "tests.zoo_models:vgg16", "3,224,224", 2, (None, "256MB", "64MB")),
 )
 
@@ -77,9 +78,9 @@ def compiled(workdir: Path, case: Case, budget: str | None, profile: Path | None
     return out
 
 
-def profiled(out: Path, runs: int) -> tuple[float, float]:
+def profiled(out: Path, runs: int, threads: int) -> tuple[float, float]:
     """Planned and measured (median over the runs) latency of one inference, ms."""
-    masic("profile", str(out), "--runs", str(runs))
+    masic("profile", str(out), "--runs", str(runs), "--threads", str(threads))
     manifest = json.loads((out / "manifest.json").read_text())
     profile = json.loads((out / "profile.json").read_text())
     return manifest["planned"]["latency_us"] / 1e3, profile["run_us"] / 1e3
@@ -89,17 +90,17 @@ def spread(figures: list[float]) -> float:
     return (max(figures) - min(figures)) / min(figures)
 
 
-def point(workdir: Path, case: Case, budget: str | None, runs: int) -> Point:
+def point(workdir: Path, case: Case, budget: str | None, runs: int, threads: int) -> Point:
     """The estimate-guided artifact profiled (the profile the guided one is planned with), then both profiled twice,
     alternately, so that both see the same load on the machine."""
     estimated = compiled(workdir, case, budget)
-    plan, first = profiled(estimated, runs)
+    plan, first = profiled(estimated, runs, threads)
     guided = compiled(workdir, case, budget, estimated / "profile.json")
     plain_runs, guided_runs = [first], []
     for _ in range(2):
-        guided_plan, guided_run = profiled(guided, runs)
+        guided_plan, guided_run = profiled(guided, runs, threads)
         guided_runs.append(guided_run)
-        plain_runs.append(profiled(estimated, runs)[1])
+        plain_runs.append(profiled(estimated, runs, threads)[1])
     noise = max(spread(plain_runs), spread(guided_runs))
     return Point(case, budget, plan, statistics.median(plain_runs), noise, guided_plan, statistics.median(guided_runs))
 
@@ -112,11 +113,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "profile")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="the model's threads (0: one per core)")
     parser.add_argument("--models", default=",".join(case.name for case in CASES))
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     chosen = [case for case in CASES if case.name in args.models.split(",")]
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores; x86_64 target, every core; {args.runs} runs per profile")
+    threads = args.threads or "one per core"
+    print(
+        f"machine: {cpu_model()}, {os.cpu_count()} cores; x86_64 target; threads: {threads}; {args.runs} runs/profile"
+    )
     print(
         f"{'model':<16} {'budget':>6} | {'estimates: plan ms':>18} {'run ms':>9} {'err':>5} | "
         f"{'profile: plan ms':>16} {'run ms':>9} {'err':>5} | {'noise':>5} {'guided/est run':>14}"
@@ -125,7 +130,7 @@ def main() -> None:
     for case in chosen:
         points = []
         for budget in case.budgets:
-            p = point(args.workdir, case, budget, args.runs)
+            p = point(args.workdir, case, budget, args.runs, args.threads)
             points.append(p)
             print(
                 f"{case.name:<16} {budget or 'none':>6} | {p.estimated_plan_ms:18.2f} {p.estimated_run_ms:9.2f} "
@@ -144,6 +149,7 @@ def main() -> None:
             + (f" ({', '.join(p.budget or 'none' for p in slower)})" if slower else "")
         )
     print("\n".join(summary))
+    print(f"load average over the last 15 minutes at the end: {os.getloadavg()[2]:.1f}")
 
 
 if __name__ == "__main__":

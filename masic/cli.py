@@ -156,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     profile.add_argument("--input", type=Path, help="float32 .npy input (default: uniform [0, 1), seed 0)")
     profile.add_argument("--runs", type=positive_arg, default=3, help="profiled runs, merged by median (3)")
+    profile.add_argument(
+        "--threads",
+        type=int_in(0, 4096, "a thread count from 0 (one per core) to 4096"),
+        default=0,
+        help="the model's worker threads (default 0: one per core); plans made with the profile assume as many",
+    )
     _ssh_arguments(profile)
 
     calibrate = sub.add_parser(
@@ -459,7 +465,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     remote = _remote(args, args.artifact.resolve().name) if args.destination else None
     if remote is None:
         _check_runnable(manifest)
-    merged = collect(manifest, remote, args.input, args.runs, _progress)
+    merged = collect(manifest, remote, args.input, args.runs, _progress, args.threads)
     print(summary(merged, manifest))
     print(f"\nprofile written to {args.artifact / PROFILE_FILE}")
     return 0

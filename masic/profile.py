@@ -1,8 +1,9 @@
-"""`masic profile OUT [--host DEST] [--input x.npy] [--runs N]`: where an artifact's time goes on the device.
+"""`masic profile OUT [--host DEST] [--input x.npy] [--runs N] [--threads N]`: where an artifact's time goes on the
+device.
 
-Runs `model --input X --no-exit --profile P` (see runtime/profile.c) N times: here (under qemu-aarch64 for the ARM
-targets) or, with --host, over SSH in the folder `masic deploy` put the artifact in (its manifest must be this
-artifact's). The runs are merged into OUT/profile.json: each call site's, load's and start-up figure the median
+Runs `model --input X --no-exit --threads N --profile P` (see runtime/profile.c) N times: here (under qemu-aarch64
+for the ARM targets) or, with --host, over SSH in the folder `masic deploy` put the artifact in (its manifest must
+be this artifact's). The runs are merged into OUT/profile.json: each call site's, load's and start-up figure the median
 over the runs, peak RSS the largest. Then it prints the layers by share of the kernels' time, the measured read
 bandwidth against the target's figure, and each layer's planned time (the cost model's, `masic.analysis.cost`, as
 recorded in the manifest) against the measured one. Without --input the input is one sample uniform in [0, 1)
@@ -46,13 +47,14 @@ def default_input(manifest: Manifest, folder: Path) -> Path:
     return path
 
 
-def profile_locally(manifest: Manifest, x: Path, runs: int) -> list[Profile]:
-    """`runs` profiled runs here, natively or under the target's emulator."""
+def profile_locally(manifest: Manifest, x: Path, runs: int, threads: int = 0) -> list[Profile]:
+    """`runs` profiled runs here, natively or under the target's emulator, with `threads` workers (0: per core)."""
     profiles = []
     with tempfile.TemporaryDirectory(prefix="masic-profile-") as scratch:
         out = Path(scratch) / PROFILE_FILE
         for _ in range(runs):
-            command = [*manifest.command(), "--input", str(x), "--no-exit", "--profile", str(out)]
+            flags = ["--input", str(x), "--no-exit", "--threads", str(threads), "--profile", str(out)]
+            command = [*manifest.command(), *flags]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 raise ProfileError(f"the profiled run failed: {last_line(done.stderr, done.returncode)}")
@@ -60,7 +62,7 @@ def profile_locally(manifest: Manifest, x: Path, runs: int) -> list[Profile]:
     return profiles
 
 
-def profile_remotely(manifest: Manifest, remote: Remote, x: Path, runs: int) -> list[Profile]:
+def profile_remotely(manifest: Manifest, remote: Remote, x: Path, runs: int, threads: int = 0) -> list[Profile]:
     """`runs` profiled runs in remote.folder, which must hold this artifact (as `masic deploy` left it)."""
     deployed = shlex.quote(f"{remote.folder}/{MANIFEST_FILE}")
     there = remote.run(f"cat {deployed}", "reading the deployed manifest", check=False)
@@ -74,7 +76,8 @@ def profile_remotely(manifest: Manifest, remote: Remote, x: Path, runs: int) -> 
         remote_x, out = f"{scratch}/{x.name}", f"{scratch}/{PROFILE_FILE}"
         profiles = []
         for _ in range(runs):
-            command = remote.model_command(remote.folder, "--input", remote_x, "--no-exit", "--profile", out)
+            flags = ("--input", remote_x, "--no-exit", "--threads", str(threads), "--profile", out)
+            command = remote.model_command(remote.folder, *flags)
             remote.run(command, "the profiled run")
             profiles.append(read_profile(remote.run(f"cat {shlex.quote(out)}", "reading the profile").stdout, out))
         return profiles
@@ -207,14 +210,23 @@ def measured_machine(target: Target, profile: Profile, source: str) -> Machine:
 
 
 def collect(
-    manifest: Manifest, remote: Remote | None, x: Path | None, runs: int, progress: Callable[[str], None]
+    manifest: Manifest,
+    remote: Remote | None,
+    x: Path | None,
+    runs: int,
+    progress: Callable[[str], None],
+    threads: int = 0,
 ) -> Profile:
-    """Profiles the artifact, writes OUT/profile.json and returns the merged profile."""
+    """Profiles the artifact with `threads` workers (0: one per core), writes OUT/profile.json and returns the
+    merged profile."""
     with tempfile.TemporaryDirectory(prefix="masic-input-") as scratch:
         x = x or default_input(manifest, Path(scratch))
         where = f"{remote.host}:{remote.folder}" if remote else "here"
         progress(f"profiling {manifest.folder} {where}, {runs} run(s)")
-        profiles = profile_remotely(manifest, remote, x, runs) if remote else profile_locally(manifest, x, runs)
+        if remote:
+            profiles = profile_remotely(manifest, remote, x, runs, threads)
+        else:
+            profiles = profile_locally(manifest, x, runs, threads)
     merged = {
         **merge(profiles),
         "target": manifest.target.name,

@@ -48,9 +48,10 @@ def test_a_profile_from_the_same_artifact_reproduces_its_measured_kernel_times(t
     factory, shape = MODELS["conv"]
     flags = ("--timesteps", "1")
     first = compile_model(factory(), shape, "x86_64", tmp_path, *flags)
-    assert masic_cli("profile", str(first), "--runs", "3").returncode == 0
+    assert masic_cli("profile", str(first), "--runs", "3", "--threads", "1").returncode == 0
     profile_path = first / "profile.json"
     profile = json.loads(profile_path.read_text())
+    assert profile["threads"] == 1
     assert profile["target"] == "x86_64" and profile["keys"] == read_manifest(first).planned_node_keys
     per_key: dict[str, list[float]] = {}
     for name, total_us in by_node(profile).items():
