@@ -58,9 +58,12 @@ class Point:
     budget: str | None
     estimated_plan_ms: float
     estimated_run_ms: float
-    noise: float  # (largest - smallest) / smallest over the profiles of one artifact, the larger of the two
+    noise: float  # (largest - smallest) / smallest over the profiles of one artifact, the largest of the artifacts
     profiled_plan_ms: float
     profiled_run_ms: float
+    # planned with the profile of the artifact without a budget (None at that point itself)
+    crossed_plan_ms: float | None
+    crossed_run_ms: float | None
 
 
 def masic(*args: str) -> None:
@@ -69,8 +72,8 @@ def masic(*args: str) -> None:
         raise SystemExit(f"masic {' '.join(args)} failed:\n{done.stderr}")
 
 
-def compiled(workdir: Path, case: Case, budget: str | None, profile: Path | None = None) -> Path:
-    out = workdir / f"{case.name}-{budget or 'none'}{'-profiled' if profile else ''}"
+def compiled(workdir: Path, case: Case, budget: str | None, profile: Path | None = None, suffix: str = "") -> Path:
+    out = workdir / f"{case.name}-{budget or 'none'}{suffix}"
     if not (out / "manifest.json").exists():
         flags = ["--target", "x86_64", "--input-shape", case.shape, "--timesteps", str(case.timesteps), "-o", str(out)]
         flags += ["--budget", budget] if budget else []
@@ -91,22 +94,32 @@ def spread(figures: list[float]) -> float:
 
 
 def point(workdir: Path, case: Case, budget: str | None, runs: int, threads: int) -> Point:
-    """The estimate-guided artifact profiled (the profile the guided one is planned with), then both profiled twice,
-    alternately, so that both see the same load on the machine."""
+    """The estimate-guided artifact profiled (the profile the guided one is planned with), then the artifacts
+    profiled twice more, alternately, so that they see the same load on the machine: the estimate-guided one, the
+    one guided by its profile and, under a budget, the one guided by the profile of the plan without a budget."""
     estimated = compiled(workdir, case, budget)
     plan, first = profiled(estimated, runs, threads)
-    guided = compiled(workdir, case, budget, estimated / "profile.json")
-    plain_runs, guided_runs = [first], []
+    guided = compiled(workdir, case, budget, estimated / "profile.json", "-profiled")
+    unconstrained = workdir / f"{case.name}-none" / "profile.json"
+    crossed = compiled(workdir, case, budget, unconstrained, "-from-none") if budget else guided
+    measured: dict[Path, list[float]] = {estimated: [first], guided: [], crossed: []}
+    planned = {estimated: plan}
     for _ in range(2):
-        guided_plan, guided_run = profiled(guided, runs, threads)
-        guided_runs.append(guided_run)
-        plain_runs.append(profiled(estimated, runs, threads)[1])
-    noise = max(spread(plain_runs), spread(guided_runs))
-    return Point(case, budget, plan, statistics.median(plain_runs), noise, guided_plan, statistics.median(guided_runs))
+        for out in dict.fromkeys((guided, estimated, crossed)):
+            planned[out], run = profiled(out, runs, threads)
+            measured[out].append(run)
+    noise = max(spread(runs) for runs in measured.values() if runs)
+    median = {out: statistics.median(runs) for out, runs in measured.items() if runs}
+    cross = (planned[crossed], median[crossed]) if budget else (None, None)
+    return Point(case, budget, plan, median[estimated], noise, planned[guided], median[guided], *cross)
 
 
 def error(planned: float, measured: float) -> float:
     return abs(planned / measured - 1)
+
+
+def figures(planned: float, measured: float, width: int) -> str:
+    return f"{planned:{width}.2f} {measured:9.2f} {error(planned, measured):5.0%}"
 
 
 def main() -> None:
@@ -124,7 +137,8 @@ def main() -> None:
     )
     print(
         f"{'model':<16} {'budget':>6} | {'estimates: plan ms':>18} {'run ms':>9} {'err':>5} | "
-        f"{'profile: plan ms':>16} {'run ms':>9} {'err':>5} | {'noise':>5} {'guided/est run':>14}"
+        f"{'profile: plan ms':>16} {'run ms':>9} {'err':>5} | {'noise':>5} {'guided/est run':>14} | "
+        f"{'unconstrained profile: plan ms':>30} {'run ms':>9} {'err':>5}"
     )
     summary = []
     for case in chosen:
@@ -132,19 +146,27 @@ def main() -> None:
         for budget in case.budgets:
             p = point(args.workdir, case, budget, args.runs, args.threads)
             points.append(p)
+            crossed = (
+                "-"
+                if p.crossed_plan_ms is None or p.crossed_run_ms is None
+                else figures(p.crossed_plan_ms, p.crossed_run_ms, 30)
+            )
             print(
-                f"{case.name:<16} {budget or 'none':>6} | {p.estimated_plan_ms:18.2f} {p.estimated_run_ms:9.2f} "
-                f"{error(p.estimated_plan_ms, p.estimated_run_ms):5.0%} | {p.profiled_plan_ms:16.2f} "
-                f"{p.profiled_run_ms:9.2f} {error(p.profiled_plan_ms, p.profiled_run_ms):5.0%} | {p.noise:5.0%} "
-                f"{p.profiled_run_ms / p.estimated_run_ms:14.2f}",
+                f"{case.name:<16} {budget or 'none':>6} | {figures(p.estimated_plan_ms, p.estimated_run_ms, 18)} | "
+                f"{figures(p.profiled_plan_ms, p.profiled_run_ms, 16)} | {p.noise:5.0%} "
+                f"{p.profiled_run_ms / p.estimated_run_ms:14.2f} | {crossed:>46}",
                 flush=True,
             )
         est = statistics.median(error(p.estimated_plan_ms, p.estimated_run_ms) for p in points)
         pro = statistics.median(error(p.profiled_plan_ms, p.profiled_run_ms) for p in points)
+        crossing = [
+            error(p.crossed_plan_ms, p.crossed_run_ms) for p in points if p.crossed_plan_ms and p.crossed_run_ms
+        ]
         slower = [p for p in points if p.profiled_run_ms > p.estimated_run_ms * (1 + p.noise)]
         summary.append(
             f"{case.name:<16} median |planned/measured - 1|: estimates {est:4.0%}, profile {pro:4.0%} "
-            f"(within 15%: {'yes' if pro <= 0.15 else 'no'}); profile-guided slower beyond the noise at "
+            f"(within 15%: {'yes' if pro <= 0.15 else 'no'}), the unconstrained plan's profile under the budgets "
+            f"{statistics.median(crossing):4.0%}; profile-guided slower beyond the noise at "
             f"{len(slower)} of {len(points)} points"
             + (f" ({', '.join(p.budget or 'none' for p in slower)})" if slower else "")
         )

@@ -198,10 +198,13 @@ def measured_machine(target: Target, profile: Profile, source: str) -> Machine:
     table = {key: statistics.median(seconds) for key, seconds in per_key.items()}
     machine = target.machine
     read = profile["read"]["mb_per_s"] * 1e6 if profile["read"]["bytes"] else machine.read_bytes_per_second
-    outside_us = profile["run_us"] - profile["kernels_us"] - profile["read"]["wait_us"]
+    # the run less its call sites' and waits' times (sums of medians, as the table is: so that a plan of the
+    # profiled artifact comes to the profile's median run)
+    kernels_us = sum(by_node(profile).values())
+    outside_us = profile["run_us"] - kernels_us - profile["read"]["wait_us"]
     reads = sum(load["count"] for load in profile["loads"] if load["bytes"])
     # the waits beyond what the bandwidth explains (reads longer than the kernels), per read
-    handover_us = profile["read"]["wait_us"] - max(profile["read"]["us"] - profile["kernels_us"], 0.0)
+    handover_us = profile["read"]["wait_us"] - max(profile["read"]["us"] - kernels_us, 0.0)
     wait_per_load = max(handover_us, 0.0) / reads / 1e6 if reads else 0.0
     measured = Measured(
         table, statistics.median(ratios), int(profile.get("threads", 1)), max(outside_us, 0.0) / 1e6, wait_per_load

@@ -112,6 +112,9 @@ def test_a_profile_gives_seconds_per_step_by_key_the_median_ratio_and_the_read_r
     assert machine.read_bytes_per_second == 128e6
     assert machine.measured.wait_per_load_seconds == pytest.approx(0.5e-6 / 2)  # 2 reads; the bandwidth kept up
     assert machine.macs_per_second == target.machine.macs_per_second  # the estimates stay for what did not run
+    # the time outside the kernels is the run less the call sites' medians, whatever the median of the kernels' sum
+    medians_apart = measured_machine(target, _collected(kernels_us=70.0), "p.json").measured
+    assert medians_apart is not None and medians_apart.overhead_seconds == machine.measured.overhead_seconds
     other = measured_machine(target, _collected(keys={"conv": "K", "cat": "L"}), "p.json")
     assert other.measured is not None and other.measured.seconds == {"K": 25e-6, "L": 20e-6}
 
