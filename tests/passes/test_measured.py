@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 from masic.frontends.norse import import_norse
 from masic.targets import get_target
-from masic.targets.machine import Machine, Measured
+from masic.targets.machine import DEFAULT_MACHINE, Machine, Measured
 
 from masic.analysis.cost import (
     estimated_seconds,
@@ -19,11 +19,12 @@ from masic.analysis.cost import (
     planned_latency,
     step_seconds,
 )
-from masic.analysis.kernel_key import node_key, site_key
-from masic.ir.graph import Graph
+from masic.analysis.kernel_key import fusion_candidate, node_key, pair_key, site_key
+from masic.ir.graph import Graph, Schedule
+from masic.opt import run_passes
 from masic.passes import PassOptions
 from masic.profile import ProfileError, measured_machine
-from tests.norse_models import MODELS
+from tests.norse_models import MODELS, wide_dense_model
 from tests.pipelines import planned, prepared
 from tests.test_profile import run_profile
 
@@ -131,3 +132,17 @@ def test_a_profile_that_cannot_plan_is_refused_in_one_line(changes: dict, proble
     with pytest.raises(ProfileError) as refused:
         measured_machine(get_target("x86_64"), _collected(**changes), "p.json")
     assert str(refused.value).startswith(problem) and "\n" not in str(refused.value)
+
+
+def test_the_schedule_pass_ranks_plans_by_the_measured_times() -> None:
+    """A dense layer beyond the cache makes blocks of 4 pay by the estimates; measured one step per call and fast,
+    with every other call (steps per call: 4) left to a slow scaled estimate, the schedule keeps one step per block."""
+    graph = prepared(import_norse(wide_dense_model(), timesteps=4), "schedule")
+    assert run_passes(graph, ["schedule"]).schedule.block == 4
+    one_step = replace(graph, schedule=Schedule(1, carry_state=True))
+    table = {}
+    for node in one_step.nodes:
+        neuron = fusion_candidate(node, one_step)
+        table[pair_key(node, neuron, one_step) if neuron else node_key(node, one_step)] = 1e-9
+    measured = replace(DEFAULT_MACHINE, measured=Measured(table, scale=100.0))
+    assert run_passes(graph, ["schedule"], PassOptions(machine=measured)).schedule.block == 1
