@@ -309,7 +309,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.profile:
         source = f"profile {args.profile}"
         machine = measured_machine(target, read_profile(read_text(args.profile, MAX_MANIFEST_BYTES), source), source)
-        target, planned_by = dataclasses.replace(target, machine=machine), f"{source}, measured on {target.name}"
+        threads = machine.measured.threads if machine.measured else 0
+        planned_by = f"{source}, measured on {target.name} at {threads} thread(s)"
+        target = dataclasses.replace(target, machine=machine)
     options = driver.options_for(target, args.budget)
     if args.budget_sweep:
         return _budget_sweep(graph, args, options, f"{name} ({target.name}, planned by {planned_by})")

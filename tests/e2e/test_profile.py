@@ -60,7 +60,7 @@ def test_a_profile_from_the_same_artifact_reproduces_its_measured_kernel_times(t
     second = tmp_path / "replanned"
     second.mkdir()
     replanned = read_manifest(compile_model(factory(), shape, "x86_64", second, *flags, "--profile", str(profile_path)))
-    assert replanned.planned_by == f"profile {profile_path}, measured on x86_64"
+    assert replanned.planned_by == f"profile {profile_path}, measured on x86_64 at 1 thread(s)"
     assert read_manifest(first).planned_by == "the target's estimated figures"
     assert set(replanned.planned_node_keys.values()) == set(per_key), "the same kernels are called"
     for name, us in replanned.planned_node_us.items():
@@ -86,7 +86,7 @@ def test_a_profile_from_the_same_artifact_reproduces_its_measured_kernel_times(t
         str(profile_path),
     )
     assert sweep.returncode == 0, sweep.stderr
-    assert f"planned by profile {profile_path}, measured on x86_64" in sweep.stdout.splitlines()[0]
+    assert f"planned by profile {profile_path}, measured on x86_64 at 1 thread(s)" in sweep.stdout.splitlines()[0]
     latency_ms = sweep.stdout.splitlines()[-1].split()[-2]  # everything resident, as without a budget
     assert latency_ms == f"{replanned.planned_latency_us / 1e3:.2f}"
     arm = masic_cli(
