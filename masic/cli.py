@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from masic.analysis.cost import measured_call_sites
 from masic.arguments import (
     budget_arg,
     budget_range,
@@ -156,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     profile.add_argument("--input", type=Path, help="float32 .npy input (default: uniform [0, 1), seed 0)")
     profile.add_argument("--runs", type=positive_arg, default=3, help="profiled runs, merged by median (3)")
+    profile.add_argument(
+        "--threads",
+        type=int_in(0, 4096, "a thread count from 0 (one per core) to 4096"),
+        default=0,
+        help="the model's worker threads (default 0: one per core); plans made with the profile assume as many",
+    )
     _ssh_arguments(profile)
 
     calibrate = sub.add_parser(
@@ -309,10 +316,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.profile:
         source = f"profile {args.profile}"
         machine = measured_machine(target, read_profile(read_text(args.profile, MAX_MANIFEST_BYTES), source), source)
-        target, planned_by = dataclasses.replace(target, machine=machine), f"{source}, measured on {target.name}"
+        threads = machine.measured.threads if machine.measured else 0
+        planned_by = f"{source}, measured on {target.name} at {threads} thread(s)"
+        target = dataclasses.replace(target, machine=machine)
     options = driver.options_for(target, args.budget)
     if args.budget_sweep:
-        return _budget_sweep(graph, args, options, f"{name} ({target.name})")
+        return _budget_sweep(graph, args, options, f"{name} ({target.name}, planned by {planned_by})")
     within = f"within {format_bytes(args.budget)}" if args.budget else "without a budget"
     _progress(f"planning {len(graph.nodes)} nodes {within} for {target.name}")
     instruments = driver.Instruments(args.print_after_all, args.dump_passes, args.time_passes, progress=_progress)
@@ -321,6 +330,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         graph = driver.plan(graph, options, stop_after=stop_after, instruments=instruments).graph
     except BudgetError:
         raise UsageError(_budget_refusal(graph, args.budget, target.alignment)) from None
+    if args.profile and args.emit not in driver.STAGES and not measured_call_sites(graph, target.machine):
+        raise UsageError(f"profile {args.profile} times no kernel of {name}; profile an artifact of this model")
     if args.emit in driver.STAGES:
         print(print_graph(graph), end="")
         return 0
@@ -463,7 +474,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     remote = _remote(args, args.artifact.resolve().name) if args.destination else None
     if remote is None:
         _check_runnable(manifest)
-    merged = collect(manifest, remote, args.input, args.runs, _progress)
+    merged = collect(manifest, remote, args.input, args.runs, _progress, args.threads)
     print(summary(merged, manifest))
     print(f"\nprofile written to {args.artifact / PROFILE_FILE}")
     return 0

@@ -69,6 +69,9 @@ class Manifest:
     planned_by: str  # where the cost model's figures came from: the target's estimates, or a profile
     planned_read_bytes_per_second: float  # the cost model's figure for the target's storage
     planned_node_us: Mapping[str, float]  # planned compute time of one inference per node a kernel call computes
+    planned_node_estimated_us: Mapping[str, float]  # the same by the target's estimated figures alone
+    planned_node_keys: Mapping[str, str]  # each call site's kernel description key (masic.analysis.kernel_key)
+    planned_latency_us: float  # one inference, by the cost model
     data: Mapping[str, object]
 
     @property
@@ -191,13 +194,16 @@ def read_manifest(folder: Path) -> Manifest:
     finite_positive = "a finite number > 0"
     read_rate = keys.number(planned, key, "read_bytes_per_second", lambda x: 0 < x < math.inf, finite_positive)
     rows, rows_key = keys.array(planned, key, "nodes")
-    node_us = {}
+    latency = keys.number(planned, key, "latency_us", lambda x: 0 <= x < math.inf, "a finite number >= 0")
+    node_us, estimated_us, node_keys = {}, {}, {}
     for i, row in enumerate(rows):
         row_key = f"{rows_key}[{i}]"
         if not isinstance(row, dict):
             keys.fail(row_key, f"must be a JSON object, got {_show(row)}")
         name = keys.string(row, row_key, "node")
         node_us[name] = keys.number(row, row_key, "us", lambda x: 0 <= x < math.inf, "a finite number >= 0")
+        estimated_us[name] = keys.number(row, row_key, "estimated_us", lambda x: 0 <= x < math.inf, "a number >= 0")
+        node_keys[name] = keys.string(row, row_key, "key")
     manifest = Manifest(
         folder=folder,
         name=keys.string(data, "", "name"),
@@ -218,6 +224,9 @@ def read_manifest(folder: Path) -> Manifest:
         planned_by=planned_by,
         planned_read_bytes_per_second=read_rate,
         planned_node_us=node_us,
+        planned_node_estimated_us=estimated_us,
+        planned_node_keys=node_keys,
+        planned_latency_us=latency,
         data=data,
     )
     _check_files(manifest)

@@ -1,8 +1,9 @@
-"""`masic profile OUT [--host DEST] [--input x.npy] [--runs N]`: where an artifact's time goes on the device.
+"""`masic profile OUT [--host DEST] [--input x.npy] [--runs N] [--threads N]`: where an artifact's time goes on the
+device.
 
-Runs `model --input X --no-exit --profile P` (see runtime/profile.c) N times: here (under qemu-aarch64 for the ARM
-targets) or, with --host, over SSH in the folder `masic deploy` put the artifact in (its manifest must be this
-artifact's). The runs are merged into OUT/profile.json: each call site's, load's and start-up figure the median
+Runs `model --input X --no-exit --threads N --profile P` (see runtime/profile.c) N times: here (under qemu-aarch64
+for the ARM targets) or, with --host, over SSH in the folder `masic deploy` put the artifact in (its manifest must
+be this artifact's). The runs are merged into OUT/profile.json: each call site's, load's and start-up figure the median
 over the runs, peak RSS the largest. Then it prints the layers by share of the kernels' time, the measured read
 bandwidth against the target's figure, and each layer's planned time (the cost model's, `masic.analysis.cost`, as
 recorded in the manifest) against the measured one. Without --input the input is one sample uniform in [0, 1)
@@ -27,7 +28,7 @@ from masic.errors import MasicError
 from masic.manifest import MANIFEST_FILE, Manifest
 from masic.remote import Remote, last_line
 from masic.targets import Target
-from masic.targets.machine import Machine
+from masic.targets.machine import Machine, Measured
 
 PROFILE_FILE = "profile.json"
 PROFILE_FORMAT = "masic-profile/1"
@@ -46,13 +47,14 @@ def default_input(manifest: Manifest, folder: Path) -> Path:
     return path
 
 
-def profile_locally(manifest: Manifest, x: Path, runs: int) -> list[Profile]:
-    """`runs` profiled runs here, natively or under the target's emulator."""
+def profile_locally(manifest: Manifest, x: Path, runs: int, threads: int = 0) -> list[Profile]:
+    """`runs` profiled runs here, natively or under the target's emulator, with `threads` workers (0: per core)."""
     profiles = []
     with tempfile.TemporaryDirectory(prefix="masic-profile-") as scratch:
         out = Path(scratch) / PROFILE_FILE
         for _ in range(runs):
-            command = [*manifest.command(), "--input", str(x), "--no-exit", "--profile", str(out)]
+            flags = ["--input", str(x), "--no-exit", "--threads", str(threads), "--profile", str(out)]
+            command = [*manifest.command(), *flags]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 raise ProfileError(f"the profiled run failed: {last_line(done.stderr, done.returncode)}")
@@ -60,7 +62,7 @@ def profile_locally(manifest: Manifest, x: Path, runs: int) -> list[Profile]:
     return profiles
 
 
-def profile_remotely(manifest: Manifest, remote: Remote, x: Path, runs: int) -> list[Profile]:
+def profile_remotely(manifest: Manifest, remote: Remote, x: Path, runs: int, threads: int = 0) -> list[Profile]:
     """`runs` profiled runs in remote.folder, which must hold this artifact (as `masic deploy` left it)."""
     deployed = shlex.quote(f"{remote.folder}/{MANIFEST_FILE}")
     there = remote.run(f"cat {deployed}", "reading the deployed manifest", check=False)
@@ -74,7 +76,8 @@ def profile_remotely(manifest: Manifest, remote: Remote, x: Path, runs: int) -> 
         remote_x, out = f"{scratch}/{x.name}", f"{scratch}/{PROFILE_FILE}"
         profiles = []
         for _ in range(runs):
-            command = remote.model_command(remote.folder, "--input", remote_x, "--no-exit", "--profile", out)
+            flags = ("--input", remote_x, "--no-exit", "--threads", str(threads), "--profile", out)
+            command = remote.model_command(remote.folder, *flags)
             remote.run(command, "the profiled run")
             profiles.append(read_profile(remote.run(f"cat {shlex.quote(out)}", "reading the profile").stdout, out))
         return profiles
@@ -170,44 +173,70 @@ def _ms(us: float) -> str:
 
 
 def measured_machine(target: Target, profile: Profile, source: str) -> Machine:
-    """The target's cost-model figures corrected by a profile of one of its artifacts (`masic compile --profile`):
-    the compute figures divided by the median over the layers of measured / planned time (each layer's planned
-    time scales by exactly that), the read figure replaced by the measured bandwidth when the run streamed."""
+    """The target's cost-model figures with what a profile of one of its artifacts measured (`masic compile
+    --profile`): a table of seconds per timestep by kernel description key (the median over the call sites with
+    that key: pieces of a sliced layer and identical layers share one), the median over the call sites of measured
+    / estimated time (how much slower or faster than the estimate the device is, for the kernels it did not
+    run), and the read figure replaced by the measured bandwidth when the run streamed."""
     if profile.get("target") != target.name:
         raise ProfileError(
             f"{source} was measured for target {profile.get('target')}, not {target.name}; "
             f"profile an artifact built for {target.name}"
         )
-    measured, planned = by_node(profile), profile.get("planned_us")
-    if not isinstance(planned, dict):
-        raise ProfileError(f"{source} is not a profile masic profile wrote: planned_us is missing")
-    ratios = [
-        measured[name] / planned[name]
-        for name in measured
-        if isinstance(planned.get(name), float | int) and planned[name] > 0
-    ]
-    if not ratios:
-        raise ProfileError(f"{source} times no layer the cost model plans")
-    ratio = statistics.median(ratios)
+    keys, estimated, timesteps = profile.get("keys"), profile.get("estimated_us"), profile.get("timesteps")
+    if not isinstance(keys, dict) or not isinstance(estimated, dict) or not isinstance(timesteps, int):
+        raise ProfileError(f"{source} is not a profile masic profile wrote: keys, estimated_us or timesteps missing")
+    per_key: dict[str, list[float]] = {}
+    ratios = []
+    for name, total_us in by_node(profile).items():
+        if isinstance(keys.get(name), str):
+            per_key.setdefault(keys[name], []).append(total_us / 1e6 / timesteps)
+        if isinstance(estimated.get(name), float | int) and estimated[name] > 0:
+            ratios.append(total_us / estimated[name])
+    if not per_key or not ratios:
+        raise ProfileError(f"{source} times no kernel call the cost model plans")
+    table = {key: statistics.median(seconds) for key, seconds in per_key.items()}
     machine = target.machine
     read = profile["read"]["mb_per_s"] * 1e6 if profile["read"]["bytes"] else machine.read_bytes_per_second
-    return replace(
-        machine,
-        macs_per_second=machine.macs_per_second / ratio,
-        memory_bytes_per_second=machine.memory_bytes_per_second / ratio,
-        read_bytes_per_second=read,
+    # the run less its call sites' and waits' times (sums of medians, as the table is: so that a plan of the
+    # profiled artifact comes to the profile's median run)
+    kernels_us = sum(by_node(profile).values())
+    outside_us = profile["run_us"] - kernels_us - profile["read"]["wait_us"]
+    reads = sum(load["count"] for load in profile["loads"] if load["bytes"])
+    # the waits beyond what the bandwidth explains (reads longer than the kernels), per read
+    handover_us = profile["read"]["wait_us"] - max(profile["read"]["us"] - kernels_us, 0.0)
+    wait_per_load = max(handover_us, 0.0) / reads / 1e6 if reads else 0.0
+    measured = Measured(
+        table, statistics.median(ratios), int(profile.get("threads", 1)), max(outside_us, 0.0) / 1e6, wait_per_load
     )
+    return replace(machine, read_bytes_per_second=read, measured=measured)
 
 
 def collect(
-    manifest: Manifest, remote: Remote | None, x: Path | None, runs: int, progress: Callable[[str], None]
+    manifest: Manifest,
+    remote: Remote | None,
+    x: Path | None,
+    runs: int,
+    progress: Callable[[str], None],
+    threads: int = 0,
 ) -> Profile:
-    """Profiles the artifact, writes OUT/profile.json and returns the merged profile."""
+    """Profiles the artifact with `threads` workers (0: one per core), writes OUT/profile.json and returns the
+    merged profile."""
     with tempfile.TemporaryDirectory(prefix="masic-input-") as scratch:
         x = x or default_input(manifest, Path(scratch))
         where = f"{remote.host}:{remote.folder}" if remote else "here"
         progress(f"profiling {manifest.folder} {where}, {runs} run(s)")
-        profiles = profile_remotely(manifest, remote, x, runs) if remote else profile_locally(manifest, x, runs)
-    merged = {**merge(profiles), "target": manifest.target.name, "planned_us": dict(manifest.planned_node_us)}
+        if remote:
+            profiles = profile_remotely(manifest, remote, x, runs, threads)
+        else:
+            profiles = profile_locally(manifest, x, runs, threads)
+    merged = {
+        **merge(profiles),
+        "target": manifest.target.name,
+        "timesteps": manifest.timesteps,
+        "planned_us": dict(manifest.planned_node_us),
+        "estimated_us": dict(manifest.planned_node_estimated_us),
+        "keys": dict(manifest.planned_node_keys),
+    }
     (manifest.folder / PROFILE_FILE).write_text(json.dumps(merged, indent=1) + "\n")
     return merged

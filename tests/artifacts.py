@@ -89,7 +89,7 @@ def fake_manifest(input_shape: tuple[int, ...], output_shape: tuple[int, ...], t
         "exit_rule": {"rule": "none", "min_timesteps": 1, "source": "compiled"},
         "kernels": [],
         "buffers": [],
-        "planned": {"by": "estimates", "read_bytes_per_second": 1e9, "nodes": []},
+        "planned": {"by": "estimates", "read_bytes_per_second": 1e9, "latency_us": 0.0, "nodes": []},
     }
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from masic.analysis.cost import inference_seconds_per_call_site
+from masic.analysis.cost import planned_entry
 from masic.codegen.build import build_object, host_target
 from masic.codegen.lower import Kernel, emit_model_c, lower
 from masic.codegen.sources import (
@@ -237,12 +237,5 @@ def make_manifest(
         "exit_rule": {**exit_rule.to_manifest(), "source": "compiled"},
         "kernels": kernels,
         "buffers": plan_rows(graph),
-        "planned": {
-            "by": planned_by,
-            "read_bytes_per_second": target.machine.read_bytes_per_second,
-            "nodes": [
-                {"node": name, "us": 1e6 * seconds}
-                for name, seconds in inference_seconds_per_call_site(graph, target.machine).items()
-            ],
-        },
+        "planned": planned_entry(graph, target.machine, planned_by),
     }

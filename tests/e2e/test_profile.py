@@ -8,11 +8,13 @@ import statistics
 from pathlib import Path
 
 import pytest
+import torch
 
 from masic.manifest import read_manifest
 from masic.profile import by_node
 from tests.artifacts import compile_model, masic_cli
 from tests.e2e.test_budget import weight_heavy_model
+from tests.norse_models import MODELS
 
 pytestmark = pytest.mark.slow
 
@@ -38,30 +40,89 @@ def test_profile_needs_a_runnable_artifact(tmp_path: Path) -> None:
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
 
 
-def test_compile_with_a_profile_plans_with_what_it_measured(tmp_path: Path) -> None:
-    """Without a budget the schedule stays the same, so the replanned cost table is the old one scaled to the
-    measured times: its median planned/measured over the layers is 1. A profile of another target is refused."""
-    first = compile_model(weight_heavy_model(), (128,), "x86_64", tmp_path / "", "--timesteps", "6")
-    assert masic_cli("profile", str(first), "--runs", "3").returncode == 0
-    profile = json.loads((first / "profile.json").read_text())
-    assert profile["target"] == "x86_64" and profile["planned_us"] == read_manifest(first).planned_node_us
-    measured = by_node(profile)
+def test_a_profile_from_the_same_artifact_reproduces_its_measured_kernel_times(tmp_path: Path) -> None:
+    """Compiled, profiled, and compiled again with the profile: every call site of the new plan's cost table takes
+    the time the profile measured for its kernel description key, per step the median over the profiled call sites
+    with that key. One timestep, so the plan's block (1) and with it every key stays the same. A profile of another
+    target, and one that times no kernel of the model, are refused in one line."""
+    factory, shape = MODELS["conv"]
+    flags = ("--timesteps", "1")
+    first = compile_model(factory(), shape, "x86_64", tmp_path, *flags)
+    assert masic_cli("profile", str(first), "--runs", "3", "--threads", "1").returncode == 0
+    profile_path = first / "profile.json"
+    profile = json.loads(profile_path.read_text())
+    assert profile["threads"] == 1
+    assert profile["target"] == "x86_64" and profile["keys"] == read_manifest(first).planned_node_keys
+    per_key: dict[str, list[float]] = {}
+    for name, total_us in by_node(profile).items():
+        per_key.setdefault(profile["keys"][name], []).append(total_us / profile["timesteps"])
 
     second = tmp_path / "replanned"
-    spec = "tests.e2e.test_budget:weight_heavy_model"
-    flags = ("--input-shape", "128", "--timesteps", "6", "--profile", str(first / "profile.json"))
-    run = masic_cli("compile", spec, "--target", "x86_64", "-o", str(second), *flags)
-    assert run.returncode == 0, run.stderr
-    replanned = read_manifest(second)
-    assert replanned.planned_by == f"profile {first / 'profile.json'}, measured on x86_64"
+    second.mkdir()
+    replanned = read_manifest(compile_model(factory(), shape, "x86_64", second, *flags, "--profile", str(profile_path)))
+    assert replanned.planned_by == f"profile {profile_path}, measured on x86_64 at 1 thread(s)"
     assert read_manifest(first).planned_by == "the target's estimated figures"
-    assert set(replanned.planned_node_us) == set(measured)
-    ratios = [replanned.planned_node_us[name] / measured[name] for name in measured]
-    assert statistics.median(ratios) == pytest.approx(1.0, rel=1e-6)
+    assert set(replanned.planned_node_keys.values()) == set(per_key), "the same kernels are called"
+    for name, us in replanned.planned_node_us.items():
+        measured = statistics.median(per_key[replanned.planned_node_keys[name]])
+        assert us == pytest.approx(replanned.timesteps * measured, rel=1e-9), name
+    outside = profile["run_us"] - sum(by_node(profile).values()) - profile["read"]["wait_us"]
+    assert replanned.planned_latency_us == pytest.approx(sum(replanned.planned_node_us.values()) + max(outside, 0))
 
-    refused = masic_cli("compile", spec, "--target", "aarch64", "-o", str(tmp_path / "arm"), *flags)
-    assert refused.returncode == 2
-    assert refused.stderr.strip().splitlines()[-1] == (
-        f"masic: error: profile {first / 'profile.json'} was measured for target x86_64, not aarch64; "
+    spec = f"{tmp_path / 'model.pt'}"
+    shape_flags = ("--input-shape", ",".join(map(str, shape)))
+    sweep = masic_cli(
+        "compile",
+        spec,
+        "--target",
+        "x86_64",
+        "--budget-sweep",
+        "16MB:32MB",
+        "-o",
+        str(tmp_path / "sweep"),
+        *shape_flags,
+        *flags,
+        "--profile",
+        str(profile_path),
+    )
+    assert sweep.returncode == 0, sweep.stderr
+    assert f"planned by profile {profile_path}, measured on x86_64 at 1 thread(s)" in sweep.stdout.splitlines()[0]
+    latency_ms = sweep.stdout.splitlines()[-1].split()[-2]  # everything resident, as without a budget
+    assert latency_ms == f"{replanned.planned_latency_us / 1e3:.2f}"
+    arm = masic_cli(
+        "compile",
+        spec,
+        "--target",
+        "aarch64",
+        "-o",
+        str(tmp_path / "arm"),
+        "--input-shape",
+        ",".join(map(str, shape)),
+        *flags,
+        "--profile",
+        str(profile_path),
+    )
+    assert arm.returncode == 2
+    assert arm.stderr.strip().splitlines()[-1] == (
+        f"masic: error: profile {profile_path} was measured for target x86_64, not aarch64; "
         "profile an artifact built for aarch64"
+    )
+    other_factory, other_shape = MODELS["dense"]
+    torch.save(other_factory(), tmp_path / "other.pt")
+    other = masic_cli(
+        "compile",
+        str(tmp_path / "other.pt"),
+        "--target",
+        "x86_64",
+        "-o",
+        str(tmp_path / "other"),
+        "--input-shape",
+        ",".join(map(str, other_shape)),
+        *flags,
+        "--profile",
+        str(profile_path),
+    )
+    assert other.returncode == 2
+    assert other.stderr.strip().splitlines()[-1] == (
+        f"masic: error: profile {profile_path} times no kernel of other; profile an artifact of this model"
     )
