@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 
 from masic.ir.graph import Graph, Schedule
 from masic.ir.interpret import run
@@ -18,6 +18,7 @@ from masic.ir.verify import fusion_problem, verify
 from masic.opt import run_passes
 from masic.passes import DEFAULT_PIPELINE, PassOptions, fuse_neurons
 from masic.passes.assign_offsets import arena_bytes
+from masic.passes.check_budget import BudgetError
 from tests.pipelines import planned, prepared
 from tests.strategies import graphs
 
@@ -152,6 +153,13 @@ def test_fusing_never_grows_the_plan_and_computes_the_same(graph) -> None:
 def test_a_budget_the_unfused_plan_fits_still_fits(graph) -> None:
     budget = planned(graph, PassOptions(alignment=16), without=("fuse-neurons",)).plan.arena_bytes
     options = PassOptions(budget=budget, alignment=16)
+    # The unconstrained plan's arena is a budget the unfused pipeline accepts unless the schedule pass, which
+    # counts spikes as bytes before the layout pass packs some into bits, puts it a little above (by up to the
+    # alignment per packed buffer): then there is no unfused plan under this budget to keep.
+    try:
+        planned(graph, options, without=("fuse-neurons",))
+    except BudgetError:
+        assume(False)
     _, after = _fused(graph, options)
     if any(node.attr("fused") for node in after.nodes):  # fused only by the fit test the budget passes decide by
         assert arena_bytes(after, 16, budget) <= budget
