@@ -14,7 +14,9 @@ budget, minimum budgets, and how often the compressed artifacts predict what the
    random inputs (uniform in [0, --input-scale), each presented at every step, `masic run --no-exit`, every
    timestep run), and counts the samples whose prediction (argmax of the outputs summed over the steps) equals
    the float32 artifact's, the classes predicted, the largest difference of the summed outputs from float32's
-   (relative to their largest magnitude), and the seconds per inference of each.
+   (relative to their largest magnitude), and the seconds per inference of each. A control row ("f32 x+-") runs
+   the float32 artifact on the same inputs, each element moved by at most float16's relative rounding (2^-11):
+   how much of the disagreement a spiking model's thresholds make of any perturbation that small.
 4. Prints both tables and the issue's checks (int8 reads <= 0.26x float32's bytes per inference; int8 plans under
    a budget <= 1/3 of float32's minimum).
 
@@ -51,6 +53,7 @@ from masic.units import format_bytes
 
 TARGET = "x86_64"
 MB = 10**6
+CONTROL = "f32 x+-"  # the float32 artifact on inputs nudged by float16's relative rounding: how chaotic the model is
 READ_TARGET = 0.26  # the issue's bound: int8 reads at most this share of float32's bytes per inference
 BUDGET_SHARE = 3  # ... and plans under a budget of at most float32's minimum over this
 
@@ -151,29 +154,34 @@ def compile_artifact(args: argparse.Namespace, weights: str, out: Path) -> float
     return time.perf_counter() - started
 
 
-def outputs(out: Path, x: np.ndarray, threads: int) -> tuple[np.ndarray, float]:
+def outputs(out: Path, x: np.ndarray, threads: int, name: str = "x") -> tuple[np.ndarray, float]:
     """The artifact's outputs summed over the steps for each sample (presented at every step, every step run:
     `masic run --labels --no-exit`), and the seconds per sample."""
     from tests.artifacts import masic_cli
 
-    np.save(out / "x.npy", x)
-    np.save(out / "labels.npy", np.zeros(len(x), dtype=np.int32))  # only to run many samples: accuracy unused
-    flags = ["--input", str(out / "x.npy"), "--labels", str(out / "labels.npy"), "--output", str(out / "y.npy")]
+    data = out.parent / f"{out.name}-{name}"  # beside the artifact: the compile replaces its folder
+    np.save(f"{data}-x.npy", x)
+    np.save(f"{data}-labels.npy", np.zeros(len(x), dtype=np.int32))  # only to run many samples: accuracy unused
+    flags = ["--input", f"{data}-x.npy", "--labels", f"{data}-labels.npy", "--output", f"{data}-y.npy"]
     result = masic_cli("run", str(out), *flags, "--no-exit", "--threads", str(threads))
     if result.returncode != 0:
         raise BenchError(f"masic run {out} failed: {result.stderr.strip().splitlines()[-1]}")
-    steps = np.load(out / "y.npy")
+    steps = np.load(f"{data}-y.npy")
     return steps.sum(axis=1), result.stats["wall_s_per_sample"]
 
 
 def agreement_table(args: argparse.Namespace) -> str:
     rng = np.random.default_rng(0)
     x = (rng.uniform(0.0, 1.0, (args.samples, *args.input_shape)) * args.input_scale).astype(np.float32)
+    # The control: float32 weights, each input element moved by at most float16's relative rounding (2^-11).
+    nudged = (x * (1 + rng.uniform(-(2.0**-11), 2.0**-11, x.shape))).astype(np.float32)
     rows, reference = [], None
-    for weights in FORMATS:
-        out = args.workdir / weights
-        seconds = compile_artifact(args, weights, out)
-        summed, per_sample = outputs(out, x, args.threads)
+    for weights in (*FORMATS, CONTROL):
+        out = args.workdir / (weights if weights != CONTROL else "float32")
+        seconds = compile_artifact(args, weights, out) if weights != CONTROL else 0.0
+        summed, per_sample = (
+            outputs(out, nudged, args.threads, "nudged") if weights == CONTROL else outputs(out, x, args.threads)
+        )
         reference = summed if reference is None else reference
         same = int((summed.argmax(axis=1) == reference.argmax(axis=1)).sum())
         classes = len(set(summed.argmax(axis=1).tolist()))
