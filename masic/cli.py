@@ -41,7 +41,7 @@ from masic.early_exit import ExitRule
 from masic.errors import MasicError
 from masic.files import read_text
 from masic.interrupts import handling_signals
-from masic.ir.weight_formats import FORMATS, WeightChoice
+from masic.ir.weight_formats import FLOAT32_WEIGHTS, FORMATS, WeightChoice
 from masic.limits import MAX_MANIFEST_BYTES, MAX_TIMESTEPS
 from masic.manifest import ESTIMATES, EXECUTABLE, LIB_DIR, MANIFEST_FILE, WEIGHTS_FILE, Manifest, read_manifest
 from masic.passes import DEFAULT_PIPELINE, REGISTRY, PassOptions
@@ -49,7 +49,7 @@ from masic.passes.check_budget import BudgetError
 from masic.port_files import check_output, packed_input, split_output
 from masic.profile import PROFILE_FILE, collect, measured_machine, read_profile, summary
 from masic.remote import Remote
-from masic.report import buffer_table, draw_timeline, plan_rows
+from masic.report import buffer_table, draw_timeline, stored_share, weight_table, write_memory_report
 from masic.units import format_bytes
 from masic.workdirs import replacing, scratch
 
@@ -58,6 +58,7 @@ EMIT_STAGES = ("ir", "sliced", "layout", "plan", "c")
 DEFAULT_ACCURACY_DROP = 0.5  # percentage points that `masic calibrate` may lose by default
 EX_SOFTWARE = 70  # sysexits.h: an internal software error
 CALIBRATION_PLOT = "calibration.png"
+AUTO_WEIGHTS = "auto"  # --weights: each layer's format chosen by running artifacts on the --calibrate data
 
 
 class UsageError(MasicError, ValueError):
@@ -97,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=budget_range,
         metavar="LO:HI",
         help="plan at budgets from LO to HI (e.g. 16MB:1GB) instead of compiling; print a table, plot it to -o",
+    )
+    compile_.add_argument(
+        "--weights",
+        choices=(*FORMATS, AUTO_WEIGHTS),
+        default="float32",
+        help="store conv2d and dense weights as float32 (as trained), float16 (IEEE half) or int8 (symmetric per "
+        "output channel, float32 scales); auto chooses per layer by accuracy, with --calibrate (default float32)",
     )
     compile_.add_argument("--print-after-all", action="store_true", help="print the IR after every pass")
     compile_.add_argument(
@@ -300,6 +308,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     target = get_target(args.target)
     exit_rule = _exit_rule(args)
+    weights = _weight_choice(args)
     started = time.perf_counter()
     name = args.name or model_name(args.model)
     imported = ImportOptions(args.input_shape, args.timesteps, args.dt, name, args.trust_pickle)
@@ -319,7 +328,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         threads = machine.measured.threads if machine.measured else 0
         planned_by = f"{source}, measured on {target.name} at {threads} thread(s)"
         target = dataclasses.replace(target, machine=machine)
-    options = driver.options_for(target, args.budget)
+    options = driver.options_for(target, args.budget, weights)
     if args.budget_sweep:
         return _budget_sweep(graph, args, options, f"{name} ({target.name}, planned by {planned_by})")
     within = f"within {format_bytes(args.budget)}" if args.budget else "without a budget"
@@ -329,7 +338,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     try:
         graph = driver.plan(graph, options, stop_after=stop_after, instruments=instruments).graph
     except BudgetError:
-        raise UsageError(_budget_refusal(graph, args.budget, target.alignment)) from None
+        raise UsageError(_budget_refusal(graph, options)) from None
     if args.profile and args.emit not in driver.STAGES and not measured_call_sites(graph, target.machine):
         raise UsageError(f"profile {args.profile} times no kernel of {name}; profile an artifact of this model")
     if args.emit in driver.STAGES:
@@ -346,34 +355,46 @@ def cmd_compile(args: argparse.Namespace) -> int:
     then = calibrate if args.calibrate else None
     manifest = driver.build(graph, target, args.output, exit_rule, args.budget, _progress, then, planned_by)
     if args.report:
-        write_report(graph, args.report, f"{name} ({target.name})", args.budget)
+        write_memory_report(graph, args.report, f"{name} ({target.name})", args.budget)
         _progress(f"memory report written to {args.report}/")
     plan = graph.plan
     budget = format_bytes(args.budget) if args.budget else "none"
+    share = stored_share(manifest["weights"]["layers"])
+    formats = "" if weights == FLOAT32_WEIGHTS else f" ({args.weights}: layer weights {share:.2f}x float32's)"
     print(
         f"masic: wrote {args.output}/ for {target.name} in {time.perf_counter() - started:.1f}s: "
         f"arena {format_bytes(plan.arena_bytes)} (lower bound {format_bytes(plan.lower_bound)}, budget {budget}), "
-        f"weights {format_bytes(manifest['weights']['bytes'])}, {len(manifest['kernels'])} kernels",
+        f"weights {format_bytes(manifest['weights']['bytes'])}{formats}, {len(manifest['kernels'])} kernels",
         file=sys.stderr,
     )
     return 0
 
 
 def _budget_sweep(graph, args: argparse.Namespace, options: PassOptions, title: str) -> int:
-    """--budget-sweep: the planner's table and plot across budgets, without building kernels."""
-    from masic.planning.sweep import draw_sweep, sweep, sweep_table
+    """--budget-sweep: the planner's table and plot across budgets for the --weights format, and every format's
+    plans side by side, without building kernels."""
+    from masic.planning.sweep import draw_sweep, sweep_report
 
     if args.budget is not None or args.emit:
         raise UsageError("--budget-sweep plans at many budgets; drop --budget and --emit")
     low, high = args.budget_sweep
-    _progress(f"planning at budgets from {format_bytes(low)} to {format_bytes(high)}")
-    result = sweep(graph, low, high, options)
-    print(f"{title}: weights {format_bytes(result.weight_bytes)}, minimum budget {format_bytes(result.minimum)}")
-    print(sweep_table(result))
+    _progress(f"planning at budgets from {format_bytes(low)} to {format_bytes(high)}, weights in each format")
+    result, text = sweep_report(graph, low, high, options, title)
+    print(text)
     args.output.mkdir(parents=True, exist_ok=True)
     draw_sweep(result, args.output / "budget-sweep.png", f"{title}: plans across budgets")
     _progress(f"plot written to {args.output / 'budget-sweep.png'}")
     return 0
+
+
+def _weight_choice(args: argparse.Namespace) -> WeightChoice:
+    """The format each layer's weight is stored in: --weights F for every layer; --weights auto, the per-layer
+    choice made by running artifacts on the --calibrate data."""
+    if args.weights != AUTO_WEIGHTS:
+        return WeightChoice(args.weights)
+    if not args.calibrate:
+        raise UsageError("--weights auto chooses per layer by accuracy: give --calibrate DATA.npz (labelled inputs)")
+    raise UsageError("--weights auto is not available yet; pick a format: float32, float16, int8")
 
 
 def _exit_rule(args: argparse.Namespace) -> ExitRule:
@@ -396,24 +417,14 @@ def _exit_rule(args: argparse.Namespace) -> ExitRule:
     return ExitRule(rule, float(value), args.min_timesteps)
 
 
-def write_report(graph, folder: Path, title: str, budget: int | None) -> None:
-    """memory.png, buffers.txt and plan.ir of a planned graph."""
-    from masic.ir.text import print_graph
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = plan_rows(graph)
-    plan = graph.plan
-    draw_timeline(rows, folder / "memory.png", f"{title}: memory plan", plan.arena_bytes, plan.lower_bound, budget)
-    (folder / "buffers.txt").write_text(buffer_table(rows) + "\n")
-    (folder / "plan.ir").write_text(print_graph(graph))
-
-
-def _budget_refusal(graph, budget: int, alignment: int) -> str:
-    """The one-line refusal of a budget no plan meets, with the smallest budget that works."""
+def _budget_refusal(graph, options: PassOptions) -> str:
+    """The one-line refusal of a budget no plan meets, with the smallest budget that works (weights stored as
+    `options` chooses)."""
     from masic.planning.minimum_budget import folded, minimum_budget
 
+    budget = options.budget
     _progress(f"the budget {format_bytes(budget)} does not fit; finding the smallest that does")
-    smallest = minimum_budget(folded(graph), alignment)
+    smallest = minimum_budget(folded(graph, options), options.alignment)
     return (
         f"the budget {format_bytes(budget)} ({budget} bytes) is below the smallest that works for this model and "
         f"target, {format_bytes(smallest)}; use --budget {smallest}"
@@ -540,6 +551,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         f"budget {budget if budget is not None else 'none'})"
     )
     print(f"weights    {manifest.weights_bytes} bytes in {manifest.weights_pieces} pieces, each with its CRC-32C")
+    if manifest.weight_layers:  # each conv2d and dense weight's format (`masic compile --weights`)
+        print(f"\n{weight_table(list(manifest.weight_layers))}")
     rows = list(manifest.buffers)
     print(f"\n{buffer_table(rows)}")
     png = args.png or args.artifact / "memory.png"
