@@ -57,6 +57,7 @@ EMIT_STAGES = ("ir", "sliced", "layout", "plan", "c")
 DEFAULT_ACCURACY_DROP = 0.5  # percentage points that `masic calibrate` may lose by default
 EX_SOFTWARE = 70  # sysexits.h: an internal software error
 CALIBRATION_PLOT = "calibration.png"
+AUTO_WEIGHTS = "auto"  # --weights: each layer's format chosen by running artifacts on the --calibrate data
 
 
 class UsageError(MasicError, ValueError):
@@ -96,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=budget_range,
         metavar="LO:HI",
         help="plan at budgets from LO to HI (e.g. 16MB:1GB) instead of compiling; print a table, plot it to -o",
+    )
+    compile_.add_argument(
+        "--weights",
+        choices=(*FORMATS, AUTO_WEIGHTS),
+        default="float32",
+        help="store conv2d and dense weights as float32 (as trained), float16 (IEEE half) or int8 (symmetric per "
+        "output channel, float32 scales); auto chooses per layer by accuracy, with --calibrate (default float32)",
     )
     compile_.add_argument("--print-after-all", action="store_true", help="print the IR after every pass")
     compile_.add_argument(
@@ -293,6 +301,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     target = get_target(args.target)
     exit_rule = _exit_rule(args)
+    weights = _weight_choice(args)
     started = time.perf_counter()
     name = args.name or model_name(args.model)
     imported = ImportOptions(args.input_shape, args.timesteps, args.dt, name, args.trust_pickle)
@@ -310,7 +319,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         source = f"profile {args.profile}"
         machine = measured_machine(target, read_profile(read_text(args.profile, MAX_MANIFEST_BYTES), source), source)
         target, planned_by = dataclasses.replace(target, machine=machine), f"{source}, measured on {target.name}"
-    options = driver.options_for(target, args.budget)
+    options = driver.options_for(target, args.budget, weights)
     if args.budget_sweep:
         return _budget_sweep(graph, args, options, f"{name} ({target.name})")
     within = f"within {format_bytes(args.budget)}" if args.budget else "without a budget"
@@ -320,7 +329,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     try:
         graph = driver.plan(graph, options, stop_after=stop_after, instruments=instruments).graph
     except BudgetError:
-        raise UsageError(_budget_refusal(graph, args.budget, target.alignment)) from None
+        raise UsageError(_budget_refusal(graph, options)) from None
     if args.emit in driver.STAGES:
         print(print_graph(graph), end="")
         return 0
@@ -365,6 +374,19 @@ def _budget_sweep(graph, args: argparse.Namespace, options: PassOptions, title: 
     return 0
 
 
+def _weight_choice(args: argparse.Namespace) -> WeightChoice:
+    """The format each layer's weight is stored in: --weights F for every layer; --weights auto, the per-layer
+    choice made by running artifacts on the --calibrate data."""
+    if args.weights != AUTO_WEIGHTS:
+        return WeightChoice(args.weights)
+    if not args.calibrate:
+        raise UsageError(
+            "--weights auto chooses per layer by accuracy: give --calibrate DATA.npz (labelled inputs, as for "
+            "masic calibrate) and optionally --max-accuracy-drop P, or pick a format: float32, float16, int8"
+        )
+    raise UsageError("--weights auto is not available yet; pick a format: float32, float16, int8")
+
+
 def _exit_rule(args: argparse.Namespace) -> ExitRule:
     """The compiled-in exit rule the compile flags ask for (at most one rule flag, and none with --calibrate)."""
     flags = {"softmax_confidence": args.exit_confidence, "margin": args.exit_margin, "stable_argmax": args.exit_stable}
@@ -397,12 +419,14 @@ def write_report(graph, folder: Path, title: str, budget: int | None) -> None:
     (folder / "plan.ir").write_text(print_graph(graph))
 
 
-def _budget_refusal(graph, budget: int, alignment: int) -> str:
-    """The one-line refusal of a budget no plan meets, with the smallest budget that works."""
+def _budget_refusal(graph, options: PassOptions) -> str:
+    """The one-line refusal of a budget no plan meets, with the smallest budget that works (weights stored as
+    `options` chooses)."""
     from masic.planning.minimum_budget import folded, minimum_budget
 
+    budget = options.budget
     _progress(f"the budget {format_bytes(budget)} does not fit; finding the smallest that does")
-    smallest = minimum_budget(folded(graph), alignment)
+    smallest = minimum_budget(folded(graph, options), options.alignment)
     return (
         f"the budget {format_bytes(budget)} ({budget} bytes) is below the smallest that works for this model and "
         f"target, {format_bytes(smallest)}; use --budget {smallest}"

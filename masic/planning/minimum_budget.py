@@ -14,14 +14,15 @@ from itertools import chain
 
 from masic.driver import plan
 from masic.ir.graph import Graph
+from masic.passes.base import PassOptions
 from masic.passes.patch_rows import candidates
 from masic.passes.slice_layers import candidate_limits, resident_bytes, slice_to, smallest_plan_bytes
 
 
-def folded(graph: Graph) -> Graph:
-    """An imported graph as slice-layers receives it (typed, batch norm and pooling folded, spikes one byte each),
-    the graph `minimum_budget` takes."""
-    return plan(graph, stop_after="folded").graph
+def folded(graph: Graph, options: PassOptions | None = None) -> Graph:
+    """An imported graph as slice-layers receives it (typed, batch norm and pooling folded, weights stored in the
+    formats `options.weights` chooses, spikes one byte each), the graph `minimum_budget` takes."""
+    return plan(graph, options, stop_after="folded").graph
 
 
 def minimum_budget(graph: Graph, alignment: int) -> int:

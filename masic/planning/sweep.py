@@ -84,7 +84,7 @@ class Sweep:
 
 def sweep(graph: Graph, low: int, high: int, options: PassOptions) -> Sweep:
     """Plans the graph (as imported) at every budget of `sweep_budgets`."""
-    prepared = folded(graph)
+    prepared = folded(graph, options)
     minimum = minimum_budget(prepared, options.alignment)
     # At or above the minimum every budget compiles.
     rows = [SweepRow(b) if b < minimum else plan_row(graph, b, options)[1] for b in sweep_budgets(low, high, minimum)]
