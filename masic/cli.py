@@ -319,6 +319,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
         source = f"profile {args.profile}"
         machine = measured_machine(target, read_profile(read_text(args.profile, MAX_MANIFEST_BYTES), source), source)
         target, planned_by = dataclasses.replace(target, machine=machine), f"{source}, measured on {target.name}"
+    then = None
+    drop = DEFAULT_ACCURACY_DROP if args.max_accuracy_drop is None else args.max_accuracy_drop
+    if weights is None:  # --weights auto: the choice is recorded in the manifest (the exit rule not calibrated)
+        from masic.weight_search import auto_weights
+
+        weights, then = auto_weights(graph, target, args.budget, args.calibrate, drop, _progress)
     options = driver.options_for(target, args.budget, weights)
     if args.budget_sweep:
         return _budget_sweep(graph, args, options, f"{name} ({target.name})")
@@ -338,10 +344,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
         return 0
 
     def calibrate(folder: Path) -> None:  # in the staging folder, before it replaces the output folder
-        drop = DEFAULT_ACCURACY_DROP if args.max_accuracy_drop is None else args.max_accuracy_drop
         _calibrate(read_manifest(folder), args.calibrate, drop, folder / CALIBRATION_PLOT, args.output)
 
-    then = calibrate if args.calibrate else None
+    if then is None and args.calibrate:
+        then = calibrate
     manifest = driver.build(graph, target, args.output, exit_rule, args.budget, _progress, then, planned_by)
     if args.report:
         write_report(graph, args.report, f"{name} ({target.name})", args.budget)
@@ -374,9 +380,9 @@ def _budget_sweep(graph, args: argparse.Namespace, options: PassOptions, title: 
     return 0
 
 
-def _weight_choice(args: argparse.Namespace) -> WeightChoice:
-    """The format each layer's weight is stored in: --weights F for every layer; --weights auto, the per-layer
-    choice made by running artifacts on the --calibrate data."""
+def _weight_choice(args: argparse.Namespace) -> WeightChoice | None:
+    """The format each layer's weight is stored in: --weights F for every layer; None for --weights auto, whose
+    per-layer choice `masic.weight_search.auto_weights` makes by running artifacts on the --calibrate data."""
     if args.weights != AUTO_WEIGHTS:
         return WeightChoice(args.weights)
     if not args.calibrate:
@@ -384,7 +390,7 @@ def _weight_choice(args: argparse.Namespace) -> WeightChoice:
             "--weights auto chooses per layer by accuracy: give --calibrate DATA.npz (labelled inputs, as for "
             "masic calibrate) and optionally --max-accuracy-drop P, or pick a format: float32, float16, int8"
         )
-    raise UsageError("--weights auto is not available yet; pick a format: float32, float16, int8")
+    return None
 
 
 def _exit_rule(args: argparse.Namespace) -> ExitRule:

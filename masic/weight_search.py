@@ -324,3 +324,22 @@ def summary(result: WeightSearch, chosen: WeightBytes, float32: WeightBytes) -> 
         f"{chosen.total} bytes instead of {float32.total} ({100 * saved:.1f}% smaller); "
         f"{len(result.trials)} artifacts built{stopped}"
     )
+
+
+def auto_weights(
+    graph: Graph,
+    target: Target,
+    budget: int | None,
+    data: Path,
+    max_accuracy_drop: float,
+    progress: Progress = quiet,
+    emit: Callable[[str], None] = print,
+) -> tuple[WeightChoice, Callable[[Path], None]]:
+    """What `masic compile --weights auto` does before planning: the search on `data`, its table and summary
+    through `emit`; returns the choice and what records it in an artifact folder's manifest."""
+    found = choose_weights(graph, target, budget, data, max_accuracy_drop, progress)
+    chosen, float32 = weight_bytes(graph, target, found.choice), weight_bytes(graph, target, WeightChoice())
+    emit(format_table(found, chosen, float32))
+    emit(summary(found, chosen, float32))
+    record = manifest_record(found, data, chosen, float32)
+    return found.choice, lambda folder: record_in_manifest(folder, record)

@@ -10,7 +10,10 @@ from collections.abc import Callable
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from masic.targets import get_target
 
+from masic.calibrate import CalibrationError
+from masic.driver import import_model
 from masic.ir.text import parse
 from masic.ir.weight_formats import WeightChoice
 from masic.weight_search import (
@@ -18,6 +21,7 @@ from masic.weight_search import (
     WeightSearchError,
     allowed_losses,
     choice_of,
+    choose_weights,
     compressible_layers,
     search,
 )
@@ -182,3 +186,21 @@ def test_every_mix_is_reachable_for_three_layers() -> None:
 
         result = run(correct_of, layers, 0)
         assert result.chosen.correct == 100
+
+
+def test_choose_weights_refuses_missing_data_and_models_without_layers(tmp_path) -> None:
+    target = get_target("x86_64")
+    graph = import_model("tests.norse_models:dense_model")
+    with pytest.raises(CalibrationError, match="does not exist"):
+        choose_weights(graph, target, None, tmp_path / "missing.npz", 1)
+    no_layers = parse(
+        """
+        graph @g timesteps=2 {
+          %in = input() : f32[4]
+          %s = iaf(%in) {v_th=0.5, v_reset=0.0} : spike[4]
+          output %s
+        }
+        """
+    )
+    with pytest.raises(WeightSearchError, match="no conv2d or dense layer"):
+        choose_weights(no_layers, target, None, tmp_path / "missing.npz", 1)

@@ -1,0 +1,113 @@
+"""`masic compile --weights auto` on the digits SNN trained here: the chosen mix meets the bound on held-out digits.
+
+The model (examples/digits.py, 4 epochs) is trained on the training split; the search runs on the calibration
+split; the held-out split, never seen by training or the search, is then run by the chosen artifact and by the
+float32 one. On the calibration split the bound holds by construction (every mix the search keeps was measured
+there). On held-out data the drop is the calibration drop plus sampling noise, so the test asserts
+
+    held-out drop <= P + 3 * (standard error of the per-sample difference of the two artifacts on held-out data)
+
+The per-sample difference d = right(float32) - right(chosen) is -1, 0 or 1; its mean is the drop, and its
+standard error sqrt(var(d) / n) is what the drop on another sample of digits would vary by. Three standard errors
+leave a chance of about 1 in 700 that a choice which truly keeps the bound fails here; where the two artifacts
+agree on every held-out digit the error is 0 and the bound is asserted exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from masic.frontends.norse import install_pickle_aliases
+
+from examples.digits import TIMESTEPS, load_splits, train
+from tests.artifacts import Run, masic_cli
+from tests.e2e.test_cli import _assert_one_line_error
+
+pytestmark = pytest.mark.slow
+MAX_DROP = 1.0  # percentage points: 3 of the 360 calibration digits
+TARGET = "x86_64"
+
+
+@dataclass(frozen=True)
+class Compiled:
+    folder: Path
+    auto: Path
+    float32: Path
+    auto_compile: Run
+    test_x: Path
+    test_y: Path
+
+
+def compile_digits(model: Path, out: Path, *flags: str) -> Run:
+    flags = ("--target", TARGET, "--input-shape", "1,8,8", "--timesteps", str(TIMESTEPS), "-o", str(out), *flags)
+    result = masic_cli("compile", str(model), *flags)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> Compiled:
+    folder = tmp_path_factory.mktemp("digits-weights")
+    (x_train, y_train), (x_calib, y_calib), (x_test, y_test) = load_splits()
+    torch.set_num_threads(1)
+    model = train(x_train, y_train, epochs=4)
+    install_pickle_aliases()
+    torch.save(model, folder / "digits.pt")
+    np.savez(folder / "calib.npz", x=x_calib, y=y_calib)
+    np.save(folder / "test_x.npy", x_test)
+    np.save(folder / "test_y.npy", y_test.astype(np.int64))
+    flags = ("--weights", "auto", "--calibrate", str(folder / "calib.npz"), "--max-accuracy-drop", str(MAX_DROP))
+    auto = compile_digits(folder / "digits.pt", folder / "auto", *flags)
+    compile_digits(folder / "digits.pt", folder / "float32")
+    return Compiled(folder, folder / "auto", folder / "float32", auto, folder / "test_x.npy", folder / "test_y.npy")
+
+
+def right_on_held_out(artifact: Path, compiled: Compiled) -> np.ndarray:
+    """Whether the artifact predicts each held-out digit right."""
+    predictions = compiled.folder / f"{artifact.name}-predictions.npy"
+    result = masic_cli(
+        "run", str(artifact), "--input", str(compiled.test_x), "--labels", str(compiled.test_y),
+        "--predictions", str(predictions),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return np.load(predictions)[:, 0] == np.load(compiled.test_y)
+
+
+def test_the_chosen_mix_meets_the_bound_on_held_out_digits(compiled: Compiled) -> None:
+    float32, chosen = right_on_held_out(compiled.float32, compiled), right_on_held_out(compiled.auto, compiled)
+    difference = float32.astype(np.int64) - chosen.astype(np.int64)
+    n = len(difference)
+    drop = 100 * difference.mean()
+    standard_error = 100 * math.sqrt(difference.var() / n)
+    assert drop <= MAX_DROP + 3 * standard_error, (drop, standard_error, compiled.auto_compile.stdout)
+
+
+def test_the_manifest_records_the_choice_and_the_weights_shrink(compiled: Compiled) -> None:
+    manifest = json.loads((compiled.auto / "manifest.json").read_text())
+    float32 = json.loads((compiled.float32 / "manifest.json").read_text())
+    choice = manifest["weights"]["choice"]
+    assert choice["source"] == "auto" and choice["data"] == "calib.npz" and choice["samples"] == 360
+    assert [layer["node"] for layer in choice["layers"]] == ["0", "4", "6"]  # conv, dense, dense
+    assert {layer["format"] for layer in choice["layers"]} <= {"int8", "float16", "float32"}
+    assert choice["accuracy"] >= choice["float32_accuracy"] - math.floor(MAX_DROP * 360 / 100) / 360 - 1e-12
+    assert sum(layer["bytes"] for layer in choice["layers"]) < sum(layer["float32_bytes"] for layer in choice["layers"])
+    assert manifest["weights"]["bytes"] < float32["weights"]["bytes"]
+    table = compiled.auto_compile.stdout
+    for layer in choice["layers"]:
+        assert any(line.split()[:2] == [layer["node"], layer["format"]] for line in table.splitlines()), table
+    assert "against float32's" in table
+
+
+def test_auto_with_data_that_does_not_fit_the_model_is_refused(compiled: Compiled) -> None:
+    bad = compiled.folder / "bad.npz"
+    np.savez(bad, x=np.zeros((4, 3, 8, 8), np.float32), y=np.zeros(4, np.int64))
+    flags = ("--weights", "auto", "--calibrate", str(bad))
+    result = masic_cli("compile", str(compiled.folder / "digits.pt"), "--target", TARGET, "--input-shape", "1,8,8",
+                       "-o", str(compiled.folder / "bad"), *flags)  # fmt: skip
+    _assert_one_line_error(result, "x has shape (4, 3, 8, 8)")
