@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from masic.analysis.cost import node_work
 from masic.calibrate import load_calibration_data, run_labelled
 from masic.driver import Progress, build, options_for, plan, quiet
 from masic.early_exit import accumulate, first_argmax
@@ -36,7 +37,7 @@ from masic.errors import MasicError
 from masic.ir import interpret
 from masic.ir.graph import Graph
 from masic.ir.ops import compressible
-from masic.ir.weight_formats import FORMATS, WeightChoice
+from masic.ir.weight_formats import FORMATS, WeightChoice, dequantized, quantize
 from masic.manifest import MANIFEST_FILE, read_manifest
 from masic.passes.check_budget import BudgetError
 from masic.targets import Target
@@ -46,7 +47,8 @@ AUTO = "auto"  # the `--weights` value that chooses per layer
 FORMAT_ORDER = ("int8", "float16", "float32")  # smallest first
 assert set(FORMAT_ORDER) == set(FORMATS)
 DEFAULT_MAX_BUILDS = 24  # artifacts built at most by one search (each costs seconds: kernels, link, a run)
-PROXY_SAMPLES = 32  # samples the interpreter runs to order the layers by sensitivity
+PROXY_SAMPLES = 32  # samples the interpreter runs at most to order the layers by sensitivity
+PROXY_WORK = 2 * 10**9  # multiply-accumulates the interpreter may spend on that (numpy: seconds each 10**9)
 SCRATCH_PREFIX = "masic-weights-"
 
 Mix = tuple[str, ...]  # a format per layer, in the order of `WeightSearch.layers`
@@ -205,11 +207,23 @@ def _accumulated(graph: Graph, x: np.ndarray) -> np.ndarray:
     return accumulate(np.stack([interpret.run(graph, sample) for sample in x]))
 
 
-def sensitivity_order(graph: Graph, target: Target, x: np.ndarray, samples: int = PROXY_SAMPLES) -> tuple[str, ...]:
-    """The layers most sensitive to int8 first: by how many of the first `samples` samples change prediction when
-    that layer alone is int8 (the interpreter computes exactly as the kernels do), then by the relative change of
-    the summed outputs; ties in graph order."""
+def proxy_samples(graph: Graph, layers: int, available: int) -> int:
+    """How many samples the interpreter proxy runs: at most PROXY_SAMPLES, and at most PROXY_WORK multiply-
+    accumulates in all over the float32 run and one run per layer; 0 when one sample exceeds it."""
+    folded = plan(graph, stop_after="folded").graph
+    per_sample = sum(node_work(node, folded) for node in folded.nodes) * folded.timesteps
+    return min(PROXY_SAMPLES, available, PROXY_WORK // max(per_sample * (layers + 1), 1))
+
+
+def sensitivity_order(graph: Graph, target: Target, x: np.ndarray, samples: int) -> tuple[str, ...]:
+    """The layers most sensitive to int8 first. With `samples` (`proxy_samples`): by how many of the first samples
+    of x change prediction in the interpreter (which computes as the kernels do) when that layer alone is int8,
+    then by the relative change of the summed outputs. With none, by the relative error int8 makes in the weight
+    itself. Ties in graph order."""
     layers = compressible_layers(graph)
+    if samples == 0:
+        folded = folded_with(graph, target, WeightChoice())
+        return tuple(sorted(layers, key=lambda layer: -_weight_error(folded, layer)))
     x = x[:samples]
     reference = _accumulated(folded_with(graph, target, WeightChoice()), x)
     predicted = first_argmax(reference)[0][:, -1]
@@ -220,6 +234,13 @@ def sensitivity_order(graph: Graph, target: Target, x: np.ndarray, samples: int 
         changed = int((first_argmax(outputs)[0][:, -1] != predicted).sum())
         keys[layer] = (-changed, -float(np.linalg.norm(outputs[:, -1] - reference[:, -1])) / scale)
     return tuple(sorted(layers, key=lambda layer: keys[layer]))
+
+
+def _weight_error(folded: Graph, layer: str) -> float:
+    """||w - dequantized(int8(w))|| / ||w|| of the layer's float32 weight."""
+    weight = folded.weights[folded.node(layer).attr("weight").name]
+    error = dequantized(*quantize(weight, "i8")) - weight
+    return float(np.linalg.norm(error)) / max(float(np.linalg.norm(weight)), np.finfo(np.float32).tiny)
 
 
 def choose_weights(
@@ -241,10 +262,10 @@ def choose_weights(
     folded = folded_with(graph, target, WeightChoice())
     (input_node,) = folded.inputs
     x, y = load_calibration_data(data, input_node.type.shape, folded.node(folded.output).type.numel)
-    progress(
-        f"weights: ordering {len(layers)} layers by their sensitivity to int8 on {min(len(x), PROXY_SAMPLES)} samples"
-    )
-    order = sensitivity_order(graph, target, x)
+    samples = proxy_samples(graph, len(layers), len(x))
+    proxy = f"in the interpreter on {samples} samples" if samples else "by the error int8 makes in each weight"
+    progress(f"weights: ordering {len(layers)} layers by their sensitivity to int8 {proxy}")
+    order = sensitivity_order(graph, target, x, samples)
     progress(f"weights: most sensitive first: {', '.join(order)}")
     reference = choice_of(layers, ("float32",) * len(layers))
     with scratch(SCRATCH_PREFIX) as folder:

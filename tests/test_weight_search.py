@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,16 +15,21 @@ from masic.targets import get_target
 
 from masic.calibrate import CalibrationError
 from masic.driver import import_model
+from masic.ir.graph import Graph
 from masic.ir.text import parse
 from masic.ir.weight_formats import WeightChoice
 from masic.weight_search import (
     FORMAT_ORDER,
+    PROXY_SAMPLES,
+    PROXY_WORK,
     WeightSearchError,
     allowed_losses,
     choice_of,
     choose_weights,
     compressible_layers,
+    proxy_samples,
     search,
+    sensitivity_order,
 )
 
 SAMPLES = 200
@@ -204,3 +210,44 @@ def test_choose_weights_refuses_missing_data_and_models_without_layers(tmp_path)
     )
     with pytest.raises(WeightSearchError, match="no conv2d or dense layer"):
         choose_weights(no_layers, target, None, tmp_path / "missing.npz", 1)
+
+
+def two_dense_layers(exact: str) -> Graph:
+    """input -> dense a -> iaf -> dense b: the `exact` layer's weight is multiples of 1/127 up to 1 (int8 stores
+    them exactly), the other's random values with 50 in column 0 (int8 rounds the rest to multiples of 50/127; the
+    inputs are 0 there)."""
+    rng = np.random.default_rng(0)
+    weights = {"a.w": rng.normal(size=(8, 4)), "b.w": rng.normal(size=(3, 8))}
+    weights[f"{'b' if exact == 'a' else 'a'}.w"][:, 0] = 50
+    whole = rng.integers(-127, 128, size=weights[f"{exact}.w"].shape)
+    whole[0, 0] = 127
+    weights[f"{exact}.w"] = whole / 127  # scale 1/127: q = whole exactly
+    text = """
+        graph @g timesteps=4 {
+          param @a.w : f32[8,4]
+          param @b.w : f32[3,8]
+          %in = input() : f32[4]
+          %a = dense(%in) {weight=@a.w, in_features=4, out_features=8} : f32[8]
+          %s = iaf(%a) {v_th=0.5, v_reset=0.0} : spike[8]
+          %b = dense(%s) {weight=@b.w, in_features=8, out_features=3} : f32[3]
+          output %b
+        }
+        """
+    return parse(text, {name: w.astype(np.float32) for name, w in weights.items()})
+
+
+@pytest.mark.parametrize("exact", ["a", "b"])
+@pytest.mark.parametrize("samples", [0, 8])
+def test_the_layer_int8_rounds_comes_first(exact: str, samples: int) -> None:
+    graph = two_dense_layers(exact)
+    x = np.random.default_rng(1).uniform(0, 2, size=(8, 4)).astype(np.float32)
+    x[:, 0] = 0  # the rounded layer's column of 50s does not drive it
+    rounded = "b" if exact == "a" else "a"
+    assert sensitivity_order(graph, get_target("x86_64"), x, samples) == (rounded, exact)
+
+
+def test_the_interpreter_proxy_is_bounded_by_its_work() -> None:
+    graph = two_dense_layers("a")
+    per_sample = (8 * 4 + 3 * 8 + 8) * 4  # each node's work, 4 timesteps (iaf: one per neuron)
+    assert proxy_samples(graph, 2, 1000) == min(PROXY_SAMPLES, PROXY_WORK // (per_sample * 3))
+    assert proxy_samples(graph, 2, 5) == 5

@@ -1,0 +1,129 @@
+"""Compressed weights on the digits SNN: held-out accuracy of float32, float16, int8 and auto, with their bytes.
+
+1. Splits scikit-learn's bundled digits into train / calibration / held-out test (`examples.digits.load_splits`,
+   fixed seeds) and trains the digits SNN on the train split (or reuses WORKDIR/digits.pt); Norse's own held-out
+   accuracy is the reference every artifact is compared with.
+2. Compiles it with `masic compile --weights float32`, `float16`, `int8` and `auto --calibrate calib.npz
+   --max-accuracy-drop P` (the search runs on the calibration split; its table is printed).
+3. Runs each artifact on the held-out split, which neither training nor the search saw, and prints its accuracy,
+   the points it loses against the float32 artifact, weights.bin's bytes (the manifest's) and the smallest budget
+   it compiles under (`masic.planning.minimum_budget` of the graph with its formats).
+
+scikit-learn's digits is the only image dataset on the machine (no torchvision, no downloaded data), so it is the
+only one measured.
+
+    python bench/weights.py [--workdir build/weights] [--epochs 15] [--max-accuracy-drop 0.5] [--target x86_64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from masic.frontends.dispatch import ImportOptions
+from masic.frontends.norse import install_pickle_aliases
+from masic.targets import get_target
+
+from bench.machine import cpu_model
+from examples.digits import TIMESTEPS, load_splits, norse_outputs, train
+from masic.driver import import_model, options_for
+from masic.ir.weight_formats import WeightChoice
+from masic.planning.minimum_budget import folded, minimum_budget
+from masic.weight_search import compressible_layers
+from tests.artifacts import masic_cli
+
+FORMATS = ("float32", "float16", "int8")
+
+
+def compile_artifact(model: Path, out: Path, target: str, *flags: str) -> tuple[dict, str, float]:
+    """(manifest, stdout, seconds) of `masic compile` with the flags."""
+    command = ["compile", str(model), "--target", target, "--input-shape", "1,8,8", "--timesteps", str(TIMESTEPS)]
+    started = time.perf_counter()
+    result = masic_cli(*command, "-o", str(out), *flags)
+    if result.returncode != 0:
+        raise RuntimeError(f"masic compile {' '.join(flags)} failed: {result.stderr.strip()}")
+    return json.loads((out / "manifest.json").read_text()), result.stdout, time.perf_counter() - started
+
+
+def held_out_right(out: Path, x_path: Path, y_path: Path) -> np.ndarray:
+    """Whether the artifact predicts each held-out digit right."""
+    predictions = out / "predictions.npy"
+    run = masic_cli("run", str(out), "--input", str(x_path), "--labels", str(y_path), "--predictions", str(predictions))
+    if run.returncode != 0:
+        raise RuntimeError(f"masic run failed: {run.stderr.strip()}")
+    return np.load(predictions)[:, 0] == np.load(y_path)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("build/weights"))
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--max-accuracy-drop", type=float, default=0.5)
+    parser.add_argument("--target", default="x86_64")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    (x_train, y_train), (x_calib, y_calib), (x_test, y_test) = load_splits()
+    model_path = args.workdir / "digits.pt"
+    torch.set_num_threads(1)
+    if model_path.exists():
+        model = torch.load(model_path, weights_only=False)
+        print(f"reusing {model_path}")
+    else:
+        started = time.perf_counter()
+        model = train(x_train, y_train, args.epochs)
+        print(f"trained {args.epochs} epochs in {time.perf_counter() - started:.1f}s")
+        install_pickle_aliases()
+        torch.save(model, model_path)
+    np.savez(args.workdir / "calib.npz", x=x_calib, y=y_calib)
+    x_path, y_path = args.workdir / "test_x.npy", args.workdir / "test_y.npy"
+    np.save(x_path, x_test)
+    np.save(y_path, y_test.astype(np.int64))
+    with torch.no_grad():
+        norse = norse_outputs(model, torch.from_numpy(x_test)).sum(0).argmax(1).numpy() == y_test
+    print(f"machine: {cpu_model()}; target {args.target}")
+    print(f"digits: train {len(x_train)}, calibration {len(x_calib)}, held-out test {len(x_test)}; T = {TIMESTEPS}")
+
+    target = get_target(args.target)
+    graph = import_model(str(model_path), ImportOptions((1, 8, 8), TIMESTEPS))
+    rows = []
+    variants = [(fmt, ("--weights", fmt)) for fmt in FORMATS]
+    auto_flags = ("--weights", "auto", "--calibrate", str(args.workdir / "calib.npz"))
+    drop_flag = ("--max-accuracy-drop", str(args.max_accuracy_drop))
+    variants.append((f"auto ({args.max_accuracy_drop:g} points)", (*auto_flags, *drop_flag)))
+    reference = None
+    for name, flags in variants:
+        out = args.workdir / name.split()[0]
+        manifest, stdout, seconds = compile_artifact(model_path, out, args.target, *flags)
+        if "choice" in manifest["weights"]:
+            print(f"\n$ masic compile digits.pt {' '.join(flags)}\n{stdout.rstrip()}")
+            layers = manifest["weights"]["choice"]["layers"]
+            choice = WeightChoice("float32", tuple((layer["node"], layer["format"]) for layer in layers))
+        else:
+            choice = WeightChoice(flags[-1])
+        right = held_out_right(out, x_path, y_path)
+        reference = right if reference is None else reference
+        minimum = minimum_budget(folded(graph, options_for(target, None, choice)), target.alignment)
+        layers = " ".join(f"{node}={choice.of(node)}" for node in compressible_layers(graph))
+        rows.append((name, layers, right, manifest["weights"]["bytes"], minimum, seconds))
+
+    print(f"\nheld-out test ({len(y_test)} digits), measured by each {args.target} artifact:")
+    header = f"{'accuracy':>9}{'vs float32':>12}{'weights.bin':>13}{'min budget':>12}{'compile s':>11}"
+    print(f"{'weights':<22}{'layers':<30}{header}")
+    print(f"{'Norse (PyTorch)':<22}{'-':<30}{100 * norse.mean():>8.2f}%")
+    for name, layers, right, nbytes, minimum, seconds in rows:
+        drop = 100 * (reference.mean() - right.mean())
+        figures = f"{100 * right.mean():>8.2f}%{-drop:>+11.2f} {nbytes:>13}{minimum:>12}{seconds:>11.1f}"
+        print(f"{name:<22}{layers:<30}{figures}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
