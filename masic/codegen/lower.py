@@ -18,7 +18,10 @@ import numpy as np
 from masic.codegen.kernels import (
     BITS,
     FLOAT,
+    HALF,
+    INT8,
     SPIKE,
+    STORAGE,
     AccumulateDenseKernel,
     AdaptiveAvgPool2dKernel,
     Conv2dKernel,
@@ -30,6 +33,7 @@ from masic.codegen.kernels import (
     Pool2dKernel,
     RowsKernel,
 )
+from masic.codegen.kernels.args import WeightArgs
 from masic.codegen.weights import Segment, WeightsFile
 from masic.early_exit import ExitRule
 from masic.errors import MasicError
@@ -190,12 +194,25 @@ def _kernel_for(node: Node, graph: Graph) -> tuple[Kernel, Binding]:
         raise NotImplementedError(f"no kernel for op {node.op!r} ({definition.doc})")
     kernel, arguments = lowering(node, operand, graph)
     binding |= arguments
+    if _ref(node, "weight") is not None:
+        kernel, binding = _with_stored_weight(node, graph, kernel, binding)
     if epilogue := graph.epilogue(node):  # the fused neuron's arguments replace y
         neuron, neuron_binding = _neuron_kernel_for(epilogue)
         kernel = dataclasses.replace(kernel, neuron=neuron)
         del binding["y"]
         binding |= neuron_binding
     return kernel, binding
+
+
+def _with_stored_weight(node: Node, graph: Graph, kernel: Kernel, binding: Binding) -> tuple[Kernel, Binding]:
+    """The kernel taking the node's weight in its stored type (`masic.ir.weight_formats`), and an int8 weight's
+    scale; a kernel that cannot read a compressed weight refuses it rather than reading its bytes as float32."""
+    dtype = graph.param(node.attr("weight").name).type.dtype
+    if dtype == "f32":
+        return kernel, binding
+    if not isinstance(kernel, WeightArgs):
+        raise LoweringError(f"{node.describe()}: its kernel cannot read {dtype} weights; compile its weight as f32")
+    return dataclasses.replace(kernel, weight_dtype=STORAGE[dtype]), binding | {"scale": _ref(node, "weight_scale")}
 
 
 def _neuron_kernel_for(node: Node) -> tuple[NeuronKernel, Binding]:
@@ -344,7 +361,8 @@ def _load_kind(segment: Segment, state: bool) -> tuple[str, int]:
     return LOAD_STATE_FILL, int(np.float32(segment.fill).view(np.uint32))
 
 
-C_TYPES = {FLOAT: "float", SPIKE: "uint8_t", BITS: "uint32_t"}
+# A float16 weight's C type is its bits: the kernels convert it, model.c only passes the pointer on
+C_TYPES = {FLOAT: "float", SPIKE: "uint8_t", BITS: "uint32_t", HALF: "uint16_t", INT8: "int8_t"}
 
 
 def _c_sites(sites: list[tuple[str, str]]) -> str:
@@ -354,7 +372,8 @@ def _c_sites(sites: list[tuple[str, str]]) -> str:
 
 
 def _c_type(kernel: Kernel, arg: str) -> str:
-    """The C element type of a kernel argument: spikes are bytes, or words of 32 when bit-packed."""
+    """The C element type of a kernel argument: spikes are bytes, or words of 32 when bit-packed; weights in their
+    stored type."""
     return C_TYPES[kernel.arg_dtype(arg)]
 
 

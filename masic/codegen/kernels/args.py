@@ -19,7 +19,12 @@ if TYPE_CHECKING:
 FLOAT = "float32"
 SPIKE = "uint8"
 BITS = "uint32"  # a word of 32 bit-packed spikes
-STORAGE = {"f32": FLOAT, "spike": SPIKE, "bits": BITS}  # IR element type -> a kernel argument's element type
+HALF = "float16"  # a weight stored as IEEE half
+INT8 = "int8"  # a weight stored as int8, with a float32 scale per output channel
+SUM = "int32"  # the sums of an int8 layer over spikes
+# IR element type -> a kernel argument's element type
+STORAGE = {"f32": FLOAT, "spike": SPIKE, "bits": BITS, "f16": HALF, "i8": INT8}
+WEIGHT_STORAGE = (FLOAT, HALF, INT8)  # the element types a layer kernel's weight may have
 
 
 def stored_shape(shape: tuple[int, int, int], block: int) -> tuple[int, ...]:
@@ -115,6 +120,42 @@ class WindowArgs(KernelArgs):
             window_out(h, self.kernel[0], self.stride[0], top + bottom, dilation[0]),
             window_out(w, self.kernel[1], self.stride[1], 2 * side, dilation[1]),
         )
+
+
+class WeightArgs(KernelArgs):
+    """A layer kernel (conv, dense) whose weight `w` is stored as `weight_dtype` (`masic.ir.weight_formats`):
+    float32, float16 (converted to float32 as it is loaded) or int8, which adds the float32 argument `scale`, one
+    per output channel, right after `w`. Over spikes an int8 layer sums q * x in int32 (`integer_sums`), exact;
+    over float32 activations it sums x * float32(q) in float32. Either way the output is float32(sum) * scale,
+    rounded on its own, plus the bias."""
+
+    weight_dtype: str
+
+    def _check_weight_dtype(self) -> None:
+        if self.weight_dtype not in WEIGHT_STORAGE:
+            raise ValueError(f"{self.symbol}: weights cannot be {self.weight_dtype}; kernels take {WEIGHT_STORAGE}")
+
+    def spike_inputs(self) -> bool:
+        """Whether the layer's inputs (every step's) are spikes."""
+        raise NotImplementedError
+
+    @property
+    def integer_sums(self) -> bool:
+        """Whether the sums are int32 (int8 weights over spikes), else float32."""
+        return self.weight_dtype == INT8 and self.spike_inputs()
+
+    @property
+    def sum_dtype(self) -> str:
+        return SUM if self.integer_sums else FLOAT
+
+    def _weight_shapes(self, shape: tuple[int, ...], out_channels: int) -> dict[str, tuple[int, ...]]:
+        """w's shape, and int8's scale (O,) after it."""
+        return {"w": shape, **({"scale": (out_channels,)} if self.weight_dtype == INT8 else {})}
+
+    def arg_dtype(self, name: str) -> str:
+        if name == "w":
+            return self.weight_dtype
+        return FLOAT if name == "scale" else super().arg_dtype(name)
 
 
 class StepArgs(KernelArgs):

@@ -7,7 +7,16 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from masic.codegen.kernels.args import SPIKE, EpilogueArgs, KernelArgs, StepArgs, WindowArgs, stored_shape
+from masic.codegen.kernels.args import (
+    FLOAT,
+    SPIKE,
+    EpilogueArgs,
+    KernelArgs,
+    StepArgs,
+    WeightArgs,
+    WindowArgs,
+    stored_shape,
+)
 from masic.ir.graph import words
 from masic.ir.shapes import CONV_LAYOUT, weight_block
 
@@ -16,13 +25,14 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Conv2dKernel(WindowArgs, EpilogueArgs):
+class Conv2dKernel(WeightArgs, WindowArgs, EpilogueArgs):
     """2-D convolution, NCHW without batch, weights in `weight_layout`: OIHW as in PyTorch, or "OIHW{ob}o"
     (blocks of ob output channels innermost, `masic.codegen.weights.stored_weight`), which selects the kernel
     vectorised along output channels.
 
-    C signature: `int32_t symbol(float* x, float* w, [float* b,] [float* scratch,] float* y)`.
-    `scratch` (the zero-padded input) is present only when some padding is non-zero.
+    C signature: `int32_t symbol(float* x, W* w, [float* scale,] [float* b,] [float* scratch,] float* y)`.
+    `scratch` (the zero-padded input) is present only when some padding is non-zero. W is the weight's element
+    type and `scale` is present for int8 weights only (`WeightArgs`), here and in the dense kernels.
     """
 
     symbol: str
@@ -40,6 +50,7 @@ class Conv2dKernel(WindowArgs, EpilogueArgs):
     neuron: NeuronKernel | None = None
     in_block: int = 1
     out_block: int = 1  # > 1: y (or the neuron's arguments) stored NCHW{out_block}c, the weight blocked alike
+    weight_dtype: str = FLOAT  # `WeightArgs`
 
     @property
     def window_op(self) -> str:
@@ -54,8 +65,12 @@ class Conv2dKernel(WindowArgs, EpilogueArgs):
         if min(self.out_shape()) <= 0:
             raise ValueError(f"{self.symbol}: empty output shape {self.out_shape()}")
         self._check_in_block()
+        self._check_weight_dtype()
         if self.out_block > 1 and self.out_block != weight_block(self.weight_layout):
             raise ValueError(f"{self.symbol}: NCHW{self.out_block}c output needs OIHW{self.out_block}o")
+
+    def spike_inputs(self) -> bool:
+        return "x" in self.spikes
 
     def out_shape(self) -> tuple[int, int, int]:
         """Output shape (O, OH, OW) by PyTorch's formula."""
@@ -73,7 +88,7 @@ class Conv2dKernel(WindowArgs, EpilogueArgs):
         as stored (`stored_shape`)."""
         shapes: dict[str, tuple[int, ...]] = {
             "x": stored_shape(self.in_shape, self.in_block),
-            "w": self.weight_shape(),
+            **self._weight_shapes(self.weight_shape(), self.out_channels),
         }
         if self.bias:
             shapes["b"] = (self.out_channels,)
@@ -84,12 +99,12 @@ class Conv2dKernel(WindowArgs, EpilogueArgs):
 
 
 @dataclass(frozen=True)
-class DenseKernel(StepArgs, EpilogueArgs):
+class DenseKernel(WeightArgs, StepArgs, EpilogueArgs):
     """Fully connected layer `y = w @ x (+ b)`, w of shape (out, in) as torch.nn.Linear, for `steps` timesteps
     at once: each step has its own input and output, and the weights are read once for all of them.
 
-    C signature: `int32_t symbol(float* x, float* w, [float* b,] float* y)`, and with S = `steps` > 1
-    `int32_t symbol(float* x0, ..., float* x{S-1}, float* w, [float* b,] float* y0, ..., float* y{S-1})`.
+    C signature: `int32_t symbol(float* x, W* w, [float* scale,] [float* b,] float* y)`, and with S = `steps` > 1
+    `int32_t symbol(float* x0, ..., float* x{S-1}, W* w, [float* scale,] [float* b,] float* y0, ..., float* y{S-1})`.
     """
 
     symbol: str
@@ -99,9 +114,14 @@ class DenseKernel(StepArgs, EpilogueArgs):
     steps: int = 1
     spikes: tuple[str, ...] = ()
     neuron: NeuronKernel | None = None  # one step per call only
+    weight_dtype: str = FLOAT  # `WeightArgs`
 
     def __post_init__(self) -> None:
         self._check_epilogue()
+        self._check_weight_dtype()
+
+    def spike_inputs(self) -> bool:
+        return set(self.step_names("x")) <= set(self.spikes)
 
     def out_shape(self) -> tuple[int]:
         """Output shape (out_features,)."""
@@ -112,19 +132,20 @@ class DenseKernel(StepArgs, EpilogueArgs):
         xs = dict.fromkeys(self.step_names("x"), (self.in_features,))
         ys = dict.fromkeys(self.step_names("y"), self.out_shape())
         bias = {"b": (self.out_features,)} if self.bias else {}
-        return self._with_epilogue({**xs, "w": (self.out_features, self.in_features), **bias, **ys})
+        w = self._weight_shapes((self.out_features, self.in_features), self.out_features)
+        return self._with_epilogue({**xs, **w, **bias, **ys})
 
 
 @dataclass(frozen=True)
-class AccumulateDenseKernel(StepArgs, EpilogueArgs):
+class AccumulateDenseKernel(WeightArgs, StepArgs, EpilogueArgs):
     """Dense layer of a spike operand, `y = W x (+ b)` with x in {0, 1}: for each active input k, row k of the
     transposed weight `w` (in, out), contiguous, is added into the outputs. No multiplications, and only the rows
     of active inputs are read, so it gains from low spike rates.
 
     With `steps` S > 1 one call computes S timesteps of a block and reads each weight row once for all of them:
     a row is read when any step's input is active and added into each active step's outputs.
-    C signature: `int32_t symbol(uint8_t* x, float* w, [float* b,] float* y)`, or for S > 1
-    `symbol(uint8_t* x0, ..., uint8_t* x{S-1}, float* w, [float* b,] float* y0, ..., float* y{S-1})`.
+    C signature: `int32_t symbol(uint8_t* x, W* w, [float* scale,] [float* b,] float* y)`, or for S > 1
+    `symbol(uint8_t* x0, ..., uint8_t* x{S-1}, W* w, [float* scale,] [float* b,] float* y0, ..., float* y{S-1})`.
     With `packed` (one step only) x is bit-packed, `uint32_t* x` of ceil(in / 32) words: a zero word skips 32
     inputs at once.
     """
@@ -137,8 +158,10 @@ class AccumulateDenseKernel(StepArgs, EpilogueArgs):
     neuron: NeuronKernel | None = None  # one step per call only
     spikes: tuple[str, ...] = ()  # besides the inputs, always spikes: a neuron epilogue's spike output
     packed: bool = False
+    weight_dtype: str = FLOAT  # `WeightArgs`
 
     def __post_init__(self) -> None:
+        self._check_weight_dtype()
         if self.steps < 1:
             raise ValueError(f"{self.symbol}: steps must be at least 1, got {self.steps}")
         self._check_epilogue()
@@ -147,6 +170,9 @@ class AccumulateDenseKernel(StepArgs, EpilogueArgs):
 
     def packed_args(self) -> tuple[str, ...]:
         return ("x",) if self.packed else ()
+
+    def spike_inputs(self) -> bool:
+        return True
 
     def arg_dtype(self, name: str) -> str:
         unpacked_inputs = name in self.step_names("x") and not self.packed
@@ -168,7 +194,8 @@ class AccumulateDenseKernel(StepArgs, EpilogueArgs):
         xs = {name: x_shape for name in self.step_names("x")}
         bias = {"b": (self.out_features,)} if self.bias else {}
         ys = {name: self.out_shape() for name in self.step_names("y")}
-        return self._with_epilogue({**xs, "w": (self.in_features, self.out_features), **bias, **ys})
+        w = self._weight_shapes((self.in_features, self.out_features), self.out_features)
+        return self._with_epilogue({**xs, **w, **bias, **ys})
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,17 @@ that decide when a kernel runs in parallel, and the frame of a kernel written wi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from tvm import ir, s_tir, te, tirx
 from tvm.s_tir.schedule import SBlockRV
 from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
-from masic.codegen.kernels import FLOAT, Kernel
+from masic.codegen.kernels import FLOAT, INT8, Kernel
+from masic.codegen.kernels.args import WeightArgs
+from masic.codegen.tir.arith import f32, no_contract
 
 # Accumulator tiles above this many floats would turn into workspace allocations (TVM heap-allocates internal
 # buffers of 1 KiB or more); stay below it.
@@ -98,6 +101,32 @@ def vector_tile(extent: int, lanes: int, limit: int | None = None) -> int:
     """
     divisors = [d for d in range(1, min(extent, 4 * lanes, limit or extent) + 1) if extent % d == 0]
     return max(divisors, key=lambda d: (d / (math.ceil(d / lanes) * lanes), d))
+
+
+def zero(dtype: str) -> ir.Expr:
+    """0 of an accumulator's type."""
+    return f32(0.0) if dtype == FLOAT else tirx.const(0, dtype)
+
+
+def summand(k: WeightArgs, value: ir.Expr) -> ir.Expr:
+    """A loaded input or weight element in the type of the layer's sums (`WeightArgs.sum_dtype`): float32 (a
+    spike's byte reads as 0.0 or 1.0, a float16 or int8 weight converts exactly), or int32 for int8 layers over
+    spikes."""
+    return as_type(k.sum_dtype, value)
+
+
+def product(k: WeightArgs, x: ir.Expr, w: ir.Expr) -> ir.Expr:
+    """One term of a layer's sum, input `x` times weight `w`, in the sums' type."""
+    return summand(k, x) * summand(k, w)
+
+
+def layer_output(k: WeightArgs, total: ir.Expr, params: Mapping[str, Any], channel: ir.Expr) -> ir.Expr:
+    """A layer's output at output channel `channel` from its sum `total` there: int8 weights scale it first,
+    float32(total) * scale, rounded on its own (fenced: the kernels must not fuse it with the bias add, as
+    `masic.ir.weight_formats.int8_output` does not); then the bias. `params` holds the `scale` and `b` tensors or
+    buffers, those the kernel takes."""
+    value = no_contract(as_float(total) * params["scale"][channel]) if k.weight_dtype == INT8 else total
+    return value + params["b"][channel] if k.bias else value
 
 
 def tile(extent: int, preferred: int) -> int:

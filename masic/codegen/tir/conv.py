@@ -9,7 +9,15 @@ from tvm import ir, s_tir, te, tirx
 
 from masic.codegen.kernels import FLOAT, Conv2dKernel
 from masic.codegen.kernels.args import stored_shape
-from masic.codegen.tir.common import ACC_BLOCK, MAX_ACC_VECTORS, MAX_TILE_FLOATS, as_float, placeholder, to_c_abi
+from masic.codegen.tir.common import (
+    ACC_BLOCK,
+    MAX_ACC_VECTORS,
+    MAX_TILE_FLOATS,
+    layer_output,
+    placeholder,
+    product,
+    to_c_abi,
+)
 from masic.codegen.tir.neuron import output_stage
 from masic.codegen.tir.window import schedule_pad, window_source, windowed
 from masic.ir.shapes import weight_block
@@ -27,22 +35,26 @@ def conv2d(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
     o = k.out_channels
     (kh, kw), (sh, sw), (dh, dw) = k.kernel, k.stride, k.dilation
     cpg, opg = k.in_shape[0] // k.groups, o // k.groups
-    x = placeholder(k, "x")
-    w = te.placeholder(k.weight_shape(), FLOAT, name="w")
-    b = te.placeholder((o,), FLOAT, name="b")
+    x, w, params = _operands(k)
     src, element = window_source(k, x, 0.0)
     rc, rh, rw = te.reduce_axis((0, cpg), "rc"), te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
 
     def conv(oc: tirx.Var, y: tirx.Var, xx: tirx.Var) -> ir.Expr:
         channel = rc if k.groups == 1 else (oc // opg) * cpg + rc
         tap = element(channel, y * sh + rh * dh, xx * sw + rw * dw)
-        return te.sum(as_float(tap) * w[oc, rc, rh, rw], axis=[rc, rh, rw])
+        return te.sum(product(k, tap, w[oc, rc, rh, rw]), axis=[rc, rh, rw])
 
     acc = te.compute(k.out_shape(), conv, name=ACC_BLOCK)
-    window = cpg * kh * kw
-    if k.bias:
-        return windowed(k, lanes, [x, w, b], src, acc, lambda value, oc: value + b[oc], window)
-    return windowed(k, lanes, [x, w], src, acc, lambda value, oc: value, window)
+    inputs = [x, w, *params.values()]
+    return windowed(k, lanes, inputs, src, acc, lambda value, oc: layer_output(k, value, params, oc), cpg * kh * kw)
+
+
+def _operands(k: Conv2dKernel) -> tuple[te.Tensor, te.Tensor, dict[str, te.Tensor]]:
+    """The input and weight tensors, and the int8 weight's scale and the bias, those the kernel takes, in argument
+    order."""
+    params = {name: te.placeholder((k.out_channels,), FLOAT, name=name) for name in ("scale", "b")}
+    params = {name: tensor for name, tensor in params.items() if name in k.arg_shapes()}
+    return placeholder(k, "x"), placeholder(k, "w"), params
 
 
 def _pixel_tile(out_hw: tuple[int, int], vectors: int, block: int) -> tuple[int, int]:
@@ -66,27 +78,24 @@ def _conv2d_blocked(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
     (kh, kw), (sh, sw), (dh, dw) = k.kernel, k.stride, k.dilation
     cpg, blocks_per_group = k.in_shape[0] // k.groups, o // k.groups // block
     _, oh, ow = k.out_shape()
-    x = placeholder(k, "x")
-    w = te.placeholder(k.weight_shape(), FLOAT, name="w")
-    b = te.placeholder((o,), FLOAT, name="b")
+    x, w, params = _operands(k)
     src, element = window_source(k, x, 0.0)
     rc, rh, rw = te.reduce_axis((0, cpg), "rc"), te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
 
     def conv(ob: tirx.Var, y: tirx.Var, xx: tirx.Var, oi: tirx.Var) -> ir.Expr:
         channel = rc if k.groups == 1 else (ob // blocks_per_group) * cpg + rc  # a block lies in one group
-        tap = as_float(element(channel, y * sh + rh * dh, xx * sw + rw * dw))
-        return te.sum(tap * w[ob, rc, rh, rw, oi], axis=[rc, rh, rw])
+        tap = element(channel, y * sh + rh * dh, xx * sw + rw * dw)
+        return te.sum(product(k, tap, w[ob, rc, rh, rw, oi]), axis=[rc, rh, rw])
 
     acc = te.compute((o // block, oh, ow, block), conv, name=ACC_BLOCK)
 
     def epilogue(oc: ir.Expr, y: tirx.Var, xx: tirx.Var, oi: ir.Expr | None = None) -> ir.Expr:
         """Output channel `oc` (or, stored blocked, channel `oi` of block `oc`) at (y, xx)."""
         ob, oi = (oc // block, oc % block) if oi is None else (oc, oi)
-        value = acc[ob, y, xx, oi]
-        return value + b[ob * block + oi] if k.bias else value
+        return layer_output(k, acc[ob, y, xx, oi], params, ob * block + oi)
 
     stage = output_stage(k, stored_shape(k.out_shape(), k.out_block), epilogue, k.neuron)
-    inputs, padded = [x, w, *([b] if k.bias else [])], src is not x
+    inputs, padded = [x, w, *params.values()], src is not x
     sch = s_tir.Schedule(te.create_prim_func([*inputs, *([src] if padded else []), *stage.tensors]))
     parallel = math.prod(k.out_shape()) * cpg * kh * kw >= BLOCKED_PARALLEL_MIN_WORK
     if padded:

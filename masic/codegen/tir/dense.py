@@ -11,18 +11,20 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
 from masic.codegen.kernels import BITS, FLOAT, SPIKE, AccumulateDenseKernel, DenseKernel
-from masic.codegen.tir.arith import f32
 from masic.codegen.tir.common import (
     ACC_BLOCK,
     MAX_ACC_VECTORS,
     MAX_TILE_FLOATS,
     PARALLEL_MIN_WORK,
-    as_float,
     built,
+    layer_output,
     placeholder,
+    product,
+    summand,
     tile,
     to_c_abi,
     vector_tile,
+    zero,
 )
 from masic.codegen.tir.neuron import neuron_values, old_block, output_stage
 from masic.ir.graph import WORD_BITS, words
@@ -42,19 +44,18 @@ def dense(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
         return dense_steps(k, lanes)
     n_in, n_out = k.in_features, k.out_features
     step = math.gcd(n_in, lanes)
-    x = placeholder(k, "x")
-    w = te.placeholder((n_out, n_in), FLOAT, name="w")
-    b = te.placeholder((n_out,), FLOAT, name="b")
+    x, w = placeholder(k, "x"), placeholder(k, "w")
+    params = {name: te.placeholder((n_out,), FLOAT, name=name) for name in ("scale", "b") if name in k.arg_shapes()}
     ko = te.reduce_axis((0, n_in // step), "ko")
     part = te.compute(
         (n_out, step),
-        lambda j, lane: te.sum(as_float(x[ko * step + lane]) * w[j, ko * step + lane], axis=ko),
+        lambda j, lane: te.sum(product(k, x[ko * step + lane], w[j, ko * step + lane]), axis=ko),
         name=PART_BLOCK,
     )
     lane = te.reduce_axis((0, step), "lane")
     acc = te.compute((n_out,), lambda j: te.sum(part[j, lane], axis=lane), name=ACC_BLOCK)
-    stage = output_stage(k, (n_out,), lambda j: acc[j] + b[j] if k.bias else acc[j], k.neuron)
-    inputs = [x, w, *([b] if k.bias else [])]
+    stage = output_stage(k, (n_out,), lambda j: layer_output(k, acc[j], params, j), k.neuron)
+    inputs = [x, w, *params.values()]
     sch = s_tir.Schedule(te.create_prim_func([*inputs, *stage.tensors]))
     jo, _ = sch.split(sch.get_loops(stage.scheduled_block(sch))[0], [None, tile(n_out, 4)])
     if n_in * n_out >= PARALLEL_MIN_WORK:
@@ -95,16 +96,16 @@ def dense_steps(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
             IRBuilder.name("jo", jo)
             for first in range(0, n_steps, group):
                 steps = range(first, min(first + group, n_steps))
-                acc = {t: IRBuilder.name(f"acc{t}", T.alloc_buffer((rows, step), FLOAT)) for t in steps}
+                acc = {t: IRBuilder.name(f"acc{t}", T.alloc_buffer((rows, step), k.sum_dtype)) for t in steps}
                 with T.unroll(rows) as ji, T.vectorized(step) as lane:
                     IRBuilder.name_many(["ji", "lane"], [ji, lane])
                     for t in steps:
-                        T.buffer_store(acc[t], f32(0.0), [ji, lane])
+                        T.buffer_store(acc[t], zero(k.sum_dtype), [ji, lane])
                 with T.serial(n_in // step) as ko, T.unroll(rows) as ji, T.vectorized(step) as lane:
                     IRBuilder.name_many(["ko", "ji", "lane"], [ko, ji, lane])
                     weight = w[jo * rows + ji, ko * step + lane]
-                    for t in steps:  # spikes are bytes, read as 0.0 / 1.0
-                        term = as_float(a[xs[t]][ko * step + lane]) * weight
+                    for t in steps:  # spikes are bytes, read as 0.0 / 1.0 (or 0 / 1 into int32 sums)
+                        term = product(k, a[xs[t]][ko * step + lane], weight)
                         T.buffer_store(acc[t], acc[t][ji, lane] + term, [ji, lane])
                 with T.unroll(rows) as ji:
                     IRBuilder.name("ji", ji)
@@ -113,7 +114,7 @@ def dense_steps(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
                         total = acc[t][ji, 0]
                         for lane in range(1, step):
                             total = total + acc[t][ji, lane]
-                        T.buffer_store(a[ys[t]], total + a["b"][row] if k.bias else total, [row])
+                        T.buffer_store(a[ys[t]], layer_output(k, total, a, row), [row])
 
     return built(k, body, noalias=True)
 
@@ -136,16 +137,16 @@ def accumulate_dense(k: AccumulateDenseKernel, lanes: int) -> tirx.PrimFunc:
         xs, w = [a[name] for name in k.step_names("x")], a["w"]
         with loop(n_out // width) as jo:
             IRBuilder.name("jo", jo)
-            acc = IRBuilder.name("acc", T.alloc_buffer((steps, width), FLOAT))
+            acc = IRBuilder.name("acc", T.alloc_buffer((steps, width), k.sum_dtype))
             with T.grid(steps, width) as (t, ji):
                 IRBuilder.name_many(["t", "ji"], [t, ji])
-                T.buffer_store(acc, f32(0.0), [t, ji])
+                T.buffer_store(acc, zero(k.sum_dtype), [t, ji])
 
             def add_row(t: int, row: ir.Expr) -> None:
                 """acc[t] += row `row` of W^T."""
                 with T.vectorized(width) as ji:
                     IRBuilder.name("ji", ji)
-                    T.buffer_store(acc, acc[t, ji] + w[row, jo * width + ji], [t, ji])
+                    T.buffer_store(acc, acc[t, ji] + summand(k, w[row, jo * width + ji]), [t, ji])
 
             if k.packed:
                 _walk_words(xs[0], n_in, lambda row: add_row(0, row))
@@ -200,7 +201,7 @@ def _store(k: AccumulateDenseKernel, a: dict[str, tirx.Buffer], acc: tirx.Buffer
     family's temporaries (`masic.codegen.tir.neuron`) are copied for the whole tile first, a vector's worth."""
 
     def sums(t: int, ji: tirx.Var) -> ir.Expr:
-        return acc[t, ji] + a["b"][jo * width + ji] if k.bias else acc[t, ji]
+        return layer_output(k, acc[t, ji], a, jo * width + ji)
 
     if k.neuron is None:
         for t, y in enumerate(k.step_names("y")):
