@@ -341,7 +341,7 @@ def summary(result: WeightSearch, chosen: WeightBytes, float32: WeightBytes) -> 
     stopped = " (stopped: no build left)" if result.out_of_builds else ""
     return (
         f"weights: accuracy {100 * right / n:.2f}% against float32's {100 * reference / n:.2f}% on {n} samples "
-        f"(allowed drop {result.max_accuracy_drop:g} points: {result.allowed} samples); parameters "
+        f"(allowed drop {result.max_accuracy_drop:g} percentage points: {result.allowed} samples); parameters "
         f"{chosen.total} bytes instead of {float32.total} ({100 * saved:.1f}% smaller); "
         f"{len(result.trials)} artifacts built{stopped}"
     )
