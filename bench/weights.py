@@ -12,7 +12,7 @@
 scikit-learn's digits is the only image dataset on the machine (no torchvision, no downloaded data), so it is the
 only one measured.
 
-    python bench/weights.py [--workdir build/weights] [--epochs 15] [--max-accuracy-drop 0.5] [--target x86_64]
+    python -m bench.weights [--workdir build/weights] [--epochs 15] [--max-accuracy-drop 0.5] [--target x86_64]
 """
 
 from __future__ import annotations
@@ -119,8 +119,8 @@ def main() -> int:
     print(f"{'weights':<22}{'layers':<30}{header}")
     print(f"{'Norse (PyTorch)':<22}{'-':<30}{100 * norse.mean():>8.2f}%")
     for name, layers, right, nbytes, minimum, seconds in rows:
-        drop = 100 * (reference.mean() - right.mean())
-        figures = f"{100 * right.mean():>8.2f}%{-drop:>+11.2f} {nbytes:>13}{minimum:>12}{seconds:>11.1f}"
+        change = 100 * (right.mean() - reference.mean())
+        figures = f"{100 * right.mean():>8.2f}%{change:>+11.2f} {nbytes:>13}{minimum:>12}{seconds:>11.1f}"
         print(f"{name:<22}{layers:<30}{figures}")
     return 0
 
