@@ -40,7 +40,7 @@ from masic.early_exit import ExitRule
 from masic.errors import MasicError
 from masic.files import read_text
 from masic.interrupts import handling_signals
-from masic.ir.weight_formats import FORMATS, WeightChoice
+from masic.ir.weight_formats import FLOAT32_WEIGHTS, FORMATS, WeightChoice
 from masic.limits import MAX_MANIFEST_BYTES, MAX_TIMESTEPS
 from masic.manifest import ESTIMATES, EXECUTABLE, LIB_DIR, MANIFEST_FILE, WEIGHTS_FILE, Manifest, read_manifest
 from masic.passes import DEFAULT_PIPELINE, REGISTRY, PassOptions
@@ -48,7 +48,7 @@ from masic.passes.check_budget import BudgetError
 from masic.port_files import check_output, packed_input, split_output
 from masic.profile import PROFILE_FILE, collect, measured_machine, read_profile, summary
 from masic.remote import Remote
-from masic.report import buffer_table, draw_timeline, plan_rows
+from masic.report import buffer_table, draw_timeline, stored_share, weight_table, write_memory_report
 from masic.units import format_bytes
 from masic.workdirs import replacing, scratch
 
@@ -298,10 +298,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from masic.frontends.errors import FrontendWarning
     from masic.ir.text import print_graph
     from masic.targets import get_target
+    from masic.weight_search import auto_weights
 
     target = get_target(args.target)
-    exit_rule = _exit_rule(args)
-    weights = _weight_choice(args)
+    exit_rule, weights = _exit_rule(args), _weight_choice(args)  # None for --weights auto, chosen after importing
     started = time.perf_counter()
     name = args.name or model_name(args.model)
     imported = ImportOptions(args.input_shape, args.timesteps, args.dt, name, args.trust_pickle)
@@ -319,13 +319,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         source = f"profile {args.profile}"
         machine = measured_machine(target, read_profile(read_text(args.profile, MAX_MANIFEST_BYTES), source), source)
         target, planned_by = dataclasses.replace(target, machine=machine), f"{source}, measured on {target.name}"
-    then = None
     drop = DEFAULT_ACCURACY_DROP if args.max_accuracy_drop is None else args.max_accuracy_drop
-    if weights is None:  # --weights auto: the choice is recorded in the manifest (the exit rule not calibrated)
-        from masic.weight_search import auto_weights
-
-        weights, then = auto_weights(graph, target, args.budget, args.calibrate, drop, _progress)
-    options = driver.options_for(target, args.budget, weights)
+    auto = None if weights is not None else auto_weights(graph, target, args.budget, args.calibrate, drop, _progress)
+    options = driver.options_for(target, args.budget, auto.choice if auto else weights)
     if args.budget_sweep:
         return _budget_sweep(graph, args, options, f"{name} ({target.name})")
     within = f"within {format_bytes(args.budget)}" if args.budget else "without a budget"
@@ -346,34 +342,35 @@ def cmd_compile(args: argparse.Namespace) -> int:
     def calibrate(folder: Path) -> None:  # in the staging folder, before it replaces the output folder
         _calibrate(read_manifest(folder), args.calibrate, drop, folder / CALIBRATION_PLOT, args.output)
 
-    if then is None and args.calibrate:
-        then = calibrate
+    then = auto.write if auto else (calibrate if args.calibrate else None)  # auto: the exit rule is not calibrated
     manifest = driver.build(graph, target, args.output, exit_rule, args.budget, _progress, then, planned_by)
     if args.report:
-        write_report(graph, args.report, f"{name} ({target.name})", args.budget)
+        write_memory_report(graph, args.report, f"{name} ({target.name})", args.budget)
         _progress(f"memory report written to {args.report}/")
     plan = graph.plan
     budget = format_bytes(args.budget) if args.budget else "none"
+    share = stored_share(manifest["weights"]["layers"])
+    formats = "" if weights == FLOAT32_WEIGHTS else f" ({args.weights}: layer weights {share:.2f}x float32's)"
     print(
         f"masic: wrote {args.output}/ for {target.name} in {time.perf_counter() - started:.1f}s: "
         f"arena {format_bytes(plan.arena_bytes)} (lower bound {format_bytes(plan.lower_bound)}, budget {budget}), "
-        f"weights {format_bytes(manifest['weights']['bytes'])}, {len(manifest['kernels'])} kernels",
+        f"weights {format_bytes(manifest['weights']['bytes'])}{formats}, {len(manifest['kernels'])} kernels",
         file=sys.stderr,
     )
     return 0
 
 
 def _budget_sweep(graph, args: argparse.Namespace, options: PassOptions, title: str) -> int:
-    """--budget-sweep: the planner's table and plot across budgets, without building kernels."""
-    from masic.planning.sweep import draw_sweep, sweep, sweep_table
+    """--budget-sweep: the planner's table and plot across budgets for the --weights format, and every format's
+    plans side by side, without building kernels."""
+    from masic.planning.sweep import draw_sweep, sweep_report
 
     if args.budget is not None or args.emit:
         raise UsageError("--budget-sweep plans at many budgets; drop --budget and --emit")
     low, high = args.budget_sweep
-    _progress(f"planning at budgets from {format_bytes(low)} to {format_bytes(high)}")
-    result = sweep(graph, low, high, options)
-    print(f"{title}: weights {format_bytes(result.weight_bytes)}, minimum budget {format_bytes(result.minimum)}")
-    print(sweep_table(result))
+    _progress(f"planning at budgets from {format_bytes(low)} to {format_bytes(high)}, weights in each format")
+    result, text = sweep_report(graph, low, high, options, title)
+    print(text)
     args.output.mkdir(parents=True, exist_ok=True)
     draw_sweep(result, args.output / "budget-sweep.png", f"{title}: plans across budgets")
     _progress(f"plot written to {args.output / 'budget-sweep.png'}")
@@ -381,15 +378,11 @@ def _budget_sweep(graph, args: argparse.Namespace, options: PassOptions, title: 
 
 
 def _weight_choice(args: argparse.Namespace) -> WeightChoice | None:
-    """The format each layer's weight is stored in: --weights F for every layer; None for --weights auto, whose
-    per-layer choice `masic.weight_search.auto_weights` makes by running artifacts on the --calibrate data."""
+    """--weights F for every layer; None for auto (`masic.weight_search.auto_weights` chooses per layer then)."""
     if args.weights != AUTO_WEIGHTS:
         return WeightChoice(args.weights)
     if not args.calibrate:
-        raise UsageError(
-            "--weights auto chooses per layer by accuracy: give --calibrate DATA.npz (labelled inputs, as for "
-            "masic calibrate) and optionally --max-accuracy-drop P, or pick a format: float32, float16, int8"
-        )
+        raise UsageError("--weights auto chooses per layer by accuracy: give --calibrate DATA.npz (labelled inputs)")
     return None
 
 
@@ -411,18 +404,6 @@ def _exit_rule(args: argparse.Namespace) -> ExitRule:
         raise UsageError(f"--min-timesteps {args.min_timesteps} exceeds --timesteps {args.timesteps}")
     ((rule, value),) = chosen.items()
     return ExitRule(rule, float(value), args.min_timesteps)
-
-
-def write_report(graph, folder: Path, title: str, budget: int | None) -> None:
-    """memory.png, buffers.txt and plan.ir of a planned graph."""
-    from masic.ir.text import print_graph
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = plan_rows(graph)
-    plan = graph.plan
-    draw_timeline(rows, folder / "memory.png", f"{title}: memory plan", plan.arena_bytes, plan.lower_bound, budget)
-    (folder / "buffers.txt").write_text(buffer_table(rows) + "\n")
-    (folder / "plan.ir").write_text(print_graph(graph))
 
 
 def _budget_refusal(graph, options: PassOptions) -> str:
@@ -559,6 +540,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         f"budget {budget if budget is not None else 'none'})"
     )
     print(f"weights    {manifest.weights_bytes} bytes in {manifest.weights_pieces} pieces, each with its CRC-32C")
+    if manifest.weight_layers:  # each conv2d and dense weight's format (`masic compile --weights`)
+        print(f"\n{weight_table(list(manifest.weight_layers))}")
     rows = list(manifest.buffers)
     print(f"\n{buffer_table(rows)}")
     png = args.png or args.artifact / "memory.png"

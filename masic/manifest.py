@@ -24,10 +24,11 @@ from masic.early_exit import RULES, THRESHOLD_NAMES, ExitRule
 from masic.errors import MasicError
 from masic.files import read_text
 from masic.ir.graph import BUFFER_KINDS, Port
+from masic.ir.weight_formats import FORMATS
 from masic.limits import MAX_BYTES, MAX_MANIFEST_BYTES, MAX_TIMESTEPS
 from masic.targets import TARGETS, Target
 
-MANIFEST_FORMAT = "masic-artifact/2"  # 2: weights.bin checked by pieces, CRC-32C
+MANIFEST_FORMAT = "masic-artifact/3"  # 2: weights.bin checked by pieces, CRC-32C; 3: weights.layers, their formats
 ESTIMATES = "the target's estimated figures"  # what planned an artifact compiled without --profile (`planned.by`)
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.bin"
@@ -58,6 +59,7 @@ class Manifest:
     lower_bound_bytes: int
     weights_bytes: int
     weights_pieces: int  # pieces of weights.bin with a CRC-32C of their own, checked by the loader as it reads them
+    weight_layers: tuple[Mapping[str, object], ...]  # each layer's weight format, rows as `masic.report.weight_rows`
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
     input_ports: tuple[Port, ...]  # the named parts of the input, when it packs several (`masic.ir.graph.Port`)
@@ -174,6 +176,9 @@ def read_manifest(folder: Path) -> Manifest:
     keys.string(weights, key, "file", (WEIGHTS_FILE,))
     weights_bytes = keys.integer(weights, key, "bytes", 0, MAX_BYTES)
     pieces = keys.integer(weights, key, "pieces", 0, MAX_BYTES)
+    weight_layers = _weight_layers(keys, weights, key, weights_bytes)
+    if "choice" in weights:
+        _weight_choice(keys, weights, key)
     shapes, ports = [], []
     for name in ("input", "output"):
         entry, key = keys.mapping(data, "", name)
@@ -207,6 +212,7 @@ def read_manifest(folder: Path) -> Manifest:
         lower_bound_bytes=lower_bound,
         weights_bytes=weights_bytes,
         weights_pieces=pieces,
+        weight_layers=weight_layers,
         input_shape=shapes[0],
         output_shape=shapes[1],
         input_ports=ports[0],
@@ -282,6 +288,43 @@ def _calibration(keys: _Keys, exit_rule: Mapping[str, object], parent_key: str) 
         keys.number(entry, key, name, lambda x: 0.0 <= x <= 1.0, "a fraction from 0 to 1")
     steps = keys.integer(entry, key, "max_timesteps", 1, MAX_TIMESTEPS)
     keys.number(entry, key, "mean_timesteps", lambda x: 1.0 <= x <= steps, f"a mean from 1 to {steps} timesteps")
+
+
+def _weight_layers(
+    keys: _Keys, weights: Mapping[str, object], parent_key: str, weights_bytes: int
+) -> tuple[Mapping[str, object], ...]:
+    rows, key = keys.array(weights, parent_key, "layers")
+    for i, row in enumerate(rows):
+        row_key = f"{key}[{i}]"
+        if not isinstance(row, dict):
+            keys.fail(row_key, f"must be a JSON object, got {_show(row)}")
+        for name in ("node", "layer", "weight"):
+            keys.string(row, row_key, name)
+        weight_format = keys.string(row, row_key, "format", tuple(FORMATS))
+        scale, scale_key = keys.get(row, row_key, "scale")
+        if weight_format == "int8":
+            keys.string(row, row_key, "scale")
+        elif scale is not None:
+            keys.fail(scale_key, f"must be null for a {weight_format} weight, got {_show(scale)}")
+        keys.integer(row, row_key, "bytes", 0, weights_bytes)
+        keys.integer(row, row_key, "float32_bytes", 0, MAX_BYTES)
+    return tuple(rows)
+
+
+def _weight_choice(keys: _Keys, weights: Mapping[str, object], parent_key: str) -> None:
+    """The record `masic compile --weights auto` leaves (masic.weight_search.manifest_record)."""
+    entry, key = keys.mapping(weights, parent_key, "choice")
+    keys.string(entry, key, "source", ("auto",))
+    keys.string(entry, key, "data")
+    keys.integer(entry, key, "samples", 1, MAX_BYTES)
+    keys.integer(entry, key, "builds", 1, MAX_BYTES)
+    keys.number(entry, key, "max_accuracy_drop", lambda x: 0.0 <= x <= 100.0, "percentage points from 0 to 100")
+    for name in ("float32_accuracy", "accuracy"):
+        keys.number(entry, key, name, lambda x: 0.0 <= x <= 1.0, "a fraction from 0 to 1")
+    order, order_key = keys.array(entry, key, "order")
+    for i, node in enumerate(order):
+        if not isinstance(node, str):
+            keys.fail(f"{order_key}[{i}]", f"must be a node name, got {_show(node)}")
 
 
 def _buffers(keys: _Keys, data: Mapping[str, object], arena: int) -> tuple[Mapping[str, object], ...]:

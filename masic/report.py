@@ -1,4 +1,5 @@
-"""Memory reports of a plan: which layer owns each buffer, a table of buffers, and a timeline picture.
+"""Memory reports of a plan: which layer owns each buffer, a table of buffers, the format each layer's weight is
+stored in (`weight_rows`, `weight_table`), and a timeline picture.
 
 The picture puts schedule positions on x and arena addresses on y, one rectangle per buffer coloured by kind and
 labelled by the layer it belongs to, with the budget drawn as a line. It works from the `buffers` list of a
@@ -12,7 +13,8 @@ from pathlib import Path
 from masic.ir import names
 from masic.ir.graph import Graph
 from masic.ir.names import BufferId
-from masic.ir.ops import state_names
+from masic.ir.ops import compressible, state_names
+from masic.ir.weight_formats import FORMAT_OF_DTYPE
 
 KIND_COLOURS = {
     "weight": "#4c72b0",
@@ -60,6 +62,49 @@ def plan_rows(graph: Graph) -> list[dict[str, object]]:
         }
         for b in graph.plan.buffers
     ]
+
+
+def weight_rows(graph: Graph) -> list[dict[str, object]]:
+    """Each conv2d and dense weight of a graph (once, however many layers share it) as manifest rows: the node,
+    its layer, the weight, its format (`masic.ir.weight_formats.FORMATS`), its int8 scale parameter (None), the
+    bytes stored (weight and scale, as weights.bin holds them) and the bytes the weight takes as float32."""
+    rows, seen = [], set()
+    for node in graph.nodes:
+        ref = node.attr("weight") if compressible(node.op) else None
+        if ref is None or ref.name in seen:
+            continue
+        seen.add(ref.name)
+        weight, scale = graph.param(ref.name).type, node.attr("weight_scale")
+        rows.append(
+            {
+                "node": node.name,
+                "layer": node.loc or f"%{node.name}",
+                "weight": ref.name,
+                "format": FORMAT_OF_DTYPE[weight.dtype],
+                "scale": None if scale is None else scale.name,
+                "bytes": weight.nbytes + (0 if scale is None else graph.param(scale.name).type.nbytes),
+                "float32_bytes": 4 * weight.numel,
+            }
+        )
+    return rows
+
+
+def weight_table(rows: list[dict[str, object]]) -> str:
+    """A fixed-width table of the layers' weights: format, scale parameter, stored and float32 bytes."""
+    lines = [f"{'weight':<24} {'format':<8} {'scale':<24} {'bytes':>10} {'float32':>10}  layer"]
+    for row in rows:
+        lines.append(
+            f"@{row['weight']:<23} {row['format']:<8} {'@' + row['scale'] if row['scale'] else '-':<24} "
+            f"{row['bytes']:>10} {row['float32_bytes']:>10}  {row['layer']}"
+        )
+    stored, full = sum(r["bytes"] for r in rows), sum(r["float32_bytes"] for r in rows)
+    lines.append(f"{'total':<58} {stored:>10} {full:>10}  ({stored_share(rows):.2f}x float32)")
+    return "\n".join(lines)
+
+
+def stored_share(rows: list[dict[str, object]]) -> float:
+    """The bytes of the weights in `weight_rows` as stored, over their bytes as float32."""
+    return sum(r["bytes"] for r in rows) / max(sum(r["float32_bytes"] for r in rows), 1)
 
 
 def buffer_table(rows: list[dict[str, object]]) -> str:
@@ -118,3 +163,15 @@ def draw_timeline(
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def write_memory_report(graph: Graph, folder: Path, title: str, budget: int | None) -> None:
+    """memory.png, buffers.txt and plan.ir of a planned graph (`masic compile --report DIR`)."""
+    from masic.ir.text import print_graph
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = plan_rows(graph)
+    plan = graph.plan
+    draw_timeline(rows, folder / "memory.png", f"{title}: memory plan", plan.arena_bytes, plan.lower_bound, budget)
+    (folder / "buffers.txt").write_text(buffer_table(rows) + "\n")
+    (folder / "plan.ir").write_text(print_graph(graph))

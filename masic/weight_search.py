@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from masic.ir.ops import compressible
 from masic.ir.weight_formats import FORMATS, WeightChoice, dequantized, quantize
 from masic.manifest import MANIFEST_FILE, read_manifest
 from masic.passes.check_budget import BudgetError
+from masic.report import weight_rows
 from masic.targets import Target
 from masic.workdirs import scratch
 
@@ -192,16 +193,6 @@ def folded_with(graph: Graph, target: Target, choice: WeightChoice) -> Graph:
     return plan(graph, options_for(target, None, choice), stop_after="folded").graph
 
 
-def layer_bytes(folded: Graph) -> dict[str, int]:
-    """Stored bytes of each compressible layer's weight (with its int8 scales) in a folded graph."""
-    result = {}
-    for node in folded.nodes:
-        if compressible(node.op):
-            refs = [node.attr("weight"), node.attr("weight_scale")]
-            result[node.name] = sum(folded.weights[ref.name].nbytes for ref in refs if ref is not None)
-    return result
-
-
 def _accumulated(graph: Graph, x: np.ndarray) -> np.ndarray:
     """The interpreter's outputs summed over the steps so far, (N, T, outputs), as the loader sums them."""
     return accumulate(np.stack([interpret.run(graph, sample) for sample in x]))
@@ -286,65 +277,59 @@ def choose_weights(
         return search(layers, order, correct_of, len(y), max_accuracy_drop, max_builds, progress)
 
 
-@dataclass(frozen=True)
-class WeightBytes:
-    """Stored bytes of each layer's weight (with int8 scales) under a choice, and of all the model's parameters."""
-
-    layers: dict[str, int]
-    total: int
-
-
-def weight_bytes(graph: Graph, target: Target, choice: WeightChoice) -> WeightBytes:
-    folded = folded_with(graph, target, choice)
-    return WeightBytes(layer_bytes(folded), sum(array.nbytes for array in folded.weights.values()))
-
-
-def manifest_record(result: WeightSearch, data: Path, chosen: WeightBytes, float32: WeightBytes) -> dict[str, object]:
-    """The manifest's `weights.choice`: each layer's format and bytes, the accuracies, the data's file name."""
+def manifest_record(result: WeightSearch, data: Path) -> dict[str, object]:
+    """The manifest's `weights.choice` (each layer's format is in `weights.layers`): the data file's name, the
+    accuracies, the bound, the builds and the sensitivity order."""
     return {
         "source": AUTO,
-        "layers": [
-            {"node": layer, "format": fmt, "bytes": chosen.layers[layer], "float32_bytes": float32.layers[layer]}
-            for layer, fmt in zip(result.layers, result.chosen.mix, strict=True)
-        ],
         "data": data.name,
         "samples": result.samples,
         "max_accuracy_drop": result.max_accuracy_drop,
-        "float32_accuracy": result.float32.correct / result.samples,
-        "accuracy": result.chosen.correct / result.samples,
+        "float32_accuracy": (result.float32.correct or 0) / result.samples,
+        "accuracy": (result.chosen.correct or 0) / result.samples,
         "builds": len(result.trials),
+        "order": list(result.order),
     }
 
 
-def record_in_manifest(folder: Path, record: dict[str, object]) -> None:
-    """Adds `record` as `weights.choice` to the artifact folder's manifest.json."""
-    path = folder / MANIFEST_FILE
-    manifest = json.loads(path.read_text())
-    manifest["weights"] = {**manifest["weights"], "choice": record}
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
-
-
-def format_table(result: WeightSearch, chosen: WeightBytes, float32: WeightBytes) -> str:
-    """One row per layer: its format and bytes against float32; then the totals and the accuracies."""
+def format_table(result: WeightSearch, rows: Sequence[Mapping[str, object]]) -> str:
+    """One row per layer: its format and bytes against float32 (`masic.report.weight_rows` of the chosen graph),
+    then their totals."""
     lines = [f"  {'layer':<16}{'format':<10}{'bytes':>12}{'float32 bytes':>15}{'saved':>12}"]
-    for layer, fmt in zip(result.layers, result.chosen.mix, strict=True):
-        stored, full = chosen.layers[layer], float32.layers[layer]
-        lines.append(f"  {layer:<16}{fmt:<10}{stored:>12}{full:>15}{full - stored:>12}")
-    lines.append(f"  {'all parameters':<26}{chosen.total:>12}{float32.total:>15}{float32.total - chosen.total:>12}")
+    for row in rows:
+        stored, full = row["bytes"], row["float32_bytes"]
+        lines.append(f"  {row['node']:<16}{row['format']:<10}{stored:>12}{full:>15}{full - stored:>12}")
+    stored, full = sum(row["bytes"] for row in rows), sum(row["float32_bytes"] for row in rows)
+    lines.append(f"  {'all layers':<26}{stored:>12}{full:>15}{full - stored:>12}")
     return "\n".join(lines)
 
 
-def summary(result: WeightSearch, chosen: WeightBytes, float32: WeightBytes) -> str:
+def summary(result: WeightSearch, rows: Sequence[Mapping[str, object]]) -> str:
     """One line: the accuracies against the bound, the bytes saved, the builds spent."""
     right, reference, n = result.chosen.correct or 0, result.float32.correct or 0, result.samples
-    saved = 1 - chosen.total / max(float32.total, 1)
+    stored, full = sum(row["bytes"] for row in rows), sum(row["float32_bytes"] for row in rows)
     stopped = " (stopped: no build left)" if result.out_of_builds else ""
     return (
         f"weights: accuracy {100 * right / n:.2f}% against float32's {100 * reference / n:.2f}% on {n} samples "
-        f"(allowed drop {result.max_accuracy_drop:g} percentage points: {result.allowed} samples); parameters "
-        f"{chosen.total} bytes instead of {float32.total} ({100 * saved:.1f}% smaller); "
+        f"(allowed drop {result.max_accuracy_drop:g} percentage points: {result.allowed} samples); layer weights "
+        f"{stored} bytes instead of {full} ({100 * (1 - stored / max(full, 1)):.1f}% smaller); "
         f"{len(result.trials)} artifacts built{stopped}"
     )
+
+
+@dataclass(frozen=True)
+class AutoWeights:
+    """What `--weights auto` chose, and its record for the artifact's manifest (`write`)."""
+
+    choice: WeightChoice
+    record: Mapping[str, object]
+
+    def write(self, folder: Path) -> None:
+        """Adds the record as `weights.choice` to the artifact folder's manifest.json."""
+        path = folder / MANIFEST_FILE
+        manifest = json.loads(path.read_text())
+        manifest["weights"] = {**manifest["weights"], "choice": dict(self.record)}
+        path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def auto_weights(
@@ -355,12 +340,11 @@ def auto_weights(
     max_accuracy_drop: float,
     progress: Progress = quiet,
     emit: Callable[[str], None] = print,
-) -> tuple[WeightChoice, Callable[[Path], None]]:
+) -> AutoWeights:
     """What `masic compile --weights auto` does before planning: the search on `data`, its table and summary
-    through `emit`; returns the choice and what records it in an artifact folder's manifest."""
+    through `emit`."""
     found = choose_weights(graph, target, budget, data, max_accuracy_drop, progress)
-    chosen, float32 = weight_bytes(graph, target, found.choice), weight_bytes(graph, target, WeightChoice())
-    emit(format_table(found, chosen, float32))
-    emit(summary(found, chosen, float32))
-    record = manifest_record(found, data, chosen, float32)
-    return found.choice, lambda folder: record_in_manifest(folder, record)
+    rows = weight_rows(folded_with(graph, target, found.choice))
+    emit(format_table(found, rows))
+    emit(summary(found, rows))
+    return AutoWeights(found.choice, manifest_record(found, data))

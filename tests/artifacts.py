@@ -75,14 +75,14 @@ def compile_graph(graph: Graph, target: str, out: Path) -> Path:
 def fake_manifest(input_shape: tuple[int, ...], output_shape: tuple[int, ...], timesteps: int) -> dict:
     """A complete manifest of an x86_64 artifact without weights, kernels or buffers (for `write_fake_artifact`)."""
     return {
-        "format": "masic-artifact/2",
+        "format": "masic-artifact/3",
         "name": "fake",
         "target": {"name": "x86_64", "description": "", "emulator": []},
         "budget_bytes": None,
         "arena_bytes": 0,
         "lower_bound_bytes": 0,
         "alignment": 64,
-        "weights": {"file": "weights.bin", "bytes": 0, "pieces": 0},
+        "weights": {"file": "weights.bin", "bytes": 0, "pieces": 0, "layers": []},
         "input": {"shape": list(input_shape), "dtype": "float32"},
         "output": {"shape": list(output_shape), "dtype": "float32"},
         "timesteps": timesteps,

@@ -22,8 +22,10 @@ from masic import manifest as manifest_module
 from masic.cli import main
 from masic.codegen.artifact import generate_c, make_manifest
 from masic.early_exit import ExitRule
+from masic.ir.weight_formats import FLOAT32_WEIGHTS, WeightChoice
 from masic.manifest import read_manifest
 from masic.passes import PassOptions
+from masic.weight_search import Trial, WeightSearch, manifest_record
 from tests.artifacts import write_fake_artifact
 from tests.norse_models import MODELS
 from tests.pipelines import planned
@@ -39,15 +41,19 @@ ENUMERATED = {
     "exit_rule.rule",
     "exit_rule.source",
     "buffers[0].kind",
+    "weights.layers[0].format",
+    "weights.choice.source",
 }
+# Keys the writer leaves out of some artifacts: without them a manifest is complete.
+OPTIONAL = {"weights.choice"}  # only --weights auto records its choice
 # A model run that masic should never start leaves this file behind.
 MARKER_SCRIPT = '#!/bin/sh\necho "$0 $*" >> "$(dirname "$0")/../ran.txt"\n'
 
 
-def _real_manifest(exit_rule: ExitRule, budget: int | None) -> dict:
+def _real_manifest(exit_rule: ExitRule, budget: int | None, weights: WeightChoice = FLOAT32_WEIGHTS) -> dict:
     """The manifest masic writes for the dense test model (weights.bin is written and discarded)."""
     factory, shape = MODELS["dense"]
-    options = PassOptions(budget=budget, alignment=64)
+    options = PassOptions(budget=budget, alignment=64, weights=weights)
     graph = planned(import_norse(factory(), shape, timesteps=8), options)
     with tempfile.TemporaryDirectory() as scratch:
         _, kernels, weights = generate_c(graph, exit_rule, Path(scratch) / "weights.bin")
@@ -57,7 +63,8 @@ def _real_manifest(exit_rule: ExitRule, budget: int | None) -> dict:
 @pytest.fixture(scope="module")
 def manifests() -> dict[str, dict]:
     """Real manifests covering every key the writer writes: a budget and a margin rule; a calibrated confidence
-    rule with its record; a stable-argmax rule without a budget."""
+    rule with its record; a stable-argmax rule without a budget, its weights int8 (with their scales) and the
+    record of --weights auto."""
     margin = _real_manifest(ExitRule("margin", 2.5, 3), budget=1 << 20)
     calibrated = _real_manifest(ExitRule("softmax_confidence", 0.9, 2), budget=None)
     calibrated["exit_rule"] |= {
@@ -73,7 +80,10 @@ def manifests() -> dict[str, dict]:
             "candidates": 900,
         },
     }
-    stable = _real_manifest(ExitRule("stable_argmax", 3, 1), budget=None)
+    stable = _real_manifest(ExitRule("stable_argmax", 3, 1), budget=None, weights=WeightChoice("int8"))
+    float32, chosen = Trial(("float32", "float32"), 36), Trial(("int8", "int8"), 35)
+    found = WeightSearch(("0", "3"), ("3", "0"), float32, chosen, (float32, chosen), 40, 2.5, 24)
+    stable["weights"]["choice"] = manifest_record(found, Path("calib.npz"))  # as --weights auto records it
     return {"margin": margin, "calibrated": calibrated, "stable": stable}
 
 
@@ -140,7 +150,7 @@ def alterations(manifest: dict, only: str | None = None) -> Iterator[tuple[str, 
         value = parent[last]
         changes = [("type", _other_type(value)), ("NaN", math.nan)]
         changes += [("range", v) for v in _out_of_range(key, value)]
-        if isinstance(last, str):
+        if isinstance(last, str) and _name(key) not in OPTIONAL:
             changes.append(("missing", None))
         for kind, new in changes:
             altered = copy.deepcopy(manifest)
@@ -153,11 +163,12 @@ def alterations(manifest: dict, only: str | None = None) -> Iterator[tuple[str, 
 
 
 def _cases(manifests: dict[str, dict]) -> list[tuple[str, str, dict]]:
-    """Every key of the margin manifest; the exit rule's keys of the other two."""
+    """Every key of the margin manifest; the exit rule's keys of the other two, and the int8 weights' keys."""
     return [
         *alterations(manifests["margin"]),
         *alterations(manifests["calibrated"], only="exit_rule"),
         *alterations(manifests["stable"], only="exit_rule"),
+        *alterations(manifests["stable"], only="weights"),
     ]
 
 
@@ -238,11 +249,11 @@ def test_values_of_the_right_type_but_inconsistent_are_refused(
 @pytest.mark.parametrize(
     ("alter", "message"),
     [
-        (lambda f: (f / "manifest.json").write_text('{"format": "masic-artifact/2", '), "not a masic artifact folder"),
+        (lambda f: (f / "manifest.json").write_text('{"format": "masic-artifact/3", '), "not a masic artifact folder"),
         (lambda f: (f / "manifest.json").write_bytes(b'{"name": "\xff"}'), "not UTF-8 text"),
         (lambda f: (f / "manifest.json").write_text("[" * 100_000), "maximum recursion depth exceeded"),
-        (lambda f: (f / "manifest.json").write_text("[]"), "format must be 'masic-artifact/2', got not a JSON"),
-        (lambda f: (f / "manifest.json").write_text('{"format": 1}'), "format must be 'masic-artifact/2', got 1"),
+        (lambda f: (f / "manifest.json").write_text("[]"), "format must be 'masic-artifact/3', got not a JSON"),
+        (lambda f: (f / "manifest.json").write_text('{"format": 1}'), "format must be 'masic-artifact/3', got 1"),
         (lambda f: (f / "weights.bin").unlink(), "weights.bin is missing or not a file"),
         (lambda f: (f / "model").unlink(), "model is missing or not a file"),
         (lambda f: (f / "weights.bin").write_bytes(b"\0" * 10), "holds 10 bytes; the manifest's weights.bytes says"),

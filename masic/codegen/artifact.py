@@ -49,7 +49,7 @@ from masic.manifest import (
     STATIC_LIBRARY,
     WEIGHTS_FILE,
 )
-from masic.report import plan_rows
+from masic.report import plan_rows, weight_rows
 from masic.targets import Target
 from masic.workdirs import BUILD_PREFIX, replacing, scratch
 
@@ -230,6 +230,7 @@ def make_manifest(
             "file": WEIGHTS_FILE,
             "bytes": weights.nbytes,
             "pieces": len(weights.pieces),
+            "layers": weight_rows(graph),
         },
         "input": _io(input_node.type.shape, graph.input_ports),
         "output": _io(output.type.shape, graph.output_ports),

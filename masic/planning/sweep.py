@@ -4,18 +4,23 @@ For budgets from LO to HI (powers of two between them, and the ends), it runs th
 build) and reports, per budget, the arena, the schedule (timesteps per block, weights streamed), the bytes read
 from weights.bin per inference, and the target cost model's planned latency; budgets below the model's minimum
 are marked refused, with the minimum, which is itself a row of the sweep when it falls inside the range. The
-table is printed and drawn (latency and bytes read against the budget).
+table is printed and drawn (latency and bytes read against the budget). `compare_formats` sweeps the same budgets
+with the weights stored in each format (float32, float16, int8), and `formats_table` shows them side by side: per
+budget each format's planned latency and bytes read, or its refusal, and each format's minimum budget and weights
+(all in stored bytes).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from masic.analysis.cost import planned_latency
 from masic.driver import plan
 from masic.ir.graph import Graph
+from masic.ir.weight_formats import FORMATS, WeightChoice
 from masic.passes.base import PassOptions
 from masic.passes.schedule import bytes_read
 from masic.planning.minimum_budget import folded, minimum_budget
@@ -86,9 +91,58 @@ def sweep(graph: Graph, low: int, high: int, options: PassOptions) -> Sweep:
     """Plans the graph (as imported) at every budget of `sweep_budgets`."""
     prepared = folded(graph, options)
     minimum = minimum_budget(prepared, options.alignment)
+    return sweep_at(graph, sweep_budgets(low, high, minimum), options, prepared, minimum)
+
+
+def sweep_at(graph: Graph, budgets: Sequence[int], options: PassOptions, prepared: Graph, minimum: int) -> Sweep:
+    """Plans the graph at each budget; `prepared` is `folded(graph, options)` and `minimum` its minimum budget."""
     # At or above the minimum every budget compiles.
-    rows = [SweepRow(b) if b < minimum else plan_row(graph, b, options)[1] for b in sweep_budgets(low, high, minimum)]
+    rows = [SweepRow(b) if b < minimum else plan_row(graph, b, options)[1] for b in budgets]
     return Sweep(tuple(rows), minimum, sum(p.type.nbytes for p in prepared.params))
+
+
+def compare_formats(graph: Graph, low: int, high: int, options: PassOptions) -> dict[str, Sweep]:
+    """The sweep of each weight format (`FORMATS`, every layer's weight stored so), all at the same budgets: those
+    of `sweep_budgets` with every format's minimum that falls in [LO, HI]."""
+    chosen = {name: replace(options, weights=WeightChoice(name)) for name in FORMATS}
+    prepared = {name: folded(graph, chosen[name]) for name in FORMATS}
+    minima = {name: minimum_budget(prepared[name], options.alignment) for name in FORMATS}
+    budgets = sorted(set().union(*(sweep_budgets(low, high, minimum) for minimum in minima.values())))
+    return {name: sweep_at(graph, budgets, chosen[name], prepared[name], minima[name]) for name in FORMATS}
+
+
+def formats_table(sweeps: Mapping[str, Sweep]) -> str:
+    """`compare_formats` side by side: per budget, each format's planned latency and bytes read per inference (or
+    "refused"); then each format's minimum budget and weights, and those as a share of the first format's."""
+    width = 22
+    first = next(iter(sweeps.values()))
+    lines = [f"{'budget':>10} " + " ".join(f"{name:>{width}}" for name in sweeps)]
+    for i, budget in enumerate(row.budget for row in first.rows):
+        cells = []
+        for result in sweeps.values():
+            row = result.rows[i]
+            text = "refused" if row.arena is None else f"{row.latency_s * 1e3:.2f} ms {format_bytes(row.bytes_read)}"
+            cells.append(f"{text:>{width}}")
+        lines.append(f"{format_bytes(budget):>10} " + " ".join(cells))
+    for label, figure in (("minimum", lambda s: s.minimum), ("weights", lambda s: s.weight_bytes)):
+        cells = [f"{format_bytes(figure(s))} ({figure(s) / max(figure(first), 1):.2f}x)" for s in sweeps.values()]
+        lines.append(f"{label:>10} " + " ".join(f"{cell:>{width}}" for cell in cells))
+    return "\n".join(lines)
+
+
+def sweep_report(graph: Graph, low: int, high: int, options: PassOptions, title: str) -> tuple[Sweep, str]:
+    """What `--budget-sweep` prints: the sweep of the chosen weights (`options.weights`) as a table, then every
+    format's side by side (`compare_formats`); and that sweep."""
+    sweeps = compare_formats(graph, low, high, options)
+    chosen = options.weights
+    result = sweep(graph, low, high, options) if chosen.layers else sweeps[chosen.default]
+    text = (
+        f"{title}: weights {format_bytes(result.weight_bytes)}, minimum budget {format_bytes(result.minimum)}\n"
+        f"{sweep_table(result)}\n\n"
+        "weight formats side by side: planned latency and bytes read per inference; minimum budget; weights\n"
+        f"{formats_table(sweeps)}"
+    )
+    return result, text
 
 
 def sweep_table(result: Sweep) -> str:

@@ -1,7 +1,8 @@
 """End to end with spikes stored as bytes, or bit-packed where only accumulating dense layers read them: spiking
 models (the digits ConvNet, conv, IAF, dense -> LIF -> dense) compiled for the host and for aarch64 (under qemu),
 with dense layers of spikes on the accumulate-only kernel, against the reference interpreter and Norse; and under
-the smallest budget they compile under (streamed weights, blocks of steps)."""
+the smallest budget they compile under (streamed weights, blocks of steps). With float16 and int8 weights
+(`masic compile --weights`) the three oracles are the interpreter, the plan simulator and the kernels."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from masic.frontends.norse import import_norse
 from masic.targets import get_target
 
 from examples.digits import digits_model
+from masic import driver
 from masic.codegen.artifact import generate_c
 from masic.early_exit import ExitRule
 from masic.ir.interpret import run
 from masic.ir.names import value
+from masic.ir.weight_formats import FORMATS, WeightChoice
 from masic.passes import PassOptions
 from masic.planning.minimum_budget import folded, minimum_budget
 from tests.artifacts import compile_graph, compile_model, run_artifact, spiking_prefix
@@ -95,3 +98,54 @@ def test_spiking_models_at_their_smallest_budget(name: str, target: str, tmp_pat
     assert result.stats["arena_bytes"] <= budget
     expected = run_norse(model, x)
     np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def _three_oracles(graph, options: PassOptions, target: str, x: np.ndarray, tmp_path: Path) -> np.ndarray:
+    """The planned graph's outputs: the plan simulator's, which must equal the interpreter's bit for bit, checked
+    against the kernels' (the artifact's); returns the interpreter's. Every layer's weight is stored as
+    `options.weights` chooses."""
+    planned = plan(graph, options)
+    layers = [n for n in planned.nodes if n.op in ("conv2d", "dense")]
+    stored = {planned.param(n.attr("weight").name).type.dtype for n in layers}
+    assert stored == {FORMATS[options.weights.default]}
+    expected = run(planned, x)
+    np.testing.assert_array_equal(run(planned, x, simulate_plan=True), expected)
+    driver.build(planned, get_target(target), tmp_path / "out")
+    result, outputs = run_artifact(tmp_path / "out", x, tmp_path)
+    assert result.returncode == 0, result.stderr
+    # float32 inputs reach the first layer, whose float32 sums the kernels round in their own order
+    np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    return expected
+
+
+@pytest.mark.parametrize("weights", ["float16", "int8"])
+@pytest.mark.parametrize("name", ["digits", "conv"])
+def test_compressed_weights_agree_in_the_interpreter_the_plan_simulator_and_the_kernels(
+    name: str, weights: str, target: str, tmp_path: Path
+) -> None:
+    factory, shape = SPIKE_MODELS[name]
+    graph = import_norse(factory(), shape, timesteps=TIMESTEPS)
+    options = PassOptions(alignment=get_target(target).alignment, weights=WeightChoice(weights))
+    x = random_input(shape, TIMESTEPS, seed=8)
+    _three_oracles(graph, options, target, x, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["digits", "iaf"])
+def test_int8_weights_at_their_smallest_budget_stream_sliced_scales(name: str, target: str, tmp_path: Path) -> None:
+    """At the int8 model's own minimum (below its float32 twin's) weights stream, layers are cut into pieces, each
+    with its slice of the scales, and the three oracles still agree."""
+    factory, shape = SPIKE_MODELS[name]
+    graph = import_norse(factory(), shape, timesteps=TIMESTEPS)
+    alignment = get_target(target).alignment
+    int8 = PassOptions(alignment=alignment, weights=WeightChoice("int8"))
+    budget = minimum_budget(folded(graph, int8), alignment)
+    assert budget < minimum_budget(folded(graph), alignment)
+    options = PassOptions(budget, alignment, weights=WeightChoice("int8"))
+    planned = plan(graph, options)
+    assert planned.schedule.streamed and planned.plan.arena_bytes <= budget
+    layers = [n for n in planned.nodes if n.op in ("conv2d", "dense")]
+    assert any(".part" in n.name for n in layers)
+    for node in layers:  # one float32 scale per output channel of the piece
+        scale = planned.param(node.attr("weight_scale").name).type
+        assert scale.dtype == "f32" and scale.shape == planned.param(node.attr("weight").name).type.shape[:1]
+    _three_oracles(graph, options, target, random_input(shape, TIMESTEPS, seed=9), tmp_path)

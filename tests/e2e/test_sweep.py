@@ -15,7 +15,39 @@ def _bytes(text: str) -> int:
 
 
 def _rows(stdout: str) -> list[list[str]]:
-    return [line.split() for line in stdout.splitlines()[2:]]
+    """The rows of the first table (the --weights format's), which ends at a blank line."""
+    table = stdout.split("\n\n")[0]
+    return [line.split() for line in table.splitlines()[2:]]
+
+
+def _formats(stdout: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The side-by-side table of the weight formats (fixed width: a 10-character label, then 23 per format): its
+    row labels (budgets, then "minimum" and "weights") and each format's cells."""
+    header, *lines = stdout.split("\n\n")[1].splitlines()[1:]
+    names = header.split()[1:]
+    labels = [line[:10].strip() for line in lines]
+    return labels, {
+        name: [line[11 + 23 * i : 11 + 23 * (i + 1)].strip() for line in lines] for i, name in enumerate(names)
+    }
+
+
+def test_the_formats_side_by_side_refuse_below_each_minimum_and_int8_fits_the_least(tmp_path: Path) -> None:
+    result = masic_cli("compile", FACTORY, "--budget-sweep", "1KiB:64KiB", "-o", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    labels, columns = _formats(result.stdout)
+    assert list(columns) == ["float32", "float16", "int8"] and labels[-2:] == ["minimum", "weights"]
+    minimum = {name: parse_bytes(cells[-2].split()[0]) for name, cells in columns.items()}
+    weights = {name: parse_bytes(cells[-1].split()[0]) for name, cells in columns.items()}
+    assert minimum["int8"] <= minimum["float16"] <= minimum["float32"] and minimum["int8"] < minimum["float32"]
+    assert weights["int8"] < weights["float16"] < weights["float32"]
+    budgets = [parse_bytes(label) for label in labels[:-2]]
+    for name, cells in columns.items():
+        for budget, cell in zip(budgets, cells, strict=False):
+            assert (cell == "refused") == (budget < minimum[name]), (name, budget, cell)
+        # every format's minimum is a budget of the table, and the first that format plans
+        assert budgets.count(minimum[name]) == 1
+    # the first table, the default format's, is float32's
+    assert re.search(r"minimum budget (\S+)", result.stdout).group(1) == columns["float32"][-2].split()[0]
 
 
 def test_sweep_prints_every_budget_refuses_below_the_minimum_and_draws_the_plot(tmp_path: Path) -> None:

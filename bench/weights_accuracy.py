@@ -15,7 +15,8 @@
 scikit-learn's digits is the only image dataset on the machine (no torchvision, no downloaded data), so it is the
 only one measured.
 
-    python -m bench.weights [--workdir build/weights] [--epochs 15] [--max-accuracy-drop 0.5 0] [--target x86_64]
+    python -m bench.weights_accuracy [--workdir build/weights-accuracy] [--epochs 15] [--max-accuracy-drop 0.5 0]
+                                     [--target x86_64]
 """
 
 from __future__ import annotations
@@ -87,10 +88,7 @@ def measure(model: torch.nn.Module, title: str, workdir: Path, args: argparse.Na
         manifest, stdout, seconds = compile_artifact(model_path, out, args.target, *flags)
         if "choice" in manifest["weights"]:
             print(f"\n$ masic compile {model_path.name} {' '.join(flags)}\n{stdout.rstrip()}")
-            layers = manifest["weights"]["choice"]["layers"]
-            choice = WeightChoice("float32", tuple((layer["node"], layer["format"]) for layer in layers))
-        else:
-            choice = WeightChoice(flags[-1])
+        choice = WeightChoice("float32", tuple((row["node"], row["format"]) for row in manifest["weights"]["layers"]))
         right = held_out_right(out, x_path, y_path)
         reference = right if reference is None else reference
         minimum = minimum_budget(folded(graph, options_for(target, None, choice)), target.alignment)
@@ -109,7 +107,7 @@ def measure(model: torch.nn.Module, title: str, workdir: Path, args: argparse.Na
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=Path("build/weights"))
+    parser.add_argument("--workdir", type=Path, default=Path("build/weights-accuracy"))
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--max-accuracy-drop", type=float, nargs="+", default=[0.5, 0.0], help="one auto per bound")
     parser.add_argument("--target", default="x86_64")
