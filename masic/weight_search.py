@@ -184,8 +184,25 @@ def _raise(mix: Mix, order: Sequence[int], within: Callable[[Mix], bool]) -> Mix
 
 
 def compressible_layers(graph: Graph) -> tuple[str, ...]:
-    """The conv2d and dense layers whose weight format can be chosen, in graph order."""
-    return tuple(node.name for node in graph.nodes if compressible(node.op))
+    """The conv2d and dense layers whose weight format can be chosen, in graph order: of layers that share a
+    weight, the first (`for_every_reader` gives the others its format)."""
+    return tuple(_readers(graph))
+
+
+def _readers(graph: Graph) -> dict[str, tuple[str, ...]]:
+    """The first conv2d or dense layer reading each weight -> every layer reading it."""
+    by_weight: dict[str, list[str]] = {}
+    for node in graph.nodes:
+        if compressible(node.op):
+            by_weight.setdefault(node.attr("weight").name, []).append(node.name)
+    return {readers[0]: tuple(readers) for readers in by_weight.values()}
+
+
+def for_every_reader(graph: Graph, choice: WeightChoice) -> WeightChoice:
+    """A choice for `compressible_layers` extended to every layer that shares a weight with one of them (the
+    compress-weights pass stores a shared weight once, in one format)."""
+    readers = _readers(graph)
+    return WeightChoice(choice.default, tuple((node, fmt) for layer, fmt in choice.layers for node in readers[layer]))
 
 
 def folded_with(graph: Graph, target: Target, choice: WeightChoice) -> Graph:
@@ -221,7 +238,8 @@ def sensitivity_order(graph: Graph, target: Target, x: np.ndarray, samples: int)
     scale = max(float(np.linalg.norm(reference[:, -1])), np.finfo(np.float32).tiny)
     keys = {}
     for layer in layers:
-        outputs = _accumulated(folded_with(graph, target, WeightChoice("float32", ((layer, "int8"),))), x)
+        alone = for_every_reader(graph, WeightChoice("float32", ((layer, "int8"),)))
+        outputs = _accumulated(folded_with(graph, target, alone), x)
         changed = int((first_argmax(outputs)[0][:, -1] != predicted).sum())
         keys[layer] = (-changed, -float(np.linalg.norm(outputs[:, -1] - reference[:, -1])) / scale)
     return tuple(sorted(layers, key=lambda layer: keys[layer]))
@@ -265,11 +283,11 @@ def choose_weights(
 
         def correct_of(choice: WeightChoice) -> int | None:
             try:
-                planned = plan(graph, options_for(target, budget, choice)).graph
+                planned = plan(graph, options_for(target, budget, for_every_reader(graph, choice))).graph
             except BudgetError:
                 if choice != reference:
                     return None
-                planned = plan(graph, options_for(target, None, choice)).graph
+                planned = plan(graph, options_for(target, None, for_every_reader(graph, choice))).graph
             build(planned, target, folder / "artifact")
             stats = run_labelled(read_manifest(folder / "artifact").command(), folder, "--no-exit")
             return int(stats["correct"])
@@ -344,7 +362,8 @@ def auto_weights(
     """What `masic compile --weights auto` does before planning: the search on `data`, its table and summary
     through `emit`."""
     found = choose_weights(graph, target, budget, data, max_accuracy_drop, progress)
-    rows = weight_rows(folded_with(graph, target, found.choice))
+    choice = for_every_reader(graph, found.choice)
+    rows = weight_rows(folded_with(graph, target, choice))
     emit(format_table(found, rows))
     emit(summary(found, rows))
-    return AutoWeights(found.choice, manifest_record(found, data))
+    return AutoWeights(choice, manifest_record(found, data))

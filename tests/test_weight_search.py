@@ -27,6 +27,8 @@ from masic.weight_search import (
     choice_of,
     choose_weights,
     compressible_layers,
+    folded_with,
+    for_every_reader,
     proxy_samples,
     search,
     sensitivity_order,
@@ -251,3 +253,24 @@ def test_the_interpreter_proxy_is_bounded_by_its_work() -> None:
     per_sample = (8 * 4 + 3 * 8 + 8) * 4  # each node's work, 4 timesteps (iaf: one per neuron)
     assert proxy_samples(graph, 2, 1000) == min(PROXY_SAMPLES, PROXY_WORK // (per_sample * 3))
     assert proxy_samples(graph, 2, 5) == 5
+
+
+def test_layers_that_share_a_weight_are_chosen_one_format() -> None:
+    graph = parse(
+        """
+        graph @g timesteps=2 {
+          param @w : f32[4,4]
+          %in = input() : f32[4]
+          %a = dense(%in) {weight=@w, in_features=4, out_features=4} : f32[4]
+          %s = iaf(%a) {v_th=0.5, v_reset=0.0} : spike[4]
+          %b = dense(%s) {weight=@w, in_features=4, out_features=4} : f32[4]
+          output %b
+        }
+        """
+    )
+    assert compressible_layers(graph) == ("a",)
+    choice = for_every_reader(graph, WeightChoice("float32", (("a", "int8"),)))
+    assert choice.of("a") == choice.of("b") == "int8"
+    assert folded_with(graph, get_target("x86_64"), choice).param("w").type.dtype == "i8"
+    x = np.ones((3, 4), np.float32)
+    assert sensitivity_order(graph, get_target("x86_64"), x, 3) == ("a",)
