@@ -327,9 +327,10 @@ def summary(result: WeightSearch, rows: Sequence[Mapping[str, object]]) -> str:
     right, reference, n = result.chosen.correct or 0, result.float32.correct or 0, result.samples
     stored, full = sum(row["bytes"] for row in rows), sum(row["float32_bytes"] for row in rows)
     stopped = " (stopped: no build left)" if result.out_of_builds else ""
+    allowed = f"{result.allowed} sample" + ("" if result.allowed == 1 else "s")
     return (
         f"weights: accuracy {100 * right / n:.2f}% against float32's {100 * reference / n:.2f}% on {n} samples "
-        f"(allowed drop {result.max_accuracy_drop:g} percentage points: {result.allowed} samples); layer weights "
+        f"(allowed drop {result.max_accuracy_drop:g} percentage points: {allowed}); layer weights "
         f"{stored} bytes instead of {full} ({100 * (1 - stored / max(full, 1)):.1f}% smaller); "
         f"{len(result.trials)} artifacts built{stopped}"
     )
