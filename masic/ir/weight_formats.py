@@ -35,7 +35,12 @@ INT8_LEVELS = 127  # symmetric: -127..127, so negating a weight never overflows
 def int8_scale(weight: np.ndarray) -> np.ndarray:
     """float32 scale per output channel (axis 0): the largest magnitude over 127, 1 for a channel of zeros."""
     largest = np.abs(weight.astype(np.float32)).reshape(weight.shape[0], -1).max(axis=1)
-    return np.where(largest > 0, largest / np.float32(INT8_LEVELS), np.float32(1)).astype(np.float32)
+    scale = np.where(largest > 0, largest / np.float32(INT8_LEVELS), np.float32(1)).astype(np.float32)
+    # Below float32's normal range the quotient rounds to a coarse grid, or to zero (then q = w / 0): one step up
+    # keeps the largest weight within 127.5 scales, so q stays in range and every |w - q * scale| <= scale / 2.
+    with np.errstate(divide="ignore"):
+        coarse = largest.astype(np.float64) / scale > INT8_LEVELS + 0.5
+    return np.where(coarse, np.nextafter(scale, np.float32(np.inf)), scale).astype(np.float32)
 
 
 def quantize(weight: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray | None]:

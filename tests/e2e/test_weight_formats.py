@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,22 @@ def test_compressed_weights_lower_the_minimum_budget_it_states(tmp_path: Path) -
     assert fits.returncode == 0, fits.stderr
     below = masic_cli("compile", FACTORY, "--weights", "float32", "--budget", str(minimum["int8"]), "--emit", "plan")
     _assert_one_line_error(below, "use --budget")
+
+
+def test_the_manifest_and_inspect_show_each_layers_format(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = masic_cli("compile", FACTORY, "--weights", "int8", "--target", "x86_64", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    stored, full = 48 * 20 + 4 * 48 + 10 * 48 + 4 * 10, 4 * (48 * 20 + 10 * 48)  # a byte each, a scale per row
+    assert f"(int8: layer weights {stored / full:.2f}x float32's)" in result.stderr.splitlines()[-1]
+    layers = json.loads((out / "manifest.json").read_text())["weights"]["layers"]
+    assert [row["weight"] for row in layers] == ["0.weight", "3.weight"]
+    for row, (outputs, inputs) in zip(layers, [(48, 20), (10, 48)], strict=True):
+        assert row["format"] == "int8" and row["scale"] == f"{row['weight']}.scale"
+        assert row["bytes"] == outputs * inputs + 4 * outputs and row["float32_bytes"] == 4 * outputs * inputs
+    shown = masic_cli("inspect", str(out), "--png", str(tmp_path / "m.png"))
+    assert shown.returncode == 0, shown.stderr
+    table = shown.stdout.split("\n\n")[1].splitlines()
+    assert table[0].split()[:3] == ["weight", "format", "scale"]
+    assert table[1].split()[:5] == ["@0.weight", "int8", "@0.weight.scale", str(48 * 20 + 4 * 48), str(4 * 48 * 20)]
+    assert table[-1].startswith("total")
