@@ -61,7 +61,8 @@ TARGETS: Mapping[str, Target] = MappingProxyType(
             Target(
                 "cortex-a76",
                 "Raspberry Pi 5 (Cortex-A76)",
-                {**_AARCH64, "mcpu": "cortex-a76"},
+                # the dot-product extension (sdot/udot) of ARMv8.2, which the Cortex-A76 has
+                {**_AARCH64, "mcpu": "cortex-a76", "mattr": ["+neon", "+dotprod"]},
                 "aarch64-linux-gnu-gcc",
                 ("qemu-aarch64",),
                 machine=Machine(

@@ -25,6 +25,7 @@ SUM = "int32"  # the sums of an int8 layer over spikes
 # IR element type -> a kernel argument's element type
 STORAGE = {"f32": FLOAT, "spike": SPIKE, "bits": BITS, "f16": HALF, "i8": INT8}
 WEIGHT_STORAGE = (FLOAT, HALF, INT8)  # the element types a layer kernel's weight may have
+EXACT_FLOAT_TERMS = (1 << 24) // 127  # whole-number terms of at most 127 whose float32 sums are exact
 
 
 def stored_shape(shape: tuple[int, int, int], block: int) -> tuple[int, ...]:
@@ -125,9 +126,11 @@ class WindowArgs(KernelArgs):
 class WeightArgs(KernelArgs):
     """A layer kernel (conv, dense) whose weight `w` is stored as `weight_dtype` (`masic.ir.weight_formats`):
     float32, float16 (converted to float32 as it is loaded) or int8, which adds the float32 argument `scale`, one
-    per output channel, right after `w`. Over spikes an int8 layer sums q * x in int32 (`integer_sums`), exact;
-    over float32 activations it sums x * float32(q) in float32. Either way the output is float32(sum) * scale,
-    rounded on its own, plus the bias."""
+    per output channel, right after `w`. Over float32 activations an int8 layer sums x * float32(q) in float32.
+    Over spikes its sums of q are whole numbers, exact in any order: in int32 (`integer_sums`), or in float32 where
+    every sum stays below 2^24 in magnitude (`EXACT_FLOAT_TERMS` terms of at most 127), which a kernel vectorises
+    as it does float32 sums (a conv: float32 multiply-adds take 4 lanes of NEON, as int32 ones, and need no
+    widening). Either way the output is float32(sum) * scale, rounded on its own, plus the bias."""
 
     weight_dtype: str
 
@@ -139,10 +142,19 @@ class WeightArgs(KernelArgs):
         """Whether the layer's inputs (every step's) are spikes."""
         raise NotImplementedError
 
+    def terms(self) -> int:
+        """The terms each output's sum adds."""
+        raise NotImplementedError
+
+    def float_sums_exact(self) -> bool:
+        """Whether a float32 sum of int8 weights over spikes is exact (below 2^24 whatever the order): the kernels
+        that gain from it (convs) then sum in float32."""
+        return False
+
     @property
     def integer_sums(self) -> bool:
-        """Whether the sums are int32 (int8 weights over spikes), else float32."""
-        return self.weight_dtype == INT8 and self.spike_inputs()
+        """Whether the sums are int32 (int8 weights over spikes, unless float32 ones are exact and preferred)."""
+        return self.weight_dtype == INT8 and self.spike_inputs() and not self.float_sums_exact()
 
     @property
     def sum_dtype(self) -> str:

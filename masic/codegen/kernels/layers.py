@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from masic.codegen.kernels.args import (
+    EXACT_FLOAT_TERMS,
     FLOAT,
     SPIKE,
     EpilogueArgs,
@@ -72,6 +73,16 @@ class Conv2dKernel(WeightArgs, WindowArgs, EpilogueArgs):
     def spike_inputs(self) -> bool:
         return "x" in self.spikes
 
+    def terms(self) -> int:
+        return self.in_shape[0] // self.groups * self.kernel[0] * self.kernel[1]
+
+    def float_sums_exact(self) -> bool:
+        # Float32 sums: a weight converted once per tile, then the float32 conv's multiply-adds. int32 ones cost
+        # more: x86-64's vpmulld is a slow multi-uop instruction (a blocked 256-channel 28x28 conv over spikes took
+        # 1.6x float32's time with int32 sums, 1.08x with float32 ones); NEON's mla is as fast as fmla but the
+        # widening of the weights and inputs takes instructions of its own.
+        return self.terms() <= EXACT_FLOAT_TERMS
+
     def out_shape(self) -> tuple[int, int, int]:
         """Output shape (O, OH, OW) by PyTorch's formula."""
         return (self.out_channels, *self._out_hw(self.dilation))
@@ -123,6 +134,9 @@ class DenseKernel(WeightArgs, StepArgs, EpilogueArgs):
     def spike_inputs(self) -> bool:
         return set(self.step_names("x")) <= set(self.spikes)
 
+    def terms(self) -> int:
+        return self.in_features
+
     def out_shape(self) -> tuple[int]:
         """Output shape (out_features,)."""
         return (self.out_features,)
@@ -173,6 +187,9 @@ class AccumulateDenseKernel(WeightArgs, StepArgs, EpilogueArgs):
 
     def spike_inputs(self) -> bool:
         return True
+
+    def terms(self) -> int:
+        return self.in_features
 
     def arg_dtype(self, name: str) -> str:
         unpacked_inputs = name in self.step_names("x") and not self.packed

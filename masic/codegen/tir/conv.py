@@ -19,7 +19,7 @@ from masic.codegen.tir.common import (
     to_c_abi,
 )
 from masic.codegen.tir.neuron import output_stage
-from masic.codegen.tir.window import schedule_pad, window_source, windowed
+from masic.codegen.tir.window import WEIGHT_BLOCK, schedule_pad, window_source, windowed
 from masic.ir.shapes import weight_block
 
 # The conv vectorised along output channels does several times the multiply-accumulates per microsecond of the
@@ -38,15 +38,21 @@ def conv2d(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
     x, w, params = _operands(k)
     src, element = window_source(k, x, 0.0)
     rc, rh, rw = te.reduce_axis((0, cpg), "rc"), te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
+    # A compressed weight summed in float32 is converted once per input channel of a tile (`window.WEIGHT_BLOCK`),
+    # not at each of its uses
+    weight = w
+    if k.weight_dtype != FLOAT and k.sum_dtype == FLOAT:
+        weight = te.compute(w.shape, lambda *i: tirx.Cast(FLOAT, w[i]), name=WEIGHT_BLOCK)
 
     def conv(oc: tirx.Var, y: tirx.Var, xx: tirx.Var) -> ir.Expr:
         channel = rc if k.groups == 1 else (oc // opg) * cpg + rc
         tap = element(channel, y * sh + rh * dh, xx * sw + rw * dw)
-        return te.sum(product(k, tap, w[oc, rc, rh, rw]), axis=[rc, rh, rw])
+        return te.sum(product(k, tap, weight[oc, rc, rh, rw]), axis=[rc, rh, rw])
 
     acc = te.compute(k.out_shape(), conv, name=ACC_BLOCK)
     inputs = [x, w, *params.values()]
-    return windowed(k, lanes, inputs, src, acc, lambda value, oc: layer_output(k, value, params, oc), cpg * kh * kw)
+    epilogue = lambda value, oc: layer_output(k, value, params, oc)  # noqa: E731
+    return windowed(k, lanes, inputs, src, acc, epilogue, cpg * kh * kw, converted_weight=weight is not w)
 
 
 def _operands(k: Conv2dKernel) -> tuple[te.Tensor, te.Tensor, dict[str, te.Tensor]]:

@@ -31,6 +31,8 @@ from masic.ir.graph import WORD_BITS, words
 
 PART_BLOCK = "part"  # a dense layer's interleaved partial sums
 STEP_GROUP = 4  # timesteps a batched dense kernel computes together (see `dense_steps`)
+NARROW = "int16"  # the partial sums of an int8 accumulate-only layer (`_narrow_chunks`)
+NARROW_ROWS = 256  # inputs per chunk of int16 partial sums: 256 * 127 = 32512 fits; whole words of bits
 
 
 def dense(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
@@ -130,11 +132,22 @@ def accumulate_dense(k: AccumulateDenseKernel, lanes: int) -> tirx.PrimFunc:
     builder; it has no scalar temporaries in vectorized loops (see the TVM notes).
     """
     n_in, n_out, steps = k.in_features, k.out_features, k.steps
-    width = vector_tile(n_out, lanes, MAX_TILE_FLOATS // steps)
+    # int16 partial sums hold twice the lanes of a vector of floats
+    width = vector_tile(n_out, 2 * lanes if k.integer_sums else lanes, MAX_TILE_FLOATS // steps)
     loop = T.parallel if n_in * n_out >= PARALLEL_MIN_WORK else T.serial
 
     def body(a: dict[str, tirx.Buffer]) -> None:
         xs, w = [a[name] for name in k.step_names("x")], a["w"]
+
+        def walk(first: int | ir.Expr, count: int, add_row: Callable[..., None]) -> None:
+            """Adds the rows of the active inputs among inputs [first, first + count) (`first`: a whole word)."""
+            if k.packed:
+                _walk_words(xs[0], first // WORD_BITS, words(count), lambda row: add_row(0, row))
+            else:
+                with T.serial(count) as i:
+                    IRBuilder.name("k", i)
+                    _add_active_rows(xs, i if isinstance(first, int) and first == 0 else first + i, add_row)
+
         with loop(n_out // width) as jo:
             IRBuilder.name("jo", jo)
             acc = IRBuilder.name("acc", T.alloc_buffer((steps, width), k.sum_dtype))
@@ -148,15 +161,46 @@ def accumulate_dense(k: AccumulateDenseKernel, lanes: int) -> tirx.PrimFunc:
                     IRBuilder.name("ji", ji)
                     T.buffer_store(acc, acc[t, ji] + summand(k, w[row, jo * width + ji]), [t, ji])
 
-            if k.packed:
-                _walk_words(xs[0], n_in, lambda row: add_row(0, row))
+            if k.integer_sums:
+                _narrow_chunks(k, w, acc, jo, width, walk)
             else:
-                with T.serial(n_in) as i:
-                    IRBuilder.name("k", i)
-                    _add_active_rows(xs, i, add_row)
+                walk(0, n_in, add_row)
             _store(k, a, acc, jo, width)
 
     return built(k, body)
+
+
+def _narrow_chunks(
+    k: AccumulateDenseKernel, w: tirx.Buffer, acc: tirx.Buffer, jo: tirx.Var, width: int, walk: Callable[..., None]
+) -> None:
+    """The input loop of an int8 accumulate-only layer: the rows of each `NARROW_ROWS` inputs are added into int16
+    partial sums, and those into the int32 sums `acc`. A vector add then takes twice the weights (on NEON one
+    `saddw` adds 8 int8 weights into 8 int16 sums), and the sums stay exact: `NARROW_ROWS` weights of at most 127 in
+    magnitude never leave int16's range."""
+    part = IRBuilder.name("part", T.alloc_buffer((k.steps, width), NARROW))
+
+    def add_row(t: int, row: ir.Expr) -> None:
+        with T.vectorized(width) as ji:
+            IRBuilder.name("ji", ji)
+            T.buffer_store(part, part[t, ji] + tirx.Cast(NARROW, w[row, jo * width + ji]), [t, ji])
+
+    def chunk(first: int | ir.Expr, count: int) -> None:
+        with T.grid(k.steps, width) as (t, ji):
+            IRBuilder.name_many(["t", "ji"], [t, ji])
+            T.buffer_store(part, tirx.const(0, NARROW), [t, ji])
+        walk(first, count, add_row)
+        for t in range(k.steps):
+            with T.vectorized(width) as ji:
+                IRBuilder.name("ji", ji)
+                T.buffer_store(acc, acc[t, ji] + tirx.Cast(k.sum_dtype, part[t, ji]), [t, ji])
+
+    full, tail = divmod(k.in_features, NARROW_ROWS)
+    if full:
+        with T.serial(full) as c:
+            IRBuilder.name("chunk", c)
+            chunk(c * NARROW_ROWS, NARROW_ROWS)
+    if tail:
+        chunk(full * NARROW_ROWS, tail)
 
 
 def _add_active_rows(xs: list[tirx.Buffer], i: tirx.Var, add_row: Callable[..., None]) -> None:
@@ -179,15 +223,18 @@ def _add_active_rows(xs: list[tirx.Buffer], i: tirx.Var, add_row: Callable[..., 
         per_step()
 
 
-def _walk_words(x: tirx.Buffer, n_in: int, add_row: Callable[..., None]) -> None:
-    """The input loop of the accumulate-only kernel over bit-packed spikes `x` (one step): a zero word skips its 32
-    inputs at once; a non-zero one is walked from its lowest set bit up (count trailing zeros, then clear that bit),
-    so rows are added in increasing input order, as over bytes, and the sums are the same floats. The bits of the
-    last word past the last input must be 0, as the "bits" dtype says: they would index rows past W^T."""
+def _walk_words(x: tirx.Buffer, first: int | ir.Expr, n_words: int, add_row: Callable[..., None]) -> None:
+    """The input loop of the accumulate-only kernel over `n_words` words of bit-packed spikes `x` (one step) from
+    word `first`: a zero word skips its 32 inputs at once; a non-zero one is walked from its lowest set bit up
+    (count trailing zeros, then clear that bit), so rows are added in increasing input order, as over bytes, and the
+    sums are the same floats. The bits of the last word past the last input must be 0, as the "bits" dtype says:
+    they would index rows past W^T."""
     zero = tirx.const(0, BITS)
     left = IRBuilder.name("left", T.alloc_buffer((1,), BITS))
-    with T.serial(words(n_in)) as word:
+    with T.serial(n_words) as word:
         IRBuilder.name("word", word)
+        if not (isinstance(first, int) and first == 0):
+            word = first + word
         T.buffer_store(left, x[word], [0])
         with T.While(left[0] != zero):
             lowest = tirx.call_llvm_pure_intrin(BITS, "llvm.cttz", left[0], tirx.const(True, "bool"))

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable
 
 from tvm import ir, s_tir, te, tirx
-from tvm.s_tir.schedule import SBlockRV
+from tvm.s_tir.schedule import LoopRV, SBlockRV
 
 from masic.codegen.kernels import FLOAT, Conv2dKernel, Pool2dKernel
 from masic.codegen.tir.arith import f32
@@ -24,6 +24,7 @@ from masic.codegen.tir.common import (
 from masic.codegen.tir.neuron import output_stage
 
 PAD_BLOCK = "pad"  # copies the input, padded, into the scratch argument
+WEIGHT_BLOCK = "w_float"  # a conv's compressed weight converted to float32 (`masic.codegen.tir.conv`)
 
 
 def window_source(
@@ -57,7 +58,9 @@ def schedule_pad(sch: s_tir.Schedule, parallel: bool) -> None:
         sch.parallel(sch.get_loops(sch.get_sblock(PAD_BLOCK))[0])
 
 
-def schedule_tiled_reduction(sch: s_tir.Schedule, out: SBlockRV, lanes: int, parallel: bool) -> None:
+def schedule_tiled_reduction(
+    sch: s_tir.Schedule, out: SBlockRV, lanes: int, parallel: bool, converted_weight: bool = False
+) -> None:
     """Register-tiled schedule shared by conv2d and pooling.
 
     `out` is an element-wise stage (bias, divide, copy, a neuron update) over (C, H, W) reading the block
@@ -65,7 +68,8 @@ def schedule_tiled_reduction(sch: s_tir.Schedule, out: SBlockRV, lanes: int, par
     sized to fill the vector registers without spilling and to divide the loops exactly. The sums are computed per
     tile into a small buffer (compacted to tile size, so LLVM keeps it in registers), with the reduction loops
     outside the tile so each input vector and weight broadcast feeds several accumulators. The (channel-tile, row)
-    loops run in parallel (when `parallel`); the column loop of the tile is vectorized.
+    loops run in parallel (when `parallel`); the column loop of the tile is vectorized. With `converted_weight`,
+    the weight the sums read is the block `WEIGHT_BLOCK`, computed per input channel of the reduction.
     """
     c, h, w = sch.get_loops(out)
     channels, width = (int(sch.get(loop).extent) for loop in (c, w))
@@ -85,7 +89,21 @@ def schedule_tiled_reduction(sch: s_tir.Schedule, out: SBlockRV, lanes: int, par
     sch.reorder(*reduction, acc_ci, acc_h, acc_wi)
     sch.vectorize(acc_wi)
     sch.unroll(acc_ci)
-    sch.decompose_reduction(acc, reduction[0])
+    outer = _convert_weights(sch, reduction, tile_c) if converted_weight else reduction[0]
+    sch.decompose_reduction(acc, outer)
+
+
+def _convert_weights(sch: s_tir.Schedule, reduction: list[LoopRV], tile_c: int) -> LoopRV:
+    """Converts the compressed weights of a conv tile (`WEIGHT_BLOCK`) a few input channels at a time, into a small
+    buffer (at most `MAX_TILE_FLOATS`) the multiply-adds then broadcast from, as from a float32 weight: each output
+    channel's weights of those input channels are contiguous, so they convert as vectors."""
+    rc, rh, rw = (int(sch.get(loop).extent) for loop in reduction)
+    channels = tile(rc, max(1, MAX_TILE_FLOATS // (tile_c * rh * rw)))
+    rco, _ = sch.split(reduction[0], [None, channels])
+    weights = sch.get_sblock(WEIGHT_BLOCK)
+    sch.compute_at(weights, rco, preserve_unit_loops=True)
+    sch.vectorize(sch.fuse(*sch.get_loops(weights)[-3:]))
+    return rco
 
 
 def windowed(
@@ -96,6 +114,7 @@ def windowed(
     acc: te.Tensor,
     epilogue: Callable[[ir.Expr, tirx.Var], ir.Expr],
     window: int,
+    converted_weight: bool = False,
 ) -> tirx.PrimFunc:
     """Finish a sliding-window kernel (conv, pooling): `y = epilogue(acc, channel)`, scheduled with
     `schedule_tiled_reduction`; `src` is the padded input (the `scratch` argument) unless it is `x`; `window` is the
@@ -107,7 +126,7 @@ def windowed(
     parallel = math.prod(k.out_shape()) * window >= PARALLEL_MIN_WORK
     if padded:
         schedule_pad(sch, parallel)
-    schedule_tiled_reduction(sch, stage.scheduled_block(sch), lanes, parallel)
+    schedule_tiled_reduction(sch, stage.scheduled_block(sch), lanes, parallel, converted_weight)
     stage.place_copies(sch)
     args = [*(t.op.name for t in inputs), *(["scratch"] if padded else []), *stage.names]
     return to_c_abi(sch.mod["main"], k.symbol, args, noalias=neuron is None)
