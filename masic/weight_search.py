@@ -276,18 +276,28 @@ def choose_weights(
     progress(f"weights: ordering {len(layers)} layers by their sensitivity to int8 {proxy}")
     order = sensitivity_order(graph, target, x, samples)
     progress(f"weights: most sensitive first: {', '.join(order)}")
-    reference = choice_of(layers, ("float32",) * len(layers))
+    reference = for_every_reader(graph, choice_of(layers, ("float32",) * len(layers)))
     with scratch(SCRATCH_PREFIX) as folder:
         np.save(folder / "x.npy", x)
         np.save(folder / "y.npy", y)
 
+        measured: dict[tuple[str, ...], int | None] = {}  # by the formats stored (compress-weights keeps a layer
+        # with few inputs per output float16 when chosen int8, so two mixes may build one artifact)
+
         def correct_of(choice: WeightChoice) -> int | None:
+            choice = for_every_reader(graph, choice)
+            stored = tuple(row["format"] for row in weight_rows(folded_with(graph, target, choice)))
+            if stored not in measured:
+                measured[stored] = _build_and_run(choice, choice == reference)
+            return measured[stored]
+
+        def _build_and_run(choice: WeightChoice, is_reference: bool) -> int | None:
             try:
-                planned = plan(graph, options_for(target, budget, for_every_reader(graph, choice))).graph
+                planned = plan(graph, options_for(target, budget, choice)).graph
             except BudgetError:
-                if choice != reference:
+                if not is_reference:
                     return None
-                planned = plan(graph, options_for(target, None, for_every_reader(graph, choice))).graph
+                planned = plan(graph, options_for(target, None, choice)).graph
             build(planned, target, folder / "artifact")
             stats = run_labelled(read_manifest(folder / "artifact").command(), folder, "--no-exit")
             return int(stats["correct"])

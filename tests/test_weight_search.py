@@ -219,19 +219,19 @@ def two_dense_layers(exact: str) -> Graph:
     them exactly), the other's random values with 50 in column 0 (int8 rounds the rest to multiples of 50/127; the
     inputs are 0 there)."""
     rng = np.random.default_rng(0)
-    weights = {"a.w": rng.normal(size=(8, 4)), "b.w": rng.normal(size=(3, 8))}
+    weights = {"a.w": rng.normal(size=(32, 16)), "b.w": rng.normal(size=(16, 32))}
     weights[f"{'b' if exact == 'a' else 'a'}.w"][:, 0] = 50
     whole = rng.integers(-127, 128, size=weights[f"{exact}.w"].shape)
     whole[0, 0] = 127
     weights[f"{exact}.w"] = whole / 127  # scale 1/127: q = whole exactly
     text = """
         graph @g timesteps=4 {
-          param @a.w : f32[8,4]
-          param @b.w : f32[3,8]
-          %in = input() : f32[4]
-          %a = dense(%in) {weight=@a.w, in_features=4, out_features=8} : f32[8]
-          %s = iaf(%a) {v_th=0.5, v_reset=0.0} : spike[8]
-          %b = dense(%s) {weight=@b.w, in_features=8, out_features=3} : f32[3]
+          param @a.w : f32[32,16]
+          param @b.w : f32[16,32]
+          %in = input() : f32[16]
+          %a = dense(%in) {weight=@a.w, in_features=16, out_features=32} : f32[32]
+          %s = iaf(%a) {v_th=0.5, v_reset=0.0} : spike[32]
+          %b = dense(%s) {weight=@b.w, in_features=32, out_features=16} : f32[16]
           output %b
         }
         """
@@ -242,7 +242,7 @@ def two_dense_layers(exact: str) -> Graph:
 @pytest.mark.parametrize("samples", [0, 8])
 def test_the_layer_int8_rounds_comes_first(exact: str, samples: int) -> None:
     graph = two_dense_layers(exact)
-    x = np.random.default_rng(1).uniform(0, 2, size=(8, 4)).astype(np.float32)
+    x = np.random.default_rng(1).uniform(0, 2, size=(8, 16)).astype(np.float32)
     x[:, 0] = 0  # the rounded layer's column of 50s does not drive it
     rounded = "b" if exact == "a" else "a"
     assert sensitivity_order(graph, get_target("x86_64"), x, samples) == (rounded, exact)
@@ -250,7 +250,7 @@ def test_the_layer_int8_rounds_comes_first(exact: str, samples: int) -> None:
 
 def test_the_interpreter_proxy_is_bounded_by_its_work() -> None:
     graph = two_dense_layers("a")
-    per_sample = (8 * 4 + 3 * 8 + 8) * 4  # each node's work, 4 timesteps (iaf: one per neuron)
+    per_sample = (16 * 32 + 32 * 16 + 32) * 4  # each node's work, 4 timesteps (iaf: one per neuron)
     assert proxy_samples(graph, 2, 1000) == min(PROXY_SAMPLES, PROXY_WORK // (per_sample * 3))
     assert proxy_samples(graph, 2, 5) == 5
 
@@ -259,11 +259,11 @@ def test_layers_that_share_a_weight_are_chosen_one_format() -> None:
     graph = parse(
         """
         graph @g timesteps=2 {
-          param @w : f32[4,4]
-          %in = input() : f32[4]
-          %a = dense(%in) {weight=@w, in_features=4, out_features=4} : f32[4]
-          %s = iaf(%a) {v_th=0.5, v_reset=0.0} : spike[4]
-          %b = dense(%s) {weight=@w, in_features=4, out_features=4} : f32[4]
+          param @w : f32[16,16]
+          %in = input() : f32[16]
+          %a = dense(%in) {weight=@w, in_features=16, out_features=16} : f32[16]
+          %s = iaf(%a) {v_th=0.5, v_reset=0.0} : spike[16]
+          %b = dense(%s) {weight=@w, in_features=16, out_features=16} : f32[16]
           output %b
         }
         """
@@ -272,5 +272,5 @@ def test_layers_that_share_a_weight_are_chosen_one_format() -> None:
     choice = for_every_reader(graph, WeightChoice("float32", (("a", "int8"),)))
     assert choice.of("a") == choice.of("b") == "int8"
     assert folded_with(graph, get_target("x86_64"), choice).param("w").type.dtype == "i8"
-    x = np.ones((3, 4), np.float32)
+    x = np.ones((3, 16), np.float32)
     assert sensitivity_order(graph, get_target("x86_64"), x, 3) == ("a",)

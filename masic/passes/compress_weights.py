@@ -11,8 +11,8 @@ needs more memory than its float16 twin, nor that one than its float32 twin.
 Requires: typed graph; batch norms and poolings already folded into the weights (fold-batchnorm, fold-pooling), so
 the weights are final; a weight shared by several layers chosen the same format for each.
 Ensures: every conv2d and dense weight that was float32 is stored as `options.weights` chooses for its node (int8
-only where it takes no more arena bytes than float16; a weight already compressed is left as it is); an int8 weight has its `weight_scale` and no other weight has one;
-other parameters unchanged.
+only where it takes no more arena bytes than float16; a weight already compressed is left as it is); an int8 weight
+has its `weight_scale` and no other weight has one; other parameters unchanged.
 """
 
 from __future__ import annotations
