@@ -1,7 +1,7 @@
 """`--weights auto`: the smallest weight format per layer that keeps the artifact's accuracy within a bound.
 
 Each conv2d and dense layer's weight may be stored as int8, float16 or float32 (`masic.ir.weight_formats`, smallest
-first). `choose_weights` measures the float32 artifact's accuracy on labelled data (the .npz files `masic
+first). `auto_weights` measures the float32 artifact's accuracy on labelled data (the .npz files `masic
 calibrate` reads, `masic.calibrate.load_calibration_data`), and the search (`search`) then looks for a mix of
 formats whose artifact loses at most the allowed points of accuracy:
 
@@ -252,17 +252,35 @@ def _weight_error(folded: Graph, layer: str) -> float:
     return float(np.linalg.norm(error)) / max(float(np.linalg.norm(weight)), np.finfo(np.float32).tiny)
 
 
-def choose_weights(
+@dataclass(frozen=True)
+class AutoWeights:
+    """What `--weights auto` chose, and its record for the artifact's manifest (`write`)."""
+
+    choice: WeightChoice
+    record: Mapping[str, object]
+    search: WeightSearch
+
+    def write(self, folder: Path) -> None:
+        """Adds the record as `weights.choice` to the artifact folder's manifest.json."""
+        path = folder / MANIFEST_FILE
+        manifest = json.loads(path.read_text())
+        manifest["weights"] = {**manifest["weights"], "choice": dict(self.record)}
+        path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def auto_weights(
     graph: Graph,
     target: Target,
     budget: int | None,
     data: Path,
     max_accuracy_drop: float,
     progress: Progress = quiet,
+    emit: Callable[[str], None] = print,
     max_builds: int = DEFAULT_MAX_BUILDS,
-) -> WeightSearch:
-    """Searches the formats of the imported graph's layers on the labelled data (module docstring), building each
-    mix for `target` within `budget` (the float32 reference without it if it does not fit) and running it here."""
+) -> AutoWeights:
+    """What `masic compile --weights auto` does before planning: searches the formats of the imported graph's
+    layers on the labelled data (module docstring), building each mix for `target` within `budget` (the float32
+    reference without it if it does not fit) and running it here; prints the table and summary through `emit`."""
     layers = compressible_layers(graph)
     if not layers:
         raise WeightSearchError(
@@ -302,7 +320,12 @@ def choose_weights(
             stats = run_labelled(read_manifest(folder / "artifact").command(), folder, "--no-exit")
             return int(stats["correct"])
 
-        return search(layers, order, correct_of, len(y), max_accuracy_drop, max_builds, progress)
+        found = search(layers, order, correct_of, len(y), max_accuracy_drop, max_builds, progress)
+    choice = for_every_reader(graph, found.choice)
+    rows = weight_rows(folded_with(graph, target, choice))
+    emit(format_table(found, rows))
+    emit(summary(found, rows))
+    return AutoWeights(choice, manifest_record(found, data), found)
 
 
 def manifest_record(result: WeightSearch, data: Path) -> dict[str, object]:
@@ -344,37 +367,3 @@ def summary(result: WeightSearch, rows: Sequence[Mapping[str, object]]) -> str:
         f"{stored} bytes instead of {full} ({100 * (1 - stored / max(full, 1)):.1f}% smaller); "
         f"{len(result.trials)} artifacts built{stopped}"
     )
-
-
-@dataclass(frozen=True)
-class AutoWeights:
-    """What `--weights auto` chose, and its record for the artifact's manifest (`write`)."""
-
-    choice: WeightChoice
-    record: Mapping[str, object]
-
-    def write(self, folder: Path) -> None:
-        """Adds the record as `weights.choice` to the artifact folder's manifest.json."""
-        path = folder / MANIFEST_FILE
-        manifest = json.loads(path.read_text())
-        manifest["weights"] = {**manifest["weights"], "choice": dict(self.record)}
-        path.write_text(json.dumps(manifest, indent=2) + "\n")
-
-
-def auto_weights(
-    graph: Graph,
-    target: Target,
-    budget: int | None,
-    data: Path,
-    max_accuracy_drop: float,
-    progress: Progress = quiet,
-    emit: Callable[[str], None] = print,
-) -> AutoWeights:
-    """What `masic compile --weights auto` does before planning: the search on `data`, its table and summary
-    through `emit`."""
-    found = choose_weights(graph, target, budget, data, max_accuracy_drop, progress)
-    choice = for_every_reader(graph, found.choice)
-    rows = weight_rows(folded_with(graph, target, choice))
-    emit(format_table(found, rows))
-    emit(summary(found, rows))
-    return AutoWeights(choice, manifest_record(found, data))

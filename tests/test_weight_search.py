@@ -24,8 +24,8 @@ from masic.weight_search import (
     PROXY_WORK,
     WeightSearchError,
     allowed_losses,
+    auto_weights,
     choice_of,
-    choose_weights,
     compressible_layers,
     folded_with,
     for_every_reader,
@@ -196,11 +196,11 @@ def test_every_mix_is_reachable_for_three_layers() -> None:
         assert result.chosen.correct == 100
 
 
-def test_choose_weights_refuses_missing_data_and_models_without_layers(tmp_path) -> None:
+def test_auto_weights_refuses_missing_data_and_models_without_layers(tmp_path) -> None:
     target = get_target("x86_64")
     graph = import_model("tests.norse_models:dense_model")
     with pytest.raises(CalibrationError, match="does not exist"):
-        choose_weights(graph, target, None, tmp_path / "missing.npz", 1)
+        auto_weights(graph, target, None, tmp_path / "missing.npz", 1)
     no_layers = parse(
         """
         graph @g timesteps=2 {
@@ -211,7 +211,7 @@ def test_choose_weights_refuses_missing_data_and_models_without_layers(tmp_path)
         """
     )
     with pytest.raises(WeightSearchError, match="no conv2d or dense layer"):
-        choose_weights(no_layers, target, None, tmp_path / "missing.npz", 1)
+        auto_weights(no_layers, target, None, tmp_path / "missing.npz", 1)
 
 
 def two_dense_layers(exact: str) -> Graph:
