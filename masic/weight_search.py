@@ -12,8 +12,9 @@ formats whose artifact loses at most the allowed points of accuracy:
 3. then lower each raised layer again, the least sensitive first, as far as the bound allows.
 
 Every mix is confirmed by building its artifact and running it over the data (the same executable run as `masic
-calibrate`'s); a mix is built at most once, and at most `max_builds` are built in all (the float32 artifact, always
-within the bound, is the fallback when builds run out). The kernels' object cache (`masic.codegen.build`) makes a
+calibrate`'s); a mix is measured at most once, at most `max_builds` mixes in all (the float32 artifact, always
+within the bound, is the fallback when they run out), and mixes that store the same formats (compress-weights keeps
+a layer too small for int8 float16) share one build. The kernels' object cache (`masic.codegen.build`) makes a
 mix built before, or any mix whose kernels were, cost only the link. With an accuracy function that never rises
 as a layer is stored smaller, the choice is minimal: no single layer's weight can be stored smaller within the
 bound.
@@ -330,7 +331,8 @@ def auto_weights(
 
 def manifest_record(result: WeightSearch, data: Path) -> dict[str, object]:
     """The manifest's `weights.choice` (each layer's format is in `weights.layers`): the data file's name, the
-    accuracies, the bound, the builds and the sensitivity order."""
+    accuracies, the bound, the mixes measured (`builds`: each built unless one stored alike was) and the
+    sensitivity order."""
     return {
         "source": AUTO,
         "data": data.name,
@@ -365,5 +367,5 @@ def summary(result: WeightSearch, rows: Sequence[Mapping[str, object]]) -> str:
         f"weights: accuracy {100 * right / n:.2f}% against float32's {100 * reference / n:.2f}% on {n} samples "
         f"(allowed drop {result.max_accuracy_drop:g} percentage points: {allowed}); layer weights "
         f"{stored} bytes instead of {full} ({100 * (1 - stored / max(full, 1)):.1f}% smaller); "
-        f"{len(result.trials)} artifacts built{stopped}"
+        f"{len(result.trials)} mixes measured{stopped}"
     )
