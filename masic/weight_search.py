@@ -137,7 +137,7 @@ def search(
     floor: list[int] = []  # the fewest samples right within the bound, once the float32 artifact has run
 
     def measure(mix: Mix) -> Trial | None:
-        """The mix's trial, built unless it was; None when no build is left."""
+        """The mix's trial, measured unless it was; None when the mixes allowed are used up."""
         if mix not in trials:
             if len(trials) >= max_builds:
                 return None
@@ -146,7 +146,7 @@ def search(
             verdict = "does not fit the budget" if correct is None else f"{correct}/{samples} right"
             if floor and correct is not None:
                 verdict += ", within the bound" if correct >= floor[0] else ", outside the bound"
-            progress(f"weights: build {len(trials)}/{max_builds}: {_describe(layers, mix)}: {verdict}")
+            progress(f"weights: mix {len(trials)}/{max_builds}: {_describe(layers, mix)}: {verdict}")
         return trials[mix]
 
     def within(mix: Mix) -> bool:
