@@ -313,7 +313,8 @@ def _step_note(call: KernelCall, graph: Graph) -> str:
 
 
 class LoweringError(MasicError, ValueError):
-    """The plan holds a number the loader's C types cannot hold (a C initializer would silently wrap it)."""
+    """The plan holds a number the loader's C types cannot hold (a C initializer would silently wrap it), or a layer
+    whose kernel cannot read its compressed weight."""
 
 
 def _c_uint(value: int, bits: int, what: str) -> int:

@@ -199,6 +199,8 @@ def _layers(rng: np.random.Generator) -> list[Case]:
     # largest partial sums)
     chunks = AccumulateDenseKernel("qacc_600_2_steps", 600, 40, steps=2)
     cases.append(_accumulate_case(chunks, [_spikes(rng, 600, rate=0.5), np.ones(600, np.uint8)], rng))
+    # wide tiles of outputs (128 on NEON), in parallel
+    cases.append(_accumulate_case(AccumulateDenseKernel("qacc_wide", 700, 384), [_spikes(rng, 700)], rng))
     largest = _accumulate_case(AccumulateDenseKernel("qacc_largest", 700, 16), [np.ones(700, np.uint8)], rng)
     cases.append(replace(largest, args=largest.args | {"w": np.ones_like(largest.args["w"])}))
     bits = AccumulateDenseKernel("qacc_bits_1000_24", 1000, 24, packed=True)
