@@ -5,14 +5,14 @@ their scales a new float32 parameter `<weight>.scale` that the layer's `weight_s
 (`masic.ir.weight_formats` gives the formats and the arithmetic each implies). Every later pass, the planner and
 weights.bin then count a weight's stored bytes, so a compressed graph fits budgets its float32 twin cannot. A layer
 chosen int8 whose weight and scales, each aligned in the arena, would take more bytes than the weight as float16
-(fewer than about four inputs per output: the scales outweigh the saving) is stored float16, so an int8 graph never
-needs more memory than its float16 twin, nor that one than its float32 twin.
+(fewer than about four inputs per output: the scales outweigh the saving) is stored float16, so no weight takes
+more arena bytes as int8 than as float16, nor as float16 than as float32.
 
 Requires: typed graph; batch norms and poolings already folded into the weights (fold-batchnorm, fold-pooling), so
 the weights are final; a weight shared by several layers chosen the same format for each.
 Ensures: every conv2d and dense weight that was float32 is stored as `options.weights` chooses for its node (int8
-only where it takes no more arena bytes than float16; a weight already compressed is left as it is); an int8 weight
-has its `weight_scale` and no other weight has one; other parameters unchanged.
+only where it takes no more arena bytes than float16; a weight already compressed is left as it is); an int8
+weight has its `weight_scale` and no other weight has one; other parameters unchanged.
 """
 
 from __future__ import annotations
