@@ -242,7 +242,7 @@ def plot(calibration: Calibration, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _run_labelled(command: Sequence[str], folder: Path, *flags: str) -> dict:
+def run_labelled(command: Sequence[str], folder: Path, *flags: str) -> dict:
     """Runs the executable over folder/x.npy with folder/y.npy; returns its JSON report."""
     args = [*command, "--input", str(folder / "x.npy"), "--labels", str(folder / "y.npy"), *flags]
     done = subprocess.run(args, capture_output=True, text=True, errors="replace", check=False)
@@ -294,7 +294,7 @@ def calibrate_artifact(
         np.save(scratch_folder / "y.npy", y)
         progress(f"running {executable} on {len(y)} calibration samples with every timestep")
         full_outputs = str(scratch_folder / "out.npy")
-        stats = _run_labelled([*emulator, str(executable)], scratch_folder, "--no-exit", "--output", full_outputs)
+        stats = run_labelled([*emulator, str(executable)], scratch_folder, "--no-exit", "--output", full_outputs)
         outputs = np.load(full_outputs)
         calibration = search(outputs, y, max_accuracy_drop)
         if stats["correct"] != calibration.full.correct:
@@ -309,7 +309,7 @@ def calibrate_artifact(
         write_exit_rule(patched, rule)
         weights = str(manifest.folder / WEIGHTS_FILE)
         predictions = str(scratch_folder / "predictions.npy")
-        stats = _run_labelled(
+        stats = run_labelled(
             [*emulator, str(patched)], scratch_folder, "--weights", weights, "--predictions", predictions
         )
         if stats["exit_source"] != "calibrated":

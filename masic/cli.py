@@ -304,11 +304,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from masic.frontends.dispatch import ImportOptions, model_name
     from masic.frontends.errors import FrontendWarning
     from masic.ir.text import print_graph
+    from masic.planning.minimum_budget import budget_refusal
     from masic.targets import get_target
+    from masic.weight_search import auto_weights
 
     target = get_target(args.target)
-    exit_rule = _exit_rule(args)
-    weights = _weight_choice(args)
+    exit_rule, weights = _exit_rule(args), _weight_choice(args)  # None for --weights auto, chosen after importing
     started = time.perf_counter()
     name = args.name or model_name(args.model)
     imported = ImportOptions(args.input_shape, args.timesteps, args.dt, name, args.trust_pickle)
@@ -328,7 +329,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         threads = machine.measured.threads if machine.measured else 0
         planned_by = f"{source}, measured on {target.name} at {threads} thread(s)"
         target = dataclasses.replace(target, machine=machine)
-    options = driver.options_for(target, args.budget, weights)
+    drop = DEFAULT_ACCURACY_DROP if args.max_accuracy_drop is None else args.max_accuracy_drop
+    auto = None if weights is not None else auto_weights(graph, target, args.budget, args.calibrate, drop, _progress)
+    options = driver.options_for(target, args.budget, auto.choice if auto else weights)
     if args.budget_sweep:
         return _budget_sweep(graph, args, options, f"{name} ({target.name}, planned by {planned_by})")
     within = f"within {format_bytes(args.budget)}" if args.budget else "without a budget"
@@ -338,7 +341,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     try:
         graph = driver.plan(graph, options, stop_after=stop_after, instruments=instruments).graph
     except BudgetError:
-        raise UsageError(_budget_refusal(graph, options)) from None
+        raise UsageError(budget_refusal(graph, options, _progress)) from None
     if args.profile and args.emit not in driver.STAGES and not measured_call_sites(graph, target.machine):
         raise UsageError(f"profile {args.profile} times no kernel of {name}; profile an artifact of this model")
     if args.emit in driver.STAGES:
@@ -349,10 +352,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         return 0
 
     def calibrate(folder: Path) -> None:  # in the staging folder, before it replaces the output folder
-        drop = DEFAULT_ACCURACY_DROP if args.max_accuracy_drop is None else args.max_accuracy_drop
         _calibrate(read_manifest(folder), args.calibrate, drop, folder / CALIBRATION_PLOT, args.output)
 
-    then = calibrate if args.calibrate else None
+    then = auto.write if auto else (calibrate if args.calibrate else None)  # auto: the exit rule is not calibrated
     manifest = driver.build(graph, target, args.output, exit_rule, args.budget, _progress, then, planned_by)
     if args.report:
         write_memory_report(graph, args.report, f"{name} ({target.name})", args.budget)
@@ -387,14 +389,13 @@ def _budget_sweep(graph, args: argparse.Namespace, options: PassOptions, title: 
     return 0
 
 
-def _weight_choice(args: argparse.Namespace) -> WeightChoice:
-    """The format each layer's weight is stored in: --weights F for every layer; --weights auto, the per-layer
-    choice made by running artifacts on the --calibrate data."""
+def _weight_choice(args: argparse.Namespace) -> WeightChoice | None:
+    """--weights F for every layer; None for auto (`masic.weight_search.auto_weights` chooses per layer then)."""
     if args.weights != AUTO_WEIGHTS:
         return WeightChoice(args.weights)
     if not args.calibrate:
         raise UsageError("--weights auto chooses per layer by accuracy: give --calibrate DATA.npz (labelled inputs)")
-    raise UsageError("--weights auto is not available yet; pick a format: float32, float16, int8")
+    return None
 
 
 def _exit_rule(args: argparse.Namespace) -> ExitRule:
@@ -415,20 +416,6 @@ def _exit_rule(args: argparse.Namespace) -> ExitRule:
         raise UsageError(f"--min-timesteps {args.min_timesteps} exceeds --timesteps {args.timesteps}")
     ((rule, value),) = chosen.items()
     return ExitRule(rule, float(value), args.min_timesteps)
-
-
-def _budget_refusal(graph, options: PassOptions) -> str:
-    """The one-line refusal of a budget no plan meets, with the smallest budget that works (weights stored as
-    `options` chooses)."""
-    from masic.planning.minimum_budget import folded, minimum_budget
-
-    budget = options.budget
-    _progress(f"the budget {format_bytes(budget)} does not fit; finding the smallest that does")
-    smallest = minimum_budget(folded(graph, options), options.alignment)
-    return (
-        f"the budget {format_bytes(budget)} ({budget} bytes) is below the smallest that works for this model and "
-        f"target, {format_bytes(smallest)}; use --budget {smallest}"
-    )
 
 
 def _check_runnable(manifest: Manifest) -> None:

@@ -180,6 +180,8 @@ def read_manifest(folder: Path) -> Manifest:
     weights_bytes = keys.integer(weights, key, "bytes", 0, MAX_BYTES)
     pieces = keys.integer(weights, key, "pieces", 0, MAX_BYTES)
     weight_layers = _weight_layers(keys, weights, key, weights_bytes)
+    if "choice" in weights:
+        _weight_choice(keys, weights, key)
     shapes, ports = [], []
     for name in ("input", "output"):
         entry, key = keys.mapping(data, "", name)
@@ -287,12 +289,8 @@ def _exit_rule(keys: _Keys, data: Mapping[str, object]) -> tuple[ExitRule, str]:
 def _calibration(keys: _Keys, exit_rule: Mapping[str, object], parent_key: str) -> None:
     """The record `masic calibrate` leaves (masic.calibrate.calibrate_artifact)."""
     entry, key = keys.mapping(exit_rule, parent_key, "calibration")
-    keys.string(entry, key, "data")
-    keys.integer(entry, key, "samples", 1, MAX_BYTES)
+    _accuracy_record(keys, entry, key, ("full_accuracy", "accuracy"))
     keys.integer(entry, key, "candidates", 1, MAX_BYTES)
-    keys.number(entry, key, "max_accuracy_drop", lambda x: 0.0 <= x <= 100.0, "percentage points from 0 to 100")
-    for name in ("full_accuracy", "accuracy"):
-        keys.number(entry, key, name, lambda x: 0.0 <= x <= 1.0, "a fraction from 0 to 1")
     steps = keys.integer(entry, key, "max_timesteps", 1, MAX_TIMESTEPS)
     keys.number(entry, key, "mean_timesteps", lambda x: 1.0 <= x <= steps, f"a mean from 1 to {steps} timesteps")
 
@@ -316,6 +314,27 @@ def _weight_layers(
         keys.integer(row, row_key, "bytes", 0, weights_bytes)
         keys.integer(row, row_key, "float32_bytes", 0, MAX_BYTES)
     return tuple(rows)
+
+
+def _accuracy_record(keys: _Keys, entry: Mapping[str, object], key: str, accuracies: tuple[str, ...]) -> None:
+    """What every calibration record holds: the data file, its samples, the allowed drop and the accuracies."""
+    keys.string(entry, key, "data")
+    keys.integer(entry, key, "samples", 1, MAX_BYTES)
+    keys.number(entry, key, "max_accuracy_drop", lambda x: 0.0 <= x <= 100.0, "percentage points from 0 to 100")
+    for name in accuracies:
+        keys.number(entry, key, name, lambda x: 0.0 <= x <= 1.0, "a fraction from 0 to 1")
+
+
+def _weight_choice(keys: _Keys, weights: Mapping[str, object], parent_key: str) -> None:
+    """The record `masic compile --weights auto` leaves (masic.weight_search.manifest_record)."""
+    entry, key = keys.mapping(weights, parent_key, "choice")
+    keys.string(entry, key, "source", ("auto",))
+    _accuracy_record(keys, entry, key, ("float32_accuracy", "accuracy"))
+    keys.integer(entry, key, "builds", 1, MAX_BYTES)
+    order, order_key = keys.array(entry, key, "order")
+    for i, node in enumerate(order):
+        if not isinstance(node, str):
+            keys.fail(f"{order_key}[{i}]", f"must be a node name, got {_show(node)}")
 
 
 def _buffers(keys: _Keys, data: Mapping[str, object], arena: int) -> tuple[Mapping[str, object], ...]:

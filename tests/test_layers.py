@@ -38,9 +38,17 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "analysis": ("masic.analysis", "masic.report"),
     "passes": ("masic.passes",),
     "codegen": ("masic.codegen",),
-    # the stages as functions, and the tools built on them: searches over plans, `masic opt`, calibration, deploying
-    # to a device and profiling there
-    "driver": ("masic.driver", "masic.planning", "masic.opt", "masic.calibrate", "masic.deploy", "masic.profile"),
+    # the stages as functions, and the tools built on them: searches over plans, `masic opt`, calibration (of the
+    # exit rule and of the weight formats), deploying to a device and profiling there
+    "driver": (
+        "masic.driver",
+        "masic.planning",
+        "masic.opt",
+        "masic.calibrate",
+        "masic.weight_search",
+        "masic.deploy",
+        "masic.profile",
+    ),
     "cli": ("masic.cli",),
 }
 RANK = {prefix: rank for rank, prefixes in enumerate(LAYERS.values()) for prefix in prefixes}

@@ -25,6 +25,7 @@ from masic.early_exit import ExitRule
 from masic.ir.weight_formats import FLOAT32_WEIGHTS, WeightChoice
 from masic.manifest import read_manifest
 from masic.passes import PassOptions
+from masic.weight_search import Trial, WeightSearch, manifest_record
 from tests.artifacts import write_fake_artifact
 from tests.norse_models import MODELS
 from tests.pipelines import planned
@@ -41,7 +42,10 @@ ENUMERATED = {
     "exit_rule.source",
     "buffers[0].kind",
     "weights.layers[0].format",
+    "weights.choice.source",
 }
+# Keys the writer leaves out of some artifacts: without them a manifest is complete.
+OPTIONAL = {"weights.choice"}  # only --weights auto records its choice
 # A model run that masic should never start leaves this file behind.
 MARKER_SCRIPT = '#!/bin/sh\necho "$0 $*" >> "$(dirname "$0")/../ran.txt"\n'
 
@@ -59,7 +63,8 @@ def _real_manifest(exit_rule: ExitRule, budget: int | None, weights: WeightChoic
 @pytest.fixture(scope="module")
 def manifests() -> dict[str, dict]:
     """Real manifests covering every key the writer writes: a budget and a margin rule; a calibrated confidence
-    rule with its record; a stable-argmax rule without a budget, its weights int8 (with their scales)."""
+    rule with its record; a stable-argmax rule without a budget, its weights int8 (with their scales) and the
+    record of --weights auto."""
     margin = _real_manifest(ExitRule("margin", 2.5, 3), budget=1 << 20)
     calibrated = _real_manifest(ExitRule("softmax_confidence", 0.9, 2), budget=None)
     calibrated["exit_rule"] |= {
@@ -76,6 +81,9 @@ def manifests() -> dict[str, dict]:
         },
     }
     stable = _real_manifest(ExitRule("stable_argmax", 3, 1), budget=None, weights=WeightChoice("int8"))
+    float32, chosen = Trial(("float32", "float32"), 36), Trial(("int8", "int8"), 35)
+    found = WeightSearch(("0", "3"), ("3", "0"), float32, chosen, (float32, chosen), 40, 2.5, 24)
+    stable["weights"]["choice"] = manifest_record(found, Path("calib.npz"))  # as --weights auto records it
     return {"margin": margin, "calibrated": calibrated, "stable": stable}
 
 
@@ -142,7 +150,7 @@ def alterations(manifest: dict, only: str | None = None) -> Iterator[tuple[str, 
         value = parent[last]
         changes = [("type", _other_type(value)), ("NaN", math.nan)]
         changes += [("range", v) for v in _out_of_range(key, value)]
-        if isinstance(last, str):
+        if isinstance(last, str) and _name(key) not in OPTIONAL:
             changes.append(("missing", None))
         for kind, new in changes:
             altered = copy.deepcopy(manifest)

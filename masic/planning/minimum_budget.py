@@ -10,6 +10,7 @@ use: at that budget the pipeline compiles; one byte less, and it refuses.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import chain
 
 from masic.driver import plan
@@ -17,6 +18,7 @@ from masic.ir.graph import Graph
 from masic.passes.base import PassOptions
 from masic.passes.patch_rows import candidates
 from masic.passes.slice_layers import candidate_limits, resident_bytes, slice_to, smallest_plan_bytes
+from masic.units import format_bytes
 
 
 def folded(graph: Graph, options: PassOptions | None = None) -> Graph:
@@ -35,3 +37,15 @@ def minimum_budget(graph: Graph, alignment: int) -> int:
         if smallest_plan_bytes(candidate, alignment, best - 1) < best:
             best = smallest_plan_bytes(candidate, alignment)
     return best
+
+
+def budget_refusal(graph: Graph, options: PassOptions, progress: Callable[[str], None]) -> str:
+    """The one-line refusal of a budget no plan meets, with the smallest budget that works (weights stored as
+    `options` chooses): what `masic compile` prints."""
+    budget = options.budget
+    progress(f"the budget {format_bytes(budget)} does not fit; finding the smallest that does")
+    smallest = minimum_budget(folded(graph, options), options.alignment)
+    return (
+        f"the budget {format_bytes(budget)} ({budget} bytes) is below the smallest that works for this model and "
+        f"target, {format_bytes(smallest)}; use --budget {smallest}"
+    )
