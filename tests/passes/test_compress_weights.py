@@ -216,19 +216,6 @@ def test_slicing_cuts_each_int8_scale_with_its_weight(graph: Graph, data: st.Dat
     np.testing.assert_array_equal(run(sliced, x), run(before, x))
 
 
-@settings(max_examples=60, deadline=None)
-@given(RANDOM_GRAPHS)
-def test_compressed_minimum_budgets_are_at_most_the_float32_twins(graph: Graph) -> None:
-    """int8 and float16 each at most float32. Not int8 at most float16: on layers of a few bytes an int8 weight's
-    scales take an aligned slot of their own beside each streamed piece, which float16 does not need (two 2-channel
-    convs: 464 bytes against 432; see also the conv model below)."""
-    minimum = {
-        weights: minimum_budget(folded(graph, PassOptions(alignment=ALIGN, weights=WeightChoice(weights))), ALIGN)
-        for weights in FORMATS
-    }
-    assert minimum["int8"] <= minimum["float32"] and minimum["float16"] <= minimum["float32"]
-
-
 @settings(max_examples=30, deadline=None)
 @given(RANDOM_GRAPHS, st.sampled_from(list(FORMATS)), st.floats(0.0, 1.0))
 def test_weights_bin_is_the_size_the_formats_imply(graph: Graph, weights: str, where: float) -> None:
@@ -280,7 +267,12 @@ def test_a_weight_compressed_already_is_left_as_it_is(graph: Graph, weights: str
 def test_the_minimum_budgets_of_the_test_models_fall_with_the_format(name: str) -> None:
     """Where weights set the minimum (dense, iaf), each smaller format lowers it. The conv model's minimum is set
     by its activations (12 KB against 2.7 KB of float32 weights): float16 lowers it a little, and int8's scales,
-    each an aligned slot beside its streamed piece, take back what its values save."""
+    each an aligned slot beside its streamed piece, take back what its values save.
+
+    Checked on models, not as a property of random graphs: on graphs of a few hundred bytes the planner's
+    heuristics (which pieces slice-layers cuts, where assign-offsets places them) are not monotone in buffer sizes,
+    and hypothesis found graphs whose minimum rose by 16-32 bytes when their weights shrank (a 3-channel 1x1 conv:
+    496 bytes as float32, 528 as float16; two dense layers of 8 and 4 bytes: 48 and 64)."""
     from masic.frontends.norse import import_norse
 
     factory, shape = MODELS[name]
