@@ -1,6 +1,7 @@
 """`masic deploy` against a real sshd on this machine: artifacts copied, checked there, run there; a wrong
-architecture, a folder in the way and an unreachable device refused in one line; a deploy killed midway leaves
-the previous model whole."""
+architecture, a runner that emulates another machine or is missing there, a folder in the way and an unreachable
+device refused in one line; a deploy killed (SIGKILL) or terminated (SIGTERM) midway leaves the previous model
+whole."""
 
 from __future__ import annotations
 
