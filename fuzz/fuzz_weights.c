@@ -98,12 +98,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       memcpy(&value, &load->fill_bits, sizeof value);
       float *slot = (float *)(void *)(arena + load->arena_offset);
       for (uint64_t i = 0; i < load->nbytes / sizeof(float); i++) slot[i] = value;
-    } else if (masic_pread_full(fd, arena + load->arena_offset, (size_t)load->nbytes, load->file_offset) !=
-               (int64_t)load->nbytes) {
-      abort(); /* the file passed its size check: a checked load lies inside it */
-    } else if (!masic_weights_check_piece("weights.bin", "streamed weight", load->file_offset,
-                                          arena + load->arena_offset, load->nbytes, load->crc32c, &err)) {
-      abort(); /* --check passed, so every piece is intact */
+    } else {
+      uint32_t crc;
+      if (masic_weights_read_piece(fd, arena + load->arena_offset, load->nbytes, load->file_offset, &crc, NULL) !=
+          (int64_t)load->nbytes)
+        abort(); /* the file passed its size check: a checked load lies inside it */
+      if (!masic_weights_check_crc("weights.bin", "streamed weight", load->file_offset, load->nbytes, crc,
+                                   load->crc32c, &err))
+        abort(); /* --check passed, so every piece is intact */
     }
   }
   /* Each step's input written into its slot and output read from its slot, as loader.c does. */

@@ -1,9 +1,11 @@
 """`masic deploy OUT [user@]host[:folder]`: put an artifact on a device over SSH, whole or not at all.
 
 1. The artifact is checked here (`read_manifest`), then the device: without a runner, `uname -m` there must be the
-   target's machine (aarch64 for the ARM targets); with one (`--runner qemu-aarch64`, an emulated device) the
-   runner stands for the device and the copy's own check below shows that it runs the executable. The folder there
-   must be missing, empty or a previous artifact.
+   target's machine (aarch64 for the ARM targets). With one (`--runner qemu-aarch64`, an emulated device) the
+   runner stands for the device's processor: it must be a command there (`command -v`), and a QEMU user-mode
+   runner (`qemu-ARCH`, `qemu-ARCH-static`) must emulate the target's machine; the copy's own check below then
+   shows that the runner runs the executable. Other runners (a wrapper script) are taken at their word until that
+   check. The folder there must be missing, empty or a previous artifact.
 2. The three files are copied into a fresh temporary folder beside the destination (`.NAME.deploy-XXXXXX`), and the
    copy verifies itself there: `model --check` (size and every piece's CRC-32C), exit 0.
 3. Only then does it take the destination's place: the previous folder is renamed aside, the new one in, the old
@@ -17,12 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
+import re
 import shlex
 from pathlib import Path
 
 from masic.errors import MasicError
 from masic.interrupts import deferred
-from masic.manifest import ARTIFACT_FILES, MANIFEST_FILE, read_manifest
+from masic.manifest import ARTIFACT_FILES, MANIFEST_FILE, Manifest, read_manifest
 from masic.remote import Remote, RemoteError, last_line
 
 STAGING_INFIX = ".deploy-"  # temporary folders beside the destination: .NAME.deploy-XXXXXX
@@ -36,7 +39,9 @@ class DeployError(MasicError, RuntimeError):
 def deploy(artifact: Path, remote: Remote) -> str:
     """Copies the artifact to `remote.folder` on the device and returns the command that runs it there."""
     manifest = read_manifest(artifact)
-    if not remote.runner:
+    if remote.runner:
+        _check_runner(artifact, manifest, remote)
+    else:
         machine = remote.run("uname -m", "asking the machine's architecture").stdout.strip()
         if machine != manifest.target.arch:
             raise DeployError(
@@ -61,6 +66,20 @@ def deploy(artifact: Path, remote: Remote) -> str:
             remote.run(f"rm -rf {shlex.quote(staging)}", "removing the temporary folder", check=False)
         raise
     return remote.ssh_command_line(remote.model_command(remote.folder, "--input", "x.npy"))
+
+
+def _check_runner(artifact: Path, manifest: Manifest, remote: Remote) -> None:
+    """A QEMU user-mode runner must emulate the target's machine, and the runner must be a command on the device."""
+    program = remote.runner[0]
+    emulated = re.fullmatch(r"qemu-(\w+?)(?:-static)?", posixpath.basename(program))
+    if emulated and emulated[1] != manifest.target.arch:
+        raise DeployError(
+            f"--runner {program} emulates {emulated[1]}, but {artifact} is built for {manifest.target.arch} "
+            f"(target {manifest.target.name}); pass --runner qemu-{manifest.target.arch}"
+        )
+    found = remote.run(f"command -v {shlex.quote(program)}", "looking for the runner", check=False)
+    if found.returncode != 0:
+        raise DeployError(f"{remote.host} has no command {program} (--runner); install it there, or name another")
 
 
 def _parent_and_name(folder: str) -> tuple[str, str]:

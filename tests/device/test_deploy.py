@@ -1,6 +1,7 @@
 """`masic deploy` against a real sshd on this machine: artifacts copied, checked there, run there; a wrong
-architecture, a folder in the way and an unreachable device refused in one line; a deploy killed midway leaves
-the previous model whole."""
+architecture, a runner that emulates another machine or is missing there, a folder in the way and an unreachable
+device refused in one line; a deploy killed (SIGKILL) or terminated (SIGTERM) midway leaves the previous model
+whole."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -132,13 +134,41 @@ def test_a_copy_failing_its_check_is_not_moved_into_place(
 
 
 @pytest.mark.slow
-def test_a_deploy_killed_midway_leaves_the_previous_model_runnable(
-    sshd: SshServer, artifacts: dict[str, Path], tmp_path: Path
+@pytest.mark.parametrize(
+    ("runner", "refusal"),
+    [
+        (
+            "qemu-x86_64",
+            "--runner qemu-x86_64 emulates x86_64, but {artifact} is built for aarch64 (target aarch64); "
+            "pass --runner qemu-aarch64",
+        ),
+        (
+            "qemu-aarch64-not-here",
+            "{host} has no command qemu-aarch64-not-here (--runner); install it there, or name another",
+        ),
+    ],
+)
+def test_a_runner_that_cannot_run_the_artifact_there_is_refused(
+    sshd: SshServer, artifacts: dict[str, Path], tmp_path: Path, runner: str, refusal: str
 ) -> None:
+    folder = tmp_path / "pi" / "model"
+    done = deploy(sshd, artifacts["aarch64"], folder, "--runner", runner)
+    assert done.returncode == 2
+    message = refusal.format(artifact=artifacts["aarch64"], host=sshd.host)
+    assert done.stderr.strip().splitlines() == [f"masic: error: {message}"]
+    assert not folder.parent.exists(), "nothing is copied before the runner is known to fit"
+
+
+def _interrupt_a_deploy(
+    sshd: SshServer, previous: Path, tmp_path: Path, stop: Callable[[subprocess.Popen[bytes]], None]
+) -> tuple[Path, Path, int]:
+    """Deploys `previous`, then starts a deploy of a bigger artifact over a link of 200 kB/s (its copy takes
+    seconds) and `stop`s it once weights.bin has begun to arrive in the temporary folder; checks that the previous
+    model is still there, whole and runnable. Returns the destination folder, the bigger artifact and the stopped
+    deploy's exit status."""
     folder = tmp_path / "device" / "model"
-    assert deploy(sshd, artifacts["x86_64"], folder).returncode == 0
-    previous = contents(folder)
-    # A bigger artifact over a link of 200 kB/s: its copy takes seconds.
+    assert deploy(sshd, previous, folder).returncode == 0
+    before = contents(folder)
     big = compile_model(*_big_model(), "x86_64", tmp_path, "--timesteps", "2")
     proxy = f"ProxyCommand={sys.executable} {HERE / 'throttle.py'} 127.0.0.1 {sshd.port} 200000"
     command = [sys.executable, "-m", "masic.cli", "deploy", str(big), f"{sshd.host}:{folder}", *sshd.flags()]
@@ -149,17 +179,43 @@ def test_a_deploy_killed_midway_leaves_the_previous_model_runnable(
             assert deploying.poll() is None and time.monotonic() < deadline, "the copy did not start"
             time.sleep(0.05)
         time.sleep(0.5)
+        stop(deploying)
+        deploying.wait(timeout=60)
     finally:
-        os.killpg(deploying.pid, signal.SIGKILL)  # masic and the scp and ssh it started
-        deploying.wait()
-    assert contents(folder) == previous
+        if deploying.poll() is None:
+            os.killpg(deploying.pid, signal.SIGKILL)
+            deploying.wait()
+    assert contents(folder) == before
     assert sshd.ssh(f"{folder}/model --check").returncode == 0
     x = input_file(tmp_path)
     assert sshd.ssh(f"{folder}/model --input {x}").returncode == 0
+    return folder, big, deploying.returncode
+
+
+@pytest.mark.slow
+def test_a_deploy_killed_midway_leaves_the_previous_model_runnable(
+    sshd: SshServer, artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    # SIGKILL to masic and the scp and ssh it started: nothing cleans up.
+    folder, big, _ = _interrupt_a_deploy(
+        sshd, artifacts["x86_64"], tmp_path, lambda deploying: os.killpg(deploying.pid, signal.SIGKILL)
+    )
     # The next deploy removes what the killed one left.
     assert leftovers(folder)
     assert deploy(sshd, big, folder).returncode == 0
     assert leftovers(folder) == [] and (folder / "weights.bin").read_bytes() == (big / "weights.bin").read_bytes()
+
+
+@pytest.mark.slow
+def test_a_deploy_terminated_midway_leaves_the_previous_model_and_no_temporary_folder(
+    sshd: SshServer, artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    # SIGTERM to masic alone, as a service manager or `kill` stops it.
+    folder, _, status = _interrupt_a_deploy(
+        sshd, artifacts["x86_64"], tmp_path, lambda deploying: deploying.send_signal(signal.SIGTERM)
+    )
+    assert status == 128 + signal.SIGTERM
+    assert leftovers(folder) == [], "a deploy that was asked to stop removes its temporary folder"
 
 
 def _big_model() -> tuple[SequentialState, tuple[int, ...]]:

@@ -1,6 +1,7 @@
 /* crc_check.c: runtime/crc32c.c alone. Reads stdin whole and prints, for each start offset 0..7 (so that the
  * CPU's 8-byte steps meet every alignment), the CRC-32C of the bytes from there as masic_crc32c computes it and as
- * the portable table does; the first line says which one masic_crc32c uses. */
+ * the portable table does, then the CRC of the whole continued across a split at a third of it (as the loader checks a
+ * piece it reads in chunks); the first line says which one masic_crc32c uses. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -18,6 +19,7 @@ int main(void) {
   for (size_t offset = 0; offset < 8 && offset <= n; offset++)
     printf("%08x %08x\n", (unsigned)masic_crc32c(0, data + offset, n - offset),
            (unsigned)masic_crc32c_portable(0, data + offset, n - offset));
+  printf("%08x\n", (unsigned)masic_crc32c(masic_crc32c(0, data, n / 3), data + n / 3, n - n / 3));
   free(data);
   return 0;
 }

@@ -24,6 +24,7 @@
 #include "stream.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -63,10 +64,16 @@ struct masic_stream {
   atomic_uint wanted;  /* the position the thread sleeps until, or NO_POSITION */
 };
 
-/* In the loading thread: sleeps until the compute has reached `position` in the current block. Returns false if the
- * block ended first (its remaining loads are not needed) or the loader is shutting down. */
-static bool await_position(masic_stream_t *s, uint32_t position) {
+/* In the loading thread: sleeps until the compute has reached load k's start in the current block. Returns false if
+ * the block ended first (its remaining loads are not needed) or the loader is shutting down. Before it sleeps, it
+ * asks the kernel to fetch the load's bytes into the page cache meanwhile: from flash, the read then finds them
+ * there instead of waiting for the device (from the page cache, the advice costs a lookup while idle). */
+static bool await_position(masic_stream_t *s, uint32_t k) {
+  const masic_load_t *load = &s->model->loads[k];
+  uint32_t position = load->start;
   if (atomic_load(&s->reached) >= position) return true;
+  if (load->kind != MASIC_LOAD_STATE_FILL)
+    (void)posix_fadvise(s->fd, (off_t)load->file_offset, (off_t)load->nbytes, POSIX_FADV_WILLNEED); /* a hint */
   pthread_mutex_lock(&s->mutex);
   atomic_store(&s->wanted, position);
   while (atomic_load(&s->reached) < position && s->block_open && !s->shutdown)
@@ -91,7 +98,9 @@ static bool read_load(masic_stream_t *s, uint32_t k) {
     float *slot = (float *)(void *)(s->arena + load->arena_offset); /* float-aligned: masic_model_check */
     for (uint64_t i = 0; i < load->nbytes / sizeof(float); i++) slot[i] = value;
   } else {
-    int64_t got = masic_pread_full(s->fd, s->arena + load->arena_offset, (size_t)load->nbytes, load->file_offset);
+    uint32_t crc;
+    int64_t got = masic_weights_read_piece(s->fd, s->arena + load->arena_offset, load->nbytes, load->file_offset, &crc,
+                                           NULL);
     if (got < 0)
       ok = masic_fail(&err, MASIC_EXIT_SYSTEM, "cannot read %s: %s", s->path, strerror(errno));
     else if ((uint64_t)got < load->nbytes)
@@ -99,9 +108,8 @@ static bool read_load(masic_stream_t *s, uint32_t k) {
                       "weights file %s changed while the model was running (streamed load %u is past its end); %s",
                       s->path, k, MASIC_WEIGHTS_REMEDY);
     else
-      ok = masic_weights_check_piece(s->path, load->kind == MASIC_LOAD_STATE ? "streamed state" : "streamed weight",
-                                     load->file_offset, s->arena + load->arena_offset, load->nbytes, load->crc32c,
-                                     &err);
+      ok = masic_weights_check_crc(s->path, load->kind == MASIC_LOAD_STATE ? "streamed state" : "streamed weight",
+                                   load->file_offset, load->nbytes, crc, load->crc32c, &err);
   }
   if (ok && masic_profiling()) masic_profile_load(k, masic_now_s() - start);
   pthread_mutex_lock(&s->mutex);
@@ -128,7 +136,7 @@ static void *stream_main(void *arg) {
     served = s->blocks_started;
     pthread_mutex_unlock(&s->mutex);
     for (uint32_t k = 0; k < s->model->n_loads && !atomic_load(&s->failed) &&
-                         await_position(s, s->model->loads[k].start) && read_load(s, k);
+                         await_position(s, k) && read_load(s, k);
          k++) {
     }
     pthread_mutex_lock(&s->mutex);

@@ -25,10 +25,29 @@ static bool piece_mismatch(const char *path, const char *what, uint64_t file_off
                     (unsigned)expected_crc, MASIC_WEIGHTS_REMEDY);
 }
 
-bool masic_weights_check_piece(const char *path, const char *what, uint64_t file_offset, const uint8_t *bytes,
-                               uint64_t n, uint32_t expected_crc, masic_error_t *err) {
-  uint32_t crc = masic_crc32c(0, bytes, (size_t)n);
+bool masic_weights_check_crc(const char *path, const char *what, uint64_t file_offset, uint64_t n, uint32_t crc,
+                             uint32_t expected_crc, masic_error_t *err) {
   return crc == expected_crc || piece_mismatch(path, what, file_offset, n, crc, expected_crc, err);
+}
+
+int64_t masic_weights_read_piece(int fd, uint8_t *dest, uint64_t n, uint64_t offset, uint32_t *crc,
+                                 masic_read_times_t *times) {
+  *crc = 0;
+  for (uint64_t done = 0; done < n;) {
+    size_t want = n - done < MASIC_READ_CHUNK_BYTES ? (size_t)(n - done) : MASIC_READ_CHUNK_BYTES;
+    double start = times ? masic_now_s() : 0.0;
+    int64_t got = masic_pread_full(fd, dest + done, want, offset + done);
+    if (got < 0) return -1;
+    double read = times ? masic_now_s() : 0.0;
+    *crc = masic_crc32c(*crc, dest + done, (size_t)got);
+    if (times) {
+      times->read_s += read - start;
+      times->check_s += masic_now_s() - read;
+    }
+    done += (uint64_t)got;
+    if ((size_t)got < want) return (int64_t)done;
+  }
+  return (int64_t)n;
 }
 
 /* Reads n bytes at offset into buf; a short read means the file shrank after its size was checked. */
@@ -43,15 +62,18 @@ static bool read_exactly(int fd, const char *path, uint8_t *buf, size_t n, uint6
 bool masic_weights_load(int fd, const char *path, const char *what, uint8_t *arena, const masic_segment_t *segs,
                         uint32_t n, masic_weight_io_t *io, uint64_t *bytes, masic_error_t *err) {
   for (uint32_t i = 0; i < n; i++) {
-    uint8_t *slot = arena + segs[i].arena_offset;
-    double start = masic_now_s();
-    if (!read_exactly(fd, path, slot, (size_t)segs[i].nbytes, segs[i].file_offset, err)) return false;
-    double read = masic_now_s();
-    if (!masic_weights_check_piece(path, what, segs[i].file_offset, slot, segs[i].nbytes, segs[i].crc32c, err))
-      return false;
-    io->read_s += read - start;
-    io->check_s += masic_now_s() - read;
-    *bytes += segs[i].nbytes;
+    const masic_segment_t *seg = &segs[i];
+    uint32_t crc;
+    masic_read_times_t times = {0};
+    int64_t got = masic_weights_read_piece(fd, arena + seg->arena_offset, seg->nbytes, seg->file_offset, &crc, &times);
+    if (got < 0) return masic_fail(err, MASIC_EXIT_SYSTEM, "cannot read %s: %s", path, strerror(errno));
+    if ((uint64_t)got < seg->nbytes)
+      return masic_fail(err, MASIC_EXIT_USER, "weights file %s shrank while being read; %s", path,
+                        MASIC_WEIGHTS_REMEDY);
+    if (!masic_weights_check_crc(path, what, seg->file_offset, seg->nbytes, crc, seg->crc32c, err)) return false;
+    io->read_s += times.read_s;
+    io->check_s += times.check_s;
+    *bytes += seg->nbytes;
   }
   return true;
 }

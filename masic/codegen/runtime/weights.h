@@ -28,9 +28,24 @@ typedef struct {
 /* Checks that weights.bin, of `size` bytes, has exactly the size the build expects. */
 bool masic_weights_check_size(const char *path, uint64_t size, uint64_t expected_size, masic_error_t *err);
 
-/* Checks `n` bytes just read from file_offset against their CRC-32C; `what` names the piece ("resident weight"). */
-bool masic_weights_check_piece(const char *path, const char *what, uint64_t file_offset, const uint8_t *bytes,
-                               uint64_t n, uint32_t expected_crc, masic_error_t *err);
+/* Checks the CRC-32C `crc` of the n bytes read from file_offset against the build's; `what` names the piece
+ * ("resident weight"). */
+bool masic_weights_check_crc(const char *path, const char *what, uint64_t file_offset, uint64_t n, uint32_t crc,
+                             uint32_t expected_crc, masic_error_t *err);
+
+/* Pieces are read this many bytes at a time, each chunk's CRC-32C taken right after its read, while the chunk is
+ * still in the core's cache (a whole piece of megabytes would be read back from memory to be checked). */
+#define MASIC_READ_CHUNK_BYTES ((size_t)128 << 10)
+
+typedef struct {
+  double read_s;  /* in pread */
+  double check_s; /* in the CRC-32C */
+} masic_read_times_t;
+
+/* Reads n bytes at `offset` of fd into dest, chunk by chunk, and sets *crc to their CRC-32C; adds the time spent to
+ * *times unless it is NULL. Returns the bytes read (fewer than n at the end of the file), or -1 with errno. */
+int64_t masic_weights_read_piece(int fd, uint8_t *dest, uint64_t n, uint64_t offset, uint32_t *crc,
+                                 masic_read_times_t *times);
 
 /* Copies n segments from the file into the arena, checking each; adds the bytes read to *bytes (a counter of io) and
  * the time spent reading and checking to io. */
