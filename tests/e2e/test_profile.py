@@ -87,7 +87,8 @@ def test_a_profile_from_the_same_artifact_reproduces_its_measured_kernel_times(t
     )
     assert sweep.returncode == 0, sweep.stderr
     assert f"planned by profile {profile_path}, measured on x86_64 at 1 thread(s)" in sweep.stdout.splitlines()[0]
-    latency_ms = sweep.stdout.splitlines()[-1].split()[-2]  # everything resident, as without a budget
+    chosen_table = sweep.stdout.split("\n\n")[0].splitlines()  # the sweep of --weights, before the formats' table
+    latency_ms = chosen_table[-1].split()[-2]  # everything resident, as without a budget
     assert latency_ms == f"{replanned.planned_latency_us / 1e3:.2f}"
     arm = masic_cli(
         "compile",

@@ -24,7 +24,6 @@
 #include "stream.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -65,15 +64,13 @@ struct masic_stream {
 };
 
 /* In the loading thread: sleeps until the compute has reached load k's start in the current block. Returns false if
- * the block ended first (its remaining loads are not needed) or the loader is shutting down. Before it sleeps, it
- * asks the kernel to fetch the load's bytes into the page cache meanwhile: from flash, the read then finds them
- * there instead of waiting for the device (from the page cache, the advice costs a lookup while idle). */
+ * the block ended first (its remaining loads are not needed) or the loader is shutting down. (It does not ask the
+ * kernel to read ahead meanwhile: posix_fadvise(POSIX_FADV_WILLNEED) here hung the model under qemu-aarch64, every
+ * thread waiting, and from the page cache it changed nothing.) */
 static bool await_position(masic_stream_t *s, uint32_t k) {
   const masic_load_t *load = &s->model->loads[k];
   uint32_t position = load->start;
   if (atomic_load(&s->reached) >= position) return true;
-  if (load->kind != MASIC_LOAD_STATE_FILL)
-    (void)posix_fadvise(s->fd, (off_t)load->file_offset, (off_t)load->nbytes, POSIX_FADV_WILLNEED); /* a hint */
   pthread_mutex_lock(&s->mutex);
   atomic_store(&s->wanted, position);
   while (atomic_load(&s->reached) < position && s->block_open && !s->shutdown)
