@@ -164,6 +164,13 @@ def _layers(rng: np.random.Generator) -> list[Case]:
         ),
     ]
     cases = [_conv_case(rng, k) for k in convs]
+    # A blocked int8 conv over spikes sums chunks of input channels in int16 on NEON: several chunks per group,
+    # unpadded (the input read as is), with every spike on and every weight at 127 (the largest partial sums)
+    largest = Conv2dKernel(
+        "qconv_b16_largest", (128, 4, 4), 32, (3, 3), groups=2, weight_layout="OIHW16o", spikes=("x",)
+    )
+    case = _conv_case(rng, largest)
+    cases.append(replace(case, args=case.args | {"x": np.ones_like(case.args["x"]), "w": np.ones_like(case.args["w"])}))
     blocked = [  # channel-blocked activations in and out
         Conv2dKernel(
             "qconv_b16_nchw16c",

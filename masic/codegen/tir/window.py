@@ -28,10 +28,11 @@ WEIGHT_BLOCK = "w_float"  # a conv's compressed weight converted to float32 (`ma
 
 
 def window_source(
-    k: Conv2dKernel | Pool2dKernel, x: te.Tensor, fill: float
+    k: Conv2dKernel | Pool2dKernel, x: te.Tensor, fill: float, dtype: str | None = None
 ) -> tuple[te.Tensor, Callable[[ir.Expr, ir.Expr, ir.Expr], ir.Expr]]:
     """The tensor a sliding window reads, and its element (c, h, w): `x` itself (stored NCHW or, with `k.in_block`,
-    NCHW{c}c), or when `k.pads()` pads, `x` padded with `fill` into NCHW as its own stage (written to `scratch`)."""
+    NCHW{c}c), or when `k.pads()` pads, `x` padded with `fill` into NCHW as its own stage (written to `scratch`), in
+    the scratch argument's type or `dtype`, one no wider (the copy then fills the start of the scratch buffer)."""
 
     def element(c: ir.Expr, h: ir.Expr, w: ir.Expr) -> ir.Expr:
         return x[c, h, w] if k.in_block == 1 else x[c // k.in_block, h, w, c % k.in_block]
@@ -40,7 +41,7 @@ def window_source(
         return x, element
     (_, h, w), (top, _, side) = k.in_shape, k.pads()
     # Spikes pad with 0, also for max pooling: every window holds an input element, and spikes are never below 0.
-    dtype = k.arg_dtype("scratch")
+    dtype = dtype or k.arg_dtype("scratch")
     pad = f32(fill) if dtype == FLOAT else tirx.const(0, dtype)
 
     def value(ci: tirx.Var, hi: tirx.Var, wi: tirx.Var) -> ir.Expr:
