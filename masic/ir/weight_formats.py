@@ -32,6 +32,11 @@ FORMAT_OF_DTYPE: Mapping[str, str] = MappingProxyType({dtype: name for name, dty
 INT8_LEVELS = 127  # symmetric: -127..127, so negating a weight never overflows
 
 
+def per_channel(values: np.ndarray, ndim: int) -> np.ndarray:
+    """Values per output channel (O,) shaped to broadcast along axis 0 of an array of `ndim` dimensions."""
+    return values.reshape(-1, *(1,) * (ndim - 1))
+
+
 def int8_scale(weight: np.ndarray) -> np.ndarray:
     """float32 scale per output channel (axis 0): the largest magnitude over 127, 1 for a channel of zeros."""
     largest = np.abs(weight.astype(np.float32)).reshape(weight.shape[0], -1).max(axis=1)
@@ -51,7 +56,7 @@ def quantize(weight: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray | N
         return np.ascontiguousarray(weight, dtype=np.float16), None
     if dtype == "i8":
         scale = int8_scale(weight)
-        per_row = scale.reshape(-1, *(1,) * (weight.ndim - 1)).astype(np.float64)
+        per_row = per_channel(scale, weight.ndim).astype(np.float64)
         q = np.clip(np.rint(weight.astype(np.float64) / per_row), -INT8_LEVELS, INT8_LEVELS)
         return np.ascontiguousarray(q, dtype=np.int8), scale
     raise ValueError(f"weights cannot be stored as {dtype!r}; formats: {', '.join(FORMATS)}")
@@ -61,15 +66,14 @@ def dequantized(stored: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
     """The float32 weight a stored one stands for (q * scale per output channel for int8)."""
     if scale is None:
         return stored.astype(np.float32)
-    return stored.astype(np.float32) * scale.reshape(-1, *(1,) * (stored.ndim - 1))
+    return stored.astype(np.float32) * per_channel(scale, stored.ndim)
 
 
 def int8_output(acc: np.ndarray, scale: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
     """An int8 layer's output from its sums of q * x (float64, exact for spikes; output channel first): rounded to
     float32, times the scale, plus the bias, each a float32 operation, as the kernels do it."""
-    per_row = (-1, *(1,) * (acc.ndim - 1))
-    out = acc.astype(np.float32) * scale.reshape(per_row)
-    return out if bias is None else out + bias.reshape(per_row).astype(np.float32)
+    out = acc.astype(np.float32) * per_channel(scale, acc.ndim)
+    return out if bias is None else out + per_channel(bias, acc.ndim).astype(np.float32)
 
 
 @dataclass(frozen=True)
