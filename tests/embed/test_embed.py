@@ -204,15 +204,18 @@ def test_stream_refuses_a_truncated_frame(artifacts: _Artifacts, frames: tuple, 
 
 def test_stream_reports_a_closed_pipe(artifacts: _Artifacts, frames: tuple) -> None:
     out = artifacts["x86_64", "early-exit"]
-    with frames[2].open("rb") as stdin:
-        process = subprocess.Popen(
-            [str(out / "model"), "--stream"], stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        process.stdout.close()  # the reader goes away before the first line
-        _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 1
-    assert stderr.decode().splitlines() == [
-        "model: error: standard output was closed after 1 lines (the reader of the pipe went away)"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader went away before the model starts: its first line meets EPIPE, never a buffer
+    try:
+        with frames[2].open("rb") as stdin:
+            run = subprocess.run(
+                [str(out / "model"), "--stream"], stdin=stdin, stdout=write_end, stderr=subprocess.PIPE, timeout=120
+            )
+    finally:
+        os.close(write_end)
+    assert run.returncode == 1
+    assert run.stderr.decode().splitlines() == [
+        "model: error: standard output was closed after 0 lines (the reader of the pipe went away)"
     ]
 
 

@@ -42,12 +42,13 @@ static bool read_frame(float *frame, size_t nbytes, int64_t frames_read) {
   return true;
 }
 
-/* Ends the line and flushes it; a reader that went away (EPIPE: SIGPIPE is ignored here) ends the run. */
-static void finish_line(int64_t lines) {
+/* Ends the line and flushes it; a reader that went away (EPIPE: SIGPIPE is ignored here) ends the run, naming the
+ * lines the reader was given before this one. */
+static void finish_line(int64_t lines_before) {
   if (putchar('\n') == EOF || fflush(stdout) == EOF) {
     if (errno == EPIPE)
       masic_die(MASIC_EXIT_SYSTEM, "standard output was closed after %lld lines (the reader of the pipe went away)",
-                (long long)lines);
+                (long long)lines_before);
     masic_die(MASIC_EXIT_SYSTEM, "cannot write standard output: %s", strerror(errno));
   }
 }
@@ -74,7 +75,7 @@ void masic_run_pipe(masic_stream_mode_t mode, const masic_schedule_t *s, masic_s
       for (size_t k = 0; k < out_numel; k++) printf(" %.9g", (double)y[k]);
       if (exit_now || stats.steps_run == s->max_steps) masic_check_session(masic_reset(session), session);
     }
-    finish_line(frames + 1);
+    finish_line(frames);
   }
   free(frame);
   free(y);

@@ -11,9 +11,12 @@
  *
  * The compute's side is lock-free when nothing has to wait: `done` and `reached` are atomics, and masic_reached takes
  * the mutex only if the loading thread has said (in `wanted`) that it sleeps until that position. Both sides store
- * their own variable then load the other's, in sequentially consistent order, so at least one of them sees the
- * other's store: either the thread finds the position already reached, or the compute finds it waiting and wakes it
- * under the mutex (which the thread holds from publishing `wanted` until it sleeps).
+ * their own variable, then a full fence, then load the other's, so at least one of them sees the other's store:
+ * either the thread finds the position already reached, or the compute finds it waiting and wakes it under the mutex
+ * (which the thread holds from publishing `wanted` until it sleeps). The fences are not redundant with the
+ * sequentially consistent accesses: qemu-user translates aarch64's stlr-then-ldar with no barrier between the two on
+ * an x86-64 host, whose store buffer then lets each side miss the other's store, and both sleep (1 run in 1200 of
+ * tests/runtime's streamed model hung so); a fence is a `dmb ish`, which qemu does translate to a full barrier.
  *
  * A load that fails (the file changed under the model, an I/O error) records its error and sets `failed`; the
  * thread serves no more loads, and a compute waiting for one returns with a status instead of waiting forever, so
@@ -73,6 +76,7 @@ static bool await_position(masic_stream_t *s, uint32_t k) {
   if (atomic_load(&s->reached) >= position) return true;
   pthread_mutex_lock(&s->mutex);
   atomic_store(&s->wanted, position);
+  atomic_thread_fence(memory_order_seq_cst); /* see the top of the file */
   while (atomic_load(&s->reached) < position && s->block_open && !s->shutdown)
     pthread_cond_wait(&s->to_loader, &s->mutex);
   atomic_store(&s->wanted, NO_POSITION);
@@ -223,6 +227,7 @@ bool masic_stream_failed(const masic_stream_t *s, masic_error_t *err) {
 void masic_reached(masic_stream_t *s, uint32_t position) {
   if (!s) return;
   atomic_store(&s->reached, position);
+  atomic_thread_fence(memory_order_seq_cst); /* see the top of the file */
   if (position >= atomic_load(&s->wanted)) {
     pthread_mutex_lock(&s->mutex);
     pthread_cond_signal(&s->to_loader);
