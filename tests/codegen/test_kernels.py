@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -727,25 +727,28 @@ CHECKED_HOST_CASES = [case for case in HOST_CASES if case.expected or case.twin]
 CHECKED_AARCH64_CASES = [case for case in AARCH64_CASES if case.expected or case.twin]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fresh_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Build from scratch (an empty object cache), so the tests exercise TVM, not the cache."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MASIC_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("fresh_cache")
+
+
+def run_on_host(cases: list[Case], work: Path) -> Path:
+    return _run(cases, host_target(), ["cc"], [], work)
+
+
+def run_on_aarch64(cases: list[Case], work: Path) -> Path:
+    """The cases built with the cross toolchain and run under qemu-aarch64, which scripts/setup.sh installs."""
+    if not (shutil.which("aarch64-linux-gnu-gcc") and shutil.which("qemu-aarch64")):
+        pytest.fail("aarch64 cross toolchain or qemu-aarch64 missing: run scripts/setup.sh")
+    return _run(cases, AARCH64, ["aarch64-linux-gnu-gcc", "-static"], ["qemu-aarch64"], work)
 
 
 @pytest.fixture(scope="module")
 def host_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _run(HOST_CASES, host_target(), ["cc"], [], tmp_path_factory.mktemp("host"))
+    return run_on_host(HOST_CASES, tmp_path_factory.mktemp("host"))
 
 
 @pytest.fixture(scope="module")
 def aarch64_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (shutil.which("aarch64-linux-gnu-gcc") and shutil.which("qemu-aarch64")):
-        pytest.fail("aarch64 cross toolchain or qemu-aarch64 missing: run scripts/setup.sh")
-    compiler = ["aarch64-linux-gnu-gcc", "-static"]
-    return _run(AARCH64_CASES, AARCH64, compiler, ["qemu-aarch64"], tmp_path_factory.mktemp("arm"))
+    return run_on_aarch64(AARCH64_CASES, tmp_path_factory.mktemp("arm"))
 
 
 def _outputs(case: Case, work: Path) -> dict[str, np.ndarray]:

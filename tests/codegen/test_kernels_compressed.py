@@ -14,9 +14,7 @@ Each compressed kernel is checked bit for bit:
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,7 +30,6 @@ from masic.ir.ops import OPS
 from masic.ir.reference import Step
 from masic.ir.weight_formats import dequantized, quantize
 from tests.codegen.test_kernels import (
-    AARCH64,
     Case,
     _accumulate_case,
     _check,
@@ -40,8 +37,9 @@ from tests.codegen.test_kernels import (
     _dense_case,
     _fused_cases,
     _in_stored_layouts,
-    _run,
     _spikes,
+    run_on_aarch64,
+    run_on_host,
 )
 
 IR_DTYPE = {HALF: "f16", INT8: "i8"}
@@ -257,24 +255,17 @@ CASES = _cases()
 CHECKED = [case for case in CASES if case.expected or case.twin]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fresh_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MASIC_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("fresh_cache")
 
 
 @pytest.fixture(scope="module")
 def host_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _run(CASES, host_target(), ["cc"], [], tmp_path_factory.mktemp("host"))
+    return run_on_host(CASES, tmp_path_factory.mktemp("host"))
 
 
 @pytest.fixture(scope="module")
 def aarch64_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (shutil.which("aarch64-linux-gnu-gcc") and shutil.which("qemu-aarch64")):
-        pytest.fail("aarch64 cross toolchain or qemu-aarch64 missing: run scripts/setup.sh")
-    compiler = ["aarch64-linux-gnu-gcc", "-static"]
-    return _run(CASES, AARCH64, compiler, ["qemu-aarch64"], tmp_path_factory.mktemp("arm"))
+    return run_on_aarch64(CASES, tmp_path_factory.mktemp("arm"))
 
 
 def _exact(case: Case) -> Case:
