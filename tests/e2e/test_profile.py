@@ -12,7 +12,7 @@ import torch
 
 from masic.manifest import read_manifest
 from masic.profile import by_node
-from tests.artifacts import compile_model, masic_cli
+from tests.artifacts import Run, compile_model, masic_cli
 from tests.e2e.test_budget import weight_heavy_model
 from tests.norse_models import MODELS
 
@@ -69,40 +69,19 @@ def test_a_profile_from_the_same_artifact_reproduces_its_measured_kernel_times(t
     outside = profile["run_us"] - sum(by_node(profile).values()) - profile["read"]["wait_us"]
     assert replanned.planned_latency_us == pytest.approx(sum(replanned.planned_node_us.values()) + max(outside, 0))
 
-    spec = f"{tmp_path / 'model.pt'}"
-    shape_flags = ("--input-shape", ",".join(map(str, shape)))
-    sweep = masic_cli(
-        "compile",
-        spec,
-        "--target",
-        "x86_64",
-        "--budget-sweep",
-        "16MB:32MB",
-        "-o",
-        str(tmp_path / "sweep"),
-        *shape_flags,
-        *flags,
-        "--profile",
-        str(profile_path),
-    )
+    def compile_with_profile(spec: Path, target: str, out: str, model_shape: tuple[int, ...], *extra: str) -> Run:
+        shape_flags = ("--input-shape", ",".join(map(str, model_shape)))
+        args = ("--target", target, "-o", str(tmp_path / out), *shape_flags, *flags, *extra)
+        return masic_cli("compile", str(spec), *args, "--profile", str(profile_path))
+
+    spec = tmp_path / "model.pt"
+    sweep = compile_with_profile(spec, "x86_64", "sweep", shape, "--budget-sweep", "16MB:32MB")
     assert sweep.returncode == 0, sweep.stderr
     assert f"planned by profile {profile_path}, measured on x86_64 at 1 thread(s)" in sweep.stdout.splitlines()[0]
     chosen_table = sweep.stdout.split("\n\n")[0].splitlines()  # the sweep of --weights, before the formats' table
     latency_ms = chosen_table[-1].split()[-2]  # everything resident, as without a budget
     assert latency_ms == f"{replanned.planned_latency_us / 1e3:.2f}"
-    arm = masic_cli(
-        "compile",
-        spec,
-        "--target",
-        "aarch64",
-        "-o",
-        str(tmp_path / "arm"),
-        "--input-shape",
-        ",".join(map(str, shape)),
-        *flags,
-        "--profile",
-        str(profile_path),
-    )
+    arm = compile_with_profile(spec, "aarch64", "arm", shape)
     assert arm.returncode == 2
     assert arm.stderr.strip().splitlines()[-1] == (
         f"masic: error: profile {profile_path} was measured for target x86_64, not aarch64; "
@@ -110,19 +89,7 @@ def test_a_profile_from_the_same_artifact_reproduces_its_measured_kernel_times(t
     )
     other_factory, other_shape = MODELS["dense"]
     torch.save(other_factory(), tmp_path / "other.pt")
-    other = masic_cli(
-        "compile",
-        str(tmp_path / "other.pt"),
-        "--target",
-        "x86_64",
-        "-o",
-        str(tmp_path / "other"),
-        "--input-shape",
-        ",".join(map(str, other_shape)),
-        *flags,
-        "--profile",
-        str(profile_path),
-    )
+    other = compile_with_profile(tmp_path / "other.pt", "x86_64", "other", other_shape)
     assert other.returncode == 2
     assert other.stderr.strip().splitlines()[-1] == (
         f"masic: error: profile {profile_path} times no kernel of other; profile an artifact of this model"
