@@ -169,6 +169,14 @@ def _layers(rng: np.random.Generator) -> list[Case]:
     )
     case = _conv_case(rng, largest)
     cases.append(replace(case, args=case.args | {"x": np.ones_like(case.args["x"]), "w": np.ones_like(case.args["w"])}))
+    # ... and so does a column conv: rows of the map in the register tile (9 rows: an odd tile), strided and dilated
+    convs = [
+        Conv2dKernel("qconv_spikes_s2_d2", (12, 17, 19), 8, (3, 3), (2, 2), (2, 2), (2, 2), spikes=("x",)),
+        Conv2dKernel("qconv_spikes_largest", (64, 6, 8), 8, (3, 3), groups=2, spikes=("x",)),
+    ]
+    cases.append(_conv_case(rng, convs[0]))
+    case = _conv_case(rng, convs[1])
+    cases.append(replace(case, args=case.args | {"x": np.ones_like(case.args["x"]), "w": np.ones_like(case.args["w"])}))
     blocked = [  # channel-blocked activations in and out
         Conv2dKernel(
             "qconv_b16_nchw16c",
@@ -192,7 +200,19 @@ def _layers(rng: np.random.Generator) -> list[Case]:
         DenseKernel("qfc_steps4", 100, 12, steps=4),
         DenseKernel("qfc_steps3_spikes", 37, 5, bias=False, steps=3, spikes=("x0", "x1", "x2")),
     ]
+    # int8 over spikes sums in int16 on NEON, 16 lanes (8 when the inputs are a multiple of 8 only): one step, steps
+    # in a group and beyond it
+    dense += [
+        DenseKernel("qfc_spikes_512", 512, 24, spikes=("x",)),
+        DenseKernel("qfc_steps5_spikes_40", 40, 12, steps=5, spikes=tuple(f"x{t}" for t in range(5))),
+    ]
     cases += [_dense_case(rng, k) for k in dense]
+    # ... in chunks of 256 inputs per lane (4800 = 16 x 300: a chunk and a tail; 300 x 127 would overflow int16),
+    # with every spike at 1 and every weight at +-127, the largest partial sums
+    chunks = _dense_case(rng, DenseKernel("qfc_chunks", 4800, 6, steps=2, spikes=("x0", "x1")))
+    signs = np.where(np.arange(6)[:, None] % 2 == 0, 1.0, -1.0).astype(np.float32)
+    w = np.broadcast_to(signs, chunks.args["w"].shape).copy()
+    cases.append(replace(chunks, args=chunks.args | {"x0": np.ones(4800, np.uint8), "w": w}))
     accumulate = [
         (AccumulateDenseKernel("qacc_100_10", 100, 10), [_spikes(rng, 100)]),
         (AccumulateDenseKernel("qacc_37_5_nobias", 37, 5, bias=False), [_spikes(rng, 37, rate=0.5)]),

@@ -28,6 +28,12 @@ PARALLEL_MIN_ELEMENTS = 1 << 15
 # made it far slower than on one thread (bench/speed), while a 1024x1024 dense gains from a second core.
 PARALLEL_MIN_WORK = 1 << 16
 
+# int8 weights over spikes on NEON sum in int16 (`narrow_product`), in chunks of at most NARROW_ROWS terms per lane,
+# then in int32: 256 * 127 = 32512 stays in int16's range (and a chunk is whole words of bit-packed spikes)
+NARROW = "int16"
+NARROW_ROWS = 256
+NEON_LANES = 4  # float32 lanes of the targets (aarch64) whose int8 layers over spikes sum in int16 chunks
+
 # Block names the schedules refer to: each is the name of the TE compute (or IR-builder block) that makes it
 OUTPUT_BLOCK = "y"  # stores a kernel's output: the layer's y, or its neuron's output (`neuron.output_stage`)
 ACC_BLOCK = "acc"  # a layer's sums, before bias and epilogue
@@ -118,6 +124,30 @@ def summand(k: WeightArgs, value: ir.Expr) -> ir.Expr:
 def product(k: WeightArgs, x: ir.Expr, w: ir.Expr) -> ir.Expr:
     """One term of a layer's sum, input `x` times weight `w`, in the sums' type."""
     return summand(k, x) * summand(k, w)
+
+
+def narrow_product(x: ir.Expr, w: ir.Expr) -> ir.Expr:
+    """A spike `x` (0 or 1, read as int8) times an int8 weight `w`, as int16: NEON multiply-adds 8 or 16 of them
+    into int16 sums per instruction (`smlal`/`smlal2`), twice the lanes of a float32 `fmla`."""
+    return tirx.Cast(NARROW, as_type(INT8, x)) * tirx.Cast(NARROW, w)
+
+
+def narrow_sums(k: WeightArgs, lanes: int) -> bool:
+    """Whether the layer sums in int16 chunks (`NARROW_ROWS`): int8 weights over spikes on NEON. Other targets keep
+    their sums (x86-64 has no int8 x int8 -> int16 multiply-add of a broadcast byte; its int32 multiply is slow)."""
+    return lanes == NEON_LANES and k.weight_dtype == INT8 and k.spike_inputs()
+
+
+def in_chunks(count: int, chunk: Callable[[int | ir.Expr, int], None]) -> None:
+    """Calls `chunk(first, size)` for consecutive chunks of `NARROW_ROWS` of `count` terms (a serial loop over the
+    whole ones, then the rest), the int16 partial sums' range."""
+    full, tail = divmod(count, NARROW_ROWS)
+    if full:
+        with T.serial(full) as c:
+            IRBuilder.name("chunk", c)
+            chunk(c * NARROW_ROWS, NARROW_ROWS)
+    if tail:
+        chunk(full * NARROW_ROWS, tail)
 
 
 def layer_output(k: WeightArgs, total: ir.Expr, params: Mapping[str, Any], channel: ir.Expr) -> ir.Expr:

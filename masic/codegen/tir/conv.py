@@ -4,9 +4,9 @@ of output channels, "OIHW{ob}o", for maps too narrow to fill a vector with colum
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from tvm import ir, s_tir, te, tirx
-from tvm.s_tir.schedule import LoopRV
 
 from masic.codegen.kernels import FLOAT, INT8, SUM, Conv2dKernel
 from masic.codegen.kernels.args import stored_shape
@@ -14,24 +14,31 @@ from masic.codegen.tir.common import (
     ACC_BLOCK,
     MAX_ACC_VECTORS,
     MAX_TILE_FLOATS,
-    as_type,
+    NARROW_ROWS,
     layer_output,
+    narrow_product,
+    narrow_sums,
     placeholder,
     product,
     tile,
     to_c_abi,
 )
-from masic.codegen.tir.dense import NARROW, NARROW_ROWS
 from masic.codegen.tir.neuron import output_stage
-from masic.codegen.tir.window import WEIGHT_BLOCK, schedule_pad, window_source, windowed
+from masic.codegen.tir.window import (
+    PART_BLOCK,
+    WEIGHT_BLOCK,
+    narrow_overhead,
+    narrow_taps,
+    schedule_pad,
+    window_source,
+    windowed,
+)
 from masic.ir.shapes import weight_block
 
 # The conv vectorised along output channels does several times the multiply-accumulates per microsecond of the
 # column kernel on the small maps it runs, so it needs more work before a second thread pays (MobileNetV2's 1x1
 # convs of 2x2 maps were slower on two threads than on one on a busy machine).
 BLOCKED_PARALLEL_MIN_WORK = 1 << 18
-NEON_LANES = 4  # float32 lanes of the targets whose blocked int8 convs over spikes sum in int16 chunks
-PART_BLOCK = "part"  # int16 partial sums of a chunk of input channels (`_narrow_taps`)
 
 
 def conv2d(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
@@ -42,23 +49,49 @@ def conv2d(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
     (kh, kw), (sh, sw), (dh, dw) = k.kernel, k.stride, k.dilation
     cpg, opg = k.in_shape[0] // k.groups, o // k.groups
     x, w, params = _operands(k)
-    src, element = window_source(k, x, 0.0)
-    rc, rh, rw = te.reduce_axis((0, cpg), "rc"), te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
+    chunk = _narrow_chunk(k, lanes)
+    src, element = window_source(k, x, 0.0, INT8 if chunk else None)
+    rh, rw = te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
     # A compressed weight summed in float32 is converted once per input channel of a tile (`window.WEIGHT_BLOCK`),
     # not at each of its uses
     weight = w
-    if k.weight_dtype != FLOAT and k.sum_dtype == FLOAT:
+    if k.weight_dtype != FLOAT and k.sum_dtype == FLOAT and not chunk:
         weight = te.compute(w.shape, lambda *i: tirx.Cast(FLOAT, w[i]), name=WEIGHT_BLOCK)
 
-    def conv(oc: tirx.Var, y: tirx.Var, xx: tirx.Var) -> ir.Expr:
-        channel = rc if k.groups == 1 else (oc // opg) * cpg + rc
-        tap = element(channel, y * sh + rh * dh, xx * sw + rw * dw)
-        return te.sum(product(k, tap, weight[oc, rc, rh, rw]), axis=[rc, rh, rw])
+    def tap(c: ir.Expr, oc: tirx.Var, y: tirx.Var, xx: tirx.Var) -> tuple[ir.Expr, ir.Expr]:
+        """Input and weight of input channel `c` (of the group) at (rh, rw) for output channel oc at (y, xx)."""
+        channel = c if k.groups == 1 else (oc // opg) * cpg + c
+        return element(channel, y * sh + rh * dh, xx * sw + rw * dw), weight[oc, c, rh, rw]
 
-    acc = te.compute(k.out_shape(), conv, name=ACC_BLOCK)
+    acc = _sums(k, k.out_shape(), tap, (rh, rw), chunk)
     inputs = [x, w, *params.values()]
     epilogue = lambda value, oc: layer_output(k, value, params, oc)  # noqa: E731
-    return windowed(k, lanes, inputs, src, acc, epilogue, cpg * kh * kw, converted_weight=weight is not w)
+    converted = weight is not w
+    return windowed(k, lanes, inputs, src, acc, epilogue, cpg * kh * kw, converted_weight=converted, narrow=chunk > 0)
+
+
+def _sums(
+    k: Conv2dKernel,
+    shape: tuple[int, ...],
+    tap: Callable[..., tuple[ir.Expr, ir.Expr]],
+    window: tuple[tirx.IterVar, tirx.IterVar],
+    chunk: int,
+) -> te.Tensor:
+    """The layer's sums (`ACC_BLOCK`) at each index of `shape`, over the input channels of a group and the window's
+    taps (`window`: its row and column reduction axes): `tap(c, *index)` is the input and weight of input channel
+    `c` there. With `chunk` (`_narrow_chunk`), the int16 sums (`narrow_product`) of each `chunk` input channels
+    (`PART_BLOCK`, indexed by chunk first) are added in int32."""
+    channels = k.in_shape[0] // k.groups
+    if not chunk:
+        rc = te.reduce_axis((0, channels), "rc")
+        return te.compute(shape, lambda *i: te.sum(product(k, *tap(rc, *i)), axis=[rc, *window]), name=ACC_BLOCK)
+    rci, rg = te.reduce_axis((0, chunk), "rci"), te.reduce_axis((0, channels // chunk), "rg")
+
+    def narrow(g: tirx.Var, *index: tirx.Var) -> ir.Expr:
+        return te.sum(narrow_product(*tap(g * chunk + rci, *index)), axis=[rci, *window])
+
+    part = te.compute((channels // chunk, *shape), narrow, name=PART_BLOCK)
+    return te.compute(shape, lambda *i: te.sum(tirx.Cast(SUM, part[(rg, *i)]), axis=[rg]), name=ACC_BLOCK)
 
 
 def _operands(k: Conv2dKernel) -> tuple[te.Tensor, te.Tensor, dict[str, te.Tensor]]:
@@ -78,6 +111,34 @@ def _pixel_tile(out_hw: tuple[int, int], vectors: int, block: int) -> tuple[int,
     return max(tiles, key=lambda t: (t[0] * t[1], t[1]))
 
 
+def _narrow_block_tile(k: Conv2dKernel, vectors: int) -> tuple[int, int, int]:
+    """(blocks, rows, columns) of the register tile of a blocked conv's int16 sums (`vectors` per pixel of a block):
+    dividing the output, at most `MAX_ACC_VECTORS` vectors, and the fewest other instructions per multiply-add
+    (`narrow_overhead`, per input channel: a weight vector per block and tap, and a broadcast per input pixel the
+    tile's windows cover, which LLVM loads once for all the taps reading it). 2 blocks x 2 x 2 pixels of a 4x4 map
+    took 0.184 instructions per MAC, 1 x 2 x 4 0.187, 2 x 1 x 4 0.188, 4 x 1 x 2 0.195 (bench/compressed_arm.py)."""
+    block = weight_block(k.weight_layout)
+    (kh, kw), (sh, sw), (dh, dw) = k.kernel, k.stride, k.dilation
+    _, oh, ow = k.out_shape()
+    blocks, tiles = k.out_channels // block, []
+    for b in (b for b in range(1, blocks + 1) if blocks % b == 0):
+        most = min(MAX_ACC_VECTORS // (vectors * b), MAX_TILE_FLOATS // (block * b))
+        tiles += [
+            (b, r, c)
+            for r in range(1, oh + 1)
+            if oh % r == 0
+            for c in range(1, ow + 1)
+            if ow % c == 0 and r * c <= most
+        ]
+
+    def cost(t: tuple[int, int, int]) -> tuple[float, int]:
+        b, r, c = t
+        pixels = ((r - 1) * sh + (kh - 1) * dh + 1) * ((c - 1) * sw + (kw - 1) * dw + 1)
+        return narrow_overhead(pixels, b * kh * kw, b * r * c * vectors * kh * kw), -b * r * c
+
+    return min(tiles, key=cost)
+
+
 def _conv2d_blocked(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
     """Direct convolution vectorised along output channels, for maps too narrow to fill a vector with columns.
 
@@ -94,28 +155,15 @@ def _conv2d_blocked(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
     chunk = _narrow_chunk(k, lanes)
     # int16 chunks multiply int8s: spikes padded as int8 are broadcast straight from their byte (NEON's ld1r)
     src, element = window_source(k, x, 0.0, INT8 if chunk else None)
-    rc, rh, rw = te.reduce_axis((0, cpg), "rc"), te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
+    rh, rw = te.reduce_axis((0, kh), "rh"), te.reduce_axis((0, kw), "rw")
 
-    def tap(ob: tirx.Var, c: ir.Expr, y: tirx.Var, xx: tirx.Var, oi: tirx.Var) -> tuple[ir.Expr, ir.Expr]:
+    def tap(c: ir.Expr, ob: tirx.Var, y: tirx.Var, xx: tirx.Var, oi: tirx.Var) -> tuple[ir.Expr, ir.Expr]:
         """Input and weight of input channel `c` (of the group) at (rh, rw) for output (y, xx), channel oi of block
         ob."""
         channel = c if k.groups == 1 else (ob // blocks_per_group) * cpg + c  # a block lies in one group
         return element(channel, y * sh + rh * dh, xx * sw + rw * dw), w[ob, c, rh, rw, oi]
 
-    if chunk:
-        rci, rg = te.reduce_axis((0, chunk), "rci"), te.reduce_axis((0, cpg // chunk), "rg")
-
-        def narrow(ob: tirx.Var, g: tirx.Var, y: tirx.Var, xx: tirx.Var, oi: tirx.Var) -> ir.Expr:
-            # int8 times int8 into int16 (NEON's smlal): a spike (0 or 1) as int8
-            x_tap, w_tap = tap(ob, g * chunk + rci, y, xx, oi)
-            return te.sum(tirx.Cast(NARROW, as_type(INT8, x_tap)) * tirx.Cast(NARROW, w_tap), axis=[rci, rh, rw])
-
-        part = te.compute((o // block, cpg // chunk, oh, ow, block), narrow, name=PART_BLOCK)
-        wide = lambda ob, y, xx, oi: te.sum(tirx.Cast(SUM, part[ob, rg, y, xx, oi]), axis=[rg])  # noqa: E731
-        acc = te.compute((o // block, oh, ow, block), wide, name=ACC_BLOCK)
-    else:
-        full = lambda ob, y, xx, oi: te.sum(product(k, *tap(ob, rc, y, xx, oi)), axis=[rc, rh, rw])  # noqa: E731
-        acc = te.compute((o // block, oh, ow, block), full, name=ACC_BLOCK)
+    acc = _sums(k, (o // block, oh, ow, block), tap, (rh, rw), chunk)
 
     def epilogue(oc: ir.Expr, y: tirx.Var, xx: tirx.Var, oi: ir.Expr | None = None) -> ir.Expr:
         """Output channel `oc` (or, stored blocked, channel `oi` of block `oc`) at (y, xx)."""
@@ -130,8 +178,10 @@ def _conv2d_blocked(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
         schedule_pad(sch, parallel)
     # An int16 chunk's sums of a pixel fill half the vectors of float32 ones (the int32 sums, added to once a chunk,
     # may spill)
-    vectors = math.ceil(block / (2 * lanes if chunk else lanes))
-    tile_h, tile_w = _pixel_tile((oh, ow), vectors, block)
+    if chunk:
+        tile_b, tile_h, tile_w = _narrow_block_tile(k, math.ceil(block / (2 * lanes)))
+    else:
+        tile_b, (tile_h, tile_w) = 1, _pixel_tile((oh, ow), math.ceil(block / lanes), block)
     out = stage.scheduled_block(sch)
     if k.out_block > 1:  # NCHW{ob}c: a pixel's block of outputs is one contiguous vector, stored whole
         co, h, wl, ci = sch.get_loops(out)
@@ -139,23 +189,24 @@ def _conv2d_blocked(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
     else:  # NCHW: a pixel's outputs lie a map apart, stored one at a time
         c, h, wl = sch.get_loops(out)
         co, ci = sch.split(c, [None, block])
+    bo, bi = sch.split(co, [None, tile_b])
     ho, hi = sch.split(h, [None, tile_h])
     wo, wi = sch.split(wl, [None, tile_w])
-    sch.reorder(co, ho, wo, hi, wi, ci)
-    tasks = sch.fuse(co, ho)
+    sch.reorder(bo, ho, wo, bi, hi, wi, ci)
+    tasks = sch.fuse(bo, ho)
     if parallel:
         sch.parallel(tasks)
     # At a loop inside the parallel one, so that each task has its own accumulators (at the parallel loop itself
     # they would be allocated once, outside it, and shared by the threads)
     sch.compute_at(sch.get_sblock(ACC_BLOCK), wo, preserve_unit_loops=True)
     acc_block = sch.get_sblock(ACC_BLOCK)
-    acc_h, acc_w, acc_c, *reduction = sch.get_loops(acc_block)[-4 if chunk else -6 :]  # inside the block's unit loop
-    sch.reorder(*reduction, acc_h, acc_w, acc_c)
+    acc_b, acc_h, acc_w, acc_c, *reduction = sch.get_loops(acc_block)[-5 if chunk else -7 :]
+    sch.reorder(*reduction, acc_b, acc_h, acc_w, acc_c)
     sch.vectorize(acc_c)
-    sch.unroll(acc_w)
-    sch.unroll(acc_h)
+    for loop in (acc_b, acc_h, acc_w):
+        sch.unroll(loop)
     if chunk:
-        _narrow_taps(sch, reduction[0])
+        narrow_taps(sch, reduction[0])
     sch.decompose_reduction(acc_block, reduction[0])
     stage.place_copies(sch)
     args = [*(t.op.name for t in inputs), *(["scratch"] if padded else []), *stage.names]
@@ -163,25 +214,9 @@ def _conv2d_blocked(k: Conv2dKernel, lanes: int) -> tirx.PrimFunc:
 
 
 def _narrow_chunk(k: Conv2dKernel, lanes: int) -> int:
-    """Input channels per chunk of int16 partial sums of a blocked int8 conv over spikes on NEON (0: none, the sums
-    are `k.sum_dtype`'s): at most `NARROW_ROWS` taps of weights of at most 127 in magnitude stay in int16's range,
-    and `smlal` then multiplies 8 weights by a spike per instruction, twice the lanes of a float32 `fmla`. Other
-    targets keep float32 sums (x86-64 has no int8 x int8 -> int16 multiply-add of a broadcast byte; its int32
-    multiply is slow)."""
+    """Input channels per chunk of int16 partial sums of an int8 conv over spikes on NEON (`narrow_sums`; 0: none,
+    the sums are `k.sum_dtype`'s), at most `NARROW_ROWS` taps."""
     taps = k.kernel[0] * k.kernel[1]
-    if lanes != NEON_LANES or k.weight_dtype != INT8 or not k.spike_inputs() or taps > NARROW_ROWS:
+    if not narrow_sums(k, lanes) or taps > NARROW_ROWS:
         return 0
     return tile(k.in_shape[0] // k.groups, NARROW_ROWS // taps)
-
-
-def _narrow_taps(sch: s_tir.Schedule, chunks: LoopRV) -> None:
-    """Computes the int16 partial sums of a chunk (`PART_BLOCK`) inside the chunk loop of the int32 sums, with the
-    same register tile: taps outside, the block of output channels vectorised inside."""
-    part = sch.get_sblock(PART_BLOCK)
-    sch.compute_at(part, chunks, preserve_unit_loops=True)
-    part_h, part_w, part_c, *reduction = sch.get_loops(part)[-6:]
-    sch.reorder(*reduction, part_h, part_w, part_c)
-    sch.vectorize(part_c)
-    sch.unroll(part_w)
-    sch.unroll(part_h)
-    sch.decompose_reduction(part, reduction[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 from tvm import ir, s_tir, te, tirx
 from tvm.script.ir_builder import IRBuilder
@@ -15,9 +16,14 @@ from masic.codegen.tir.common import (
     ACC_BLOCK,
     MAX_ACC_VECTORS,
     MAX_TILE_FLOATS,
+    NARROW,
+    NEON_LANES,
     PARALLEL_MIN_WORK,
     built,
+    in_chunks,
     layer_output,
+    narrow_product,
+    narrow_sums,
     placeholder,
     product,
     summand,
@@ -31,8 +37,6 @@ from masic.ir.graph import WORD_BITS, words
 
 PART_BLOCK = "part"  # a dense layer's interleaved partial sums
 STEP_GROUP = 4  # timesteps a batched dense kernel computes together (see `dense_steps`)
-NARROW = "int16"  # the partial sums of an int8 accumulate-only layer (`_narrow_chunks`)
-NARROW_ROWS = 256  # inputs per chunk of int16 partial sums: 256 * 127 = 32512 fits; whole words of bits
 
 
 def dense(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
@@ -42,7 +46,7 @@ def dense(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
     multiply-add over contiguous weights; a tile of rows shares each vector load of x. The few partial sums are
     then added up per row.
     """
-    if k.steps > 1:
+    if k.steps > 1 or (_narrow_lanes(k, lanes) and k.neuron is None):  # `dense_steps` has no neuron epilogue
         return dense_steps(k, lanes)
     n_in, n_out = k.in_features, k.out_features
     step = math.gcd(n_in, lanes)
@@ -85,40 +89,90 @@ def dense_steps(k: DenseKernel, lanes: int) -> tirx.PrimFunc:
     each weight vector then feeds 4 steps and each input vector 4 rows, and a row tile is read again from L1 for
     the next group (much faster than groups of 16 steps of single rows, whose 16 inputs overflow L1). The steps'
     inputs and outputs are separate arguments, so the kernel has one statement per step (IR builder).
+
+    int8 weights over spikes on NEON (`_narrow_lanes`) interleave 16 partial sums, a whole vector of int8 weights,
+    in int16 (`narrow_product`: `smlal`/`smlal2`, 8 MACs an instruction where float32 `fmla` does 4), each added to
+    its int32 sum after at most `NARROW_ROWS` terms (`in_chunks`).
     """
     n_in, n_out, n_steps = k.in_features, k.out_features, k.steps
-    step = math.gcd(n_in, lanes)
+    narrow = _narrow_lanes(k, lanes)
+    step = narrow or math.gcd(n_in, lanes)
     group = min(n_steps, STEP_GROUP)
-    rows = tile(n_out, max(1, MAX_ACC_VECTORS // group))
+    vectors = 2 if narrow else 1  # float32 vectors' worth of registers per partial-sum vector
+    rows = tile(n_out, max(1, MAX_ACC_VECTORS // (group * vectors)))
     loop = T.parallel if n_in * n_out * n_steps >= PARALLEL_MIN_WORK else T.serial
 
     def body(a: dict[str, tirx.Buffer]) -> None:
         xs, ys, w = k.step_names("x"), k.step_names("y"), a["w"]
+
+        def clear(sums: dict[int, tirx.Buffer]) -> None:
+            with T.unroll(rows) as ji, T.vectorized(step) as lane:
+                IRBuilder.name_many(["ji", "lane"], [ji, lane])
+                for sum_ in sums.values():
+                    T.buffer_store(sum_, zero(sum_.dtype), [ji, lane])
+
+        def accumulate(sums: dict[int, tirx.Buffer], first: int | ir.Expr, count: int) -> None:
+            """sums[t] += x_t * w over the input vectors [first, first + count)."""
+            with T.serial(count) as ko, T.unroll(rows) as ji, T.vectorized(step) as lane:
+                IRBuilder.name_many(["ko", "ji", "lane"], [ko, ji, lane])
+                column = (first + ko) * step + lane
+                weight = w[jo * rows + ji, column]
+                for t, sum_ in sums.items():  # spikes are bytes, read as 0.0 / 1.0 (or 0 / 1 into integer sums)
+                    x = a[xs[t]][column]
+                    term = narrow_product(x, weight) if narrow else product(k, x, weight)
+                    T.buffer_store(sum_, sum_[ji, lane] + term, [ji, lane])
+
+        def add_chunk(acc: dict[int, tirx.Buffer], part: dict[int, tirx.Buffer], first: ir.Expr, count: int) -> None:
+            clear(part)
+            accumulate(part, first, count)
+            with T.unroll(rows) as ji, T.vectorized(step) as lane:
+                IRBuilder.name_many(["ji", "lane"], [ji, lane])
+                for t, sum_ in acc.items():
+                    T.buffer_store(sum_, sum_[ji, lane] + tirx.Cast(k.sum_dtype, part[t][ji, lane]), [ji, lane])
+
+        def fold_halves(acc: dict[int, tirx.Buffer]) -> int:
+            """Adds the upper half of each row's integer sums onto the lower, as vectors, down to `NEON_LANES`
+            lanes (exact in any order; LLVM leaves a chain of lane-by-lane adds scalar): the lanes left to add."""
+            width = step
+            while width > NEON_LANES and width % 2 == 0:
+                width //= 2
+                with T.unroll(rows) as ji, T.vectorized(width) as lane:
+                    IRBuilder.name_many(["ji", "lane"], [ji, lane])
+                    for sum_ in acc.values():
+                        T.buffer_store(sum_, sum_[ji, lane] + sum_[ji, lane + width], [ji, lane])
+            return width
+
         with loop(n_out // rows) as jo:
             IRBuilder.name("jo", jo)
             for first in range(0, n_steps, group):
                 steps = range(first, min(first + group, n_steps))
                 acc = {t: IRBuilder.name(f"acc{t}", T.alloc_buffer((rows, step), k.sum_dtype)) for t in steps}
-                with T.unroll(rows) as ji, T.vectorized(step) as lane:
-                    IRBuilder.name_many(["ji", "lane"], [ji, lane])
-                    for t in steps:
-                        T.buffer_store(acc[t], zero(k.sum_dtype), [ji, lane])
-                with T.serial(n_in // step) as ko, T.unroll(rows) as ji, T.vectorized(step) as lane:
-                    IRBuilder.name_many(["ko", "ji", "lane"], [ko, ji, lane])
-                    weight = w[jo * rows + ji, ko * step + lane]
-                    for t in steps:  # spikes are bytes, read as 0.0 / 1.0 (or 0 / 1 into int32 sums)
-                        term = product(k, a[xs[t]][ko * step + lane], weight)
-                        T.buffer_store(acc[t], acc[t][ji, lane] + term, [ji, lane])
+                clear(acc)
+                if narrow:
+                    part = {t: IRBuilder.name(f"part{t}", T.alloc_buffer((rows, step), NARROW)) for t in steps}
+                    in_chunks(n_in // step, partial(add_chunk, acc, part))
+                else:
+                    accumulate(acc, 0, n_in // step)
+                summed = fold_halves(acc) if k.integer_sums else step
                 with T.unroll(rows) as ji:
                     IRBuilder.name("ji", ji)
                     row = jo * rows + ji
                     for t in steps:
                         total = acc[t][ji, 0]
-                        for lane in range(1, step):
+                        for lane in range(1, summed):
                             total = total + acc[t][ji, lane]
                         T.buffer_store(a[ys[t]], layer_output(k, total, a, row), [row])
 
     return built(k, body, noalias=True)
+
+
+def _narrow_lanes(k: DenseKernel, lanes: int) -> int:
+    """Partial sums per row of an int8 dense layer over spikes summed in int16 (`narrow_sums`): a NEON vector of int8
+    weights, 16, or 8 when the inputs come in multiples of 8 only; 0 (none) otherwise."""
+    if not narrow_sums(k, lanes):
+        return 0
+    step = math.gcd(k.in_features, 4 * NEON_LANES)
+    return step if step >= 2 * NEON_LANES else 0
 
 
 def accumulate_dense(k: AccumulateDenseKernel, lanes: int) -> tirx.PrimFunc:
@@ -196,13 +250,7 @@ def _narrow_chunks(
                 IRBuilder.name("ji", ji)
                 T.buffer_store(acc, acc[t, ji] + tirx.Cast(k.sum_dtype, part[t, ji]), [t, ji])
 
-    full, tail = divmod(k.in_features, NARROW_ROWS)
-    if full:
-        with T.serial(full) as c:
-            IRBuilder.name("chunk", c)
-            chunk(c * NARROW_ROWS, NARROW_ROWS)
-    if tail:
-        chunk(full * NARROW_ROWS, tail)
+    in_chunks(k.in_features, chunk)
 
 
 def _add_active_rows(xs: list[tirx.Buffer], i: tirx.Var, add_row: Callable[..., None]) -> None:
