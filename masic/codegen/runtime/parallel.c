@@ -25,12 +25,12 @@
  * run at the same time, and masic's schedules never ask for it, so an object referencing it fails to link. */
 #define _GNU_SOURCE
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <unistd.h>
 
 #include "masic_model.h"
+#include "spin.h"
 
 typedef struct {
   void *sync_handle;
@@ -41,8 +41,6 @@ typedef int (*FTVMParallelLambda)(int task_id, TVMParallelGroupEnv *penv, void *
 
 #define MASIC_MAX_THREADS 256
 #define MASIC_TASKS_PER_THREAD 4 /* finer cuts let a core take over a displaced worker's share; see the top */
-#define MASIC_SPIN_ITERS 20000
-#define MASIC_SPIN_YIELD 256 /* spins between two sched_yield calls */
 
 static struct {
   int num_threads; /* P; 0 while the pool is not running */
@@ -84,26 +82,22 @@ static void run_tasks(void) {
   }
 }
 
-/* Spins up to MASIC_SPIN_ITERS times, then sleeps on `cond`, until done(arg) holds. The spin yields the core every
- * MASIC_SPIN_YIELD turns, so that a spinning worker does not hold a core another thread needs: the loading thread
- * when weights stream (a third thread on 2 cores), or the launcher's serial kernels. On the 2-core VM: vgg11 under
- * 32 MB 67 -> 44 ms per inference, ConvNet4 3.4 -> 2.2 ms (yielding every 64 turns: 46 and 2.4 ms). */
-static void wait_until(int (*done)(unsigned), unsigned arg, pthread_cond_t *cond) {
-  for (int i = 0; i < MASIC_SPIN_ITERS && !done(arg); i++) {
-    if (i % MASIC_SPIN_YIELD == MASIC_SPIN_YIELD - 1) sched_yield();
-  }
-  if (done(arg)) return;
+/* Polls (spin.h), then sleeps on `cond`, until done(NULL, arg) holds. */
+static void wait_until(masic_spin_done_fn done, uint32_t arg, pthread_cond_t *cond) {
+  if (masic_spun_until(done, NULL, arg)) return;
   pthread_mutex_lock(&pool.mutex);
-  while (!done(arg)) pthread_cond_wait(cond, &pool.mutex);
+  while (!done(NULL, arg)) pthread_cond_wait(cond, &pool.mutex);
   pthread_mutex_unlock(&pool.mutex);
 }
 
-static int new_job_or_shutdown(unsigned seen) {
+static bool new_job_or_shutdown(const void *unused, uint32_t seen) {
+  (void)unused;
   return atomic_load(&pool.generation) != seen || atomic_load(&pool.shutdown);
 }
 
-static int all_tasks_done(unsigned unused) {
+static bool all_tasks_done(const void *unused, uint32_t unused_arg) {
   (void)unused;
+  (void)unused_arg;
   return atomic_load(&pool.unfinished) == 0;
 }
 

@@ -29,19 +29,17 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "profile.h"
+#include "spin.h"
 #include "util.h"
 #include "weights.h"
 
 #define NO_POSITION UINT32_MAX
-#define STREAM_SPIN_ITERS 20000 /* polls before a sleep: see spun_until */
-#define STREAM_SPIN_YIELD 256   /* polls between two sched_yield calls */
 #define STREAM_STACK_BYTES ((size_t)1 << 18) /* the thread only calls pread */
 #define STREAM_FAILED_STATUS (-1)            /* masic_wait_load's status when the load failed */
 
@@ -68,22 +66,8 @@ struct masic_stream {
   atomic_uint wanted;  /* the position the thread sleeps until, or NO_POSITION */
 };
 
-/* Polls done(s, arg) up to STREAM_SPIN_ITERS times (some tens of microseconds), yielding the core every
- * STREAM_SPIN_YIELD turns; true if it came to hold. Either side sleeps only after that: a sleeper's wake-up took
- * some 40 us on the 2-core VM, longer than the small kernels between two loads. ConvNet4 under 400KB streams 51
- * pieces of a few KB per inference; with the loader sleeping at once (and the compute after 2000 polls) its kernels
- * waited 135 ms over 64 samples (--profile), polling first 7 to 9 ms, and a sample took 0.49 (2 threads) to 0.56 ms
- * (1 thread) instead of 0.65 (no profile); vgg16 under 64MB ran 5 to 7% faster at 3x32x32 and 3x224x224, the
- * poll's yields leaving the core to the kernels when both compute. */
-static bool spun_until(bool (*done)(const masic_stream_t *, uint32_t), const masic_stream_t *s, uint32_t arg) {
-  for (int i = 0; i < STREAM_SPIN_ITERS; i++) {
-    if (done(s, arg)) return true;
-    if (i % STREAM_SPIN_YIELD == STREAM_SPIN_YIELD - 1) sched_yield();
-  }
-  return done(s, arg);
-}
-
-static bool position_reached(const masic_stream_t *s, uint32_t position) {
+static bool position_reached(const void *stream, uint32_t position) {
+  const masic_stream_t *s = stream;
   return atomic_load(&s->reached) >= position;
 }
 
@@ -92,7 +76,7 @@ static bool position_reached(const masic_stream_t *s, uint32_t position) {
  * does not ask the kernel to read ahead meanwhile: from the page cache POSIX_FADV_WILLNEED changed nothing.) */
 static bool await_position(masic_stream_t *s, uint32_t k) {
   uint32_t position = s->model->loads[k].start;
-  if (spun_until(position_reached, s, position)) return true;
+  if (masic_spun_until(position_reached, s, position)) return true; /* spin.h: why poll first */
   pthread_mutex_lock(&s->mutex);
   atomic_store(&s->wanted, position);
   atomic_thread_fence(memory_order_seq_cst); /* see the top of the file */
@@ -255,7 +239,8 @@ void masic_reached(masic_stream_t *s, uint32_t position) {
 }
 
 /* True once load k is done or the stream has failed. */
-static bool load_settled(const masic_stream_t *s, uint32_t k) {
+static bool load_settled(const void *stream, uint32_t k) {
+  const masic_stream_t *s = stream;
   return atomic_load_explicit(&s->done, memory_order_acquire) > k || atomic_load(&s->failed);
 }
 
@@ -274,7 +259,7 @@ int masic_wait_load(masic_stream_t *s, uint32_t k) {
     return STREAM_FAILED_STATUS;
   }
   double start = masic_now_s();
-  if (!spun_until(load_settled, s, k)) {
+  if (!masic_spun_until(load_settled, s, k)) {
     pthread_mutex_lock(&s->mutex);
     while (!load_settled(s, k)) pthread_cond_wait(&s->to_compute, &s->mutex);
     pthread_mutex_unlock(&s->mutex);
