@@ -260,8 +260,17 @@ class Graph:
         """The copy of the value of node `name` for one step of a block (`copy`)."""
         return self._value_copies[name][step if self.schedule.block > 1 else 0]
 
+    @cached_property
+    def _users(self) -> dict[str, tuple[Node, ...]]:
+        users: dict[str, list[Node]] = {}
+        for node in self.nodes:
+            for value in dict.fromkeys(node.inputs):  # a node reading a value twice is one user
+                users.setdefault(value, []).append(node)
+        return {value: tuple(nodes) for value, nodes in users.items()}
+
     def users(self, value: str) -> tuple[Node, ...]:
-        return tuple(n for n in self.nodes if value in n.inputs)
+        """The nodes reading `value`, in graph order (indexed once per graph: passes ask for every node's)."""
+        return self._users.get(value, ())
 
     def with_nodes(self, nodes: tuple[Node, ...] | list[Node]) -> Graph:
         """A copy with new nodes; parameters no node references any more are dropped with their weights."""
