@@ -106,9 +106,14 @@ def _pixel_tile(out_hw: tuple[int, int], vectors: int, block: int) -> tuple[int,
     """(rows, columns) of output pixels per register tile of the blocked conv: dividing the map, at most
     `MAX_ACC_VECTORS` accumulator vectors of `vectors` each and `MAX_TILE_FLOATS` floats; the most pixels (each
     weight vector loaded feeds one FMA per pixel), then the widest rows."""
-    (oh, ow), most = out_hw, max(1, min(MAX_ACC_VECTORS // vectors, MAX_TILE_FLOATS // block))
-    tiles = [(r, c) for r in range(1, oh + 1) if oh % r == 0 for c in range(1, ow + 1) if ow % c == 0 and r * c <= most]
-    return max(tiles, key=lambda t: (t[0] * t[1], t[1]))
+    most = max(1, min(MAX_ACC_VECTORS // vectors, MAX_TILE_FLOATS // block))
+    return max(_pixel_tiles(out_hw, most), key=lambda t: (t[0] * t[1], t[1]))
+
+
+def _pixel_tiles(out_hw: tuple[int, int], most: int) -> list[tuple[int, int]]:
+    """Every (rows, columns) tile of output pixels that divides the map and holds at most `most` pixels."""
+    oh, ow = out_hw
+    return [(r, c) for r in range(1, oh + 1) if oh % r == 0 for c in range(1, ow + 1) if ow % c == 0 and r * c <= most]
 
 
 def _narrow_block_tile(k: Conv2dKernel, vectors: int) -> tuple[int, int, int]:
@@ -119,17 +124,10 @@ def _narrow_block_tile(k: Conv2dKernel, vectors: int) -> tuple[int, int, int]:
     took 0.184 instructions per MAC, 1 x 2 x 4 0.187, 2 x 1 x 4 0.188, 4 x 1 x 2 0.195 (bench/compressed_arm.py)."""
     block = weight_block(k.weight_layout)
     (kh, kw), (sh, sw), (dh, dw) = k.kernel, k.stride, k.dilation
-    _, oh, ow = k.out_shape()
     blocks, tiles = k.out_channels // block, []
     for b in (b for b in range(1, blocks + 1) if blocks % b == 0):
         most = min(MAX_ACC_VECTORS // (vectors * b), MAX_TILE_FLOATS // (block * b))
-        tiles += [
-            (b, r, c)
-            for r in range(1, oh + 1)
-            if oh % r == 0
-            for c in range(1, ow + 1)
-            if ow % c == 0 and r * c <= most
-        ]
+        tiles += [(b, r, c) for r, c in _pixel_tiles(k.out_shape()[1:], most)]
 
     def cost(t: tuple[int, int, int]) -> tuple[float, int]:
         b, r, c = t
